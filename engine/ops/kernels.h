@@ -1,0 +1,63 @@
+// engine/ops/kernels.h — the per-device kernel set: which shader variant runs each op.
+//
+// Owns: choosing a variant per op from the device's capabilities (or a narrower mask, so
+// tests run every fallback), building its pipeline once per (variant, specialisation) and
+// keeping it. The op families (matvec.h, matmul.h, ops.h) record dispatches through it.
+// Uses vkdevice's types only; no Vulkan headers of its own.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "shaders/registry.h"
+#include "vkdevice/commands.h"
+#include "vkdevice/device.h"
+#include "vkdevice/pipeline.h"
+
+namespace chorus::ops {
+
+class Kernels {
+ public:
+  // caps_mask narrows the device's capabilities further (tests pass one variant's
+  // requirements to force that variant).
+  explicit Kernels(vk::Device& device, uint32_t caps_mask = shaders::kAllCapabilities);
+
+  vk::Device& device() const { return *device_; }
+  uint32_t caps() const { return caps_; }
+
+  // The variant of `op` these kernels use. Throws vk::Error naming the op and capabilities
+  // if no variant fits.
+  const shaders::Variant& variant(std::string_view op) const;
+
+  // The pipeline for op's variant with the given specialisation constants (built on first
+  // use, then reused: decode creates no pipelines).
+  const vk::Pipeline& pipeline(std::string_view op, uint32_t n_bindings, uint32_t push_bytes,
+                               const std::vector<uint32_t>& spec);
+
+  // Records one dispatch; push is the op's push-constant struct.
+  template <typename Push>
+  void dispatch(vk::CommandBuffer& cb, std::string_view op, std::initializer_list<vk::BufferWindow> bindings,
+                const Push& push, const std::vector<uint32_t>& spec, uint32_t gx, uint32_t gy = 1, uint32_t gz = 1) {
+    const vk::Pipeline& p = pipeline(op, static_cast<uint32_t>(bindings.size()), sizeof(Push), spec);
+    cb.dispatch(p, bindings, &push, sizeof(Push), gx, gy, gz);
+  }
+
+ private:
+  vk::Device* device_;
+  uint32_t caps_;
+  std::map<std::pair<std::string, std::vector<uint32_t>>, std::unique_ptr<vk::Pipeline>> pipelines_;
+};
+
+// Element offset of a window's start, for push constants: skip / element size. Throws if
+// the skip is not a whole number of elements.
+uint32_t skip_elems(const vk::BufferWindow& w, uint32_t elem_bytes);
+
+// Workgroup counts: ceil(n / per_group).
+inline uint32_t groups(uint64_t n, uint64_t per_group) { return static_cast<uint32_t>((n + per_group - 1) / per_group); }
+
+}  // namespace chorus::ops

@@ -1,0 +1,1 @@
+# Tiled matrix-matrix kernels (prefill): one source per weight format.

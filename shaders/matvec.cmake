@@ -1,0 +1,1 @@
+# Dequantising matrix-vector kernels (decode): one source per weight format.

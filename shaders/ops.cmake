@@ -1,0 +1,1 @@
+# Element-wise, normalisation, RoPE, attention, selection and conversion kernels.

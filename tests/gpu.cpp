@@ -1,0 +1,82 @@
+#include "tests/gpu.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <random>
+
+namespace chorus::test {
+
+vk::Instance& instance() {
+  static std::unique_ptr<vk::Instance> inst = [] {
+    vk::InstanceOptions o;
+    if (const char* v = std::getenv("CHORUS_VALIDATION"); v && std::string(v) == "1") o.validation = true;
+    try {
+      return std::make_unique<vk::Instance>(o);
+    } catch (const vk::Error& e) {
+      ADD_FAILURE() << e.what() << "\nGPU tests need a Vulkan driver: `apt-get install mesa-vulkan-drivers` gives lavapipe.";
+      std::exit(1);
+    }
+  }();
+  return *inst;
+}
+
+uint32_t test_device_index() {
+  const auto& devs = instance().devices();
+  if (const char* env = std::getenv("CHORUS_TEST_DEVICE")) return static_cast<uint32_t>(std::stoul(env));
+  for (const auto& d : devs)
+    if (d.usable()) return d.index;
+  ADD_FAILURE() << "no usable Vulkan device; GPU tests need one (`apt-get install mesa-vulkan-drivers` gives lavapipe)";
+  std::exit(1);
+}
+
+vk::Device& device(int n) {
+  static std::map<int, std::unique_ptr<vk::Device>> devices;
+  auto& slot = devices[n];
+  if (!slot) {
+    vk::DeviceOptions o;
+    o.physical_index = test_device_index();
+    slot = std::make_unique<vk::Device>(instance(), o);
+  }
+  return *slot;
+}
+
+std::vector<float> random_floats(size_t n, uint64_t seed, float scale) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+double nmse(std::span<const float> a, std::span<const float> b) {
+  if (a.size() != b.size()) return INFINITY;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
+    const double d = static_cast<double>(a[i]) - b[i];
+    num += d * d;
+    den += static_cast<double>(a[i]) * a[i];
+  }
+  if (den == 0) return num == 0 ? 0 : INFINITY;
+  return num / den;
+}
+
+double max_abs_diff(std::span<const float> a, std::span<const float> b) {
+  if (a.size() != b.size()) return INFINITY;
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) || std::isnan(b[i])) return INFINITY;
+    m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
+  }
+  return m;
+}
+
+void GpuTest::SetUp() { errors_before_ = instance().validation_errors(); }
+
+void GpuTest::TearDown() {
+  EXPECT_EQ(instance().validation_errors(), errors_before_) << "the Vulkan validation layer reported errors";
+}
+
+}  // namespace chorus::test

@@ -1,0 +1,47 @@
+// tools/main.cpp — `chorus <command>`: dispatches to the subcommands in tools/cmd_*.cpp.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "tools/commands.h"
+#include "vkdevice/vk.h"
+
+namespace {
+
+void usage(FILE* to) {
+  std::fprintf(to,
+               "chorus — run GGUF language models on every Vulkan GPU at once\n"
+               "\n"
+               "usage: chorus <command> [options]\n"
+               "\n"
+               "commands:\n");
+  for (const auto& c : chorus::tools::all_commands()) std::fprintf(to, "  %-10s %s\n", c.name, c.summary);
+  std::fprintf(to, "\n`chorus <command> --help` describes one command.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string name = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  for (const auto& c : chorus::tools::all_commands()) {
+    if (name != c.name) continue;
+    try {
+      return c.run(args);
+    } catch (const chorus::tools::UsageError& e) {
+      std::fprintf(stderr, "chorus %s: %s\n(see `chorus %s --help`)\n", c.name, e.what(), c.name);
+      return 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "chorus %s: error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "chorus: unknown command '%s'\n\n", name.c_str());
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,82 @@
+// vkdevice/commands.h — command recording and timeline semaphores.
+//
+// Owns: a command pool + command buffer per recorder (record once, submit many times),
+// the compute dispatch with push descriptors and push constants, buffer copies, the
+// barriers between them, and timeline semaphores with host waits that time out.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <span>
+#include <string>
+
+#include "vkdevice/memory.h"
+#include "vkdevice/vk.h"
+
+namespace chorus::vk {
+
+class Device;
+class Pipeline;
+
+class CommandBuffer {
+ public:
+  explicit CommandBuffer(Device& device);
+  ~CommandBuffer();
+  CommandBuffer(const CommandBuffer&) = delete;
+  CommandBuffer& operator=(const CommandBuffer&) = delete;
+
+  // Starts recording (discarding what was recorded before).
+  void begin();
+  void end();
+
+  // Binds `bindings` to the pipeline's bindings 0..n-1 and dispatches groups (x, y, z).
+  void dispatch(const Pipeline& pipeline, std::span<const BufferWindow> bindings, const void* push, uint32_t push_size,
+                uint32_t gx, uint32_t gy = 1, uint32_t gz = 1);
+  void dispatch(const Pipeline& pipeline, std::initializer_list<BufferWindow> bindings, const void* push,
+                uint32_t push_size, uint32_t gx, uint32_t gy = 1, uint32_t gz = 1) {
+    dispatch(pipeline, std::span<const BufferWindow>(bindings.begin(), bindings.size()), push, push_size, gx, gy, gz);
+  }
+  // Makes every earlier compute/transfer write visible to every later compute/transfer
+  // access. Callers say in one line why each barrier is needed.
+  void barrier();
+  // Makes earlier device writes visible to host reads after the submission completes.
+  void barrier_to_host();
+  void copy(const Buffer& src, uint64_t src_offset, const Buffer& dst, uint64_t dst_offset, uint64_t size);
+  void fill(const Buffer& dst, uint64_t offset, uint64_t size, uint32_t value);
+
+  VkCommandBuffer handle() const { return cb_; }
+  uint32_t dispatches() const { return dispatches_; }
+  Device& device() const { return *device_; }
+
+ private:
+  Device* device_;
+  VkCommandPool pool_ = VK_NULL_HANDLE;
+  VkCommandBuffer cb_ = VK_NULL_HANDLE;
+  uint32_t dispatches_ = 0;
+};
+
+// A timeline semaphore. Values only grow; each use names the value it stands for.
+class Timeline {
+ public:
+  Timeline(Device& device, std::string name, uint64_t initial = 0);
+  ~Timeline();
+  Timeline(const Timeline&) = delete;
+  Timeline& operator=(const Timeline&) = delete;
+
+  VkSemaphore handle() const { return sem_; }
+  const std::string& name() const { return name_; }
+  uint64_t value() const;
+  void signal(uint64_t value);  // from the host
+  // Waits on the host until the semaphore reaches value; throws TimeoutError naming the
+  // device, the timeline and `what` after the device's timeout. Counts one host wait.
+  void wait(uint64_t value, const std::string& what);
+  // As wait, with an explicit timeout; returns false on timeout instead of throwing.
+  bool wait_for(uint64_t value, uint64_t timeout_ns);
+
+ private:
+  Device* device_;
+  std::string name_;
+  VkSemaphore sem_ = VK_NULL_HANDLE;
+};
+
+}  // namespace chorus::vk

@@ -1,0 +1,259 @@
+#include "vkdevice/device.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "shaders/registry.h"
+#include "vkdevice/commands.h"
+
+namespace chorus::vk {
+namespace {
+
+std::string hex(const uint8_t* p, size_t n) {
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) {
+    s += digits[p[i] >> 4];
+    s += digits[p[i] & 15];
+  }
+  return s;
+}
+
+}  // namespace
+
+uint32_t parse_capability_list(const std::string& list, const std::string& source) {
+  uint32_t caps = 0;
+  std::stringstream ss(list);
+  std::string word;
+  while (std::getline(ss, word, ',')) {
+    while (!word.empty() && word.front() == ' ') word.erase(word.begin());
+    while (!word.empty() && word.back() == ' ') word.pop_back();
+    if (word.empty() || word == "none") continue;
+    if (word == "all") caps |= shaders::kAllCapabilities;
+    else if (word == "subgroup") caps |= shaders::kSubgroup;
+    else if (word == "fp16") caps |= shaders::kFp16;
+    else if (word == "int8") caps |= shaders::kInt8;
+    else
+      throw Error(source + ": unknown capability '" + word + "' (expected a comma-separated list of subgroup, fp16, int8, or all/none)");
+  }
+  return caps;
+}
+
+Device::Device(const Instance& instance, const DeviceOptions& options) : options_(options) {
+  const VkPhysicalDevice pd = instance.physical(options.physical_index);
+  info_ = instance.devices()[options.physical_index];
+  label_ = "device " + std::to_string(info_.index) + " (" + info_.name + ")";
+  if (!info_.usable()) throw Error(label_ + " cannot be used: " + info_.reject_reason);
+
+  uint32_t disabled = options.disabled_caps;
+  if (const char* env = std::getenv("CHORUS_DISABLE_CAPS"))
+    disabled |= parse_capability_list(env, "CHORUS_DISABLE_CAPS");
+  caps_ = info_.capabilities() & ~disabled;
+  staging_path_ = options.force_staging || !info_.unified_memory;
+
+  uint32_t n_families = 0;
+  vkGetPhysicalDeviceQueueFamilyProperties(pd, &n_families, nullptr);
+  std::vector<VkQueueFamilyProperties> families(n_families);
+  vkGetPhysicalDeviceQueueFamilyProperties(pd, &n_families, families.data());
+  queue_family_ = UINT32_MAX;
+  for (uint32_t i = 0; i < n_families && queue_family_ == UINT32_MAX; ++i)
+    if (families[i].queueFlags & VK_QUEUE_COMPUTE_BIT) queue_family_ = i;
+
+  std::vector<const char*> exts = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
+  if (info_.memory_budget_ext) exts.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+  const bool api13 = VK_API_VERSION_MINOR(info_.api_version) >= 3;
+  if (info_.int8_dot && !api13) exts.push_back(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+
+  VkPhysicalDeviceShaderIntegerDotProductFeatures dot{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+  dot.shaderIntegerDotProduct = info_.int8_dot;
+  VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, info_.int8_dot ? &dot : nullptr};
+  f12.timelineSemaphore = VK_TRUE;
+  f12.shaderFloat16 = info_.fp16;
+  f12.shaderInt8 = info_.int8_dot;
+  f12.storageBuffer8BitAccess = info_.int8_dot;
+  VkPhysicalDeviceVulkan11Features f11{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, &f12};
+  f11.storageBuffer16BitAccess = info_.fp16;
+  VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, &f11};
+  f2.features.shaderInt16 = info_.fp16;
+
+  const float priority = 1.0f;
+  VkDeviceQueueCreateInfo qi{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
+  qi.queueFamilyIndex = queue_family_;
+  qi.queueCount = 1;
+  qi.pQueuePriorities = &priority;
+  VkDeviceCreateInfo ci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, &f2};
+  ci.queueCreateInfoCount = 1;
+  ci.pQueueCreateInfos = &qi;
+  ci.enabledExtensionCount = static_cast<uint32_t>(exts.size());
+  ci.ppEnabledExtensionNames = exts.data();
+  check(vkCreateDevice(pd, &ci, nullptr, &device_), label_ + ": creating the logical device");
+  vkGetDeviceQueue(device_, queue_family_, 0, &queue_);
+
+  // Pipeline cache: load what an earlier run stored; a stale or foreign file is ignored by
+  // the driver (its header carries vendor, device and cache UUID).
+  std::vector<char> cache_data;
+  if (options_.pipeline_cache && !std::getenv("CHORUS_NO_PIPELINE_CACHE")) {
+    std::ifstream in(pipeline_cache_path(), std::ios::binary);
+    if (in) cache_data.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  VkPipelineCacheCreateInfo pci{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+  pci.initialDataSize = cache_data.size();
+  pci.pInitialData = cache_data.empty() ? nullptr : cache_data.data();
+  if (vkCreatePipelineCache(device_, &pci, nullptr, &pipeline_cache_) != VK_SUCCESS) {
+    pci.initialDataSize = 0;
+    pci.pInitialData = nullptr;
+    check(vkCreatePipelineCache(device_, &pci, nullptr, &pipeline_cache_), label_ + ": creating the pipeline cache");
+  }
+
+  VkPhysicalDeviceMemoryProperties mem{};
+  vkGetPhysicalDeviceMemoryProperties(pd, &mem);
+  uint64_t budget = options.memory_budget;
+  if (budget == 0) {
+    for (const auto& h : info_.heaps)
+      if (h.device_local) budget += h.budget;
+    if (budget == 0) budget = info_.heaps.empty() ? 0 : info_.heaps[0].budget;
+  }
+  Allocator::Config ac{device_, mem, budget, info_.max_memory_allocation_size,
+                       std::min<uint64_t>(256ull << 20, info_.max_memory_allocation_size), staging_path_, label_};
+  allocator_ = std::make_unique<Allocator>(ac);
+  transfer_timeline_ = std::make_unique<Timeline>(*this, "transfers");
+}
+
+Device::~Device() {
+  if (!device_) return;
+  vkDeviceWaitIdle(device_);
+  transfer_timeline_.reset();
+  allocator_.reset();
+  save_pipeline_cache();
+  vkDestroyPipelineCache(device_, pipeline_cache_, nullptr);
+  vkDestroyDevice(device_, nullptr);
+}
+
+std::string Device::pipeline_cache_path() const {
+  std::filesystem::path dir;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
+    dir = xdg;
+  else if (const char* home = std::getenv("HOME"); home && *home)
+    dir = std::filesystem::path(home) / ".cache";
+  else
+    dir = std::filesystem::temp_directory_path();
+  return (dir / "chorus" / ("pipelines-" + hex(info_.pipeline_cache_uuid, VK_UUID_SIZE) + ".bin")).string();
+}
+
+void Device::save_pipeline_cache() {
+  if (!options_.pipeline_cache || std::getenv("CHORUS_NO_PIPELINE_CACHE")) return;
+  size_t size = 0;
+  if (vkGetPipelineCacheData(device_, pipeline_cache_, &size, nullptr) != VK_SUCCESS || size == 0) return;
+  std::vector<char> data(size);
+  if (vkGetPipelineCacheData(device_, pipeline_cache_, &size, data.data()) != VK_SUCCESS) return;
+  // A cache is an optimisation: failing to write it is reported, never fatal. Several
+  // logical devices of one physical device write the same file; the rename keeps it whole.
+  const std::filesystem::path path = pipeline_cache_path();
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);
+  const std::filesystem::path tmp = path.string() + ".tmp" + std::to_string(reinterpret_cast<uintptr_t>(this));
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out || !out.write(data.data(), static_cast<std::streamsize>(size))) {
+      std::fprintf(stderr, "chorus: warning: could not write the pipeline cache %s\n", tmp.c_str());
+      return;
+    }
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) std::filesystem::remove(tmp, ec);
+}
+
+Buffer Device::create_buffer(uint64_t size, BufferKind kind, const std::string& name) {
+  return Buffer(*allocator_, device_, size, kind, name, info_.min_storage_buffer_offset_alignment,
+                info_.max_storage_buffer_range);
+}
+
+void Device::submit(const CommandBuffer& cb, std::span<const TimelinePoint> waits, std::span<const TimelinePoint> signals) {
+  std::vector<VkSemaphore> wait_sems, signal_sems;
+  std::vector<uint64_t> wait_values, signal_values;
+  std::vector<VkPipelineStageFlags> wait_stages;
+  for (const auto& w : waits) {
+    wait_sems.push_back(w.timeline->handle());
+    wait_values.push_back(w.value);
+    wait_stages.push_back(VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT);
+  }
+  for (const auto& s : signals) {
+    signal_sems.push_back(s.timeline->handle());
+    signal_values.push_back(s.value);
+  }
+  VkTimelineSemaphoreSubmitInfo ti{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
+  ti.waitSemaphoreValueCount = static_cast<uint32_t>(wait_values.size());
+  ti.pWaitSemaphoreValues = wait_values.data();
+  ti.signalSemaphoreValueCount = static_cast<uint32_t>(signal_values.size());
+  ti.pSignalSemaphoreValues = signal_values.data();
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO, &ti};
+  si.waitSemaphoreCount = static_cast<uint32_t>(wait_sems.size());
+  si.pWaitSemaphores = wait_sems.data();
+  si.pWaitDstStageMask = wait_stages.data();
+  const VkCommandBuffer handle = cb.handle();
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &handle;
+  si.signalSemaphoreCount = static_cast<uint32_t>(signal_sems.size());
+  si.pSignalSemaphores = signal_sems.data();
+  std::lock_guard lock(queue_mutex_);
+  check(vkQueueSubmit(queue_, 1, &si, VK_NULL_HANDLE), label_ + ": submitting work");
+  counters_.submits.fetch_add(1);
+}
+
+void Device::run(const CommandBuffer& cb) {
+  const uint64_t value = ++transfer_value_;
+  const TimelinePoint done{transfer_timeline_.get(), value};
+  submit(cb, {}, std::span(&done, 1));
+  transfer_timeline_->wait(value, "a command buffer");
+}
+
+void Device::upload(Buffer& dst, uint64_t offset, std::span<const std::byte> bytes) {
+  if (offset + bytes.size() > dst.size())
+    throw Error(label_ + ": uploading " + std::to_string(bytes.size()) + " bytes at offset " + std::to_string(offset) +
+                " overruns buffer '" + dst.tag() + "' of " + std::to_string(dst.size()) + " bytes");
+  if (bytes.empty()) return;
+  if (dst.mapped()) {
+    std::memcpy(dst.mapped() + offset, bytes.data(), bytes.size());
+    return;
+  }
+  const uint64_t chunk = std::min<uint64_t>(bytes.size(), 64ull << 20);
+  Buffer staging = create_buffer(chunk, BufferKind::Host, "staging");
+  CommandBuffer cb(*this);
+  for (uint64_t done = 0; done < bytes.size(); done += chunk) {
+    const uint64_t n = std::min<uint64_t>(chunk, bytes.size() - done);
+    std::memcpy(staging.mapped(), bytes.data() + done, n);
+    cb.begin();
+    cb.copy(staging, 0, dst, offset + done, n);
+    cb.end();
+    run(cb);
+  }
+}
+
+void Device::download(const Buffer& src, uint64_t offset, std::span<std::byte> bytes) {
+  if (offset + bytes.size() > src.size())
+    throw Error(label_ + ": downloading " + std::to_string(bytes.size()) + " bytes at offset " + std::to_string(offset) +
+                " overruns buffer '" + src.tag() + "' of " + std::to_string(src.size()) + " bytes");
+  if (bytes.empty()) return;
+  if (src.mapped()) {
+    std::memcpy(bytes.data(), src.mapped() + offset, bytes.size());
+    return;
+  }
+  const uint64_t chunk = std::min<uint64_t>(bytes.size(), 64ull << 20);
+  Buffer staging = create_buffer(chunk, BufferKind::Host, "staging");
+  CommandBuffer cb(*this);
+  for (uint64_t done = 0; done < bytes.size(); done += chunk) {
+    const uint64_t n = std::min<uint64_t>(chunk, bytes.size() - done);
+    cb.begin();
+    cb.copy(src, offset + done, staging, 0, n);
+    cb.barrier_to_host();
+    cb.end();
+    run(cb);
+    std::memcpy(bytes.data() + done, staging.mapped(), n);
+  }
+}
+
+}  // namespace chorus::vk

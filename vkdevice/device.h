@@ -1,0 +1,129 @@
+// vkdevice/device.h — one logical device: VkDevice, its queue, memory, pipelines, commands.
+//
+// Owns: opening a physical device as a logical device (the same physical device may be
+// opened many times; each opening has its own VkDevice, queue, memory and semaphores), the
+// capability mask, the per-device memory budget, the sub-allocator, uploads/downloads
+// (direct map on unified memory, staging copies otherwise or when forced), the on-disk
+// pipeline cache, and per-device counters (submits, host waits).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "vkdevice/instance.h"
+#include "vkdevice/memory.h"
+#include "vkdevice/vk.h"
+
+namespace chorus::vk {
+
+class CommandBuffer;
+class Timeline;
+
+struct DeviceOptions {
+  uint32_t physical_index = 0;
+  // Capabilities to hide from shader selection (shaders::Capability bits), on top of the
+  // CHORUS_DISABLE_CAPS environment variable ("fp16,int8,subgroup" or "all").
+  uint32_t disabled_caps = 0;
+  // Pretend the device has this many bytes of memory (0: use the driver's budget).
+  uint64_t memory_budget = 0;
+  // Use the discrete-GPU path (device-local buffers filled by staging copies) even on a
+  // device with unified memory.
+  bool force_staging = false;
+  // Persist the pipeline cache under $XDG_CACHE_HOME/chorus (or ~/.cache/chorus).
+  bool pipeline_cache = true;
+  // Host waits give up after this long (a device that stops answering is an error, not a hang).
+  uint64_t timeout_ns = 10'000'000'000ull;
+};
+
+// Parses "fp16,int8,subgroup" / "all" / "none" into shaders::Capability bits; throws Error
+// naming the bad word.
+uint32_t parse_capability_list(const std::string& list, const std::string& source);
+
+struct DeviceCounters {
+  std::atomic<uint64_t> submits{0};      // vkQueueSubmit calls
+  std::atomic<uint64_t> host_waits{0};   // host waits on a timeline value
+  std::atomic<uint64_t> pipelines{0};    // compute pipelines created
+};
+
+class Device {
+ public:
+  Device(const Instance& instance, const DeviceOptions& options);
+  ~Device();
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  // "device 1 (llvmpipe (LLVM 15.0.6, 256 bits))": how errors name this device.
+  const std::string& label() const { return label_; }
+  const DeviceInfo& info() const { return info_; }
+  const DeviceOptions& options() const { return options_; }
+  // Capabilities shaders may use: the hardware's minus the mask.
+  uint32_t capabilities() const { return caps_; }
+  bool uses_staging() const { return staging_path_; }
+  uint64_t timeout_ns() const { return options_.timeout_ns; }
+
+  VkDevice handle() const { return device_; }
+  VkQueue queue() const { return queue_; }
+  uint32_t queue_family() const { return queue_family_; }
+  VkPipelineCache pipeline_cache() const { return pipeline_cache_; }
+
+  Allocator& allocator() { return *allocator_; }
+  DeviceCounters& counters() { return counters_; }
+
+  // A buffer usable by kernels. Kind::Device is device-local (mapped only on unified memory
+  // without force_staging); Kind::Host is host-visible, coherent and mapped.
+  Buffer create_buffer(uint64_t size, BufferKind kind, const std::string& name);
+
+  // Copies host bytes into a buffer (waits until done). Uses the mapping when the buffer is
+  // mapped, else a staging copy in chunks.
+  void upload(Buffer& dst, uint64_t offset, std::span<const std::byte> bytes);
+  void download(const Buffer& src, uint64_t offset, std::span<std::byte> bytes);
+  template <typename T>
+  void upload(Buffer& dst, std::span<const T> data, uint64_t offset = 0) {
+    upload(dst, offset, std::as_bytes(data));
+  }
+  template <typename T>
+  std::vector<T> download(const Buffer& src, size_t count, uint64_t offset = 0) {
+    std::vector<T> out(count);
+    download(src, offset, std::as_writable_bytes(std::span<T>(out)));
+    return out;
+  }
+
+  // Submits one command buffer: waits for each (timeline, value) before it runs, signals
+  // each (timeline, value) when it completes. Counts one submit.
+  struct TimelinePoint {
+    Timeline* timeline;
+    uint64_t value;
+  };
+  void submit(const CommandBuffer& cb, std::span<const TimelinePoint> waits, std::span<const TimelinePoint> signals);
+  // Submits and waits on the host (the simple path used by tests and uploads).
+  void run(const CommandBuffer& cb);
+
+  // Writes the pipeline cache to disk now (also done by the destructor).
+  void save_pipeline_cache();
+
+ private:
+  std::string pipeline_cache_path() const;
+
+  DeviceInfo info_;
+  DeviceOptions options_;
+  std::string label_;
+  uint32_t caps_ = 0;
+  bool staging_path_ = false;
+  VkDevice device_ = VK_NULL_HANDLE;
+  VkQueue queue_ = VK_NULL_HANDLE;
+  uint32_t queue_family_ = 0;
+  VkPipelineCache pipeline_cache_ = VK_NULL_HANDLE;
+  std::unique_ptr<Allocator> allocator_;
+  DeviceCounters counters_;
+  std::mutex queue_mutex_;
+  std::unique_ptr<Timeline> transfer_timeline_;  // host waits for run()/upload()/download()
+  uint64_t transfer_value_ = 0;
+};
+
+}  // namespace chorus::vk

@@ -1,0 +1,1 @@
+# Attention over the F16 KV cache, KV-cache stores, argmax and top-k.

@@ -76,7 +76,7 @@ DeviceInfo survey_one(VkPhysicalDevice pd, uint32_t index) {
   std::memcpy(d.pipeline_cache_uuid, base.pipelineCacheUUID, VK_UUID_SIZE);
 
   if (VK_API_VERSION_MINOR(base.apiVersion) < 2 && VK_API_VERSION_MAJOR(base.apiVersion) == 1) {
-    d.reject_reason = "Vulkan 1.2 is required but the driver offers " + version_string(base.apiVersion);
+    d.reject_reason = reject_reason(d, true);  // the 1.2 structures below are not there to query
     return d;
   }
 
@@ -135,18 +135,23 @@ DeviceInfo survey_one(VkPhysicalDevice pd, uint32_t index) {
   bool compute = false;
   for (const auto& q : queues) compute |= (q.queueFlags & VK_QUEUE_COMPUTE_BIT) != 0;
 
-  if (!compute)
-    d.reject_reason = "it has no compute queue";
-  else if (!d.timeline_semaphore)
-    d.reject_reason = "it lacks timeline semaphores (Vulkan 1.2 feature timelineSemaphore), which every reduce waits on";
-  else if (!d.push_descriptor)
-    d.reject_reason = "it lacks VK_KHR_push_descriptor, which chorus binds kernel buffers with";
-  else if (d.max_memory_allocation_size == 0 || d.max_storage_buffer_range < (1u << 20))
-    d.reject_reason = "its maxStorageBufferRange (" + std::to_string(d.max_storage_buffer_range) + " bytes) is below 1 MiB";
+  d.reject_reason = reject_reason(d, compute);
   return d;
 }
 
 }  // namespace
+
+std::string reject_reason(const DeviceInfo& d, bool has_compute_queue) {
+  if (VK_API_VERSION_MAJOR(d.api_version) == 1 && VK_API_VERSION_MINOR(d.api_version) < 2)
+    return "Vulkan 1.2 is required but the driver offers " + version_string(d.api_version);
+  if (!has_compute_queue) return "it has no compute queue";
+  if (!d.timeline_semaphore)
+    return "it lacks timeline semaphores (Vulkan 1.2 feature timelineSemaphore), which every reduce waits on";
+  if (!d.push_descriptor) return "it lacks VK_KHR_push_descriptor, which chorus binds kernel buffers with";
+  if (d.max_storage_buffer_range < (1u << 20))
+    return "its maxStorageBufferRange (" + std::to_string(d.max_storage_buffer_range) + " bytes) is below 1 MiB";
+  return "";
+}
 
 std::string version_string(uint32_t v) {
   return std::to_string(VK_API_VERSION_MAJOR(v)) + "." + std::to_string(VK_API_VERSION_MINOR(v)) + "." +

@@ -86,6 +86,9 @@ class Instance {
   std::vector<DeviceInfo> devices_;
 };
 
+// Why chorus cannot use a device ("" if it can): a pure function of the survey's facts.
+std::string reject_reason(const DeviceInfo& d, bool has_compute_queue);
+
 // Returns "1.3.230".
 std::string version_string(uint32_t vk_version);
 

@@ -1,5 +1,8 @@
 #include "vkdevice/vk.h"
 
+#include <dlfcn.h>
+
+#include <cstdlib>
 #include <mutex>
 
 namespace chorus::vk {
@@ -45,14 +48,27 @@ void check(VkResult r, const std::string& what) {
 }
 
 void load_vulkan() {
+  // The loader is opened by hand (not volkInitialize) so CHORUS_VULKAN_LIBRARY can point
+  // elsewhere: a test uses it to prove a missing loader is reported, not a crash.
   static std::once_flag once;
-  static VkResult loaded = VK_ERROR_INITIALIZATION_FAILED;
-  std::call_once(once, [] { loaded = volkInitialize(); });
-  if (loaded != VK_SUCCESS)
-    throw Error(
-        "no Vulkan loader found (libvulkan.so.1 could not be opened): install a Vulkan driver, "
-        "e.g. `apt-get install libvulkan1 mesa-vulkan-drivers`",
-        loaded);
+  static std::string failure;
+  std::call_once(once, [] {
+    const char* env = std::getenv("CHORUS_VULKAN_LIBRARY");
+    const std::string path = env && *env ? env : "libvulkan.so.1";
+    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+      failure = "no Vulkan loader found (" + path +
+                " could not be opened): install one with a driver, e.g. `apt-get install libvulkan1 mesa-vulkan-drivers`";
+      return;
+    }
+    auto gipa = reinterpret_cast<PFN_vkGetInstanceProcAddr>(dlsym(lib, "vkGetInstanceProcAddr"));
+    if (gipa == nullptr) {
+      failure = path + " is not a Vulkan loader: it has no vkGetInstanceProcAddr";
+      return;
+    }
+    volkInitializeCustom(gipa);  // the library stays open for the life of the process
+  });
+  if (!failure.empty()) throw Error(failure, VK_ERROR_INITIALIZATION_FAILED);
 }
 
 }  // namespace chorus::vk

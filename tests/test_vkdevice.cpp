@@ -1,0 +1,243 @@
+// The device layer on the test GPU: survey, several logical devices on one physical device,
+// memory (sub-allocation, budget, windows, staging path), timelines, pipelines, caps.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <map>
+#include <numeric>
+#include <unistd.h>
+
+#include "shaders/registry.h"
+#include "tests/gpu.h"
+#include "vkdevice/pipeline.h"
+
+namespace chorus {
+namespace {
+
+using test::GpuTest;
+
+TEST_F(GpuTest, SurveyListsTheTestDeviceAsUsableWithItsLimits) {
+  const auto& d = test::instance().devices().at(test::test_device_index());
+  EXPECT_TRUE(d.usable()) << d.reject_reason;
+  EXPECT_FALSE(d.name.empty());
+  EXPECT_FALSE(d.driver_name.empty());
+  EXPECT_GT(d.max_storage_buffer_range, 0u);
+  EXPECT_GT(d.max_memory_allocation_size, 0u);
+  EXPECT_GT(d.subgroup_size, 0u);
+  EXPECT_TRUE(d.timeline_semaphore);
+  ASSERT_FALSE(d.heaps.empty());
+  EXPECT_GT(d.device_local_bytes(), 0u);
+}
+
+TEST(DeviceSurvey, ADeviceWithoutTimelineSemaphoresIsRejectedWithTheReason) {
+  vk::DeviceInfo d;
+  d.api_version = VK_API_VERSION_1_3;
+  d.push_descriptor = true;
+  d.max_storage_buffer_range = 1u << 27;
+  d.timeline_semaphore = false;
+  EXPECT_NE(vk::reject_reason(d, true).find("timeline semaphores"), std::string::npos);
+  d.timeline_semaphore = true;
+  EXPECT_EQ(vk::reject_reason(d, true), "");
+  EXPECT_NE(vk::reject_reason(d, false).find("compute queue"), std::string::npos);
+  d.api_version = VK_API_VERSION_1_1;
+  EXPECT_NE(vk::reject_reason(d, true).find("Vulkan 1.2 is required"), std::string::npos);
+}
+
+TEST_F(GpuTest, OnePhysicalDeviceOpensAsThreeIndependentLogicalDevices) {
+  vk::Device& a = test::device(0);
+  vk::Device& b = test::device(1);
+  vk::Device& c = test::device(2);
+  EXPECT_NE(a.handle(), b.handle());
+  EXPECT_NE(b.handle(), c.handle());
+  // Each has its own memory: a buffer on one does not count against another.
+  const uint64_t before_b = b.allocator().in_use();
+  vk::Buffer buf = a.create_buffer(1 << 20, vk::BufferKind::Device, "only-on-a");
+  EXPECT_EQ(b.allocator().in_use(), before_b);
+  EXPECT_GE(a.allocator().in_use("only-on-a"), 1u << 20);
+}
+
+TEST_F(GpuTest, UploadThenDownloadRoundTripsOnDirectAndStagingPaths) {
+  for (bool staging : {false, true}) {
+    vk::DeviceOptions o;
+    o.physical_index = test::test_device_index();
+    o.force_staging = staging;
+    vk::Device dev(test::instance(), o);
+    EXPECT_EQ(dev.uses_staging(), staging || !dev.info().unified_memory);
+    std::vector<uint32_t> data(70001);
+    std::iota(data.begin(), data.end(), 7u);
+    vk::Buffer b = dev.create_buffer(data.size() * 4 + 64, vk::BufferKind::Device, "roundtrip");
+    if (staging) {
+      EXPECT_EQ(b.mapped(), nullptr) << "the forced discrete path must not map device buffers";
+    }
+    dev.upload(b, 16, std::as_bytes(std::span(data)));
+    auto back = dev.download<uint32_t>(b, data.size(), 16);
+    EXPECT_EQ(back, data) << (staging ? "staging path" : "direct path");
+  }
+}
+
+TEST_F(GpuTest, SubAllocatorPacksSmallBuffersIntoOneBlockAndReusesFreedSpace) {
+  vk::Device& dev = test::device(0);
+  const uint64_t reserved0 = dev.allocator().reserved();
+  std::vector<vk::Buffer> bufs;
+  for (int i = 0; i < 64; ++i) bufs.push_back(dev.create_buffer(4096, vk::BufferKind::Device, "small"));
+  const uint64_t reserved1 = dev.allocator().reserved();
+  EXPECT_LE(reserved1 - reserved0, 256ull << 20) << "64 small buffers must share blocks";
+  bufs.clear();
+  EXPECT_EQ(dev.allocator().in_use("small"), 0u);
+  for (int i = 0; i < 64; ++i) bufs.push_back(dev.create_buffer(4096, vk::BufferKind::Device, "small"));
+  EXPECT_EQ(dev.allocator().reserved(), reserved1) << "freed space must be reused";
+}
+
+TEST_F(GpuTest, AllocationBeyondTheBudgetOverrideIsAClearError) {
+  vk::DeviceOptions o;
+  o.physical_index = test::test_device_index();
+  o.memory_budget = 8ull << 20;  // pretend the device has 8 MiB
+  vk::Device dev(test::instance(), o);
+  vk::Buffer fits = dev.create_buffer(4ull << 20, vk::BufferKind::Device, "weights");
+  try {
+    vk::Buffer too_big = dev.create_buffer(6ull << 20, vk::BufferKind::Device, "kv cache");
+    FAIL() << "an allocation beyond the budget succeeded";
+  } catch (const vk::Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("kv cache"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("budget of 8.0 MiB"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(dev.label()), std::string::npos) << msg;
+  }
+}
+
+TEST_F(GpuTest, WindowsAlignTheOffsetDownAndGrowTheRangeToCoverTheData) {
+  vk::Device& dev = test::device(0);
+  vk::Buffer b = dev.create_buffer(1000, vk::BufferKind::Device, "w");
+  const uint64_t align = dev.info().min_storage_buffer_offset_alignment;
+  const vk::BufferWindow w = b.window(align + 6, 100);
+  EXPECT_EQ(w.offset, align);
+  EXPECT_EQ(w.skip, 6u);
+  EXPECT_EQ(w.range, 106u);
+  EXPECT_THROW(b.window(990, 20), vk::Error);
+}
+
+TEST_F(GpuTest, TimelineHostSignalIsSeenByHostWaitAndAStuckWaitTimesOutWithAnError) {
+  vk::DeviceOptions o;
+  o.physical_index = test::test_device_index();
+  o.timeout_ns = 50'000'000;  // 50 ms
+  vk::Device dev(test::instance(), o);
+  vk::Timeline t(dev, "partials_ready");
+  t.signal(3);
+  EXPECT_EQ(t.value(), 3u);
+  t.wait(3, "reduce point 0");
+  try {
+    t.wait(4, "reduce point 1");
+    FAIL() << "a wait for a value nobody signals returned";
+  } catch (const vk::TimeoutError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("reduce point 1"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("partials_ready"), std::string::npos) << msg;
+  }
+}
+
+TEST_F(GpuTest, DeviceSubmissionWaitsForAHostSignalledTimelineValue) {
+  vk::Device& dev = test::device(0);
+  vk::Timeline gate(dev, "reduced");
+  vk::Timeline done(dev, "done");
+  vk::Buffer b = dev.create_buffer(256, vk::BufferKind::Device, "gated");
+  vk::CommandBuffer cb(dev);
+  cb.begin();
+  cb.fill(b, 0, 256, 0xABCDu);
+  cb.barrier_to_host();
+  cb.end();
+  const vk::Device::TimelinePoint wait{&gate, 1}, signal{&done, 1};
+  dev.submit(cb, std::span(&wait, 1), std::span(&signal, 1));
+  EXPECT_FALSE(done.wait_for(1, 20'000'000)) << "work ran before its wait was satisfied";
+  gate.signal(1);
+  done.wait(1, "the gated fill");
+  EXPECT_EQ(dev.download<uint32_t>(b, 1)[0], 0xABCDu);
+}
+
+TEST_F(GpuTest, PipelineWithBrokenSpirvIsRejectedWithItsName) {
+  vk::Device& dev = test::device(0);
+  const uint32_t junk[3] = {1, 2, 3};
+  try {
+    vk::Pipeline p(dev, vk::PipelineDesc{"not-a-shader", junk, 1, 0, {}});
+    FAIL() << "broken SPIR-V built a pipeline";
+  } catch (const vk::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not-a-shader"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(GpuTest, PipelineCacheIsWrittenToTheXdgCacheDirectory) {
+  const auto dir = std::filesystem::temp_directory_path() / ("chorus-cache-test-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  ::setenv("XDG_CACHE_HOME", dir.c_str(), 1);
+  {
+    vk::DeviceOptions o;
+    o.physical_index = test::test_device_index();
+    vk::Device dev(test::instance(), o);
+    const shaders::Variant* v = shaders::select("fill_f32", 0);
+    ASSERT_NE(v, nullptr);
+    vk::Pipeline p(dev, vk::PipelineDesc{std::string(v->name), v->spirv(), 1, 12, {64}});
+  }
+  ::unsetenv("XDG_CACHE_HOME");
+  bool found = false;
+  if (std::filesystem::exists(dir / "chorus"))
+    for (const auto& e : std::filesystem::directory_iterator(dir / "chorus"))
+      found |= e.path().filename().string().rfind("pipelines-", 0) == 0;
+  EXPECT_TRUE(found) << "no pipeline cache file under " << dir;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Capabilities, ParsingNamesEachBitAndRejectsUnknownWords) {
+  EXPECT_EQ(vk::parse_capability_list("fp16,int8", "test"), shaders::kFp16 | shaders::kInt8);
+  EXPECT_EQ(vk::parse_capability_list("all", "test"), shaders::kAllCapabilities);
+  EXPECT_EQ(vk::parse_capability_list("", "test"), 0u);
+  try {
+    vk::parse_capability_list("fp16,warp", "CHORUS_DISABLE_CAPS");
+    FAIL();
+  } catch (const vk::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'warp'"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("CHORUS_DISABLE_CAPS"), std::string::npos);
+  }
+}
+
+TEST_F(GpuTest, DispatchWritesExactlyTheRequestedRangeThroughAnUnalignedWindow) {
+  vk::Device& dev = test::device(0);
+  const shaders::Variant* v = shaders::select("fill_f32", dev.capabilities());
+  ASSERT_NE(v, nullptr);
+  vk::Pipeline p(dev, vk::PipelineDesc{std::string(v->name), v->spirv(), 1, 12, {64}});
+  std::vector<float> zeros(300, 0.0f);
+  vk::Buffer b = test::make_buffer(dev, zeros);
+  // Fill elements [5, 5 + 203): the window's offset is aligned down, skip goes in push constants.
+  const vk::BufferWindow w = b.window(5 * 4, 203 * 4);
+  struct {
+    uint32_t n, y_base;
+    float value;
+  } push{203, static_cast<uint32_t>(w.skip / 4), 2.5f};
+  test::run_on(dev, [&](vk::CommandBuffer& cb) {
+    cb.dispatch(p, {w}, &push, sizeof push, 4);
+    cb.barrier_to_host();
+  });
+  const auto got = dev.download<float>(b, 300);
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], (i >= 5 && i < 208) ? 2.5f : 0.0f) << "element " << i;
+}
+
+TEST_F(GpuTest, DisabledCapabilitiesAreHiddenFromKernelSelection) {
+  vk::DeviceOptions o;
+  o.physical_index = test::test_device_index();
+  o.disabled_caps = shaders::kAllCapabilities;
+  vk::Device dev(test::instance(), o);
+  EXPECT_EQ(dev.capabilities(), 0u);
+}
+
+TEST(ShaderRegistry, EveryOpHasAFallbackVariantAndNoTwoVariantsShareRequirements) {
+  std::map<std::string, std::vector<uint32_t>> by_op;
+  for (const auto& v : shaders::all_variants()) by_op[std::string(v.op)].push_back(v.requires_caps);
+  for (auto& [op, reqs] : by_op) {
+    EXPECT_NE(std::find(reqs.begin(), reqs.end(), 0u), reqs.end()) << op << " has no fallback variant";
+    std::sort(reqs.begin(), reqs.end());
+    EXPECT_EQ(std::adjacent_find(reqs.begin(), reqs.end()), reqs.end()) << op << " has two variants with the same requirements";
+  }
+}
+
+}  // namespace
+}  // namespace chorus

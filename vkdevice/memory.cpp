@@ -213,7 +213,7 @@ Buffer::Buffer(Allocator& allocator, VkDevice device, uint64_t size, BufferKind 
       bind_alignment_(bind_alignment), max_range_(max_range) {
   if (size == 0) throw Error(allocator.label() + ": buffer '" + tag_ + "' has size 0");
   VkBufferCreateInfo bi{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
-  bi.size = size;
+  bi.size = align_up(size, 4);  // kernels read by 32-bit words: the last word is always whole
   bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
   bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
   check(vkCreateBuffer(device, &bi, nullptr, &buffer_),
@@ -269,8 +269,9 @@ BufferWindow Buffer::window(uint64_t offset, uint64_t size) const {
   w.buffer = buffer_;
   w.offset = offset / bind_alignment_ * bind_alignment_;
   w.skip = offset - w.offset;
-  // Grow the range by what the aligned-down offset added, so the last bytes stay in range.
-  w.range = size + w.skip;
+  // Grow the range by what the aligned-down offset added, so the last bytes stay in range,
+  // and round it up to whole 32-bit words (the buffer is padded to allow that).
+  w.range = std::min(align_up(size + w.skip, 4), align_up(size_, 4) - w.offset);
   if (w.range > max_range_)
     throw Error("buffer '" + tag_ + "': a window of " + format_bytes(w.range) + " exceeds the device's maxStorageBufferRange of " +
                 format_bytes(max_range_) + "; the kernel must bind it in smaller windows");

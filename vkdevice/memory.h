@@ -106,6 +106,7 @@ class Buffer {
   explicit operator bool() const { return buffer_ != VK_NULL_HANDLE; }
 
   // The window [offset, offset + size) for binding; size 0 means to the end of the buffer.
+  // The range is rounded up to whole 32-bit words (buffers are padded to 4 bytes).
   // Throws Error if the window lies outside the buffer or exceeds maxStorageBufferRange.
   BufferWindow window(uint64_t offset = 0, uint64_t size = 0) const;
   uint64_t max_range() const { return max_range_; }

@@ -33,6 +33,14 @@ TEST(ChorusTool, WithoutAVulkanLoaderDevicesSaysSoAndExitsNonZero) {
   EXPECT_NE(r.output.find("/nonexistent/libvulkan.so.1"), std::string::npos) << r.output;
 }
 
+TEST(ChorusTool, WithoutAnyVulkanDriverDevicesAndSelftestSaySoAndExitNonZero) {
+  for (const char* cmd : {"devices", "selftest"}) {
+    const Result r = run(cmd, "VK_ICD_FILENAMES=/nonexistent/icd.json VK_DRIVER_FILES=/nonexistent/icd.json");
+    EXPECT_EQ(r.exit_code, 1) << cmd << ": " << r.output;
+    EXPECT_NE(r.output.find("found no driver"), std::string::npos) << cmd << ": " << r.output;
+  }
+}
+
 TEST(ChorusTool, DevicesListsTheTestDeviceAndItsStatus) {
   const Result r = run("devices");
   EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -51,7 +59,7 @@ TEST(ChorusTool, UnknownCommandAndUnknownOptionAreUsageErrors) {
 }
 
 TEST(ChorusTool, BadCapabilityMaskIsOneClearSentence) {
-  const Result r = run("selftest --quick", "CHORUS_DISABLE_CAPS=fp16,warp");
+  const Result r = run("selftest", "CHORUS_DISABLE_CAPS=fp16,warp");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("unknown capability 'warp'"), std::string::npos) << r.output;
 }

@@ -212,7 +212,13 @@ Instance::Instance(const InstanceOptions& options) {
   ci.ppEnabledExtensionNames = enabled.data();
   ci.enabledLayerCount = static_cast<uint32_t>(layers.size());
   ci.ppEnabledLayerNames = layers.data();
-  check(vkCreateInstance(&ci, nullptr, &instance_), "creating the Vulkan instance");
+  const VkResult created = vkCreateInstance(&ci, nullptr, &instance_);
+  if (created == VK_ERROR_INCOMPATIBLE_DRIVER)
+    throw Error(
+        "the Vulkan loader found no driver (VK_ERROR_INCOMPATIBLE_DRIVER creating the instance): install your GPU "
+        "vendor's Vulkan driver, or `apt-get install mesa-vulkan-drivers` for lavapipe on the CPU",
+        created);
+  check(created, "creating the Vulkan instance");
   volkLoadInstance(instance_);  // device functions stay loader trampolines: many VkDevices share them
 
   if (debug_utils) {

@@ -170,6 +170,9 @@ TEST_F(GpuTest, PipelineCacheIsWrittenToTheXdgCacheDirectory) {
   const auto dir = std::filesystem::temp_directory_path() / ("chorus-cache-test-" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   ::setenv("XDG_CACHE_HOME", dir.c_str(), 1);
+  const char* no_cache = std::getenv("CHORUS_NO_PIPELINE_CACHE");
+  const std::string saved_no_cache = no_cache ? no_cache : "";
+  ::unsetenv("CHORUS_NO_PIPELINE_CACHE");  // the test suite sets it; this test is about the cache
   {
     vk::DeviceOptions o;
     o.physical_index = test::test_device_index();
@@ -179,6 +182,7 @@ TEST_F(GpuTest, PipelineCacheIsWrittenToTheXdgCacheDirectory) {
     vk::Pipeline p(dev, vk::PipelineDesc{std::string(v->name), v->spirv(), 1, 12, {64}});
   }
   ::unsetenv("XDG_CACHE_HOME");
+  if (no_cache) ::setenv("CHORUS_NO_PIPELINE_CACHE", saved_no_cache.c_str(), 1);
   bool found = false;
   if (std::filesystem::exists(dir / "chorus"))
     for (const auto& e : std::filesystem::directory_iterator(dir / "chorus"))

@@ -1,0 +1,73 @@
+// `chorus selftest`: every kernel family once per device against the CPU reference.
+#include <cstdio>
+#include <memory>
+
+#include "engine/selftest.h"
+#include "shaders/registry.h"
+#include "tools/commands.h"
+#include "vkdevice/instance.h"
+
+namespace chorus::tools {
+
+int cmd_selftest(const std::vector<std::string>& args) {
+  std::vector<uint32_t> indices;
+  bool validation = false, force_staging = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      std::printf(
+          "usage: chorus selftest [--device LIST] [--force-staging] [--validation]\n\n"
+          "Runs the matrix kernels for every weight format on each device (default: every usable\n"
+          "device) through the variant its capabilities select, and compares with the CPU reference.\n"
+          "Exit status 0 only if every check passes.\n\n"
+          "  --device LIST     physical device indices from `chorus devices`, e.g. 0 or 0,0,1\n"
+          "  --force-staging   use the discrete-GPU memory path (staging copies) on unified memory\n"
+          "  --validation      enable VK_LAYER_KHRONOS_validation\n\n"
+          "environment: CHORUS_DISABLE_CAPS=fp16,int8,subgroup tests the fallback kernels.\n");
+      return 0;
+    }
+    if (a == "--device") indices = parse_index_list(a, take_value(args, i));
+    else if (a == "--force-staging") force_staging = true;
+    else if (a == "--validation") validation = true;
+    else throw UsageError("unknown option '" + a + "'");
+  }
+  vk::Instance inst(vk::InstanceOptions{validation});
+  if (indices.empty())
+    for (const auto& d : inst.devices())
+      if (d.usable()) indices.push_back(d.index);
+  if (indices.empty()) {
+    std::fprintf(stderr, "chorus selftest: no usable Vulkan device (see `chorus devices`)\n");
+    return 1;
+  }
+  int failures = 0;
+  for (uint32_t index : indices) {
+    vk::DeviceOptions o;
+    o.physical_index = index;
+    o.force_staging = force_staging;
+    vk::Device dev(inst, o);
+    std::printf("%s, kernels {%s}%s\n", dev.label().c_str(), shaders::capability_names(dev.capabilities()).c_str(),
+                dev.uses_staging() ? ", staging copies" : "");
+    run_selftest(dev, [&](const SelftestResult& r) {
+      if (!r.error.empty())
+        std::printf("  FAIL  %-34s %s\n", r.check.c_str(), r.error.c_str());
+      else
+        std::printf("  %s  %-34s %-32s nmse %.2e (limit %.0e)\n", r.passed() ? "ok  " : "FAIL", r.check.c_str(),
+                    r.variant.c_str(), r.nmse, r.tolerance);
+      failures += r.passed() ? 0 : 1;
+      std::fflush(stdout);
+    });
+  }
+  if (inst.validation_errors() > 0) {
+    std::fprintf(stderr, "chorus selftest: the validation layer reported %llu error(s)\n",
+                 static_cast<unsigned long long>(inst.validation_errors()));
+    return 1;
+  }
+  if (failures) {
+    std::fprintf(stderr, "chorus selftest: %d check(s) failed\n", failures);
+    return 1;
+  }
+  std::printf("all checks passed\n");
+  return 0;
+}
+
+}  // namespace chorus::tools

@@ -1,0 +1,288 @@
+#include "engine/ops/ops.h"
+
+#include <algorithm>
+#include <string>
+
+namespace chorus::ops {
+namespace {
+
+// Push constants, mirrored field for field from shaders/ops.glsl.
+struct RmsNormPush {
+  uint32_t x_off, w_off, y_off;
+  uint32_t n, rows;
+  uint32_t x_stride, y_stride;
+  uint32_t has_weight;
+  float eps;
+};
+static_assert(sizeof(RmsNormPush) == 36);
+
+struct RopePush {
+  uint32_t x_off, y_off, pos_off;
+  uint32_t n_tokens, n_heads, head_dim, n_dims;
+  uint32_t neox;
+  uint32_t x_tok_stride, x_head_stride, y_tok_stride, y_head_stride;
+  float freq_base, freq_scale;
+};
+static_assert(sizeof(RopePush) == 56);
+
+struct SoftmaxPush {
+  uint32_t x_off, m_off, y_off;
+  uint32_t n, rows;
+  uint32_t x_stride, y_stride, m_stride;
+  uint32_t tokens;
+  uint32_t has_mask;
+  uint32_t causal;
+  uint32_t n_past;
+  float scale;
+};
+static_assert(sizeof(SoftmaxPush) == 52);
+
+struct BinaryPush {
+  uint32_t x_off, y_off, z_off;
+  uint32_t n, ny;
+};
+static_assert(sizeof(BinaryPush) == 20);
+
+struct ScalePush {
+  uint32_t x_off, y_off;
+  uint32_t n;
+  float s;
+};
+static_assert(sizeof(ScalePush) == 16);
+
+struct GluPush {
+  uint32_t g_off, u_off, y_off;
+  uint32_t n, rows;
+  uint32_t g_stride, u_stride, y_stride;
+};
+static_assert(sizeof(GluPush) == 32);
+
+struct CopyPush {
+  uint32_t src_off, dst_off;
+  uint32_t ne0, ne1, ne2;
+  uint32_t s1, s2, d1, d2;
+  uint32_t pairs;
+};
+static_assert(sizeof(CopyPush) == 40);
+
+struct GetRowsPush {
+  uint32_t w_off, ids_off, y_off;
+  uint32_t n, n_ids;
+  uint32_t row_bytes;
+  uint32_t row_begin, n_rows;
+  uint32_t y_stride;
+};
+static_assert(sizeof(GetRowsPush) == 36);
+
+// Workgroup sizes (specialisation constant 0). Row kernels reduce over a row with one
+// workgroup, whose size must be a power of two for the fallback's tree reduction.
+constexpr uint32_t kRowWorkgroup = 128;
+constexpr uint32_t kElemWorkgroup = 256;
+constexpr uint32_t kMaxGroupsX = 65535;  // the minimum maxComputeWorkGroupCount[0] Vulkan guarantees
+
+// Workgroup counts (gx, gy) covering `n` groups on a 2-D grid (shaders flatten it with
+// ch_group_index() and drop the excess).
+struct Grid {
+  uint32_t x, y;
+};
+Grid grid(uint64_t n) {
+  const uint64_t gx = std::min<uint64_t>(n, kMaxGroupsX);
+  return {static_cast<uint32_t>(gx), gx == 0 ? 0u : groups(n, gx)};
+}
+
+// Bytes spanned by `rows` rows of `n` elements `stride` elements apart.
+uint64_t strided_bytes(uint64_t rows, uint64_t n, uint64_t stride, uint64_t elem) {
+  return ((rows - 1) * stride + n) * elem;
+}
+
+// Element offset of a window's start, checked to fit the shader's 32-bit indices.
+uint32_t elem_offset(const vk::BufferWindow& w, uint32_t elem_bytes) { return skip_elems(w, elem_bytes); }
+
+uint32_t or_default(uint32_t v, uint32_t d) { return v != 0 ? v : d; }
+
+void binary(Kernels& k, vk::CommandBuffer& cb, const char* op, const vk::Buffer& x, uint64_t x_offset,
+            const vk::Buffer& y, uint64_t y_offset, const vk::Buffer& z, uint64_t z_offset, uint32_t n, uint32_t ny) {
+  if (n == 0) return;
+  if (ny == 0 || ny > n)
+    throw vk::Error(std::string(op) + ": the second operand has " + std::to_string(ny) + " elements, expected 1.." +
+                    std::to_string(n));
+  const auto xw = x.window(x_offset, uint64_t{n} * 4), yw = y.window(y_offset, uint64_t{ny} * 4),
+             zw = z.window(z_offset, uint64_t{n} * 4);
+  const BinaryPush p{elem_offset(xw, 4), elem_offset(yw, 4), elem_offset(zw, 4), n, ny};
+  const Grid g = grid(groups(n, kElemWorkgroup));
+  k.dispatch(cb, op, {xw, yw, zw}, p, {kElemWorkgroup}, g.x, g.y);
+}
+
+void glu(Kernels& k, vk::CommandBuffer& cb, const char* op, const vk::Buffer& gate, uint64_t gate_offset,
+         const vk::Buffer& up, uint64_t up_offset, const vk::Buffer& out, uint64_t out_offset, const GluShape& s) {
+  if (s.n == 0 || s.rows == 0) return;
+  const uint32_t gs = or_default(s.gate_stride, s.n), us = or_default(s.up_stride, s.n),
+                 os = or_default(s.out_stride, s.n);
+  const auto gw = gate.window(gate_offset, strided_bytes(s.rows, s.n, gs, 4));
+  const auto uw = up.window(up_offset, strided_bytes(s.rows, s.n, us, 4));
+  const auto ow = out.window(out_offset, strided_bytes(s.rows, s.n, os, 4));
+  const GluPush p{elem_offset(gw, 4), elem_offset(uw, 4), elem_offset(ow, 4), s.n, s.rows, gs, us, os};
+  const Grid g = grid(groups(uint64_t{s.n} * s.rows, kElemWorkgroup));
+  k.dispatch(cb, op, {gw, uw, ow}, p, {kElemWorkgroup}, g.x, g.y);
+}
+
+uint32_t elem_bytes(GgmlType t, const char* what) {
+  if (t == GgmlType::F32) return 4;
+  if (t == GgmlType::F16) return 2;
+  throw vk::Error(std::string("copy: the ") + what + " type " + type_traits(t).name + " is not F32 or F16");
+}
+
+}  // namespace
+
+void rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* weight,
+              uint64_t weight_offset, const vk::Buffer& y, uint64_t y_offset, const RmsNormShape& s) {
+  if (s.n == 0 || s.rows == 0) return;
+  const uint32_t xs = or_default(s.x_stride, s.n), ys = or_default(s.y_stride, s.n);
+  const auto xw = x.window(x_offset, strided_bytes(s.rows, s.n, xs, 4));
+  const auto yw = y.window(y_offset, strided_bytes(s.rows, s.n, ys, 4));
+  const auto ww = weight ? weight->window(weight_offset, uint64_t{s.n} * 4) : xw;  // unused binding without weight
+  const RmsNormPush p{elem_offset(xw, 4), weight ? elem_offset(ww, 4) : 0u, elem_offset(yw, 4), s.n, s.rows, xs, ys,
+                      weight ? 1u : 0u, s.eps};
+  const Grid g = grid(s.rows);
+  k.dispatch(cb, "rms_norm", {xw, ww, yw}, p, {kRowWorkgroup}, g.x, g.y);
+}
+
+void rope(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& positions,
+          uint64_t positions_offset, const vk::Buffer& y, uint64_t y_offset, const RopeShape& s) {
+  const uint32_t n_dims = or_default(s.n_dims, s.head_dim);
+  if (s.head_dim % 2 != 0 || n_dims % 2 != 0 || n_dims > s.head_dim)
+    throw vk::Error("rope: head_dim " + std::to_string(s.head_dim) + " and n_dims " + std::to_string(n_dims) +
+                    " must be even with n_dims <= head_dim");
+  if (s.n_tokens == 0 || s.n_heads == 0 || s.head_dim == 0) return;
+  const uint32_t xt = or_default(s.x_token_stride, s.n_heads * s.head_dim), xh = or_default(s.x_head_stride, s.head_dim);
+  const uint32_t yt = or_default(s.y_token_stride, s.n_heads * s.head_dim), yh = or_default(s.y_head_stride, s.head_dim);
+  const auto extent = [&](uint32_t ts, uint32_t hs) {
+    return (uint64_t{s.n_tokens - 1} * ts + uint64_t{s.n_heads - 1} * hs + s.head_dim) * 4;
+  };
+  const auto xw = x.window(x_offset, extent(xt, xh));
+  const auto pw = positions.window(positions_offset, uint64_t{s.n_tokens} * 4);
+  const auto yw = y.window(y_offset, extent(yt, yh));
+  const RopePush p{elem_offset(xw, 4), elem_offset(yw, 4), elem_offset(pw, 4), s.n_tokens, s.n_heads, s.head_dim,
+                   n_dims, s.neox ? 1u : 0u, xt, xh, yt, yh, s.freq_base, s.freq_scale};
+  const Grid g = grid(groups(uint64_t{s.n_tokens} * s.n_heads * (s.head_dim / 2), kElemWorkgroup));
+  k.dispatch(cb, "rope", {xw, pw, yw}, p, {kElemWorkgroup}, g.x, g.y);
+}
+
+void softmax(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* mask,
+             uint64_t mask_offset, const vk::Buffer& y, uint64_t y_offset, const SoftmaxShape& s) {
+  if (s.n == 0 || s.rows == 0) return;
+  if (s.tokens == 0) throw vk::Error("softmax: tokens must be at least 1");
+  const uint32_t xs = or_default(s.x_stride, s.n), ys = or_default(s.y_stride, s.n), ms = or_default(s.mask_stride, s.n);
+  const auto xw = x.window(x_offset, strided_bytes(s.rows, s.n, xs, 4));
+  const auto yw = y.window(y_offset, strided_bytes(s.rows, s.n, ys, 4));
+  const uint32_t mask_rows = std::min(s.tokens, s.rows);
+  const auto mw = mask ? mask->window(mask_offset, strided_bytes(mask_rows, s.n, ms, 4)) : xw;  // unused without mask
+  const SoftmaxPush p{elem_offset(xw, 4), mask ? elem_offset(mw, 4) : 0u, elem_offset(yw, 4), s.n, s.rows, xs, ys, ms,
+                      s.tokens, mask ? 1u : 0u, s.causal ? 1u : 0u, s.n_past, s.scale};
+  const Grid g = grid(s.rows);
+  k.dispatch(cb, "softmax", {xw, mw, yw}, p, {kRowWorkgroup}, g.x, g.y);
+}
+
+void add(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
+         uint64_t y_offset, const vk::Buffer& z, uint64_t z_offset, uint32_t n, uint32_t ny) {
+  binary(k, cb, "add", x, x_offset, y, y_offset, z, z_offset, n, ny);
+}
+
+void mul(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
+         uint64_t y_offset, const vk::Buffer& z, uint64_t z_offset, uint32_t n, uint32_t ny) {
+  binary(k, cb, "mul", x, x_offset, y, y_offset, z, z_offset, n, ny);
+}
+
+void scale(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
+           uint64_t y_offset, uint32_t n, float s) {
+  if (n == 0) return;
+  const auto xw = x.window(x_offset, uint64_t{n} * 4), yw = y.window(y_offset, uint64_t{n} * 4);
+  const ScalePush p{elem_offset(xw, 4), elem_offset(yw, 4), n, s};
+  const Grid g = grid(groups(n, kElemWorkgroup));
+  k.dispatch(cb, "scale", {xw, yw}, p, {kElemWorkgroup}, g.x, g.y);
+}
+
+void swiglu(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& gate, uint64_t gate_offset, const vk::Buffer& up,
+            uint64_t up_offset, const vk::Buffer& out, uint64_t out_offset, const GluShape& s) {
+  glu(k, cb, "swiglu", gate, gate_offset, up, up_offset, out, out_offset, s);
+}
+
+void geglu(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& gate, uint64_t gate_offset, const vk::Buffer& up,
+           uint64_t up_offset, const vk::Buffer& out, uint64_t out_offset, const GluShape& s) {
+  glu(k, cb, "geglu", gate, gate_offset, up, up_offset, out, out_offset, s);
+}
+
+void copy(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& src, uint64_t src_offset, GgmlType src_type,
+          const vk::Buffer& dst, uint64_t dst_offset, GgmlType dst_type, const CopyShape& s) {
+  const uint32_t se = elem_bytes(src_type, "source"), de = elem_bytes(dst_type, "destination");
+  if (s.ne0 == 0 || s.ne1 == 0 || s.ne2 == 0) return;
+  const uint32_t s1 = or_default(s.src_stride1, s.ne0), s2 = or_default(s.src_stride2, s.ne1 * s1);
+  const uint32_t d1 = or_default(s.dst_stride1, s.ne0), d2 = or_default(s.dst_stride2, s.ne1 * d1);
+  const auto extent = [&](uint64_t t1, uint64_t t2, uint64_t e) {
+    return (uint64_t{s.ne2 - 1} * t2 + uint64_t{s.ne1 - 1} * t1 + s.ne0) * e;
+  };
+  const auto sw = src.window(src_offset, extent(s1, s2, se));
+  const auto dw = dst.window(dst_offset, extent(d1, d2, de));
+  const uint32_t doff = elem_offset(dw, de);
+  const bool pairs = de == 2 && doff % 2 == 0 && d1 % 2 == 0 && d2 % 2 == 0 && s.ne0 % 2 == 0;
+  const CopyPush p{elem_offset(sw, se), doff, s.ne0, s.ne1, s.ne2, s1, s2, d1, d2, pairs ? 1u : 0u};
+  const std::string op = std::string("cpy_") + (se == 4 ? "f32" : "f16") + (de == 4 ? "_f32" : "_f16");
+  // The fallback handles two f16 outputs per invocation when pairs is set; the fp16 variant
+  // ignores the flag, so it always gets one invocation per element.
+  const bool per_pair = pairs && (k.variant(op).requires_caps & shaders::kFp16) == 0;
+  const uint64_t units = uint64_t{per_pair ? s.ne0 / 2 : s.ne0} * s.ne1 * s.ne2;
+  const Grid g = grid(groups(units, kElemWorkgroup));
+  k.dispatch(cb, op, {sw, dw}, p, {kElemWorkgroup}, g.x, g.y);
+}
+
+const char* get_rows_op(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32: return "get_rows_f32";
+    case GgmlType::F16: return "get_rows_f16";
+    case GgmlType::BF16: return "get_rows_bf16";
+    case GgmlType::Q8_0: return "get_rows_q8_0";
+    case GgmlType::Q4_0: return "get_rows_q4_0";
+    case GgmlType::Q4_1: return "get_rows_q4_1";
+    case GgmlType::Q5_0: return "get_rows_q5_0";
+    case GgmlType::Q5_1: return "get_rows_q5_1";
+    case GgmlType::Q2_K: return "get_rows_q2_k";
+    case GgmlType::Q3_K: return "get_rows_q3_k";
+    case GgmlType::Q4_K: return "get_rows_q4_k";
+    case GgmlType::Q5_K: return "get_rows_q5_k";
+    case GgmlType::Q6_K: return "get_rows_q6_k";
+    default: break;
+  }
+  throw vk::Error(std::string("get_rows: no kernel for weight format ") + type_traits(type).name);
+}
+
+void get_rows(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& w, uint64_t w_offset, const vk::Buffer& ids,
+              uint64_t ids_offset, const vk::Buffer& out, uint64_t out_offset, const GetRowsShape& s) {
+  const char* op = get_rows_op(s.type);
+  const auto rb = row_bytes(s.type, s.n);
+  if (!rb)
+    throw vk::Error(std::string("get_rows: a row of ") + std::to_string(s.n) + " elements is not a whole number of " +
+                    type_traits(s.type).name + " blocks");
+  if (w_offset % 4 != 0)
+    throw vk::Error("get_rows: the weight starts at byte " + std::to_string(w_offset) + ", not a multiple of 4");
+  if (s.n == 0 || s.n_rows == 0 || s.n_ids == 0) return;
+  const uint32_t ys = or_default(s.out_stride, s.n);
+  const auto iw = ids.window(ids_offset, uint64_t{s.n_ids} * 4);
+  const auto yw = out.window(out_offset, strided_bytes(s.n_ids, s.n, ys, 4));
+  // A window's aligned start may lie up to the binding alignment before the rows it holds.
+  const uint64_t limit = s.max_window != 0 ? s.max_window : w.max_range();
+  const uint64_t slack = 256;  // > any minStorageBufferOffsetAlignment
+  if (limit <= slack || (limit - slack) / *rb == 0)
+    throw vk::Error(std::string("get_rows: a ") + type_traits(s.type).name + " row of " + std::to_string(*rb) +
+                    " bytes does not fit a binding window of " + vk::format_bytes(limit));
+  const uint64_t rows_per_window = (limit - slack) / *rb;
+  const Grid g = grid(s.n_ids);
+  for (uint64_t r0 = 0; r0 < s.n_rows; r0 += rows_per_window) {
+    const uint64_t nr = std::min<uint64_t>(rows_per_window, s.n_rows - r0);
+    const auto ww = w.window(w_offset + r0 * *rb, nr * *rb);
+    const GetRowsPush p{static_cast<uint32_t>(ww.skip), elem_offset(iw, 4), elem_offset(yw, 4), s.n, s.n_ids,
+                        static_cast<uint32_t>(*rb), static_cast<uint32_t>(r0), static_cast<uint32_t>(nr), ys};
+    k.dispatch(cb, op, {ww, iw, yw}, p, {kRowWorkgroup}, g.x, g.y);
+  }
+}
+
+}  // namespace chorus::ops

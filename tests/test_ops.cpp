@@ -1,0 +1,481 @@
+// GPU tests of engine/ops/ops.h against tests/reference_ops.h, for every variant of every op.
+//
+// Tolerances (NMSE = sum (ref - got)^2 / sum ref^2, vs a double-precision reference):
+//   rms_norm 1e-10, softmax 1e-10, swiglu / geglu 1e-10, rope 1e-8 (positions < 4096);
+//   add / mul / scale: exact (one IEEE operation per element, as the reference does it);
+//   copy / convert: exact (F32 -> F16 rounds to nearest even, as fp32_to_fp16);
+//   get_rows: exact for F32 / F16 / BF16, NMSE 1e-12 for block formats (the GPU may fuse
+//   d * q + m into one FMA).
+// Every output buffer is filled with a guard pattern first and checked to be untouched
+// outside the tensor; inputs sit at offsets that are not multiples of the binding alignment.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/ops/kernels.h"
+#include "engine/ops/ops.h"
+#include "engine/quant.h"
+#include "shaders/registry.h"
+#include "tests/gpu.h"
+#include "tests/reference_ops.h"
+
+namespace chorus {
+namespace {
+
+constexpr uint8_t kGuard = 0xA5;
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// Kernels forcing one capability mask, kept for the process (pipelines are built once).
+ops::Kernels& kernels(uint32_t caps) {
+  static vk::Device& dev = test::device();  // first, so that the device outlives the kernels
+  static std::map<uint32_t, std::unique_ptr<ops::Kernels>> all;
+  auto& k = all[caps];
+  if (!k) k = std::make_unique<ops::Kernels>(dev, caps);
+  return *k;
+}
+
+// Runs fn(kernels, variant name) once per variant of op the test device can run.
+template <typename Fn>
+void for_each_variant(const char* op, Fn&& fn) {
+  const auto variants = shaders::variants_of(op);
+  ASSERT_FALSE(variants.empty()) << "no kernel named " << op;
+  for (const shaders::Variant* v : variants) {
+    if ((test::device().capabilities() & v->requires_caps) != v->requires_caps) {
+      std::cout << "[ note ] " << v->name << " not run: the test device lacks "
+                << shaders::capability_names(v->requires_caps) << "\n";
+      continue;
+    }
+    ops::Kernels& k = kernels(v->requires_caps);
+    ASSERT_EQ(k.variant(op).name, v->name);
+    SCOPED_TRACE(std::string(v->name));
+    fn(k);
+  }
+}
+
+// A buffer of `offset + bytes + tail` bytes: guard pattern everywhere, data at offset.
+template <typename T>
+vk::Buffer placed(std::span<const T> data, uint64_t offset, uint64_t tail = 64) {
+  std::vector<uint8_t> bytes(offset + data.size_bytes() + tail, kGuard);
+  if (!data.empty()) std::memcpy(bytes.data() + offset, data.data(), data.size_bytes());
+  return test::make_buffer(test::device(), bytes);
+}
+template <typename T>
+vk::Buffer placed(const std::vector<T>& data, uint64_t offset, uint64_t tail = 64) {
+  return placed(std::span<const T>(data), offset, tail);
+}
+// An output buffer of guard pattern only.
+vk::Buffer guarded(uint64_t bytes) {
+  return test::make_buffer(test::device(), std::vector<uint8_t>(bytes, kGuard));
+}
+
+std::vector<uint8_t> all_bytes(const vk::Buffer& b) { return test::device().download<uint8_t>(b, b.size()); }
+
+template <typename T>
+std::vector<T> read(const vk::Buffer& b, uint64_t offset, size_t count) {
+  return test::device().download<T>(b, count, offset);
+}
+
+// Every byte of b outside [begin, end) still holds the guard pattern.
+void expect_guards(const vk::Buffer& b, uint64_t begin, uint64_t end) {
+  const auto bytes = all_bytes(b);
+  size_t bad = 0;
+  for (size_t i = 0; i < bytes.size(); ++i)
+    if ((i < begin || i >= end) && bytes[i] != kGuard) ++bad;
+  EXPECT_EQ(bad, 0u) << "bytes outside [" << begin << ", " << end << ") were written";
+}
+
+template <typename Fn>
+void record(Fn&& fn) {
+  test::run_on(test::device(), [&](vk::CommandBuffer& cb) {
+    fn(cb);
+    cb.barrier_to_host();  // results are read by the host
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+class OpsTest : public test::GpuTest {};
+
+TEST_F(OpsTest, RmsNormMatchesReferenceForAwkwardSizesWithAndWithoutWeight) {
+  for_each_variant("rms_norm", [](ops::Kernels& k) {
+    uint64_t seed = 1;
+    for (uint32_t n : {1u, 7u, 64u, 129u, 4097u})
+      for (uint32_t rows : {1u, 3u})
+        for (bool with_weight : {true, false}) {
+          SCOPED_TRACE("n=" + std::to_string(n) + " rows=" + std::to_string(rows) + " weight=" + std::to_string(with_weight));
+          const auto x = test::random_floats(size_t{n} * rows, ++seed, 3.0f);
+          const auto w = test::random_floats(n, ++seed);
+          const auto xb = placed(x, 12), wb = placed(w, 4);
+          auto yb = guarded(8 + x.size() * 4 + 64);
+          ops::RmsNormShape s{n, rows, 1e-5f};
+          record([&](vk::CommandBuffer& cb) { ops::rms_norm(k, cb, xb, 12, with_weight ? &wb : nullptr, 4, yb, 8, s); });
+          const auto want = ref::rms_norm(x, with_weight ? std::span<const float>(w) : std::span<const float>(), n, rows, 1e-5f);
+          EXPECT_LE(test::nmse(want, read<float>(yb, 8, x.size())), 1e-10);
+          expect_guards(yb, 8, 8 + x.size() * 4);
+        }
+  });
+}
+
+TEST_F(OpsTest, RmsNormInPlaceOnStridedRowsLeavesTheGapsAlone) {
+  for_each_variant("rms_norm", [](ops::Kernels& k) {
+    const uint32_t n = 80, rows = 5, stride = 100;
+    auto data = test::random_floats(size_t{stride} * rows, 7);
+    const auto w = test::random_floats(n, 8);
+    auto xb = placed(data, 20), wb = placed(w, 0);
+    record([&](vk::CommandBuffer& cb) {
+      ops::rms_norm(k, cb, xb, 20, &wb, 0, xb, 20, {n, rows, 1e-6f, stride, stride});
+    });
+    std::vector<float> packed;
+    for (uint32_t r = 0; r < rows; ++r) packed.insert(packed.end(), data.begin() + r * stride, data.begin() + r * stride + n);
+    const auto want = ref::rms_norm(packed, w, n, rows, 1e-6f);
+    const auto got = read<float>(xb, 20, data.size());
+    std::vector<float> got_packed;
+    for (uint32_t r = 0; r < rows; ++r) {
+      got_packed.insert(got_packed.end(), got.begin() + r * stride, got.begin() + r * stride + n);
+      for (uint32_t i = n; i < stride && r * stride + i < got.size(); ++i)
+        ASSERT_EQ(got[r * stride + i], data[r * stride + i]) << "gap element " << i << " of row " << r;
+    }
+    EXPECT_LE(test::nmse(want, got_packed), 1e-10);
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+struct RopeCase {
+  uint32_t n_tokens, n_heads, head_dim, n_dims;
+  bool neox;
+  float base, freq_scale;
+};
+
+TEST_F(OpsTest, RopeMatchesReferenceInBothStylesForHeadDims8And64And80AndPartialRotation) {
+  const RopeCase cases[] = {
+      {1, 1, 8, 8, false, 10000.0f, 1.0f},     {3, 4, 64, 64, false, 10000.0f, 1.0f},
+      {3, 4, 64, 64, true, 10000.0f, 1.0f},    {2, 3, 80, 80, false, 1000000.0f, 1.0f},
+      {2, 3, 80, 80, true, 500000.0f, 0.25f},  {5, 2, 64, 32, false, 10000.0f, 1.0f},
+      {5, 2, 64, 32, true, 10000.0f, 0.5f},    {4, 3, 80, 16, true, 10000.0f, 1.0f},
+      {7, 1, 8, 4, false, 10000.0f, 1.0f},
+  };
+  for_each_variant("rope", [&](ops::Kernels& k) {
+    uint64_t seed = 100;
+    for (const RopeCase& c : cases) {
+      SCOPED_TRACE("tokens=" + std::to_string(c.n_tokens) + " heads=" + std::to_string(c.n_heads) + " head_dim=" +
+                   std::to_string(c.head_dim) + " n_dims=" + std::to_string(c.n_dims) + " neox=" + std::to_string(c.neox));
+      const auto x = test::random_floats(size_t{c.n_tokens} * c.n_heads * c.head_dim, ++seed);
+      std::mt19937 rng(static_cast<uint32_t>(seed));
+      std::vector<int32_t> pos(c.n_tokens);
+      for (auto& p : pos) p = static_cast<int32_t>(rng() % 4096);
+      pos[0] = 0;
+      const auto xb = placed(x, 4), pb = placed(pos, 8);
+      auto yb = guarded(x.size() * 4 + 40);
+      ops::RopeShape s{c.n_tokens, c.n_heads, c.head_dim, c.n_dims, c.neox, c.base, c.freq_scale};
+      record([&](vk::CommandBuffer& cb) { ops::rope(k, cb, xb, 4, pb, 8, yb, 0, s); });
+      const auto want = ref::rope(x, pos, c.n_heads, c.head_dim, c.n_dims, c.neox, c.base, c.freq_scale);
+      const auto got = read<float>(yb, 0, x.size());
+      EXPECT_LE(test::nmse(want, got), 1e-8);
+      // position 0 and the dimensions past n_dims are copied exactly
+      for (uint32_t i = 0; i < c.head_dim; ++i) ASSERT_EQ(got[i], x[i]) << "token 0 (position 0), dim " << i;
+      for (size_t th = 0; th < size_t{c.n_tokens} * c.n_heads; ++th)
+        for (uint32_t i = c.n_dims; i < c.head_dim; ++i) ASSERT_EQ(got[th * c.head_dim + i], x[th * c.head_dim + i]);
+      expect_guards(yb, 0, x.size() * 4);
+    }
+  });
+}
+
+TEST_F(OpsTest, RopeInPlaceOnTheQueryPartOfAFusedQkvRow) {
+  for_each_variant("rope", [](ops::Kernels& k) {
+    // qkv: [tokens][n_head + 2 * n_kv][head_dim]; rotate the K part (heads n_head .. n_head + n_kv) in place.
+    const uint32_t tokens = 3, n_head = 4, n_kv = 2, hd = 64, row = (n_head + 2 * n_kv) * hd;
+    const auto qkv = test::random_floats(size_t{tokens} * row, 11);
+    const std::vector<int32_t> pos = {17, 18, 19};
+    auto b = placed(qkv, 0);
+    const auto pb = placed(pos, 0);
+    const uint64_t k_off = uint64_t{n_head} * hd * 4;
+    ops::RopeShape s{tokens, n_kv, hd, hd, true, 10000.0f, 1.0f, row, hd, row, hd};
+    record([&](vk::CommandBuffer& cb) { ops::rope(k, cb, b, k_off, pb, 0, b, k_off, s); });
+    const auto got = read<float>(b, 0, qkv.size());
+    std::vector<float> kpart, got_k;
+    for (uint32_t t = 0; t < tokens; ++t) {
+      kpart.insert(kpart.end(), qkv.begin() + t * row + n_head * hd, qkv.begin() + t * row + (n_head + n_kv) * hd);
+      got_k.insert(got_k.end(), got.begin() + t * row + n_head * hd, got.begin() + t * row + (n_head + n_kv) * hd);
+      for (uint32_t i = 0; i < row; ++i)
+        if (i < n_head * hd || i >= (n_head + n_kv) * hd) {
+          ASSERT_EQ(got[t * row + i], qkv[t * row + i]);
+        }
+    }
+    EXPECT_LE(test::nmse(ref::rope(kpart, pos, n_kv, hd, hd, true, 10000.0f, 1.0f), got_k), 1e-8);
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+TEST_F(OpsTest, SoftmaxMatchesReferenceForAwkwardSizesWithScaleAndMask) {
+  for_each_variant("softmax", [](ops::Kernels& k) {
+    uint64_t seed = 200;
+    for (uint32_t n : {1u, 5u, 128u, 257u, 4097u})
+      for (uint32_t rows : {1u, 3u})
+        for (bool with_mask : {false, true}) {
+          SCOPED_TRACE("n=" + std::to_string(n) + " rows=" + std::to_string(rows) + " mask=" + std::to_string(with_mask));
+          const auto x = test::random_floats(size_t{n} * rows, ++seed, 8.0f);
+          auto mask = test::random_floats(size_t{n} * rows, ++seed, 2.0f);
+          for (size_t i = 0; i < mask.size(); i += 3) mask[i] = -kInf;
+          if (n > 1) mask[1] = 0.0f;  // at least one finite entry in row 0 (rows 1, 2 too by the stride)
+          const uint32_t tokens = rows;
+          const auto xb = placed(x, 4), mb = placed(mask, 8);
+          auto yb = guarded(4 + x.size() * 4 + 64);
+          ops::SoftmaxShape s{n, rows, 0.125f, tokens};
+          record([&](vk::CommandBuffer& cb) { ops::softmax(k, cb, xb, 4, with_mask ? &mb : nullptr, 8, yb, 4, s); });
+          const auto want = ref::softmax(x, with_mask ? std::span<const float>(mask) : std::span<const float>(), n, rows,
+                                         0.125f, tokens, false, 0);
+          const auto got = read<float>(yb, 4, x.size());
+          EXPECT_LE(test::nmse(want, got), 1e-10);
+          for (size_t i = 0; i < got.size(); ++i)
+            if (want[i] == 0.0f) {
+              ASSERT_EQ(got[i], 0.0f) << "a -inf entry must give exactly 0, element " << i;
+            }
+          expect_guards(yb, 4, 4 + x.size() * 4);
+        }
+  });
+}
+
+TEST_F(OpsTest, SoftmaxOfAnAllMinusInfinityRowGivesZerosNotNaN) {
+  for_each_variant("softmax", [](ops::Kernels& k) {
+    const uint32_t n = 33, rows = 3;
+    auto x = test::random_floats(size_t{n} * rows, 5);
+    for (uint32_t j = 0; j < n; ++j) x[n + j] = -kInf;  // row 1 entirely -inf
+    x[2 * n + 4] = -kInf;                               // row 2 partly
+    const auto xb = placed(x, 0);
+    auto yb = guarded(x.size() * 4);
+    record([&](vk::CommandBuffer& cb) { ops::softmax(k, cb, xb, 0, nullptr, 0, yb, 0, {n, rows}); });
+    const auto got = read<float>(yb, 0, x.size());
+    EXPECT_LE(test::nmse(ref::softmax(x, {}, n, rows, 1.0f, 1, false, 0), got), 1e-10);
+    for (uint32_t j = 0; j < n; ++j) ASSERT_EQ(got[n + j], 0.0f);
+    EXPECT_EQ(got[2 * n + 4], 0.0f);
+  });
+}
+
+TEST_F(OpsTest, SoftmaxCausalMaskMatchesReferenceAcrossHeadsInPlace) {
+  for_each_variant("softmax", [](ops::Kernels& k) {
+    // scores [head][token][n_kv], n_kv = n_past + tokens
+    const uint32_t heads = 3, tokens = 5, n_past = 4, n = n_past + tokens, rows = heads * tokens;
+    const auto x = test::random_floats(size_t{n} * rows, 9, 4.0f);
+    auto b = placed(x, 16);
+    ops::SoftmaxShape s{n, rows, 0.5f, tokens, true, n_past};
+    record([&](vk::CommandBuffer& cb) { ops::softmax(k, cb, b, 16, nullptr, 0, b, 16, s); });
+    const auto want = ref::softmax(x, {}, n, rows, 0.5f, tokens, true, n_past);
+    EXPECT_LE(test::nmse(want, read<float>(b, 16, x.size())), 1e-10);
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+TEST_F(OpsTest, AddAndMulAreExactElementWiseBroadcastAndScalar) {
+  for (const char* op : {"add", "mul"}) {
+    for_each_variant(op, [&](ops::Kernels& k) {
+      const bool is_add = std::string(op) == "add";
+      uint64_t seed = 300;
+      struct Case {
+        uint32_t n, ny;
+      };
+      for (const Case c : {Case{1, 1}, Case{1000, 1000}, Case{4097, 4097}, Case{3 * 4097, 4097}, Case{3 * 80, 80},
+                           Case{515, 1}}) {
+        SCOPED_TRACE(std::string(op) + " n=" + std::to_string(c.n) + " ny=" + std::to_string(c.ny));
+        const auto x = test::random_floats(c.n, ++seed), y = test::random_floats(c.ny, ++seed);
+        const auto xb = placed(x, 4), yb = placed(y, 36);
+        auto zb = guarded(12 + c.n * 4 + 64);
+        record([&](vk::CommandBuffer& cb) {
+          (is_add ? ops::add : ops::mul)(k, cb, xb, 4, yb, 36, zb, 12, c.n, c.ny);
+        });
+        const auto want = is_add ? ref::add(x, y) : ref::mul(x, y);
+        EXPECT_EQ(test::max_abs_diff(want, read<float>(zb, 12, c.n)), 0.0);
+        expect_guards(zb, 12, 12 + uint64_t{c.n} * 4);
+      }
+    });
+  }
+}
+
+TEST_F(OpsTest, AddInPlaceIsTheResidualUpdate) {
+  for_each_variant("add", [](ops::Kernels& k) {
+    const uint32_t n = 2 * 288;
+    const auto x = test::random_floats(n, 1), y = test::random_floats(n, 2);
+    auto xb = placed(x, 0);
+    const auto yb = placed(y, 0);
+    record([&](vk::CommandBuffer& cb) { ops::add(k, cb, xb, 0, yb, 0, xb, 0, n, n); });
+    EXPECT_EQ(test::max_abs_diff(ref::add(x, y), read<float>(xb, 0, n)), 0.0);
+  });
+}
+
+TEST_F(OpsTest, ScaleIsExactForAwkwardSizes) {
+  for_each_variant("scale", [](ops::Kernels& k) {
+    for (uint32_t n : {1u, 255u, 257u, 4097u}) {
+      const auto x = test::random_floats(n, n);
+      const auto xb = placed(x, 4);
+      auto yb = guarded(n * 4 + 64);
+      record([&](vk::CommandBuffer& cb) { ops::scale(k, cb, xb, 4, yb, 0, n, 0.37f); });
+      EXPECT_EQ(test::max_abs_diff(ref::scale(x, 0.37f), read<float>(yb, 0, n)), 0.0) << "n=" << n;
+      expect_guards(yb, 0, uint64_t{n} * 4);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+TEST_F(OpsTest, SwigluAndGegluMatchReferenceIncludingLargeMagnitudes) {
+  for (const char* op : {"swiglu", "geglu"}) {
+    for_each_variant(op, [&](ops::Kernels& k) {
+      const bool swi = std::string(op) == "swiglu";
+      for (uint32_t n : {1u, 300u, 4097u}) {
+        SCOPED_TRACE(std::string(op) + " n=" + std::to_string(n));
+        auto g = test::random_floats(n, n + 1, 6.0f);
+        const auto u = test::random_floats(n, n + 2, 2.0f);
+        if (n > 3) g[1] = -100.0f, g[2] = 100.0f, g[3] = -3000.0f;  // exp overflows: no NaN, no inf
+        const auto gb = placed(g, 8), ub = placed(u, 24);
+        auto yb = guarded(n * 4 + 64);
+        record([&](vk::CommandBuffer& cb) {
+          (swi ? ops::swiglu : ops::geglu)(k, cb, gb, 8, ub, 24, yb, 0, ops::GluShape{n});
+        });
+        const auto want = swi ? ref::swiglu(g, u) : ref::geglu(g, u);
+        EXPECT_LE(test::nmse(want, read<float>(yb, 0, n)), 1e-10);
+        expect_guards(yb, 0, uint64_t{n} * 4);
+      }
+    });
+  }
+}
+
+TEST_F(OpsTest, SwigluReadsGateAndUpFromAFusedRowAndWritesOverTheGate) {
+  for_each_variant("swiglu", [](ops::Kernels& k) {
+    const uint32_t n = 100, rows = 3;  // fused [rows][gate n | up n]
+    const auto fused = test::random_floats(size_t{2} * n * rows, 77, 4.0f);
+    auto b = placed(fused, 0);
+    record([&](vk::CommandBuffer& cb) {
+      ops::swiglu(k, cb, b, 0, b, n * 4, b, 0, ops::GluShape{n, rows, 2 * n, 2 * n, 2 * n});
+    });
+    std::vector<float> g, u, got;
+    const auto all = read<float>(b, 0, fused.size());
+    for (uint32_t r = 0; r < rows; ++r) {
+      g.insert(g.end(), fused.begin() + 2 * n * r, fused.begin() + 2 * n * r + n);
+      u.insert(u.end(), fused.begin() + 2 * n * r + n, fused.begin() + 2 * n * (r + 1));
+      got.insert(got.end(), all.begin() + 2 * n * r, all.begin() + 2 * n * r + n);
+    }
+    EXPECT_LE(test::nmse(ref::swiglu(g, u), got), 1e-10);
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+std::vector<uint16_t> to_f16(std::span<const float> x) {
+  std::vector<uint16_t> h(x.size());
+  for (size_t i = 0; i < x.size(); ++i) h[i] = fp32_to_fp16(x[i]);
+  return h;
+}
+
+const char* type_name(GgmlType t) { return t == GgmlType::F32 ? "f32" : "f16"; }
+
+TEST_F(OpsTest, CopyConvertsExactlyBetweenF32AndF16AtEvenAndOddOffsets) {
+  for (GgmlType st : {GgmlType::F32, GgmlType::F16})
+    for (GgmlType dt : {GgmlType::F32, GgmlType::F16}) {
+      const std::string op = std::string("cpy_") + type_name(st) + "_" + type_name(dt);
+      for_each_variant(op.c_str(), [&](ops::Kernels& k) {
+        const uint32_t de = dt == GgmlType::F32 ? 4 : 2;
+        for (uint32_t n : {1u, 2u, 7u, 1000u, 4097u})
+          for (uint64_t dst_off : {uint64_t{0}, uint64_t{2 * de}, uint64_t{de}}) {  // f16: pairs path and atomic path
+            SCOPED_TRACE(op + " n=" + std::to_string(n) + " dst_off=" + std::to_string(dst_off));
+            auto x = test::random_floats(n, n + dst_off, 100.0f);
+            x[0] = 65519.0f;  // rounds to 65504 in f16 (nearest even), not to inf
+            if (n > 2) x[1] = 1e-6f, x[2] = -kInf;
+            const auto h = to_f16(x);
+            const auto sb = st == GgmlType::F32 ? placed(x, 4) : placed(h, 6);
+            const uint64_t src_off = st == GgmlType::F32 ? 4 : 6;
+            auto db = guarded(dst_off + uint64_t{n} * de + 64);
+            record([&](vk::CommandBuffer& cb) { ops::copy(k, cb, sb, src_off, st, db, dst_off, dt, {n}); });
+            if (dt == GgmlType::F32) {
+              std::vector<float> want(n);
+              for (uint32_t i = 0; i < n; ++i) want[i] = st == GgmlType::F32 ? x[i] : fp16_to_fp32(h[i]);
+              const auto got = read<float>(db, dst_off, n);
+              EXPECT_EQ(0, std::memcmp(want.data(), got.data(), n * 4));
+            } else {
+              const auto got = read<uint16_t>(db, dst_off, n);
+              size_t bad = 0;
+              for (uint32_t i = 0; i < n; ++i) bad += got[i] != h[i];
+              EXPECT_EQ(bad, 0u) << "first value " << got[0] << " want " << h[0];
+            }
+            expect_guards(db, dst_off, dst_off + uint64_t{n} * de);
+          }
+      });
+    }
+}
+
+TEST_F(OpsTest, CopyWritesTokensKAndVRowsIntoAnF16CacheByHeadAndPosition) {
+  for_each_variant("cpy_f32_f16", [](ops::Kernels& k) {
+    for (uint32_t hd : {8u, 64u, 80u, 5u}) {
+      // k: [tokens][n_kv][hd] F32 -> cache [n_kv][ctx][hd] F16 at positions pos..pos+tokens
+      const uint32_t tokens = 3, n_kv = 2, ctx = 16, pos = 5;
+      SCOPED_TRACE("head_dim=" + std::to_string(hd));
+      const auto kv = test::random_floats(size_t{tokens} * n_kv * hd, hd);
+      const auto src = placed(kv, 0);
+      const uint64_t cache_off = 32;
+      auto cache = guarded(cache_off + uint64_t{n_kv} * ctx * hd * 2 + 64);
+      ops::CopyShape s{hd, n_kv, tokens, 0, 0, ctx * hd, hd};
+      record([&](vk::CommandBuffer& cb) {
+        ops::copy(k, cb, src, 0, GgmlType::F32, cache, cache_off + uint64_t{pos} * hd * 2, GgmlType::F16, s);
+      });
+      const auto bytes = all_bytes(cache);
+      for (uint32_t h = 0; h < n_kv; ++h)
+        for (uint32_t p = 0; p < ctx; ++p)
+          for (uint32_t d = 0; d < hd; ++d) {
+            const uint64_t at = cache_off + ((uint64_t{h} * ctx + p) * hd + d) * 2;
+            uint16_t v;
+            std::memcpy(&v, bytes.data() + at, 2);
+            if (p >= pos && p < pos + tokens)
+              ASSERT_EQ(v, fp32_to_fp16(kv[(size_t{p - pos} * n_kv + h) * hd + d])) << h << " " << p << " " << d;
+            else
+              ASSERT_EQ(v, uint16_t{kGuard * 0x101}) << "cache cell outside the written positions changed";
+          }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+class GetRowsTest : public test::GpuTestP<GgmlType> {};
+
+TEST_P(GetRowsTest, LooksUpRowsExactlyAsTheReferenceDequantiserIncludingWindowedWeights) {
+  const GgmlType t = GetParam();
+  const auto& tr = type_traits(t);
+  const bool plain = tr.block_elems == 1;
+  for_each_variant(ops::get_rows_op(t), [&](ops::Kernels& k) {
+    struct Case {
+      uint32_t n, n_rows;
+    };
+    for (const Case c : {Case{tr.block_elems == 1 ? 1u : tr.block_elems, 5}, Case{plain ? 4097u : 3 * tr.block_elems, 37},
+                         Case{plain ? 80u : tr.block_elems * 2, 9}}) {
+      const uint64_t rb = *row_bytes(t, c.n);
+      const auto x = test::random_floats(size_t{c.n} * c.n_rows, c.n * 31 + c.n_rows, 2.0f);
+      std::vector<uint8_t> w(rb * c.n_rows);
+      for (uint32_t r = 0; r < c.n_rows; ++r) quantize_row(t, x.data() + size_t{r} * c.n, w.data() + r * rb, c.n);
+      const std::vector<uint32_t> ids = {c.n_rows - 1, 0, 3, 3, 1, c.n_rows - 2, c.n_rows / 2};
+      const uint64_t w_off = 20;
+      const auto wb = placed(w, w_off), ib = placed(ids, 4);
+      const auto want = ref::get_rows(t, w, c.n, ids);
+      // 0: one window; otherwise windows of a few rows (several dispatches).
+      for (uint64_t max_window : {uint64_t{0}, 256 + 2 * rb, 256 + 3 * rb}) {
+        SCOPED_TRACE(std::string(tr.name) + " n=" + std::to_string(c.n) + " rows=" + std::to_string(c.n_rows) +
+                     " window=" + std::to_string(max_window));
+        auto yb = guarded(8 + want.size() * 4 + 64);
+        ops::GetRowsShape s{t, c.n, c.n_rows, static_cast<uint32_t>(ids.size()), 0, max_window};
+        record([&](vk::CommandBuffer& cb) { ops::get_rows(k, cb, wb, w_off, ib, 4, yb, 8, s); });
+        const auto got = read<float>(yb, 8, want.size());
+        if (plain)
+          EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4));
+        else
+          EXPECT_LE(test::nmse(want, got), 1e-12);
+        expect_guards(yb, 8, 8 + want.size() * 4);
+      }
+    }
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryWeightFormat, GetRowsTest, ::testing::ValuesIn(weight_types()),
+                         [](const auto& p) { return std::string(type_traits(p.param).name); });
+
+}  // namespace
+}  // namespace chorus

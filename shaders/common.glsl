@@ -8,7 +8,8 @@
 //   buffer therefore has a base offset in the op's push constants (bytes for raw data,
 //   elements for float arrays) that the kernel adds itself.
 // - Specialisation constant 0 is the workgroup size in x (`layout(local_size_x_id = 0)`);
-//   ids 1.. are op-specific. Push constants are at most 128 bytes, declared in the op
+//   ids 1.. are op-specific. Declare `layout(local_size_x_id = 0) in;` before including any
+//   file that sizes shared arrays with gl_WorkGroupSize.x: glslang otherwise sizes them as 1. Push constants are at most 128 bytes, declared in the op
 //   family's include (matvec.glsl, ops.glsl, ...) next to the C++ struct that mirrors them.
 // - Variant defines (set by shaders/CMakeLists.txt from REQUIRES): CHORUS_SUBGROUP,
 //   CHORUS_FP16, CHORUS_INT8. Without them a kernel must run on any Vulkan 1.2 device.

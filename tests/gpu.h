@@ -25,7 +25,9 @@ vk::Instance& instance();
 // The physical device index GPU tests use.
 uint32_t test_device_index();
 // Logical device number `n` (0, 1, 2, ...: each its own VkDevice on the same physical
-// device), opened on first use and kept for the process.
+// device), opened on first use and kept for the process. A test that keeps objects of a
+// device in a function-local static must call device() before creating them, so that the
+// device (a static too) is destroyed after them.
 vk::Device& device(int n = 0);
 
 // Uniform random floats in [-scale, scale], deterministic per seed.

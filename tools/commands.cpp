@@ -10,8 +10,8 @@ namespace chorus::tools {
 std::span<const Command> all_commands() {
   static const Command table[] = {
       {"devices", "list every Vulkan device, its capabilities, and why any is not used", cmd_devices},
-      // {"selftest", "run every kernel once on each device against the CPU reference", cmd_selftest},
-      // {"bench", "measure kernel throughput against this machine's memory bandwidth", cmd_bench},
+      {"selftest", "run every kernel once on each device against the CPU reference", cmd_selftest},
+      {"bench", "measure kernel throughput against this machine's memory bandwidth", cmd_bench},
   };
   return table;
 }

@@ -1,0 +1,135 @@
+#include "engine/ops/attention.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace chorus::ops {
+namespace {
+
+constexpr uint32_t kStoreWg = 64;      // kv_store invocations per workgroup (one cache word each)
+constexpr uint32_t kAttnWg = 64;       // attention: invocations = cache positions per block
+constexpr uint32_t kMaxHeadDim = 256;  // keeps the kernel's registers and shared memory bounded
+constexpr uint64_t kSlack = 20;        // a window may grow by up to 15 bytes of alignment skip + 3 of rounding
+constexpr uint32_t kMaxGroups = 65535;
+
+// Usable bytes of one binding of b: the limit minus what alignment and rounding may add.
+uint64_t window_bytes(const vk::Buffer& b, uint64_t max_window) {
+  uint64_t limit = std::min<uint64_t>(b.max_range(), 0xFFFFFF00ull);  // word offsets in the kernel are 32-bit
+  if (max_window != 0) limit = std::min(limit, max_window);
+  return limit > kSlack ? limit - kSlack : 0;
+}
+
+std::string cache_text(const KvCache& c) {
+  return "KV cache [" + std::to_string(c.n_kv_heads) + " heads][" + std::to_string(c.n_ctx) + " positions][" +
+         std::to_string(c.head_dim) + "]";
+}
+
+// KV heads per dispatch so that each head range of K and V fits one binding.
+uint32_t heads_per_window(const KvCache& c, uint64_t max_window, const std::string& what) {
+  const uint64_t limit = std::min(window_bytes(*c.k, max_window), window_bytes(*c.v, max_window));
+  const uint64_t n = limit / c.head_bytes();
+  if (n == 0)
+    throw vk::Error(what + ": one KV head of " + vk::format_bytes(c.head_bytes()) +
+                    " exceeds the binding limit of " + vk::format_bytes(limit) + "; use a shorter context");
+  return static_cast<uint32_t>(std::min<uint64_t>(n, c.n_kv_heads));
+}
+
+void check_cache(const KvCache& c, const std::string& what) {
+  if (c.k == nullptr || c.v == nullptr) throw vk::Error(what + ": the cache's K or V buffer is missing");
+  if (c.n_kv_heads == 0 || c.n_ctx == 0 || c.head_dim == 0 || c.head_dim % 2 != 0 || c.head_dim > kMaxHeadDim)
+    throw vk::Error(what + ": head_dim must be even and at most " + std::to_string(kMaxHeadDim) +
+                    ", heads and context positive");
+  if (c.k_offset % 4 != 0 || c.v_offset % 4 != 0)
+    throw vk::Error(what + ": K and V must start at a multiple of 4 bytes");
+  if (c.k_offset + c.bytes() > c.k->size() || c.v_offset + c.bytes() > c.v->size())
+    throw vk::Error(what + ": the cache overruns its buffers ('" + c.k->tag() + "', '" + c.v->tag() + "')");
+}
+
+// Rows per attention workgroup: the decode group (ratio rows) in one tile when it fits,
+// otherwise 8 (prefill), as a power of two so few pipelines exist.
+uint32_t pick_rows(uint32_t n_rows, uint32_t head_dim) {
+  const uint32_t cap = head_dim > 128 ? 4u : 8u;  // keeps the score registers and acc[] moderate
+  uint32_t r = 1;
+  while (r < n_rows && r < cap) r *= 2;
+  return r;
+}
+
+}  // namespace
+
+void kv_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const vk::Buffer& k_src,
+              uint64_t k_src_offset, const vk::Buffer& v_src, uint64_t v_src_offset, uint32_t n_tokens, uint32_t p0,
+              const KvStoreOptions& options) {
+  const std::string what = "kv_store(" + cache_text(cache) + ", " + std::to_string(n_tokens) + " tokens at " +
+                           std::to_string(p0) + ")";
+  check_cache(cache, what);
+  if (uint64_t(p0) + n_tokens > cache.n_ctx) throw vk::Error(what + ": positions run past the context");
+  const uint32_t row = cache.n_kv_heads * cache.head_dim;
+  const uint32_t stride = options.src_stride != 0 ? options.src_stride : row;
+  if (stride < row) throw vk::Error(what + ": the source stride is shorter than a token's row");
+  if (k_src_offset % 4 != 0 || v_src_offset % 4 != 0)
+    throw vk::Error(what + ": K and V sources must start at a multiple of 4 bytes");
+  if (n_tokens == 0) return;
+  const uint64_t src_bytes = 4 * ((uint64_t(n_tokens) - 1) * stride + row);
+  if (k_src_offset + src_bytes > k_src.size() || v_src_offset + src_bytes > v_src.size())
+    throw vk::Error(what + ": a source overruns its buffer ('" + k_src.tag() + "', '" + v_src.tag() + "')");
+
+  const vk::BufferWindow kw = k_src.window(k_src_offset, src_bytes);
+  const vk::BufferWindow vw = v_src.window(v_src_offset, src_bytes);
+  const uint32_t per = heads_per_window(cache, options.max_window, what);
+  for (uint32_t h0 = 0; h0 < cache.n_kv_heads; h0 += per) {
+    const uint32_t nh = std::min(per, cache.n_kv_heads - h0);
+    const uint64_t head_off = uint64_t(h0) * cache.head_bytes();
+    const vk::BufferWindow kc = cache.k->window(cache.k_offset + head_off, nh * cache.head_bytes());
+    const vk::BufferWindow vc = cache.v->window(cache.v_offset + head_off, nh * cache.head_bytes());
+    KvStorePush push{n_tokens,           nh, h0, cache.head_dim, cache.n_ctx, p0, stride, skip_elems(kw, 4),
+                     skip_elems(vw, 4), skip_elems(kc, 4), skip_elems(vc, 4)};
+    const uint32_t gx = groups(uint64_t(n_tokens) * nh * (cache.head_dim / 2), kStoreWg);
+    if (gx > kMaxGroups) throw vk::Error(what + ": too many tokens for one dispatch; store them in parts");
+    k.dispatch(cb, "kv_store", {kw, vw, kc, vc}, push, {kStoreWg}, gx, 2);
+  }
+}
+
+void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const AttentionShape& shape,
+               const vk::Buffer& q, uint64_t q_offset, const vk::Buffer& out, uint64_t out_offset,
+               const AttentionOptions& options) {
+  const std::string what = "attention(" + cache_text(cache) + ", " + std::to_string(shape.n_tokens) + " tokens x " +
+                           std::to_string(shape.n_q_heads) + " q heads at " + std::to_string(shape.p0) + ")";
+  check_cache(cache, what);
+  if (shape.n_q_heads == 0 || shape.n_q_heads % cache.n_kv_heads != 0)
+    throw vk::Error(what + ": the q heads must be a positive multiple of the KV heads");
+  if (uint64_t(shape.p0) + shape.n_tokens > cache.n_ctx) throw vk::Error(what + ": positions run past the context");
+  if (q_offset % 4 != 0 || out_offset % 4 != 0) throw vk::Error(what + ": q and out must start at a multiple of 4 bytes");
+  const uint32_t D = cache.head_dim;
+  const uint32_t row = shape.n_q_heads * D;
+  const uint32_t q_stride = options.q_stride != 0 ? options.q_stride : row;
+  const uint32_t o_stride = options.o_stride != 0 ? options.o_stride : row;
+  if (q_stride < row || o_stride < row) throw vk::Error(what + ": q and out strides must hold a token's row");
+  if (shape.n_tokens == 0) return;
+  const uint64_t q_bytes = 4 * ((uint64_t(shape.n_tokens) - 1) * q_stride + row);
+  const uint64_t o_bytes = 4 * ((uint64_t(shape.n_tokens) - 1) * o_stride + row);
+  if (q_offset + q_bytes > q.size() || out_offset + o_bytes > out.size())
+    throw vk::Error(what + ": q or out overruns its buffer ('" + q.tag() + "', '" + out.tag() + "')");
+
+  const uint32_t ratio = shape.n_q_heads / cache.n_kv_heads;
+  const uint32_t n_rows = shape.n_tokens * ratio;
+  uint32_t rows = options.rows_per_group != 0 ? options.rows_per_group : pick_rows(n_rows, D);
+  if (rows > 16) throw vk::Error(what + ": at most 16 rows per workgroup");
+  const uint32_t gx = groups(n_rows, rows);
+  if (gx > kMaxGroups) throw vk::Error(what + ": too many tokens for one dispatch; split the batch");
+
+  const vk::BufferWindow qw = q.window(q_offset, q_bytes);
+  const vk::BufferWindow ow = out.window(out_offset, o_bytes);
+  const uint32_t per = heads_per_window(cache, options.max_window, what);
+  for (uint32_t h0 = 0; h0 < cache.n_kv_heads; h0 += per) {
+    const uint32_t nh = std::min(per, cache.n_kv_heads - h0);
+    const uint64_t head_off = uint64_t(h0) * cache.head_bytes();
+    const vk::BufferWindow kc = cache.k->window(cache.k_offset + head_off, nh * cache.head_bytes());
+    const vk::BufferWindow vc = cache.v->window(cache.v_offset + head_off, nh * cache.head_bytes());
+    AttentionPush push{shape.n_tokens, ratio,    h0,       cache.n_ctx,       shape.p0,          shape.scale,
+                       q_stride,       o_stride, skip_elems(qw, 4), skip_elems(ow, 4), skip_elems(kc, 4), skip_elems(vc, 4)};
+    k.dispatch(cb, "attention", {qw, kc, vc, ow}, push, {kAttnWg, rows, D}, gx, nh);
+  }
+}
+
+}  // namespace chorus::ops

@@ -1,0 +1,107 @@
+// engine/ops/attention.h — the KV cache layout, storing K/V rows into it, and causal
+// grouped-query attention over it.
+//
+// Owns: the KV-cache layout every model relies on, recording kv_store and attention
+// dispatches (shaders/kv_store.comp, shaders/attention.comp), binding caches larger than
+// maxStorageBufferRange in windows of whole KV heads, and the push-constant structs mirrored
+// from shaders/attention.glsl.
+//
+// KV cache layout (one layer; K and V are two separate tensors of the same shape):
+//   f16 [n_kv_heads][n_ctx][head_dim] — head-major, then position, then dimension, no padding.
+//   Element (head h, position p, dim d) sits at byte 2 * ((h * n_ctx + p) * head_dim + d).
+// A device that holds KV heads [h0, h1) of a layer holds them as their own cache with
+// n_kv_heads = h1 - h0 (a contiguous slice of the full layout); its q heads are
+// [h0 * ratio, h1 * ratio) and are passed to attention as that device's whole Q.
+// head_dim must be even; cache offsets must be multiples of 4 bytes.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/ops/kernels.h"
+#include "vkdevice/commands.h"
+#include "vkdevice/memory.h"
+
+namespace chorus::ops {
+
+// Mirrors `KvStorePush` in shaders/attention.glsl.
+struct KvStorePush {
+  uint32_t n_tokens;
+  uint32_t n_heads;     // kv heads bound in this dispatch
+  uint32_t head0;       // first of them, as a head index of the source rows
+  uint32_t head_dim;
+  uint32_t n_ctx;
+  uint32_t p0;
+  uint32_t src_stride;  // floats between tokens in the K and V sources
+  uint32_t k_src_off, v_src_off;  // floats
+  uint32_t k_off, v_off;          // words (two halves) to head `head0` in the cache bindings
+};
+static_assert(sizeof(KvStorePush) == 44, "KvStorePush must match shaders/attention.glsl");
+
+// Mirrors `AttentionPush` in shaders/attention.glsl.
+struct AttentionPush {
+  uint32_t n_tokens;
+  uint32_t ratio;       // q heads per kv head
+  uint32_t head0;       // first kv head bound in this dispatch
+  uint32_t n_ctx;
+  uint32_t p0;
+  float scale;
+  uint32_t q_stride;    // floats between tokens in q
+  uint32_t o_stride;    // floats between tokens in out
+  uint32_t q_off, o_off;  // floats
+  uint32_t k_off, v_off;  // words to head `head0` in the cache bindings
+};
+static_assert(sizeof(AttentionPush) == 48, "AttentionPush must match shaders/attention.glsl");
+
+// One layer's cache on one device: shape, and where its K and V tensors live.
+struct KvCache {
+  uint32_t n_kv_heads = 0;
+  uint32_t n_ctx = 0;     // positions
+  uint32_t head_dim = 0;
+  const vk::Buffer* k = nullptr;  // f16 [n_kv_heads][n_ctx][head_dim] at byte k_offset
+  uint64_t k_offset = 0;
+  const vk::Buffer* v = nullptr;  // same shape at byte v_offset
+  uint64_t v_offset = 0;
+
+  uint64_t head_bytes() const { return uint64_t(n_ctx) * head_dim * 2; }
+  uint64_t bytes() const { return head_bytes() * n_kv_heads; }  // of K, and of V
+};
+
+struct KvStoreOptions {
+  uint32_t src_stride = 0;  // floats between tokens in the K and V sources; 0: n_kv_heads * head_dim
+  uint64_t max_window = 0;  // largest cache binding in bytes; 0: the device's maxStorageBufferRange
+};
+
+// Records cache[h][p0 + i][d] = f16(src[i][h][d]) for i < n_tokens, for K and V, the sources
+// being f32 [n_tokens][n_kv_heads][head_dim] at byte k_src_offset of k_src and v_src_offset
+// of v_src (multiples of 4). Rounds to nearest (the driver's packHalf2x16). Needs
+// p0 + n_tokens <= n_ctx. Records no barrier: the caller orders it against the producer of
+// K/V and against attention. Throws vk::Error for bad shapes or offsets.
+void kv_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const vk::Buffer& k_src,
+              uint64_t k_src_offset, const vk::Buffer& v_src, uint64_t v_src_offset, uint32_t n_tokens, uint32_t p0,
+              const KvStoreOptions& options = {});
+
+struct AttentionShape {
+  uint32_t n_tokens = 1;   // queries; query i sits at position p0 + i
+  uint32_t n_q_heads = 0;  // a multiple of the cache's n_kv_heads; q head h uses kv head h / ratio
+  uint32_t p0 = 0;         // query 0's position; the cache holds positions 0 .. p0 + n_tokens - 1
+  float scale = 0;         // score scale, usually 1 / sqrt(head_dim)
+};
+
+struct AttentionOptions {
+  uint32_t q_stride = 0;    // floats between tokens in q; 0: n_q_heads * head_dim
+  uint32_t o_stride = 0;    // floats between tokens in out; 0: n_q_heads * head_dim
+  uint32_t rows_per_group = 0;  // rows (token, q head) per workgroup, 1..16; 0: chosen from the shape
+  uint64_t max_window = 0;  // largest cache binding in bytes; 0: the device's maxStorageBufferRange
+};
+
+// Records out[i][h] = sum_{j <= p0+i} softmax_j(scale * q[i][h] . K[g][j]) V[g][j], g = h / ratio,
+// for q and out f32 [n_tokens][n_q_heads][head_dim] at byte offsets q_offset / out_offset
+// (multiples of 4). The cache must already hold positions 0 .. p0 + n_tokens - 1 (kv_store
+// before, with a barrier). f32 accumulation, online softmax; one dispatch (per window of KV
+// heads when a cache tensor exceeds the binding limit). head_dim: even, at most 256.
+// Records no barrier. Throws vk::Error for bad shapes or offsets.
+void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const AttentionShape& shape,
+               const vk::Buffer& q, uint64_t q_offset, const vk::Buffer& out, uint64_t out_offset,
+               const AttentionOptions& options = {});
+
+}  // namespace chorus::ops

@@ -1,0 +1,281 @@
+// GPU tests of engine/ops/attention.h: kv_store writes exact f16 rows into the cache layout,
+// and attention (every variant) matches the double-precision reference that reads the same
+// f16-rounded cache, for decode and prefill, GQA ratios 1/2/3, head_dim 8/64/80/128, a
+// continued cache (p0 > 0), context lengths not a multiple of the 64-position block, up to
+// 4096 positions, and caches bound in windows of KV heads.
+//
+// Tolerance: NMSE <= 1e-9 against the reference (f32 accumulation and exp against double; the
+// cache is compared bit for bit). Positions past p0 + n_tokens hold NaN, so a kernel that
+// reads beyond a query's causal limit fails.
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/ops/attention.h"
+#include "engine/quant.h"
+#include "shaders/registry.h"
+#include "tests/gpu.h"
+#include "tests/reference_attention.h"
+
+namespace chorus {
+namespace {
+
+constexpr double kTolerance = 1e-9;
+constexpr uint16_t kF16Nan = 0x7E00;
+constexpr uint64_t kCacheOffset = 20;  // not a multiple of the binding alignment: exercises the skip
+
+std::string variant_name(const ::testing::TestParamInfo<const shaders::Variant*>& info) {
+  const std::string caps = shaders::capability_names(info.param->requires_caps);
+  std::string name = caps == "none" ? std::string("fallback") : caps;
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return name;
+}
+
+class AttentionVariant : public test::GpuTestP<const shaders::Variant*> {
+ protected:
+  void SetUp() override {
+    test::GpuTestP<const shaders::Variant*>::SetUp();
+    const uint32_t missing = GetParam()->requires_caps & ~test::device().capabilities();
+    if (missing != 0)
+      GTEST_SKIP() << "the test device lacks {" << shaders::capability_names(missing) << "} for " << GetParam()->name;
+  }
+};
+using KvStoreVariant = AttentionVariant;
+
+struct Case {
+  uint32_t n_kv_heads, ratio, head_dim, n_ctx, n_tokens, p0;
+  uint64_t seed;
+  std::string text() const {
+    return "kv_heads=" + std::to_string(n_kv_heads) + " ratio=" + std::to_string(ratio) + " head_dim=" +
+           std::to_string(head_dim) + " n_ctx=" + std::to_string(n_ctx) + " n_tokens=" + std::to_string(n_tokens) +
+           " p0=" + std::to_string(p0) + " seed=" + std::to_string(seed);
+  }
+};
+
+struct Result {
+  std::vector<float> got, want;
+};
+
+// Fills the cache's positions < p0 from the host (a previous step), stores n_tokens new K/V
+// rows with kv_store, runs attention, and checks the stored rows bit for bit.
+Result run_case(ops::Kernels& k, const Case& c, const ops::AttentionOptions& opts = {},
+                const ops::KvStoreOptions& store_opts = {}) {
+  vk::Device& dev = k.device();
+  const ref::KvShape s{c.n_kv_heads, c.n_ctx, c.head_dim};
+  const uint32_t n_q_heads = c.n_kv_heads * c.ratio;
+  const size_t cache_elems = size_t(c.n_kv_heads) * c.n_ctx * c.head_dim;
+  const size_t row = size_t(c.n_kv_heads) * c.head_dim;
+
+  std::vector<uint16_t> k_cache(cache_elems, kF16Nan), v_cache(cache_elems, kF16Nan);
+  ref::kv_store(test::random_floats(c.p0 * row, c.seed + 1, 2.0f), c.p0, 0, s, k_cache);
+  ref::kv_store(test::random_floats(c.p0 * row, c.seed + 2), c.p0, 0, s, v_cache);
+  const std::vector<float> k_new = test::random_floats(c.n_tokens * row, c.seed + 3, 2.0f);
+  const std::vector<float> v_new = test::random_floats(c.n_tokens * row, c.seed + 4);
+  const std::vector<float> q = test::random_floats(size_t(c.n_tokens) * n_q_heads * c.head_dim, c.seed + 5);
+
+  auto padded = [&](const std::vector<uint16_t>& cache) {
+    std::vector<uint8_t> bytes(kCacheOffset + cache.size() * 2 + 4, 0);
+    std::memcpy(bytes.data() + kCacheOffset, cache.data(), cache.size() * 2);
+    return bytes;
+  };
+  vk::Buffer kb = test::make_buffer(dev, padded(k_cache), "K cache");
+  vk::Buffer vb = test::make_buffer(dev, padded(v_cache), "V cache");
+  vk::Buffer knb = test::make_buffer(dev, k_new, "K new");
+  vk::Buffer vnb = test::make_buffer(dev, v_new, "V new");
+  vk::Buffer qb = test::make_buffer(dev, q, "Q");
+  vk::Buffer ob = dev.create_buffer(4ull * q.size(), vk::BufferKind::Device, "out");
+  const ops::KvCache cache{c.n_kv_heads, c.n_ctx, c.head_dim, &kb, kCacheOffset, &vb, kCacheOffset};
+  const ops::AttentionShape shape{c.n_tokens, n_q_heads, c.p0, 1.0f / std::sqrt(float(c.head_dim))};
+  test::run_on(dev, [&](vk::CommandBuffer& cb) {
+    ops::kv_store(k, cb, cache, knb, 0, vnb, 0, c.n_tokens, c.p0, store_opts);
+    cb.barrier();  // attention reads the rows kv_store wrote
+    ops::attention(k, cb, cache, shape, qb, 0, ob, 0, opts);
+  });
+
+  ref::kv_store(k_new, c.n_tokens, c.p0, s, k_cache);
+  ref::kv_store(v_new, c.n_tokens, c.p0, s, v_cache);
+  const auto k_got = dev.download<uint16_t>(kb, cache_elems, kCacheOffset);
+  const auto v_got = dev.download<uint16_t>(vb, cache_elems, kCacheOffset);
+  EXPECT_EQ(k_got, k_cache) << "kv_store wrote different K bits";
+  EXPECT_EQ(v_got, v_cache) << "kv_store wrote different V bits";
+
+  std::vector<float> kf(cache_elems), vf(cache_elems);
+  for (size_t i = 0; i < cache_elems; ++i) {
+    kf[i] = fp16_to_fp32(k_cache[i]);
+    vf[i] = fp16_to_fp32(v_cache[i]);
+  }
+  Result r;
+  r.want = ref::attention(q, kf, vf, s, c.n_tokens, n_q_heads, c.p0, shape.scale);
+  r.got = dev.download<float>(ob, q.size());
+  return r;
+}
+
+void expect_close(const Result& r) {
+  const double e = test::nmse(r.want, r.got);
+  EXPECT_LE(e, kTolerance) << "max |diff| " << test::max_abs_diff(r.want, r.got);
+}
+
+TEST_P(AttentionVariant, DecodeMatchesTheReferenceForEveryGqaRatioAndHeadDim) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  ASSERT_EQ(k.variant("attention").name, GetParam()->name);
+  uint64_t seed = 10;
+  for (uint32_t ratio : {1u, 2u, 3u})
+    for (uint32_t head_dim : {8u, 64u, 80u})
+      for (uint32_t p0 : {0u, 63u, 64u, 200u}) {
+        const Case c{3, ratio, head_dim, 256, 1, p0, ++seed};
+        SCOPED_TRACE(c.text());
+        expect_close(run_case(k, c));
+      }
+}
+
+TEST_P(AttentionVariant, PrefillFromAnEmptyCacheMatchesTheReference) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  for (const Case& c : {Case{3, 3, 64, 160, 37, 0, 1}, Case{2, 1, 80, 128, 100, 0, 2}, Case{1, 2, 8, 70, 70, 0, 3},
+                        Case{2, 2, 128, 130, 65, 0, 4}}) {
+    SCOPED_TRACE(c.text());
+    expect_close(run_case(k, c));
+  }
+}
+
+TEST_P(AttentionVariant, PrefillContinuingACacheMatchesTheReference) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  for (const Case& c : {Case{2, 2, 64, 200, 23, 45, 5}, Case{3, 3, 64, 300, 17, 130, 6}, Case{1, 1, 80, 100, 9, 90, 7}}) {
+    SCOPED_TRACE(c.text());
+    expect_close(run_case(k, c));
+  }
+}
+
+TEST_P(AttentionVariant, DecodeAtTheEndOfA4096PositionContextMatchesTheReference) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  for (const Case& c : {Case{2, 2, 64, 4096, 1, 4095, 8}, Case{1, 4, 128, 4096, 1, 4000, 9}}) {
+    SCOPED_TRACE(c.text());
+    expect_close(run_case(k, c));
+  }
+}
+
+TEST_P(AttentionVariant, ALongPrefillOf512TokensMatchesTheReference) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  const Case c{1, 3, 64, 600, 512, 40, 11};
+  SCOPED_TRACE(c.text());
+  expect_close(run_case(k, c));
+}
+
+TEST_P(AttentionVariant, RowsPerWorkgroupDoNotChangeTheResult) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  const Case c{2, 3, 64, 100, 11, 20, 12};
+  const Result base = run_case(k, c);
+  expect_close(base);
+  for (uint32_t rows : {1u, 3u, 16u}) {
+    SCOPED_TRACE("rows_per_group=" + std::to_string(rows));
+    ops::AttentionOptions o;
+    o.rows_per_group = rows;
+    const Result r = run_case(k, c, o);
+    EXPECT_EQ(r.got, base.got);
+  }
+}
+
+TEST_P(AttentionVariant, ACacheBoundInWindowsOfKvHeadsGivesTheSameBits) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  const Case c{5, 2, 64, 96, 7, 30, 13};
+  const Result whole = run_case(k, c);
+  expect_close(whole);
+  ops::AttentionOptions o;
+  o.max_window = 2 * 96 * 64 * 2 + 64;  // two KV heads per binding: windows of 2, 2, 1 heads
+  ops::KvStoreOptions so;
+  so.max_window = 96 * 64 * 2 + 64;     // one KV head per binding
+  const Result windowed = run_case(k, c, o, so);
+  EXPECT_EQ(windowed.got, whole.got);
+}
+
+TEST_P(AttentionVariant, TokenStridesSkipPaddingInQAndOut) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  vk::Device& dev = test::device();
+  const uint32_t D = 8, n_kv = 1, n_q = 2, n_tokens = 3, n_ctx = 8;
+  const uint32_t q_stride = n_q * D + 5, o_stride = n_q * D + 3;
+  std::vector<float> kv = test::random_floats(size_t(n_tokens) * n_kv * D, 21);
+  std::vector<float> q_packed = test::random_floats(size_t(n_tokens) * n_q * D, 22);
+  std::vector<float> q_strided(size_t(n_tokens) * q_stride, 0.0f);
+  for (uint32_t i = 0; i < n_tokens; ++i)
+    for (uint32_t e = 0; e < n_q * D; ++e) q_strided[i * q_stride + e] = q_packed[i * n_q * D + e];
+  vk::Buffer kb = dev.create_buffer(size_t(n_kv) * n_ctx * D * 2, vk::BufferKind::Device, "K cache");
+  vk::Buffer vb = dev.create_buffer(size_t(n_kv) * n_ctx * D * 2, vk::BufferKind::Device, "V cache");
+  vk::Buffer srcb = test::make_buffer(dev, kv, "K/V new");
+  vk::Buffer qb = test::make_buffer(dev, q_strided, "Q");
+  std::vector<float> sentinel(size_t(n_tokens) * o_stride, -7.0f);
+  vk::Buffer ob = test::make_buffer(dev, sentinel, "out");
+  const ops::KvCache cache{n_kv, n_ctx, D, &kb, 0, &vb, 0};
+  ops::AttentionOptions o;
+  o.q_stride = q_stride;
+  o.o_stride = o_stride;
+  test::run_on(dev, [&](vk::CommandBuffer& cb) {
+    ops::kv_store(k, cb, cache, srcb, 0, srcb, 0, n_tokens, 0);
+    cb.barrier();  // attention reads the stored rows
+    ops::attention(k, cb, cache, {n_tokens, n_q, 0, 0.5f}, qb, 0, ob, 0, o);
+  });
+  std::vector<uint16_t> bits(kv.size());
+  ref::kv_store(kv, n_tokens, 0, {n_kv, n_tokens, D}, bits);
+  std::vector<float> kf(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) kf[i] = fp16_to_fp32(bits[i]);
+  const std::vector<float> want = ref::attention(q_packed, kf, kf, {n_kv, n_tokens, D}, n_tokens, n_q, 0, 0.5f);
+  const std::vector<float> got_strided = dev.download<float>(ob, sentinel.size());
+  std::vector<float> got(want.size());
+  for (uint32_t i = 0; i < n_tokens; ++i) {
+    for (uint32_t e = 0; e < n_q * D; ++e) got[i * n_q * D + e] = got_strided[i * o_stride + e];
+    for (uint32_t e = n_q * D; e < o_stride; ++e) EXPECT_EQ(got_strided[i * o_stride + e], -7.0f) << "padding written";
+  }
+  EXPECT_LE(test::nmse(want, got), kTolerance);
+}
+
+TEST_P(KvStoreVariant, StoresHalfRowsAtTheirPositionsAndLeavesTheRestAlone) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  ASSERT_EQ(k.variant("kv_store").name, GetParam()->name);
+  vk::Device& dev = test::device();
+  const uint32_t n_kv = 3, D = 80, n_ctx = 33, n_tokens = 5, p0 = 7, stride = n_kv * D + 6;
+  const ref::KvShape s{n_kv, n_ctx, D};
+  std::vector<float> src = test::random_floats(size_t(n_tokens) * stride, 31, 100.0f);
+  src[3] = 1e6f;          // beyond f16: inf
+  src[4] = 1e-7f;         // subnormal in f16
+  src[5] = -0.0f;
+  std::vector<float> packed(size_t(n_tokens) * n_kv * D);
+  for (uint32_t i = 0; i < n_tokens; ++i)
+    for (uint32_t e = 0; e < n_kv * D; ++e) packed[i * n_kv * D + e] = src[i * stride + e];
+  std::vector<uint16_t> want(size_t(n_kv) * n_ctx * D, 0xABCD);
+  vk::Buffer kb = test::make_buffer(dev, want, "K cache");
+  vk::Buffer vb = test::make_buffer(dev, want, "V cache");
+  vk::Buffer srcb = test::make_buffer(dev, src, "src");
+  ops::KvStoreOptions o;
+  o.src_stride = stride;
+  const ops::KvCache cache{n_kv, n_ctx, D, &kb, 0, &vb, 0};
+  // K and V from the same strided rows: both caches must come out identical.
+  test::run_on(dev, [&](vk::CommandBuffer& cb) {
+    ops::kv_store(k, cb, cache, srcb, 0, srcb, 0, n_tokens, p0, o);
+  });
+  ref::kv_store(packed, n_tokens, p0, s, want);
+  EXPECT_EQ(dev.download<uint16_t>(kb, want.size()), want);
+  EXPECT_EQ(dev.download<uint16_t>(vb, want.size()), want);
+}
+
+TEST_P(KvStoreVariant, RejectsPositionsPastTheContext) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  vk::Device& dev = test::device();
+  vk::Buffer kb = dev.create_buffer(2 * 8 * 8, vk::BufferKind::Device, "K cache");
+  vk::Buffer src = dev.create_buffer(4 * 8 * 4, vk::BufferKind::Device, "src");
+  const ops::KvCache cache{1, 8, 8, &kb, 0, &kb, 0};
+  vk::CommandBuffer cb(dev);
+  cb.begin();
+  EXPECT_THROW(ops::kv_store(k, cb, cache, src, 0, src, 0, 4, 5), vk::Error);
+  cb.end();
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryVariant, AttentionVariant, ::testing::ValuesIn(shaders::variants_of("attention")),
+                         variant_name);
+INSTANTIATE_TEST_SUITE_P(EveryVariant, KvStoreVariant, ::testing::ValuesIn(shaders::variants_of("kv_store")),
+                         variant_name);
+
+}  // namespace
+}  // namespace chorus

@@ -1,0 +1,108 @@
+// engine/model.h — a loaded model and its inference contexts.
+//
+// Owns: reading a GGUF model (engine/gguf.h) into device buffers (weights uploaded once,
+// with progress), the forward pass of the llama family in the order the paper gives it
+// (embedding, per layer: RMSNorm, Q/K/V, RoPE, KV-cache store, attention, output projection,
+// residual, RMSNorm, gate/up, SwiGLU, down, residual; final RMSNorm, LM head), the F16 KV
+// cache of each sequence, prefill in micro-batches and one-token decode. Every matrix op
+// runs on a shard of its weight; with one device the shard is the whole tensor.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/gguf.h"
+#include "engine/model_config.h"
+#include "vkdevice/device.h"
+
+namespace chorus {
+
+class Tokenizer;
+
+// Bytes one device holds for a model and a context.
+struct DeviceMemoryUse {
+  std::string device;      // its label
+  uint64_t weights = 0;
+  uint64_t kv_cache = 0;
+  uint64_t scratch = 0;
+};
+
+struct LoadProgress {
+  // Called as weights upload: bytes done of total.
+  std::function<void(uint64_t done, uint64_t total)> on_upload;
+};
+
+class Model {
+ public:
+  // Opens, validates and uploads. Throws gguf::Error (file defects) or vk::Error (device).
+  static std::unique_ptr<Model> load(const std::string& path, vk::Device& device, const LoadProgress& progress = {});
+  ~Model();
+
+  const ModelConfig& config() const { return config_; }
+  const gguf::File& file() const { return file_; }
+  vk::Device& device() const { return *device_; }
+
+  struct Impl;
+  Impl& impl() const { return *impl_; }
+
+ private:
+  Model(gguf::File file, ModelConfig config, vk::Device& device);
+
+  gguf::File file_;
+  ModelConfig config_;
+  vk::Device* device_;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct ContextOptions {
+  uint32_t n_ctx = 0;       // positions per sequence (0: the model's trained length, at most 4096)
+  uint32_t n_seq = 1;       // independent sequences (each its own KV cache)
+  uint32_t n_ubatch = 512;  // tokens per forward pass in prefill
+};
+
+// Per-context counters (instrumentation for `chorus bench` and tests).
+struct ContextCounters {
+  uint64_t forward_passes = 0;  // command-buffer submissions of the forward pass
+  uint64_t tokens = 0;          // tokens evaluated
+};
+
+class Context {
+ public:
+  Context(Model& model, const ContextOptions& options = {});
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  // A run of tokens appended to sequence `seq` after its current length.
+  struct Segment {
+    uint32_t seq = 0;
+    std::span<const int32_t> tokens;
+    bool all_logits = false;  // logits for every token (perplexity) or only the last
+  };
+
+  // Evaluates the segments (each sequence at most once per call), in micro-batches of at most
+  // n_ubatch tokens; returns the logits, segment by segment: all_logits ? tokens.size() rows :
+  // 1 row, each n_vocab floats. Throws std::invalid_argument for a bad token id, a sequence
+  // index out of range or a sequence that would pass n_ctx.
+  std::vector<float> decode(std::span<const Segment> segments);
+  // One segment.
+  std::vector<float> decode(uint32_t seq, std::span<const int32_t> tokens, bool all_logits = false);
+
+  void clear(uint32_t seq);                // forget a sequence's tokens
+  uint32_t length(uint32_t seq) const;     // tokens held for a sequence
+  uint32_t n_ctx() const;
+  uint32_t n_seq() const;
+  const ModelConfig& config() const;
+  const ContextCounters& counters() const;
+  std::vector<DeviceMemoryUse> memory_use() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace chorus

@@ -1,0 +1,44 @@
+// engine/model_config.h — a model's hyper-parameters, read from GGUF metadata.
+//
+// Owns: the architectures chorus runs (llama: Llama 2/3, Mistral, TinyLlama, SmolLM2;
+// qwen2: QKV bias, NeoX RoPE), the metadata keys each needs, their defaults, and the
+// checks that the tensor shapes agree with them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/gguf.h"
+
+namespace chorus {
+
+struct ModelConfig {
+  std::string arch;            // general.architecture: "llama" or "qwen2"
+  std::string name;            // general.name, if present
+  uint32_t n_vocab = 0;        // rows of token_embd.weight
+  uint32_t n_embd = 0;         // {arch}.embedding_length
+  uint32_t n_layer = 0;        // {arch}.block_count
+  uint32_t n_head = 0;         // {arch}.attention.head_count
+  uint32_t n_head_kv = 0;      // {arch}.attention.head_count_kv (default n_head)
+  uint32_t head_dim = 0;       // {arch}.attention.key_length (default n_embd / n_head)
+  uint32_t n_ff = 0;           // {arch}.feed_forward_length
+  uint32_t n_ctx_train = 0;    // {arch}.context_length
+  float rms_eps = 1e-5f;       // {arch}.attention.layer_norm_rms_epsilon
+  float rope_base = 10000.0f;  // {arch}.rope.freq_base
+  float rope_freq_scale = 1;   // 1 / {arch}.rope.scaling.factor for linear scaling
+  uint32_t rope_dims = 0;      // {arch}.rope.dimension_count (default head_dim)
+  bool rope_neox = false;      // qwen2 rotates (i, i + d/2) pairs; llama (2i, 2i+1)
+  bool qkv_bias = false;       // blk.N.attn_{q,k,v}.bias present (qwen2)
+  bool tied_output = false;    // no output.weight: the LM head is token_embd.weight
+
+  uint32_t n_q() const { return n_head * head_dim; }      // width of Q
+  uint32_t n_kv() const { return n_head_kv * head_dim; }  // width of K and of V
+
+  // Reads and validates; throws gguf::Error naming the file, key or tensor and the expectation.
+  static ModelConfig from_gguf(const gguf::File& file);
+};
+
+// "blk.3.attn_q.weight"
+std::string layer_tensor(uint32_t layer, const char* name);
+
+}  // namespace chorus

@@ -68,5 +68,59 @@ TEST_F(GpuTest, PrefillInMicroBatchesGivesTheSameLogitsAsOneTokenAtATime) {
   }
 }
 
+TEST_F(GpuTest, DecodeAllocatesNoMemoryAndBuildsNoPipelinePerToken) {
+  auto model = Model::load(shared_model("stories260K.gguf"), test::device(0));
+  Context ctx(*model, ContextOptions{128, 1, 512});
+  int32_t token = 1;
+  for (int i = 0; i < 2; ++i) token = argmax(ctx.decode(0, std::span(&token, 1)));  // warm-up builds the pipelines
+  vk::Device& dev = test::device(0);
+  const uint64_t allocations = dev.allocator().allocations();
+  const uint64_t pipelines = dev.counters().pipelines.load();
+  for (int i = 0; i < 16; ++i) token = argmax(ctx.decode(0, std::span(&token, 1)));
+  EXPECT_EQ(dev.allocator().allocations(), allocations) << "decode allocated device memory";
+  EXPECT_EQ(dev.counters().pipelines.load(), pipelines) << "decode built pipelines";
+}
+
+TEST_F(GpuTest, LoadSummaryAccountsWeightsKvCacheAndScratchOnTheDevice) {
+  auto model = Model::load(shared_model("stories260K.gguf"), test::device(0));
+  Context ctx(*model, ContextOptions{256, 2, 64});
+  const auto use = ctx.memory_use();
+  ASSERT_EQ(use.size(), 1u);
+  uint64_t tensor_bytes = 0;
+  for (const auto& t : model->file().tensors()) tensor_bytes += t.size;
+  EXPECT_GE(use[0].weights, tensor_bytes);
+  EXPECT_LE(use[0].weights, tensor_bytes + 48 * 256) << "more than the tensors plus alignment padding";
+  const auto& c = model->config();
+  EXPECT_EQ(use[0].kv_cache, 2ull * c.n_layer * 2 * c.n_head_kv * 256 * c.head_dim * 2);  // K and V, f16, 2 sequences
+  EXPECT_GT(use[0].scratch, 0u);
+}
+
+TEST_F(GpuTest, IndependentSequencesInOneBatchMatchEachSequenceAlone) {
+  const auto ids = read_ids(shared_model("stories260K.greedy-t0.ids.txt"));
+  const std::vector<int32_t> a(ids.begin(), ids.begin() + 30), b(ids.begin() + 50, ids.begin() + 71);
+  auto model = Model::load(shared_model("stories260K.gguf"), test::device(0));
+  Context alone(*model, ContextOptions{64, 1, 512});
+  const auto la = alone.decode(0, a, true);
+  alone.clear(0);
+  const auto lb = alone.decode(0, b, true);
+  Context both(*model, ContextOptions{64, 2, 512});
+  const Context::Segment segs[] = {{0, a, true}, {1, b, true}};
+  const auto lab = both.decode(segs);
+  const size_t n_vocab = model->config().n_vocab;
+  ASSERT_EQ(lab.size(), (a.size() + b.size()) * n_vocab);
+  EXPECT_LE(test::nmse(la, std::span(lab).first(la.size())), 1e-10);
+  EXPECT_LE(test::nmse(lb, std::span(lab).subspan(la.size())), 1e-10);
+}
+
+TEST_F(GpuTest, BadTokenIdsAndOverlongSequencesAreRejectedWithTheReason) {
+  auto model = Model::load(shared_model("stories260K.gguf"), test::device(0));
+  Context ctx(*model, ContextOptions{8, 1, 8});
+  const std::vector<int32_t> bad{1, 512};
+  EXPECT_THROW(ctx.decode(0, bad), std::invalid_argument);
+  const std::vector<int32_t> long_seq(9, 1);
+  EXPECT_THROW(ctx.decode(0, long_seq), std::invalid_argument);
+  EXPECT_THROW(ctx.decode(1, std::vector<int32_t>{1}), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace chorus

@@ -112,6 +112,7 @@ uint32_t Allocator::new_block(uint64_t size, uint32_t type, bool mapped, bool de
 
 Allocation Allocator::allocate(const VkMemoryRequirements& req, BufferKind kind, const std::string& tag) {
   std::lock_guard lock(mutex_);
+  ++allocations_;
   const uint32_t type = pick_type(req.memoryTypeBits, kind);
   const bool mapped = wants_mapping(kind) &&
                       (config_.memory.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT);
@@ -187,6 +188,11 @@ void Allocator::release(const Allocation& a, const std::string& tag) {
       b.free.erase(it);
     }
   }
+}
+
+uint64_t Allocator::allocations() const {
+  std::lock_guard lock(mutex_);
+  return allocations_;
 }
 
 uint64_t Allocator::reserved() const {

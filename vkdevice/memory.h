@@ -51,6 +51,7 @@ class Allocator {
   void release(const Allocation& a, const std::string& tag);
 
   uint64_t budget() const { return config_.budget; }
+  uint64_t allocations() const;                    // allocate() calls so far (instrumentation)
   uint64_t reserved() const;                       // bytes of VkDeviceMemory held
   uint64_t in_use() const;                         // bytes handed out
   uint64_t in_use(const std::string& tag) const;   // bytes handed out under one tag
@@ -75,6 +76,7 @@ class Allocator {
   mutable std::mutex mutex_;
   std::vector<Block> blocks_;
   uint64_t reserved_ = 0;
+  uint64_t allocations_ = 0;
   std::map<std::string, uint64_t> by_tag_;
 };
 

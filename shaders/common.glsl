@@ -37,7 +37,8 @@
 #if CHORUS_INT8
 #extension GL_EXT_shader_8bit_storage : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int8 : require
-#extension GL_EXT_integer_dot_product : require
+// glslang 12 (Debian 12) has no GL_EXT_integer_dot_product: int8 kernels declare OpSDot
+// themselves through GL_EXT_spirv_intrinsics (see mul_mv_int8.comp).
 #endif
 
 // Byte-addressed reads from a `uint` array. `b` is a byte offset; CH_U16/CH_F16/CH_U32 need

@@ -12,6 +12,10 @@ std::span<const Command> all_commands() {
       {"devices", "list every Vulkan device, its capabilities, and why any is not used", cmd_devices},
       {"selftest", "run every kernel once on each device against the CPU reference", cmd_selftest},
       {"bench", "measure kernel throughput against this machine's memory bandwidth", cmd_bench},
+      {"inspect", "print a GGUF file's metadata and tensor table", cmd_inspect},
+      {"tokenize", "print the token ids of a text (llama-tokenize style)", cmd_tokenize},
+      {"run", "generate text from a prompt (the completion on stdout)", cmd_run},
+      {"perplexity", "measure a model's perplexity over a text file (llama-perplexity's method)", cmd_perplexity},
   };
   return table;
 }

@@ -27,6 +27,10 @@ std::span<const Command> all_commands();
 int cmd_devices(const std::vector<std::string>& args);
 int cmd_selftest(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
+int cmd_inspect(const std::vector<std::string>& args);
+int cmd_tokenize(const std::vector<std::string>& args);
+int cmd_run(const std::vector<std::string>& args);
+int cmd_perplexity(const std::vector<std::string>& args);
 
 // Argument helpers: value of `--flag V` at args[i+1] (advances i) or a UsageError.
 std::string take_value(const std::vector<std::string>& args, size_t& i);

@@ -49,6 +49,13 @@ Device::Device(const Instance& instance, const DeviceOptions& options) : options
   label_ = "device " + std::to_string(info_.index) + " (" + info_.name + ")";
   if (!info_.usable()) throw Error(label_ + " cannot be used: " + info_.reject_reason);
 
+  if (const char* env = std::getenv("CHORUS_TIMEOUT_MS")) {
+    char* end = nullptr;
+    const unsigned long long ms = std::strtoull(env, &end, 10);
+    if (end == env || *end != '\0' || ms == 0)
+      throw Error("CHORUS_TIMEOUT_MS is '" + std::string(env) + "', expected a positive number of milliseconds");
+    options_.timeout_ns = ms * 1'000'000ull;
+  }
   uint32_t disabled = options.disabled_caps;
   if (const char* env = std::getenv("CHORUS_DISABLE_CAPS"))
     disabled |= parse_capability_list(env, "CHORUS_DISABLE_CAPS");

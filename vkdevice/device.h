@@ -37,8 +37,9 @@ struct DeviceOptions {
   bool force_staging = false;
   // Persist the pipeline cache under $XDG_CACHE_HOME/chorus (or ~/.cache/chorus).
   bool pipeline_cache = true;
-  // Host waits give up after this long (a device that stops answering is an error, not a hang).
-  uint64_t timeout_ns = 10'000'000'000ull;
+  // Host waits give up after this long (a device that stops answering is an error, not a
+  // hang). The environment variable CHORUS_TIMEOUT_MS overrides it.
+  uint64_t timeout_ns = 60'000'000'000ull;
 };
 
 // Parses "fp16,int8,subgroup" / "all" / "none" into shaders::Capability bits; throws Error

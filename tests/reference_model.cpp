@@ -1,0 +1,184 @@
+#include "tests/reference_model.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "engine/quant.h"
+
+namespace chorus::ref {
+namespace {
+
+// y[r] = sum_c w[r][c] * x[c] (+ b[r]); w: [rows][cols].
+std::vector<float> matvec(const std::vector<float>& w, const std::vector<float>& x, const std::vector<float>& b = {}) {
+  const size_t cols = x.size(), rows = w.size() / cols;
+  std::vector<float> y(rows);
+  for (size_t r = 0; r < rows; ++r) {
+    const float* wr = w.data() + r * cols;
+    double acc = b.empty() ? 0.0 : double(b[r]);
+    for (size_t c = 0; c < cols; ++c) acc += double(wr[c]) * double(x[c]);
+    y[r] = static_cast<float>(acc);
+  }
+  return y;
+}
+
+// x / sqrt(mean(x^2) + eps) * weight
+std::vector<float> rms_norm(const std::vector<float>& x, const std::vector<float>& weight, float eps) {
+  double ss = 0;
+  for (float v : x) ss += double(v) * double(v);
+  const double inv = 1.0 / std::sqrt(ss / double(x.size()) + double(eps));
+  std::vector<float> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = static_cast<float>(double(x[i]) * inv * double(weight[i]));
+  return y;
+}
+
+// Rotates each head of x ([n_heads][head_dim]) by position pos; dimensions past rope_dims stay.
+void rope(std::vector<float>& x, uint32_t n_heads, const ModelConfig& c, uint32_t pos) {
+  const uint32_t d = c.rope_dims;
+  for (uint32_t h = 0; h < n_heads; ++h) {
+    float* v = x.data() + size_t{h} * c.head_dim;
+    for (uint32_t i = 0; i < d / 2; ++i) {
+      const double theta = double(pos) * double(c.rope_freq_scale) * std::pow(double(c.rope_base), -2.0 * i / d);
+      const uint32_t i0 = c.rope_neox ? i : 2 * i;
+      const uint32_t i1 = c.rope_neox ? i + d / 2 : 2 * i + 1;
+      const double a = v[i0], b = v[i1];
+      v[i0] = static_cast<float>(a * std::cos(theta) - b * std::sin(theta));
+      v[i1] = static_cast<float>(a * std::sin(theta) + b * std::cos(theta));
+    }
+  }
+}
+
+double silu(double x) { return x / (1.0 + std::exp(-x)); }
+
+float round_f16(float x) { return fp16_to_fp32(fp32_to_fp16(x)); }
+
+}  // namespace
+
+std::vector<float> dequantize_tensor(const gguf::TensorInfo& t) {
+  const uint64_t n0 = t.ne[0], rows = t.n_rows();
+  std::vector<float> out(n0 * rows);
+  for (uint64_t r = 0; r < rows; ++r)
+    dequantize_row(t.type, t.data.data() + r * t.row_bytes(), out.data() + r * n0, static_cast<int64_t>(n0));
+  return out;
+}
+
+ReferenceModel::ReferenceModel(const std::string& gguf_path, const ReferenceOptions& options) : options_(options) {
+  const gguf::File f = gguf::File::open(gguf_path);
+  config_ = ModelConfig::from_gguf(f);
+  auto load = [&f](const std::string& name) { return dequantize_tensor(f.require_tensor(name)); };
+  token_embd_ = load("token_embd.weight");
+  if (!config_.tied_output) output_ = load("output.weight");
+  output_norm_ = load("output_norm.weight");
+  layers_.resize(config_.n_layer);
+  for (uint32_t l = 0; l < config_.n_layer; ++l) {
+    Layer& L = layers_[l];
+    auto layer = [&](const char* name) { return load(layer_tensor(l, name)); };
+    L.attn_norm = layer("attn_norm.weight");
+    L.wq = layer("attn_q.weight");
+    L.wk = layer("attn_k.weight");
+    L.wv = layer("attn_v.weight");
+    if (config_.qkv_bias) {
+      L.bq = layer("attn_q.bias");
+      L.bk = layer("attn_k.bias");
+      L.bv = layer("attn_v.bias");
+    }
+    L.wo = layer("attn_output.weight");
+    L.ffn_norm = layer("ffn_norm.weight");
+    L.w_gate = layer("ffn_gate.weight");
+    L.w_up = layer("ffn_up.weight");
+    L.w_down = layer("ffn_down.weight");
+  }
+}
+
+std::vector<float> ReferenceModel::forward(std::span<const int32_t> tokens) {
+  std::vector<float> logits;
+  logits.reserve(tokens.size() * config_.n_vocab);
+  for (int32_t t : tokens) {
+    const std::vector<float> l = forward_one(t, n_past_);
+    logits.insert(logits.end(), l.begin(), l.end());
+    ++n_past_;
+  }
+  return logits;
+}
+
+std::vector<float> ReferenceModel::forward_one(int32_t token, uint32_t pos) {
+  const ModelConfig& c = config_;
+  if (token < 0 || uint32_t(token) >= c.n_vocab)
+    throw std::out_of_range("ReferenceModel: token id " + std::to_string(token) + " outside the vocabulary of " +
+                            std::to_string(c.n_vocab));
+  const size_t E = c.n_embd, D = c.head_dim, n_kv = c.n_kv();
+  const uint32_t group = c.n_head / c.n_head_kv;  // query heads per KV head
+  const double scale = 1.0 / std::sqrt(double(D));
+
+  // x = token_embd[token]
+  const float* row = token_embd_.data() + size_t(token) * E;
+  std::vector<float> x(row, row + E);
+
+  for (Layer& L : layers_) {
+    // Attention block.
+    const std::vector<float> h = rms_norm(x, L.attn_norm, c.rms_eps);
+    std::vector<float> q = matvec(L.wq, h, L.bq);  // [n_head][D]
+    std::vector<float> k = matvec(L.wk, h, L.bk);  // [n_head_kv][D]
+    std::vector<float> v = matvec(L.wv, h, L.bv);  // [n_head_kv][D]
+    rope(q, c.n_head, c, pos);
+    rope(k, c.n_head_kv, c, pos);
+    if (options_.f16_kv_cache)
+      for (size_t i = 0; i < n_kv; ++i) k[i] = round_f16(k[i]), v[i] = round_f16(v[i]);
+    L.k_cache.resize(size_t{pos} * n_kv);  // forget anything past pos (after reset())
+    L.v_cache.resize(size_t{pos} * n_kv);
+    L.k_cache.insert(L.k_cache.end(), k.begin(), k.end());
+    L.v_cache.insert(L.v_cache.end(), v.begin(), v.end());
+
+    std::vector<float> attn(c.n_q());  // [n_head][D]
+    std::vector<double> score(pos + 1);
+    for (uint32_t hq = 0; hq < c.n_head; ++hq) {
+      const size_t hk = hq / group;
+      const float* qh = q.data() + hq * D;
+      double mx = -INFINITY;
+      for (uint32_t p = 0; p <= pos; ++p) {
+        const float* kp = L.k_cache.data() + p * n_kv + hk * D;
+        double dot = 0;
+        for (size_t d = 0; d < D; ++d) dot += double(qh[d]) * double(kp[d]);
+        score[p] = dot * scale;
+        mx = std::max(mx, score[p]);
+      }
+      double sum = 0;
+      for (double& s : score) sum += (s = std::exp(s - mx));
+      for (size_t d = 0; d < D; ++d) {
+        double acc = 0;
+        for (uint32_t p = 0; p <= pos; ++p) acc += score[p] * double(L.v_cache[p * n_kv + hk * D + d]);
+        attn[hq * D + d] = static_cast<float>(acc / sum);
+      }
+    }
+    const std::vector<float> o = matvec(L.wo, attn);
+    for (size_t i = 0; i < E; ++i) x[i] += o[i];
+
+    // Feed-forward block.
+    const std::vector<float> hf = rms_norm(x, L.ffn_norm, c.rms_eps);
+    std::vector<float> gate = matvec(L.w_gate, hf);
+    const std::vector<float> up = matvec(L.w_up, hf);
+    for (size_t i = 0; i < gate.size(); ++i) gate[i] = static_cast<float>(silu(gate[i]) * double(up[i]));
+    const std::vector<float> down = matvec(L.w_down, gate);
+    for (size_t i = 0; i < E; ++i) x[i] += down[i];
+  }
+
+  const std::vector<float> xn = rms_norm(x, output_norm_, c.rms_eps);
+  return matvec(c.tied_output ? token_embd_ : output_, xn);
+}
+
+std::vector<int32_t> ReferenceModel::greedy(const std::vector<int32_t>& prompt, uint32_t n) {
+  reset();
+  std::vector<float> logits = forward(prompt);
+  std::vector<int32_t> picks;
+  const size_t V = config_.n_vocab;
+  for (uint32_t i = 0; i < n; ++i) {
+    const float* last = logits.data() + logits.size() - V;
+    int32_t best = 0;
+    for (size_t j = 1; j < V; ++j)
+      if (last[j] > last[best]) best = int32_t(j);
+    picks.push_back(best);
+    if (i + 1 < n) logits = forward(std::vector<int32_t>{best});
+  }
+  return picks;
+}
+
+}  // namespace chorus::ref

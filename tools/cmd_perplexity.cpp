@@ -1,0 +1,191 @@
+// `chorus perplexity`: a model's perplexity over a text file, by llama-perplexity's method
+// (engine/perplexity.h). The running estimates and the final line go to stdout; the load log,
+// progress and timings to stderr.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "engine/model.h"
+#include "engine/perplexity.h"
+#include "engine/tokenizer.h"
+#include "engine/vocab.h"
+#include "tools/commands.h"
+#include "vkdevice/instance.h"
+
+namespace chorus::tools {
+
+namespace {
+
+constexpr const char* kHelp =
+    "usage: chorus perplexity -m MODEL -f FILE [-c N_CTX] [--chunks N] [-b N_BATCH] [options]\n"
+    "\n"
+    "Perplexity of MODEL over the text in FILE, computed as llama.cpp's llama-perplexity does:\n"
+    "the whole file is tokenized once (with BOS if the model adds one), cut into chunks of N_CTX\n"
+    "tokens, each chunk evaluated from an empty cache with its first token replaced by BOS, and\n"
+    "only the second half of each chunk scored. Prints the running estimate after every chunk\n"
+    "([1]5.1234,[2]...) and 'Final estimate: PPL = X +/- Y' on stdout.\n"
+    "\n"
+    "FILE is read as is: CRLF line endings stay CRLF (they tokenize differently from LF, so\n"
+    "convert the file first to compare with numbers measured on an LF copy).\n"
+    "\n"
+    "  -m, --model FILE        a GGUF model\n"
+    "  -f, --file FILE         the text\n"
+    "  -c, --ctx-size N        tokens per chunk (default 512)\n"
+    "  --chunks N              score only the first N chunks (default: all)\n"
+    "  -b, --batch-size N      tokens per decode call: N / N_CTX chunks are evaluated together as\n"
+    "                          independent sequences (default 2048); results do not depend on it\n"
+    "  -ub, --ubatch-size N    tokens per forward pass (default 512)\n"
+    "  --device I              physical device index from `chorus devices` (default: the first usable)\n"
+    "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
+
+uint32_t parse_positive(const std::string& flag, const std::string& text) {
+  const uint64_t v = parse_uint(flag, text);
+  if (v == 0 || v > (1u << 24)) throw UsageError(flag + " expects a positive count up to 16777216, got '" + text + "'");
+  return static_cast<uint32_t>(v);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open text file '" + path + "'");
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// "loading weights [#####.....]  50%": redrawn in place on a terminal, once at the end otherwise.
+void upload_progress(uint64_t done, uint64_t total) {
+  static int last = -1;
+  const bool tty = isatty(STDERR_FILENO);
+  const int pct = total ? static_cast<int>(done * 100 / total) : 100;
+  if (pct == last || (!tty && done < total)) return;
+  last = pct;
+  char bar[31];
+  for (int i = 0; i < 30; ++i) bar[i] = i < pct * 30 / 100 ? '#' : '.';
+  bar[30] = 0;
+  std::fprintf(stderr, "%sloading weights [%s] %3d%%  %.1f / %.1f MiB%s", tty ? "\r" : "", bar, pct,
+               static_cast<double>(done) / (1 << 20), static_cast<double>(total) / (1 << 20),
+               done >= total ? "\n" : "");
+  std::fflush(stderr);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+int cmd_perplexity(const std::vector<std::string>& args) {
+  std::string model_path, text_path;
+  uint32_t n_ctx = 512, n_batch = 2048, n_ubatch = 512, max_chunks = 0;
+  std::optional<uint32_t> device_index;
+  bool validation = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      std::printf("%s", kHelp);
+      return 0;
+    }
+    if (a == "-m" || a == "--model") model_path = take_value(args, i);
+    else if (a == "-f" || a == "--file") text_path = take_value(args, i);
+    else if (a == "-c" || a == "--ctx-size") n_ctx = parse_positive(a, take_value(args, i));
+    else if (a == "--chunks") max_chunks = parse_positive(a, take_value(args, i));
+    else if (a == "-b" || a == "--batch-size") n_batch = parse_positive(a, take_value(args, i));
+    else if (a == "-ub" || a == "--ubatch-size") n_ubatch = parse_positive(a, take_value(args, i));
+    else if (a == "--device") {
+      const uint64_t d = parse_uint(a, take_value(args, i));
+      if (d > 1024) throw UsageError("--device index '" + args[i] + "' is out of range");
+      device_index = static_cast<uint32_t>(d);
+    } else if (a == "--validation") validation = true;
+    else if (!a.empty() && a[0] == '-') throw UsageError("unknown option '" + a + "'");
+    else throw UsageError("unexpected argument '" + a + "'");
+  }
+  if (model_path.empty()) throw UsageError("-m MODEL is required");
+  if (text_path.empty()) throw UsageError("-f FILE is required");
+  if (n_ctx < 4) throw UsageError("-c must be at least 4 tokens");
+  if (const char* v = std::getenv("CHORUS_VALIDATION"); v && std::string(v) == "1") validation = true;
+
+  // Everything that can fail without a GPU first.
+  const std::string text = read_text(text_path);
+  const gguf::File vocab_file = gguf::File::open(model_path);
+  const Tokenizer tok(load_vocab(vocab_file));
+  const Vocab& vocab = tok.vocab();
+  if (vocab.add_eos())
+    throw std::runtime_error(model_path + ": the vocabulary appends EOS to every text, which llama-perplexity's method does not allow");
+
+  std::fprintf(stderr, "perplexity: tokenizing the input ..\n");
+  const auto t_tok = std::chrono::steady_clock::now();
+  const std::vector<TokenId> tokens = tok.encode(text, EncodeOptions{true, false});
+  std::fprintf(stderr, "perplexity: tokenization took %.3f ms, %zu tokens\n", seconds_since(t_tok) * 1e3, tokens.size());
+  if (tokens.size() < 2 * static_cast<size_t>(n_ctx))
+    throw std::runtime_error(text_path + " tokenizes to only " + std::to_string(tokens.size()) +
+                             " tokens; perplexity with -c " + std::to_string(n_ctx) + " needs at least " +
+                             std::to_string(2 * static_cast<size_t>(n_ctx)));
+  const uint32_t n_chunks_max = static_cast<uint32_t>(std::min<size_t>(tokens.size() / n_ctx, 1u << 30));
+  const uint32_t n_chunks = max_chunks ? std::min(max_chunks, n_chunks_max) : n_chunks_max;
+  const uint32_t n_seq = std::clamp(n_batch / n_ctx, 1u, n_chunks);
+
+  vk::Instance inst(vk::InstanceOptions{validation});
+  if (!device_index)
+    for (const auto& d : inst.devices())
+      if (d.usable()) {
+        device_index = d.index;
+        break;
+      }
+  if (!device_index) throw std::runtime_error("no usable Vulkan device (see `chorus devices`)");
+  vk::DeviceOptions dopt;
+  dopt.physical_index = *device_index;
+  vk::Device dev(inst, dopt);
+  std::fprintf(stderr, "model: %s\ndevice: %s\n", model_path.c_str(), dev.label().c_str());
+
+  const auto t_load = std::chrono::steady_clock::now();
+  const std::unique_ptr<Model> model = Model::load(model_path, dev, LoadProgress{upload_progress});
+  Context ctx(*model, ContextOptions{n_ctx, n_seq, n_ubatch});
+  std::fprintf(stderr, "loaded in %.0f ms\n", seconds_since(t_load) * 1e3);
+  for (const DeviceMemoryUse& m : ctx.memory_use())
+    std::fprintf(stderr, "%s: weights %.2f MiB, KV cache %.2f MiB, scratch %.2f MiB\n", m.device.c_str(),
+                 static_cast<double>(m.weights) / (1 << 20), static_cast<double>(m.kv_cache) / (1 << 20),
+                 static_cast<double>(m.scratch) / (1 << 20));
+  std::fprintf(stderr, "perplexity: calculating perplexity over %u chunks, n_ctx=%u, batch_size=%u, n_seq=%u\n",
+               n_chunks, n_ctx, n_batch, n_seq);
+
+  PerplexityOptions po;
+  po.n_ctx = n_ctx;
+  po.n_vocab = model->config().n_vocab;
+  po.max_chunks = n_chunks;
+  po.chunks_per_call = n_seq;
+  po.bos = vocab.add_bos() ? vocab.bos() : -1;
+
+  const auto t_start = std::chrono::steady_clock::now();
+  const PerplexityResult r =
+      perplexity(tokens, po, context_evaluator(ctx), [&](uint32_t chunk, double ppl) {
+        if (chunk == 0) {  // the first call (n_seq chunks) is done
+          const double per_call = seconds_since(t_start);
+          const double eta = per_call * static_cast<double>((n_chunks + n_seq - 1) / n_seq);
+          std::fprintf(stderr, "perplexity: %.2f seconds per pass - ETA %.2f minutes\n", per_call, eta / 60.0);
+        }
+        const std::string s = format_running(chunk + 1, ppl);
+        std::fwrite(s.data(), 1, s.size(), stdout);
+        std::fflush(stdout);
+      });
+  const double total = seconds_since(t_start);
+  std::printf("\n%s\n", format_final(r.stats).c_str());
+  std::fflush(stdout);
+  std::fprintf(stderr, "perplexity: %u chunks, %" PRIu64 " tokens scored, %.2f s (%.2f tokens/s evaluated)\n",
+               r.n_chunks, r.stats.count, total,
+               total > 0 ? static_cast<double>(r.n_chunks) * (n_ctx - 1) / total : 0.0);
+  if (inst.validation_errors() > 0) {
+    std::fprintf(stderr, "chorus perplexity: the validation layer reported %" PRIu64 " error(s)\n",
+                 inst.validation_errors());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace chorus::tools

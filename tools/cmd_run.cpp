@@ -1,0 +1,253 @@
+// `chorus run`: load a model, evaluate a prompt, stream a completion. Generated text alone goes
+// to stdout (flushed per token); the load log, memory use and timings go to stderr.
+#include <unistd.h>
+
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+
+#include "engine/model.h"
+#include "engine/sampling.h"
+#include "engine/tokenizer.h"
+#include "engine/vocab.h"
+#include "tools/commands.h"
+#include "vkdevice/instance.h"
+
+namespace chorus::tools {
+
+namespace {
+
+constexpr const char* kHelp =
+    "usage: chorus run -m MODEL [-p PROMPT] [-n N] [options]\n"
+    "\n"
+    "Evaluates PROMPT and streams up to N generated tokens. Only the generated text is written\n"
+    "to stdout; the load log, memory use and timings go to stderr. With -p \"\" (the default)\n"
+    "generation starts from BOS alone. Generation stops at an end-of-generation token unless\n"
+    "--ignore-eos, and when the context is full.\n"
+    "\n"
+    "  -m, --model FILE        a GGUF model\n"
+    "  -p, --prompt TEXT       the prompt (special tokens such as <s> are recognised)\n"
+    "  -n, --n-predict N       tokens to generate (default 128)\n"
+    "  --temp T                temperature; 0 or less is greedy (default 0.8)\n"
+    "  --top-k K               keep the K most likely tokens; 0 disables (default 40)\n"
+    "  --top-p P               keep the smallest set with probability mass P; 1 disables (default 0.95)\n"
+    "  --min-p M               drop tokens below M times the best probability; 0 disables (default 0.05)\n"
+    "  --repeat-penalty R      penalise the last tokens' logits by R; 1 disables (default 1.0)\n"
+    "  --repeat-last-n N       tokens the penalty looks back over; 0 disables, -1 all (default 64)\n"
+    "  --seed S                random seed; the same seed gives the same text (default: random, printed)\n"
+    "  -c, --ctx-size N        context length in tokens (default: the model's, at most 4096)\n"
+    "  -ub, --ubatch-size N    prompt tokens per forward pass (default 512)\n"
+    "  --device I              physical device index from `chorus devices` (default: the first usable)\n"
+    "  --ignore-eos            keep generating past end-of-generation tokens\n"
+    "  --print-ids             print the generated token ids (space-separated) instead of text\n"
+    "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
+
+double parse_number(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v))
+    throw UsageError(flag + " expects a number, got '" + text + "'");
+  return v;
+}
+
+int64_t parse_int(const std::string& flag, const std::string& text) {
+  const bool negative = !text.empty() && text[0] == '-';
+  const uint64_t v = parse_uint(flag, negative ? text.substr(1) : text);
+  if (v > static_cast<uint64_t>(std::numeric_limits<int32_t>::max()))
+    throw UsageError(flag + " value '" + text + "' is out of range");
+  return negative ? -static_cast<int64_t>(v) : static_cast<int64_t>(v);
+}
+
+uint32_t parse_positive(const std::string& flag, const std::string& text) {
+  const uint64_t v = parse_uint(flag, text);
+  if (v == 0 || v > (1u << 24)) throw UsageError(flag + " expects a positive count up to 16777216, got '" + text + "'");
+  return static_cast<uint32_t>(v);
+}
+
+// Draws "loading [#####.....]  50%  0.6 / 1.2 MiB" on stderr: redrawn in place on a terminal,
+// once at the end otherwise.
+void upload_progress(uint64_t done, uint64_t total) {
+  static int last = -1;
+  const bool tty = isatty(STDERR_FILENO);
+  const int pct = total ? static_cast<int>(done * 100 / total) : 100;
+  if (pct == last || (!tty && done < total)) return;
+  last = pct;
+  char bar[31];
+  for (int i = 0; i < 30; ++i) bar[i] = i < pct * 30 / 100 ? '#' : '.';
+  bar[30] = 0;
+  std::fprintf(stderr, "%sloading weights [%s] %3d%%  %.1f / %.1f MiB%s", tty ? "\r" : "", bar, pct,
+               static_cast<double>(done) / (1 << 20), static_cast<double>(total) / (1 << 20),
+               done >= total ? "\n" : "");
+  std::fflush(stderr);
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void print_speed(const char* what, size_t tokens, double ms) {
+  std::fprintf(stderr, "%-10s %6zu tokens in %9.2f ms  (%8.2f t/s)\n", what, tokens, ms,
+               ms > 0 ? 1000.0 * static_cast<double>(tokens) / ms : 0.0);
+}
+
+}  // namespace
+
+int cmd_run(const std::vector<std::string>& args) {
+  std::string model_path, prompt;
+  uint32_t n_predict = 128, n_ctx = 0, n_ubatch = 512;
+  std::optional<uint32_t> device_index;
+  std::optional<uint64_t> seed;
+  SamplerParams sp;
+  bool ignore_eos = false, print_ids = false, validation = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      std::printf("%s", kHelp);
+      return 0;
+    }
+    if (a == "-m" || a == "--model") model_path = take_value(args, i);
+    else if (a == "-p" || a == "--prompt") prompt = take_value(args, i);
+    else if (a == "-n" || a == "--n-predict") {
+      const uint64_t n = parse_uint(a, take_value(args, i));
+      if (n > (1u << 24)) throw UsageError("-n expects at most 16777216 tokens, got " + args[i]);
+      n_predict = static_cast<uint32_t>(n);
+    }
+    else if (a == "--temp") sp.temp = static_cast<float>(parse_number(a, take_value(args, i)));
+    else if (a == "--top-k") {
+      const int64_t k = parse_int(a, take_value(args, i));
+      if (k < 0) throw UsageError("--top-k expects 0 (disabled) or a positive count");
+      sp.top_k = static_cast<int32_t>(k);
+    } else if (a == "--top-p" || a == "--min-p") {
+      const double v = parse_number(a, take_value(args, i));
+      if (v < 0 || v > 1) throw UsageError(a + " expects a value between 0 and 1, got " + args[i]);
+      (a == "--top-p" ? sp.top_p : sp.min_p) = static_cast<float>(v);
+    } else if (a == "--repeat-penalty") {
+      const double v = parse_number(a, take_value(args, i));
+      if (v <= 0) throw UsageError("--repeat-penalty expects a positive number, got " + args[i]);
+      sp.repeat_penalty = static_cast<float>(v);
+    } else if (a == "--repeat-last-n") {
+      const int64_t v = parse_int(a, take_value(args, i));
+      if (v < -1) throw UsageError("--repeat-last-n expects -1 (all), 0 (off) or a positive count");
+      sp.repeat_last_n = static_cast<int32_t>(v);
+    } else if (a == "--seed") seed = parse_uint(a, take_value(args, i));
+    else if (a == "-c" || a == "--ctx-size") n_ctx = parse_positive(a, take_value(args, i));
+    else if (a == "-ub" || a == "--ubatch-size") n_ubatch = parse_positive(a, take_value(args, i));
+    else if (a == "--device") {
+      const uint64_t d = parse_uint(a, take_value(args, i));
+      if (d > 1024) throw UsageError("--device index '" + args[i] + "' is out of range");
+      device_index = static_cast<uint32_t>(d);
+    } else if (a == "--ignore-eos") ignore_eos = true;
+    else if (a == "--print-ids") print_ids = true;
+    else if (a == "--validation") validation = true;
+    else if (!a.empty() && a[0] == '-') throw UsageError("unknown option '" + a + "'");
+    else throw UsageError("unexpected argument '" + a + "' (the prompt goes after -p)");
+  }
+  if (model_path.empty()) throw UsageError("-m MODEL is required");
+  if (const char* v = std::getenv("CHORUS_VALIDATION"); v && std::string(v) == "1") validation = true;
+  sp.seed = seed ? *seed : std::random_device{}();
+
+  // The file and its vocabulary first: a bad path fails before Vulkan starts.
+  const gguf::File vocab_file = gguf::File::open(model_path);
+  const Tokenizer tok(load_vocab(vocab_file));
+  const Vocab& vocab = tok.vocab();
+
+  vk::Instance inst(vk::InstanceOptions{validation});
+  if (!device_index)
+    for (const auto& d : inst.devices())
+      if (d.usable()) {
+        device_index = d.index;
+        break;
+      }
+  if (!device_index) throw std::runtime_error("no usable Vulkan device (see `chorus devices`)");
+  vk::DeviceOptions dopt;
+  dopt.physical_index = *device_index;
+  vk::Device dev(inst, dopt);
+  std::fprintf(stderr, "model: %s\ndevice: %s\n", model_path.c_str(), dev.label().c_str());
+
+  const auto t_load = std::chrono::steady_clock::now();
+  const std::unique_ptr<Model> model = Model::load(model_path, dev, LoadProgress{upload_progress});
+  Context ctx(*model, ContextOptions{n_ctx, 1, n_ubatch});
+  const ModelConfig& cfg = model->config();
+  std::fprintf(stderr, "loaded %s (%s, %u layers, n_embd %u, n_vocab %u) in %.0f ms; context %u tokens\n",
+               cfg.name.empty() ? "model" : cfg.name.c_str(), cfg.arch.c_str(), cfg.n_layer, cfg.n_embd, cfg.n_vocab,
+               ms_since(t_load), ctx.n_ctx());
+  for (const DeviceMemoryUse& m : ctx.memory_use())
+    std::fprintf(stderr, "%s: weights %.2f MiB, KV cache %.2f MiB, scratch %.2f MiB\n", m.device.c_str(),
+                 static_cast<double>(m.weights) / (1 << 20), static_cast<double>(m.kv_cache) / (1 << 20),
+                 static_cast<double>(m.scratch) / (1 << 20));
+  std::fprintf(stderr, "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, repeat-penalty %.2f (last %d), seed %" PRIu64 "\n",
+               static_cast<double>(sp.temp), sp.top_k, static_cast<double>(sp.top_p), static_cast<double>(sp.min_p),
+               static_cast<double>(sp.repeat_penalty), sp.repeat_last_n, sp.seed);
+
+  std::vector<TokenId> input = tok.encode(prompt, EncodeOptions{true, true});
+  if (input.empty()) {
+    if (vocab.bos() == kNoToken)
+      throw std::runtime_error("the prompt is empty and the model has no BOS token to start from; give a prompt with -p");
+    input.push_back(vocab.bos());
+  }
+  if (input.size() >= ctx.n_ctx())
+    throw std::runtime_error("the prompt is " + std::to_string(input.size()) + " tokens, which does not fit a context of " +
+                             std::to_string(ctx.n_ctx()) + " tokens (raise -c)");
+  std::fprintf(stderr, "prompt: %zu tokens\n\n", input.size());
+
+  Sampler sampler(sp);
+  for (const TokenId t : input) sampler.accept(t);
+  // The prompt goes through the detokenizer too, so the first generated piece keeps its space.
+  Detokenizer detok(tok);
+  for (const TokenId t : input) detok.push(t);
+
+  const auto t_prompt = std::chrono::steady_clock::now();
+  std::vector<float> logits = ctx.decode(0, input);
+  const double prompt_ms = ms_since(t_prompt);
+
+  const auto t_gen = std::chrono::steady_clock::now();
+  size_t generated = 0, evaluated = 0;
+  const char* stop = "the token limit (-n)";
+  while (generated < n_predict) {
+    const TokenId next = sampler.sample(logits);
+    if (!ignore_eos && vocab.is_eog(next)) {
+      stop = "an end-of-generation token";
+      break;
+    }
+    sampler.accept(next);
+    ++generated;
+    if (print_ids) std::printf("%s%d", generated > 1 ? " " : "", next);
+    else {
+      const std::string text = detok.push(next);
+      std::fwrite(text.data(), 1, text.size(), stdout);
+    }
+    std::fflush(stdout);
+    if (generated == n_predict) break;
+    if (ctx.length(0) >= ctx.n_ctx()) {
+      stop = "a full context (-c)";
+      break;
+    }
+    logits = ctx.decode(0, std::span<const TokenId>(&next, 1));
+    ++evaluated;
+  }
+  if (print_ids) std::printf("\n");
+  else {
+    const std::string rest = detok.flush();
+    std::fwrite(rest.data(), 1, rest.size(), stdout);
+  }
+  std::fflush(stdout);
+  const double gen_ms = ms_since(t_gen);
+
+  std::fprintf(stderr, "\n\nstopped at %s\n", stop);
+  print_speed("prompt", input.size(), prompt_ms);
+  print_speed("generation", evaluated, gen_ms);
+  if (inst.validation_errors() > 0) {
+    std::fprintf(stderr, "chorus run: the validation layer reported %" PRIu64 " error(s)\n", inst.validation_errors());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace chorus::tools

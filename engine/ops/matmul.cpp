@@ -1,0 +1,146 @@
+#include "engine/ops/matmul.h"
+
+#include <algorithm>
+#include <cctype>
+#include <vector>
+
+namespace chorus::ops {
+namespace {
+
+constexpr uint32_t kLds = 9;      // vec4 slots per shared tile row (MM_LDS in matmul.glsl)
+constexpr uint64_t kSlack = 20;   // a window may grow by up to 15 bytes of alignment skip + 3 of rounding
+constexpr uint32_t kCpuBatch = 8; // mul_mm_cpu shares X across batches of 8 lanes (subgroup variant)
+
+// One tile configuration: a workgroup covers BM rows of X by BN rows of W; Grid workgroups are
+// (BM / TM) * (BN / TN) invocations, Registers workgroups `wg` invocations of TM x TN each
+// (BM = TM, BN = wg * TN).
+struct Tile {
+  uint32_t bm, bn, tm, tn;
+  uint32_t wg_size = 0;  // Registers only
+  uint32_t wg() const { return wg_size != 0 ? wg_size : (bm / tm) * (bn / tn); }
+  uint32_t shared_bytes(bool fp16) const { return wg_size != 0 ? 0 : (bm + bn) * kLds * (fp16 ? 8u : 16u); }
+};
+
+// Grid: a 2-D grid of invocations, TM x TN outputs each; small M (a short prompt, a batch of a
+// few tokens) gets a shorter tile so fewer rows are zeros.
+Tile pick_grid_tile(uint32_t M, uint32_t max_shared, bool fp16) {
+  const Tile grid = M <= 16 ? Tile{16, 64, 2, 4} : M <= 32 ? Tile{32, 64, 2, 4} : Tile{64, 64, 4, 4};
+  const Tile candidates[] = {grid, Tile{16, 32, 2, 2}};
+  for (const Tile& t : candidates)
+    if (t.shared_bytes(fp16) <= max_shared) return t;
+  throw vk::Error("mul_mm needs " + std::to_string(Tile{16, 32, 2, 2}.shared_bytes(fp16)) +
+                  " bytes of shared memory; the device offers " + std::to_string(max_shared));
+}
+
+// Registers: TM rows of X by TN rows of W per invocation (X is loaded once per TN rows, W once per
+// TM rows); 64 invocations per workgroup. TM shrinks for short M so few clamped rows are computed.
+Tile pick_cpu_tile(uint32_t M) {
+  const uint32_t tm = M >= 8 ? 8 : M >= 4 ? 4 : M >= 2 ? 2 : 1;
+  const uint32_t tn = 2, wg = 64;
+  return Tile{tm, wg * tn, tm, tn, wg};
+}
+
+// Usable bytes of one binding of b: the limit minus what alignment and rounding may add.
+uint64_t window_bytes(const vk::Buffer& b, uint64_t max_window) {
+  uint64_t limit = std::min<uint64_t>(b.max_range(), 0xFFFFFF00ull);  // offsets in the kernel are 32-bit
+  if (max_window != 0) limit = std::min(limit, max_window);
+  return limit > kSlack ? limit - kSlack : 0;
+}
+
+std::string shape_text(GgmlType type, uint32_t K, uint32_t N, uint32_t M) {
+  return std::string("mul_mm(") + type_traits(type).name + ", K=" + std::to_string(K) + ", N=" + std::to_string(N) +
+         ", M=" + std::to_string(M) + ")";
+}
+
+}  // namespace
+
+std::string mul_mm_op(GgmlType type) {
+  std::string name = type_traits(type).name;
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return "mul_mm_" + name;
+}
+
+std::string mul_mm_cpu_op(GgmlType type) { return "mul_mm_cpu_" + mul_mm_op(type).substr(7); }
+
+void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
+            uint32_t N, const vk::Buffer& x, uint64_t x_offset, uint32_t M, const vk::Buffer& y, uint64_t y_offset,
+            const MatmulOptions& options) {
+  const std::string what = shape_text(type, K, N, M);
+  const std::optional<uint64_t> rb = row_bytes(type, K);
+  const bool plain = type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16;
+  if (K == 0 || (!plain && K % 32 != 0) || !rb)
+    throw vk::Error(what + ": K must be positive, and a multiple of 32 and of the block size for quantised formats");
+  const uint32_t x_stride = options.x_stride != 0 ? options.x_stride : K;
+  const uint32_t y_stride = options.y_stride != 0 ? options.y_stride : N;
+  if (x_stride < K || y_stride < N) throw vk::Error(what + ": row strides must be at least K (X) and N (Y)");
+  // quant.glsl reads F32 elements and the Q4_K / Q5_K headers as aligned words.
+  const bool w_word_aligned = type == GgmlType::F32 || type == GgmlType::Q4_K || type == GgmlType::Q5_K;
+  if (w_offset % (w_word_aligned ? 4 : 2) != 0 || x_offset % 4 != 0 || y_offset % 4 != 0)
+    throw vk::Error(what + ": W must start at an even byte (a multiple of 4 for F32, Q4_K, Q5_K), X and Y at a "
+                    "multiple of 4 bytes");
+  if (M == 0 || N == 0) return;
+  const uint64_t w_row = *rb;
+  if (w_offset + w_row * N > w.size() || x_offset + 4 * ((uint64_t(M) - 1) * x_stride + K) > x.size() ||
+      y_offset + 4 * ((uint64_t(M) - 1) * y_stride + N) > y.size())
+    throw vk::Error(what + ": a tensor overruns its buffer ('" + w.tag() + "', '" + x.tag() + "', '" + y.tag() + "')");
+
+  const vk::DeviceInfo& info = k.device().info();
+  MatmulTiling tiling =
+      options.tiling != MatmulTiling::Auto ? options.tiling
+                                           : (info.type == "cpu" ? MatmulTiling::Registers : MatmulTiling::Grid);
+  // mul_mm_cpu's subgroup variant broadcasts from lanes 0..7: it needs subgroups of at least 8.
+  if (tiling == MatmulTiling::Registers && (k.variant(mul_mm_cpu_op(type)).requires_caps & shaders::kSubgroup) != 0 &&
+      info.subgroup_size < kCpuBatch)
+    tiling = MatmulTiling::Grid;
+  const std::string op = tiling == MatmulTiling::Registers ? mul_mm_cpu_op(type) : mul_mm_op(type);
+  const bool fp16 = (k.variant(op).requires_caps & shaders::kFp16) != 0;
+  const Tile tile = tiling == MatmulTiling::Registers ? pick_cpu_tile(M) : pick_grid_tile(M, info.max_shared_memory, fp16);
+  const std::vector<uint32_t> spec = {tile.wg(), tile.bm, tile.bn, tile.tm, tile.tn};
+
+  // Rows of W per dispatch: as many as fit one binding, in whole tiles when chunked.
+  const uint64_t w_limit = window_bytes(w, options.max_window);
+  uint64_t n_chunk = w_limit / w_row;
+  if (n_chunk == 0)
+    throw vk::Error(what + ": one row of W (" + std::to_string(w_row) + " bytes) does not fit a binding of " +
+                    std::to_string(w_limit) + " bytes");
+  if (n_chunk < N && n_chunk >= tile.bn) n_chunk -= n_chunk % tile.bn;
+  n_chunk = std::min<uint64_t>(n_chunk, N);
+
+  // Rows of X and Y per dispatch: both windows must fit.
+  const uint64_t x_elems = window_bytes(x, options.max_window) / 4;
+  const uint64_t y_elems = window_bytes(y, options.max_window) / 4;
+  const uint64_t x_fit = x_elems >= K ? (x_elems - K) / x_stride + 1 : 0;
+  const uint64_t y_fit = y_elems >= n_chunk ? (y_elems - n_chunk) / y_stride + 1 : 0;
+  uint64_t m_chunk = std::min(x_fit, y_fit);
+  if (m_chunk == 0)
+    throw vk::Error(what + ": one row of X or Y does not fit a binding of " +
+                    std::to_string(std::min(x_elems, y_elems) * 4) + " bytes");
+  if (m_chunk < M && m_chunk >= tile.bm) m_chunk -= m_chunk % tile.bm;
+  m_chunk = std::min<uint64_t>(m_chunk, M);
+
+  for (uint64_t n0 = 0; n0 < N; n0 += n_chunk) {
+    const uint64_t nc = std::min<uint64_t>(n_chunk, N - n0);
+    const uint64_t w_start = w_offset + n0 * w_row;
+    // Round the end up to a whole word (reads are 32-bit) when the buffer has the bytes.
+    const uint64_t w_end = std::min<uint64_t>((w_start + nc * w_row + 3) / 4 * 4, w.size());
+    const vk::BufferWindow ww = w.window(w_start, w_end - w_start);
+    for (uint64_t m0 = 0; m0 < M; m0 += m_chunk) {
+      const uint64_t mc = std::min<uint64_t>(m_chunk, M - m0);
+      const vk::BufferWindow xw = x.window(x_offset + 4 * m0 * x_stride, 4 * ((mc - 1) * x_stride + K));
+      const vk::BufferWindow yw = y.window(y_offset + 4 * (m0 * y_stride + n0), 4 * ((mc - 1) * y_stride + nc));
+      MatmulPush push{};
+      push.K = K;
+      push.N = static_cast<uint32_t>(nc);
+      push.M = static_cast<uint32_t>(mc);
+      push.w_base = static_cast<uint32_t>(ww.skip);
+      push.w_row_bytes = static_cast<uint32_t>(w_row);
+      push.x_base = skip_elems(xw, 4);
+      push.x_stride = x_stride;
+      push.y_base = skip_elems(yw, 4);
+      push.y_stride = y_stride;
+      k.dispatch(cb, op, {ww, xw, yw}, push, spec, groups(nc, tile.bn), groups(mc, tile.bm));
+    }
+  }
+}
+
+}  // namespace chorus::ops

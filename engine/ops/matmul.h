@@ -1,0 +1,73 @@
+// engine/ops/matmul.h — tiled matrix-matrix products (prefill and batches) for every weight
+// format.
+//
+// Owns: recording mul_mm_<fmt> dispatches (shaders/mul_mm.comp, shared-memory tiles for GPUs) and
+// mul_mm_cpu_<fmt> dispatches (shaders/mul_mm_cpu.comp, register tiles without barriers for CPU
+// drivers such as lavapipe): choosing the kernel and tile sizes for the device and shape,
+// binding tensors larger than maxStorageBufferRange in windows (row chunks of W, row chunks of X
+// and Y), and the push-constant struct mirrored from shaders/matmul.glsl.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/ops/kernels.h"
+#include "engine/quant.h"
+#include "vkdevice/commands.h"
+#include "vkdevice/memory.h"
+
+namespace chorus::ops {
+
+// Mirrors `MatmulPush` in shaders/matmul.glsl.
+struct MatmulPush {
+  uint32_t K;            // elements per row of W and X
+  uint32_t N;            // rows of W in this dispatch
+  uint32_t M;            // rows of X and Y in this dispatch
+  uint32_t w_base;       // bytes from the W binding's start to row 0
+  uint32_t w_row_bytes;  // bytes between rows of W
+  uint32_t x_base;       // elements from the X binding's start to X[0][0]
+  uint32_t x_stride;     // elements between rows of X
+  uint32_t y_base;       // elements from the Y binding's start to Y[0][0]
+  uint32_t y_stride;     // elements between rows of Y
+};
+static_assert(sizeof(MatmulPush) == 36, "MatmulPush must match shaders/matmul.glsl");
+
+// Which kernel computes the product (all are correct everywhere; Auto picks by device type).
+enum class MatmulTiling {
+  Auto,       // Registers on CPU devices (lavapipe), Grid elsewhere
+  Grid,       // mul_mm_<fmt>: tiles staged in shared memory, a TM x TN block of outputs per
+              // invocation (GPUs)
+  Registers,  // mul_mm_cpu_<fmt>: no shared memory or barriers; each invocation owns a few rows
+              // of W by a few rows of X and reads W blocks straight into registers (CPU drivers)
+};
+
+struct MatmulOptions {
+  uint32_t x_stride = 0;    // floats between rows of X; 0 means K
+  uint32_t y_stride = 0;    // floats between rows of Y; 0 means N
+  uint64_t max_window = 0;  // largest binding in bytes; 0 means the device's maxStorageBufferRange
+                            // (tests pass a small value to exercise the windowed path)
+  MatmulTiling tiling = MatmulTiling::Auto;
+};
+
+// The kernel names for a weight format: "mul_mm_q4_k" (Grid), "mul_mm_cpu_q4_k" (Registers).
+std::string mul_mm_op(GgmlType type);
+std::string mul_mm_cpu_op(GgmlType type);
+
+// Records Y[m][n] = sum_k W[n][k] * X[m][k] for m < M, n < N.
+//   W: N rows of K elements of `type` in GGUF block layout, row-major without padding, starting
+//      at byte w_offset of w (an even offset; a multiple of 4 for F32, Q4_K, Q5_K). K is any positive
+//      number for F32, F16 and BF16 (rows of F16/BF16 may then start at 2 mod 4 bytes), and a
+//      multiple of the block size (32 or 256) for quantised formats.
+//   X: M rows of K floats starting at byte x_offset of x (a multiple of 4), rows x_stride apart.
+//   Y: M rows of N floats starting at byte y_offset of y (a multiple of 4), rows y_stride apart.
+// Any of the three may exceed maxStorageBufferRange: the product is then recorded as several
+// dispatches over row chunks (of W, and of X/Y together), which write disjoint parts of Y.
+// Reads of W go by 32-bit words, so w should extend to a multiple of 4 bytes past the last row
+// (pad the allocation) or the final bytes of an unaligned tail may read as zero.
+// Records no barrier: the caller orders this against producers of X and consumers of Y.
+// Throws vk::Error for unsupported types, bad shapes or misaligned offsets.
+void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
+            uint32_t N, const vk::Buffer& x, uint64_t x_offset, uint32_t M, const vk::Buffer& y, uint64_t y_offset,
+            const MatmulOptions& options = {});
+
+}  // namespace chorus::ops

@@ -1,0 +1,126 @@
+#include "engine/ops/matvec.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace chorus::ops {
+
+namespace {
+
+constexpr uint32_t kQ8_1BlockBytes = 36;        // {fp16 d, fp16 s, int8 q[32]}
+constexpr uint64_t kMaxBindAlignment = 256;     // Vulkan's upper bound on minStorageBufferOffsetAlignment
+constexpr uint32_t kMaxGroupsX = 65535;         // the guaranteed maxComputeWorkGroupCount[0]
+// Defaults, from `chorus bench kernels` (docs/performance.md): GPUs share a few rows per
+// workgroup; CPU devices (lavapipe) give each invocation whole rows.
+constexpr uint32_t kGpuWorkgroup = 32;
+constexpr uint32_t kGpuRows = 4;
+constexpr uint32_t kQuantizeWorkgroup = 64;
+
+bool is_weight_type(GgmlType t) {
+  for (GgmlType w : weight_types())
+    if (w == t) return true;
+  return false;
+}
+
+std::string shape_text(GgmlType type, uint32_t K, uint32_t N) {
+  return std::string(type_traits(type).name) + " [" + std::to_string(N) + " x " + std::to_string(K) + "]";
+}
+
+uint64_t round_up4(uint64_t v) { return (v + 3) / 4 * 4; }
+
+}  // namespace
+
+std::string mul_mv_op(GgmlType type) {
+  std::string name = type_traits(type).name;
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return "mul_mv_" + name;
+}
+
+uint64_t mul_mv_scratch_bytes(const Kernels& k, GgmlType type, uint32_t K) {
+  if (!is_weight_type(type)) return 0;
+  if ((k.variant(mul_mv_op(type)).requires_caps & shaders::kInt8) == 0) return 0;
+  return uint64_t(K / 32) * kQ8_1BlockBytes;
+}
+
+void quantize_q8_1(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, uint32_t K,
+                   const vk::Buffer& q, uint64_t q_offset) {
+  if (K == 0 || K % 32 != 0) throw vk::Error("quantize_q8_1: K = " + std::to_string(K) + " is not a positive multiple of 32");
+  if (x_offset % 4 != 0 || q_offset % 4 != 0)
+    throw vk::Error("quantize_q8_1: offsets must be multiples of 4 (x at " + std::to_string(x_offset) + ", q at " +
+                    std::to_string(q_offset) + ")");
+  const vk::BufferWindow xw = x.window(x_offset, uint64_t(K) * 4);
+  const vk::BufferWindow qw = q.window(q_offset, uint64_t(K / 32) * kQ8_1BlockBytes);
+  const QuantizeQ8Push push{K, skip_elems(xw, 4), static_cast<uint32_t>(qw.skip)};
+  k.dispatch(cb, "quantize_q8_1", {xw, qw}, push, {kQuantizeWorkgroup}, groups(K / 32, kQuantizeWorkgroup));
+}
+
+void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
+            uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y, uint64_t y_offset,
+            const MatVecScratch* scratch, const MatVecOptions& options) {
+  const std::string op = mul_mv_op(type);
+  if (!is_weight_type(type)) throw vk::Error(op + ": " + type_traits(type).name + " is not a weight format");
+  if (K == 0 || N == 0) throw vk::Error(op + ": empty shape " + shape_text(type, K, N));
+  const std::optional<uint64_t> rb = row_bytes(type, K);
+  if (!rb) throw vk::Error(op + ": K of " + shape_text(type, K, N) + " is not a multiple of the block size");
+  const bool word_aligned = type == GgmlType::F32 || type == GgmlType::Q4_K || type == GgmlType::Q5_K;
+  if (w_offset % (word_aligned ? 4 : 2) != 0)
+    throw vk::Error(op + ": weights " + shape_text(type, K, N) + " start at byte " + std::to_string(w_offset) +
+                    ", which is not a multiple of " + (word_aligned ? "4" : "2"));
+  if (x_offset % 4 != 0 || y_offset % 4 != 0) throw vk::Error(op + ": x and y offsets must be multiples of 4");
+
+  const vk::DeviceInfo& info = k.device().info();
+  const bool cpu = info.type == "cpu";
+  const bool int8 = (k.variant(op).requires_caps & shaders::kInt8) != 0;
+  const bool per_inv = !int8 && (options.row_per_invocation < 0 ? cpu : options.row_per_invocation > 0);
+  const uint32_t wg = options.workgroup ? options.workgroup : (per_inv ? std::max(info.subgroup_size, 1u) : kGpuWorkgroup);
+  // Row-per-invocation mode computes one row per invocation (its block loops are unrolled
+  // once per row; more rows per invocation only grow the pipeline).
+  const uint32_t rows = per_inv ? 1u : (options.rows ? options.rows : kGpuRows);
+  if (wg < 1 || wg > 256 || rows < 1 || rows > 8)
+    throw vk::Error(op + ": workgroup " + std::to_string(wg) + " x rows " + std::to_string(rows) +
+                    " outside 1..256 x 1..8");
+  const uint32_t rows_per_group = per_inv ? wg * rows : rows;
+
+  // x: f32, or (int8 variants) quantised into the scratch first.
+  vk::BufferWindow xw;
+  uint32_t x_base = 0;
+  const uint64_t scratch_bytes = mul_mv_scratch_bytes(k, type, K);
+  if (scratch_bytes > 0) {
+    if (scratch == nullptr || scratch->buffer == nullptr)
+      throw vk::Error(op + ": the variant " + std::string(k.variant(op).name) + " needs a q8_1 scratch of " +
+                      std::to_string(scratch_bytes) + " bytes (see mul_mv_scratch_bytes)");
+    quantize_q8_1(k, cb, x, x_offset, K, *scratch->buffer, scratch->offset);
+    cb.barrier();  // the q8_1 copy of x is written before the matvec reads it
+    xw = scratch->buffer->window(scratch->offset, scratch_bytes);
+    x_base = static_cast<uint32_t>(xw.skip);
+  } else {
+    xw = x.window(x_offset, uint64_t(K) * 4);
+    x_base = skip_elems(xw, 4);
+  }
+
+  // Row chunks: each W window (rows * row_bytes, plus the aligned-down skip, plus rounding to
+  // whole words) fits the binding limit, and each dispatch stays within 65535 workgroups.
+  const uint64_t limit = options.max_window ? std::min(options.max_window, w.max_range()) : w.max_range();
+  const uint64_t usable = limit > kMaxBindAlignment + 4 ? limit - kMaxBindAlignment - 4 : 0;
+  uint64_t chunk = std::min<uint64_t>(usable / *rb, uint64_t(kMaxGroupsX) * rows_per_group);
+  if (chunk == 0)
+    throw vk::Error(op + ": one row of " + shape_text(type, K, N) + " (" + std::to_string(*rb) +
+                    " bytes) does not fit a binding of " + std::to_string(limit) + " bytes");
+  if (chunk > rows_per_group) chunk = chunk / rows_per_group * rows_per_group;
+
+  for (uint64_t row0 = 0; row0 < N; row0 += chunk) {
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(chunk, N - row0));
+    const uint64_t off = w_offset + row0 * *rb;
+    if (off + uint64_t(n) * *rb > w.size())
+      throw vk::Error(op + ": weights " + shape_text(type, K, N) + " at byte " + std::to_string(w_offset) +
+                      " run past the end of buffer '" + w.tag() + "'");
+    const uint64_t size = std::min(round_up4(uint64_t(n) * *rb), w.size() - off);
+    const vk::BufferWindow ww = w.window(off, size);
+    const vk::BufferWindow yw = y.window(y_offset + row0 * 4, uint64_t(n) * 4);
+    const MatVecPush push{K, n, static_cast<uint32_t>(*rb), static_cast<uint32_t>(ww.skip), x_base, skip_elems(yw, 4)};
+    const std::vector<uint32_t> spec = int8 ? std::vector<uint32_t>{wg, rows} : std::vector<uint32_t>{wg, rows, per_inv ? 1u : 0u};
+    k.dispatch(cb, op, {ww, xw, yw}, push, spec, groups(n, rows_per_group));
+  }
+}
+
+}  // namespace chorus::ops

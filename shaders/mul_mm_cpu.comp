@@ -1,0 +1,308 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#if defined(CHORUS_SUBGROUP) && CHORUS_SUBGROUP
+// subgroupBroadcast (the ballot class): present wherever subgroup arithmetic is (lavapipe: yes).
+#extension GL_KHR_shader_subgroup_ballot : require
+#endif
+// shaders/mul_mm_cpu.comp — matrix-matrix product Y = X * W^T for CPU drivers (lavapipe /
+// llvmpipe), one weight format per compiled kernel (quant.glsl's FMT_<TYPE> define).
+//
+// llvmpipe runs a workgroup as a loop over SIMD batches of 8 invocations; a load whose address
+// is not provably uniform (anything indexed by a loop counter) is a per-lane scalar loop, and
+// barrier() suspends every invocation. So this kernel has no shared memory and no barrier, and is
+// shaped to do as few lane-varying loads per multiply-add as possible:
+//   - each invocation owns a register tile of TN rows of W (n = n0 + lid + t * wg) by TM rows of X;
+//   - W: the invocation loads each quant block of its rows as whole 32-bit words into registers
+//     (one pass over the block's bytes) and dequantises there;
+//   - X: the elements of one 8-element group are loaded once per SIMD batch — lane l loads the
+//     group's l-th element — and handed to every lane with subgroupBroadcast (the fallback
+//     variant, without subgroups, loads all 8 in every invocation).
+// Rows past N or M are clamped to the last row (read, never written), so every invocation runs
+// the same loop: the subgroup stays uniform.
+//
+// Layout, push constants and bindings: matmul.glsl. Specialisation constants: 0 workgroup size
+// (a multiple of 8), 3 TM (rows of X per invocation), 4 TN (rows of W per invocation); BM and
+// BN are unused. The host (engine/ops/matmul.cpp) covers BN = wg * TN rows of W and TM rows of
+// X per workgroup.
+#include "common.glsl"
+#include "matmul.glsl"
+
+// --- W steps in registers -------------------------------------------------------------------
+// The K loop walks steps of MMC_BK elements. For each step and row an invocation loads the words
+// the step needs into registers (struct MmcRegs, one per format) with mmc_load, then dequantises
+// MMC_GROUPS groups of 8 elements with mmc_group: group g covers step elements
+// mmc_group_elem(g) + 0..3 (lo) and + MMC_HI + 0..3 (hi). Fields at an even byte offset p of a
+// region loaded from byte bb & ~3 (o2: bb % 4 == 2) are read with MMC_U32 / MMC_U16; p is a
+// compile-time constant after unrolling, so the selects fold to one side per alignment.
+#define MMC_FUNNEL(a, i) ((a[i] >> 16) | (a[(i) + 1u] << 16))
+#define MMC_U32(a, o2, p)                                                              \
+  ((((p) & 2u) == 0u) ? ((o2) ? MMC_FUNNEL(a, (p) >> 2) : a[(p) >> 2])                 \
+                      : ((o2) ? a[((p) >> 2) + 1u] : MMC_FUNNEL(a, (p) >> 2)))
+#define MMC_U16(a, o2, p)                                                              \
+  ((((p) & 2u) == 0u) ? ((o2) ? a[(p) >> 2] >> 16 : a[(p) >> 2] & 0xFFFFu)            \
+                      : ((o2) ? a[((p) >> 2) + 1u] & 0xFFFFu : a[(p) >> 2] >> 16))
+
+// Word i of a region of `bytes` bytes at byte bb. When bb is word-aligned a last word lying wholly
+// past the region (and maybe past the binding) is not read: the one before it is (never used).
+uint mmc_word(uint bb, uint i, uint bytes) {
+  const uint w = (bb >> 2) + i;
+  if (4u * i < bytes) return mm_w[w];
+  return mm_w[(bb & 2u) != 0u ? w : w - 1u];
+}
+float mmc_i8(uint b) { return float(int(b << 24) >> 24); }
+
+#if defined(FMT_F32)
+#define MMC_BK 8u
+#define MMC_GROUPS 1u
+#define MMC_HI 4u
+struct MmcRegs { uint w[8]; };
+MmcRegs mmc_load(uint rb, uint s) {
+  MmcRegs r;
+  [[unroll]] for (uint i = 0; i < 8u; ++i) r.w[i] = mm_w[(rb >> 2) + 8u * s + i];
+  return r;
+}
+uint mmc_group_elem(uint g) { return 0u; }
+void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
+  lo = uintBitsToFloat(uvec4(r.w[0], r.w[1], r.w[2], r.w[3]));
+  hi = uintBitsToFloat(uvec4(r.w[4], r.w[5], r.w[6], r.w[7]));
+}
+#elif defined(FMT_F16) || defined(FMT_BF16)
+#define MMC_BK 8u
+#define MMC_GROUPS 1u
+#define MMC_HI 4u
+struct MmcRegs { uint w[5]; bool o2; };
+MmcRegs mmc_load(uint rb, uint s) {
+  MmcRegs r;
+  const uint bb = rb + 16u * s;
+  r.o2 = (bb & 2u) != 0u;
+  [[unroll]] for (uint i = 0; i < 5u; ++i) r.w[i] = mmc_word(bb, i, 16u);
+  return r;
+}
+uint mmc_group_elem(uint g) { return 0u; }
+vec2 mmc_pair(uint u) {
+#if defined(FMT_F16)
+  return unpackHalf2x16(u);
+#else
+  return uintBitsToFloat(uvec2(u << 16, u & 0xFFFF0000u));
+#endif
+}
+void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
+  lo = vec4(mmc_pair(MMC_U32(r.w, r.o2, 0u)), mmc_pair(MMC_U32(r.w, r.o2, 4u)));
+  hi = vec4(mmc_pair(MMC_U32(r.w, r.o2, 8u)), mmc_pair(MMC_U32(r.w, r.o2, 12u)));
+}
+#elif defined(FMT_Q8_0) || defined(FMT_Q4_0) || defined(FMT_Q4_1)
+// One 32-element block per step.
+#define MMC_BK 32u
+#define MMC_GROUPS 4u
+#define MMC_NW ((BLOCK_BYTES + 2 + 3) / 4)
+struct MmcRegs { uint w[MMC_NW]; bool o2; };
+MmcRegs mmc_load(uint rb, uint s) {
+  MmcRegs r;
+  const uint bb = rb + uint(BLOCK_BYTES) * s;
+  r.o2 = (bb & 2u) != 0u;
+  [[unroll]] for (uint i = 0; i < MMC_NW; ++i) r.w[i] = mmc_word(bb, i, uint(BLOCK_BYTES));
+  return r;
+}
+#if defined(FMT_Q8_0)
+#define MMC_HI 4u
+uint mmc_group_elem(uint g) { return 8u * g; }
+void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
+  const float d = unpackHalf2x16(MMC_U16(r.w, r.o2, 0u)).x;
+  lo = d * q_bytes_i(MMC_U32(r.w, r.o2, 2u + 8u * g));
+  hi = d * q_bytes_i(MMC_U32(r.w, r.o2, 6u + 8u * g));
+}
+#else
+#define MMC_HI 16u
+uint mmc_group_elem(uint g) { return 4u * g; }
+void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
+  const float d = unpackHalf2x16(MMC_U16(r.w, r.o2, 0u)).x;
+#if defined(FMT_Q4_0)
+  const float m = -8.0 * d;
+  const uint v = MMC_U32(r.w, r.o2, 2u + 4u * g);
+#else
+  const float m = unpackHalf2x16(MMC_U16(r.w, r.o2, 2u)).x;
+  const uint v = MMC_U32(r.w, r.o2, 4u + 4u * g);
+#endif
+  lo = q_bytes_u(v & 0x0F0F0F0Fu) * d + m;
+  hi = q_bytes_u((v >> 4) & 0x0F0F0F0Fu) * d + m;
+}
+#endif
+#elif defined(FMT_Q4_K)
+// Steps of 64 elements (c = s % 4 of super-block s / 4; always word-aligned): the 16-byte header
+// and the 32 quant bytes of sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles).
+#define MMC_BK 64u
+#define MMC_GROUPS 8u
+#define MMC_HI 32u
+struct MmcRegs { uint q[8]; vec2 sm0, sm1; };
+uint mmc_hbyte(uint h[4], uint p) {  // header byte p (p < 16, not a constant)
+  const uint w = p < 8u ? (p < 4u ? h[0] : h[1]) : (p < 12u ? h[2] : h[3]);
+  return (w >> (8u * (p & 3u))) & 0xFFu;
+}
+vec2 mmc_scale_min(uint h[4], uint j) {  // (d * sc, dmin * m) of sub-block j
+  uint sc, m;
+  if (j < 4u) {
+    sc = mmc_hbyte(h, 4u + j) & 63u;
+    m = mmc_hbyte(h, 8u + j) & 63u;
+  } else {
+    const uint a = mmc_hbyte(h, 8u + j);
+    sc = (a & 15u) | ((mmc_hbyte(h, j) >> 6) << 4);
+    m = (a >> 4) | ((mmc_hbyte(h, 4u + j) >> 6) << 4);
+  }
+  return unpackHalf2x16(h[0]) * vec2(sc, m);
+}
+MmcRegs mmc_load(uint rb, uint s) {
+  MmcRegs r;
+  const uint bw = (rb + 144u * (s >> 2)) >> 2, c = s & 3u;
+  uint h[4];
+  [[unroll]] for (uint i = 0; i < 4u; ++i) h[i] = mm_w[bw + i];
+  [[unroll]] for (uint i = 0; i < 8u; ++i) r.q[i] = mm_w[bw + 4u + 8u * c + i];
+  r.sm0 = mmc_scale_min(h, 2u * c);
+  r.sm1 = mmc_scale_min(h, 2u * c + 1u);
+  return r;
+}
+uint mmc_group_elem(uint g) { return 4u * g; }
+void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
+  const uint v = r.q[g];
+  lo = r.sm0.x * q_bytes_u(v & 0x0F0F0F0Fu) - r.sm0.y;
+  hi = r.sm1.x * q_bytes_u((v >> 4) & 0x0F0F0F0Fu) - r.sm1.y;
+}
+#elif defined(FMT_Q6_K)
+// Steps of 128 elements (half h = s % 2 of super-block s / 2): ql bytes 64h.., qh bytes
+// 128 + 32h.., scales 192 + 8h.., d. Group i < 16: elements 4i.. (low nibbles of ql word i) and
+// 64 + 4i.. (high nibbles); high bits from qh word i % 8, scales 8h + i / 4 and 8h + 4 + i / 4.
+#define MMC_BK 128u
+#define MMC_GROUPS 16u
+#define MMC_HI 64u
+struct MmcRegs { uint ql[17]; uint qh[9]; uint sc[3]; float d; bool o2; };
+MmcRegs mmc_load(uint rb, uint s) {
+  MmcRegs r;
+  const uint bb = rb + 210u * (s >> 1), h = s & 1u;
+  r.o2 = (bb & 2u) != 0u;
+  [[unroll]] for (uint i = 0; i < 17u; ++i) r.ql[i] = mm_w[((bb + 64u * h) >> 2) + i];
+  [[unroll]] for (uint i = 0; i < 9u; ++i) r.qh[i] = mm_w[((bb + 128u + 32u * h) >> 2) + i];
+  [[unroll]] for (uint i = 0; i < 3u; ++i) r.sc[i] = mm_w[((bb + 192u + 8u * h) >> 2) + i];
+  const uint dw = mm_w[(bb + 208u) >> 2];
+  r.d = unpackHalf2x16(r.o2 ? dw >> 16 : dw).x;
+  return r;
+}
+uint mmc_group_elem(uint g) { return 4u * g; }
+void mmc_group(MmcRegs r, uint i, out vec4 lo, out vec4 hi) {
+  const uint v = MMC_U32(r.ql, r.o2, 4u * i);
+  const uint w = MMC_U32(r.qh, r.o2, 4u * (i & 7u));
+  const uint sh = 2u * (i >> 3);
+  const uint ql = (v & 0x0F0F0F0Fu) | (((w >> sh) & 0x03030303u) << 4);
+  const uint qh = ((v >> 4) & 0x0F0F0F0Fu) | (((w >> (sh + 4u)) & 0x03030303u) << 4);
+  const uint s0 = MMC_U32(r.sc, r.o2, 0u), s1 = MMC_U32(r.sc, r.o2, 4u);
+  const uint b0 = (s0 >> (8u * (i >> 2))), b1 = (s1 >> (8u * (i >> 2)));
+  lo = r.d * mmc_i8(b0 & 0xFFu) * (q_bytes_u(ql) - 32.0);
+  hi = r.d * mmc_i8(b1 & 0xFFu) * (q_bytes_u(qh) - 32.0);
+}
+#else
+// Q5_0, Q5_1, Q2_K, Q3_K, Q5_K: quant.glsl's dq_group straight from memory, one block per step.
+#define MMC_GENERIC 1
+#define MMC_BK uint(QK)
+#define MMC_GROUPS uint(DQ_GROUPS)
+#define MMC_HI uint(DQ_GROUP_HI)
+struct MmcRegs { uint bb; };
+MmcRegs mmc_load(uint rb, uint s) { return MmcRegs(rb + uint(BLOCK_BYTES) * s); }
+uint mmc_group_elem(uint g) { return dq_group_elem(g); }
+void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) { dq_group(r.bb, g, lo, hi); }
+#endif
+#ifndef MMC_GENERIC
+#define MMC_GENERIC 0
+#endif
+
+// --- X --------------------------------------------------------------------------------------
+// Elements e..e+3 and e+MMC_HI..e+MMC_HI+3 of X row xr (element index of the row start).
+#if CHORUS_SUBGROUP
+// Lane l of each batch of 8 loads element l of the group; everyone takes the 8 from lanes 0..7.
+float mmc_x_lane(uint xr, uint e) {
+  const uint l = gl_SubgroupInvocationID & 7u;
+  return mm_x[xr + e + (l & 3u) + (l >> 2) * MMC_HI];
+}
+void mmc_x(float xl, out vec4 lo, out vec4 hi) {
+  lo = vec4(subgroupBroadcast(xl, 0u), subgroupBroadcast(xl, 1u), subgroupBroadcast(xl, 2u),
+            subgroupBroadcast(xl, 3u));
+  hi = vec4(subgroupBroadcast(xl, 4u), subgroupBroadcast(xl, 5u), subgroupBroadcast(xl, 6u),
+            subgroupBroadcast(xl, 7u));
+}
+#endif
+void mmc_x_direct(uint xr, uint e, out vec4 lo, out vec4 hi) {
+  const uint i = xr + e, j = i + MMC_HI;
+  lo = vec4(mm_x[i], mm_x[i + 1u], mm_x[i + 2u], mm_x[i + 3u]);
+  hi = vec4(mm_x[j], mm_x[j + 1u], mm_x[j + 2u], mm_x[j + 3u]);
+}
+
+float mmc_dot8(vec4 a, vec4 b, vec4 c, vec4 d, float acc) {
+  acc = fma(a.x, b.x, acc);
+  acc = fma(a.y, b.y, acc);
+  acc = fma(a.z, b.z, acc);
+  acc = fma(a.w, b.w, acc);
+  acc = fma(c.x, d.x, acc);
+  acc = fma(c.y, d.y, acc);
+  acc = fma(c.z, d.z, acc);
+  return fma(c.w, d.w, acc);
+}
+
+void main() {
+  const uint wg = gl_WorkGroupSize.x;
+  const uint lid = gl_LocalInvocationID.x;
+  const uint n0 = gl_WorkGroupID.x * wg * TN + lid;
+  const uint m0 = gl_WorkGroupID.y * TM;
+
+  uint rb[TN];   // byte of row n0 + t * wg (clamped) in binding 0
+  uint xr[TM];   // element of row m0 + j (clamped) in binding 1
+  [[unroll]] for (uint t = 0; t < TN; ++t) rb[t] = pc.w_base + min(n0 + t * wg, pc.N - 1u) * pc.w_row_bytes;
+  [[unroll]] for (uint j = 0; j < TM; ++j) xr[j] = pc.x_base + min(m0 + j, pc.M - 1u) * pc.x_stride;
+
+  float acc[TN][TM];
+  [[unroll]] for (uint t = 0; t < TN; ++t)
+    [[unroll]] for (uint j = 0; j < TM; ++j) acc[t][j] = 0.0;
+
+  const uint steps = pc.K / MMC_BK;
+  for (uint s = 0; s < steps; ++s) {
+    const uint k0 = s * MMC_BK;
+    MmcRegs r[TN];
+    [[unroll]] for (uint t = 0; t < TN; ++t) r[t] = mmc_load(rb[t], s);
+#if MMC_GENERIC
+    [[dont_unroll]]
+#else
+    [[unroll]]
+#endif
+    for (uint g = 0; g < MMC_GROUPS; ++g) {
+      const uint e = k0 + mmc_group_elem(g);
+      vec4 xlo[TM], xhi[TM];
+      [[unroll]] for (uint j = 0; j < TM; ++j) {
+#if CHORUS_SUBGROUP
+        mmc_x(mmc_x_lane(xr[j], e), xlo[j], xhi[j]);
+#else
+        mmc_x_direct(xr[j], e, xlo[j], xhi[j]);
+#endif
+      }
+      [[unroll]] for (uint t = 0; t < TN; ++t) {
+        vec4 lo, hi;
+        mmc_group(r[t], g, lo, hi);
+        [[unroll]] for (uint j = 0; j < TM; ++j) acc[t][j] = mmc_dot8(lo, xlo[j], hi, xhi[j], acc[t][j]);
+      }
+    }
+  }
+
+#if FMT_PLAIN
+  // The last K % 8 elements, one at a time.
+  for (uint k = steps * MMC_BK; k < pc.K; ++k) {
+    [[unroll]] for (uint t = 0; t < TN; ++t) {
+      const float w = dq_elem(rb[t], k);
+      [[unroll]] for (uint j = 0; j < TM; ++j) acc[t][j] = fma(w, mm_x[xr[j] + k], acc[t][j]);
+    }
+  }
+#endif
+
+  [[unroll]] for (uint t = 0; t < TN; ++t) {
+    const uint n = n0 + t * wg;
+    if (n >= pc.N) continue;
+    [[unroll]] for (uint j = 0; j < TM; ++j) {
+      const uint m = m0 + j;
+      if (m < pc.M) mm_y[pc.y_base + m * pc.y_stride + n] = acc[t][j];
+    }
+  }
+}

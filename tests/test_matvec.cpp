@@ -1,0 +1,245 @@
+// Dequantising matrix-vector kernels (engine/ops/matvec.h): every weight format x every
+// compiled variant against chorus::dequantize_row + a double-precision dot product, on one
+// block, odd shapes, a 4096-wide matrix, windowed (chunked) weight bindings and unaligned
+// offsets; plus quantize_q8_1 against the C++ q8_1 quantiser.
+//
+// Tolerances (normalised MSE against the reference):
+//   fallback, subgroup, subgroup+fp16: 1e-10 for every format. The weights the reference sees
+//     are the dequantised weights and every dequantised value is exact in f32 (fp16 scales
+//     read as float16_t are exact too), so only the f32 summation order counts.
+//   int8 variants (x quantised to q8_1): 1e-8 against the reference product with x replaced by
+//     its C++ q8_1 quantisation (only summation order and rare round-half ties differ), and
+//     1e-3 against the f32-x reference (8-bit x costs ~1e-5 NMSE on random data).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/ops/matvec.h"
+#include "engine/quant.h"
+#include "shaders/registry.h"
+#include "tests/gpu.h"
+#include "tests/reference.h"
+
+namespace chorus {
+namespace {
+
+struct Case {
+  GgmlType type;
+  const shaders::Variant* variant;
+};
+
+std::vector<Case> all_cases() {
+  std::vector<Case> out;
+  for (GgmlType t : weight_types())
+    for (const shaders::Variant* v : shaders::variants_of(ops::mul_mv_op(t))) out.push_back({t, v});
+  return out;
+}
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  std::string name = ops::mul_mv_op(info.param.type).substr(7);
+  const std::string caps = shaders::capability_names(info.param.variant->requires_caps);
+  name += "_" + (caps == "none" ? std::string("fallback") : caps);
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return name;
+}
+
+bool is_int8(const Case& c) { return (c.variant->requires_caps & shaders::kInt8) != 0; }
+uint32_t block_elems(GgmlType t) { return type_traits(t).block_elems; }
+
+// N rows of K random weights quantised to `type`: GGUF bytes placed at `offset` in a buffer
+// padded to whole words, and the values they decode to.
+struct Weights {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+};
+
+Weights make_weights(GgmlType type, uint32_t K, uint32_t N, uint64_t seed, uint64_t offset) {
+  const uint64_t rb = *row_bytes(type, K);
+  Weights w;
+  w.bytes.assign((offset + rb * N + 3) / 4 * 4, 0xA5);
+  w.values.resize(size_t(K) * N);
+  const std::vector<float> src = test::random_floats(size_t(K) * N, seed);
+  for (uint32_t n = 0; n < N; ++n) {
+    quantize_row(type, src.data() + size_t(n) * K, w.bytes.data() + offset + n * rb, K);
+    dequantize_row(type, w.bytes.data() + offset + n * rb, w.values.data() + size_t(n) * K, K);
+  }
+  return w;
+}
+
+// x as the int8 variants see it: quantised to q8_1 and decoded again.
+std::vector<float> q8_1_roundtrip(const std::vector<float>& x) {
+  std::vector<uint8_t> q(*row_bytes(GgmlType::Q8_1, x.size()));
+  quantize_row(GgmlType::Q8_1, x.data(), q.data(), static_cast<int64_t>(x.size()));
+  std::vector<float> out(x.size());
+  dequantize_row(GgmlType::Q8_1, q.data(), out.data(), static_cast<int64_t>(x.size()));
+  return out;
+}
+
+struct Layout {
+  uint64_t w_offset = 0, x_offset = 0, y_offset = 0;
+  ops::MatVecOptions options{};
+};
+
+class MulMv : public test::GpuTestP<Case> {
+ protected:
+  // Runs the kernel on fresh random data and checks it against the reference; returns y.
+  std::vector<float> check(uint32_t K, uint32_t N, uint64_t seed, const Layout& l = {}) {
+    const Case& c = GetParam();
+    vk::Device& dev = test::device(0);
+    ops::Kernels k(dev, c.variant->requires_caps);
+    const std::string op = ops::mul_mv_op(c.type);
+    EXPECT_EQ(k.variant(op).name, c.variant->name) << "the capability mask did not force the variant";
+
+    const Weights w = make_weights(c.type, K, N, seed, l.w_offset);
+    const std::vector<float> x = test::random_floats(K, seed + 1000);
+    std::vector<float> xpad(l.x_offset / 4, 0.0f);
+    xpad.insert(xpad.end(), x.begin(), x.end());
+    vk::Buffer wb = test::make_buffer(dev, w.bytes, "W");
+    vk::Buffer xb = test::make_buffer(dev, xpad, "x");
+    vk::Buffer yb = dev.create_buffer(l.y_offset + uint64_t(N) * 4, vk::BufferKind::Device, "y");
+    const uint64_t scratch_bytes = ops::mul_mv_scratch_bytes(k, c.type, K);
+    EXPECT_EQ(scratch_bytes > 0, is_int8(c));
+    vk::Buffer sb = dev.create_buffer(std::max<uint64_t>(scratch_bytes + 4, 4), vk::BufferKind::Device, "q8_1 x");
+    const ops::MatVecScratch scratch{&sb, 4};
+
+    test::run_on(dev, [&](vk::CommandBuffer& cb) {
+      ops::mul_mv(k, cb, c.type, wb, l.w_offset, K, N, xb, l.x_offset, yb, l.y_offset, &scratch, l.options);
+      cb.barrier_to_host();  // y is read by the host below
+    });
+    const std::vector<float> y = dev.download<float>(yb, N, l.y_offset);
+
+    const std::vector<float> ref = ref::matvec(w.values, x, K, N);
+    const std::string what = op + " " + std::string(c.variant->name) + " K=" + std::to_string(K) +
+                             " N=" + std::to_string(N) + " seed=" + std::to_string(seed);
+    if (is_int8(c)) {
+      const std::vector<float> ref8 = ref::matvec(w.values, q8_1_roundtrip(x), K, N);
+      EXPECT_LE(test::nmse(ref8, y), 1e-8) << what << " (against q8_1 x)";
+      EXPECT_LE(test::nmse(ref, y), 1e-3) << what << " (against f32 x)";
+    } else {
+      EXPECT_LE(test::nmse(ref, y), 1e-10) << what;
+    }
+    return y;
+  }
+
+  GgmlType type() const { return GetParam().type; }
+  bool k_quant() const { return block_elems(type()) == 256; }
+  bool plain() const { return block_elems(type()) == 1; }
+  uint64_t even_offset(uint64_t base) const {
+    const GgmlType t = type();
+    return (t == GgmlType::F32 || t == GgmlType::Q4_K || t == GgmlType::Q5_K) ? base : base + 2;
+  }
+};
+
+TEST_P(MulMv, MatchesTheReferenceOnOneBlockAndOneRow) {
+  const uint32_t K = plain() ? 32 : block_elems(type());
+  for (uint64_t seed : {1u, 2u, 3u}) check(K, 1, seed);
+}
+
+TEST_P(MulMv, MatchesTheReferenceOnOddShapes) {
+  // K = 288 (9 blocks of 32) or 3 super-blocks; plain formats also take K not a multiple of 4.
+  const uint32_t K = k_quant() ? 768 : 288;
+  for (uint64_t seed : {11u, 12u, 13u}) check(K, 37, seed);
+  check(K, 5, 14);
+  if (plain()) {
+    check(291, 37, 15);
+    check(3, 9, 16);
+  }
+}
+
+TEST_P(MulMv, MatchesTheReferenceOnA4096WideMatrix) { check(4096, 70, 21); }
+
+TEST_P(MulMv, MatchesTheReferenceWithUnalignedOffsets) {
+  Layout l;
+  l.w_offset = even_offset(36);
+  l.x_offset = 12;
+  l.y_offset = 20;
+  check(k_quant() ? 512 : 96, 13, 31, l);
+}
+
+TEST_P(MulMv, MatchesTheReferenceWhenWeightsAreBoundInWindows) {
+  const uint32_t K = k_quant() ? 512 : 96;
+  for (uint32_t rows : {0u, 1u, 3u, 4u}) {
+    Layout l;
+    l.options.row_per_invocation = rows == 0 ? 1 : 0;
+    l.w_offset = even_offset(20);
+    l.options.rows = rows;
+    // room for 5 rows per window: the 37 rows take several dispatches
+    l.options.max_window = 256 + 4 + 5 * *row_bytes(type(), K);
+    check(K, 37, 41 + rows, l);
+  }
+}
+
+TEST_P(MulMv, MatchesTheReferenceForEveryWorkgroupShape) {
+  // Both work splits: rows shared by a workgroup (GPUs) and one row per invocation (CPUs).
+  const uint32_t K = k_quant() ? 512 : 160;
+  for (uint32_t wg : {8u, 64u, 256u}) {
+    for (uint32_t rows : {1u, 2u, 8u}) {
+      Layout l;
+      l.options.workgroup = wg;
+      l.options.rows = rows;
+      l.options.row_per_invocation = 0;
+      check(K, 19, 50 + wg + rows, l);
+    }
+    Layout l;
+    l.options.workgroup = wg;
+    l.options.row_per_invocation = 1;
+    check(K, wg + 3, 70 + wg, l);
+  }
+}
+
+TEST_P(MulMv, GivesBitwiseIdenticalResultsWhenRepeated) {
+  const std::vector<float> a = check(1024, 33, 61);
+  const std::vector<float> b = check(1024, 33, 61);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllFormatsAndVariants, MulMv, ::testing::ValuesIn(all_cases()), case_name);
+
+class QuantizeQ81 : public test::GpuTest {};
+
+TEST_F(QuantizeQ81, DecodesToTheSameValuesAsTheCppQuantiser) {
+  vk::Device& dev = test::device(0);
+  ops::Kernels k(dev);
+  const uint32_t K = 32 * 37;
+  std::vector<float> x = test::random_floats(K, 7, 3.0f);
+  std::fill(x.begin() + 64, x.begin() + 96, 0.0f);  // an all-zero block has d = 0
+  vk::Buffer xb = test::make_buffer(dev, x, "x");
+  const uint64_t bytes = *row_bytes(GgmlType::Q8_1, K);
+  vk::Buffer qb = dev.create_buffer(bytes + 8, vk::BufferKind::Device, "q");
+  test::run_on(dev, [&](vk::CommandBuffer& cb) {
+    ops::quantize_q8_1(k, cb, xb, 0, K, qb, 8);
+    cb.barrier_to_host();  // the blocks are read by the host below
+  });
+  const std::vector<uint8_t> q = dev.download<uint8_t>(qb, bytes, 8);
+  std::vector<float> got(K);
+  dequantize_row(GgmlType::Q8_1, q.data(), got.data(), K);
+  EXPECT_LE(test::nmse(q8_1_roundtrip(x), got), 1e-12);
+  // s = d * sum(q) in every block
+  for (uint32_t b = 0; b < K / 32; ++b) {
+    BlockQ8_1 blk;
+    std::memcpy(&blk, q.data() + b * sizeof(BlockQ8_1), sizeof blk);
+    int sum = 0;
+    for (int8_t v : blk.qs) sum += v;
+    EXPECT_NEAR(fp16_to_fp32(blk.s), fp16_to_fp32(blk.d) * float(sum), 1e-3f * std::max(1.0f, std::abs(fp16_to_fp32(blk.s))))
+        << "block " << b;
+  }
+}
+
+TEST_F(QuantizeQ81, Int8VariantsRefuseToRunWithoutScratch) {
+  vk::Device& dev = test::device(0);
+  if ((dev.capabilities() & shaders::kInt8) == 0) GTEST_SKIP() << "the test device has no int8 dot product";
+  ops::Kernels k(dev, shaders::kInt8);
+  vk::Buffer b = dev.create_buffer(4096, vk::BufferKind::Device, "any");
+  vk::CommandBuffer cb(dev);
+  cb.begin();
+  EXPECT_THROW(ops::mul_mv(k, cb, GgmlType::Q8_0, b, 0, 32, 1, b, 0, b, 0), vk::Error);
+  cb.end();
+}
+
+}  // namespace
+}  // namespace chorus

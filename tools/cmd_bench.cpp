@@ -1,0 +1,234 @@
+// `chorus bench kernels`: kernel throughput against this machine's memory bandwidth.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+
+#include "engine/ops/kernels.h"
+#include "engine/ops/matmul.h"
+#include "engine/ops/matvec.h"
+#include "engine/quant.h"
+#include "shaders/registry.h"
+#include "tools/commands.h"
+#include "vkdevice/device.h"
+#include "vkdevice/instance.h"
+#include "vkdevice/memory.h"
+
+namespace chorus::tools {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Host memcpy bandwidth in bytes copied per second (median of reps over a 256 MiB buffer).
+double memcpy_bandwidth(uint32_t reps) {
+  const size_t bytes = size_t(256) << 20;
+  std::vector<char> a(bytes, 1), b(bytes, 2);
+  std::vector<double> rates;
+  for (uint32_t r = 0; r < std::max(reps, 3u); ++r) {
+    const auto t0 = Clock::now();
+    std::memcpy(b.data(), a.data(), bytes);
+    const double s = seconds_since(t0);
+    rates.push_back(double(bytes) / s);
+    a[r % bytes] = b[(r * 7919) % bytes];  // keep the copies observable
+  }
+  return median(rates);
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::vector<GgmlType> parse_formats(const std::string& text) {
+  std::map<std::string, GgmlType> by_name;
+  for (GgmlType t : weight_types()) by_name[lower(type_traits(t).name)] = t;
+  std::vector<GgmlType> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    auto it = by_name.find(lower(item));
+    if (it == by_name.end()) throw UsageError("--formats: unknown weight format '" + item + "'");
+    out.push_back(it->second);
+  }
+  if (out.empty()) throw UsageError("--formats expects a list such as q4_0,q8_0");
+  return out;
+}
+
+// N rows of K weights of `type`: 64 distinct quantised random rows, repeated.
+std::vector<uint8_t> bench_weights(GgmlType type, uint32_t K, uint32_t N) {
+  const uint64_t rb = *row_bytes(type, K);
+  const uint32_t distinct = std::min<uint32_t>(N, 64);
+  std::vector<uint8_t> bytes((rb * N + 3) / 4 * 4, 0);
+  std::mt19937_64 rng(42);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> row(K);
+  for (uint32_t n = 0; n < distinct; ++n) {
+    for (float& v : row) v = dist(rng);
+    quantize_row(type, row.data(), bytes.data() + n * rb, K);
+  }
+  for (uint32_t n = distinct; n < N; ++n) std::memcpy(bytes.data() + n * rb, bytes.data() + (n % distinct) * rb, rb);
+  return bytes;
+}
+
+std::vector<float> random_vector(size_t n) {
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// Median seconds per submission of cb over reps runs (after one warm-up run).
+double time_runs(vk::Device& dev, const vk::CommandBuffer& cb, uint32_t reps) {
+  dev.run(cb);
+  std::vector<double> s;
+  for (uint32_t r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    dev.run(cb);
+    s.push_back(seconds_since(t0));
+  }
+  return median(s);
+}
+
+struct BenchOptions {
+  uint32_t device = 0;
+  uint32_t reps = 5;
+  uint32_t K = 4096, N = 4096, M = 64;
+  uint32_t repeat = 10;  // dispatches per command buffer
+  std::vector<GgmlType> formats;
+  ops::MatVecOptions mv;
+  bool matmul = true;
+};
+
+int bench_kernels(const BenchOptions& o) {
+  std::printf("host memcpy (256 MiB, median of %u): ", std::max(o.reps, 3u));
+  std::fflush(stdout);
+  const double memcpy_bps = memcpy_bandwidth(o.reps);
+  std::printf("%.2f GB/s\n", memcpy_bps / 1e9);
+
+  vk::Instance inst;
+  vk::DeviceOptions dopt;
+  dopt.physical_index = o.device;
+  vk::Device dev(inst, dopt);
+  ops::Kernels k(dev);
+  std::printf("%s, kernels {%s}\n", dev.label().c_str(), shaders::capability_names(dev.capabilities()).c_str());
+  std::printf("matvec %u x %u (y = W x), %u dispatches per submit, median of %u submits\n", o.N, o.K, o.repeat, o.reps);
+  std::printf("  %-6s %-28s %10s %10s %10s %9s\n", "format", "variant", "MiB", "us/call", "GB/s", "roofline");
+
+  const std::vector<float> xh = random_vector(std::max(o.K, 1u) * size_t(std::max(o.M, 1u)));
+  vk::Buffer x = dev.create_buffer(xh.size() * 4, vk::BufferKind::Device, "bench x");
+  dev.upload(x, std::span<const float>(xh));
+  vk::Buffer y = dev.create_buffer(uint64_t(o.N) * std::max(o.M, 1u) * 4, vk::BufferKind::Device, "bench y");
+  vk::Buffer scratch = dev.create_buffer(uint64_t(o.K / 32 + 1) * 36, vk::BufferKind::Device, "bench q8_1");
+  const ops::MatVecScratch sc{&scratch, 0};
+
+  for (GgmlType t : o.formats) {
+    const std::vector<uint8_t> wh = bench_weights(t, o.K, o.N);
+    vk::Buffer w = dev.create_buffer(wh.size(), vk::BufferKind::Device, "bench W");
+    dev.upload(w, std::span<const uint8_t>(wh));
+    vk::CommandBuffer cb(dev);
+    cb.begin();
+    // No barriers between the repeats: each writes the same y from the same inputs.
+    for (uint32_t r = 0; r < o.repeat; ++r) ops::mul_mv(k, cb, t, w, 0, o.K, o.N, x, 0, y, 0, &sc, o.mv);
+    cb.end();
+    const double s = time_runs(dev, cb, o.reps) / o.repeat;
+    const double wbytes = double(*row_bytes(t, o.K)) * o.N;
+    std::printf("  %-6s %-28s %10.1f %10.1f %10.2f %8.0f%%\n", type_traits(t).name,
+                std::string(k.variant(ops::mul_mv_op(t)).name).c_str(), wbytes / (1 << 20), s * 1e6, wbytes / s / 1e9,
+                100.0 * wbytes / s / memcpy_bps);
+    std::fflush(stdout);
+  }
+
+  if (o.matmul && o.M > 0) {
+    std::printf("matmul %u x %u x M=%u (Y = X W^T), median of %u submits\n", o.N, o.K, o.M, o.reps);
+    std::printf("  %-6s %-28s %10s %10s\n", "format", "variant", "ms/call", "GFLOP/s");
+    for (GgmlType t : o.formats) {
+      const std::vector<uint8_t> wh = bench_weights(t, o.K, o.N);
+      vk::Buffer w = dev.create_buffer(wh.size(), vk::BufferKind::Device, "bench W");
+      dev.upload(w, std::span<const uint8_t>(wh));
+      vk::CommandBuffer cb(dev);
+      cb.begin();
+      ops::mul_mm(k, cb, t, w, 0, o.K, o.N, x, 0, o.M, y, 0);
+      cb.end();
+      const double s = time_runs(dev, cb, o.reps);
+      std::printf("  %-6s %-28s %10.2f %10.2f\n", type_traits(t).name,
+                  std::string(k.variant(ops::mul_mm_op(t)).name).c_str(), s * 1e3,
+                  2.0 * o.M * o.N * double(o.K) / s / 1e9);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+void print_help() {
+  std::printf(
+      "usage: chorus bench kernels [--device N] [-r REPS] [--formats LIST] [options]\n\n"
+      "Measures the host's memcpy bandwidth, then for each weight format the matrix-vector\n"
+      "kernel (decode) at N x K: GB/s of weight bytes read and the fraction of memcpy bandwidth\n"
+      "(the roofline; memcpy counts bytes copied), then the matrix-matrix kernel (prefill) in\n"
+      "GFLOP/s at N x K x M. Timings are host wall time around a submit and its wait; the\n"
+      "matvec command buffer holds several dispatches so the submit cost is amortised.\n\n"
+      "  --device N        physical device index from `chorus devices` (default 0)\n"
+      "  -r, --reps REPS   submits per measurement; the median is reported (default 5)\n"
+      "  --formats LIST    e.g. q4_0,q8_0,q4_k,q6_k (default: every weight format)\n"
+      "  --k K, --n N      matrix shape (default 4096 x 4096)\n"
+      "  --m M             matmul batch rows (default 64; 0 skips the matmul)\n"
+      "  --repeat R        matvec dispatches per command buffer (default 10)\n"
+      "  --workgroup W     matvec invocations per workgroup (tuning; default: the op's)\n"
+      "  --rows R          matvec rows per workgroup or per invocation (tuning; default: the op's)\n"
+      "  --row-per-invocation 0|1  matvec work split (tuning; default: 1 on CPU devices)\n\n"
+      "environment: CHORUS_DISABLE_CAPS=fp16,int8,subgroup benchmarks narrower variants;\n"
+      "LP_NUM_THREADS sets lavapipe's worker threads.\n");
+}
+
+}  // namespace
+
+int cmd_bench(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    print_help();
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] != "kernels") throw UsageError("unknown benchmark '" + args[0] + "' (expected: kernels)");
+  BenchOptions o;
+  o.formats = weight_types();
+  auto u32 = [](const std::string& flag, const std::string& v) {
+    const uint64_t n = parse_uint(flag, v);
+    if (n > 1u << 24) throw UsageError(flag + " value " + v + " is too large");
+    return static_cast<uint32_t>(n);
+  };
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      print_help();
+      return 0;
+    }
+    if (a == "--device") o.device = u32(a, take_value(args, i));
+    else if (a == "-r" || a == "--reps") o.reps = std::max(1u, u32(a, take_value(args, i)));
+    else if (a == "--formats") o.formats = parse_formats(take_value(args, i));
+    else if (a == "--k") o.K = u32(a, take_value(args, i));
+    else if (a == "--n") o.N = u32(a, take_value(args, i));
+    else if (a == "--m") o.M = u32(a, take_value(args, i));
+    else if (a == "--repeat") o.repeat = std::max(1u, u32(a, take_value(args, i)));
+    else if (a == "--workgroup") o.mv.workgroup = u32(a, take_value(args, i));
+    else if (a == "--rows") o.mv.rows = u32(a, take_value(args, i));
+    else if (a == "--row-per-invocation") o.mv.row_per_invocation = static_cast<int>(std::min(1u, u32(a, take_value(args, i))));
+    else throw UsageError("unknown option '" + a + "'");
+  }
+  if (o.K == 0 || o.K % 256 != 0 || o.N == 0) throw UsageError("--k must be a positive multiple of 256 and --n positive");
+  return bench_kernels(o);
+}
+
+}  // namespace chorus::tools

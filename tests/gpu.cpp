@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <random>
@@ -41,6 +42,27 @@ vk::Device& device(int n) {
     slot = std::make_unique<vk::Device>(instance(), o);
   }
   return *slot;
+}
+
+std::string fetched_model(const std::string& file_name, const std::string& fetch_name) {
+  std::string dir;
+  if (const char* d = std::getenv("CHORUS_MODELS_DIR"); d && *d)
+    dir = d;
+  else if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    dir = std::string(x) + "/chorus/models";
+  else
+    dir = std::string(std::getenv("HOME") ? std::getenv("HOME") : "/root") + "/.cache/chorus/models";
+  const std::string path = dir + "/" + file_name;
+  if (!std::filesystem::exists(path))
+    ADD_FAILURE() << path << " is missing: run `scripts/fetch-models.sh " << fetch_name << "` to fetch it";
+  return path;
+}
+
+std::string shared_model(const std::string& name) {
+  const std::string path = std::string(CHORUS_SOURCE_DIR) + "/../shared/models/" + name;
+  if (!std::filesystem::exists(path))
+    ADD_FAILURE() << path << " is missing: the tests need ../shared (beside the repository) with its models/ folder";
+  return path;
 }
 
 std::vector<float> random_floats(size_t n, uint64_t seed, float scale) {

@@ -30,6 +30,13 @@ uint32_t test_device_index();
 // device (a static too) is destroyed after them.
 vk::Device& device(int n = 0);
 
+// Path of a model that scripts/fetch-models.sh fetches (into $CHORUS_MODELS_DIR, else
+// $XDG_CACHE_HOME/chorus/models, else ~/.cache/chorus/models). A missing file fails the
+// calling test with the command that fetches it (and returns the path anyway).
+std::string fetched_model(const std::string& file_name, const std::string& fetch_name);
+// Path of a file in ../shared/models (beside the repository); a missing file fails the test.
+std::string shared_model(const std::string& name);
+
 // Uniform random floats in [-scale, scale], deterministic per seed.
 std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f);
 // Normalised mean squared error sum((a-b)^2)/sum(a^2); +inf if any value is NaN or inf.

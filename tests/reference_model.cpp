@@ -1,6 +1,7 @@
 #include "tests/reference_model.h"
 
 #include <cmath>
+#include <fstream>
 #include <stdexcept>
 
 #include "engine/quant.h"
@@ -180,5 +181,35 @@ std::vector<int32_t> ReferenceModel::greedy(const std::vector<int32_t>& prompt, 
   }
   return picks;
 }
+
+namespace {
+const std::string kSmolData = std::string(CHORUS_SOURCE_DIR) + "/tests/data/smollm2/";
+}  // namespace
+
+
+// Format of logits.bin (little-endian, written by make_reference.py):
+//   "CHRL" | u32 n_vocab | u32 n_positions | i32 positions[n_positions] | f32 logits[n_positions][n_vocab]
+SmolExpected read_smol_expected(uint32_t n_vocab) {
+  SmolExpected e;
+  {
+    std::ifstream ids(kSmolData + "prompt.ids.txt");
+    int32_t v = 0;
+    while (ids >> v) e.ids.push_back(v);
+  }
+  std::ifstream in(kSmolData + "logits.bin", std::ios::binary);
+  char magic[4] = {};
+  uint32_t nv = 0, np = 0;
+  in.read(magic, 4);
+  in.read(reinterpret_cast<char*>(&nv), 4);
+  in.read(reinterpret_cast<char*>(&np), 4);
+  if (!in || std::string(magic, 4) != "CHRL" || nv != n_vocab || np == 0 || np > 64) return {};
+  e.positions.resize(np);
+  in.read(reinterpret_cast<char*>(e.positions.data()), std::streamsize(np * 4));
+  e.logits.resize(size_t{np} * nv);
+  in.read(reinterpret_cast<char*>(e.logits.data()), std::streamsize(e.logits.size() * 4));
+  if (!in) return {};
+  return e;
+}
+
 
 }  // namespace chorus::ref

@@ -85,4 +85,14 @@ class ReferenceModel {
 // Reads a whole tensor as F32 rows (dequantised): [n_rows][ne0].
 std::vector<float> dequantize_tensor(const gguf::TensorInfo& t);
 
+// The NumPy reference's output for SmolLM2-135M-Instruct Q4_1 (tests/data/smollm2/, made by
+// make_reference.py): the prompt ids and the logits of a few positions. Empty ids when the
+// files are missing or malformed.
+struct SmolExpected {
+  std::vector<int32_t> ids;        // the prompt
+  std::vector<int32_t> positions;  // positions whose logits were stored
+  std::vector<float> logits;       // [positions][n_vocab]
+};
+SmolExpected read_smol_expected(uint32_t n_vocab);
+
 }  // namespace chorus::ref

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/gguf.h"
+#include "tests/gpu.h"
 #include "tests/reference_model.h"
 
 namespace chorus::ref {
@@ -137,50 +138,16 @@ TEST(ReferenceModel, ATokenOutsideTheVocabularyThrows) {
 
 // --- SmolLM2-135M-Instruct Q4_1 against the NumPy reference ------------------------------------
 
-// $CHORUS_MODELS_DIR, else ${XDG_CACHE_HOME:-$HOME/.cache}/chorus/models (scripts/fetch-models.sh).
-std::string models_dir() {
-  if (const char* d = std::getenv("CHORUS_MODELS_DIR"); d && *d) return d;
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/chorus/models";
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : ".") + "/.cache/chorus/models";
-}
-
-struct SmolExpected {
-  std::vector<int32_t> ids;        // the prompt
-  std::vector<int32_t> positions;  // positions whose logits were stored
-  std::vector<float> logits;       // [positions][n_vocab]
-};
-
-// Format of logits.bin (little-endian, written by make_reference.py):
-//   "CHRL" | u32 n_vocab | u32 n_positions | i32 positions[n_positions] | f32 logits[n_positions][n_vocab]
-SmolExpected read_smol_expected(uint32_t n_vocab) {
-  SmolExpected e;
-  e.ids = read_ids(kSmolData + "prompt.ids.txt");
-  std::ifstream in(kSmolData + "logits.bin", std::ios::binary);
-  char magic[4] = {};
-  uint32_t nv = 0, np = 0;
-  in.read(magic, 4);
-  in.read(reinterpret_cast<char*>(&nv), 4);
-  in.read(reinterpret_cast<char*>(&np), 4);
-  if (!in || std::string(magic, 4) != "CHRL" || nv != n_vocab || np == 0 || np > 64) return {};
-  e.positions.resize(np);
-  in.read(reinterpret_cast<char*>(e.positions.data()), std::streamsize(np * 4));
-  e.logits.resize(size_t{np} * nv);
-  in.read(reinterpret_cast<char*>(e.logits.data()), std::streamsize(e.logits.size() * 4));
-  if (!in) return {};
-  return e;
-}
 
 TEST(ReferenceModel, SmolLM2Q4_1MatchesTheIndependentNumPyForwardPass) {
-  const std::string path = models_dir() + "/SmolLM2-135M-Instruct.Q4_1.gguf";
-  if (!std::filesystem::exists(path))
-    GTEST_SKIP() << path << " is absent; run scripts/fetch-models.sh smollm2 to fetch it";
+  const std::string path = test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2");
+  ASSERT_TRUE(std::filesystem::exists(path));
   REQUIRE_FILE(kSmolData + "prompt.ids.txt");
   REQUIRE_FILE(kSmolData + "logits.bin");
   // The NumPy pass keeps K and V in F32: compare like with like.
   ReferenceModel model(path, {.f16_kv_cache = false});
   const uint32_t V = model.config().n_vocab;
-  const SmolExpected e = read_smol_expected(V);
+  const SmolExpected e = ref::read_smol_expected(V);
   ASSERT_FALSE(e.ids.empty()) << "cannot read " << kSmolData << "{prompt.ids.txt,logits.bin}";
   // Relative L2 error of the logits of each stored position.
   auto errors = [&](const std::vector<float>& logits) {

@@ -13,7 +13,9 @@ layout(set = 0, binding = 0, std430) readonly buffer W { uint wdata[]; };
 layout(set = 0, binding = 0, std430) readonly buffer W16 { float16_t wdata16[]; };
 #define QBUF16 wdata16
 #endif
+layout(set = 0, binding = 0, std430) readonly buffer W4 { uvec4 wdata4[]; };
 layout(set = 0, binding = 1, std430) readonly buffer X { float xdata[]; };
+layout(set = 0, binding = 1, std430) readonly buffer X4 { vec4 xdata4[]; };
 layout(set = 0, binding = 2, std430) writeonly buffer Y { float ydata[]; };
 #define MV_KERNEL 1
 #include "matvec.glsl"
@@ -57,6 +59,20 @@ uint ws_next(inout WordStream s) {
 #if defined(FMT_Q4_0) || defined(FMT_Q8_0) || defined(FMT_Q4_K) || defined(FMT_Q6_K)
 #define MV_BLOCK_DOT 1
 #endif
+layout(constant_id = 3) const uint XMODE = 0;
+#if CHORUS_SUBGROUP
+#extension GL_KHR_shader_subgroup_ballot : require
+#endif
+void load_x32(uint e0, out vec4 xv[8]) {
+#if CHORUS_SUBGROUP
+  if (XMODE == 1u) {
+    const vec4 mine = x4(e0 + 4u * (gl_SubgroupInvocationID & 7u));
+    [[unroll]] for (uint j = 0u; j < 8u; ++j) xv[j] = subgroupBroadcast(mine, j);
+    return;
+  }
+#endif
+  [[unroll]] for (uint j = 0u; j < 8u; ++j) xv[j] = x4(e0 + 4u * j);
+}
 
 #if defined(FMT_Q4_0)
 float block_dot(uint bb, uint e0) {
@@ -79,6 +95,69 @@ float block_dot(uint bb, uint e0) {
     s += dot(q_bytes_u((q[j] >> 4) & 0x0F0F0F0Fu) - 8.0, x4(e0 + 16u + 4u * j));
   }
   return d * s;
+}
+float block_dot_xv(uint bb, vec4 xv[8]) {
+  const float d = q_f16(bb);
+  const uint w = (bb + 2u) >> 2;
+  uint q[4];
+  if (((bb + 2u) & 2u) == 0u) {
+    [[unroll]] for (uint j = 0u; j < 4u; ++j) q[j] = wdata[w + j];
+  } else {
+    uint prev = wdata[w];
+    [[unroll]] for (uint j = 0u; j < 4u; ++j) {
+      const uint cur = wdata[w + j + 1u];
+      q[j] = (prev >> 16) | (cur << 16);
+      prev = cur;
+    }
+  }
+  float s = 0.0;
+  [[unroll]] for (uint j = 0u; j < 4u; ++j) {
+    s += dot(q_bytes_u(q[j] & 0x0F0F0F0Fu) - 8.0, xv[j]);
+    s += dot(q_bytes_u((q[j] >> 4) & 0x0F0F0F0Fu) - 8.0, xv[4u + j]);
+  }
+  return d * s;
+}
+#define HAVE_XV 1
+// 8 blocks (144 bytes = 9 uvec4) at 16-aligned byte sb; x: 64 vec4
+float sb_dot(uint sb, vec4 xs[64]) {
+  uint W[36];
+  [[unroll]] for (uint i = 0u; i < 9u; ++i) {
+    const uvec4 v = wdata4[(sb >> 4) + i];
+    W[4u * i] = v.x; W[4u * i + 1u] = v.y; W[4u * i + 2u] = v.z; W[4u * i + 3u] = v.w;
+  }
+  float tot = 0.0;
+  [[unroll]] for (uint b = 0u; b < 8u; ++b) {
+    uint q[4];
+    float d;
+    if ((b & 1u) == 0u) {
+      const uint w = 9u * b / 2u;
+      d = unpackHalf2x16(W[w]).x;
+      [[unroll]] for (uint j = 0u; j < 4u; ++j) q[j] = (W[w + j] >> 16) | (W[w + j + 1u] << 16);
+    } else {
+      const uint w = (18u * b - 2u) / 4u;
+      d = unpackHalf2x16(W[w] >> 16).x;
+      [[unroll]] for (uint j = 0u; j < 4u; ++j) q[j] = W[w + 1u + j];
+    }
+    float s = 0.0;
+    [[unroll]] for (uint j = 0u; j < 4u; ++j) {
+      s += dot(q_bytes_u(q[j] & 0x0F0F0F0Fu) - 8.0, xs[8u * b + j]);
+      s += dot(q_bytes_u((q[j] >> 4) & 0x0F0F0F0Fu) - 8.0, xs[8u * b + 4u + j]);
+    }
+    tot += d * s;
+  }
+  return tot;
+}
+void load_x256(uint e0, out vec4 xs[64]) {
+#if CHORUS_SUBGROUP
+  if (XMODE == 1u) {
+    [[unroll]] for (uint c = 0u; c < 8u; ++c) {
+      const vec4 mine = xdata4[(p.x_base + e0) / 4u + 8u * c + (gl_SubgroupInvocationID & 7u)];
+      [[unroll]] for (uint j = 0u; j < 8u; ++j) xs[8u * c + j] = subgroupBroadcast(mine, j);
+    }
+    return;
+  }
+#endif
+  [[unroll]] for (uint j = 0u; j < 64u; ++j) xs[j] = xdata4[(p.x_base + e0) / 4u + j];
 }
 #elif defined(FMT_Q8_0)
 float block_dot(uint bb, uint e0) {
@@ -199,6 +278,24 @@ void main() {
 #ifdef MV_BLOCK_DOT
   if (ROW_PER_INVOCATION) {
     const uint nb = p.K / QK;
+#ifdef HAVE_XV
+    for (uint sbi = 0u; sbi < nb / 8u; ++sbi) {
+      vec4 xs[64];
+      load_x256(sbi * 256u, xs);
+      [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
+        if (r < ROWS) acc[r] += sb_dot(rb[r] + sbi * 144u, xs);
+      }
+    }
+    if (false)
+    for (uint blk = 0u; blk < nb; ++blk) {
+      vec4 xv[8];
+      load_x32(blk * QK, xv);
+      [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
+        if (r < ROWS) acc[r] += block_dot_xv(rb[r] + blk * BLOCK_BYTES, xv);
+      }
+    }
+    if (false)
+#endif
     for (uint blk = 0u; blk < nb; ++blk) {
       [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
         if (r < ROWS) acc[r] += block_dot(rb[r] + blk * BLOCK_BYTES, blk * QK);

@@ -61,7 +61,8 @@ TEST_F(GpuTest, PrefillInMicroBatchesGivesTheSameLogitsAsOneTokenAtATime) {
   for (uint32_t ubatch : {7u, 16u, 512u}) {
     Context batched(*model, ContextOptions{128, 1, ubatch});
     const auto got = batched.decode(0, prompt, true);
-    EXPECT_LE(test::nmse(want, got), 1e-9) << "n_ubatch " << ubatch;
+    // Prefill's fp16 matmul variant stages activations in f16; one-token decode does not.
+    EXPECT_LE(test::nmse(want, got), 1e-7) << "n_ubatch " << ubatch;
   }
 }
 

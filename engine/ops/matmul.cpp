@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <vector>
 
 namespace chorus::ops {
@@ -36,7 +37,11 @@ Tile pick_grid_tile(uint32_t M, uint32_t max_shared, bool fp16) {
 // TM rows); 64 invocations per workgroup. TM shrinks for short M so few clamped rows are computed.
 Tile pick_cpu_tile(uint32_t M) {
   const uint32_t tm = M >= 8 ? 8 : M >= 4 ? 4 : M >= 2 ? 2 : 1;
-  const uint32_t tn = 2, wg = 64;
+  uint32_t tn = 2, wg = 64;
+  if (const char* e = std::getenv("TMPTUNE_TN")) tn = uint32_t(std::atoi(e));  // TMPTUNE
+  uint32_t tmo = 0;
+  if (const char* e = std::getenv("TMPTUNE_TM")) tmo = uint32_t(std::atoi(e));  // TMPTUNE
+  if (tmo) return Tile{tmo, wg * tn, tmo, tn, wg};  // TMPTUNE
   return Tile{tm, wg * tn, tm, tn, wg};
 }
 

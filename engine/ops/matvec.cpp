@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 
 namespace chorus::ops {
 
@@ -75,7 +76,7 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
   const uint32_t wg = options.workgroup ? options.workgroup : (per_inv ? std::max(info.subgroup_size, 1u) : kGpuWorkgroup);
   // Row-per-invocation mode computes one row per invocation (its block loops are unrolled
   // once per row; more rows per invocation only grow the pipeline).
-  const uint32_t rows = per_inv ? 1u : (options.rows ? options.rows : kGpuRows);
+  const uint32_t rows = per_inv ? (options.rows ? options.rows : 1u) : (options.rows ? options.rows : kGpuRows);
   if (wg < 1 || wg > 256 || rows < 1 || rows > 8)
     throw vk::Error(op + ": workgroup " + std::to_string(wg) + " x rows " + std::to_string(rows) +
                     " outside 1..256 x 1..8");
@@ -118,7 +119,7 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
     const vk::BufferWindow ww = w.window(off, size);
     const vk::BufferWindow yw = y.window(y_offset + row0 * 4, uint64_t(n) * 4);
     const MatVecPush push{K, n, static_cast<uint32_t>(*rb), static_cast<uint32_t>(ww.skip), x_base, skip_elems(yw, 4)};
-    const std::vector<uint32_t> spec = int8 ? std::vector<uint32_t>{wg, rows} : std::vector<uint32_t>{wg, rows, per_inv ? 1u : 0u};
+    const std::vector<uint32_t> spec = int8 ? std::vector<uint32_t>{wg, rows} : std::vector<uint32_t>{wg, rows, per_inv ? 1u : 0u, getenv("XMODE") ? uint32_t(atoi(getenv("XMODE"))) : 0u};
     k.dispatch(cb, op, {ww, xw, yw}, push, spec, groups(n, rows_per_group));
   }
 }

@@ -8,6 +8,8 @@
 #include <random>
 #include <sstream>
 
+#include <sys/resource.h>
+
 #include "engine/ops/kernels.h"
 #include "engine/ops/matmul.h"
 #include "engine/ops/matvec.h"
@@ -91,16 +93,33 @@ std::vector<float> random_vector(size_t n) {
   return v;
 }
 
-// Median seconds per submission of cb over reps runs (after one warm-up run).
-double time_runs(vk::Device& dev, const vk::CommandBuffer& cb, uint32_t reps) {
+// CPU seconds (user + system) this process has used so far, all threads (lavapipe's workers
+// included).
+double process_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto sec = [](const timeval& t) { return double(t.tv_sec) + 1e-6 * double(t.tv_usec); };
+  return sec(u.ru_utime) + sec(u.ru_stime);
+}
+
+struct Timing {
+  double wall = 0;  // median wall seconds per submission
+  double cpu = 0;   // median CPU seconds per submission (all threads): less sensitive to other
+                    // processes on a shared machine than wall time
+};
+
+// Timing of one submission of cb over reps runs (after one warm-up run).
+Timing time_runs(vk::Device& dev, const vk::CommandBuffer& cb, uint32_t reps) {
   dev.run(cb);
-  std::vector<double> s;
+  std::vector<double> s, c;
   for (uint32_t r = 0; r < reps; ++r) {
+    const double c0 = process_cpu_seconds();
     const auto t0 = Clock::now();
     dev.run(cb);
     s.push_back(seconds_since(t0));
+    c.push_back(process_cpu_seconds() - c0);
   }
-  return median(s);
+  return {median(s), median(c)};
 }
 
 struct BenchOptions {
@@ -126,7 +145,8 @@ int bench_kernels(const BenchOptions& o) {
   ops::Kernels k(dev);
   std::printf("%s, kernels {%s}\n", dev.label().c_str(), shaders::capability_names(dev.capabilities()).c_str());
   std::printf("matvec %u x %u (y = W x), %u dispatches per submit, median of %u submits\n", o.N, o.K, o.repeat, o.reps);
-  std::printf("  %-6s %-28s %10s %10s %10s %9s\n", "format", "variant", "MiB", "us/call", "GB/s", "roofline");
+  std::printf("  %-6s %-34s %8s %10s %8s %9s %12s\n", "format", "variant", "MiB", "us/call", "GB/s", "roofline",
+              "cpu-us/call");
 
   const std::vector<float> xh = random_vector(std::max(o.K, 1u) * size_t(std::max(o.M, 1u)));
   vk::Buffer x = dev.create_buffer(xh.size() * 4, vk::BufferKind::Device, "bench x");
@@ -144,11 +164,12 @@ int bench_kernels(const BenchOptions& o) {
     // No barriers between the repeats: each writes the same y from the same inputs.
     for (uint32_t r = 0; r < o.repeat; ++r) ops::mul_mv(k, cb, t, w, 0, o.K, o.N, x, 0, y, 0, &sc, o.mv);
     cb.end();
-    const double s = time_runs(dev, cb, o.reps) / o.repeat;
+    const Timing tm = time_runs(dev, cb, o.reps);
+    const double s = tm.wall / o.repeat;
     const double wbytes = double(*row_bytes(t, o.K)) * o.N;
-    std::printf("  %-6s %-28s %10.1f %10.1f %10.2f %8.0f%%\n", type_traits(t).name,
+    std::printf("  %-6s %-34s %8.1f %10.1f %8.2f %8.0f%% %12.1f\n", type_traits(t).name,
                 std::string(k.variant(ops::mul_mv_op(t)).name).c_str(), wbytes / (1 << 20), s * 1e6, wbytes / s / 1e9,
-                100.0 * wbytes / s / memcpy_bps);
+                100.0 * wbytes / s / memcpy_bps, tm.cpu / o.repeat * 1e6);
     std::fflush(stdout);
   }
 
@@ -163,7 +184,7 @@ int bench_kernels(const BenchOptions& o) {
       cb.begin();
       ops::mul_mm(k, cb, t, w, 0, o.K, o.N, x, 0, o.M, y, 0);
       cb.end();
-      const double s = time_runs(dev, cb, o.reps);
+      const double s = time_runs(dev, cb, o.reps).wall;
       std::printf("  %-6s %-28s %10.2f %10.2f\n", type_traits(t).name,
                   std::string(k.variant(ops::mul_mm_op(t)).name).c_str(), s * 1e3,
                   2.0 * o.M * o.N * double(o.K) / s / 1e9);

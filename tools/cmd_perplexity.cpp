@@ -1,7 +1,6 @@
 // `chorus perplexity`: a model's perplexity over a text file, by llama-perplexity's method
 // (engine/perplexity.h). The running estimates and the final line go to stdout; the load log,
 // progress and timings to stderr.
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -19,6 +18,7 @@
 #include "engine/tokenizer.h"
 #include "engine/vocab.h"
 #include "tools/commands.h"
+#include "tools/model_setup.h"
 #include "vkdevice/instance.h"
 
 namespace chorus::tools {
@@ -47,32 +47,10 @@ constexpr const char* kHelp =
     "  --device I              physical device index from `chorus devices` (default: the first usable)\n"
     "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
 
-uint32_t parse_positive(const std::string& flag, const std::string& text) {
-  const uint64_t v = parse_uint(flag, text);
-  if (v == 0 || v > (1u << 24)) throw UsageError(flag + " expects a positive count up to 16777216, got '" + text + "'");
-  return static_cast<uint32_t>(v);
-}
-
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot open text file '" + path + "'");
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// "loading weights [#####.....]  50%": redrawn in place on a terminal, once at the end otherwise.
-void upload_progress(uint64_t done, uint64_t total) {
-  static int last = -1;
-  const bool tty = isatty(STDERR_FILENO);
-  const int pct = total ? static_cast<int>(done * 100 / total) : 100;
-  if (pct == last || (!tty && done < total)) return;
-  last = pct;
-  char bar[31];
-  for (int i = 0; i < 30; ++i) bar[i] = i < pct * 30 / 100 ? '#' : '.';
-  bar[30] = 0;
-  std::fprintf(stderr, "%sloading weights [%s] %3d%%  %.1f / %.1f MiB%s", tty ? "\r" : "", bar, pct,
-               static_cast<double>(done) / (1 << 20), static_cast<double>(total) / (1 << 20),
-               done >= total ? "\n" : "");
-  std::fflush(stderr);
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -131,27 +109,10 @@ int cmd_perplexity(const std::vector<std::string>& args) {
   const uint32_t n_chunks = max_chunks ? std::min(max_chunks, n_chunks_max) : n_chunks_max;
   const uint32_t n_seq = std::clamp(n_batch / n_ctx, 1u, n_chunks);
 
-  vk::Instance inst(vk::InstanceOptions{validation});
-  if (!device_index)
-    for (const auto& d : inst.devices())
-      if (d.usable()) {
-        device_index = d.index;
-        break;
-      }
-  if (!device_index) throw std::runtime_error("no usable Vulkan device (see `chorus devices`)");
-  vk::DeviceOptions dopt;
-  dopt.physical_index = *device_index;
-  vk::Device dev(inst, dopt);
-  std::fprintf(stderr, "model: %s\ndevice: %s\n", model_path.c_str(), dev.label().c_str());
-
-  const auto t_load = std::chrono::steady_clock::now();
-  const std::unique_ptr<Model> model = Model::load(model_path, dev, LoadProgress{upload_progress});
+  const LoadedModel loaded = load_model(model_path, device_index, validation);
+  Model* const model = loaded.model.get();
   Context ctx(*model, ContextOptions{n_ctx, n_seq, n_ubatch});
-  std::fprintf(stderr, "loaded in %.0f ms\n", seconds_since(t_load) * 1e3);
-  for (const DeviceMemoryUse& m : ctx.memory_use())
-    std::fprintf(stderr, "%s: weights %.2f MiB, KV cache %.2f MiB, scratch %.2f MiB\n", m.device.c_str(),
-                 static_cast<double>(m.weights) / (1 << 20), static_cast<double>(m.kv_cache) / (1 << 20),
-                 static_cast<double>(m.scratch) / (1 << 20));
+  print_memory_use(ctx);
   std::fprintf(stderr, "perplexity: calculating perplexity over %u chunks, n_ctx=%u, batch_size=%u, n_seq=%u\n",
                n_chunks, n_ctx, n_batch, n_seq);
 
@@ -180,9 +141,9 @@ int cmd_perplexity(const std::vector<std::string>& args) {
   std::fprintf(stderr, "perplexity: %u chunks, %" PRIu64 " tokens scored, %.2f s (%.2f tokens/s evaluated)\n",
                r.n_chunks, r.stats.count, total,
                total > 0 ? static_cast<double>(r.n_chunks) * (n_ctx - 1) / total : 0.0);
-  if (inst.validation_errors() > 0) {
+  if (loaded.instance->validation_errors() > 0) {
     std::fprintf(stderr, "chorus perplexity: the validation layer reported %" PRIu64 " error(s)\n",
-                 inst.validation_errors());
+                 loaded.instance->validation_errors());
     return 1;
   }
   return 0;

@@ -1,6 +1,5 @@
 // `chorus run`: load a model, evaluate a prompt, stream a completion. Generated text alone goes
 // to stdout (flushed per token); the load log, memory use and timings go to stderr.
-#include <unistd.h>
 
 #include <chrono>
 #include <cinttypes>
@@ -18,6 +17,7 @@
 #include "engine/tokenizer.h"
 #include "engine/vocab.h"
 #include "tools/commands.h"
+#include "tools/model_setup.h"
 #include "vkdevice/instance.h"
 
 namespace chorus::tools {
@@ -63,33 +63,6 @@ int64_t parse_int(const std::string& flag, const std::string& text) {
   if (v > static_cast<uint64_t>(std::numeric_limits<int32_t>::max()))
     throw UsageError(flag + " value '" + text + "' is out of range");
   return negative ? -static_cast<int64_t>(v) : static_cast<int64_t>(v);
-}
-
-uint32_t parse_positive(const std::string& flag, const std::string& text) {
-  const uint64_t v = parse_uint(flag, text);
-  if (v == 0 || v > (1u << 24)) throw UsageError(flag + " expects a positive count up to 16777216, got '" + text + "'");
-  return static_cast<uint32_t>(v);
-}
-
-// Draws "loading [#####.....]  50%  0.6 / 1.2 MiB" on stderr: redrawn in place on a terminal,
-// once at the end otherwise.
-void upload_progress(uint64_t done, uint64_t total) {
-  static int last = -1;
-  const bool tty = isatty(STDERR_FILENO);
-  const int pct = total ? static_cast<int>(done * 100 / total) : 100;
-  if (pct == last || (!tty && done < total)) return;
-  last = pct;
-  char bar[31];
-  for (int i = 0; i < 30; ++i) bar[i] = i < pct * 30 / 100 ? '#' : '.';
-  bar[30] = 0;
-  std::fprintf(stderr, "%sloading weights [%s] %3d%%  %.1f / %.1f MiB%s", tty ? "\r" : "", bar, pct,
-               static_cast<double>(done) / (1 << 20), static_cast<double>(total) / (1 << 20),
-               done >= total ? "\n" : "");
-  std::fflush(stderr);
-}
-
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void print_speed(const char* what, size_t tokens, double ms) {
@@ -158,30 +131,11 @@ int cmd_run(const std::vector<std::string>& args) {
   const Tokenizer tok(load_vocab(vocab_file));
   const Vocab& vocab = tok.vocab();
 
-  vk::Instance inst(vk::InstanceOptions{validation});
-  if (!device_index)
-    for (const auto& d : inst.devices())
-      if (d.usable()) {
-        device_index = d.index;
-        break;
-      }
-  if (!device_index) throw std::runtime_error("no usable Vulkan device (see `chorus devices`)");
-  vk::DeviceOptions dopt;
-  dopt.physical_index = *device_index;
-  vk::Device dev(inst, dopt);
-  std::fprintf(stderr, "model: %s\ndevice: %s\n", model_path.c_str(), dev.label().c_str());
-
-  const auto t_load = std::chrono::steady_clock::now();
-  const std::unique_ptr<Model> model = Model::load(model_path, dev, LoadProgress{upload_progress});
+  const LoadedModel loaded = load_model(model_path, device_index, validation);
+  Model* const model = loaded.model.get();
   Context ctx(*model, ContextOptions{n_ctx, 1, n_ubatch});
-  const ModelConfig& cfg = model->config();
-  std::fprintf(stderr, "loaded %s (%s, %u layers, n_embd %u, n_vocab %u) in %.0f ms; context %u tokens\n",
-               cfg.name.empty() ? "model" : cfg.name.c_str(), cfg.arch.c_str(), cfg.n_layer, cfg.n_embd, cfg.n_vocab,
-               ms_since(t_load), ctx.n_ctx());
-  for (const DeviceMemoryUse& m : ctx.memory_use())
-    std::fprintf(stderr, "%s: weights %.2f MiB, KV cache %.2f MiB, scratch %.2f MiB\n", m.device.c_str(),
-                 static_cast<double>(m.weights) / (1 << 20), static_cast<double>(m.kv_cache) / (1 << 20),
-                 static_cast<double>(m.scratch) / (1 << 20));
+  std::fprintf(stderr, "context: %u tokens\n", ctx.n_ctx());
+  print_memory_use(ctx);
   std::fprintf(stderr, "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, repeat-penalty %.2f (last %d), seed %" PRIu64 "\n",
                static_cast<double>(sp.temp), sp.top_k, static_cast<double>(sp.top_p), static_cast<double>(sp.min_p),
                static_cast<double>(sp.repeat_penalty), sp.repeat_last_n, sp.seed);
@@ -243,8 +197,8 @@ int cmd_run(const std::vector<std::string>& args) {
   std::fprintf(stderr, "\n\nstopped at %s\n", stop);
   print_speed("prompt", input.size(), prompt_ms);
   print_speed("generation", evaluated, gen_ms);
-  if (inst.validation_errors() > 0) {
-    std::fprintf(stderr, "chorus run: the validation layer reported %" PRIu64 " error(s)\n", inst.validation_errors());
+  if (loaded.instance->validation_errors() > 0) {
+    std::fprintf(stderr, "chorus run: the validation layer reported %" PRIu64 " error(s)\n", loaded.instance->validation_errors());
     return 1;
   }
   return 0;

@@ -218,11 +218,7 @@ void print_help() {
 }  // namespace
 
 int cmd_bench(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    print_help();
-    return args.empty() ? 2 : 0;
-  }
-  if (args[0] != "kernels") throw UsageError("unknown benchmark '" + args[0] + "' (expected: kernels)");
+  if (args.empty() || args[0] != "kernels") return bench_model(args);  // `chorus bench -m MODEL`
   BenchOptions o;
   o.formats = weight_types();
   auto u32 = [](const std::string& flag, const std::string& v) {

@@ -1,0 +1,144 @@
+// `chorus bench -m MODEL`: llama-bench style prompt-processing and generation speed, with the
+// synchronisation counters of a decode token.
+#include <algorithm>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "engine/model.h"
+#include "tools/commands.h"
+#include "tools/model_setup.h"
+
+namespace chorus::tools {
+namespace {
+
+constexpr const char* kHelp =
+    "usage: chorus bench -m MODEL [-p N[,N..]] [-n N[,N..]] [-r REPS] [-ub N] [--device I]\n"
+    "       chorus bench kernels [...]   (kernel throughput; see `chorus bench kernels --help`)\n"
+    "\n"
+    "Measures prompt processing (ppN: N tokens in one decode call, in micro-batches of -ub) and\n"
+    "generation (tgN: N tokens one at a time) like llama-bench, printing t/s as mean +/- standard\n"
+    "deviation over REPS runs after one warm-up run, and the per-token synchronisation counters\n"
+    "of generation (vkQueueSubmit calls and host waits per token).\n"
+    "\n"
+    "  -m, --model FILE        a GGUF model\n"
+    "  -p, --n-prompt LIST     prompt lengths (default 512; 0 skips)\n"
+    "  -n, --n-gen LIST        generation lengths (default 128; 0 skips)\n"
+    "  -r, --repetitions N     runs per test (default 5)\n"
+    "  -ub, --ubatch-size N    tokens per forward pass (default 512)\n"
+    "  --device I              physical device index from `chorus devices`\n";
+
+struct Stat {
+  double mean = 0, sd = 0;
+};
+
+Stat stat(const std::vector<double>& v) {
+  Stat s;
+  for (double x : v) s.mean += x;
+  s.mean /= static_cast<double>(v.size());
+  if (v.size() > 1) {
+    for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
+    s.sd = std::sqrt(s.sd / static_cast<double>(v.size() - 1));
+  }
+  return s;
+}
+
+std::vector<uint32_t> parse_counts(const std::string& flag, const std::string& text) {
+  std::vector<uint32_t> out;
+  for (uint32_t v : parse_index_list(flag, text)) out.push_back(v);
+  return out;
+}
+
+}  // namespace
+
+int bench_model(const std::vector<std::string>& args) {
+  std::string model_path;
+  std::vector<uint32_t> pp{512}, tg{128};
+  uint32_t reps = 5, n_ubatch = 512;
+  std::optional<uint32_t> device_index;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      std::printf("%s", kHelp);
+      return 0;
+    }
+    if (a == "-m" || a == "--model") model_path = take_value(args, i);
+    else if (a == "-p" || a == "--n-prompt") pp = parse_counts(a, take_value(args, i));
+    else if (a == "-n" || a == "--n-gen") tg = parse_counts(a, take_value(args, i));
+    else if (a == "-r" || a == "--repetitions") reps = parse_positive(a, take_value(args, i));
+    else if (a == "-ub" || a == "--ubatch-size") n_ubatch = parse_positive(a, take_value(args, i));
+    else if (a == "--device") device_index = parse_positive(a, std::to_string(parse_uint(a, take_value(args, i)) + 1)) - 1;
+    else throw UsageError("unknown option '" + a + "'");
+  }
+  if (model_path.empty()) throw UsageError("-m MODEL is required (or `chorus bench kernels`)");
+
+  const LoadedModel loaded = load_model(model_path, device_index, false);
+  Model& model = *loaded.model;
+  vk::Device& dev = *loaded.device;
+  const ModelConfig& c = model.config();
+  const uint32_t longest = std::max(*std::max_element(pp.begin(), pp.end()), *std::max_element(tg.begin(), tg.end()) + 1);
+  Context ctx(model, ContextOptions{std::max(longest, 16u), 1, n_ubatch});
+  print_memory_use(ctx);
+
+  uint64_t file_bytes = 0, params = 0;
+  for (const auto& t : model.file().tensors()) {
+    file_bytes += t.size;
+    params += t.n_elements();
+  }
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(c.n_vocab) - 1);
+  std::string model_name = c.name.empty() ? c.arch : c.name;
+  std::printf("| %-28s | %10s | %9s | %-8s | %7s | %20s |\n", "model", "size", "params", "backend", "test", "t/s");
+  std::printf("| %.28s | %.10s | %.9s | %.8s | %.7s | %.20s |\n", "------------------------------", "------------",
+              "-----------", "----------", "---------", "----------------------");
+  const auto row = [&](const std::string& test, const Stat& s) {
+    std::printf("| %-28.28s | %6.2f MiB | %7.2f M | %-8s | %7s | %11.2f ± %6.2f |\n", model_name.c_str(),
+                static_cast<double>(file_bytes) / (1 << 20), static_cast<double>(params) / 1e6, "Vulkan", test.c_str(),
+                s.mean, s.sd);
+    std::fflush(stdout);
+  };
+
+  for (uint32_t n : pp) {
+    if (n == 0) continue;
+    std::vector<double> tps;
+    for (uint32_t r = 0; r <= reps; ++r) {
+      std::vector<int32_t> tokens(n);
+      for (auto& t : tokens) t = token(rng);
+      ctx.clear(0);
+      const auto t0 = std::chrono::steady_clock::now();
+      ctx.decode(0, tokens);
+      const double ms = ms_since(t0);
+      if (r > 0) tps.push_back(1000.0 * n / ms);  // run 0 warms up
+    }
+    row("pp" + std::to_string(n), stat(tps));
+  }
+  double submits_per_token = 0, waits_per_token = 0;
+  for (uint32_t n : tg) {
+    if (n == 0) continue;
+    std::vector<double> tps;
+    for (uint32_t r = 0; r <= reps; ++r) {
+      ctx.clear(0);
+      int32_t t = token(rng);
+      ctx.decode(0, std::span(&t, 1));
+      const uint64_t submits0 = dev.counters().submits.load(), waits0 = dev.counters().host_waits.load();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (uint32_t i = 0; i < n; ++i) {
+        t = token(rng);
+        ctx.decode(0, std::span(&t, 1));
+      }
+      const double ms = ms_since(t0);
+      submits_per_token = static_cast<double>(dev.counters().submits.load() - submits0) / n;
+      waits_per_token = static_cast<double>(dev.counters().host_waits.load() - waits0) / n;
+      if (r > 0) tps.push_back(1000.0 * n / ms);
+    }
+    row("tg" + std::to_string(n), stat(tps));
+  }
+  std::printf("\n%s, %u run(s) per test after a warm-up\n", dev.label().c_str(), reps);
+  if (submits_per_token > 0)
+    std::printf("generation: %.2f vkQueueSubmit per token, %.2f host waits per token (main thread)\n", submits_per_token,
+                waits_per_token);
+  return 0;
+}
+
+}  // namespace chorus::tools

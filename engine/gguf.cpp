@@ -546,6 +546,15 @@ File& File::operator=(File&& other) noexcept {
 
 File::~File() { release(); }
 
+void File::drop_tensor_pages() const noexcept {
+  if (base_ == nullptr || data_offset_ >= size_) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = (data_offset_ + page - 1) / page * page;
+  if (begin >= size_) return;
+  // MADV_DONTNEED on a private read-only file mapping drops the pages; later reads fault them in again.
+  ::madvise(const_cast<uint8_t*>(base_) + begin, static_cast<size_t>(size_ - begin), MADV_DONTNEED);
+}
+
 void File::release() noexcept {
   if (base_) ::munmap(const_cast<uint8_t*>(base_), static_cast<size_t>(size_));
   base_ = nullptr;

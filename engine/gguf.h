@@ -147,6 +147,11 @@ class File {
   // The whole mapping.
   std::span<const uint8_t> bytes() const { return {base_, static_cast<size_t>(size_)}; }
 
+  // Tells the kernel the tensor data will not be read again soon (after upload to a device),
+  // so the pages of the mapping can be dropped: no second copy of the weights stays in RAM.
+  // Reading the data afterwards still works (the pages are read from the file again).
+  void drop_tensor_pages() const noexcept;
+
   // --- metadata -------------------------------------------------------------------------------
   // In file order.
   std::span<const KeyValue> metadata() const { return kvs_; }

@@ -156,6 +156,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, vk::Device& device, 
   }
   w.output_norm = up.vector("output_norm.weight");
   if (!c.tied_output) w.output = up.matrix("output.weight");
+  m->file_.drop_tensor_pages();  // the weights live on the device now
   return m;
 }
 

@@ -6,6 +6,7 @@ packages=(
   libvulkan-dev libvulkan-volk-dev glslang-tools spirv-tools
   mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   libgtest-dev libgmock-dev libbenchmark-dev
+  python3 python3-pip ca-certificates
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
+# Real quantised models some tests need, fetched once into a cache outside the repository.
+scripts/fetch-models.sh smollm2 >/dev/null
 export CHORUS_NO_PIPELINE_CACHE=1
 echo "== all tests, validation layer on" >&2
 CHORUS_VALIDATION=1 ctest --test-dir build --output-on-failure -j2 --timeout 900

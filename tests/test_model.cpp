@@ -120,6 +120,22 @@ TEST_F(GpuTest, BadTokenIdsAndOverlongSequencesAreRejectedWithTheReason) {
   EXPECT_THROW(ctx.decode(1, std::vector<int32_t>{1}), std::invalid_argument);
 }
 
+TEST_F(GpuTest, TinyRandomF16LlamaLogitsMatchTheCppReferenceForwardPass) {
+  const std::string path = shared_model("llama-2-tiny-random.gguf");
+  const std::vector<int32_t> prompt{1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889};
+  ref::ReferenceModel reference(path, {.f16_kv_cache = true});
+  const auto want = reference.forward(prompt);
+  auto model = Model::load(path, test::device(0));
+  Context ctx(*model, ContextOptions{64, 1, 512});
+  const auto got = ctx.decode(0, prompt, true);
+  EXPECT_LE(test::nmse(want, got), 1e-6);
+  // Then generation continues from the cache, one token at a time.
+  std::vector<int32_t> next{argmax(std::span(got).last(model->config().n_vocab))};
+  const auto want2 = reference.forward(next);
+  const auto got2 = ctx.decode(0, next);
+  EXPECT_LE(test::nmse(want2, got2), 1e-6);
+}
+
 TEST_F(GpuTest, SmolLM2Q4_1LogitsMatchTheIndependentNumPyForwardPassWithin1e3) {
   const std::string path = test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2");
   ASSERT_TRUE(std::filesystem::exists(path));

@@ -119,11 +119,21 @@ float block_dot_xv(uint bb, vec4 xv[8]) {
 }
 #define HAVE_XV 1
 // 8 blocks (144 bytes = 9 uvec4) at 16-aligned byte sb; x: 64 vec4
+float xsum8[8];
 float sb_dot(uint sb, vec4 xs[64]) {
   uint W[36];
+  if (XMODE == 3u || XMODE == 4u) {
+    [[unroll]] for (uint i = 0u; i < 36u; ++i) W[i] = wdata[(sb >> 2) + i];
+  } else {
   [[unroll]] for (uint i = 0u; i < 9u; ++i) {
     const uvec4 v = wdata4[(sb >> 4) + i];
     W[4u * i] = v.x; W[4u * i + 1u] = v.y; W[4u * i + 2u] = v.z; W[4u * i + 3u] = v.w;
+  }
+  }
+  if (XMODE == 2u || XMODE == 4u) {
+    uint t = 0u;
+    [[unroll]] for (uint i = 0u; i < 36u; ++i) t ^= W[i];
+    return float(t) + xs[0].x;
   }
   float tot = 0.0;
   [[unroll]] for (uint b = 0u; b < 8u; ++b) {
@@ -139,17 +149,33 @@ float sb_dot(uint sb, vec4 xs[64]) {
       [[unroll]] for (uint j = 0u; j < 4u; ++j) q[j] = W[w + 1u + j];
     }
     float s = 0.0;
+    if (XMODE >= 5u && XMODE != 8u) {
+      // xs scaled: xs[8b + j][k] = x[4j + k] * 2^-8k, xs[8b + 4 + j][k] = x[16 + 4j + k] * 2^-(8k+4) (k<3), 2^-24 (k=3)
+      [[unroll]] for (uint j = 0u; j < 4u; ++j) {
+        const uint v = q[j];
+        s += float(int(v & 0x0Fu)) * xs[8u * b + j].x;
+        s += float(int(v & 0x0F00u)) * xs[8u * b + j].y;
+        s += float(int(v & 0x0F0000u)) * xs[8u * b + j].z;
+        s += float(int(v & 0x0F000000u)) * xs[8u * b + j].w;
+        s += float(int(v & 0xF0u)) * xs[8u * b + 4u + j].x;
+        s += float(int(v & 0xF000u)) * xs[8u * b + 4u + j].y;
+        s += float(int(v & 0xF00000u)) * xs[8u * b + 4u + j].z;
+        s += float(int((v >> 4) & 0x0F000000u)) * xs[8u * b + 4u + j].w;
+      }
+      tot += d * (s - xsum8[b]);
+    } else {
     [[unroll]] for (uint j = 0u; j < 4u; ++j) {
       s += dot(q_bytes_u(q[j] & 0x0F0F0F0Fu) - 8.0, xs[8u * b + j]);
       s += dot(q_bytes_u((q[j] >> 4) & 0x0F0F0F0Fu) - 8.0, xs[8u * b + 4u + j]);
     }
     tot += d * s;
+    }
   }
   return tot;
 }
 void load_x256(uint e0, out vec4 xs[64]) {
 #if CHORUS_SUBGROUP
-  if (XMODE == 1u) {
+  if (XMODE == 1u || XMODE == 6u) {
     [[unroll]] for (uint c = 0u; c < 8u; ++c) {
       const vec4 mine = xdata4[(p.x_base + e0) / 4u + 8u * c + (gl_SubgroupInvocationID & 7u)];
       [[unroll]] for (uint j = 0u; j < 8u; ++j) xs[8u * c + j] = subgroupBroadcast(mine, j);
@@ -157,6 +183,10 @@ void load_x256(uint e0, out vec4 xs[64]) {
     return;
   }
 #endif
+  if (XMODE == 7u || XMODE == 8u) {
+    [[unroll]] for (uint j = 0u; j < 64u; ++j) xs[j] = vec4(float(p.x_base + e0 + j), float(p.x_base + j * 3u), 1.0 + float(p.K), float(e0 + p.N));
+    return;
+  }
   [[unroll]] for (uint j = 0u; j < 64u; ++j) xs[j] = xdata4[(p.x_base + e0) / 4u + j];
 }
 #elif defined(FMT_Q8_0)
@@ -282,6 +312,16 @@ void main() {
     for (uint sbi = 0u; sbi < nb / 8u; ++sbi) {
       vec4 xs[64];
       load_x256(sbi * 256u, xs);
+      if (XMODE >= 5u && XMODE != 8u) {
+        const vec4 slo = vec4(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
+        const vec4 shi = vec4(1.0 / 16.0, 1.0 / 4096.0, 1.0 / 1048576.0, 1.0 / 16777216.0);
+        [[unroll]] for (uint b = 0u; b < 8u; ++b) {
+          vec4 t = vec4(0.0);
+          [[unroll]] for (uint j = 0u; j < 8u; ++j) t += xs[8u * b + j];
+          xsum8[b] = 8.0 * (t.x + t.y + t.z + t.w);
+          [[unroll]] for (uint j = 0u; j < 4u; ++j) { xs[8u * b + j] *= slo; xs[8u * b + 4u + j] *= shi; }
+        }
+      }
       [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
         if (r < ROWS) acc[r] += sb_dot(rb[r] + sbi * 144u, xs);
       }

@@ -17,6 +17,7 @@
 
 #include "engine/gguf.h"
 #include "engine/model_config.h"
+#include "split/plan.h"
 #include "vkdevice/device.h"
 
 namespace chorus {
@@ -38,25 +39,35 @@ struct LoadProgress {
 
 class Model {
  public:
-  // Opens, validates and uploads. Throws gguf::Error (file defects) or vk::Error (device).
+  // Opens, validates and uploads to one device. Throws gguf::Error (file defects) or
+  // vk::Error (device).
   static std::unique_ptr<Model> load(const std::string& path, vk::Device& device, const LoadProgress& progress = {});
+  // The same across several logical devices, each holding the shard split::plan_split gives
+  // it for `request` (request.ratios: one per device). Throws std::invalid_argument for a bad
+  // request.
+  static std::unique_ptr<Model> load(const std::string& path, const std::vector<vk::Device*>& devices,
+                                     const split::SplitRequest& request, const LoadProgress& progress = {});
   ~Model();
 
   const ModelConfig& config() const { return config_; }
   const gguf::File& file() const { return file_; }
-  vk::Device& device() const { return *device_; }
+  const split::Plan& plan() const;
+  size_t n_devices() const;
+  vk::Device& device(size_t i = 0) const;
 
   struct Impl;
   Impl& impl() const { return *impl_; }
 
  private:
-  Model(gguf::File file, ModelConfig config, vk::Device& device);
+  Model(gguf::File file, ModelConfig config);
 
   gguf::File file_;
   ModelConfig config_;
-  vk::Device* device_;
   std::unique_ptr<Impl> impl_;
 };
+
+// The split planner's view of a model: shapes and per-matrix block formats.
+split::ModelShape model_shape(const ModelConfig& config, const gguf::File& file);
 
 struct ContextOptions {
   uint32_t n_ctx = 0;       // positions per sequence (0: the model's trained length, at most 4096)

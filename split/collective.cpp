@@ -1,0 +1,410 @@
+#include "split/collective.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+
+#include "vkdevice/host_memory.h"
+
+namespace chorus::split {
+namespace {
+
+constexpr size_t kMaxSamples = size_t(1) << 20;
+constexpr uint64_t kBlockSliceNs = 10'000'000;  // a blocking wait re-checks for failure this often
+
+uint64_t now_ns() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
+uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+void append_capped(std::vector<uint32_t>& dst, const std::vector<uint32_t>& src) {
+  dst.insert(dst.end(), src.begin(), src.end());
+  if (dst.size() > kMaxSamples) dst.erase(dst.begin(), dst.begin() + static_cast<std::ptrdiff_t>(dst.size() - kMaxSamples));
+}
+
+uint32_t clamp_u32(uint64_t v) { return static_cast<uint32_t>(std::min<uint64_t>(v, UINT32_MAX)); }
+
+std::string ms_text(uint64_t ns) { return std::to_string(ns / 1'000'000) + " ms"; }
+
+}  // namespace
+
+double CollectiveStats::latency_us(double q) const {
+  if (latency_ns.empty()) return 0.0;
+  std::vector<uint32_t> v = latency_ns;
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(i), v.end());
+  return v[i] / 1e3;
+}
+
+Collective::Collective(std::vector<vk::Device*> devices, const CollectiveOptions& options) : options_(options) {
+  if (devices.empty()) throw std::invalid_argument("a collective needs at least one device");
+  if (options_.max_points == 0 || options_.max_floats == 0)
+    throw std::invalid_argument("a collective needs max_points and max_floats above 0");
+  timeout_ns_ = options_.timeout_ns ? options_.timeout_ns : devices[0]->timeout_ns();
+  uint64_t align = 256;  // a cache line at least, and every device's storage offset alignment
+  for (const vk::Device* d : devices) align = std::max(align, d->info().min_storage_buffer_offset_alignment);
+  slot_bytes_ = align_up(uint64_t(options_.max_floats) * 4, align);
+  const uint64_t slots = options_.max_points;
+
+  bool import = options_.memory == CollectiveMemory::Imported;
+  if (options_.memory == CollectiveMemory::Auto) {
+    import = true;
+    for (const vk::Device* d : devices) import = import && vk::host_import_unavailable(*d).empty();
+  } else if (import) {
+    for (const vk::Device* d : devices)
+      if (std::string why = vk::host_import_unavailable(*d); !why.empty())
+        throw vk::Error("the collective cannot share host memory with " + d->label() + ": " + why);
+  }
+  // Imported: [results: slots][partials of device 0: slots][partials of device 1] ...
+  // PerDevice, in each device's own buffer: [results: slots][partials: slots].
+  if (import) shared_ = std::make_unique<vk::SharedHostMemory>(devices, slot_bytes_ * slots * (1 + devices.size()), "collective");
+
+  members_.resize(devices.size());
+  for (size_t d = 0; d < devices.size(); ++d) {
+    Member& m = members_[d];
+    m.device = devices[d];
+    m.partials_ready = std::make_unique<vk::Timeline>(*m.device, "partials_ready");
+    m.reduced = std::make_unique<vk::Timeline>(*m.device, "reduced");
+    if (shared_) {
+      m.view = &shared_->buffer(d);
+      m.host = shared_->data();
+    } else {
+      m.own = m.device->create_buffer(slot_bytes_ * slots * 2, vk::BufferKind::Host, "collective");
+      if (!m.own.mapped()) throw vk::Error(m.device->label() + ": the collective's host-visible buffer is not mapped");
+      std::memset(m.own.mapped(), 0, m.own.size());
+      m.view = &m.own;
+      m.host = m.own.mapped();
+    }
+  }
+  proxy_ = std::thread([this] { proxy_loop(); });
+}
+
+Collective::~Collective() {
+  {
+    std::unique_lock lock(mutex_);
+    // The proxy finishes every submitted token or fails within its timeout per point.
+    done_cv_.wait(lock, [&] { return finished_tokens_ == next_token_ || error_; });
+    stop_ = true;
+  }
+  failed_ = true;  // a proxy still waiting (after a failure) gives up at its next slice
+  work_cv_.notify_all();
+  if (proxy_.joinable()) proxy_.join();
+  if (error_) drain();
+  if (leak_) {
+    // A device still runs (or will run) segments that use these objects; destroying them
+    // would be undefined behaviour. They are left to the process's end.
+    for (auto& m : members_) {
+      (void)m.partials_ready.release();
+      (void)m.reduced.release();
+      (void)new vk::Buffer(std::move(m.own));
+    }
+    (void)shared_.release();
+  }
+}
+
+void Collective::drain() noexcept {
+  // Every segment submitted waits for a `reduced` value <= next_value_ - 1 and signals a
+  // `partials_ready` value <= next_value_: signalling every `reduced` to next_value_ lets the
+  // devices run out their work (on stale results) so nothing is destroyed while in use.
+  for (auto& m : members_) {
+    try {
+      if (vk::timeline_value(*m.device, *m.reduced) < next_value_) m.reduced->signal(next_value_);
+    } catch (...) {
+      leak_ = true;
+    }
+  }
+  for (auto& m : members_) {
+    try {
+      if (!vk::wait_timeline(*m.device, *m.partials_ready, next_value_, timeout_ns_)) leak_ = true;
+    } catch (...) {
+      leak_ = true;
+    }
+  }
+}
+
+uint64_t Collective::partial_offset(size_t d, uint32_t k) const {
+  const uint64_t slots = options_.max_points;
+  return (shared_ ? slots * (1 + d) : slots) * slot_bytes_ + uint64_t(k) * slot_bytes_;
+}
+
+uint64_t Collective::result_offset(size_t, uint32_t k) const { return uint64_t(k) * slot_bytes_; }
+
+void Collective::record_publish(vk::CommandBuffer& cb) { vk::barrier_device_to_host(cb); }
+
+void Collective::record_acquire(vk::CommandBuffer& cb) { vk::barrier_host_to_device(cb); }
+
+std::string Collective::member_name(size_t d) const {
+  return "logical device " + std::to_string(d) + " of the collective (" + members_[d].device->label() + ")";
+}
+
+uint64_t Collective::last_value() const {
+  std::lock_guard lock(mutex_);
+  return next_value_;
+}
+
+uint64_t Collective::submit(std::span<const std::vector<Segment>> segments, std::span<const uint32_t> point_floats) {
+  const size_t n_points = point_floats.size();
+  if (segments.size() != members_.size())
+    throw std::invalid_argument("collective: " + std::to_string(segments.size()) + " segment lists for " +
+                                std::to_string(members_.size()) + " devices");
+  if (n_points > options_.max_points)
+    throw std::invalid_argument("collective: " + std::to_string(n_points) + " reduce points, at most " +
+                                std::to_string(options_.max_points) + " (max_points)");
+  for (uint32_t n : point_floats)
+    if (n == 0 || n > options_.max_floats)
+      throw std::invalid_argument("collective: a partial of " + std::to_string(n) + " floats (1.." +
+                                  std::to_string(options_.max_floats) + ")");
+  for (size_t d = 0; d < segments.size(); ++d) {
+    if (segments[d].size() != n_points + 1)
+      throw std::invalid_argument("collective: " + member_name(d) + " has " + std::to_string(segments[d].size()) +
+                                  " segments for " + std::to_string(n_points) + " reduce points (needs points + 1)");
+    for (const Segment& s : segments[d])
+      if (!s.cb) throw std::invalid_argument("collective: a segment of " + member_name(d) + " has no command buffer");
+  }
+
+  uint64_t token = 0, base = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (error_) std::rethrow_exception(error_);
+    token = next_token_++;
+    base = next_value_;
+    next_value_ += n_points + 1;
+    queue_.push_back(Work{token, base, std::vector<uint32_t>(point_floats.begin(), point_floats.end())});
+    ++stats_.tokens;
+  }
+  work_cv_.notify_one();
+
+  try {
+    if (options_.serialise) {
+      submit_serialised(segments, base, token);
+      return token;
+    }
+    // Segment j of a device: waits reduced >= base + j (the previous point's sum, or for
+    // j == 0 the previous token's end), signals partials_ready = base + j + 1.
+    std::vector<TimelinePoint> waits, signals;
+    std::vector<vk::Device::Batch> batches(n_points + 1);
+    for (size_t d = 0; d < members_.size(); ++d) {
+      Member& m = members_[d];
+      waits.clear();
+      signals.clear();
+      size_t n_waits = 0, n_signals = 0;
+      for (const Segment& s : segments[d]) {
+        n_waits += 1 + s.waits.size();
+        n_signals += 1 + s.signals.size();
+      }
+      waits.reserve(n_waits);  // no reallocation below: the batches' spans point into these
+      signals.reserve(n_signals);
+      for (size_t j = 0; j <= n_points; ++j) {
+        const Segment& s = segments[d][j];
+        const size_t w0 = waits.size(), s0 = signals.size();
+        if (base + j > 0) waits.push_back({m.reduced.get(), base + j});
+        waits.insert(waits.end(), s.waits.begin(), s.waits.end());
+        signals.push_back({m.partials_ready.get(), base + j + 1});
+        signals.insert(signals.end(), s.signals.begin(), s.signals.end());
+        batches[j] = {s.cb, std::span(waits).subspan(w0, waits.size() - w0),
+                      std::span(signals).subspan(s0, signals.size() - s0)};
+      }
+      m.device->submit(batches);
+      std::lock_guard lock(mutex_);
+      ++stats_.submits;
+    }
+  } catch (...) {
+    fail(std::current_exception());
+    throw;
+  }
+  return token;
+}
+
+void Collective::submit_serialised(std::span<const std::vector<Segment>> segments, uint64_t base, uint64_t token) {
+  // Nothing overlaps: device 0's segment j, then device 1's, ..., then the proxy's reduce of
+  // point j, then segment j + 1. The timeline values are those of the normal mode.
+  const size_t n_points = segments[0].size() - 1;
+  std::vector<TimelinePoint> waits, signals;
+  for (size_t j = 0; j <= n_points; ++j) {
+    const uint64_t value = base + j + 1;
+    for (size_t d = 0; d < members_.size(); ++d) {
+      Member& m = members_[d];
+      const Segment& s = segments[d][j];
+      waits.clear();
+      signals.clear();
+      if (base + j > 0) waits.push_back({m.reduced.get(), base + j});
+      waits.insert(waits.end(), s.waits.begin(), s.waits.end());
+      signals.push_back({m.partials_ready.get(), value});
+      signals.insert(signals.end(), s.signals.begin(), s.signals.end());
+      const vk::Device::Batch batch{s.cb, waits, signals};
+      m.device->submit(std::span(&batch, 1));
+      {
+        std::lock_guard lock(mutex_);
+        ++stats_.submits;
+        ++stats_.main_waits;
+      }
+      if (!m.partials_ready->wait_for(value, timeout_ns_)) {
+        check();
+        throw vk::TimeoutError("serialised collective: " + member_name(d) + " did not finish segment " +
+                                   std::to_string(j) + " of token " + std::to_string(token) + " within " +
+                                   ms_text(timeout_ns_),
+                               VK_TIMEOUT);
+      }
+    }
+    // The proxy signals every device in order; the last one's signal ends the reduce.
+    Member& last = members_.back();
+    {
+      std::lock_guard lock(mutex_);
+      ++stats_.main_waits;
+    }
+    if (!last.reduced->wait_for(value, timeout_ns_)) {
+      check();
+      throw vk::TimeoutError("serialised collective: the proxy did not finish point " + std::to_string(j) + " of token " +
+                                 std::to_string(token) + " within " + ms_text(timeout_ns_),
+                             VK_TIMEOUT);
+    }
+  }
+}
+
+void Collective::wait(uint64_t token) {
+  std::unique_lock lock(mutex_);
+  if (token >= next_token_) throw std::logic_error("collective: waiting for token " + std::to_string(token) + " never submitted");
+  ++stats_.main_waits;
+  done_cv_.wait(lock, [&] { return finished_tokens_ > token || error_; });
+  if (finished_tokens_ > token) return;
+  std::rethrow_exception(error_);
+}
+
+void Collective::check() {
+  std::lock_guard lock(mutex_);
+  if (error_) std::rethrow_exception(error_);
+}
+
+void Collective::fail(std::exception_ptr e) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!error_) error_ = e;
+  }
+  failed_ = true;
+  done_cv_.notify_all();
+  work_cv_.notify_all();
+}
+
+std::span<const float> Collective::host_result(uint32_t k, uint32_t n_floats) const {
+  if (k >= options_.max_points || n_floats > options_.max_floats)
+    throw std::out_of_range("collective: result " + std::to_string(k) + " of " + std::to_string(n_floats) + " floats");
+  return {reinterpret_cast<const float*>(members_[0].host + result_offset(0, k)), n_floats};
+}
+
+CollectiveStats Collective::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void Collective::reset_stats() {
+  std::lock_guard lock(mutex_);
+  stats_ = CollectiveStats{};
+}
+
+// ---- the proxy thread ----------------------------------------------------------------------
+
+void Collective::proxy_loop() {
+  for (;;) {
+    Work w;
+    {
+      std::unique_lock lock(mutex_);
+      work_cv_.wait(lock, [&] { return stop_ || !queue_.empty() || error_; });
+      if (queue_.empty() || error_) return;
+      w = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    try {
+      run_token(w);
+    } catch (...) {
+      fail(std::current_exception());
+      return;
+    }
+  }
+}
+
+void Collective::run_token(const Work& w) {
+  const uint32_t n_points = static_cast<uint32_t>(w.floats.size());
+  std::vector<uint32_t> latency, waited;
+  latency.reserve(n_points);
+  waited.reserve(n_points);
+  uint64_t blocks = 0;
+  for (uint32_t k = 0; k <= n_points; ++k) {
+    const uint64_t value = w.base + k + 1;
+    const uint64_t t0 = now_ns();
+    wait_all(value, w, k, blocks);  // every device's partial of point k (or its token end)
+    const uint64_t t1 = now_ns();
+    if (k < n_points) reduce(k, w.floats[k]);
+    for (auto& m : members_) m.reduced->signal(value);  // the sum is written: devices go on
+    if (k < n_points) {
+      latency.push_back(clamp_u32(now_ns() - t1));
+      waited.push_back(clamp_u32(t1 - t0));
+    }
+  }
+  {
+    std::lock_guard lock(mutex_);
+    finished_tokens_ = w.token + 1;
+    stats_.reduces += n_points;
+    stats_.proxy_blocks += blocks;
+    append_capped(stats_.latency_ns, latency);
+    append_capped(stats_.wait_ns, waited);
+  }
+  done_cv_.notify_all();
+}
+
+void Collective::wait_all(uint64_t value, const Work& w, uint32_t k, uint64_t& blocks) {
+  const uint64_t deadline = now_ns() + timeout_ns_;
+  const uint32_t n_points = static_cast<uint32_t>(w.floats.size());
+  for (size_t d = 0; d < members_.size(); ++d) {
+    if (wait_one(d, value, deadline, blocks)) continue;
+    if (failed_) throw vk::Error("collective stopped while waiting for " + member_name(d));
+    const uint64_t at = vk::timeline_value(*members_[d].device, *members_[d].partials_ready);
+    const std::string what = k < n_points ? "deliver its partial for reduce point " + std::to_string(k) + " of token " +
+                                                std::to_string(w.token)
+                                          : "finish token " + std::to_string(w.token) + " (its segment after the last of " +
+                                                std::to_string(n_points) + " reduce points)";
+    throw vk::TimeoutError(member_name(d) + " did not " + what + " within " + ms_text(timeout_ns_) +
+                               " (timeline 'partials_ready' at " + std::to_string(at) + ", waiting for " +
+                               std::to_string(value) + ")",
+                           VK_TIMEOUT);
+  }
+}
+
+bool Collective::wait_one(size_t d, uint64_t value, uint64_t deadline_ns, uint64_t& blocks) {
+  Member& m = members_[d];
+  const vk::Device& dev = *m.device;
+  // Poll: the counter usually arrives within microseconds, and a blocking wait's wake-up
+  // costs more than that. A zero-timeout vkWaitSemaphores then makes the device's signal
+  // (and the writes before it) happen-before the proxy's reads.
+  const uint64_t spin_end = now_ns() + options_.spin_ns;
+  for (;;) {
+    if (vk::timeline_value(dev, *m.partials_ready) >= value) return vk::wait_timeline(dev, *m.partials_ready, value, 0);
+    const uint64_t now = now_ns();
+    if (now >= spin_end || now >= deadline_ns) break;
+    std::this_thread::yield();
+  }
+  ++blocks;
+  for (;;) {
+    const uint64_t now = now_ns();
+    if (now >= deadline_ns || failed_) return false;
+    if (vk::wait_timeline(dev, *m.partials_ready, value, std::min(kBlockSliceNs, deadline_ns - now))) return true;
+  }
+}
+
+void Collective::reduce(uint32_t k, uint32_t n) {
+  // Fixed order: out = p[0] + p[1] + ... + p[N-1], element by element, so the result never
+  // depends on which device finished first.
+  float* out = reinterpret_cast<float*>(members_[0].host + result_offset(0, k));
+  const float* p0 = reinterpret_cast<const float*>(members_[0].host + partial_offset(0, k));
+  std::memcpy(out, p0, size_t(n) * 4);
+  for (size_t d = 1; d < members_.size(); ++d) {
+    const float* p = reinterpret_cast<const float*>(members_[d].host + partial_offset(d, k));
+    for (uint32_t i = 0; i < n; ++i) out[i] += p[i];
+  }
+  if (!shared_)  // each device reads its own copy
+    for (size_t d = 1; d < members_.size(); ++d) std::memcpy(members_[d].host + result_offset(d, k), out, size_t(n) * 4);
+}
+
+}  // namespace chorus::split

@@ -14,7 +14,7 @@ namespace chorus::tools {
 namespace {
 
 constexpr const char* kHelp =
-    "usage: chorus bench -m MODEL [-p N[,N..]] [-n N[,N..]] [-r REPS] [-ub N] [--device I]\n"
+    "usage: chorus bench -m MODEL [-p N[,N..]] [-n N[,N..]] [-r REPS] [-ub N] [--device LIST] [-sm M] [-ts R]\n"
     "       chorus bench kernels [...]   (kernel throughput; see `chorus bench kernels --help`)\n"
     "\n"
     "Measures prompt processing (ppN: N tokens in one decode call, in micro-batches of -ub) and\n"
@@ -27,7 +27,7 @@ constexpr const char* kHelp =
     "  -n, --n-gen LIST        generation lengths (default 128; 0 skips)\n"
     "  -r, --repetitions N     runs per test (default 5)\n"
     "  -ub, --ubatch-size N    tokens per forward pass (default 512)\n"
-    "  --device I              physical device index from `chorus devices`\n";
+    "%s";
 
 struct Stat {
   double mean = 0, sd = 0;
@@ -56,11 +56,11 @@ int bench_model(const std::vector<std::string>& args) {
   std::string model_path;
   std::vector<uint32_t> pp{512}, tg{128};
   uint32_t reps = 5, n_ubatch = 512;
-  std::optional<uint32_t> device_index;
+  Placement placement;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
-      std::printf("%s", kHelp);
+      std::printf(kHelp, kPlacementHelp);
       return 0;
     }
     if (a == "-m" || a == "--model") model_path = take_value(args, i);
@@ -68,14 +68,15 @@ int bench_model(const std::vector<std::string>& args) {
     else if (a == "-n" || a == "--n-gen") tg = parse_counts(a, take_value(args, i));
     else if (a == "-r" || a == "--repetitions") reps = parse_positive(a, take_value(args, i));
     else if (a == "-ub" || a == "--ubatch-size") n_ubatch = parse_positive(a, take_value(args, i));
-    else if (a == "--device") device_index = parse_positive(a, std::to_string(parse_uint(a, take_value(args, i)) + 1)) - 1;
+    else if (parse_placement_flag(args, i, placement)) continue;
     else throw UsageError("unknown option '" + a + "'");
   }
   if (model_path.empty()) throw UsageError("-m MODEL is required (or `chorus bench kernels`)");
 
-  const LoadedModel loaded = load_model(model_path, device_index, false);
+  const LoadedModel loaded = load_model(model_path, placement, false);
   Model& model = *loaded.model;
-  vk::Device& dev = *loaded.device;
+  std::vector<vk::Device*> devs;
+  for (const auto& d : loaded.devices) devs.push_back(d.get());
   const ModelConfig& c = model.config();
   const uint32_t longest = std::max(*std::max_element(pp.begin(), pp.end()), *std::max_element(tg.begin(), tg.end()) + 1);
   Context ctx(model, ContextOptions{std::max(longest, 16u), 1, n_ubatch});
@@ -121,22 +122,32 @@ int bench_model(const std::vector<std::string>& args) {
       ctx.clear(0);
       int32_t t = token(rng);
       ctx.decode(0, std::span(&t, 1));
-      const uint64_t submits0 = dev.counters().submits.load(), waits0 = dev.counters().host_waits.load();
+      std::vector<uint64_t> submits0, waits0;
+      for (vk::Device* d : devs) {
+        submits0.push_back(d->counters().submits.load());
+        waits0.push_back(d->counters().host_waits.load());
+      }
       const auto t0 = std::chrono::steady_clock::now();
       for (uint32_t i = 0; i < n; ++i) {
         t = token(rng);
         ctx.decode(0, std::span(&t, 1));
       }
       const double ms = ms_since(t0);
-      submits_per_token = static_cast<double>(dev.counters().submits.load() - submits0) / n;
-      waits_per_token = static_cast<double>(dev.counters().host_waits.load() - waits0) / n;
+      // Per device (the most of any device) and in the main thread (all host waits, which the
+      // main thread does).
+      submits_per_token = waits_per_token = 0;
+      for (size_t k = 0; k < devs.size(); ++k) {
+        submits_per_token = std::max(submits_per_token, static_cast<double>(devs[k]->counters().submits.load() - submits0[k]) / n);
+        waits_per_token += static_cast<double>(devs[k]->counters().host_waits.load() - waits0[k]) / n;
+      }
       if (r > 0) tps.push_back(1000.0 * n / ms);
     }
     row("tg" + std::to_string(n), stat(tps));
   }
-  std::printf("\n%s, %u run(s) per test after a warm-up\n", dev.label().c_str(), reps);
+  std::printf("\n%zu device(s), split %s, %u run(s) per test after a warm-up\n", devs.size(),
+              split::to_string(model.plan().mode), reps);
   if (submits_per_token > 0)
-    std::printf("generation: %.2f vkQueueSubmit per token, %.2f host waits per token (main thread)\n", submits_per_token,
+    std::printf("generation: %.2f vkQueueSubmit per device per token, %.2f host waits per token (main thread)\n", submits_per_token,
                 waits_per_token);
   return 0;
 }

@@ -44,7 +44,7 @@ constexpr const char* kHelp =
     "  -b, --batch-size N      tokens per decode call: N / N_CTX chunks are evaluated together as\n"
     "                          independent sequences (default 2048); results do not depend on it\n"
     "  -ub, --ubatch-size N    tokens per forward pass (default 512)\n"
-    "  --device I              physical device index from `chorus devices` (default: the first usable)\n"
+    "%s"
     "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
 
 std::string read_text(const std::string& path) {
@@ -62,12 +62,12 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 int cmd_perplexity(const std::vector<std::string>& args) {
   std::string model_path, text_path;
   uint32_t n_ctx = 512, n_batch = 2048, n_ubatch = 512, max_chunks = 0;
-  std::optional<uint32_t> device_index;
+  Placement placement;
   bool validation = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
-      std::printf("%s", kHelp);
+      std::printf(kHelp, kPlacementHelp);
       return 0;
     }
     if (a == "-m" || a == "--model") model_path = take_value(args, i);
@@ -76,11 +76,8 @@ int cmd_perplexity(const std::vector<std::string>& args) {
     else if (a == "--chunks") max_chunks = parse_positive(a, take_value(args, i));
     else if (a == "-b" || a == "--batch-size") n_batch = parse_positive(a, take_value(args, i));
     else if (a == "-ub" || a == "--ubatch-size") n_ubatch = parse_positive(a, take_value(args, i));
-    else if (a == "--device") {
-      const uint64_t d = parse_uint(a, take_value(args, i));
-      if (d > 1024) throw UsageError("--device index '" + args[i] + "' is out of range");
-      device_index = static_cast<uint32_t>(d);
-    } else if (a == "--validation") validation = true;
+    else if (parse_placement_flag(args, i, placement)) continue;
+    else if (a == "--validation") validation = true;
     else if (!a.empty() && a[0] == '-') throw UsageError("unknown option '" + a + "'");
     else throw UsageError("unexpected argument '" + a + "'");
   }
@@ -109,7 +106,7 @@ int cmd_perplexity(const std::vector<std::string>& args) {
   const uint32_t n_chunks = max_chunks ? std::min(max_chunks, n_chunks_max) : n_chunks_max;
   const uint32_t n_seq = std::clamp(n_batch / n_ctx, 1u, n_chunks);
 
-  const LoadedModel loaded = load_model(model_path, device_index, validation);
+  const LoadedModel loaded = load_model(model_path, placement, validation);
   Model* const model = loaded.model.get();
   Context ctx(*model, ContextOptions{n_ctx, n_seq, n_ubatch});
   print_memory_use(ctx);

@@ -44,7 +44,7 @@ constexpr const char* kHelp =
     "  --seed S                random seed; the same seed gives the same text (default: random, printed)\n"
     "  -c, --ctx-size N        context length in tokens (default: the model's, at most 4096)\n"
     "  -ub, --ubatch-size N    prompt tokens per forward pass (default 512)\n"
-    "  --device I              physical device index from `chorus devices` (default: the first usable)\n"
+    "%s"
     "  --ignore-eos            keep generating past end-of-generation tokens\n"
     "  --print-ids             print the generated token ids (space-separated) instead of text\n"
     "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
@@ -75,14 +75,14 @@ void print_speed(const char* what, size_t tokens, double ms) {
 int cmd_run(const std::vector<std::string>& args) {
   std::string model_path, prompt;
   uint32_t n_predict = 128, n_ctx = 0, n_ubatch = 512;
-  std::optional<uint32_t> device_index;
+  Placement placement;
   std::optional<uint64_t> seed;
   SamplerParams sp;
   bool ignore_eos = false, print_ids = false, validation = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
-      std::printf("%s", kHelp);
+      std::printf(kHelp, kPlacementHelp);
       return 0;
     }
     if (a == "-m" || a == "--model") model_path = take_value(args, i);
@@ -112,11 +112,8 @@ int cmd_run(const std::vector<std::string>& args) {
     } else if (a == "--seed") seed = parse_uint(a, take_value(args, i));
     else if (a == "-c" || a == "--ctx-size") n_ctx = parse_positive(a, take_value(args, i));
     else if (a == "-ub" || a == "--ubatch-size") n_ubatch = parse_positive(a, take_value(args, i));
-    else if (a == "--device") {
-      const uint64_t d = parse_uint(a, take_value(args, i));
-      if (d > 1024) throw UsageError("--device index '" + args[i] + "' is out of range");
-      device_index = static_cast<uint32_t>(d);
-    } else if (a == "--ignore-eos") ignore_eos = true;
+    else if (parse_placement_flag(args, i, placement)) continue;
+    else if (a == "--ignore-eos") ignore_eos = true;
     else if (a == "--print-ids") print_ids = true;
     else if (a == "--validation") validation = true;
     else if (!a.empty() && a[0] == '-') throw UsageError("unknown option '" + a + "'");
@@ -131,7 +128,7 @@ int cmd_run(const std::vector<std::string>& args) {
   const Tokenizer tok(load_vocab(vocab_file));
   const Vocab& vocab = tok.vocab();
 
-  const LoadedModel loaded = load_model(model_path, device_index, validation);
+  const LoadedModel loaded = load_model(model_path, placement, validation);
   Model* const model = loaded.model.get();
   Context ctx(*model, ContextOptions{n_ctx, 1, n_ubatch});
   std::fprintf(stderr, "context: %u tokens\n", ctx.n_ctx());

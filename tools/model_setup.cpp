@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "tools/commands.h"
@@ -28,25 +30,91 @@ void upload_progress(uint64_t done, uint64_t total) {
 
 }  // namespace
 
-LoadedModel load_model(const std::string& path, std::optional<uint32_t> device_index, bool validation) {
+const char* const kPlacementHelp =
+    "  --device LIST           physical device indices from `chorus devices`, e.g. 0 or 0,1 or 0,0,1;\n"
+    "                          repeating an index opens that device again as another logical device\n"
+    "                          (default: every usable device)\n"
+    "  -sm, --split-mode M     none | layer | tensor (default: tensor with several devices)\n"
+    "  -ts, --tensor-split R   ratios, e.g. 3,1 (any positive numbers; default: each device's free memory)\n"
+    "  -mg, --main-gpu I       the device (position in --device) that holds everything with -sm none\n"
+    "  --force-staging         use the discrete-GPU memory path (staging copies) even on unified memory\n";
+
+bool parse_placement_flag(const std::vector<std::string>& args, size_t& i, Placement& p) {
+  const std::string& a = args[i];
+  if (a == "--device") {
+    p.devices = parse_index_list(a, take_value(args, i));
+  } else if (a == "-sm" || a == "--split-mode") {
+    try {
+      p.mode = split::parse_split_mode(take_value(args, i));
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+    p.mode_given = true;
+  } else if (a == "-ts" || a == "--tensor-split") {
+    const std::string v = take_value(args, i);
+    p.ratios.clear();
+    size_t start = 0;
+    while (start <= v.size()) {
+      const size_t comma = std::min(v.find(',', start), v.size());
+      const std::string item = v.substr(start, comma - start);
+      char* end = nullptr;
+      const double r = std::strtod(item.c_str(), &end);
+      if (item.empty() || end != item.c_str() + item.size() || !(r > 0) || !std::isfinite(r))
+        throw UsageError(a + " expects positive numbers separated by commas, got '" + v + "'");
+      p.ratios.push_back(r);
+      start = comma + 1;
+    }
+  } else if (a == "-mg" || a == "--main-gpu") {
+    const uint64_t v = parse_uint(a, take_value(args, i));
+    if (v > 1024) throw UsageError(a + " value is out of range");
+    p.main_device = static_cast<uint32_t>(v);
+  } else if (a == "--force-staging") {
+    p.force_staging = true;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+LoadedModel load_model(const std::string& path, const Placement& placement, bool validation) {
   LoadedModel m;
   m.instance = std::make_unique<vk::Instance>(vk::InstanceOptions{validation});
-  if (!device_index)
+  std::vector<uint32_t> indices = placement.devices;
+  if (indices.empty())
     for (const auto& d : m.instance->devices())
-      if (d.usable()) {
-        device_index = d.index;
-        break;
-      }
-  if (!device_index) throw std::runtime_error("no usable Vulkan device (see `chorus devices`)");
-  vk::DeviceOptions o;
-  o.physical_index = *device_index;
-  m.device = std::make_unique<vk::Device>(*m.instance, o);
-  std::fprintf(stderr, "model: %s\ndevice: %s\n", path.c_str(), m.device->label().c_str());
+      if (d.usable()) indices.push_back(d.index);
+  if (indices.empty()) throw std::runtime_error("no usable Vulkan device (see `chorus devices`)");
+  std::vector<vk::Device*> devices;
+  for (uint32_t index : indices) {
+    vk::DeviceOptions o;
+    o.physical_index = index;
+    o.force_staging = placement.force_staging;
+    m.devices.push_back(std::make_unique<vk::Device>(*m.instance, o));
+    devices.push_back(m.devices.back().get());
+    std::fprintf(stderr, "device: %s%s\n", devices.back()->label().c_str(),
+                 devices.back()->uses_staging() ? " (staging copies)" : "");
+  }
+  split::SplitRequest req;
+  req.mode = devices.size() == 1 ? split::SplitMode::none : placement.mode;
+  if (placement.mode_given) req.mode = placement.mode;
+  req.main_device = placement.main_device;
+  if (req.main_device >= devices.size())
+    throw UsageError("-mg " + std::to_string(req.main_device) + " is not one of the " + std::to_string(devices.size()) +
+                     " devices");
+  req.ratios = placement.ratios;
+  if (req.ratios.empty())  // each device's free memory
+    for (vk::Device* d : devices)
+      req.ratios.push_back(static_cast<double>(std::max<uint64_t>(1, d->allocator().budget() - d->allocator().reserved())));
+  if (req.ratios.size() != devices.size())
+    throw UsageError("-ts gives " + std::to_string(req.ratios.size()) + " ratios for " + std::to_string(devices.size()) +
+                     " devices");
+  std::fprintf(stderr, "model: %s\n", path.c_str());
   const auto t0 = std::chrono::steady_clock::now();
-  m.model = Model::load(path, *m.device, LoadProgress{upload_progress});
+  m.model = Model::load(path, devices, req, LoadProgress{upload_progress});
   const ModelConfig& c = m.model->config();
   std::fprintf(stderr, "loaded %s (%s, %u layers, n_embd %u, n_vocab %u) in %.0f ms\n", c.name.empty() ? "model" : c.name.c_str(),
                c.arch.c_str(), c.n_layer, c.n_embd, c.n_vocab, ms_since(t0));
+  if (devices.size() > 1) std::fprintf(stderr, "%s", split::describe(m.model->plan()).c_str());
   return m;
 }
 

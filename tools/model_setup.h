@@ -1,28 +1,44 @@
-// tools/model_setup.h — what the model commands (run, perplexity, bench) share: choosing the
-// device, loading with a progress bar, and the load summary on stderr.
+// tools/model_setup.h — what the model commands (run, perplexity, bench) share: the device
+// and split flags, opening the devices, loading with a progress bar, and the load summary.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
+#include <vector>
 
 #include "engine/model.h"
+#include "split/plan.h"
 #include "vkdevice/device.h"
 #include "vkdevice/instance.h"
 
 namespace chorus::tools {
 
+// Where a model goes: --device LIST, -sm MODE, -ts RATIOS, -mg MAIN.
+struct Placement {
+  std::vector<uint32_t> devices;  // physical indices, repeats allowed; empty: every usable device
+  bool mode_given = false;
+  split::SplitMode mode = split::SplitMode::tensor;
+  std::vector<double> ratios;     // empty: from each device's free memory
+  uint32_t main_device = 0;       // position in `devices`
+  bool force_staging = false;     // --force-staging: the discrete-GPU memory path
+};
+
+// Consumes args[i] (and its value) if it is a placement flag; returns whether it was.
+bool parse_placement_flag(const std::vector<std::string>& args, size_t& i, Placement& p);
+// The --help lines of the placement flags.
+extern const char* const kPlacementHelp;
+
 struct LoadedModel {
   std::unique_ptr<vk::Instance> instance;
-  std::unique_ptr<vk::Device> device;
+  std::vector<std::unique_ptr<vk::Device>> devices;  // logical devices, in --device order
   std::unique_ptr<Model> model;
 };
 
-// Opens the device (the first usable one when device_index is empty), loads the model with a
-// progress bar on stderr and prints what was loaded and how long it took.
-LoadedModel load_model(const std::string& path, std::optional<uint32_t> device_index, bool validation);
+// Opens the logical devices, plans the split (printing it when there are several devices),
+// loads the model with a progress bar on stderr and prints what was loaded.
+LoadedModel load_model(const std::string& path, const Placement& placement, bool validation);
 
 // "<device>: weights 93.81 MiB, KV cache 45.00 MiB, scratch 12.34 MiB" per device, on stderr.
 void print_memory_use(const Context& ctx);

@@ -15,17 +15,23 @@
 //           adds sum_j p_j V[j] to its rescaled accumulator.
 // Shared arrays written in a block are double-buffered by block parity, so each block needs
 // three barriers (fallback) or two (subgroup).
+//
+// p0 comes from the push constants or, with P0_FROM_BUFFER, from binding 4 (a recorded
+// dispatch then serves every decode step: its size depends on the rows, never on p0). Last
+// positions are clamped to n_ctx - 1, so no p0 makes the kernel read past a head's cache.
 #include "common.glsl"
 #include "attention.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint R = 8u;   // rows per workgroup
 layout(constant_id = 2) const uint D = 64u;  // head_dim (even)
+layout(constant_id = 3) const uint P0_FROM_BUFFER = 0u;  // 1: p0 is the uint at p0_word[p.p0_off]
 
 layout(std430, set = 0, binding = 0) readonly buffer QBuf { float q[]; };
 layout(std430, set = 0, binding = 1) readonly buffer KBuf { uint kc[]; };
 layout(std430, set = 0, binding = 2) readonly buffer VBuf { uint vc[]; };
 layout(std430, set = 0, binding = 3) writeonly buffer OBuf { float o[]; };
+layout(std430, set = 0, binding = 4) readonly buffer P0Word { uint p0_word[]; };
 
 layout(push_constant) uniform Push { AttentionPush p; };
 
@@ -53,6 +59,7 @@ void main() {
   const uint hq0 = (p.head0 + g) * p.ratio;  // q head of rows with (row % ratio) == 0
   const uint kbase = p.k_off + g * p.n_ctx * DW;
   const uint vbase = p.v_off + g * p.n_ctx * DW;
+  const uint p0 = min(P0_FROM_BUFFER != 0u ? p0_word[p.p0_off] : p.p0, p.n_ctx);  // min: no wrap below
 
   for (uint e = t; e < R * DW; e += WG) {
     const uint r = e / DW;
@@ -66,7 +73,7 @@ void main() {
   }
   // Last position each row attends to (rows past nr never match a position).
   uint last[R];
-  [[unroll]] for (uint r = 0u; r < R; ++r) last[r] = p.p0 + (row0 + min(r, nr - 1u)) / p.ratio;
+  [[unroll]] for (uint r = 0u; r < R; ++r) last[r] = min(p0 + (row0 + min(r, nr - 1u)) / p.ratio, p.n_ctx - 1u);
   const uint tile_len = last[R - 1u] + 1u;  // positions any row of the tile reads
 
   float m_own = NEG_INF;  // running max / sum of row t, kept by its owner invocation t < nr
@@ -147,7 +154,7 @@ void main() {
       if (e < nr * DW) {
         const uint r = e / DW;
         const uint w = e % DW;
-        const uint row_last = p.p0 + (row0 + r) / p.ratio;
+        const uint row_last = min(p0 + (row0 + r) / p.ratio, p.n_ctx - 1u);  // last[r], r < nr
         const uint cnt = row_last < j0 ? 0u : min(WG, row_last + 1u - j0);
         vec2 sum = vec2(0.0);
         for (uint jj = 0u; jj < cnt; ++jj)

@@ -2,7 +2,10 @@
 // and attention (every variant) matches the double-precision reference that reads the same
 // f16-rounded cache, for decode and prefill, GQA ratios 1/2/3, head_dim 8/64/80/128, a
 // continued cache (p0 > 0), context lengths not a multiple of the 64-position block, up to
-// 4096 positions, and caches bound in windows of KV heads.
+// 4096 positions, and caches bound in windows of KV heads. With p0 read from a device buffer:
+// one recorded decode step (kv_store + attention) replayed for positions 0..40 and up to the
+// context's end, the same bits as the push-constant p0, and positions past the context
+// neither written nor read.
 //
 // Tolerance: NMSE <= 1e-9 against the reference (f32 accumulation and exp against double; the
 // cache is compared bit for bit). Positions past p0 + n_tokens hold NaN, so a kernel that
@@ -12,6 +15,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -61,10 +65,20 @@ struct Result {
   std::vector<float> got, want;
 };
 
+// A host-visible buffer holding `words` at byte `offset`, which the host may rewrite between
+// submits of a recorded command buffer.
+vk::Buffer host_words(vk::Device& dev, std::span<const uint32_t> words, uint64_t offset, const std::string& tag) {
+  vk::Buffer b = dev.create_buffer(offset + words.size_bytes(), vk::BufferKind::Host, tag);
+  if (b.mapped() == nullptr) throw vk::Error("test: host buffer '" + tag + "' is not mapped");
+  std::memcpy(b.mapped() + offset, words.data(), words.size_bytes());
+  return b;
+}
+
 // Fills the cache's positions < p0 from the host (a previous step), stores n_tokens new K/V
-// rows with kv_store, runs attention, and checks the stored rows bit for bit.
+// rows with kv_store, runs attention, and checks the stored rows bit for bit. device_p0: p0
+// goes to the kernels in a buffer (the host p0 passed alongside is deliberately invalid).
 Result run_case(ops::Kernels& k, const Case& c, const ops::AttentionOptions& opts = {},
-                const ops::KvStoreOptions& store_opts = {}) {
+                ops::KvStoreOptions store_opts = {}, bool device_p0 = false) {
   vk::Device& dev = k.device();
   const ref::KvShape s{c.n_kv_heads, c.n_ctx, c.head_dim};
   const uint32_t n_q_heads = c.n_kv_heads * c.ratio;
@@ -90,9 +104,17 @@ Result run_case(ops::Kernels& k, const Case& c, const ops::AttentionOptions& opt
   vk::Buffer qb = test::make_buffer(dev, q, "Q");
   vk::Buffer ob = dev.create_buffer(4ull * q.size(), vk::BufferKind::Device, "out");
   const ops::KvCache cache{c.n_kv_heads, c.n_ctx, c.head_dim, &kb, kCacheOffset, &vb, kCacheOffset};
-  const ops::AttentionShape shape{c.n_tokens, n_q_heads, c.p0, 1.0f / std::sqrt(float(c.head_dim))};
+  ops::AttentionShape shape{c.n_tokens, n_q_heads, c.p0, 1.0f / std::sqrt(float(c.head_dim))};
+  const uint32_t p0_word[] = {c.p0};
+  vk::Buffer p0b = host_words(dev, p0_word, 4, "p0");
+  uint32_t host_p0 = c.p0;
+  if (device_p0) {
+    host_p0 = shape.p0 = c.n_ctx;  // ignored
+    shape.p0_buffer = store_opts.p0_buffer = &p0b;
+    shape.p0_offset = store_opts.p0_offset = 4;
+  }
   test::run_on(dev, [&](vk::CommandBuffer& cb) {
-    ops::kv_store(k, cb, cache, knb, 0, vnb, 0, c.n_tokens, c.p0, store_opts);
+    ops::kv_store(k, cb, cache, knb, 0, vnb, 0, c.n_tokens, host_p0, store_opts);
     cb.barrier();  // attention reads the rows kv_store wrote
     ops::attention(k, cb, cache, shape, qb, 0, ob, 0, opts);
   });
@@ -231,6 +253,198 @@ TEST_P(AttentionVariant, TokenStridesSkipPaddingInQAndOut) {
   EXPECT_LE(test::nmse(want, got), kTolerance);
 }
 
+// One decode step of one layer recorded once with p0 read from a host-visible word: kv_store
+// of the new K/V row, a barrier, attention. Each step() rewrites p0, the new row and q from
+// the host and replays the same command buffer; the host mirror of the cache follows.
+// skip_to() fills positions the steps jumped over from the host (as a prefill would).
+class ReplayedDecode {
+ public:
+  static constexpr uint64_t kP0Offset = 8;  // not a multiple of the binding alignment
+
+  ReplayedDecode(ops::Kernels& k, uint32_t n_kv_heads, uint32_t ratio, uint32_t head_dim, uint32_t n_ctx,
+                 const ops::AttentionOptions& opts = {}, ops::KvStoreOptions store_opts = {})
+      : k_(k),
+        s_{n_kv_heads, n_ctx, head_dim},
+        n_q_(n_kv_heads * ratio),
+        row_(size_t(n_kv_heads) * head_dim),
+        k_cache_(size_t(n_kv_heads) * n_ctx * head_dim, kF16Nan),
+        v_cache_(k_cache_.size(), kF16Nan),
+        kb_(make_cache("K cache")),
+        vb_(make_cache("V cache")),
+        p0b_(host_words(dev(), std::vector<uint32_t>{0}, kP0Offset, "p0")),
+        knb_(dev().create_buffer(4 * row_, vk::BufferKind::Host, "K new")),
+        vnb_(dev().create_buffer(4 * row_, vk::BufferKind::Host, "V new")),
+        qb_(dev().create_buffer(4 * size_t(n_q_) * head_dim, vk::BufferKind::Host, "Q")),
+        ob_(dev().create_buffer(4 * size_t(n_q_) * head_dim, vk::BufferKind::Device, "out")),
+        cb_(dev()) {
+    const ops::KvCache cache{n_kv_heads, n_ctx, head_dim, &kb_, kCacheOffset, &vb_, kCacheOffset};
+    ops::AttentionShape shape{1, n_q_, 0, 1.0f / std::sqrt(float(head_dim))};
+    shape.p0_buffer = store_opts.p0_buffer = &p0b_;
+    shape.p0_offset = store_opts.p0_offset = kP0Offset;
+    scale_ = shape.scale;
+    cb_.begin();
+    ops::kv_store(k_, cb_, cache, knb_, 0, vnb_, 0, 1, 0, store_opts);
+    cb_.barrier();  // attention reads the row kv_store wrote
+    ops::attention(k_, cb_, cache, shape, qb_, 0, ob_, 0, opts);
+    cb_.end();
+  }
+
+  // Runs the recorded step at position p0 with rows drawn from seed; returns the output and
+  // the reference, and checks the cache bit for bit.
+  Result step(uint32_t p0, uint64_t seed) {
+    const std::vector<float> k_new = test::random_floats(row_, seed + 1, 2.0f);
+    const std::vector<float> v_new = test::random_floats(row_, seed + 2);
+    const std::vector<float> q = test::random_floats(size_t(n_q_) * s_.head_dim, seed + 3);
+    std::memcpy(p0b_.mapped() + kP0Offset, &p0, 4);
+    std::memcpy(knb_.mapped(), k_new.data(), 4 * k_new.size());
+    std::memcpy(vnb_.mapped(), v_new.data(), 4 * v_new.size());
+    std::memcpy(qb_.mapped(), q.data(), 4 * q.size());
+    dev().run(cb_);
+
+    ref::kv_store(k_new, 1, p0, s_, k_cache_);
+    ref::kv_store(v_new, 1, p0, s_, v_cache_);
+    EXPECT_EQ(dev().download<uint16_t>(kb_, k_cache_.size(), kCacheOffset), k_cache_) << "kv_store wrote different K bits";
+    EXPECT_EQ(dev().download<uint16_t>(vb_, v_cache_.size(), kCacheOffset), v_cache_) << "kv_store wrote different V bits";
+    std::vector<float> kf(k_cache_.size()), vf(v_cache_.size());
+    for (size_t i = 0; i < kf.size(); ++i) {
+      kf[i] = fp16_to_fp32(k_cache_[i]);
+      vf[i] = fp16_to_fp32(v_cache_[i]);
+    }
+    Result r;
+    r.want = ref::attention(q, kf, vf, s_, 1, n_q_, p0, scale_);
+    r.got = dev().download<float>(ob_, q.size());
+    return r;
+  }
+
+  // Stores random rows at positions [from, to) through the host mirror.
+  void skip_to(uint32_t from, uint32_t to, uint64_t seed) {
+    if (to <= from) return;
+    ref::kv_store(test::random_floats((to - from) * row_, seed + 1, 2.0f), to - from, from, s_, k_cache_);
+    ref::kv_store(test::random_floats((to - from) * row_, seed + 2), to - from, from, s_, v_cache_);
+    dev().upload(kb_, kCacheOffset, std::as_bytes(std::span<const uint16_t>(k_cache_)));
+    dev().upload(vb_, kCacheOffset, std::as_bytes(std::span<const uint16_t>(v_cache_)));
+  }
+
+  uint32_t dispatches() const { return cb_.dispatches(); }
+
+ private:
+  vk::Device& dev() const { return k_.device(); }
+  vk::Buffer make_cache(const std::string& tag) {
+    std::vector<uint8_t> bytes(kCacheOffset + k_cache_.size() * 2 + 4, 0);
+    std::memcpy(bytes.data() + kCacheOffset, k_cache_.data(), k_cache_.size() * 2);
+    return test::make_buffer(dev(), bytes, tag);
+  }
+
+  ops::Kernels& k_;
+  ref::KvShape s_;
+  uint32_t n_q_;
+  size_t row_;
+  float scale_ = 0;
+  std::vector<uint16_t> k_cache_;  // host mirror: [n_kv_heads][n_ctx][head_dim], NaN where never stored
+  std::vector<uint16_t> v_cache_;
+  vk::Buffer kb_, vb_;  // the device cache, at byte kCacheOffset
+  vk::Buffer p0b_;      // the p0 word at byte kP0Offset
+  vk::Buffer knb_, vnb_, qb_, ob_;
+  vk::CommandBuffer cb_;
+};
+
+// FNV-1a of the output bits, recorded so runs under different LP_NUM_THREADS can be compared.
+uint64_t fnv1a(std::span<const float> x, uint64_t h) {
+  const auto* b = reinterpret_cast<const unsigned char*>(x.data());
+  for (size_t i = 0; i < x.size_bytes(); ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+TEST_P(AttentionVariant, OneRecordedDecodeStepWithADeviceP0ReplaysForPositions0To40AndTheContextsEnd) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  ReplayedDecode d(k, 3, 3, 64, 100);  // GQA 9 q heads over 3 KV heads
+  const uint32_t recorded = d.dispatches();
+  uint64_t hash = 14695981039346656037ull;
+  std::vector<uint32_t> positions;
+  for (uint32_t p0 = 0; p0 <= 40; ++p0) positions.push_back(p0);
+  for (uint32_t p0 : {63u, 64u, 65u, 99u}) positions.push_back(p0);  // block edges and the last position
+  uint32_t next = 0;
+  for (uint32_t p0 : positions) {
+    SCOPED_TRACE("p0=" + std::to_string(p0));
+    d.skip_to(next, p0, 500 + p0);
+    next = p0 + 1;
+    const Result r = d.step(p0, 1000 + p0);
+    expect_close(r);
+    hash = fnv1a(r.got, hash);
+  }
+  EXPECT_EQ(d.dispatches(), recorded) << "replaying must not record anything";
+  RecordProperty("out_fnv1a", std::to_string(hash));
+}
+
+TEST_P(AttentionVariant, AReplayedDecodeStepBoundInWindowsOfKvHeadsGivesTheSameBits) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  const uint32_t n_ctx = 96;
+  ops::AttentionOptions o;
+  o.max_window = 2 * n_ctx * 64 * 2 + 64;  // two KV heads per binding: windows of 2, 2, 1 heads
+  ops::KvStoreOptions so;
+  so.max_window = n_ctx * 64 * 2 + 64;     // one KV head per binding
+  ReplayedDecode whole(k, 5, 2, 64, n_ctx);
+  ReplayedDecode windowed(k, 5, 2, 64, n_ctx, o, so);
+  for (uint32_t p0 = 0; p0 < n_ctx; p0 += 19) {  // 0, 19, .., 95: each step reads every earlier one
+    SCOPED_TRACE("p0=" + std::to_string(p0));
+    const uint32_t from = p0 == 0 ? 0 : p0 - 18;
+    whole.skip_to(from, p0, 1500 + p0);
+    windowed.skip_to(from, p0, 1500 + p0);
+    const Result a = whole.step(p0, 2000 + p0);
+    const Result b = windowed.step(p0, 2000 + p0);
+    expect_close(a);
+    EXPECT_EQ(b.got, a.got);
+  }
+}
+
+TEST_P(AttentionVariant, ADeviceP0GivesTheSameBitsAsThePushConstantP0) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  for (const Case& c : {Case{3, 3, 64, 100, 1, 70, 41}, Case{2, 2, 64, 200, 23, 45, 42}, Case{1, 3, 80, 90, 90, 0, 43}}) {
+    SCOPED_TRACE(c.text());
+    const Result pushed = run_case(k, c);
+    const Result fetched = run_case(k, c, {}, {}, true);
+    expect_close(fetched);
+    EXPECT_EQ(fetched.got, pushed.got);
+  }
+}
+
+TEST_P(AttentionVariant, ADeviceP0PastTheContextReadsNoFurtherThanTheCache) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  vk::Device& dev = test::device();
+  const uint32_t n_kv = 2, ratio = 2, D = 64, n_ctx = 70;
+  const ref::KvShape s{n_kv, n_ctx, D};
+  const std::vector<float> kf = test::random_floats(size_t(n_kv) * n_ctx * D, 51), vf = test::random_floats(kf.size(), 52);
+  std::vector<uint16_t> kbits(kf.size()), vbits(vf.size());
+  ref::kv_store(kf, n_ctx, 0, {n_kv, n_ctx, D}, kbits);  // fills the whole cache (src is [n_ctx][n_kv][D])
+  ref::kv_store(vf, n_ctx, 0, {n_kv, n_ctx, D}, vbits);
+  // The cache tensors sit between NaN guards: a read past either end would poison the output.
+  std::vector<uint16_t> kpad(kbits.size() + 2 * 64, kF16Nan), vpad = kpad;
+  std::copy(kbits.begin(), kbits.end(), kpad.begin() + 64);
+  std::copy(vbits.begin(), vbits.end(), vpad.begin() + 64);
+  vk::Buffer kb = test::make_buffer(dev, kpad, "K cache");
+  vk::Buffer vb = test::make_buffer(dev, vpad, "V cache");
+  const std::vector<float> q = test::random_floats(size_t(n_kv) * ratio * D, 53);
+  vk::Buffer qb = test::make_buffer(dev, q, "Q");
+  vk::Buffer ob = dev.create_buffer(4 * q.size(), vk::BufferKind::Device, "out");
+  const ops::KvCache cache{n_kv, n_ctx, D, &kb, 128, &vb, 128};
+  std::vector<float> kr(kbits.size()), vr(vbits.size());
+  for (size_t i = 0; i < kr.size(); ++i) {
+    kr[i] = fp16_to_fp32(kbits[i]);
+    vr[i] = fp16_to_fp32(vbits[i]);
+  }
+  const std::vector<float> want = ref::attention(q, kr, vr, s, 1, n_kv * ratio, n_ctx - 1, 0.125f);
+  for (uint32_t p0 : {n_ctx, n_ctx + 1000, 0xFFFFFFFFu}) {
+    SCOPED_TRACE("p0=" + std::to_string(p0));
+    const uint32_t word[] = {p0};
+    vk::Buffer p0b = host_words(dev, word, 0, "p0");
+    ops::AttentionShape shape{1, n_kv * ratio, 0, 0.125f};
+    shape.p0_buffer = &p0b;
+    test::run_on(dev, [&](vk::CommandBuffer& cb) { ops::attention(k, cb, cache, shape, qb, 0, ob, 0); });
+    const std::vector<float> got = dev.download<float>(ob, q.size());
+    EXPECT_LE(test::nmse(want, got), kTolerance) << "the clamped query must attend to the whole cache";
+  }
+}
+
 TEST_P(KvStoreVariant, StoresHalfRowsAtTheirPositionsAndLeavesTheRestAlone) {
   ops::Kernels k(test::device(), GetParam()->requires_caps);
   ASSERT_EQ(k.variant("kv_store").name, GetParam()->name);
@@ -269,6 +483,64 @@ TEST_P(KvStoreVariant, RejectsPositionsPastTheContext) {
   vk::CommandBuffer cb(dev);
   cb.begin();
   EXPECT_THROW(ops::kv_store(k, cb, cache, src, 0, src, 0, 4, 5), vk::Error);
+  cb.end();
+}
+
+TEST_P(KvStoreVariant, DropsRowsWhoseDevicePositionReachesTheContext) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  vk::Device& dev = test::device();
+  const uint32_t n_kv = 2, D = 8, n_ctx = 12, n_tokens = 5;
+  const ref::KvShape s{n_kv, n_ctx, D};
+  const std::vector<float> src = test::random_floats(size_t(n_tokens) * n_kv * D, 61);
+  const ops::KvCache cache{n_kv, n_ctx, D, nullptr, 0, nullptr, 0};
+  for (uint32_t p0 : {n_ctx - 2, n_ctx, 0xFFFFFFFFu}) {
+    SCOPED_TRACE("p0=" + std::to_string(p0));
+    // Guard words after the cache catch writes past its end.
+    std::vector<uint16_t> want(size_t(n_kv) * n_ctx * D + 64, 0xABCD);
+    vk::Buffer kb = test::make_buffer(dev, want, "K cache");
+    vk::Buffer vb = test::make_buffer(dev, want, "V cache");
+    vk::Buffer srcb = test::make_buffer(dev, src, "src");
+    const uint32_t word[] = {p0};
+    vk::Buffer p0b = host_words(dev, word, 12, "p0");
+    ops::KvStoreOptions o;
+    o.p0_buffer = &p0b;
+    o.p0_offset = 12;
+    ops::KvCache c = cache;
+    c.k = &kb;
+    c.v = &vb;
+    test::run_on(dev, [&](vk::CommandBuffer& cb) { ops::kv_store(k, cb, c, srcb, 0, srcb, 0, n_tokens, 0, o); });
+    if (p0 < n_ctx) {
+      const uint32_t kept = n_ctx - p0;  // rows that fit
+      ref::kv_store(std::span<const float>(src).first(size_t(kept) * n_kv * D), kept, p0, s, want);
+    }
+    EXPECT_EQ(dev.download<uint16_t>(kb, want.size()), want);
+    EXPECT_EQ(dev.download<uint16_t>(vb, want.size()), want);
+  }
+}
+
+TEST_P(KvStoreVariant, RejectsAMisplacedP0Word) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  vk::Device& dev = test::device();
+  vk::Buffer kb = dev.create_buffer(2 * 8 * 8, vk::BufferKind::Device, "K cache");
+  vk::Buffer src = dev.create_buffer(4 * 8 * 4, vk::BufferKind::Device, "src");
+  vk::Buffer p0b = dev.create_buffer(16, vk::BufferKind::Host, "p0");
+  const ops::KvCache cache{1, 8, 8, &kb, 0, &kb, 0};
+  vk::CommandBuffer cb(dev);
+  cb.begin();
+  for (uint64_t offset : {2ull, 16ull}) {  // misaligned; past the end
+    SCOPED_TRACE("p0_offset=" + std::to_string(offset));
+    ops::KvStoreOptions o;
+    o.p0_buffer = &p0b;
+    o.p0_offset = offset;
+    EXPECT_THROW(ops::kv_store(k, cb, cache, src, 0, src, 0, 1, 0, o), vk::Error);
+    ops::AttentionShape shape{1, 1, 0, 1.0f};
+    shape.p0_buffer = &p0b;
+    shape.p0_offset = offset;
+    EXPECT_THROW(ops::attention(k, cb, cache, shape, src, 0, src, 0), vk::Error);
+  }
+  ops::KvStoreOptions o;
+  o.p0_buffer = &p0b;
+  EXPECT_THROW(ops::kv_store(k, cb, cache, src, 0, src, 0, 9, 0, o), vk::Error) << "more tokens than the context";
   cb.end();
 }
 

@@ -46,6 +46,28 @@ void check_cache(const KvCache& c, const std::string& what) {
     throw vk::Error(what + ": the cache overruns its buffers ('" + c.k->tag() + "', '" + c.v->tag() + "')");
 }
 
+// Where a dispatch finds p0 on the device: the checked binding of the p0 word, or `unused`
+// (bound again at binding 4 and never read) when p0 is a host value.
+struct P0Binding {
+  vk::BufferWindow window;
+  uint32_t offset_words = 0;
+  uint32_t from_buffer = 0;  // specialisation constant P0_FROM_BUFFER
+};
+
+P0Binding p0_binding(const vk::Buffer* buffer, uint64_t offset, const vk::BufferWindow& unused,
+                     const std::string& what) {
+  if (buffer == nullptr) return {unused, 0, 0};
+  if (offset % 4 != 0 || offset + 4 > buffer->size())
+    throw vk::Error(what + ": the p0 word at byte " + std::to_string(offset) + " of '" + buffer->tag() +
+                    "' must be 4-aligned and inside the buffer");
+  const vk::BufferWindow w = buffer->window(offset, 4);
+  return {w, skip_elems(w, 4), 1};
+}
+
+std::string p0_text(uint32_t p0, const vk::Buffer* buffer) {
+  return buffer != nullptr ? "p0 from '" + buffer->tag() + "'" : std::to_string(p0);
+}
+
 // Rows per attention workgroup: the decode group (ratio rows) in one tile when it fits,
 // otherwise 8 (prefill), as a power of two so few pipelines exist.
 uint32_t pick_rows(uint32_t n_rows, uint32_t head_dim) {
@@ -61,9 +83,10 @@ void kv_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const vk:
               uint64_t k_src_offset, const vk::Buffer& v_src, uint64_t v_src_offset, uint32_t n_tokens, uint32_t p0,
               const KvStoreOptions& options) {
   const std::string what = "kv_store(" + cache_text(cache) + ", " + std::to_string(n_tokens) + " tokens at " +
-                           std::to_string(p0) + ")";
+                           p0_text(p0, options.p0_buffer) + ")";
   check_cache(cache, what);
-  if (uint64_t(p0) + n_tokens > cache.n_ctx) throw vk::Error(what + ": positions run past the context");
+  const uint32_t host_p0 = options.p0_buffer != nullptr ? 0 : p0;  // a device p0 is clamped by the kernel
+  if (uint64_t(host_p0) + n_tokens > cache.n_ctx) throw vk::Error(what + ": positions run past the context");
   const uint32_t row = cache.n_kv_heads * cache.head_dim;
   const uint32_t stride = options.src_stride != 0 ? options.src_stride : row;
   if (stride < row) throw vk::Error(what + ": the source stride is shorter than a token's row");
@@ -76,17 +99,20 @@ void kv_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const vk:
 
   const vk::BufferWindow kw = k_src.window(k_src_offset, src_bytes);
   const vk::BufferWindow vw = v_src.window(v_src_offset, src_bytes);
+  const P0Binding pw = p0_binding(options.p0_buffer, options.p0_offset, kw, what);
   const uint32_t per = heads_per_window(cache, options.max_window, what);
   for (uint32_t h0 = 0; h0 < cache.n_kv_heads; h0 += per) {
     const uint32_t nh = std::min(per, cache.n_kv_heads - h0);
     const uint64_t head_off = uint64_t(h0) * cache.head_bytes();
     const vk::BufferWindow kc = cache.k->window(cache.k_offset + head_off, nh * cache.head_bytes());
     const vk::BufferWindow vc = cache.v->window(cache.v_offset + head_off, nh * cache.head_bytes());
-    KvStorePush push{n_tokens,           nh, h0, cache.head_dim, cache.n_ctx, p0, stride, skip_elems(kw, 4),
-                     skip_elems(vw, 4), skip_elems(kc, 4), skip_elems(vc, 4)};
+    KvStorePush push{n_tokens,          nh,     h0,
+                     cache.head_dim,    cache.n_ctx, host_p0,
+                     stride,            skip_elems(kw, 4), skip_elems(vw, 4),
+                     skip_elems(kc, 4), skip_elems(vc, 4), pw.offset_words};
     const uint32_t gx = groups(uint64_t(n_tokens) * nh * (cache.head_dim / 2), kStoreWg);
     if (gx > kMaxGroups) throw vk::Error(what + ": too many tokens for one dispatch; store them in parts");
-    k.dispatch(cb, "kv_store", {kw, vw, kc, vc}, push, {kStoreWg}, gx, 2);
+    k.dispatch(cb, "kv_store", {kw, vw, kc, vc, pw.window}, push, {kStoreWg, pw.from_buffer}, gx, 2);
   }
 }
 
@@ -94,11 +120,12 @@ void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const At
                const vk::Buffer& q, uint64_t q_offset, const vk::Buffer& out, uint64_t out_offset,
                const AttentionOptions& options) {
   const std::string what = "attention(" + cache_text(cache) + ", " + std::to_string(shape.n_tokens) + " tokens x " +
-                           std::to_string(shape.n_q_heads) + " q heads at " + std::to_string(shape.p0) + ")";
+                           std::to_string(shape.n_q_heads) + " q heads at " + p0_text(shape.p0, shape.p0_buffer) + ")";
   check_cache(cache, what);
   if (shape.n_q_heads == 0 || shape.n_q_heads % cache.n_kv_heads != 0)
     throw vk::Error(what + ": the q heads must be a positive multiple of the KV heads");
-  if (uint64_t(shape.p0) + shape.n_tokens > cache.n_ctx) throw vk::Error(what + ": positions run past the context");
+  const uint32_t host_p0 = shape.p0_buffer != nullptr ? 0 : shape.p0;  // a device p0 is clamped by the kernel
+  if (uint64_t(host_p0) + shape.n_tokens > cache.n_ctx) throw vk::Error(what + ": positions run past the context");
   if (q_offset % 4 != 0 || out_offset % 4 != 0) throw vk::Error(what + ": q and out must start at a multiple of 4 bytes");
   const uint32_t D = cache.head_dim;
   const uint32_t row = shape.n_q_heads * D;
@@ -120,15 +147,19 @@ void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const At
 
   const vk::BufferWindow qw = q.window(q_offset, q_bytes);
   const vk::BufferWindow ow = out.window(out_offset, o_bytes);
+  const P0Binding pw = p0_binding(shape.p0_buffer, shape.p0_offset, qw, what);
   const uint32_t per = heads_per_window(cache, options.max_window, what);
   for (uint32_t h0 = 0; h0 < cache.n_kv_heads; h0 += per) {
     const uint32_t nh = std::min(per, cache.n_kv_heads - h0);
     const uint64_t head_off = uint64_t(h0) * cache.head_bytes();
     const vk::BufferWindow kc = cache.k->window(cache.k_offset + head_off, nh * cache.head_bytes());
     const vk::BufferWindow vc = cache.v->window(cache.v_offset + head_off, nh * cache.head_bytes());
-    AttentionPush push{shape.n_tokens, ratio,    h0,       cache.n_ctx,       shape.p0,          shape.scale,
-                       q_stride,       o_stride, skip_elems(qw, 4), skip_elems(ow, 4), skip_elems(kc, 4), skip_elems(vc, 4)};
-    k.dispatch(cb, "attention", {qw, kc, vc, ow}, push, {kAttnWg, rows, D}, gx, nh);
+    AttentionPush push{shape.n_tokens,    ratio,       h0,
+                       cache.n_ctx,       host_p0,     shape.scale,
+                       q_stride,          o_stride,    skip_elems(qw, 4),
+                       skip_elems(ow, 4), skip_elems(kc, 4), skip_elems(vc, 4),
+                       pw.offset_words};
+    k.dispatch(cb, "attention", {qw, kc, vc, ow, pw.window}, push, {kAttnWg, rows, D, pw.from_buffer}, gx, nh);
   }
 }
 

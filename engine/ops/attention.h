@@ -13,6 +13,15 @@
 // n_kv_heads = h1 - h0 (a contiguous slice of the full layout); its q heads are
 // [h0 * ratio, h1 * ratio) and are passed to attention as that device's whole Q.
 // head_dim must be even; cache offsets must be multiples of 4 bytes.
+//
+// Query position p0 on the device: kv_store and attention take p0 either as a host value
+// (recorded into the push constants; prefill) or as a uint32 the kernels read from a buffer
+// when they run (KvStoreOptions / AttentionShape p0_buffer). In that mode nothing recorded
+// depends on p0 — dispatch sizes, bindings (every window covers whole KV heads of n_ctx
+// positions), pipelines — so one command buffer replays for every decode step after the
+// buffer is rewritten. ops::rope's positions buffer can serve: the p0 of a decode token is
+// its position, at the same offset. The kernels clamp a device p0: positions at or past n_ctx
+// are neither written nor read.
 #pragma once
 
 #include <cstdint>
@@ -33,9 +42,10 @@ struct KvStorePush {
   uint32_t p0;
   uint32_t src_stride;  // floats between tokens in the K and V sources
   uint32_t k_src_off, v_src_off;  // floats
-  uint32_t k_off, v_off;          // words (two halves) to head `head0` in the cache bindings
+  uint32_t k_off, v_off;          // words to head `head0` in the cache bindings (two halves each)
+  uint32_t p0_off;                // words to the p0 value in its binding (p0 from a buffer)
 };
-static_assert(sizeof(KvStorePush) == 44, "KvStorePush must match shaders/attention.glsl");
+static_assert(sizeof(KvStorePush) == 48, "KvStorePush must match shaders/attention.glsl");
 
 // Mirrors `AttentionPush` in shaders/attention.glsl.
 struct AttentionPush {
@@ -49,8 +59,9 @@ struct AttentionPush {
   uint32_t o_stride;    // floats between tokens in out
   uint32_t q_off, o_off;  // floats
   uint32_t k_off, v_off;  // words to head `head0` in the cache bindings
+  uint32_t p0_off;        // words to the p0 value in its binding (p0 from a buffer)
 };
-static_assert(sizeof(AttentionPush) == 48, "AttentionPush must match shaders/attention.glsl");
+static_assert(sizeof(AttentionPush) == 52, "AttentionPush must match shaders/attention.glsl");
 
 // One layer's cache on one device: shape, and where its K and V tensors live.
 struct KvCache {
@@ -69,13 +80,19 @@ struct KvCache {
 struct KvStoreOptions {
   uint32_t src_stride = 0;  // floats between tokens in the K and V sources; 0: n_kv_heads * head_dim
   uint64_t max_window = 0;  // largest cache binding in bytes; 0: the device's maxStorageBufferRange
+  // When set, the first position is the uint32 at byte p0_offset (a multiple of 4) of
+  // *p0_buffer, read when the dispatch runs, and kv_store's p0 argument is ignored.
+  const vk::Buffer* p0_buffer = nullptr;
+  uint64_t p0_offset = 0;
 };
 
 // Records cache[h][p0 + i][d] = f16(src[i][h][d]) for i < n_tokens, for K and V, the sources
 // being f32 [n_tokens][n_kv_heads][head_dim] at byte k_src_offset of k_src and v_src_offset
 // of v_src (multiples of 4). Rounds to nearest (the driver's packHalf2x16). Needs
-// p0 + n_tokens <= n_ctx. Records no barrier: the caller orders it against the producer of
-// K/V and against attention. Throws vk::Error for bad shapes or offsets.
+// p0 + n_tokens <= n_ctx (checked here for a host p0; with options.p0_buffer, n_tokens <=
+// n_ctx is checked and rows whose position would reach n_ctx are dropped on the device).
+// Records no barrier: the caller orders it against the producer of K/V (and of the p0 word)
+// and against attention. Throws vk::Error for bad shapes or offsets.
 void kv_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const vk::Buffer& k_src,
               uint64_t k_src_offset, const vk::Buffer& v_src, uint64_t v_src_offset, uint32_t n_tokens, uint32_t p0,
               const KvStoreOptions& options = {});
@@ -85,6 +102,10 @@ struct AttentionShape {
   uint32_t n_q_heads = 0;  // a multiple of the cache's n_kv_heads; q head h uses kv head h / ratio
   uint32_t p0 = 0;         // query 0's position; the cache holds positions 0 .. p0 + n_tokens - 1
   float scale = 0;         // score scale, usually 1 / sqrt(head_dim)
+  // When set, p0 is the uint32 at byte p0_offset (a multiple of 4) of *p0_buffer, read when
+  // the dispatch runs, and the field p0 is ignored.
+  const vk::Buffer* p0_buffer = nullptr;
+  uint64_t p0_offset = 0;
 };
 
 struct AttentionOptions {
@@ -99,7 +120,8 @@ struct AttentionOptions {
 // (multiples of 4). The cache must already hold positions 0 .. p0 + n_tokens - 1 (kv_store
 // before, with a barrier). f32 accumulation, online softmax; one dispatch (per window of KV
 // heads when a cache tensor exceeds the binding limit). head_dim: even, at most 256.
-// Records no barrier. Throws vk::Error for bad shapes or offsets.
+// With shape.p0_buffer, p0 + n_tokens <= n_ctx is the caller's promise (n_tokens <= n_ctx is
+// checked; the kernel clamps each query's last position to n_ctx - 1). Records no barrier. Throws vk::Error for bad shapes or offsets.
 void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const AttentionShape& shape,
                const vk::Buffer& q, uint64_t q_offset, const vk::Buffer& out, uint64_t out_offset,
                const AttentionOptions& options = {});

@@ -22,17 +22,17 @@
 //
 // Layout, push constants and bindings: matmul.glsl. Specialisation constants: 0 workgroup size
 // (a multiple of 8), 3 TM (rows of X per invocation), 4 TN (rows of W per invocation); BM and
-// BN are unused. The host (engine/ops/matmul.cpp) covers BN = wg * TN rows of W and TM rows of
-// X per workgroup.
+// BN are unused. The host (engine/ops/matmul.cpp) dispatches (ceil(M / TM), ceil(N / (wg * TN)))
+// workgroups.
 #include "common.glsl"
 #include "matmul.glsl"
 
 // --- W steps in registers -------------------------------------------------------------------
 // The K loop walks steps of MMC_BK elements. For each step and row an invocation loads the words
 // the step needs into registers (struct MmcRegs, one per format) with mmc_load, then dequantises
-// MMC_GROUPS groups of 8 elements with mmc_group: group g covers step elements
-// mmc_group_elem(g) + 0..3 (lo) and + MMC_HI + 0..3 (hi). Fields at an even byte offset p of a
-// region loaded from byte bb & ~3 (o2: bb % 4 == 2) are read with MMC_U32 / MMC_U16; p is a
+// MMC_GROUPS groups of 8 elements with mmc_group: group g of step s covers elements
+// mmc_group_elem(s, g) + 0..3 (lo) and + MMC_HI + 0..3 (hi) of the row. Fields at an even byte
+// offset p of a region loaded from byte bb & ~3 (o2: bb % 4 == 2) are read with MMC_U32 / MMC_U16; p is a
 // compile-time constant after unrolling, so the selects fold to one side per alignment.
 #define MMC_FUNNEL(a, i) ((a[i] >> 16) | (a[(i) + 1u] << 16))
 #define MMC_U32(a, o2, p)                                                              \
@@ -61,7 +61,7 @@ MmcRegs mmc_load(uint rb, uint s) {
   [[unroll]] for (uint i = 0; i < 8u; ++i) r.w[i] = mm_w[(rb >> 2) + 8u * s + i];
   return r;
 }
-uint mmc_group_elem(uint g) { return 0u; }
+uint mmc_group_elem(uint s, uint g) { return MMC_BK * s; }
 void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
   lo = uintBitsToFloat(uvec4(r.w[0], r.w[1], r.w[2], r.w[3]));
   hi = uintBitsToFloat(uvec4(r.w[4], r.w[5], r.w[6], r.w[7]));
@@ -78,7 +78,7 @@ MmcRegs mmc_load(uint rb, uint s) {
   [[unroll]] for (uint i = 0; i < 5u; ++i) r.w[i] = mmc_word(bb, i, 16u);
   return r;
 }
-uint mmc_group_elem(uint g) { return 0u; }
+uint mmc_group_elem(uint s, uint g) { return MMC_BK * s; }
 vec2 mmc_pair(uint u) {
 #if defined(FMT_F16)
   return unpackHalf2x16(u);
@@ -105,7 +105,7 @@ MmcRegs mmc_load(uint rb, uint s) {
 }
 #if defined(FMT_Q8_0)
 #define MMC_HI 4u
-uint mmc_group_elem(uint g) { return 8u * g; }
+uint mmc_group_elem(uint s, uint g) { return MMC_BK * s + 8u * g; }
 void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
   const float d = unpackHalf2x16(MMC_U16(r.w, r.o2, 0u)).x;
   lo = d * q_bytes_i(MMC_U32(r.w, r.o2, 2u + 8u * g));
@@ -113,7 +113,7 @@ void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
 }
 #else
 #define MMC_HI 16u
-uint mmc_group_elem(uint g) { return 4u * g; }
+uint mmc_group_elem(uint s, uint g) { return MMC_BK * s + 4u * g; }
 void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
   const float d = unpackHalf2x16(MMC_U16(r.w, r.o2, 0u)).x;
 #if defined(FMT_Q4_0)
@@ -160,42 +160,45 @@ MmcRegs mmc_load(uint rb, uint s) {
   r.sm1 = mmc_scale_min(h, 2u * c + 1u);
   return r;
 }
-uint mmc_group_elem(uint g) { return 4u * g; }
+uint mmc_group_elem(uint s, uint g) { return MMC_BK * s + 4u * g; }
 void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
   const uint v = r.q[g];
   lo = r.sm0.x * q_bytes_u(v & 0x0F0F0F0Fu) - r.sm0.y;
   hi = r.sm1.x * q_bytes_u((v >> 4) & 0x0F0F0F0Fu) - r.sm1.y;
 }
 #elif defined(FMT_Q6_K)
-// Steps of 128 elements (half h = s % 2 of super-block s / 2): ql bytes 64h.., qh bytes
-// 128 + 32h.., scales 192 + 8h.., d. Group i < 16: elements 4i.. (low nibbles of ql word i) and
-// 64 + 4i.. (high nibbles); high bits from qh word i % 8, scales 8h + i / 4 and 8h + 4 + i / 4.
-#define MMC_BK 128u
-#define MMC_GROUPS 16u
+// Steps of 64 elements: part p = s % 2 of half h = (s / 2) % 2 of super-block s / 4. Group i < 8
+// covers elements 128h + 32p + 4i .. (low nibbles of ql word at byte 64h + 32p + 4i) and
+// 128h + 64 + 32p + 4i .. (high nibbles); the high bits are bits 2p.. and 2p + 4.. of qh word
+// 32h + 4i; the scales are bytes 8h + 2p + i / 4 and 8h + 4 + 2p + i / 4.
+#define MMC_BK 64u
+#define MMC_GROUPS 8u
 #define MMC_HI 64u
-struct MmcRegs { uint ql[17]; uint qh[9]; uint sc[3]; float d; bool o2; };
+struct MmcRegs { uint ql[9]; uint qh[9]; uint sc[3]; float d; uint p; bool o2; };
 MmcRegs mmc_load(uint rb, uint s) {
   MmcRegs r;
-  const uint bb = rb + 210u * (s >> 1), h = s & 1u;
+  const uint bb = rb + 210u * (s >> 2), h = (s >> 1) & 1u;
+  r.p = s & 1u;
   r.o2 = (bb & 2u) != 0u;
-  [[unroll]] for (uint i = 0; i < 17u; ++i) r.ql[i] = mm_w[((bb + 64u * h) >> 2) + i];
+  [[unroll]] for (uint i = 0; i < 9u; ++i) r.ql[i] = mm_w[((bb + 64u * h + 32u * r.p) >> 2) + i];
   [[unroll]] for (uint i = 0; i < 9u; ++i) r.qh[i] = mm_w[((bb + 128u + 32u * h) >> 2) + i];
   [[unroll]] for (uint i = 0; i < 3u; ++i) r.sc[i] = mm_w[((bb + 192u + 8u * h) >> 2) + i];
   const uint dw = mm_w[(bb + 208u) >> 2];
   r.d = unpackHalf2x16(r.o2 ? dw >> 16 : dw).x;
   return r;
 }
-uint mmc_group_elem(uint g) { return 4u * g; }
+uint mmc_group_elem(uint s, uint g) { return 256u * (s >> 2) + 128u * ((s >> 1) & 1u) + 32u * (s & 1u) + 4u * g; }
 void mmc_group(MmcRegs r, uint i, out vec4 lo, out vec4 hi) {
   const uint v = MMC_U32(r.ql, r.o2, 4u * i);
-  const uint w = MMC_U32(r.qh, r.o2, 4u * (i & 7u));
-  const uint sh = 2u * (i >> 3);
-  const uint ql = (v & 0x0F0F0F0Fu) | (((w >> sh) & 0x03030303u) << 4);
-  const uint qh = ((v >> 4) & 0x0F0F0F0Fu) | (((w >> (sh + 4u)) & 0x03030303u) << 4);
-  const uint s0 = MMC_U32(r.sc, r.o2, 0u), s1 = MMC_U32(r.sc, r.o2, 4u);
-  const uint b0 = (s0 >> (8u * (i >> 2))), b1 = (s1 >> (8u * (i >> 2)));
-  lo = r.d * mmc_i8(b0 & 0xFFu) * (q_bytes_u(ql) - 32.0);
-  hi = r.d * mmc_i8(b1 & 0xFFu) * (q_bytes_u(qh) - 32.0);
+  const uint w = MMC_U32(r.qh, r.o2, 4u * i) >> (2u * r.p);
+  const uint ql = (v & 0x0F0F0F0Fu) | ((w & 0x03030303u) << 4);
+  const uint qh = ((v >> 4) & 0x0F0F0F0Fu) | (((w >> 4) & 0x03030303u) << 4);
+  // scale bytes 0..3 and 4..7 of this half; this part's are 2p + i / 4 of each
+  const uint sh = 8u * (2u * r.p + (i >> 2));
+  const float d0 = r.d * mmc_i8((MMC_U32(r.sc, r.o2, 0u) >> sh) & 0xFFu);
+  const float d1 = r.d * mmc_i8((MMC_U32(r.sc, r.o2, 4u) >> sh) & 0xFFu);
+  lo = d0 * (q_bytes_u(ql) - 32.0);
+  hi = d1 * (q_bytes_u(qh) - 32.0);
 }
 #else
 // Q5_0, Q5_1, Q2_K, Q3_K, Q5_K: quant.glsl's dq_group straight from memory, one block per step.
@@ -205,7 +208,7 @@ void mmc_group(MmcRegs r, uint i, out vec4 lo, out vec4 hi) {
 #define MMC_HI uint(DQ_GROUP_HI)
 struct MmcRegs { uint bb; };
 MmcRegs mmc_load(uint rb, uint s) { return MmcRegs(rb + uint(BLOCK_BYTES) * s); }
-uint mmc_group_elem(uint g) { return dq_group_elem(g); }
+uint mmc_group_elem(uint s, uint g) { return MMC_BK * s + dq_group_elem(g); }
 void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) { dq_group(r.bb, g, lo, hi); }
 #endif
 #ifndef MMC_GENERIC
@@ -247,8 +250,9 @@ float mmc_dot8(vec4 a, vec4 b, vec4 c, vec4 d, float acc) {
 void main() {
   const uint wg = gl_WorkGroupSize.x;
   const uint lid = gl_LocalInvocationID.x;
-  const uint n0 = gl_WorkGroupID.x * wg * TN + lid;
-  const uint m0 = gl_WorkGroupID.y * TM;
+  // Workgroups walk M first (group.x), so consecutive ones reuse the same rows of W from cache.
+  const uint m0 = gl_WorkGroupID.x * TM;
+  const uint n0 = gl_WorkGroupID.y * wg * TN + lid;
 
   uint rb[TN];   // byte of row n0 + t * wg (clamped) in binding 0
   uint xr[TM];   // element of row m0 + j (clamped) in binding 1
@@ -261,7 +265,6 @@ void main() {
 
   const uint steps = pc.K / MMC_BK;
   for (uint s = 0; s < steps; ++s) {
-    const uint k0 = s * MMC_BK;
     MmcRegs r[TN];
     [[unroll]] for (uint t = 0; t < TN; ++t) r[t] = mmc_load(rb[t], s);
 #if MMC_GENERIC
@@ -270,7 +273,7 @@ void main() {
     [[unroll]]
 #endif
     for (uint g = 0; g < MMC_GROUPS; ++g) {
-      const uint e = k0 + mmc_group_elem(g);
+      const uint e = mmc_group_elem(s, g);
       vec4 xlo[TM], xhi[TM];
       [[unroll]] for (uint j = 0; j < TM; ++j) {
 #if CHORUS_SUBGROUP

@@ -31,9 +31,10 @@ std::string ms_text(uint64_t ns) { return std::to_string(ns / 1'000'000) + " ms"
 
 }  // namespace
 
-double CollectiveStats::latency_us(double q) const {
-  if (latency_ns.empty()) return 0.0;
-  std::vector<uint32_t> v = latency_ns;
+double CollectiveStats::latency_us(double q) const { return quantile_us(latency_ns, q); }
+
+double CollectiveStats::quantile_us(std::vector<uint32_t> v, double q) {
+  if (v.empty()) return 0.0;
   const size_t i = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5));
   std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(i), v.end());
   return v[i] / 1e3;
@@ -44,6 +45,9 @@ Collective::Collective(std::vector<vk::Device*> devices, const CollectiveOptions
   if (options_.max_points == 0 || options_.max_floats == 0)
     throw std::invalid_argument("a collective needs max_points and max_floats above 0");
   timeout_ns_ = options_.timeout_ns ? options_.timeout_ns : devices[0]->timeout_ns();
+  bool cpu_device = false;
+  for (const vk::Device* d : devices) cpu_device = cpu_device || d->info().type == "cpu";
+  spin_ns_ = options_.spin_ns ? *options_.spin_ns : cpu_device ? 0 : 20'000;
   uint64_t align = 256;  // a cache line at least, and every device's storage offset alignment
   for (const vk::Device* d : devices) align = std::max(align, d->info().min_storage_buffer_offset_alignment);
   slot_bytes_ = align_up(uint64_t(options_.max_floats) * 4, align);
@@ -249,18 +253,18 @@ void Collective::submit_serialised(std::span<const std::vector<Segment>> segment
                                VK_TIMEOUT);
       }
     }
-    // The proxy signals every device in order; the last one's signal ends the reduce.
-    Member& last = members_.back();
-    {
-      std::lock_guard lock(mutex_);
-      ++stats_.main_waits;
-    }
-    if (!last.reduced->wait_for(value, timeout_ns_)) {
-      check();
+    // Then the proxy's reduce (or token end): it reports each value once it has signalled
+    // every device. (Waiting on the host-signalled `reduced` timeline from this thread would do
+    // too, but validation layer 1.3.239 then times out now and again: a race in its tracking
+    // of a host signal on one thread against a host wait on another.)
+    std::unique_lock lock(mutex_);
+    ++stats_.main_waits;
+    if (!done_cv_.wait_for(lock, std::chrono::nanoseconds(timeout_ns_), [&] { return proxy_value_ >= value || error_; })) {
       throw vk::TimeoutError("serialised collective: the proxy did not finish point " + std::to_string(j) + " of token " +
                                  std::to_string(token) + " within " + ms_text(timeout_ns_),
                              VK_TIMEOUT);
     }
+    if (error_) std::rethrow_exception(error_);
   }
 }
 
@@ -327,9 +331,10 @@ void Collective::proxy_loop() {
 
 void Collective::run_token(const Work& w) {
   const uint32_t n_points = static_cast<uint32_t>(w.floats.size());
-  std::vector<uint32_t> latency, waited;
+  std::vector<uint32_t> latency, waited, summed;
   latency.reserve(n_points);
   waited.reserve(n_points);
+  summed.reserve(n_points);
   uint64_t blocks = 0;
   for (uint32_t k = 0; k <= n_points; ++k) {
     const uint64_t value = w.base + k + 1;
@@ -337,10 +342,19 @@ void Collective::run_token(const Work& w) {
     wait_all(value, w, k, blocks);  // every device's partial of point k (or its token end)
     const uint64_t t1 = now_ns();
     if (k < n_points) reduce(k, w.floats[k]);
+    const uint64_t t2 = now_ns();
     for (auto& m : members_) m.reduced->signal(value);  // the sum is written: devices go on
+    if (options_.serialise) {
+      {
+        std::lock_guard lock(mutex_);
+        proxy_value_ = value;
+      }
+      done_cv_.notify_all();
+    }
     if (k < n_points) {
       latency.push_back(clamp_u32(now_ns() - t1));
       waited.push_back(clamp_u32(t1 - t0));
+      summed.push_back(clamp_u32(t2 - t1));
     }
   }
   {
@@ -350,6 +364,7 @@ void Collective::run_token(const Work& w) {
     stats_.proxy_blocks += blocks;
     append_capped(stats_.latency_ns, latency);
     append_capped(stats_.wait_ns, waited);
+    append_capped(stats_.sum_ns, summed);
   }
   done_cv_.notify_all();
 }
@@ -378,7 +393,7 @@ bool Collective::wait_one(size_t d, uint64_t value, uint64_t deadline_ns, uint64
   // Poll: the counter usually arrives within microseconds, and a blocking wait's wake-up
   // costs more than that. A zero-timeout vkWaitSemaphores then makes the device's signal
   // (and the writes before it) happen-before the proxy's reads.
-  const uint64_t spin_end = now_ns() + options_.spin_ns;
+  const uint64_t spin_end = now_ns() + spin_ns_;
   for (;;) {
     if (vk::timeline_value(dev, *m.partials_ready) >= value) return vk::wait_timeline(dev, *m.partials_ready, value, 0);
     const uint64_t now = now_ns();

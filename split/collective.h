@@ -27,6 +27,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -59,8 +60,10 @@ struct CollectiveOptions {
   // timeout_ns(), i.e. CHORUS_TIMEOUT_MS or 60 s).
   uint64_t timeout_ns = 0;
   // The proxy polls the timelines' counters for this long before it blocks in
-  // vkWaitSemaphores (0: block at once). Polling saves the wake-up latency of a blocking wait.
-  uint64_t spin_ns = 2'000'000;
+  // vkWaitSemaphores (0: block at once). Polling saves a blocking wait's wake-up on a GPU;
+  // on a CPU device (lavapipe) the device's work runs on the cores a polling proxy burns, so
+  // unset means 0 when any device is a CPU device, else 20 us (docs/sync.md, "Waiting").
+  std::optional<uint64_t> spin_ns;
 };
 
 struct CollectiveStats {
@@ -76,9 +79,12 @@ struct CollectiveStats {
   // Per reduce point: nanoseconds the proxy spent waiting for the partials (device time plus
   // the polling/wake-up delay).
   std::vector<uint32_t> wait_ns;
+  // Per reduce point: nanoseconds of the sum alone (the rest of latency_ns is the signals).
+  std::vector<uint32_t> sum_ns;
 
   // The q-quantile (0..1) of latency_ns in microseconds (0 if there are none).
   double latency_us(double q) const;
+  static double quantile_us(std::vector<uint32_t> samples_ns, double q);
 };
 
 class Collective {
@@ -172,6 +178,7 @@ class Collective {
 
   CollectiveOptions options_;
   uint64_t timeout_ns_ = 0;
+  uint64_t spin_ns_ = 0;
   uint64_t slot_bytes_ = 0;
   std::unique_ptr<vk::SharedHostMemory> shared_;
   std::vector<Member> members_;
@@ -182,6 +189,7 @@ class Collective {
   std::deque<Work> queue_;
   uint64_t next_token_ = 0;
   uint64_t next_value_ = 0;             // timeline value of the last point submitted
+  uint64_t proxy_value_ = 0;            // serialise mode: the last value the proxy signalled
   uint64_t finished_tokens_ = 0;        // tokens 0..finished_tokens_-1 are done on every device
   bool stop_ = false;
   std::atomic<bool> failed_{false};     // read by the proxy between its waits, without the lock

@@ -218,6 +218,7 @@ void print_help() {
 }  // namespace
 
 int cmd_bench(const std::vector<std::string>& args) {
+  if (!args.empty() && args[0] == "collective") return bench_collective(args);
   if (args.empty() || args[0] != "kernels") return bench_model(args);  // `chorus bench -m MODEL`
   BenchOptions o;
   o.formats = weight_types();

@@ -27,7 +27,8 @@ std::span<const Command> all_commands();
 int cmd_devices(const std::vector<std::string>& args);
 int cmd_selftest(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
-int bench_model(const std::vector<std::string>& args);  // `chorus bench -m MODEL`
+int bench_model(const std::vector<std::string>& args);       // `chorus bench -m MODEL`
+int bench_collective(const std::vector<std::string>& args);  // `chorus bench collective`
 int cmd_inspect(const std::vector<std::string>& args);
 int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_run(const std::vector<std::string>& args);

@@ -45,6 +45,7 @@ uint32_t parse_capability_list(const std::string& list, const std::string& sourc
 
 Device::Device(const Instance& instance, const DeviceOptions& options) : options_(options) {
   const VkPhysicalDevice pd = instance.physical(options.physical_index);
+  physical_ = pd;
   info_ = instance.devices()[options.physical_index];
   label_ = "device " + std::to_string(info_.index) + " (" + info_.name + ")";
   if (!info_.usable()) throw Error(label_ + " cannot be used: " + info_.reject_reason);
@@ -72,6 +73,7 @@ Device::Device(const Instance& instance, const DeviceOptions& options) : options
 
   std::vector<const char*> exts = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
   if (info_.memory_budget_ext) exts.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+  if (info_.external_memory_host) exts.push_back(VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME);  // vkdevice/host_memory.h
   const bool api13 = VK_API_VERSION_MINOR(info_.api_version) >= 3;
   if (info_.int8_dot && !api13) exts.push_back(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
 
@@ -180,34 +182,52 @@ Buffer Device::create_buffer(uint64_t size, BufferKind kind, const std::string& 
 }
 
 void Device::submit(const CommandBuffer& cb, std::span<const TimelinePoint> waits, std::span<const TimelinePoint> signals) {
-  std::vector<VkSemaphore> wait_sems, signal_sems;
-  std::vector<uint64_t> wait_values, signal_values;
-  std::vector<VkPipelineStageFlags> wait_stages;
-  for (const auto& w : waits) {
-    wait_sems.push_back(w.timeline->handle());
-    wait_values.push_back(w.value);
-    wait_stages.push_back(VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT);
+  const Batch batch{&cb, waits, signals};
+  submit(std::span(&batch, 1));
+}
+
+void Device::submit(std::span<const Batch> batches) {
+  // Every array is sized up front: the VkSubmitInfos point into them.
+  size_t n_waits = 0, n_signals = 0;
+  for (const auto& b : batches) {
+    n_waits += b.waits.size();
+    n_signals += b.signals.size();
   }
-  for (const auto& s : signals) {
-    signal_sems.push_back(s.timeline->handle());
-    signal_values.push_back(s.value);
+  std::vector<VkSemaphore> wait_sems(n_waits), signal_sems(n_signals);
+  std::vector<uint64_t> wait_values(n_waits), signal_values(n_signals);
+  std::vector<VkPipelineStageFlags> wait_stages(n_waits, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT);
+  std::vector<VkCommandBuffer> cbs(batches.size());
+  std::vector<VkTimelineSemaphoreSubmitInfo> tis(batches.size());
+  std::vector<VkSubmitInfo> sis(batches.size());
+  size_t w = 0, s = 0;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const Batch& b = batches[i];
+    const size_t w0 = w, s0 = s;
+    for (const auto& p : b.waits) {
+      wait_sems[w] = p.timeline->handle();
+      wait_values[w++] = p.value;
+    }
+    for (const auto& p : b.signals) {
+      signal_sems[s] = p.timeline->handle();
+      signal_values[s++] = p.value;
+    }
+    cbs[i] = b.cb->handle();
+    tis[i] = {VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
+    tis[i].waitSemaphoreValueCount = static_cast<uint32_t>(w - w0);
+    tis[i].pWaitSemaphoreValues = wait_values.data() + w0;
+    tis[i].signalSemaphoreValueCount = static_cast<uint32_t>(s - s0);
+    tis[i].pSignalSemaphoreValues = signal_values.data() + s0;
+    sis[i] = {VK_STRUCTURE_TYPE_SUBMIT_INFO, &tis[i]};
+    sis[i].waitSemaphoreCount = static_cast<uint32_t>(w - w0);
+    sis[i].pWaitSemaphores = wait_sems.data() + w0;
+    sis[i].pWaitDstStageMask = wait_stages.data() + w0;
+    sis[i].commandBufferCount = 1;
+    sis[i].pCommandBuffers = &cbs[i];
+    sis[i].signalSemaphoreCount = static_cast<uint32_t>(s - s0);
+    sis[i].pSignalSemaphores = signal_sems.data() + s0;
   }
-  VkTimelineSemaphoreSubmitInfo ti{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
-  ti.waitSemaphoreValueCount = static_cast<uint32_t>(wait_values.size());
-  ti.pWaitSemaphoreValues = wait_values.data();
-  ti.signalSemaphoreValueCount = static_cast<uint32_t>(signal_values.size());
-  ti.pSignalSemaphoreValues = signal_values.data();
-  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO, &ti};
-  si.waitSemaphoreCount = static_cast<uint32_t>(wait_sems.size());
-  si.pWaitSemaphores = wait_sems.data();
-  si.pWaitDstStageMask = wait_stages.data();
-  const VkCommandBuffer handle = cb.handle();
-  si.commandBufferCount = 1;
-  si.pCommandBuffers = &handle;
-  si.signalSemaphoreCount = static_cast<uint32_t>(signal_sems.size());
-  si.pSignalSemaphores = signal_sems.data();
   std::lock_guard lock(queue_mutex_);
-  check(vkQueueSubmit(queue_, 1, &si, VK_NULL_HANDLE), label_ + ": submitting work");
+  check(vkQueueSubmit(queue_, static_cast<uint32_t>(sis.size()), sis.data(), VK_NULL_HANDLE), label_ + ": submitting work");
   counters_.submits.fetch_add(1);
 }
 

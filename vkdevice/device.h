@@ -69,6 +69,7 @@ class Device {
   uint64_t timeout_ns() const { return options_.timeout_ns; }
 
   VkDevice handle() const { return device_; }
+  VkPhysicalDevice physical() const { return physical_; }
   VkQueue queue() const { return queue_; }
   uint32_t queue_family() const { return queue_family_; }
   VkPipelineCache pipeline_cache() const { return pipeline_cache_; }
@@ -102,6 +103,16 @@ class Device {
     uint64_t value;
   };
   void submit(const CommandBuffer& cb, std::span<const TimelinePoint> waits, std::span<const TimelinePoint> signals);
+  // One batch of a multi-batch submit: `cb` runs once every wait is reached; each signal
+  // happens when it (and everything submitted before it) completes.
+  struct Batch {
+    const CommandBuffer* cb;
+    std::span<const TimelinePoint> waits;
+    std::span<const TimelinePoint> signals;
+  };
+  // Submits the batches in order in ONE vkQueueSubmit (counts one submit). A batch may wait
+  // on a value that the host or a later batch signals (a timeline wait before its signal).
+  void submit(std::span<const Batch> batches);
   // Submits and waits on the host (the simple path used by tests and uploads).
   void run(const CommandBuffer& cb);
 
@@ -116,6 +127,7 @@ class Device {
   std::string label_;
   uint32_t caps_ = 0;
   bool staging_path_ = false;
+  VkPhysicalDevice physical_ = VK_NULL_HANDLE;
   VkDevice device_ = VK_NULL_HANDLE;
   VkQueue queue_ = VK_NULL_HANDLE;
   uint32_t queue_family_ = 0;

@@ -238,6 +238,13 @@ Buffer::Buffer(Allocator& allocator, VkDevice device, uint64_t size, BufferKind 
   }
 }
 
+Buffer::Buffer(Allocator& allocator, VkDevice device, VkBuffer buffer, uint64_t size, std::byte* mapped, std::string tag,
+               uint64_t bind_alignment, uint64_t max_range)
+    : allocator_(&allocator), device_(device), buffer_(buffer), size_(size), kind_(BufferKind::Host),
+      tag_(std::move(tag)), bind_alignment_(bind_alignment), max_range_(max_range) {
+  alloc_.mapped = mapped;  // alloc_.block stays UINT32_MAX: release() leaves foreign memory alone
+}
+
 void Buffer::destroy() {
   if (buffer_) {
     vkDestroyBuffer(device_, buffer_, nullptr);

@@ -94,6 +94,11 @@ class Buffer {
   Buffer() = default;
   Buffer(Allocator& allocator, VkDevice device, uint64_t size, BufferKind kind, std::string tag,
          uint64_t bind_alignment, uint64_t max_range);
+  // Adopts `buffer`, already bound to memory its creator owns and keeps alive longer than this
+  // Buffer (host memory imported into a device, vkdevice/host_memory.h). The Buffer destroys
+  // the VkBuffer only; the allocator neither accounts for nor frees that memory.
+  Buffer(Allocator& allocator, VkDevice device, VkBuffer buffer, uint64_t size, std::byte* mapped, std::string tag,
+         uint64_t bind_alignment, uint64_t max_range);
   ~Buffer();
   Buffer(Buffer&& o) noexcept;
   Buffer& operator=(Buffer&& o) noexcept;

@@ -11,6 +11,7 @@
 #include "engine/ops/matvec.h"
 #include "engine/ops/ops.h"
 #include "engine/quant.h"
+#include "split/collective.h"
 #include "vkdevice/commands.h"
 
 namespace chorus {
@@ -311,9 +312,20 @@ struct DeviceState {
   vk::Buffer readback;    // host-visible copy of logits
   uint32_t logits_rows = 0;
 
-  std::unique_ptr<vk::CommandBuffer> cb;
+  vk::CommandBuffer* cb = nullptr;            // the command buffer being recorded
+  std::unique_ptr<vk::CommandBuffer> scratch_cb;  // for host-synchronous steps
   std::unique_ptr<vk::Timeline> done;
   uint64_t done_value = 0;
+  // Recorded decode steps, replayed token after token: one command buffer alone, or the
+  // segments between a tensor split's reduce points.
+  std::vector<std::unique_ptr<vk::CommandBuffer>> segments;
+};
+
+// The forward pass recorded for one token of one sequence, replayable while this holds.
+struct Recorded {
+  bool valid = false;
+  uint32_t seq = 0;
+  uint32_t out_rows = 0;
 };
 
 }  // namespace
@@ -326,17 +338,35 @@ struct Context::Impl {
   std::vector<uint32_t> lengths;  // tokens held per sequence
   ContextCounters counters;
   std::vector<DeviceState> devs;  // one per device that holds anything
-  std::vector<float> reduce_sum;  // host scratch for the reduce
+  std::vector<float> reduce_sum;  // host scratch for the host-synchronous reduce
+  bool serialise;
+  // Tensor split with several devices: the collective for micro-batches of up to
+  // kCollectiveTokens tokens (decode); longer ones (prefill) reduce host-synchronously.
+  static constexpr uint32_t kCollectiveTokens = 16;
+  std::unique_ptr<split::Collective> collective;
+  Recorded recorded;
 
   Impl(Model& m, const ContextOptions& o)
       : model(m), c(m.config()), plan(m.plan()),
         n_ctx(o.n_ctx ? o.n_ctx : std::min<uint32_t>(m.config().n_ctx_train, 4096)), n_seq(o.n_seq),
-        n_ubatch(o.n_ubatch), lengths(o.n_seq, 0) {
+        n_ubatch(o.n_ubatch), lengths(o.n_seq, 0), serialise(o.serialise) {
     if (n_seq == 0 || n_ubatch == 0 || n_ctx == 0)
       throw std::invalid_argument("context: n_ctx, n_seq and n_ubatch must be positive");
     for (Shard& s : m.impl().shards)
       if (!s.spec.empty()) devs.push_back(make_state(s));
     reduce_sum.resize(size_t(n_ubatch) * c.n_embd);
+    if (devs.size() > 1 && plan.mode == split::SplitMode::tensor && !serialise) {
+      std::vector<vk::Device*> members;
+      for (DeviceState& d : devs) members.push_back(d.dev);
+      split::CollectiveOptions co;
+      co.max_points = 2 * c.n_layer;
+      co.max_floats = kCollectiveTokens * c.n_embd;
+      collective = std::make_unique<split::Collective>(members, co);
+    }
+    for (DeviceState& d : devs) {
+      const size_t n_segments = collective ? 2 * c.n_layer + 1 : 1;
+      for (size_t i = 0; i < n_segments; ++i) d.segments.push_back(std::make_unique<vk::CommandBuffer>(*d.dev));
+    }
   }
 
   DeviceState make_state(Shard& s) {
@@ -384,7 +414,8 @@ struct Context::Impl {
     if (d.n_vocab) slot = std::max(slot, ops::mul_mv_scratch_bytes(*d.k, s.head().type, c.n_embd));
     d.mv_slot = (slot + 255) / 256 * 256;
     d.mv_scratch = dev.create_buffer(d.mv_slot * 3, vk::BufferKind::Device, kScratch);
-    d.cb = std::make_unique<vk::CommandBuffer>(dev);
+    d.scratch_cb = std::make_unique<vk::CommandBuffer>(dev);
+    d.cb = d.scratch_cb.get();
     d.done = std::make_unique<vk::Timeline>(dev, "forward pass done");
     grow_logits(d, 1);
     return d;
@@ -406,17 +437,17 @@ struct Context::Impl {
   // out[T][N] = in[T][K] * W^T: the matrix-vector kernel for one token, else the tiled one.
   // `slot` picks a region of the int8 scratch so back-to-back matvecs do not share it.
   static void linear(DeviceState& d, const DeviceTensor& w, uint64_t w_offset, uint32_t rows, const vk::Buffer& in,
-                     uint32_t T, const vk::Buffer& out, uint32_t slot = 0) {
+                     uint32_t T, const vk::Buffer& out, uint64_t out_offset = 0, uint32_t slot = 0) {
     if (T == 1) {
       const ops::MatVecScratch s{&d.mv_scratch, d.mv_slot * slot};
-      ops::mul_mv(*d.k, *d.cb, w.type, w.buf, w_offset, w.cols, rows, in, 0, out, 0, &s);
+      ops::mul_mv(*d.k, *d.cb, w.type, w.buf, w_offset, w.cols, rows, in, 0, out, out_offset, &s);
     } else {
-      ops::mul_mm(*d.k, *d.cb, w.type, w.buf, w_offset, w.cols, rows, in, 0, T, out, 0);
+      ops::mul_mm(*d.k, *d.cb, w.type, w.buf, w_offset, w.cols, rows, in, 0, T, out, out_offset);
     }
   }
   static void linear(DeviceState& d, const DeviceTensor& w, const vk::Buffer& in, uint32_t T, const vk::Buffer& out,
-                     uint32_t slot = 0) {
-    linear(d, w, 0, w.rows, in, T, out, slot);
+                     uint64_t out_offset = 0, uint32_t slot = 0) {
+    linear(d, w, 0, w.rows, in, T, out, out_offset, slot);
   }
 
   ops::KvCache cache(const DeviceState& d, uint32_t layer, uint32_t seq) const {
@@ -437,22 +468,25 @@ struct Context::Impl {
   }
 
   // x += src (the reduced sum, or this device's own projection when it works alone).
-  void add_residual(DeviceState& d, const vk::Buffer& src, uint32_t T) {
-    ops::add(*d.k, *d.cb, d.x, 0, src, 0, d.x, 0, T * c.n_embd, T * c.n_embd);
+  void add_residual(DeviceState& d, const vk::Buffer& src, uint32_t T, uint64_t src_offset = 0) {
+    ops::add(*d.k, *d.cb, d.x, 0, src, src_offset, d.x, 0, T * c.n_embd, T * c.n_embd);
     d.cb->barrier();  // residual updated before the next norm reads it
   }
 
   // Attention block up to its output projection: writes this device's partial of
   // attn_output(attention(...)) [T][n_embd] into `out`.
-  void attention_block(DeviceState& d, uint32_t l, const std::vector<Piece>& pieces, uint32_t T, const vk::Buffer& out) {
+  // With `replay`, positions come from d.pos at record time's place, so the recording serves
+  // any position (one token of one sequence).
+  void attention_block(DeviceState& d, uint32_t l, const std::vector<Piece>& pieces, uint32_t T, const vk::Buffer& out,
+                       uint64_t out_offset = 0, bool replay = false) {
     const Layer& L = d.shard->layers[l];
     ops::Kernels& k = *d.k;
     vk::CommandBuffer& cb = *d.cb;
     ops::rms_norm(k, cb, d.x, 0, &L.attn_norm.buf, 0, d.h, 0, ops::RmsNormShape{c.n_embd, T, c.rms_eps});
     cb.barrier();  // h feeds Q, K, V
-    linear(d, L.wq, d.h, T, d.q, 0);
-    linear(d, L.wk, d.h, T, d.kk, 1);
-    linear(d, L.wv, d.h, T, d.vv, 2);
+    linear(d, L.wq, d.h, T, d.q, 0, 0);
+    linear(d, L.wk, d.h, T, d.kk, 0, 1);
+    linear(d, L.wv, d.h, T, d.vv, 0, 2);
     cb.barrier();  // Q, K, V complete before bias / RoPE
     if (c.qkv_bias) {
       ops::add(k, cb, d.q, 0, L.bq.buf, 0, d.q, 0, T * d.n_q, d.n_q);
@@ -472,27 +506,30 @@ struct Context::Impl {
     rope.n_heads = d.n_kv_heads;
     ops::rope(k, cb, d.kk, 0, d.pos, 0, d.kk, 0, rope);
     cb.barrier();  // rotated K goes into the cache; rotated Q into attention
+    ops::KvStoreOptions ko;
+    if (replay) ko.p0_buffer = &d.pos;
     for (const Piece& p : pieces)
       ops::kv_store(k, cb, cache(d, l, p.seq), d.kk, uint64_t(p.row) * d.n_kv * 4, d.vv, uint64_t(p.row) * d.n_kv * 4, p.n,
-                    p.p0);
+                    p.p0, ko);
     cb.barrier();  // the cache holds every position attention reads
-    for (const Piece& p : pieces) attend(d, l, p);
+    for (const Piece& p : pieces) attend(d, l, p, replay);
     cb.barrier();  // attention output feeds the output projection
-    linear(d, L.wo, d.att, T, out);
+    linear(d, L.wo, d.att, T, out, out_offset);
   }
 
   // Attention of one piece over this device's heads. Q head j (local) uses local KV head
   // (j + q_skew) / group; when that is not the kernel's plain h / ratio mapping (a shared KV
   // head's group is cut), each local KV head gets its own dispatch over its Q heads.
-  void attend(DeviceState& d, uint32_t l, const Piece& p) {
+  void attend(DeviceState& d, uint32_t l, const Piece& p, bool replay) {
     const split::DeviceShard& sp = d.shard->spec;
     const uint32_t g = c.n_head / c.n_head_kv, n_qh = d.n_q / c.head_dim;
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
     const uint64_t q_off = uint64_t(p.row) * d.n_q * 4;
     const uint32_t skew = sp.q_skew(g);
+    ops::AttentionShape shape{p.n, n_qh, p.p0, scale};
+    if (replay) shape.p0_buffer = &d.pos;  // the token's position, written by the host per token
     if (skew == 0 && n_qh == d.n_kv_heads * g) {
-      ops::attention(*d.k, *d.cb, cache(d, l, p.seq), ops::AttentionShape{p.n, n_qh, p.p0, scale}, d.q, q_off, d.att,
-                     q_off);
+      ops::attention(*d.k, *d.cb, cache(d, l, p.seq), shape, d.q, q_off, d.att, q_off);
       return;
     }
     ops::AttentionOptions opt;
@@ -506,23 +543,23 @@ struct Context::Impl {
       one.k_offset += j * one.head_bytes();
       one.v_offset += j * one.head_bytes();
       const uint64_t off = q_off + (h0 - sp.q_heads.begin) * c.head_dim * 4;
-      ops::attention(*d.k, *d.cb, one, ops::AttentionShape{p.n, static_cast<uint32_t>(h1 - h0), p.p0, scale}, d.q, off,
-                     d.att, off, opt);
+      shape.n_q_heads = static_cast<uint32_t>(h1 - h0);
+      ops::attention(*d.k, *d.cb, one, shape, d.q, off, d.att, off, opt);
     }
   }
 
   // Feed-forward block: writes this device's partial of ffn_down(swiglu(...)) into `out`.
-  void ffn_block(DeviceState& d, uint32_t l, uint32_t T, const vk::Buffer& out) {
+  void ffn_block(DeviceState& d, uint32_t l, uint32_t T, const vk::Buffer& out, uint64_t out_offset = 0) {
     const Layer& L = d.shard->layers[l];
     vk::CommandBuffer& cb = *d.cb;
     ops::rms_norm(*d.k, cb, d.x, 0, &L.ffn_norm.buf, 0, d.h, 0, ops::RmsNormShape{c.n_embd, T, c.rms_eps});
     cb.barrier();  // h feeds gate and up
-    linear(d, L.w_gate, d.h, T, d.gate, 0);
-    linear(d, L.w_up, d.h, T, d.up, 1);
+    linear(d, L.w_gate, d.h, T, d.gate, 0, 0);
+    linear(d, L.w_up, d.h, T, d.up, 0, 1);
     cb.barrier();  // gate and up complete before SwiGLU
     ops::swiglu(*d.k, cb, d.gate, 0, d.up, 0, d.gate, 0, ops::GluShape{d.n_ff, T});
     cb.barrier();  // activation feeds the down projection
-    linear(d, L.w_down, d.gate, T, out);
+    linear(d, L.w_down, d.gate, T, out, out_offset);
   }
 
   // Final norm and this device's vocabulary rows of the LM head for the wanted rows.
@@ -553,7 +590,10 @@ struct Context::Impl {
 
   // ---- running ----
 
-  void begin(DeviceState& d) { d.cb->begin(); }
+  void begin(DeviceState& d) {
+    d.cb = d.scratch_cb.get();
+    d.cb->begin();
+  }
 
   // Ends, submits and waits for d's command buffer.
   void finish(DeviceState& d) {
@@ -562,7 +602,19 @@ struct Context::Impl {
     const vk::Device::TimelinePoint signal{d.done.get(), ++d.done_value};
     d.dev->submit(*d.cb, {}, std::span(&signal, 1));
   }
-  void wait(DeviceState& d) { d.done->wait(d.done_value, "a forward pass step"); }
+  void wait(DeviceState& d) {
+    d.done->wait(d.done_value, "a forward pass step");
+    ++counters.host_waits;
+  }
+
+  // Whether the recorded decode step can serve this one (one token of the same sequence).
+  bool can_replay(const std::vector<Piece>& pieces, bool replay) const {
+    return replay && recorded.valid && recorded.seq == pieces[0].seq && recorded.out_rows == pieces[0].out_rows;
+  }
+  void note_recording(const std::vector<Piece>& pieces, bool replay) {
+    recorded = Recorded{replay, pieces[0].seq, pieces[0].out_rows};
+    ++counters.recordings;
+  }
 
   // Sums the outboxes of the devices `take` selects, in device order, into every inbox.
   template <typename Take>
@@ -581,10 +633,15 @@ struct Context::Impl {
     uint32_t n_out = 0;
     for (const Piece& p : pieces) n_out += p.out_rows;
     for (DeviceState& d : devs) grow_logits(d, n_out);
+    // One token of one sequence: the recording does not depend on its position (which the
+    // kernels read from d.pos), so it is recorded once and replayed.
+    const bool replay = pieces.size() == 1 && T == 1;
     if (devs.size() == 1)
-      forward_alone(devs[0], pieces, T, n_out);
+      forward_alone(devs[0], pieces, T, n_out, replay);
     else if (plan.mode == split::SplitMode::layer)
       forward_layers(pieces, T, n_out);
+    else if (collective && T <= kCollectiveTokens)
+      forward_collective(pieces, T, n_out, replay);
     else
       forward_tensor(pieces, T, n_out);
     ++counters.forward_passes;
@@ -593,20 +650,77 @@ struct Context::Impl {
   }
 
   // One device holds everything: one command buffer, residual adds on the device.
-  void forward_alone(DeviceState& d, const std::vector<Piece>& pieces, uint32_t T, uint32_t n_out) {
-    begin(d);
-    embed(d, T);
-    for (uint32_t l = 0; l < c.n_layer; ++l) {
-      attention_block(d, l, pieces, T, d.h);
-      d.cb->barrier();  // projection complete before the residual add
-      add_residual(d, d.h, T);
-      ffn_block(d, l, T, d.h);
-      d.cb->barrier();  // projection complete before the residual add
-      add_residual(d, d.h, T);
+  void forward_alone(DeviceState& d, const std::vector<Piece>& pieces, uint32_t T, uint32_t n_out, bool replay) {
+    vk::CommandBuffer& seg = *d.segments[0];
+    if (!can_replay(pieces, replay)) {
+      d.cb = &seg;
+      seg.begin();
+      embed(d, T);
+      for (uint32_t l = 0; l < c.n_layer; ++l) {
+        attention_block(d, l, pieces, T, d.h, 0, replay);
+        seg.barrier();  // projection complete before the residual add
+        add_residual(d, d.h, T);
+        ffn_block(d, l, T, d.h);
+        seg.barrier();  // projection complete before the residual add
+        add_residual(d, d.h, T);
+      }
+      head(d, pieces, T, n_out);
+      seg.barrier_to_host();  // the host reads readback after the timeline signal
+      seg.end();
+      note_recording(pieces, replay);
     }
-    head(d, pieces, T, n_out);
-    finish(d);
+    const vk::Device::TimelinePoint signal{d.done.get(), ++d.done_value};
+    d.dev->submit(seg, {}, std::span(&signal, 1));
     wait(d);
+  }
+
+  // Tensor split through the collective: each device's token is 2 * n_layer + 1 segments in
+  // one submit; after segment k the proxy sums every device's partial of reduce point k
+  // (attention output of layer k/2, or its FFN output) and every device adds the sum to its
+  // residual at the start of segment k + 1. docs/sync.md has the ordering rules.
+  void forward_collective(const std::vector<Piece>& pieces, uint32_t T, uint32_t n_out, bool replay) {
+    split::Collective& coll = *collective;
+    const uint32_t P = 2 * c.n_layer;
+    const uint64_t partial_bytes = uint64_t(T) * c.n_embd * 4;
+    if (!can_replay(pieces, replay)) {
+      for (size_t di = 0; di < devs.size(); ++di) {
+        DeviceState& d = devs[di];
+        for (uint32_t k = 0; k <= P; ++k) {
+          d.cb = d.segments[k].get();
+          d.cb->begin();
+          if (k == 0) {
+            embed(d, T);
+          } else {
+            split::Collective::record_acquire(*d.cb);  // the proxy's sum is visible before the add reads it
+            add_residual(d, coll.results(di), T, coll.result_offset(di, k - 1));
+          }
+          if (k == P) {
+            head(d, pieces, T, n_out);
+            d.cb->barrier_to_host();  // the host reads readback after the token's end
+          } else {
+            const vk::Buffer& out = coll.partials(di);
+            const uint64_t off = coll.partial_offset(di, k);
+            const uint32_t l = k / 2;
+            if (k % 2 == 0 && d.n_q)
+              attention_block(d, l, pieces, T, out, off, replay);
+            else if (k % 2 == 1 && d.n_ff)
+              ffn_block(d, l, T, out, off);
+            else
+              d.cb->fill(out, off, partial_bytes, 0);  // no share of this block: it adds zero
+            split::Collective::record_publish(*d.cb);  // the partial is visible to the proxy
+          }
+          d.cb->end();
+        }
+        d.cb = d.scratch_cb.get();
+      }
+      note_recording(pieces, replay);
+    }
+    std::vector<std::vector<split::Collective::Segment>> segments(devs.size());
+    for (size_t di = 0; di < devs.size(); ++di)
+      for (const auto& seg : devs[di].segments) segments[di].push_back(split::Collective::Segment{seg.get()});
+    const std::vector<uint32_t> floats(P, T * c.n_embd);
+    coll.wait(coll.submit(segments, floats));
+    ++counters.host_waits;
   }
 
   // Tensor split: every device runs every layer on its shard; after each attention and FFN

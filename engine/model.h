@@ -73,12 +73,18 @@ struct ContextOptions {
   uint32_t n_ctx = 0;       // positions per sequence (0: the model's trained length, at most 4096)
   uint32_t n_seq = 1;       // independent sequences (each its own KV cache)
   uint32_t n_ubatch = 512;  // tokens per forward pass in prefill
+  // Tensor split: every token's reduces go through one host step at a time (the main thread
+  // submits each block and sums) instead of the proxy with one submit per device per token.
+  // A debugging mode; results are identical.
+  bool serialise = false;
 };
 
 // Per-context counters (instrumentation for `chorus bench` and tests).
 struct ContextCounters {
-  uint64_t forward_passes = 0;  // command-buffer submissions of the forward pass
+  uint64_t forward_passes = 0;  // forward passes (micro-batches) run
   uint64_t tokens = 0;          // tokens evaluated
+  uint64_t host_waits = 0;      // waits of the calling thread for the devices
+  uint64_t recordings = 0;      // times a forward pass was recorded (decode replays instead)
 };
 
 class Context {

@@ -866,6 +866,11 @@ uint32_t Context::n_seq() const { return impl_->n_seq; }
 const ModelConfig& Context::config() const { return impl_->c; }
 const ContextCounters& Context::counters() const { return impl_->counters; }
 
+std::optional<split::CollectiveStats> Context::collective_stats() const {
+  if (!impl_->collective) return std::nullopt;
+  return impl_->collective->stats();
+}
+
 std::vector<DeviceMemoryUse> Context::memory_use() const {
   std::vector<DeviceMemoryUse> out;
   for (const DeviceState& d : impl_->devs) {

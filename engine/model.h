@@ -11,12 +11,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "engine/gguf.h"
 #include "engine/model_config.h"
+#include "split/collective.h"
 #include "split/plan.h"
 #include "vkdevice/device.h"
 
@@ -116,6 +118,8 @@ class Context {
   const ModelConfig& config() const;
   const ContextCounters& counters() const;
   std::vector<DeviceMemoryUse> memory_use() const;
+  // The collective's counters (tensor split over several devices), else nullopt.
+  std::optional<split::CollectiveStats> collective_stats() const;
 
  private:
   struct Impl;

@@ -71,3 +71,90 @@ INSTANTIATE_TEST_SUITE_P(
 
 }  // namespace
 }  // namespace chorus
+
+namespace chorus {
+namespace {
+
+std::vector<vk::Device*> fresh_devices(std::vector<std::unique_ptr<vk::Device>>& owned, size_t n) {
+  std::vector<vk::Device*> out;
+  for (size_t i = 0; i < n; ++i) {
+    vk::DeviceOptions o;
+    o.physical_index = test::test_device_index();
+    owned.push_back(std::make_unique<vk::Device>(test::instance(), o));
+    out.push_back(owned.back().get());
+  }
+  return out;
+}
+
+class SplitCounters : public test::GpuTestP<size_t> {};
+using SplitGpuTest = test::GpuTest;
+
+TEST_P(SplitCounters, DecodeIsOneSubmitPerDeviceOneHostWaitAndNoSubmitPerReduce) {
+  const size_t n = GetParam();
+  std::vector<std::unique_ptr<vk::Device>> owned;
+  const auto devices = fresh_devices(owned, n);
+  auto model = Model::load(test::shared_model("stories260K.gguf"), devices,
+                           split::SplitRequest{split::SplitMode::tensor, std::vector<double>(n, 1.0), 0});
+  Context ctx(*model, ContextOptions{128, 1, 64});
+  int32_t token = 1;
+  ctx.decode(0, std::span(&token, 1));  // the first token records the step
+  std::vector<uint64_t> submits0;
+  for (vk::Device* d : devices) submits0.push_back(d->counters().submits.load());
+  const uint64_t waits0 = ctx.counters().host_waits, recordings0 = ctx.counters().recordings;
+  const auto stats0 = *ctx.collective_stats();
+  constexpr uint64_t kTokens = 20;
+  for (uint64_t i = 0; i < kTokens; ++i) {
+    const auto logits = ctx.decode(0, std::span(&token, 1));
+    token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  for (size_t d = 0; d < n; ++d)
+    EXPECT_EQ(devices[d]->counters().submits.load() - submits0[d], kTokens) << "vkQueueSubmit calls of device " << d;
+  EXPECT_EQ(ctx.counters().host_waits - waits0, kTokens) << "host waits of the main thread";
+  EXPECT_EQ(ctx.counters().recordings, recordings0) << "decode re-recorded its command buffers";
+  const auto stats = *ctx.collective_stats();
+  EXPECT_EQ(stats.reduce_submits, 0u);
+  EXPECT_EQ(stats.reduces - stats0.reduces, kTokens * 2 * model->config().n_layer);
+}
+
+INSTANTIATE_TEST_SUITE_P(TwoAndThreeDevices, SplitCounters, ::testing::Values(size_t{2}, size_t{3}));
+
+TEST_F(SplitGpuTest, EachDeviceHoldsExactlyItsPlannedShareOfTheWeights) {
+  std::vector<std::unique_ptr<vk::Device>> owned;
+  const auto devices = fresh_devices(owned, 3);
+  auto model = Model::load(test::shared_model("stories260K.gguf"), devices,
+                           split::SplitRequest{split::SplitMode::tensor, {5, 3, 1}, 0});
+  const auto planned = split::weight_bytes(model->plan());
+  uint64_t total = 0;
+  for (size_t d = 0; d < 3; ++d) {
+    const uint64_t held = devices[d]->allocator().in_use("weights");
+    // Allocations are rounded up to the device's alignment: a few hundred bytes per tensor at most.
+    EXPECT_GE(held, planned[d].total()) << "device " << d;
+    EXPECT_LE(held, planned[d].total() + 64 * 256) << "device " << d << " holds more than its shard";
+    total += planned[d].split();
+  }
+  EXPECT_EQ(total, split::model_bytes(model->plan().model).split()) << "the split parts add up to one copy";
+  EXPECT_LT(devices[2]->allocator().in_use("weights"), devices[0]->allocator().in_use("weights") / 2);
+}
+
+TEST_F(SplitGpuTest, SerialisedReducesGiveBitIdenticalLogitsToTheCollective) {
+  const std::vector<int32_t> prompt{1, 400, 300, 200, 100, 50};
+  std::vector<std::vector<float>> runs;
+  for (bool serialise : {false, true}) {
+    std::vector<std::unique_ptr<vk::Device>> owned;
+    auto model = Model::load(test::shared_model("stories260K.gguf"), fresh_devices(owned, 2),
+                             split::SplitRequest{split::SplitMode::tensor, {3, 1}, 0});
+    ContextOptions o{64, 1, 64};
+    o.serialise = serialise;
+    Context ctx(*model, o);
+    std::vector<float> all;
+    for (int32_t t : prompt) {
+      const auto l = ctx.decode(0, std::span(&t, 1));
+      all.insert(all.end(), l.begin(), l.end());
+    }
+    runs.push_back(all);
+  }
+  EXPECT_EQ(runs[0], runs[1]);
+}
+
+}  // namespace
+}  // namespace chorus

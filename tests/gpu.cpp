@@ -39,6 +39,7 @@ vk::Device& device(int n) {
   if (!slot) {
     vk::DeviceOptions o;
     o.physical_index = test_device_index();
+    o.opening = static_cast<uint32_t>(n);
     slot = std::make_unique<vk::Device>(instance(), o);
   }
   return *slot;

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -85,9 +86,10 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
       if (d.usable()) indices.push_back(d.index);
   if (indices.empty()) throw std::runtime_error("no usable Vulkan device (see `chorus devices`)");
   std::vector<vk::Device*> devices;
-  for (uint32_t index : indices) {
+  for (size_t i = 0; i < indices.size(); ++i) {
     vk::DeviceOptions o;
-    o.physical_index = index;
+    o.physical_index = indices[i];
+    o.opening = static_cast<uint32_t>(std::count(indices.begin(), indices.begin() + static_cast<std::ptrdiff_t>(i), indices[i]));
     o.force_staging = placement.force_staging;
     m.devices.push_back(std::make_unique<vk::Device>(*m.instance, o));
     devices.push_back(m.devices.back().get());

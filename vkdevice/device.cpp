@@ -47,7 +47,8 @@ Device::Device(const Instance& instance, const DeviceOptions& options) : options
   const VkPhysicalDevice pd = instance.physical(options.physical_index);
   physical_ = pd;
   info_ = instance.devices()[options.physical_index];
-  label_ = "device " + std::to_string(info_.index) + " (" + info_.name + ")";
+  label_ = "device " + std::to_string(info_.index) + (options.opening ? "/" + std::to_string(options.opening) : "") +
+           " (" + info_.name + ")";
   if (!info_.usable()) throw Error(label_ + " cannot be used: " + info_.reject_reason);
 
   if (const char* env = std::getenv("CHORUS_TIMEOUT_MS")) {

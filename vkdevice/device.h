@@ -27,6 +27,9 @@ class Timeline;
 
 struct DeviceOptions {
   uint32_t physical_index = 0;
+  // Which opening of the physical device this is (0 for the first): labels tell logical
+  // devices of one GPU apart ("device 0", "device 0/1", ...).
+  uint32_t opening = 0;
   // Capabilities to hide from shader selection (shaders::Capability bits), on top of the
   // CHORUS_DISABLE_CAPS environment variable ("fp16,int8,subgroup" or "all").
   uint32_t disabled_caps = 0;

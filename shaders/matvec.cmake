@@ -12,9 +12,13 @@ foreach(fmt IN ITEMS f16 q8_0 q4_0 q4_k q6_k)
   string(TOUPPER ${fmt} up)
   chorus_shader(OP mul_mv_${fmt} SOURCE mul_mv.comp REQUIRES subgroup fp16 DEFINES FMT_${up}=1)
 endforeach()
-foreach(fmt IN ITEMS q8_0 q4_0)
-  string(TOUPPER ${fmt} up)
-  chorus_shader(OP mul_mv_${fmt} SOURCE mul_mv_int8.comp REQUIRES int8 DEFINES FMT_${up}=1)
-  chorus_shader(OP mul_mv_${fmt} SOURCE mul_mv_int8.comp REQUIRES subgroup fp16 int8 DEFINES FMT_${up}=1)
-endforeach()
+# int8 variants (mul_mv_int8.comp, x quantised to q8_1 by quantize_q8_1) are not registered:
+# on lavapipe they measured slower than the f32 superblock path, and the variant table would
+# pick them first on any int8 device (docs/performance.md). Re-add them here, for GPUs only,
+# once they are measured faster on one.
+# foreach(fmt IN ITEMS q8_0 q4_0)
+#   string(TOUPPER ${fmt} up)
+#   chorus_shader(OP mul_mv_${fmt} SOURCE mul_mv_int8.comp REQUIRES int8 DEFINES FMT_${up}=1)
+#   chorus_shader(OP mul_mv_${fmt} SOURCE mul_mv_int8.comp REQUIRES subgroup fp16 int8 DEFINES FMT_${up}=1)
+# endforeach()
 chorus_shader(OP quantize_q8_1 SOURCE quantize_q8_1.comp)

@@ -24,18 +24,19 @@ struct QuantizeQ8Push {
 // binding 2 as `float ydata[]` before including this; the push block `p` is declared here.
 layout(push_constant) uniform PushBlock { MatVecPush p; };
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint ROWS = 2;  // rows per workgroup, 1..MV_MAX_ROWS
+layout(constant_id = 1) const uint ROWS = 2;  // rows per workgroup (or per invocation), 1..MV_MAX_ROWS
 #define MV_MAX_ROWS 8
 #define MV_MAX_WG 256
+#define MV_RED_ROWS 8  // rows a workgroup shares at most (ROWS <= 8 unless ROW_PER_INVOCATION)
 
-shared float mv_red[MV_MAX_ROWS * MV_MAX_WG];  // partial sums [row][invocation or subgroup]
+shared float mv_red[MV_RED_ROWS * MV_MAX_WG];  // partial sums [row][invocation or subgroup]
 
 // Sums acc[r] over the workgroup and writes y[row0 + r] for the rows below p.N. One barrier.
 void mv_reduce_store(float acc[MV_MAX_ROWS], uint row0) {
   const uint tid = gl_LocalInvocationID.x;
 #if CHORUS_SUBGROUP
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
-    if (r < ROWS) {
+    if (r < ROWS && r < MV_RED_ROWS) {
       const float s = subgroupAdd(acc[r]);
       if (subgroupElect()) mv_red[r * MV_MAX_WG + gl_SubgroupID] = s;
     }
@@ -43,7 +44,7 @@ void mv_reduce_store(float acc[MV_MAX_ROWS], uint row0) {
   const uint parts = gl_NumSubgroups;
 #else
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
-    if (r < ROWS) mv_red[r * MV_MAX_WG + tid] = acc[r];
+    if (r < ROWS && r < MV_RED_ROWS) mv_red[r * MV_MAX_WG + tid] = acc[r];
   }
   const uint parts = gl_WorkGroupSize.x;
 #endif

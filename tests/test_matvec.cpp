@@ -161,6 +161,31 @@ TEST_P(MulMv, MatchesTheReferenceWithUnalignedOffsets) {
   check(k_quant() ? 512 : 96, 13, 31, l);
 }
 
+TEST_P(MulMv, MatchesTheReferenceOnTheSuperblockPathForEveryAlignmentAndRowCount) {
+  // K a multiple of 256 takes the superblock path in row-per-invocation mode: uvec4 weight
+  // loads when rows start 16-aligned, word loads otherwise; vec4 x loads when x is
+  // 16-aligned, float loads otherwise; 1..8 rows per invocation, rows not a multiple of them.
+  const uint32_t K = 512;
+  uint64_t seed = 80;
+  for (uint64_t w_offset : {uint64_t(0), uint64_t(16), even_offset(36)}) {
+    for (uint64_t x_offset : {0u, 12u}) {
+      for (uint32_t rows : {1u, 8u}) {
+        Layout l;
+        l.w_offset = w_offset;
+        l.x_offset = x_offset;
+        l.y_offset = 4;
+        l.options.row_per_invocation = 1;
+        l.options.rows = rows;
+        check(K, 8 * rows + 5, ++seed, l);
+      }
+    }
+  }
+  // rows of 768 elements: Q4_0/Q8_0/Q4_K rows are 16-aligned, Q6_K's (630 bytes) are not
+  Layout l;
+  l.options.row_per_invocation = 1;
+  check(768, 29, 99, l);
+}
+
 TEST_P(MulMv, MatchesTheReferenceWhenWeightsAreBoundInWindows) {
   const uint32_t K = k_quant() ? 512 : 96;
   for (uint32_t rows : {0u, 1u, 3u, 4u}) {
@@ -234,6 +259,8 @@ TEST_F(QuantizeQ81, Int8VariantsRefuseToRunWithoutScratch) {
   vk::Device& dev = test::device(0);
   if ((dev.capabilities() & shaders::kInt8) == 0) GTEST_SKIP() << "the test device has no int8 dot product";
   ops::Kernels k(dev, shaders::kInt8);
+  if ((k.variant(ops::mul_mv_op(GgmlType::Q8_0)).requires_caps & shaders::kInt8) == 0)
+    GTEST_SKIP() << "no int8 mul_mv variant is registered (shaders/matvec.cmake)";
   vk::Buffer b = dev.create_buffer(4096, vk::BufferKind::Device, "any");
   vk::CommandBuffer cb(dev);
   cb.begin();

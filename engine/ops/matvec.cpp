@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdlib>
 
 namespace chorus::ops {
 
@@ -15,6 +14,9 @@ constexpr uint32_t kMaxGroupsX = 65535;         // the guaranteed maxComputeWork
 // workgroup; CPU devices (lavapipe) give each invocation whole rows.
 constexpr uint32_t kGpuWorkgroup = 32;
 constexpr uint32_t kGpuRows = 4;
+constexpr uint32_t kMaxSharedRows = 8;   // MV_RED_ROWS in shaders/matvec.glsl
+constexpr uint32_t kMaxRows = 8;         // MV_MAX_ROWS (more rows: slow pipeline builds, no gain)
+constexpr uint32_t kCpuRows = 8;         // rows per invocation on CPU devices
 constexpr uint32_t kQuantizeWorkgroup = 64;
 
 bool is_weight_type(GgmlType t) {
@@ -74,12 +76,13 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
   const bool int8 = (k.variant(op).requires_caps & shaders::kInt8) != 0;
   const bool per_inv = !int8 && (options.row_per_invocation < 0 ? cpu : options.row_per_invocation > 0);
   const uint32_t wg = options.workgroup ? options.workgroup : (per_inv ? std::max(info.subgroup_size, 1u) : kGpuWorkgroup);
-  // Row-per-invocation mode computes one row per invocation (its block loops are unrolled
-  // once per row; more rows per invocation only grow the pipeline).
-  const uint32_t rows = per_inv ? (options.rows ? options.rows : 1u) : (options.rows ? options.rows : kGpuRows);
-  if (wg < 1 || wg > 256 || rows < 1 || rows > 8)
+  // Row-per-invocation mode: several rows per invocation, so that x (which every lane loads
+  // itself on a CPU device) is loaded and prepared once for all of them.
+  const uint32_t rows = options.rows ? options.rows : (per_inv ? kCpuRows : kGpuRows);
+  const uint32_t max_rows = per_inv ? kMaxRows : kMaxSharedRows;
+  if (wg < 1 || wg > 256 || rows < 1 || rows > max_rows)
     throw vk::Error(op + ": workgroup " + std::to_string(wg) + " x rows " + std::to_string(rows) +
-                    " outside 1..256 x 1..8");
+                    " outside 1..256 x 1.." + std::to_string(max_rows));
   const uint32_t rows_per_group = per_inv ? wg * rows : rows;
 
   // x: f32, or (int8 variants) quantised into the scratch first.
@@ -119,7 +122,13 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
     const vk::BufferWindow ww = w.window(off, size);
     const vk::BufferWindow yw = y.window(y_offset + row0 * 4, uint64_t(n) * 4);
     const MatVecPush push{K, n, static_cast<uint32_t>(*rb), static_cast<uint32_t>(ww.skip), x_base, skip_elems(yw, 4)};
-    const std::vector<uint32_t> spec = int8 ? std::vector<uint32_t>{wg, rows} : std::vector<uint32_t>{wg, rows, per_inv ? 1u : 0u, getenv("XMODE") ? uint32_t(atoi(getenv("XMODE"))) : 0u};
+    // The superblock path reads W as uvec4 when every row starts 16-aligned (Q6_K blocks never
+    // all are), x as vec4 when it starts 16-aligned.
+    const bool w16 = ww.skip % 16 == 0 && *rb % 16 == 0 && type != GgmlType::Q6_K;
+    const bool x16 = x_base % 4 == 0;
+    const std::vector<uint32_t> spec =
+        int8 ? std::vector<uint32_t>{wg, rows}
+             : std::vector<uint32_t>{wg, rows, per_inv ? 1u : 0u, per_inv && w16 ? 1u : 0u, per_inv && x16 ? 1u : 0u};
     k.dispatch(cb, op, {ww, xw, yw}, push, spec, groups(n, rows_per_group));
   }
 }

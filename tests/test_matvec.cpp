@@ -213,6 +213,7 @@ TEST_P(MulMv, MatchesTheReferenceForEveryWorkgroupShape) {
     Layout l;
     l.options.workgroup = wg;
     l.options.row_per_invocation = 1;
+    l.options.rows = wg == 8 ? 0 : 1;  // a pipeline with 8 unrolled rows takes seconds to build
     check(K, wg + 3, 70 + wg, l);
   }
 }

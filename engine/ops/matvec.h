@@ -35,7 +35,9 @@ struct QuantizeQ8Push {
 };
 static_assert(sizeof(QuantizeQ8Push) == 12, "QuantizeQ8Push must match shaders/matvec.glsl");
 
-// Where the int8 variants put x quantised to q8_1 blocks (36 bytes per 32 elements).
+// Where the int8 variants put x quantised to q8_1 blocks (36 bytes per 32 elements). No int8
+// variant is registered at present (shaders/matvec.cmake), so no scratch is needed; callers
+// keep passing one sized by mul_mv_scratch_bytes.
 struct MatVecScratch {
   const vk::Buffer* buffer = nullptr;
   uint64_t offset = 0;  // a multiple of 4
@@ -45,8 +47,8 @@ struct MatVecOptions {
   uint64_t max_window = 0;   // largest W binding in bytes; 0 = the device's maxStorageBufferRange
                              // (tests pass a small value to exercise the windowed path)
   uint32_t workgroup = 0;    // invocations per workgroup (1..256); 0 = default for the device
-  uint32_t rows = 0;         // rows per workgroup (1..8; 0 = default); row-per-invocation
-                             // mode always computes one row per invocation
+  uint32_t rows = 0;         // rows per workgroup, or per invocation in row-per-invocation mode
+                             // (1..8; 0 = default: 4 per workgroup, 8 per invocation)
   int row_per_invocation = -1;  // 1: each invocation computes whole rows (fast on CPU devices,
                                 // where x loads become uniform); 0: a workgroup shares its rows
                                 // (GPUs); -1: 1 on CPU devices, else 0. int8 variants ignore it.

@@ -122,24 +122,20 @@ int bench_model(const std::vector<std::string>& args) {
       ctx.clear(0);
       int32_t t = token(rng);
       ctx.decode(0, std::span(&t, 1));
-      std::vector<uint64_t> submits0, waits0;
-      for (vk::Device* d : devs) {
-        submits0.push_back(d->counters().submits.load());
-        waits0.push_back(d->counters().host_waits.load());
-      }
+      std::vector<uint64_t> submits0;
+      for (vk::Device* d : devs) submits0.push_back(d->counters().submits.load());
+      const uint64_t waits0 = ctx.counters().host_waits;
       const auto t0 = std::chrono::steady_clock::now();
       for (uint32_t i = 0; i < n; ++i) {
         t = token(rng);
         ctx.decode(0, std::span(&t, 1));
       }
       const double ms = ms_since(t0);
-      // Per device (the most of any device) and in the main thread (all host waits, which the
-      // main thread does).
-      submits_per_token = waits_per_token = 0;
-      for (size_t k = 0; k < devs.size(); ++k) {
+      // Submits per device (the most of any device); waits of this (the main) thread.
+      submits_per_token = 0;
+      for (size_t k = 0; k < devs.size(); ++k)
         submits_per_token = std::max(submits_per_token, static_cast<double>(devs[k]->counters().submits.load() - submits0[k]) / n);
-        waits_per_token += static_cast<double>(devs[k]->counters().host_waits.load() - waits0[k]) / n;
-      }
+      waits_per_token = static_cast<double>(ctx.counters().host_waits - waits0) / n;
       if (r > 0) tps.push_back(1000.0 * n / ms);
     }
     row("tg" + std::to_string(n), stat(tps));

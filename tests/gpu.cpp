@@ -1,6 +1,5 @@
 #include "tests/gpu.h"
 
-#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -95,22 +94,6 @@ double max_abs_diff(std::span<const float> a, std::span<const float> b) {
     m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
   }
   return m;
-}
-
-std::vector<FormatVariant> format_variants(const std::function<std::string(GgmlType)>& op_name) {
-  std::vector<FormatVariant> out;
-  for (GgmlType t : weight_types())
-    for (const shaders::Variant* v : shaders::variants_of(op_name(t))) out.push_back({t, v});
-  return out;
-}
-
-std::string format_variant_name(const ::testing::TestParamInfo<FormatVariant>& info) {
-  std::string name = type_traits(info.param.type).name;
-  const std::string caps = shaders::capability_names(info.param.variant->requires_caps);
-  name += "_" + (caps == "none" ? std::string("fallback") : caps);
-  for (char& c : name)
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  return name;
 }
 
 void GpuTest::SetUp() { errors_before_ = instance().validation_errors(); }

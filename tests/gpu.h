@@ -6,13 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <functional>
 #include <span>
 #include <string>
 #include <vector>
 
-#include "engine/quant.h"
-#include "shaders/registry.h"
 #include "vkdevice/commands.h"
 #include "vkdevice/device.h"
 #include "vkdevice/instance.h"
@@ -55,17 +52,6 @@ template <typename T>
 vk::Buffer make_buffer(vk::Device& dev, const std::vector<T>& data, const std::string& tag = "test") {
   return make_buffer(dev, std::span<const T>(data), tag);
 }
-
-// One weight format with one compiled variant of its kernel: the parameter of the TEST_P
-// suites that run every format x every variant.
-struct FormatVariant {
-  GgmlType type;
-  const shaders::Variant* variant;
-};
-// Every (format, variant) pair of the op that op_name(format) names, formats in weight_types() order.
-std::vector<FormatVariant> format_variants(const std::function<std::string(GgmlType)>& op_name);
-// A gtest-safe name: "q4_k_subgroup_fp16", "f32_fallback".
-std::string format_variant_name(const ::testing::TestParamInfo<FormatVariant>& info);
 
 // Fixture for GPU tests: fails the test if the validation layer reported an error during it.
 class GpuTest : public ::testing::Test {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/model.h"
+#include "shaders/registry.h"
 #include "tests/gpu.h"
 #include "tests/reference_model.h"
 

@@ -1,4 +1,4 @@
-// `chorus selftest`: every kernel family once per device against the CPU reference.
+// `chorus selftest`: the matrix kernels of every weight format, once per device, against the CPU reference.
 #include <cstdio>
 #include <memory>
 

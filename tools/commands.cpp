@@ -10,7 +10,7 @@ namespace chorus::tools {
 std::span<const Command> all_commands() {
   static const Command table[] = {
       {"devices", "list every Vulkan device, its capabilities, and why any is not used", cmd_devices},
-      {"selftest", "run every kernel once on each device against the CPU reference", cmd_selftest},
+      {"selftest", "check the matrix kernels of every weight format on each device against the CPU reference", cmd_selftest},
       {"bench", "measure kernel throughput against this machine's memory bandwidth", cmd_bench},
       {"inspect", "print a GGUF file's metadata and tensor table", cmd_inspect},
       {"tokenize", "print the token ids of a text (llama-tokenize style)", cmd_tokenize},

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -343,6 +345,11 @@ struct Context::Impl {
   // Tensor split with several devices: the collective for micro-batches of up to
   // kCollectiveTokens tokens (decode); longer ones (prefill) reduce host-synchronously.
   static constexpr uint32_t kCollectiveTokens = 16;
+  // ContextOptions::stall: the injected stall's device, its reduce point and the timeline
+  // that device's segment waits for (signalled only by ~Impl). Declared before the collective
+  // so it outlives the collective's drain.
+  std::optional<std::pair<uint32_t, uint32_t>> stall;
+  std::unique_ptr<vk::Timeline> stall_timeline;
   std::unique_ptr<split::Collective> collective;
   Recorded recorded;
 
@@ -363,10 +370,45 @@ struct Context::Impl {
       co.max_floats = kCollectiveTokens * c.n_embd;
       collective = std::make_unique<split::Collective>(members, co);
     }
+    stall = o.stall ? o.stall : stall_from_environment();
+    if (stall) {
+      if (devs.size() < 2 || plan.mode != split::SplitMode::tensor)
+        throw std::invalid_argument("context: the injected stall (CHORUS_FAULT_STALL) needs a tensor split over several "
+                                    "devices");
+      if (stall->first >= devs.size() || stall->second >= 2 * c.n_layer)
+        throw std::invalid_argument("context: the injected stall names device " + std::to_string(stall->first) +
+                                    " and reduce point " + std::to_string(stall->second) + "; expected a device below " +
+                                    std::to_string(devs.size()) + " and a point below " + std::to_string(2 * c.n_layer));
+      stall_timeline = std::make_unique<vk::Timeline>(*devs[stall->first].dev, "injected stall");
+    }
     for (DeviceState& d : devs) {
       const size_t n_segments = collective ? 2 * c.n_layer + 1 : 1;
       for (size_t i = 0; i < n_segments; ++i) d.segments.push_back(std::make_unique<vk::CommandBuffer>(*d.dev));
     }
+  }
+
+  // After an injected stall the device answers again, so its work runs out (the collective
+  // drains its own) before the buffers and command buffers it uses are destroyed.
+  ~Impl() {
+    if (!stall_timeline) return;
+    try {
+      stall_timeline->signal(1);
+      for (DeviceState& d : devs) (void)d.done->wait_for(d.done_value, d.dev->timeout_ns());
+    } catch (...) {
+      // Nothing more can be done here; the devices' own teardown waits for them to idle.
+    }
+  }
+
+  // CHORUS_FAULT_STALL=DEVICE:POINT (see ContextOptions::stall).
+  static std::optional<std::pair<uint32_t, uint32_t>> stall_from_environment() {
+    const char* e = std::getenv("CHORUS_FAULT_STALL");
+    if (!e || !*e) return std::nullopt;
+    unsigned device = 0, point = 0;
+    char tail = 0;
+    if (std::sscanf(e, "%u:%u%c", &device, &point, &tail) != 2)
+      throw std::invalid_argument(std::string("CHORUS_FAULT_STALL is '") + e +
+                                  "'; expected DEVICE:POINT, e.g. 1:3 (the second device stops before reduce point 3)");
+    return std::pair<uint32_t, uint32_t>{device, point};
   }
 
   DeviceState make_state(Shard& s) {
@@ -595,15 +637,20 @@ struct Context::Impl {
     d.cb->begin();
   }
 
-  // Ends, submits and waits for d's command buffer.
-  void finish(DeviceState& d) {
+  // Ends and submits d's command buffer, the step before reduce point `point` of a
+  // host-synchronous tensor split (or -1).
+  void finish(DeviceState& d, int point = -1) {
     d.cb->barrier_to_host();  // the host reads outbox / readback after the timeline signal
     d.cb->end();
     const vk::Device::TimelinePoint signal{d.done.get(), ++d.done_value};
-    d.dev->submit(*d.cb, {}, std::span(&signal, 1));
+    const vk::Device::TimelinePoint stalled{stall_timeline.get(), 1};
+    const bool stop = stall_timeline && point == int(stall->second) && &d == &devs[stall->first];
+    d.dev->submit(*d.cb, stop ? std::span(&stalled, 1) : std::span<const vk::Device::TimelinePoint>(),
+                  std::span(&signal, 1));
   }
-  void wait(DeviceState& d) {
-    d.done->wait(d.done_value, "a forward pass step");
+  void wait(DeviceState& d, int point = -1) {
+    d.done->wait(d.done_value, point < 0 ? std::string("a forward pass step")
+                                         : "its partial for reduce point " + std::to_string(point));
     ++counters.host_waits;
   }
 
@@ -718,6 +765,8 @@ struct Context::Impl {
     std::vector<std::vector<split::Collective::Segment>> segments(devs.size());
     for (size_t di = 0; di < devs.size(); ++di)
       for (const auto& seg : devs[di].segments) segments[di].push_back(split::Collective::Segment{seg.get()});
+    const split::Collective::TimelinePoint stalled{stall_timeline.get(), 1};
+    if (stall_timeline) segments[stall->first][stall->second].waits = std::span(&stalled, 1);
     const std::vector<uint32_t> floats(P, T * c.n_embd);
     coll.wait(coll.submit(segments, floats));
     ++counters.host_waits;
@@ -729,6 +778,7 @@ struct Context::Impl {
     for (uint32_t l = 0; l <= c.n_layer; ++l) {
       for (int block = 0; block < 2; ++block) {
         if (l == c.n_layer && block == 1) break;
+        const int point = l < c.n_layer ? int(2 * l) + block : -1;
         for (DeviceState& d : devs) {
           begin(d);
           if (l == 0 && block == 0)
@@ -741,9 +791,9 @@ struct Context::Impl {
             attention_block(d, l, pieces, T, d.outbox);
           else if (block == 1 && d.n_ff)
             ffn_block(d, l, T, d.outbox);
-          finish(d);
+          finish(d, point);
         }
-        for (DeviceState& d : devs) wait(d);
+        for (DeviceState& d : devs) wait(d, point);
         if (l < c.n_layer) host_reduce(T, [&](const DeviceState& d) { return block == 0 ? d.n_q > 0 : d.n_ff > 0; });
       }
     }

@@ -14,6 +14,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/gguf.h"
@@ -79,6 +80,11 @@ struct ContextOptions {
   // submits each block and sums) instead of the proxy with one submit per device per token.
   // A debugging mode; results are identical.
   bool serialise = false;
+  // Fault injection, for testing what happens when a device stops answering: with a tensor
+  // split through the collective, the `stall_device`-th device (in device order) stops before
+  // it delivers reduce point `stall_point` of the first token, and answers again only when the
+  // context is destroyed. The environment variable CHORUS_FAULT_STALL=DEVICE:POINT sets it too.
+  std::optional<std::pair<uint32_t, uint32_t>> stall;
 };
 
 // Per-context counters (instrumentation for `chorus bench` and tests).

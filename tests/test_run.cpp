@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -47,12 +48,12 @@ std::string device_flag() {
   return d ? std::string(" --device ") + d : std::string();
 }
 
-// Runs `chorus ARGS`, stdout and stderr captured apart.
-Result chorus(const std::string& args) {
+// Runs `chorus ARGS` with ENV (VAR=value ...) added, stdout and stderr captured apart.
+Result chorus(const std::string& args, const std::string& env = "") {
   char err_path[] = "/tmp/chorus_test_run_XXXXXX";
   const int fd = mkstemp(err_path);
   if (fd >= 0) close(fd);
-  const std::string cmd = std::string(CHORUS_BINARY) + " " + args + " 2>" + err_path;
+  const std::string cmd = (env.empty() ? "" : "env " + env + " ") + CHORUS_BINARY + " " + args + " 2>" + err_path;
   Result r{-1, "", ""};
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -121,6 +122,41 @@ TEST(ChorusRun, AMissingModelFileIsOneSentenceAndExitCodeOne) {
   EXPECT_NE(r.err.find("/nonexistent/model.gguf"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("No such file"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+// Two logical devices of the test GPU, for the tensor-split paths.
+std::string two_devices() {
+  const char* d = std::getenv("CHORUS_TEST_DEVICE");
+  const std::string i = d ? d : "0";
+  return " --device " + i + "," + i + " -sm tensor";
+}
+
+// A device that stops answering (CHORUS_FAULT_STALL makes logical device 1 wait before it
+// delivers a reduce point) must end the command within the timeout: one error naming the
+// device and the reduce point, exit code 1, everything released without validation errors.
+void expect_stall_reported(const std::string& prompt, const std::string& point, const std::string& path) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Result r = chorus("run -m " + kStories + " -p \"" + prompt + "\" -n 16 --temp 0" + two_devices(),
+                          "CHORUS_FAULT_STALL=1:" + point + " CHORUS_TIMEOUT_MS=2000");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.exit_code, 1) << path << ": " << r.err;
+  EXPECT_NE(r.err.find("chorus run: error: "), std::string::npos) << path << ": " << r.err;
+  EXPECT_NE(r.err.find("device 0/1"), std::string::npos) << path << ": " << r.err;
+  EXPECT_NE(r.err.find("reduce point " + point), std::string::npos) << path << ": " << r.err;
+  EXPECT_NE(r.err.find("2000 ms"), std::string::npos) << path << ": " << r.err;
+  EXPECT_EQ(r.err.find("validation error"), std::string::npos) << path << ": " << r.err;
+  EXPECT_LT(seconds, 60.0) << path << ": the timeout is 2 s";
+}
+
+TEST(ChorusRun, ADeviceThatStopsAnsweringInTheCollectiveEndsTheRunWithAnErrorNamingItAndTheReducePoint) {
+  expect_stall_reported("Once", "3", "a short prompt and decode (the collective)");
+}
+
+TEST(ChorusRun, ADeviceThatStopsAnsweringDuringALongPrefillEndsTheRunWithAnErrorNamingItAndTheReducePoint) {
+  // More than 16 prompt tokens: the host-synchronous reduce path.
+  expect_stall_reported("Once upon a time, there was a little girl named Lily. She loved to play outside in the sun "
+                        "with her big red ball and her small dog.",
+                        "5", "a long prompt (host-synchronous reduce)");
 }
 
 TEST(ChorusRun, BadArgumentsAreUsageErrors) {

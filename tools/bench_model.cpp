@@ -1,9 +1,11 @@
 // `chorus bench -m MODEL`: llama-bench style prompt-processing and generation speed, with the
 // synchronisation counters of a decode token.
 #include <algorithm>
+#include <chrono>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <random>
 
 #include "engine/model.h"
@@ -20,7 +22,8 @@ constexpr const char* kHelp =
     "Measures prompt processing (ppN: N tokens in one decode call, in micro-batches of -ub) and\n"
     "generation (tgN: N tokens one at a time) like llama-bench, printing t/s as mean +/- standard\n"
     "deviation over REPS runs after one warm-up run, and the per-token synchronisation counters\n"
-    "of generation (vkQueueSubmit calls and host waits per token).\n"
+    "of generation (vkQueueSubmit calls and host waits per token; with a tensor split, reduce points\n"
+    "per token, submits per reduce and the reduce latency p50/p99).\n"
     "\n"
     "  -m, --model FILE        a GGUF model\n"
     "  -p, --n-prompt LIST     prompt lengths (default 512; 0 skips)\n"
@@ -115,6 +118,9 @@ int bench_model(const std::vector<std::string>& args) {
     row("pp" + std::to_string(n), stat(tps));
   }
   double submits_per_token = 0, waits_per_token = 0;
+  // The collective's reduce points during the last generation run (tensor split only).
+  std::optional<split::CollectiveStats> reduce_stats;
+  uint32_t reduce_tokens = 0;
   for (uint32_t n : tg) {
     if (n == 0) continue;
     std::vector<double> tps;
@@ -125,6 +131,7 @@ int bench_model(const std::vector<std::string>& args) {
       std::vector<uint64_t> submits0;
       for (vk::Device* d : devs) submits0.push_back(d->counters().submits.load());
       const uint64_t waits0 = ctx.counters().host_waits;
+      const std::optional<split::CollectiveStats> cs0 = ctx.collective_stats();
       const auto t0 = std::chrono::steady_clock::now();
       for (uint32_t i = 0; i < n; ++i) {
         t = token(rng);
@@ -136,6 +143,15 @@ int bench_model(const std::vector<std::string>& args) {
       for (size_t k = 0; k < devs.size(); ++k)
         submits_per_token = std::max(submits_per_token, static_cast<double>(devs[k]->counters().submits.load() - submits0[k]) / n);
       waits_per_token = static_cast<double>(ctx.counters().host_waits - waits0) / n;
+      if (const auto cs1 = ctx.collective_stats(); cs0 && cs1) {
+        split::CollectiveStats d;
+        d.reduces = cs1->reduces - cs0->reduces;
+        d.reduce_submits = cs1->reduce_submits - cs0->reduce_submits;
+        const size_t skip = std::min(cs0->latency_ns.size(), cs1->latency_ns.size());
+        d.latency_ns.assign(cs1->latency_ns.begin() + static_cast<std::ptrdiff_t>(skip), cs1->latency_ns.end());
+        reduce_stats = std::move(d);
+        reduce_tokens = n;
+      }
       if (r > 0) tps.push_back(1000.0 * n / ms);
     }
     row("tg" + std::to_string(n), stat(tps));
@@ -145,6 +161,12 @@ int bench_model(const std::vector<std::string>& args) {
   if (submits_per_token > 0)
     std::printf("generation: %.2f vkQueueSubmit per device per token, %.2f host waits per token (main thread)\n", submits_per_token,
                 waits_per_token);
+  if (reduce_stats && reduce_stats->reduces > 0)
+    std::printf("reduces: %.2f per token, %.2f submits per reduce, reduce latency p50 %.1f us, p99 %.1f us "
+                "(the proxy's sum and signals, last tg run)\n",
+                static_cast<double>(reduce_stats->reduces) / reduce_tokens,
+                static_cast<double>(reduce_stats->reduce_submits) / static_cast<double>(reduce_stats->reduces),
+                reduce_stats->latency_us(0.5), reduce_stats->latency_us(0.99));
   return 0;
 }
 

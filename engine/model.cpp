@@ -387,16 +387,23 @@ struct Context::Impl {
     }
   }
 
-  // After an injected stall the device answers again, so its work runs out (the collective
-  // drains its own) before the buffers and command buffers it uses are destroyed.
+  // Nothing a device may still run is destroyed under it: after an error (a timeout on a slow
+  // or stalled device) the work submitted last can still be pending. The collective drains its
+  // own tokens; the other paths' last submit is d.done_value. An injected stall ends here (the
+  // device answers again). A slow device gets its timeout, at least kTeardownNs, to finish;
+  // one that does not keeps this context's buffers and command buffers (leaked: destroying
+  // them in use is undefined behaviour).
+  static constexpr uint64_t kTeardownNs = 120'000'000'000ull;
   ~Impl() {
-    if (!stall_timeline) return;
+    bool idle = true;
     try {
-      stall_timeline->signal(1);
-      for (DeviceState& d : devs) (void)d.done->wait_for(d.done_value, d.dev->timeout_ns());
+      if (stall_timeline) stall_timeline->signal(1);
+      for (DeviceState& d : devs)
+        idle = d.done->wait_for(d.done_value, std::max(d.dev->timeout_ns(), kTeardownNs)) && idle;
     } catch (...) {
-      // Nothing more can be done here; the devices' own teardown waits for them to idle.
+      idle = false;
     }
+    if (!idle) (void)new std::vector<DeviceState>(std::move(devs));
   }
 
   // CHORUS_FAULT_STALL=DEVICE:POINT (see ContextOptions::stall).

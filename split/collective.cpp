@@ -12,6 +12,9 @@ namespace {
 
 constexpr size_t kMaxSamples = size_t(1) << 20;
 constexpr uint64_t kBlockSliceNs = 10'000'000;  // a blocking wait re-checks for failure this often
+// After a failure, how long (at least) a device gets to run out its work before the
+// collective leaks its objects: a device that timed out may only be slow.
+constexpr uint64_t kDrainNs = 120'000'000'000ull;
 
 uint64_t now_ns() {
   return static_cast<uint64_t>(
@@ -122,7 +125,7 @@ void Collective::drain() noexcept {
   }
   for (auto& m : members_) {
     try {
-      if (!vk::wait_timeline(*m.device, *m.partials_ready, next_value_, timeout_ns_)) leak_ = true;
+      if (!vk::wait_timeline(*m.device, *m.partials_ready, next_value_, std::max(timeout_ns_, kDrainNs))) leak_ = true;
     } catch (...) {
       leak_ = true;
     }

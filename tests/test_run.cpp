@@ -159,6 +159,31 @@ TEST(ChorusRun, ADeviceThatStopsAnsweringDuringALongPrefillEndsTheRunWithAnError
                         "5", "a long prompt (host-synchronous reduce)");
 }
 
+// A device slower than CHORUS_TIMEOUT_MS (SmolLM2's first 128-token micro-batch takes far
+// longer than 100 ms on any CPU device) is one error and exit code 1: the context waits for
+// the work still on the device before it frees what that work uses (this used to crash).
+TEST(ChorusPerplexity, ADeviceSlowerThanTheTimeoutIsOneErrorAndExitCodeOneNotACrash) {
+  const std::string model = test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2");
+  const char* d = std::getenv("CHORUS_TEST_DEVICE");
+  const std::string i = d ? d : "0";
+  for (const std::string& devices : {i, i + "," + i}) {
+    const Result r = chorus("perplexity -m " + model + " -f " CHORUS_SOURCE_DIR "/../shared/corpus/wikitext-2-raw-wiki.test.raw"
+                            " -c 128 --chunks 2 --device " + devices,
+                            "CHORUS_TIMEOUT_MS=100");
+    EXPECT_EQ(r.exit_code, 1) << "--device " << devices << ": " << r.err;
+    EXPECT_NE(r.err.find("chorus perplexity: error: "), std::string::npos) << devices << ": " << r.err;
+    EXPECT_NE(r.err.find("did not finish"), std::string::npos) << devices << ": " << r.err;
+    EXPECT_NE(r.err.find("within 100 ms"), std::string::npos) << devices << ": " << r.err;
+    EXPECT_EQ(r.err.find("validation error"), std::string::npos) << devices << ": " << r.err;
+  }
+  // Decode on a tensor split: the collective's proxy times out, then drains the devices.
+  const Result r = chorus("run -m " + model + " -p Hello -n 4 --device " + i + "," + i, "CHORUS_TIMEOUT_MS=100");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("chorus run: error: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("within 100 ms"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("validation error"), std::string::npos) << r.err;
+}
+
 TEST(ChorusRun, BadArgumentsAreUsageErrors) {
   for (const std::string args : {"run", "run -m x.gguf --temp warm", "run -m x.gguf --top-p 1.5",
                                  "run -m x.gguf --bogus", "run -m x.gguf -n", "run -m x.gguf -n -3",

@@ -97,6 +97,8 @@ std::vector<SelftestResult> run_selftest(vk::Device& device, const std::function
         const ops::MatVecScratch mv_scratch{&scratch, 0};
         device.upload(w, 0, std::as_bytes(std::span(q.w)));
         device.upload(x, 0, std::as_bytes(std::span(q.x)));
+        // The kernel mul_mv will run (a texel-buffer kernel on CPU devices where one applies).
+        if (!matrix) r.variant = ops::mul_mv_kernel_name(kernels, type, K, w, 0, x, 0);
         vk::CommandBuffer cb(device);
         cb.begin();
         if (matrix)

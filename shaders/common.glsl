@@ -1,7 +1,8 @@
 // shaders/common.glsl — included first by every kernel.
 //
 // Conventions every kernel follows (engine/ops relies on them):
-// - Bindings: set 0 (a push-descriptor set), bindings 0..n-1, all std430 storage buffers.
+// - Bindings: set 0 (a push-descriptor set), bindings 0..n-1, std430 storage buffers (except
+//   mul_mv_texel.comp, which reads W and x through uniform texel buffers; see there).
 //   Quantised or 16-bit data is declared as `uint` words and read with the CH_* macros
 //   below, so the fallback variant needs neither 8- nor 16-bit storage.
 // - Binding offsets are rounded down by the host to minStorageBufferOffsetAlignment; every

@@ -12,6 +12,13 @@ foreach(fmt IN ITEMS f16 q8_0 q4_0 q4_k q6_k)
   string(TOUPPER ${fmt} up)
   chorus_shader(OP mul_mv_${fmt} SOURCE mul_mv.comp REQUIRES subgroup fp16 DEFINES FMT_${up}=1)
 endforeach()
+# mul_mv_texel_<fmt> (mul_mv_texel.comp): the superblock path reading W and x through uniform
+# texel buffers (core Vulkan, no capability needed); engine/ops/matvec.cpp uses it on CPU
+# devices, where texel fetches are gathers and storage-buffer loads are per-lane loops.
+foreach(fmt IN ITEMS q8_0 q4_0 q4_k q6_k)
+  string(TOUPPER ${fmt} up)
+  chorus_shader(OP mul_mv_texel_${fmt} SOURCE mul_mv_texel.comp DEFINES FMT_${up}=1)
+endforeach()
 # int8 variants (mul_mv_int8.comp, x quantised to q8_1 by quantize_q8_1) are not registered:
 # on lavapipe they measured slower than the f32 superblock path, and the variant table would
 # pick them first on any int8 device (docs/performance.md). Re-add them here, for GPUs only,

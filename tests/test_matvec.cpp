@@ -1,7 +1,8 @@
 // Dequantising matrix-vector kernels (engine/ops/matvec.h): every weight format x every
 // compiled variant against chorus::dequantize_row + a double-precision dot product, on one
 // block, odd shapes, a 4096-wide matrix, windowed (chunked) weight bindings and unaligned
-// offsets; plus quantize_q8_1 against the C++ q8_1 quantiser.
+// offsets; the texel-buffer kernels (mul_mv_texel_*) the same way; plus quantize_q8_1 against
+// the C++ q8_1 quantiser.
 //
 // Tolerances (normalised MSE against the reference):
 //   fallback, subgroup, subgroup+fp16: 1e-10 for every format. The weights the reference sees
@@ -58,10 +59,10 @@ struct Weights {
   std::vector<float> values;
 };
 
-Weights make_weights(GgmlType type, uint32_t K, uint32_t N, uint64_t seed, uint64_t offset) {
+Weights make_weights(GgmlType type, uint32_t K, uint32_t N, uint64_t seed, uint64_t offset, uint64_t pad = 0) {
   const uint64_t rb = *row_bytes(type, K);
   Weights w;
-  w.bytes.assign((offset + rb * N + 3) / 4 * 4, 0xA5);
+  w.bytes.assign((offset + rb * N + 3) / 4 * 4 + pad, 0xA5);
   w.values.resize(size_t(K) * N);
   const std::vector<float> src = test::random_floats(size_t(K) * N, seed);
   for (uint32_t n = 0; n < N; ++n) {
@@ -82,48 +83,57 @@ std::vector<float> q8_1_roundtrip(const std::vector<float>& x) {
 
 struct Layout {
   uint64_t w_offset = 0, x_offset = 0, y_offset = 0;
+  uint64_t w_pad = 0;  // bytes after the weights' last word
   ops::MatVecOptions options{};
+  Layout() { options.texel = 0; }  // the storage-buffer kernels; MulMvTexel tests the texel ones
 };
+
+// Runs mul_mv with kernels k on fresh random data, checks that it ran `kernel` and matches the
+// reference; returns y.
+std::vector<float> run_and_check(ops::Kernels& k, GgmlType type, const std::string& kernel, bool int8, uint32_t K,
+                                 uint32_t N, uint64_t seed, const Layout& l) {
+  vk::Device& dev = test::device(0);
+  const std::string op = ops::mul_mv_op(type);
+  const Weights w = make_weights(type, K, N, seed, l.w_offset, l.w_pad);
+  const std::vector<float> x = test::random_floats(K, seed + 1000);
+  std::vector<float> xpad(l.x_offset / 4, 0.0f);
+  xpad.insert(xpad.end(), x.begin(), x.end());
+  vk::Buffer wb = test::make_buffer(dev, w.bytes, "W");
+  vk::Buffer xb = test::make_buffer(dev, xpad, "x");
+  vk::Buffer yb = dev.create_buffer(l.y_offset + uint64_t(N) * 4, vk::BufferKind::Device, "y");
+  const uint64_t scratch_bytes = ops::mul_mv_scratch_bytes(k, type, K);
+  EXPECT_EQ(scratch_bytes > 0, int8);
+  vk::Buffer sb = dev.create_buffer(std::max<uint64_t>(scratch_bytes + 4, 4), vk::BufferKind::Device, "q8_1 x");
+  const ops::MatVecScratch scratch{&sb, 4};
+  const std::string what = op + " K=" + std::to_string(K) + " N=" + std::to_string(N) + " seed=" + std::to_string(seed) +
+                           " w_offset=" + std::to_string(l.w_offset) + " x_offset=" + std::to_string(l.x_offset);
+  EXPECT_EQ(ops::mul_mv_kernel_name(k, type, K, wb, l.w_offset, xb, l.x_offset, l.options), kernel) << what;
+
+  test::run_on(dev, [&](vk::CommandBuffer& cb) {
+    ops::mul_mv(k, cb, type, wb, l.w_offset, K, N, xb, l.x_offset, yb, l.y_offset, &scratch, l.options);
+    cb.barrier_to_host();  // y is read by the host below
+  });
+  const std::vector<float> y = dev.download<float>(yb, N, l.y_offset);
+
+  const std::vector<float> ref = ref::matvec(w.values, x, K, N);
+  if (int8) {
+    const std::vector<float> ref8 = ref::matvec(w.values, q8_1_roundtrip(x), K, N);
+    EXPECT_LE(test::nmse(ref8, y), 1e-8) << what << " (against q8_1 x)";
+    EXPECT_LE(test::nmse(ref, y), 1e-3) << what << " (against f32 x)";
+  } else {
+    EXPECT_LE(test::nmse(ref, y), 1e-10) << what;
+  }
+  return y;
+}
 
 class MulMv : public test::GpuTestP<Case> {
  protected:
-  // Runs the kernel on fresh random data and checks it against the reference; returns y.
+  // Runs the case's variant on fresh random data and checks it against the reference; returns y.
   std::vector<float> check(uint32_t K, uint32_t N, uint64_t seed, const Layout& l = {}) {
     const Case& c = GetParam();
-    vk::Device& dev = test::device(0);
-    ops::Kernels k(dev, c.variant->requires_caps);
-    const std::string op = ops::mul_mv_op(c.type);
-    EXPECT_EQ(k.variant(op).name, c.variant->name) << "the capability mask did not force the variant";
-
-    const Weights w = make_weights(c.type, K, N, seed, l.w_offset);
-    const std::vector<float> x = test::random_floats(K, seed + 1000);
-    std::vector<float> xpad(l.x_offset / 4, 0.0f);
-    xpad.insert(xpad.end(), x.begin(), x.end());
-    vk::Buffer wb = test::make_buffer(dev, w.bytes, "W");
-    vk::Buffer xb = test::make_buffer(dev, xpad, "x");
-    vk::Buffer yb = dev.create_buffer(l.y_offset + uint64_t(N) * 4, vk::BufferKind::Device, "y");
-    const uint64_t scratch_bytes = ops::mul_mv_scratch_bytes(k, c.type, K);
-    EXPECT_EQ(scratch_bytes > 0, is_int8(c));
-    vk::Buffer sb = dev.create_buffer(std::max<uint64_t>(scratch_bytes + 4, 4), vk::BufferKind::Device, "q8_1 x");
-    const ops::MatVecScratch scratch{&sb, 4};
-
-    test::run_on(dev, [&](vk::CommandBuffer& cb) {
-      ops::mul_mv(k, cb, c.type, wb, l.w_offset, K, N, xb, l.x_offset, yb, l.y_offset, &scratch, l.options);
-      cb.barrier_to_host();  // y is read by the host below
-    });
-    const std::vector<float> y = dev.download<float>(yb, N, l.y_offset);
-
-    const std::vector<float> ref = ref::matvec(w.values, x, K, N);
-    const std::string what = op + " " + std::string(c.variant->name) + " K=" + std::to_string(K) +
-                             " N=" + std::to_string(N) + " seed=" + std::to_string(seed);
-    if (is_int8(c)) {
-      const std::vector<float> ref8 = ref::matvec(w.values, q8_1_roundtrip(x), K, N);
-      EXPECT_LE(test::nmse(ref8, y), 1e-8) << what << " (against q8_1 x)";
-      EXPECT_LE(test::nmse(ref, y), 1e-3) << what << " (against f32 x)";
-    } else {
-      EXPECT_LE(test::nmse(ref, y), 1e-10) << what;
-    }
-    return y;
+    ops::Kernels k(test::device(0), c.variant->requires_caps);
+    EXPECT_EQ(k.variant(ops::mul_mv_op(c.type)).name, c.variant->name) << "the capability mask did not force the variant";
+    return run_and_check(k, c.type, std::string(c.variant->name), is_int8(c), K, N, seed, l);
   }
 
   GgmlType type() const { return GetParam().type; }
@@ -225,6 +235,129 @@ TEST_P(MulMv, GivesBitwiseIdenticalResultsWhenRepeated) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllFormatsAndVariants, MulMv, ::testing::ValuesIn(all_cases()), case_name);
+
+// The texel-buffer kernels (mul_mv_texel_<fmt>, shaders/mul_mv_texel.comp): Q4_0, Q8_0, Q4_K,
+// Q6_K with K a multiple of 256, x at a 16-byte multiple. Same tolerance as the other f32-x
+// kernels (1e-10). W is read as 16-byte texels when rows start 16-aligned, as 16-byte texels
+// realigned per superblock when the buffer's end is padded to 16 bytes, else as 4-byte texels.
+std::string texel_kernel(GgmlType t) { return "mul_mv_texel_" + ops::mul_mv_op(t).substr(7); }
+
+class MulMvTexel : public test::GpuTestP<GgmlType> {
+ protected:
+  static Layout tl() {  // a layout that asks for the texel kernels
+    Layout l;
+    l.options.texel = 1;
+    return l;
+  }
+  std::vector<float> check(uint32_t K, uint32_t N, uint64_t seed, const Layout& l = tl(), bool expect_texel = true) {
+    const GgmlType t = GetParam();
+    ops::Kernels k(test::device(0));
+    const std::string kernel = expect_texel ? texel_kernel(t) : std::string(k.variant(ops::mul_mv_op(t)).name);
+    return run_and_check(k, t, kernel, false, K, N, seed, l);
+  }
+  // An even offset that is 2 mod 4 (4 mod 16 for Q4_K, whose blocks must be 4-aligned).
+  uint64_t odd_offset() const { return GetParam() == GgmlType::Q4_K ? 36 : 34; }
+};
+
+TEST_P(MulMvTexel, MatchesTheReferenceForEveryWeightAlignmentAndRowCount) {
+  // w_offset 0 and 16: 16-aligned rows (Q6_K: realigned, its blocks are 210 bytes); an odd
+  // offset: realigned superblocks with w_pad (the buffer's end padded to 16 bytes), 4-byte
+  // texels without; 1 or 8 rows per invocation, rows not a multiple of them.
+  uint64_t seed = 200;
+  for (uint64_t w_offset : {uint64_t(0), uint64_t(16), odd_offset()}) {
+    for (uint64_t w_pad : {0u, 16u}) {
+      for (uint32_t rows : {1u, 8u}) {
+        Layout l = tl();
+        l.w_offset = w_offset;
+        l.w_pad = w_pad;
+        l.x_offset = 16;
+        l.y_offset = 4;
+        l.options.rows = rows;
+        check(512, 8 * rows + 5, ++seed, l);
+      }
+    }
+  }
+}
+
+TEST_P(MulMvTexel, MatchesTheReferenceWhenRowsStartAtDifferentAlignments) {
+  // 768 elements: Q6_K rows are 630 bytes, so the lanes of one subgroup realign by different
+  // amounts; Q4_0/Q8_0/Q4_K rows stay 16-aligned. And one superblock per row.
+  Layout l = tl();
+  check(768, 29, 231, l);
+  l.w_pad = 16;
+  check(768, 29, 232, l);
+  l.w_offset = odd_offset();
+  check(768, 29, 233, l);
+  check(256, 11, 234, l);
+}
+
+TEST_P(MulMvTexel, MatchesTheReferenceOnA4096WideMatrix) { check(4096, 70, 241); }
+
+TEST_P(MulMvTexel, MatchesTheReferenceWithRowsOf2048Elements) {
+  // Rows of 2048: Q6_K rows are 16-aligned (1680 bytes), so its superblocks go in pairs when
+  // the weights start 16-aligned (w_offset 0, 16), and singly otherwise; also in windows.
+  Layout l = tl();
+  check(2048, 19, 242, l);
+  l.w_offset = 16;
+  check(2048, 19, 243, l);
+  l.w_offset = odd_offset();
+  l.w_pad = 16;
+  check(2048, 19, 244, l);
+  l.w_offset = 16;
+  l.options.rows = 1;
+  l.options.max_window = 256 + 32 + 5 * *row_bytes(GetParam(), 2048);
+  check(2048, 19, 245, l);
+}
+
+TEST_P(MulMvTexel, MatchesTheReferenceWhenWeightsAreBoundInWindows) {
+  const uint32_t K = 512;
+  for (uint32_t rows : {0u, 1u}) {
+    for (uint64_t w_pad : {0u, 16u}) {
+      Layout l = tl();
+      l.w_offset = odd_offset();
+      l.w_pad = w_pad;
+      l.options.rows = rows;
+      // room for about 5 rows per view: the 37 rows take several dispatches
+      l.options.max_window = 256 + 32 + 5 * *row_bytes(GetParam(), K);
+      check(K, 37, 251 + rows + w_pad, l);
+    }
+  }
+}
+
+TEST_P(MulMvTexel, MatchesTheReferenceForEveryWorkgroupSize) {
+  for (uint32_t wg : {8u, 64u, 256u}) {
+    Layout l = tl();
+    l.options.workgroup = wg;
+    l.options.rows = 1;
+    check(512, wg + 3, 260 + wg, l);
+  }
+}
+
+TEST_P(MulMvTexel, FallsBackToStorageBuffersWhereItDoesNotApply) {
+  Layout l = tl();
+  l.x_offset = 12;  // x not at a 16-byte multiple
+  check(512, 9, 271, l, false);
+  l.x_offset = 0;
+  l.options.texel = 0;
+  check(512, 9, 272, l, false);
+  if (GetParam() != GgmlType::Q4_K && GetParam() != GgmlType::Q6_K) {
+    l.options.texel = 1;
+    check(288, 9, 273, l, false);  // K not a multiple of 256
+  }
+}
+
+TEST_P(MulMvTexel, GivesBitwiseIdenticalResultsWhenRepeated) {
+  Layout l = tl();
+  l.w_offset = odd_offset();
+  l.w_pad = 16;
+  const std::vector<float> a = check(1024, 33, 281, l);
+  const std::vector<float> b = check(1024, 33, 281, l);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+}
+
+INSTANTIATE_TEST_SUITE_P(TexelFormats, MulMvTexel,
+                         ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K),
+                         [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
 
 class QuantizeQ81 : public test::GpuTest {};
 

@@ -159,18 +159,31 @@ int bench_kernels(const BenchOptions& o) {
     const std::vector<uint8_t> wh = bench_weights(t, o.K, o.N);
     vk::Buffer w = dev.create_buffer(wh.size(), vk::BufferKind::Device, "bench W");
     dev.upload(w, std::span<const uint8_t>(wh));
-    vk::CommandBuffer cb(dev);
-    cb.begin();
-    // No barriers between the repeats: each writes the same y from the same inputs.
-    for (uint32_t r = 0; r < o.repeat; ++r) ops::mul_mv(k, cb, t, w, 0, o.K, o.N, x, 0, y, 0, &sc, o.mv);
-    cb.end();
-    const Timing tm = time_runs(dev, cb, o.reps);
-    const double s = tm.wall / o.repeat;
-    const double wbytes = double(*row_bytes(t, o.K)) * o.N;
-    std::printf("  %-6s %-34s %8.1f %10.1f %8.2f %8.0f%% %12.1f\n", type_traits(t).name,
-                std::string(k.variant(ops::mul_mv_op(t)).name).c_str(), wbytes / (1 << 20), s * 1e6, wbytes / s / 1e9,
-                100.0 * wbytes / s / memcpy_bps, tm.cpu / o.repeat * 1e6);
-    std::fflush(stdout);
+    // Default: the storage-buffer kernel and, where one applies, the texel-buffer kernel, in
+    // the same run (the machine's load moves between runs).
+    std::vector<ops::MatVecOptions> runs{o.mv};
+    if (o.mv.texel < 0) {
+      ops::MatVecOptions storage = o.mv, texel = o.mv;
+      storage.texel = 0;
+      texel.texel = 1;
+      runs = {storage};
+      if (ops::mul_mv_kernel_name(k, t, o.K, w, 0, x, 0, texel) != ops::mul_mv_kernel_name(k, t, o.K, w, 0, x, 0, storage))
+        runs.push_back(texel);
+    }
+    for (const ops::MatVecOptions& mv : runs) {
+      vk::CommandBuffer cb(dev);
+      cb.begin();
+      // No barriers between the repeats: each writes the same y from the same inputs.
+      for (uint32_t r = 0; r < o.repeat; ++r) ops::mul_mv(k, cb, t, w, 0, o.K, o.N, x, 0, y, 0, &sc, mv);
+      cb.end();
+      const Timing tm = time_runs(dev, cb, o.reps);
+      const double s = tm.wall / o.repeat;
+      const double wbytes = double(*row_bytes(t, o.K)) * o.N;
+      std::printf("  %-6s %-34s %8.1f %10.1f %8.2f %8.0f%% %12.1f\n", type_traits(t).name,
+                  ops::mul_mv_kernel_name(k, t, o.K, w, 0, x, 0, mv).c_str(), wbytes / (1 << 20), s * 1e6,
+                  wbytes / s / 1e9, 100.0 * wbytes / s / memcpy_bps, tm.cpu / o.repeat * 1e6);
+      std::fflush(stdout);
+    }
   }
 
   if (o.matmul && o.M > 0) {
@@ -210,7 +223,9 @@ void print_help() {
       "  --repeat R        matvec dispatches per command buffer (default 10)\n"
       "  --workgroup W     matvec invocations per workgroup (tuning; default: the op's)\n"
       "  --rows R          matvec rows per workgroup or per invocation (tuning; default: the op's)\n"
-      "  --row-per-invocation 0|1  matvec work split (tuning; default: 1 on CPU devices)\n\n"
+      "  --row-per-invocation 0|1  matvec work split (tuning; default: 1 on CPU devices)\n"
+      "  --texel 0|1       matvec through texel buffers (mul_mv_texel_*) or storage buffers only;\n"
+      "                    default: both, one line each, where a texel kernel applies\n\n"
       "environment: CHORUS_DISABLE_CAPS=fp16,int8,subgroup benchmarks narrower variants;\n"
       "LP_NUM_THREADS sets lavapipe's worker threads.\n");
 }
@@ -242,6 +257,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     else if (a == "--repeat") o.repeat = std::max(1u, u32(a, take_value(args, i)));
     else if (a == "--workgroup") o.mv.workgroup = u32(a, take_value(args, i));
     else if (a == "--rows") o.mv.rows = u32(a, take_value(args, i));
+    else if (a == "--texel") o.mv.texel = static_cast<int>(std::min(1u, u32(a, take_value(args, i))));
     else if (a == "--row-per-invocation") o.mv.row_per_invocation = static_cast<int>(std::min(1u, u32(a, take_value(args, i))));
     else throw UsageError("unknown option '" + a + "'");
   }

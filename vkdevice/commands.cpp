@@ -49,12 +49,21 @@ void CommandBuffer::dispatch(const Pipeline& pipeline, std::span<const BufferWin
   std::vector<VkDescriptorBufferInfo> infos(bindings.size());
   std::vector<VkWriteDescriptorSet> writes(bindings.size());
   for (size_t i = 0; i < bindings.size(); ++i) {
+    const bool texel = (pipeline.texel_bindings() >> i) & 1u;
+    if (texel != (bindings[i].texel_view != VK_NULL_HANDLE))
+      throw Error(device_->label() + ": pipeline '" + pipeline.name() + "' binding " + std::to_string(i) + " takes " +
+                  (texel ? "a texel buffer view (Buffer::texel_window)" : "a storage buffer window (Buffer::window)"));
     infos[i] = {bindings[i].buffer, bindings[i].offset, bindings[i].range};
     writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
     writes[i].dstBinding = static_cast<uint32_t>(i);
     writes[i].descriptorCount = 1;
-    writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
-    writes[i].pBufferInfo = &infos[i];
+    if (texel) {
+      writes[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+      writes[i].pTexelBufferView = &bindings[i].texel_view;
+    } else {
+      writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+      writes[i].pBufferInfo = &infos[i];
+    }
   }
   vkCmdPushDescriptorSetKHR(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout(), 0,
                             static_cast<uint32_t>(writes.size()), writes.data());

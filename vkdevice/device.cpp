@@ -178,8 +178,10 @@ void Device::save_pipeline_cache() {
 }
 
 Buffer Device::create_buffer(uint64_t size, BufferKind kind, const std::string& name) {
-  return Buffer(*allocator_, device_, size, kind, name, info_.min_storage_buffer_offset_alignment,
-                info_.max_storage_buffer_range);
+  Buffer b(*allocator_, device_, size, kind, name, info_.min_storage_buffer_offset_alignment,
+           info_.max_storage_buffer_range);
+  b.allow_texel_views(info_.min_texel_buffer_offset_alignment, info_.max_texel_buffer_elements);
+  return b;
 }
 
 void Device::submit(const CommandBuffer& cb, std::span<const TimelinePoint> waits, std::span<const TimelinePoint> signals) {

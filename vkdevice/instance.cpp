@@ -71,6 +71,8 @@ DeviceInfo survey_one(VkPhysicalDevice pd, uint32_t index) {
   d.type = type_name(base.deviceType);
   d.max_storage_buffer_range = base.limits.maxStorageBufferRange;
   d.min_storage_buffer_offset_alignment = base.limits.minStorageBufferOffsetAlignment;
+  d.min_texel_buffer_offset_alignment = base.limits.minTexelBufferOffsetAlignment;
+  d.max_texel_buffer_elements = base.limits.maxTexelBufferElements;
   d.max_workgroup_invocations = base.limits.maxComputeWorkGroupInvocations;
   d.max_shared_memory = base.limits.maxComputeSharedMemorySize;
   std::memcpy(d.pipeline_cache_uuid, base.pipelineCacheUUID, VK_UUID_SIZE);

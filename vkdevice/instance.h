@@ -47,6 +47,8 @@ struct DeviceInfo {
   uint64_t max_storage_buffer_range = 0;
   uint64_t max_memory_allocation_size = 0;
   uint64_t min_storage_buffer_offset_alignment = 0;
+  uint64_t min_texel_buffer_offset_alignment = 0;  // buffer views (uniform texel buffers)
+  uint64_t max_texel_buffer_elements = 0;
   uint32_t max_workgroup_invocations = 0;
   uint32_t max_shared_memory = 0;
   uint8_t pipeline_cache_uuid[VK_UUID_SIZE] = {};

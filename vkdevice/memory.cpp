@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <optional>
+#include <tuple>
 #include <utility>
 
 namespace chorus::vk {
@@ -220,7 +221,8 @@ Buffer::Buffer(Allocator& allocator, VkDevice device, uint64_t size, BufferKind 
   if (size == 0) throw Error(allocator.label() + ": buffer '" + tag_ + "' has size 0");
   VkBufferCreateInfo bi{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
   bi.size = align_up(size, 4);  // kernels read by 32-bit words: the last word is always whole
-  bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+             VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT;  // texel_window() once allow_texel_views() is called
   bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
   check(vkCreateBuffer(device, &bi, nullptr, &buffer_),
         allocator.label() + ": creating buffer '" + tag_ + "' of " + format_bytes(size));
@@ -245,7 +247,16 @@ Buffer::Buffer(Allocator& allocator, VkDevice device, VkBuffer buffer, uint64_t 
   alloc_.mapped = mapped;  // alloc_.block stays UINT32_MAX: release() leaves foreign memory alone
 }
 
+struct Buffer::Views {
+  std::mutex mutex;
+  std::map<std::tuple<uint64_t, uint64_t, int>, VkBufferView> views;  // (offset, range, format)
+};
+
 void Buffer::destroy() {
+  if (views_) {
+    for (const auto& [key, view] : views_->views) vkDestroyBufferView(device_, view, nullptr);
+    views_.reset();
+  }
   if (buffer_) {
     vkDestroyBuffer(device_, buffer_, nullptr);
     allocator_->release(alloc_, tag_);
@@ -269,8 +280,54 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
     tag_ = std::move(o.tag_);
     bind_alignment_ = o.bind_alignment_;
     max_range_ = o.max_range_;
+    texel_alignment_ = std::exchange(o.texel_alignment_, 0);
+    texel_max_elements_ = std::exchange(o.texel_max_elements_, 0);
+    views_ = std::move(o.views_);
   }
   return *this;
+}
+
+void Buffer::allow_texel_views(uint64_t offset_alignment, uint64_t max_elements) {
+  texel_alignment_ = std::max<uint64_t>(offset_alignment, 1);
+  texel_max_elements_ = max_elements;
+  if (!views_) views_ = std::make_shared<Views>();
+}
+
+BufferWindow Buffer::texel_window(uint64_t offset, uint64_t size, VkFormat format, uint32_t texel_bytes) const {
+  if (texel_alignment_ == 0 || !views_)
+    throw Error("buffer '" + tag_ + "' was not created for texel buffer views");
+  if (size == 0 || offset + size > size_)
+    throw Error("buffer '" + tag_ + "': texel window [" + std::to_string(offset) + ", " + std::to_string(offset + size) +
+                ") lies outside its " + std::to_string(size_) + " bytes");
+  BufferWindow w;
+  w.buffer = buffer_;
+  w.offset = offset / texel_alignment_ * texel_alignment_;
+  w.skip = offset - w.offset;
+  if (w.skip % texel_bytes != 0)
+    throw Error("buffer '" + tag_ + "': texel window at byte " + std::to_string(offset) + " is not a whole number of " +
+                std::to_string(texel_bytes) + "-byte texels past an aligned offset");
+  // Whole texels up to the data's end, but never past the buffer's (word-padded) end.
+  const uint64_t end = std::min(align_up(offset + size, texel_bytes), align_up(size_, 4) / texel_bytes * texel_bytes);
+  if (end <= w.offset) throw Error("buffer '" + tag_ + "': texel window holds no whole texel");
+  w.range = end - w.offset;
+  if (w.range / texel_bytes > texel_max_elements_)
+    throw Error("buffer '" + tag_ + "': a texel window of " + std::to_string(w.range / texel_bytes) +
+                " texels exceeds the device's maxTexelBufferElements of " + std::to_string(texel_max_elements_));
+  std::lock_guard lock(views_->mutex);
+  const auto key = std::make_tuple(w.offset, w.range, static_cast<int>(format));
+  auto it = views_->views.find(key);
+  if (it == views_->views.end()) {
+    VkBufferViewCreateInfo vi{VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO};
+    vi.buffer = buffer_;
+    vi.format = format;
+    vi.offset = w.offset;
+    vi.range = w.range;
+    VkBufferView view = VK_NULL_HANDLE;
+    check(vkCreateBufferView(device_, &vi, nullptr, &view), "buffer '" + tag_ + "': creating a texel buffer view");
+    it = views_->views.emplace(key, view).first;
+  }
+  w.texel_view = it->second;
+  return w;
 }
 
 BufferWindow Buffer::window(uint64_t offset, uint64_t size) const {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -81,12 +82,15 @@ class Allocator {
 };
 
 // A slice of a buffer ready to bind: offset is aligned for binding, skip is how far past it
-// the requested data starts (kernels add it through their push constants).
+// the requested data starts (kernels add it through their push constants). With texel_view
+// set (Buffer::texel_window) it binds as a uniform texel buffer through that view, and
+// offset/range are the view's.
 struct BufferWindow {
   VkBuffer buffer = VK_NULL_HANDLE;
   uint64_t offset = 0;
   uint64_t range = 0;
   uint64_t skip = 0;
+  VkBufferView texel_view = VK_NULL_HANDLE;
 };
 
 class Buffer {
@@ -118,6 +122,18 @@ class Buffer {
   BufferWindow window(uint64_t offset = 0, uint64_t size = 0) const;
   uint64_t max_range() const { return max_range_; }
 
+  // Uniform texel buffers (buffers made by Device::create_buffer allow them): the window
+  // [offset, offset + size) as a view of `format` (texels of texel_bytes bytes). The view starts
+  // at offset aligned down to minTexelBufferOffsetAlignment (skip = bytes before the data, a
+  // multiple of texel_bytes, or Error), covers whole texels up to the data's end (clamped to
+  // the buffer), and stays alive, cached per (offset, range, format), until the buffer is
+  // destroyed; each view costs a little host memory. Throws Error if the buffer allows no
+  // texel views or the window exceeds maxTexelBufferElements.
+  BufferWindow texel_window(uint64_t offset, uint64_t size, VkFormat format, uint32_t texel_bytes) const;
+  uint64_t max_texel_elements() const { return texel_max_elements_; }
+  // Set by Device::create_buffer: the buffer was created with texel-buffer usage.
+  void allow_texel_views(uint64_t offset_alignment, uint64_t max_elements);
+
  private:
   void destroy();
 
@@ -130,6 +146,10 @@ class Buffer {
   std::string tag_;
   uint64_t bind_alignment_ = 16;
   uint64_t max_range_ = 0;
+  uint64_t texel_alignment_ = 0;      // 0: no texel views
+  uint64_t texel_max_elements_ = 0;
+  struct Views;                        // cache of VkBufferViews (memory.cpp)
+  std::shared_ptr<Views> views_;       // shared_ptr: Views is incomplete here
 };
 
 // "512.0 MiB"

@@ -5,7 +5,8 @@
 namespace chorus::vk {
 
 Pipeline::Pipeline(Device& device, const PipelineDesc& desc)
-    : device_(device.handle()), name_(desc.name), n_bindings_(desc.n_bindings), push_bytes_(desc.push_bytes) {
+    : device_(device.handle()), name_(desc.name), n_bindings_(desc.n_bindings), push_bytes_(desc.push_bytes),
+      texel_bindings_(desc.texel_bindings) {
   const std::string where = device.label() + ": building pipeline '" + desc.name + "'";
   if (desc.spirv.size() < 5 || desc.spirv[0] != 0x07230203u)
     throw Error(where + ": the embedded SPIR-V is empty or lacks the SPIR-V magic number");
@@ -16,7 +17,8 @@ Pipeline::Pipeline(Device& device, const PipelineDesc& desc)
     std::vector<VkDescriptorSetLayoutBinding> bindings(desc.n_bindings);
     for (uint32_t i = 0; i < desc.n_bindings; ++i) {
       bindings[i].binding = i;
-      bindings[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+      bindings[i].descriptorType = (desc.texel_bindings >> i) & 1u ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+                                                                   : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
       bindings[i].descriptorCount = 1;
       bindings[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
     }

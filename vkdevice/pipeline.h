@@ -1,7 +1,7 @@
 // vkdevice/pipeline.h — compute pipelines.
 //
 // Owns: VkShaderModule → VkPipeline with specialisation constants, one push-descriptor set
-// layout of storage buffers and a push-constant range per pipeline, built through the
+// layout of storage buffers (or uniform texel buffers, per binding) and a push-constant range per pipeline, built through the
 // device's persistent pipeline cache.
 #pragma once
 
@@ -22,6 +22,7 @@ struct PipelineDesc {
   uint32_t n_bindings = 0;           // storage buffers at set 0, bindings 0..n-1
   uint32_t push_bytes = 0;           // size of the push-constant block (<= 128)
   std::vector<uint32_t> spec;        // specialisation constants 0..n-1 (0 = workgroup size x)
+  uint32_t texel_bindings = 0;       // bit i set: binding i is a uniform texel buffer instead
 };
 
 class Pipeline {
@@ -36,12 +37,14 @@ class Pipeline {
   const std::string& name() const { return name_; }
   uint32_t n_bindings() const { return n_bindings_; }
   uint32_t push_bytes() const { return push_bytes_; }
+  uint32_t texel_bindings() const { return texel_bindings_; }  // PipelineDesc::texel_bindings
 
  private:
   VkDevice device_ = VK_NULL_HANDLE;
   std::string name_;
   uint32_t n_bindings_ = 0;
   uint32_t push_bytes_ = 0;
+  uint32_t texel_bindings_ = 0;
   VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;
   VkPipelineLayout layout_ = VK_NULL_HANDLE;
   VkPipeline pipeline_ = VK_NULL_HANDLE;

@@ -17,11 +17,18 @@ const shaders::Variant& Kernels::variant(std::string_view op) const {
 
 const vk::Pipeline& Kernels::pipeline(std::string_view op, uint32_t n_bindings, uint32_t push_bytes,
                                       const std::vector<uint32_t>& spec) {
+  return pipeline(op, n_bindings, push_bytes, spec, 0);
+}
+
+const vk::Pipeline& Kernels::pipeline(std::string_view op, uint32_t n_bindings, uint32_t push_bytes,
+                                      const std::vector<uint32_t>& spec, uint32_t texel_bindings) {
   const shaders::Variant& v = variant(op);
-  auto key = std::make_pair(std::string(v.name), spec);
+  std::string name(v.name);
+  if (texel_bindings) name += "#texel" + std::to_string(texel_bindings);  // a different layout
+  auto key = std::make_pair(name, spec);
   auto it = pipelines_.find(key);
   if (it != pipelines_.end()) return *it->second;
-  vk::PipelineDesc desc{std::string(v.name), v.spirv(), n_bindings, push_bytes, spec};
+  vk::PipelineDesc desc{std::string(v.name), v.spirv(), n_bindings, push_bytes, spec, texel_bindings};
   auto p = std::make_unique<vk::Pipeline>(*device_, desc);
   return *pipelines_.emplace(std::move(key), std::move(p)).first->second;
 }

@@ -38,12 +38,18 @@ class Kernels {
   // use, then reused: decode creates no pipelines).
   const vk::Pipeline& pipeline(std::string_view op, uint32_t n_bindings, uint32_t push_bytes,
                                const std::vector<uint32_t>& spec);
+  // Same, with the bindings whose bit is set in texel_bindings bound as uniform texel buffers.
+  const vk::Pipeline& pipeline(std::string_view op, uint32_t n_bindings, uint32_t push_bytes,
+                               const std::vector<uint32_t>& spec, uint32_t texel_bindings);
 
-  // Records one dispatch; push is the op's push-constant struct.
+  // Records one dispatch; push is the op's push-constant struct. Windows made by
+  // Buffer::texel_window bind as uniform texel buffers, the others as storage buffers.
   template <typename Push>
   void dispatch(vk::CommandBuffer& cb, std::string_view op, std::initializer_list<vk::BufferWindow> bindings,
                 const Push& push, const std::vector<uint32_t>& spec, uint32_t gx, uint32_t gy = 1, uint32_t gz = 1) {
-    const vk::Pipeline& p = pipeline(op, static_cast<uint32_t>(bindings.size()), sizeof(Push), spec);
+    uint32_t texel = 0, i = 0;
+    for (const vk::BufferWindow& b : bindings) texel |= (b.texel_view != VK_NULL_HANDLE ? 1u : 0u) << i++;
+    const vk::Pipeline& p = pipeline(op, static_cast<uint32_t>(bindings.size()), sizeof(Push), spec, texel);
     cb.dispatch(p, bindings, &push, sizeof(Push), gx, gy, gz);
   }
 

@@ -31,7 +31,36 @@ std::string shape_text(GgmlType type, uint32_t K, uint32_t N) {
 
 uint64_t round_up4(uint64_t v) { return (v + 3) / 4 * 4; }
 
+std::string texel_op(GgmlType type) {
+  std::string name = type_traits(type).name;
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return "mul_mv_texel_" + name;
+}
+
+bool has_texel_kernel(GgmlType t) {
+  return t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+}
+
+// Whether mul_mv takes the texel-buffer kernel (mul_mv_texel.comp) for these arguments.
+bool use_texel(const Kernels& k, GgmlType type, uint32_t K, const vk::Buffer& w, const vk::Buffer& x, uint64_t x_offset,
+               const MatVecOptions& options) {
+  const vk::DeviceInfo& info = k.device().info();
+  const bool cpu = info.type == "cpu";
+  if (options.texel == 0 || (options.texel < 0 && !cpu)) return false;
+  if (options.row_per_invocation == 0 || (options.row_per_invocation < 0 && !cpu)) return false;
+  if (!has_texel_kernel(type) || K % 256 != 0 || x_offset % 16 != 0) return false;
+  if (w.max_texel_elements() == 0 || x.max_texel_elements() < K / 4) return false;
+  if ((k.variant(mul_mv_op(type)).requires_caps & shaders::kInt8) != 0) return false;  // int8 variants take q8_1 x
+  return shaders::select(texel_op(type), k.caps()) != nullptr;
+}
+
 }  // namespace
+
+std::string mul_mv_kernel_name(const Kernels& k, GgmlType type, uint32_t K, const vk::Buffer& w, uint64_t /*w_offset*/,
+                               const vk::Buffer& x, uint64_t x_offset, const MatVecOptions& options) {
+  if (use_texel(k, type, K, w, x, x_offset, options)) return std::string(k.variant(texel_op(type)).name);
+  return std::string(k.variant(mul_mv_op(type)).name);
+}
 
 std::string mul_mv_op(GgmlType type) {
   std::string name = type_traits(type).name;
@@ -57,6 +86,66 @@ void quantize_q8_1(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint6
   k.dispatch(cb, "quantize_q8_1", {xw, qw}, push, {kQuantizeWorkgroup}, groups(K / 32, kQuantizeWorkgroup));
 }
 
+namespace {
+
+// mul_mv through mul_mv_texel.comp (use_texel() said yes; shapes and offsets are checked).
+// W is bound as R32G32B32A32_UINT views when every row starts 16-aligned, else as R32_UINT
+// views; x as one R32G32B32A32_SFLOAT view. Row chunks keep each W view within
+// maxTexelBufferElements (or options.max_window bytes) and 65535 workgroups.
+void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
+                  uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y, uint64_t y_offset,
+                  uint64_t rb, const MatVecOptions& options) {
+  const std::string op = texel_op(type);
+  const vk::DeviceInfo& info = k.device().info();
+  const uint32_t wg = options.workgroup ? options.workgroup : std::max(info.subgroup_size, 1u);
+  const uint32_t rows = options.rows ? options.rows : kCpuRows;
+  if (wg < 1 || wg > 256 || rows < 1 || rows > kMaxRows)
+    throw vk::Error(op + ": workgroup " + std::to_string(wg) + " x rows " + std::to_string(rows) + " outside 1..256 x 1.." +
+                    std::to_string(kMaxRows));
+  const uint32_t rows_per_group = wg * rows;
+  // 16-byte texels: rows 16-aligned (no realignment), or any rows when the buffer holds the
+  // last row's final texel whole (its end padded to 16 bytes); else 4-byte texels.
+  const bool aligned16 = type != GgmlType::Q6_K && w_offset % 16 == 0 && rb % 16 == 0;
+  const bool w16 = aligned16 || (w_offset + uint64_t(N) * rb + 15) / 16 * 16 <= (w.size() + 3) / 4 * 4 / 16 * 16;
+  const uint32_t tb = w16 ? 16 : 4;  // bytes per W texel
+  const VkFormat wfmt = w16 ? VK_FORMAT_R32G32B32A32_UINT : VK_FORMAT_R32_UINT;
+
+  const vk::BufferWindow xw = x.texel_window(x_offset, uint64_t(K) * 4, VK_FORMAT_R32G32B32A32_SFLOAT, 16);
+  const uint32_t x_base = skip_elems(xw, 4);
+
+  const uint64_t texel_limit = w.max_texel_elements() * tb;
+  const uint64_t limit = options.max_window ? std::min(options.max_window, texel_limit) : texel_limit;
+  // Room for the view's aligned-down start (at most one alignment unit, or the offset's
+  // rounding to a texel) and the word read past an odd superblock.
+  const uint64_t slack = std::max<uint64_t>(info.min_texel_buffer_offset_alignment, kMaxBindAlignment) + 2 * tb;
+  const uint64_t usable = limit > slack ? limit - slack : 0;
+  uint64_t chunk = std::min<uint64_t>(usable / rb, uint64_t(kMaxGroupsX) * rows_per_group);
+  if (chunk == 0)
+    throw vk::Error(op + ": one row of " + shape_text(type, K, N) + " (" + std::to_string(rb) +
+                    " bytes) does not fit a texel buffer view of " + std::to_string(limit) + " bytes");
+  if (chunk > rows_per_group) chunk = chunk / rows_per_group * rows_per_group;
+
+  for (uint64_t row0 = 0; row0 < N; row0 += chunk) {
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(chunk, N - row0));
+    const uint64_t off = w_offset + row0 * rb;
+    if (off + uint64_t(n) * rb > w.size())
+      throw vk::Error(op + ": weights " + shape_text(type, K, N) + " at byte " + std::to_string(w_offset) +
+                      " run past the end of buffer '" + w.tag() + "'");
+    const uint64_t start = off / tb * tb;  // the view starts at a whole texel
+    const uint64_t end = std::min(w16 ? (off + uint64_t(n) * rb + 15) / 16 * 16 : round_up4(off + uint64_t(n) * rb), w.size());
+    const vk::BufferWindow ww = w.texel_window(start, end - start, wfmt, tb);
+    const vk::BufferWindow yw = y.window(y_offset + row0 * 4, uint64_t(n) * 4);
+    const MatVecPush push{K, n, static_cast<uint32_t>(rb), static_cast<uint32_t>(ww.skip + (off - start)), x_base,
+                          skip_elems(yw, 4)};
+    // Q6_K rows 16-aligned in the view: superblocks in pairs of known alignment.
+    const bool q6_pairs = type == GgmlType::Q6_K && w16 && rb % 16 == 0 && push.w_base % 16 == 0 && K % 512 == 0;
+    k.dispatch(cb, op, {ww, xw, yw}, push, {wg, rows, w16 ? 1u : 0u, w16 && aligned16 ? 1u : 0u, q6_pairs ? 1u : 0u},
+               groups(n, rows_per_group));
+  }
+}
+
+}  // namespace
+
 void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
             uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y, uint64_t y_offset,
             const MatVecScratch* scratch, const MatVecOptions& options) {
@@ -70,6 +159,11 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
     throw vk::Error(op + ": weights " + shape_text(type, K, N) + " start at byte " + std::to_string(w_offset) +
                     ", which is not a multiple of " + (word_aligned ? "4" : "2"));
   if (x_offset % 4 != 0 || y_offset % 4 != 0) throw vk::Error(op + ": x and y offsets must be multiples of 4");
+
+  if (use_texel(k, type, K, w, x, x_offset, options)) {
+    mul_mv_texel(k, cb, type, w, w_offset, K, N, x, x_offset, y, y_offset, *rb, options);
+    return;
+  }
 
   const vk::DeviceInfo& info = k.device().info();
   const bool cpu = info.type == "cpu";

@@ -1,6 +1,7 @@
 // engine/ops/matvec.h — dequantising matrix-vector products (decode) for every weight format.
 //
-// Owns: recording mul_mv_<fmt> dispatches (shaders/mul_mv.comp, mul_mv_int8.comp) and the
+// Owns: recording mul_mv_<fmt> dispatches (shaders/mul_mv.comp, mul_mv_int8.comp, and the
+// texel-buffer kernels mul_mv_texel_<fmt> in mul_mv_texel.comp used on CPU devices) and the
 // quantize_q8_1 step the int8 variants need; binding weights larger than
 // maxStorageBufferRange in windows (row chunks, one dispatch each); the workgroup shape; the
 // push-constant structs mirrored from shaders/matvec.glsl.
@@ -52,10 +53,19 @@ struct MatVecOptions {
   int row_per_invocation = -1;  // 1: each invocation computes whole rows (fast on CPU devices,
                                 // where x loads become uniform); 0: a workgroup shares its rows
                                 // (GPUs); -1: 1 on CPU devices, else 0. int8 variants ignore it.
+  int texel = -1;  // the texel-buffer kernels (mul_mv_texel_<fmt>: Q4_0, Q8_0, Q4_K, Q6_K with K a
+                   // multiple of 256, row-per-invocation mode, x at a 16-byte multiple, buffers
+                   // from Device::create_buffer): 1 = use them where they apply, 0 = never,
+                   // -1 = 1 on CPU devices (where they are faster), else 0
 };
 
 // The kernel name for a weight format: "mul_mv_q4_k".
 std::string mul_mv_op(GgmlType type);
+
+// The name of the kernel variant mul_mv records for these arguments (for benchmarks and
+// logs): "mul_mv_texel_q4_0" or "mul_mv_q4_0+subgroup+fp16".
+std::string mul_mv_kernel_name(const Kernels& k, GgmlType type, uint32_t K, const vk::Buffer& w, uint64_t w_offset,
+                               const vk::Buffer& x, uint64_t x_offset, const MatVecOptions& options = {});
 
 // Bytes of scratch mul_mv needs for rows of K elements with these kernels: K / 32 * 36 when
 // the variant chosen for `type` is an int8 one, else 0.
@@ -68,7 +78,9 @@ uint64_t mul_mv_scratch_bytes(const Kernels& k, GgmlType type, uint32_t K);
 //   x: K floats at byte x_offset of x; y: N floats at byte y_offset of y (multiples of 4).
 //   scratch: required when mul_mv_scratch_bytes(k, type, K) > 0 (the int8 variants); x is
 //      then first quantised into it (one extra dispatch and a barrier).
-// W may exceed maxStorageBufferRange: it is then bound in row chunks, one dispatch each.
+// W may exceed maxStorageBufferRange: it is then bound in row chunks, one dispatch each
+// (texel-buffer kernels: chunks within maxTexelBufferElements; buffer views are created on
+// first use and cached in the buffers, see vk::Buffer::texel_window).
 // Reads of W go by 32-bit words, so w should extend to a multiple of 4 bytes past the last
 // row (pad the allocation), or the last bytes of an unaligned tail may read as zero.
 // Records no barrier before or after: the caller orders this against producers of x and

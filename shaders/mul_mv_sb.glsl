@@ -1,0 +1,157 @@
+// shaders/mul_mv_sb.glsl — the superblock dot products shared by mul_mv.comp (storage-buffer
+// loads) and mul_mv_texel.comp (texel-buffer loads): per 256 elements of one row, the format's
+// bytes as SB_WORDS 32-bit words W[], and x prepared once per 256 elements for all rows
+// (sb_x_finish). Q4_0, Q8_0, Q4_K and Q6_K only (FMT_<TYPE>, set by shaders/matvec.cmake).
+// What the arithmetic does and why is in mul_mv.comp's superblock comment.
+
+// Bytes per 256 elements, and 32-bit words loaded per superblock (Q6_K: one more word, for
+// the realignment of a block that starts at 2 mod 4).
+#if defined(FMT_Q8_0)
+#define SB_BYTES 272u
+#define SB_WORDS 68
+#elif defined(FMT_Q6_K)
+#define SB_BYTES 210u
+#define SB_WORDS 53
+#else
+#define SB_BYTES 144u
+#define SB_WORDS 36
+#endif
+
+// x of one superblock, each element multiplied by 2^-(bit of its quant in the word the kernel
+// masks it from), and the sums of x (unscaled) over the format's scale groups.
+#if defined(FMT_Q6_K)
+#define SB_GROUPS 16  // 16-element groups
+#else
+#define SB_GROUPS 8   // 32-element groups
+#endif
+vec4 sb_scale(uint j) {  // j: index of the vec4 in the superblock
+#if defined(FMT_Q4_0) || defined(FMT_Q4_K)
+  // low nibble of byte k at bit 8k; high nibble at 8k + 4, byte 3's masked after >> 4
+#if defined(FMT_Q4_0)
+  const bool hi = (j & 4u) != 0u;  // elements 16..31 of each block
+#else
+  const bool hi = (j & 8u) != 0u;  // elements 32..63 of each 64
+#endif
+  return hi ? vec4(1.0 / 16.0, 1.0 / 4096.0, 1.0 / 1048576.0, 1.0 / 16777216.0)
+            : vec4(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
+#elif defined(FMT_Q8_0)
+  return vec4(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 65536.0);  // byte 3 masked after >> 8
+#else
+  return vec4(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
+#endif
+}
+// The sums of x over the scale groups, then each x scaled by sb_scale (xs holds x on entry).
+void sb_x_finish(inout vec4 xs[64], out float xsum[SB_GROUPS]) {
+  [[unroll]] for (uint g = 0u; g < uint(SB_GROUPS); ++g) {
+    const uint n = 64u / uint(SB_GROUPS);  // vec4s per group
+    vec4 t = vec4(0.0);
+    [[unroll]] for (uint j = 0u; j < n; ++j) t += xs[n * g + j];
+    xsum[g] = (t.x + t.y) + (t.z + t.w);
+  }
+  [[unroll]] for (uint j = 0u; j < 64u; ++j) xs[j] *= sb_scale(j);
+}
+
+// Quants masked in place: the four bytes' low nibbles, high nibbles, whole bytes.
+vec4 nib_lo(uint v) { return vec4(ivec4(v & 0x0Fu, v & 0x0F00u, v & 0x0F0000u, v & 0x0F000000u)); }
+vec4 nib_hi(uint v) { return vec4(ivec4(v & 0xF0u, v & 0xF000u, v & 0xF00000u, (v >> 4) & 0x0F000000u)); }
+
+#if defined(FMT_Q4_0)
+// 8 blocks {f16 d; u8 qs[16]} of 18 bytes; block b at byte 18b.
+float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS]) {
+  float tot = 0.0;
+  [[unroll]] for (uint b = 0u; b < 8u; ++b) {
+    const uint w = (18u * b) / 4u;
+    const bool even = (b & 1u) == 0u;  // block at 0 mod 4: d low half, quants at 2 mod 4
+    const float d = unpackHalf2x16(even ? W[w] : W[w] >> 16).x;
+    vec4 sl = vec4(0.0), sh = vec4(0.0);
+    [[unroll]] for (uint j = 0u; j < 4u; ++j) {
+      const uint v = even ? (W[w + j] >> 16) | (W[w + j + 1u] << 16) : W[w + 1u + j];
+      sl += nib_lo(v) * xs[8u * b + j];
+      sh += nib_hi(v) * xs[8u * b + 4u + j];
+    }
+    sl += sh;
+    tot += d * (((sl.x + sl.y) + (sl.z + sl.w)) - 8.0 * xsum[b]);
+  }
+  return tot;
+}
+#elif defined(FMT_Q8_0)
+// 8 blocks {f16 d; i8 qs[32]} of 34 bytes; block b at byte 34b. Bytes are read as unsigned
+// (q + 128, by flipping their sign bits).
+float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS]) {
+  float tot = 0.0;
+  [[unroll]] for (uint b = 0u; b < 8u; ++b) {
+    const uint w = (34u * b) / 4u;
+    const bool even = (b & 1u) == 0u;
+    const float d = unpackHalf2x16(even ? W[w] : W[w] >> 16).x;
+    vec4 s0 = vec4(0.0), s1 = vec4(0.0);
+    [[unroll]] for (uint j = 0u; j < 8u; j += 2u) {
+      const uint v0 = (even ? (W[w + j] >> 16) | (W[w + j + 1u] << 16) : W[w + 1u + j]) ^ 0x80808080u;
+      const uint v1 = (even ? (W[w + j + 1u] >> 16) | (W[w + j + 2u] << 16) : W[w + 2u + j]) ^ 0x80808080u;
+      s0 += vec4(ivec4(v0 & 0xFFu, v0 & 0xFF00u, v0 & 0xFF0000u, (v0 >> 8) & 0xFF0000u)) * xs[8u * b + j];
+      s1 += vec4(ivec4(v1 & 0xFFu, v1 & 0xFF00u, v1 & 0xFF0000u, (v1 >> 8) & 0xFF0000u)) * xs[8u * b + j + 1u];
+    }
+    s0 += s1;
+    tot += d * (((s0.x + s0.y) + (s0.z + s0.w)) - 128.0 * xsum[b]);
+  }
+  return tot;
+}
+#elif defined(FMT_Q4_K)
+// {f16 d, dmin; u8 scales[12]; u8 qs[128]}: x = d * sc[j] * q - dmin * m[j], j = e / 32.
+float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS]) {
+  const vec2 dm = unpackHalf2x16(W[0]);
+  const uint s0 = W[1], s1 = W[2], s2 = W[3];
+  const uint sc_lo = s0 & 0x3F3F3F3Fu, m_lo = s1 & 0x3F3F3F3Fu;
+  const uint sc_hi = (s2 & 0x0F0F0F0Fu) | (((s0 >> 6) & 0x03030303u) << 4);
+  const uint m_hi = ((s2 >> 4) & 0x0F0F0F0Fu) | (((s1 >> 6) & 0x03030303u) << 4);
+  const vec4 sc0 = vec4(ivec4(sc_lo & 0xFFu, (sc_lo >> 8) & 0xFFu, (sc_lo >> 16) & 0xFFu, sc_lo >> 24));
+  const vec4 sc1 = vec4(ivec4(sc_hi & 0xFFu, (sc_hi >> 8) & 0xFFu, (sc_hi >> 16) & 0xFFu, sc_hi >> 24));
+  const vec4 m0 = vec4(ivec4(m_lo & 0xFFu, (m_lo >> 8) & 0xFFu, (m_lo >> 16) & 0xFFu, m_lo >> 24));
+  const vec4 m1 = vec4(ivec4(m_hi & 0xFFu, (m_hi >> 8) & 0xFFu, (m_hi >> 16) & 0xFFu, m_hi >> 24));
+  const float sc[8] = float[8](sc0.x, sc0.y, sc0.z, sc0.w, sc1.x, sc1.y, sc1.z, sc1.w);
+  const float mn[8] = float[8](m0.x, m0.y, m0.z, m0.w, m1.x, m1.y, m1.z, m1.w);
+  float acc = 0.0, accm = 0.0;
+  [[unroll]] for (uint c = 0u; c < 4u; ++c) {
+    vec4 sl0 = vec4(0.0), sl1 = vec4(0.0), sh0 = vec4(0.0), sh1 = vec4(0.0);
+    [[unroll]] for (uint i = 0u; i < 8u; i += 2u) {
+      const uint v0 = W[4u + 8u * c + i], v1 = W[5u + 8u * c + i];
+      sl0 += nib_lo(v0) * xs[16u * c + i];
+      sl1 += nib_lo(v1) * xs[16u * c + i + 1u];
+      sh0 += nib_hi(v0) * xs[16u * c + 8u + i];
+      sh1 += nib_hi(v1) * xs[16u * c + 8u + i + 1u];
+    }
+    sl0 += sl1;
+    sh0 += sh1;
+    acc += sc[2u * c] * ((sl0.x + sl0.y) + (sl0.z + sl0.w)) + sc[2u * c + 1u] * ((sh0.x + sh0.y) + (sh0.z + sh0.w));
+    accm += mn[2u * c] * xsum[2u * c] + mn[2u * c + 1u] * xsum[2u * c + 1u];
+  }
+  return dm.x * acc - dm.y * accm;
+}
+#elif defined(FMT_Q6_K)
+// {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}: element e = 128h + r: q = nibble (r / 64) of
+// ql[64h + r % 64] | bits 2(r / 32).. of qh[32h + r % 32] << 4; x = d * scales[e / 16] * (q - 32).
+float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS]) {
+  // word 48..51: scales; word 52 (bytes 208, 209): d
+  const float d = unpackHalf2x16(W[52]).x;
+  float acc = 0.0;
+  [[unroll]] for (uint h = 0u; h < 2u; ++h) {
+    [[unroll]] for (uint quad = 0u; quad < 4u; ++quad) {  // 16 elements per scale
+      vec4 sl = vec4(0.0), sh = vec4(0.0);
+      [[unroll]] for (uint t = 0u; t < 4u; ++t) {
+        const uint i = 4u * quad + t;  // ql word within the half: elements 4i.. and 64 + 4i..
+        const uint L = W[16u * h + i], H = W[32u + 8u * h + (i & 7u)];
+        const uint slo = 2u * (i >> 3);
+        const uint qlo = (L & 0x0F0F0F0Fu) | (((H >> slo) & 0x03030303u) << 4);
+        const uint qhi = ((L >> 4) & 0x0F0F0F0Fu) | (((H >> (slo + 4u)) & 0x03030303u) << 4);
+        sl += vec4(ivec4(qlo & 0xFFu, qlo & 0xFF00u, qlo & 0xFF0000u, qlo & 0xFF000000u)) * xs[32u * h + i];
+        sh += vec4(ivec4(qhi & 0xFFu, qhi & 0xFF00u, qhi & 0xFF0000u, qhi & 0xFF000000u)) * xs[32u * h + 16u + i];
+      }
+      const uint klo = 8u * h + quad, khi = 8u * h + 4u + quad;  // scale indices = 16-groups
+      const float sclo = float(int(W[48u + (klo >> 2)] << (24u - 8u * (klo & 3u))) >> 24);
+      const float schi = float(int(W[48u + (khi >> 2)] << (24u - 8u * (khi & 3u))) >> 24);
+      acc += sclo * (((sl.x + sl.y) + (sl.z + sl.w)) - 32.0 * xsum[klo]) +
+             schi * (((sh.x + sh.y) + (sh.z + sh.w)) - 32.0 * xsum[khi]);
+    }
+  }
+  return d * acc;
+}
+#endif

@@ -24,6 +24,13 @@
 #else
 #define SB_GROUPS 8   // 32-element groups
 #endif
+#if defined(FMT_Q4_K) && defined(SB_Q4K_MASKED_SCALES)
+// (mul_mv_texel.comp) Q4_K's 6-bit scales and mins are masked in place too: sub-block g's
+// sit at bit 8 (g % 4) of their word, so its x and x sum are also multiplied by 2^-8 (g % 4).
+float sb_group_scale(uint g) {
+  return (g & 3u) == 0u ? 1.0 : (g & 3u) == 1u ? 1.0 / 256.0 : (g & 3u) == 2u ? 1.0 / 65536.0 : 1.0 / 16777216.0;
+}
+#endif
 vec4 sb_scale(uint j) {  // j: index of the vec4 in the superblock
 #if defined(FMT_Q4_0) || defined(FMT_Q4_K)
   // low nibble of byte k at bit 8k; high nibble at 8k + 4, byte 3's masked after >> 4
@@ -32,8 +39,13 @@ vec4 sb_scale(uint j) {  // j: index of the vec4 in the superblock
 #else
   const bool hi = (j & 8u) != 0u;  // elements 32..63 of each 64
 #endif
-  return hi ? vec4(1.0 / 16.0, 1.0 / 4096.0, 1.0 / 1048576.0, 1.0 / 16777216.0)
-            : vec4(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
+  const vec4 s = hi ? vec4(1.0 / 16.0, 1.0 / 4096.0, 1.0 / 1048576.0, 1.0 / 16777216.0)
+                    : vec4(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
+#if defined(FMT_Q4_K) && defined(SB_Q4K_MASKED_SCALES)
+  return s * sb_group_scale(j >> 3);  // and the scale's bit in its word
+#else
+  return s;
+#endif
 #elif defined(FMT_Q8_0)
   return vec4(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 65536.0);  // byte 3 masked after >> 8
 #else
@@ -47,6 +59,9 @@ void sb_x_finish(inout vec4 xs[64], out float xsum[SB_GROUPS]) {
     vec4 t = vec4(0.0);
     [[unroll]] for (uint j = 0u; j < n; ++j) t += xs[n * g + j];
     xsum[g] = (t.x + t.y) + (t.z + t.w);
+#if defined(FMT_Q4_K) && defined(SB_Q4K_MASKED_SCALES)
+    xsum[g] *= sb_group_scale(g);
+#endif
   }
   [[unroll]] for (uint j = 0u; j < 64u; ++j) xs[j] *= sb_scale(j);
 }
@@ -95,6 +110,38 @@ float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROU
   }
   return tot;
 }
+#elif defined(FMT_Q4_K) && defined(SB_Q4K_MASKED_SCALES)
+// {f16 d, dmin; u8 scales[12]; u8 qs[128]}: x = d * sc[j] * q - dmin * m[j], j = e / 32.
+// Sub-block j's scale and min masked in place (bit 8 (j % 4); x and x sums scaled to match):
+// scales[0..3] and [4..7] hold sc, m of j < 4 in their low 6 bits; scales[8..11] hold the low
+// 4 bits of sc, m of j >= 4, whose top 2 bits are the top 2 of scales[j - 4] and scales[j].
+float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS]) {
+  const vec2 dm = unpackHalf2x16(W[0]);
+  const uint s0 = W[1], s1 = W[2], s2 = W[3];
+  const uint sc_hi = (s2 & 0x0F0F0F0Fu) | ((s0 >> 2) & 0x30303030u);
+  const uint m_hi = ((s2 >> 4) & 0x0F0F0F0Fu) | ((s1 >> 2) & 0x30303030u);
+  const vec4 m0 = vec4(ivec4(s1 & 0x3Fu, s1 & 0x3F00u, s1 & 0x3F0000u, s1 & 0x3F000000u));
+  const vec4 m1 = vec4(ivec4(m_hi & 0xFFu, m_hi & 0xFF00u, m_hi & 0xFF0000u, m_hi & 0xFF000000u));
+  const float accm = dot(m0, vec4(xsum[0], xsum[1], xsum[2], xsum[3])) + dot(m1, vec4(xsum[4], xsum[5], xsum[6], xsum[7]));
+  float acc = 0.0;
+  [[unroll]] for (uint c = 0u; c < 4u; ++c) {
+    vec4 sl0 = vec4(0.0), sl1 = vec4(0.0), sh0 = vec4(0.0), sh1 = vec4(0.0);
+    [[unroll]] for (uint i = 0u; i < 8u; i += 2u) {
+      const uint v0 = W[4u + 8u * c + i], v1 = W[5u + 8u * c + i];
+      sl0 += nib_lo(v0) * xs[16u * c + i];
+      sl1 += nib_lo(v1) * xs[16u * c + i + 1u];
+      sh0 += nib_hi(v0) * xs[16u * c + 8u + i];
+      sh1 += nib_hi(v1) * xs[16u * c + 8u + i + 1u];
+    }
+    sl0 += sl1;
+    sh0 += sh1;
+    const uint j = 2u * c, sw = j < 4u ? s0 : sc_hi;  // sub-blocks j, j + 1
+    const uint mlo = 0x3Fu << (8u * (j & 3u)), mhi = 0x3Fu << (8u * ((j + 1u) & 3u));
+    const float sclo = float(int(sw & mlo)), schi = float(int(sw & mhi));
+    acc += sclo * ((sl0.x + sl0.y) + (sl0.z + sl0.w)) + schi * ((sh0.x + sh0.y) + (sh0.z + sh0.w));
+  }
+  return dm.x * acc - dm.y * accm;
+}
 #elif defined(FMT_Q4_K)
 // {f16 d, dmin; u8 scales[12]; u8 qs[128]}: x = d * sc[j] * q - dmin * m[j], j = e / 32.
 float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS]) {
@@ -139,9 +186,10 @@ float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROU
       [[unroll]] for (uint t = 0u; t < 4u; ++t) {
         const uint i = 4u * quad + t;  // ql word within the half: elements 4i.. and 64 + 4i..
         const uint L = W[16u * h + i], H = W[32u + 8u * h + (i & 7u)];
+        // qh bits 2 (i / 8) + {0, 1} and + {4, 5} moved to bits 4, 5 of each byte
         const uint slo = 2u * (i >> 3);
-        const uint qlo = (L & 0x0F0F0F0Fu) | (((H >> slo) & 0x03030303u) << 4);
-        const uint qhi = ((L >> 4) & 0x0F0F0F0Fu) | (((H >> (slo + 4u)) & 0x03030303u) << 4);
+        const uint qlo = (L & 0x0F0F0F0Fu) | ((H << (4u - slo)) & 0x30303030u);
+        const uint qhi = ((L >> 4) & 0x0F0F0F0Fu) | ((H >> slo) & 0x30303030u);
         sl += vec4(ivec4(qlo & 0xFFu, qlo & 0xFF00u, qlo & 0xFF0000u, qlo & 0xFF000000u)) * xs[32u * h + i];
         sh += vec4(ivec4(qhi & 0xFFu, qhi & 0xFF00u, qhi & 0xFF0000u, qhi & 0xFF000000u)) * xs[32u * h + 16u + i];
       }

@@ -23,6 +23,7 @@ layout(set = 0, binding = 1) uniform samplerBuffer xtex;
 layout(set = 0, binding = 2, std430) writeonly buffer Y { float ydata[]; };
 #define MV_KERNEL 1
 #include "matvec.glsl"
+#define SB_Q4K_MASKED_SCALES 1  // Q4_K: scales masked in place (x scaled to match)
 #include "mul_mv_sb.glsl"
 
 layout(constant_id = 2) const bool W_TEXEL16 = false;  // W view of R32G32B32A32_UINT texels, else R32_UINT

@@ -649,11 +649,13 @@ struct Context::Impl {
   void finish(DeviceState& d, int point = -1) {
     d.cb->barrier_to_host();  // the host reads outbox / readback after the timeline signal
     d.cb->end();
-    const vk::Device::TimelinePoint signal{d.done.get(), ++d.done_value};
+    // done_value counts submits that happened: ~Impl waits for it.
+    const vk::Device::TimelinePoint signal{d.done.get(), d.done_value + 1};
     const vk::Device::TimelinePoint stalled{stall_timeline.get(), 1};
     const bool stop = stall_timeline && point == int(stall->second) && &d == &devs[stall->first];
     d.dev->submit(*d.cb, stop ? std::span(&stalled, 1) : std::span<const vk::Device::TimelinePoint>(),
                   std::span(&signal, 1));
+    ++d.done_value;
   }
   void wait(DeviceState& d, int point = -1) {
     d.done->wait(d.done_value, point < 0 ? std::string("a forward pass step")
@@ -723,8 +725,9 @@ struct Context::Impl {
       seg.end();
       note_recording(pieces, replay);
     }
-    const vk::Device::TimelinePoint signal{d.done.get(), ++d.done_value};
+    const vk::Device::TimelinePoint signal{d.done.get(), d.done_value + 1};
     d.dev->submit(seg, {}, std::span(&signal, 1));
+    ++d.done_value;  // after the submit: ~Impl waits for it
     wait(d);
   }
 

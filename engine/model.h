@@ -80,10 +80,11 @@ struct ContextOptions {
   // submits each block and sums) instead of the proxy with one submit per device per token.
   // A debugging mode; results are identical.
   bool serialise = false;
-  // Fault injection, for testing what happens when a device stops answering: with a tensor
-  // split through the collective, the `stall_device`-th device (in device order) stops before
-  // it delivers reduce point `stall_point` of the first token, and answers again only when the
-  // context is destroyed. The environment variable CHORUS_FAULT_STALL=DEVICE:POINT sets it too.
+  // Fault injection, for testing what happens when a device stops answering: {device, point}
+  // makes that device (position among the devices holding a shard) of a tensor split stop
+  // before it delivers that reduce point (of the collective, or of the host-synchronous
+  // reduce of a long prompt); it answers again only when the context is destroyed. The
+  // environment variable CHORUS_FAULT_STALL=DEVICE:POINT sets it too.
   std::optional<std::pair<uint32_t, uint32_t>> stall;
 };
 

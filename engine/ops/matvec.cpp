@@ -31,11 +31,14 @@ std::string shape_text(GgmlType type, uint32_t K, uint32_t N) {
 
 uint64_t round_up4(uint64_t v) { return (v + 3) / 4 * 4; }
 
-std::string texel_op(GgmlType type) {
+// "q4_k" for Q4_K: the format part of the kernels' op names.
+std::string lower_name(GgmlType type) {
   std::string name = type_traits(type).name;
   for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return "mul_mv_texel_" + name;
+  return name;
 }
+
+std::string texel_op(GgmlType type) { return "mul_mv_texel_" + lower_name(type); }
 
 bool has_texel_kernel(GgmlType t) {
   return t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
@@ -62,11 +65,7 @@ std::string mul_mv_kernel_name(const Kernels& k, GgmlType type, uint32_t K, cons
   return std::string(k.variant(mul_mv_op(type)).name);
 }
 
-std::string mul_mv_op(GgmlType type) {
-  std::string name = type_traits(type).name;
-  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return "mul_mv_" + name;
-}
+std::string mul_mv_op(GgmlType type) { return "mul_mv_" + lower_name(type); }
 
 uint64_t mul_mv_scratch_bytes(const Kernels& k, GgmlType type, uint32_t K) {
   if (!is_weight_type(type)) return 0;

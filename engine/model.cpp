@@ -67,7 +67,7 @@ struct Shard {
   // The LM head rows of this device and where they start in their buffer.
   const DeviceTensor& head() const { return lm_head ? lm_head : tok_embd; }
   uint64_t head_offset() const {
-    return lm_head ? 0 : spec.vocab.begin * (*row_bytes(tok_embd.type, tok_embd.cols));
+    return lm_head ? 0 : spec.vocab.begin * (*device_row_bytes(tok_embd.type, tok_embd.cols));
   }
 };
 
@@ -106,10 +106,20 @@ class Uploader {
     d.type = t.type;
     d.cols = static_cast<uint32_t>(t.ne[0]);
     d.rows = static_cast<uint32_t>(r.size());
-    const uint64_t rb = t.row_bytes();
-    d.buf = dev_.create_buffer(rb * r.size(), vk::BufferKind::Device, kWeights);
-    dev_.upload(d.buf, 0, std::as_bytes(t.data.subspan(rb * r.begin, rb * r.size())));
-    advance(rb * r.size());
+    const uint64_t rb = t.row_bytes(), drb = *device_row_bytes(t.type, t.ne[0]);
+    d.buf = dev_.create_buffer(drb * r.size(), vk::BufferKind::Device, kWeights);
+    if (drb == rb) {
+      dev_.upload(d.buf, 0, std::as_bytes(t.data.subspan(rb * r.begin, rb * r.size())));
+    } else {  // the device layout differs (Q6_K): converted in pieces of about 16 MiB
+      const uint64_t step = std::max<uint64_t>(1, (16u << 20) / drb);
+      for (uint64_t r0 = 0; r0 < r.size(); r0 += step) {
+        const uint64_t n = std::min(step, r.size() - r0);
+        const std::vector<uint8_t> piece =
+            rows_to_device(t.type, t.data.subspan(rb * (r.begin + r0), rb * n), t.ne[0], n);
+        dev_.upload(d.buf, drb * r0, std::as_bytes(std::span<const uint8_t>(piece)));
+      }
+    }
+    advance(drb * r.size());
     return d;
   }
 
@@ -127,9 +137,11 @@ class Uploader {
     d.type = t.type;
     d.cols = static_cast<uint32_t>(k.size());
     d.rows = static_cast<uint32_t>(t.n_rows());
-    const uint64_t rb = t.row_bytes(), piece = k.size() / qk * bb, skip = k.begin / qk * bb;
+    const uint64_t rb = t.row_bytes(), blocks = k.size() / qk, skip = k.begin / qk * bb;
+    const uint64_t piece = blocks * device_block_bytes(t.type);
     std::vector<uint8_t> shard(piece * d.rows);
-    for (uint64_t r = 0; r < d.rows; ++r) std::memcpy(shard.data() + r * piece, t.data.data() + r * rb + skip, piece);
+    for (uint64_t r = 0; r < d.rows; ++r)
+      blocks_to_device(t.type, t.data.data() + r * rb + skip, blocks, shard.data() + r * piece);
     d.buf = dev_.create_buffer(shard.size(), vk::BufferKind::Device, kWeights);
     dev_.upload(d.buf, std::span<const uint8_t>(shard));
     advance(shard.size());
@@ -175,7 +187,7 @@ class Uploader {
 
 split::MatrixFormat matrix_format(const gguf::File& f, const std::string& name) {
   const gguf::TensorInfo& t = f.require_tensor(name);
-  return split::MatrixFormat{t.traits->block_elems, t.traits->block_bytes, 1};
+  return split::MatrixFormat{t.traits->block_elems, device_block_bytes(t.type), 1};
 }
 
 }  // namespace

@@ -574,6 +574,38 @@ std::optional<uint64_t> row_bytes(GgmlType t, uint64_t n_elems) {
     return blocks * tt.block_bytes;
 }
 
+uint32_t device_block_bytes(GgmlType t) { return t == GgmlType::Q6_K ? 224 : type_traits(t).block_bytes; }
+
+std::optional<uint64_t> device_row_bytes(GgmlType t, uint64_t n_elems) {
+    const TypeTraits& tt = type_traits(t);
+    if (n_elems % tt.block_elems != 0) return std::nullopt;
+    const uint64_t blocks = n_elems / tt.block_elems, bb = device_block_bytes(t);
+    if (blocks > std::numeric_limits<uint64_t>::max() / bb) return std::nullopt;
+    return blocks * bb;
+}
+
+void blocks_to_device(GgmlType t, const void* src, uint64_t n_blocks, void* dst) {
+    const uint64_t from = type_traits(t).block_bytes, to = device_block_bytes(t);
+    const auto* s = static_cast<const uint8_t*>(src);
+    auto* d = static_cast<uint8_t*>(dst);
+    if (from == to) {
+        std::memcpy(d, s, n_blocks * from);
+        return;
+    }
+    for (uint64_t b = 0; b < n_blocks; ++b) {
+        std::memcpy(d + b * to, s + b * from, from);
+        std::memset(d + b * to + from, 0, to - from);
+    }
+}
+
+std::vector<uint8_t> rows_to_device(GgmlType t, std::span<const uint8_t> src, uint64_t n_elems, uint64_t n_rows) {
+    const TypeTraits& tt = type_traits(t);
+    assert(n_elems % tt.block_elems == 0 && src.size() >= *row_bytes(t, n_elems) * n_rows);
+    std::vector<uint8_t> out(*device_row_bytes(t, n_elems) * n_rows);
+    blocks_to_device(t, src.data(), n_elems / tt.block_elems * n_rows, out.data());
+    return out;
+}
+
 float fp16_to_fp32(uint16_t h) {
     const uint32_t sign = uint32_t(h & 0x8000) << 16;
     const uint32_t exp = (h >> 10) & 0x1F;

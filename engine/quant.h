@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <vector>
 
 namespace chorus {
@@ -57,6 +58,21 @@ const TypeTraits& type_traits(GgmlType t);
 // Bytes of a row of n_elems elements; nullopt if n_elems is not a whole number of blocks or
 // the byte count does not fit in uint64_t.
 std::optional<uint64_t> row_bytes(GgmlType t, uint64_t n_elems);
+
+// How weights are laid out in device memory: GGUF's block layout, except that each Q6_K block
+// (210 bytes) is followed by 14 zero bytes, so that every block starts 16-byte aligned and the
+// kernels read it as whole 16-byte words (docs/performance.md, "Q6_K on the device"). Every
+// device-side size, offset and row stride of a weight comes from these; the file and the CPU
+// references keep GGUF's layout.
+uint32_t device_block_bytes(GgmlType t);
+// Bytes of a row of n_elems elements on a device; nullopt as row_bytes.
+std::optional<uint64_t> device_row_bytes(GgmlType t, uint64_t n_elems);
+// Copies n_blocks whole blocks of type t from GGUF layout at src to device layout at dst
+// (n_blocks * device_block_bytes(t) bytes; padding zeroed).
+void blocks_to_device(GgmlType t, const void* src, uint64_t n_blocks, void* dst);
+// The device layout of n_rows rows of n_elems elements in GGUF layout (n_elems a whole number
+// of blocks: asserted).
+std::vector<uint8_t> rows_to_device(GgmlType t, std::span<const uint8_t> src, uint64_t n_elems, uint64_t n_rows);
 
 // IEEE binary16 <-> binary32. fp32_to_fp16 rounds to nearest, ties to even, produces
 // subnormals, overflows to inf; a NaN stays a (quiet) NaN of the same sign.

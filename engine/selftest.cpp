@@ -16,7 +16,7 @@ namespace {
 struct Problem {
   GgmlType type;
   uint32_t K, N, M;
-  std::vector<uint8_t> w;  // N rows in GGUF layout
+  std::vector<uint8_t> w;  // N rows in the device layout (engine/quant.h)
   std::vector<float> w_ref;  // the same rows dequantised by the CPU reference
   std::vector<float> x;      // M rows of K
 };
@@ -34,6 +34,7 @@ Problem make_problem(GgmlType type, uint32_t K, uint32_t N, uint32_t M, uint64_t
     quantize_row(type, src.data(), p.w.data() + row * n, K);
     dequantize_row(type, p.w.data() + row * n, p.w_ref.data() + size_t(K) * n, K);
   }
+  p.w = rows_to_device(type, p.w, K, N);
   p.x.resize(size_t(K) * M);
   for (auto& v : p.x) v = normal(rng);
   return p;

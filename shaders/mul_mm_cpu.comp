@@ -177,7 +177,7 @@ void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
 struct MmcRegs { uint ql[9]; uint qh[9]; uint sc[3]; float d; uint p; bool o2; };
 MmcRegs mmc_load(uint rb, uint s) {
   MmcRegs r;
-  const uint bb = rb + 210u * (s >> 2), h = (s >> 1) & 1u;
+  const uint bb = rb + uint(BLOCK_BYTES) * (s >> 2), h = (s >> 1) & 1u;
   r.p = s & 1u;
   r.o2 = (bb & 2u) != 0u;
   [[unroll]] for (uint i = 0; i < 9u; ++i) r.ql[i] = mm_w[((bb + 64u * h + 32u * r.p) >> 2) + i];

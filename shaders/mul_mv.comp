@@ -181,12 +181,9 @@ layout(constant_id = 4) const bool X_ALIGNED16 = false;  // x_base a multiple of
 #include "mul_mv_sb.glsl"
 
 // The SB_WORDS words of the superblock at byte b (even; a multiple of 16 when W_ALIGNED16).
-// A superblock at 2 mod 4 (Q4_0/Q8_0 rows at an offset of 2 mod 4, every other Q6_K block) is
-// realigned here, reading one word past its end only then (not for Q6_K, whose 210 bytes are
-// 52.5 words: W[52] holds d in its low half; an aligned block reads the 2 bytes after it, which
-// the binding's rounding to whole words covers).
+// A superblock at 2 mod 4 (rows at an offset of 2 mod 4) is realigned here, reading one word
+// past its end only then (not for Q6_K: its last word's high half is padding, unused).
 void sb_load(uint b, out uint W[SB_WORDS]) {
-#if !defined(FMT_Q6_K)  // Q6_K blocks (210 bytes) are never all 16-aligned: words only
   if (W_ALIGNED16) {
     [[unroll]] for (uint i = 0u; i < uint(SB_WORDS) / 4u; ++i) {
       const uvec4 v = wdata4[(b >> 4) + i];
@@ -197,13 +194,12 @@ void sb_load(uint b, out uint W[SB_WORDS]) {
     }
     return;
   }
-#endif
   const uint w0 = b >> 2;
   uint A[SB_WORDS + 1];
   [[unroll]] for (uint i = 0u; i < uint(SB_WORDS); ++i) A[i] = wdata[w0 + i];
   const bool odd = (b & 2u) != 0u;
   A[SB_WORDS] = 0u;
-#if !defined(FMT_Q6_K)  // Q6_K: the word past the block would only fill W[52]'s unused high half
+#if !defined(FMT_Q6_K)  // Q6_K: the word past the block would only fill W[55]'s high half (padding)
   if (odd) A[SB_WORDS] = wdata[w0 + uint(SB_WORDS)];
 #endif
   [[unroll]] for (uint i = 0u; i < uint(SB_WORDS); ++i) W[i] = odd ? (A[i] >> 16) | (A[i + 1u] << 16) : A[i];

@@ -4,14 +4,14 @@
 // (sb_x_finish). Q4_0, Q8_0, Q4_K and Q6_K only (FMT_<TYPE>, set by shaders/matvec.cmake).
 // What the arithmetic does and why is in mul_mv.comp's superblock comment.
 
-// Bytes per 256 elements, and 32-bit words loaded per superblock (Q6_K: one more word, for
-// the realignment of a block that starts at 2 mod 4).
+// Bytes per 256 elements on the device, and 32-bit words loaded per superblock (Q6_K: GGUF's
+// 210 bytes and 14 bytes of padding, engine/quant.h; the padding is loaded, never used).
 #if defined(FMT_Q8_0)
 #define SB_BYTES 272u
 #define SB_WORDS 68
 #elif defined(FMT_Q6_K)
-#define SB_BYTES 210u
-#define SB_WORDS 53
+#define SB_BYTES 224u
+#define SB_WORDS 56
 #else
 #define SB_BYTES 144u
 #define SB_WORDS 36
@@ -177,7 +177,7 @@ float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROU
 // {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}: element e = 128h + r: q = nibble (r / 64) of
 // ql[64h + r % 64] | bits 2(r / 32).. of qh[32h + r % 32] << 4; x = d * scales[e / 16] * (q - 32).
 float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS]) {
-  // word 48..51: scales; word 52 (bytes 208, 209): d
+  // word 48..51: scales; word 52 (bytes 208, 209): d; words 52 (high half) .. 55: padding
   const float d = unpackHalf2x16(W[52]).x;
   float acc = 0.0;
   [[unroll]] for (uint h = 0u; h < 2u; ++h) {

@@ -2,9 +2,10 @@
 #extension GL_GOOGLE_include_directive : require
 // mul_mv_texel_<fmt> — the decode matrix-vector product y[n] = sum_k W[n, k] * x[k] for CPU
 // devices (lavapipe), reading W and x through uniform texel buffers instead of storage
-// buffers. Q4_0, Q8_0, Q4_K, Q6_K in GGUF block layout; K a multiple of 256. Same arithmetic
-// as mul_mv.comp's superblock path (mul_mv_sb.glsl); each invocation computes ROWS whole rows
-// (rows row0, row0 + WG, ...), rows past N are computed from row N-1 and not written.
+// buffers. Q4_0, Q8_0, Q4_K, Q6_K in the device block layout (engine/quant.h: Q6_K blocks
+// padded to 224 bytes); K a multiple of 256. Same arithmetic as mul_mv.comp's superblock path
+// (mul_mv_sb.glsl); each invocation computes ROWS whole rows (rows row0, row0 + WG, ...), rows
+// past N are computed from row N-1 and not written.
 //
 // Why texel buffers: on llvmpipe a storage-buffer load whose address differs between lanes is
 // a loop over the lanes with a branch per component, while a texel fetch is a gather (a
@@ -37,16 +38,14 @@ layout(constant_id = 3) const bool W_ALIGNED16 = false;  // (W_TEXEL16) every su
 #define SB_AWORDS (SB_WORDS + 4)
 
 // The SB_WORDS words of the superblock at byte b of the W view (b even).
-// - W_ALIGNED16 (b a multiple of 16; not Q6_K): SB_WORDS / 4 texels, no realignment;
+// - W_ALIGNED16 (b a multiple of 16): SB_WORDS / 4 texels, no realignment;
 // - W_TEXEL16: SB_TEXELS texels from b's texel, then shifted by b % 16 bytes with selects
 //   (the shift may differ between lanes). Texel indices are clamped to the view, whose end
 //   covers the last block's bytes (engine/ops/matvec.cpp), so the clamp only repeats texels
 //   past the data;
 // - else R32_UINT texels: one gather per word (slow on llvmpipe: the fallback for buffers
 //   whose end is not padded to 16 bytes), realigned as in mul_mv.comp's sb_load.
-// h: whether b is 2 mod 4 (the caller passes a constant when it knows, else (b & 2) != 0).
-void sb_load_h(uint b, out uint W[SB_WORDS], bool h) {
-#if !defined(FMT_Q6_K)
+void sb_load(uint b, out uint W[SB_WORDS]) {
   if (W_ALIGNED16) {
     [[unroll]] for (uint i = 0u; i < uint(SB_WORDS) / 4u; ++i) {
       const uvec4 v = texelFetch(wtex, int((b >> 4) + i));
@@ -57,7 +56,6 @@ void sb_load_h(uint b, out uint W[SB_WORDS], bool h) {
     }
     return;
   }
-#endif
   if (W_TEXEL16) {
     const int last = textureSize(wtex) - 1;
     uint A[SB_AWORDS];
@@ -68,7 +66,7 @@ void sb_load_h(uint b, out uint W[SB_WORDS], bool h) {
         if (4u * i + c < uint(SB_AWORDS)) A[4u * i + c] = v[c];
       }
     }
-    const bool s2 = (b & 8u) != 0u, s1 = (b & 4u) != 0u;
+    const bool s2 = (b & 8u) != 0u, s1 = (b & 4u) != 0u, h = (b & 2u) != 0u;
     uint B[SB_AWORDS];  // shifted by 2 words when s2, then by 1 word when s1
     [[unroll]] for (uint i = 0u; i < uint(SB_AWORDS - 2); ++i) B[i] = mix(A[i], A[i + 2u], s2);
     B[SB_AWORDS - 2] = mix(A[SB_AWORDS - 2], 0u, s2);
@@ -88,17 +86,8 @@ void sb_load_h(uint b, out uint W[SB_WORDS], bool h) {
   [[unroll]] for (uint i = 0u; i < uint(SB_WORDS); ++i) W[i] = odd ? (A[i] >> 16) | (A[i + 1u] << 16) : A[i];
 }
 
-void sb_load(uint b, out uint W[SB_WORDS]) { sb_load_h(b, W, (b & 2u) != 0u); }
-
-// Q6_PAIRS (spec constant 4; Q6_K with rows and the view's row 0 16-aligned, so K is a
-// multiple of 2048): superblock sb starts at 2 * (sb % 8) mod 16, so even superblocks start at
-// 0 mod 4 and odd ones at 2 mod 4; the loop takes them in pairs with that known, which saves
-// the half-word realignment of the even ones and the selects of the odd ones.
-layout(constant_id = 4) const bool Q6_PAIRS = false;
-
-// One superblock of the ROWS rows: x prepared once, then each row's dot product. h: 0 or 1
-// when the superblock is known to start at 0 or 2 mod 4, else 2.
-void sb_step(uint sb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS], uint h) {
+// One superblock of the ROWS rows: x prepared once, then each row's dot product.
+void sb_step(uint sb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS]) {
   vec4 xs[64];
   float xsum[SB_GROUPS];
   [[unroll]] for (uint j = 0u; j < 64u; ++j) xs[j] = texelFetch(xtex, int(x0 + 64u * sb + j));
@@ -106,12 +95,7 @@ void sb_step(uint sb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MA
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
     if (r < ROWS) {
       uint W[SB_WORDS];
-      const uint b = rb[r] + SB_BYTES * sb;
-      if (h == 2u) {
-        sb_load(b, W);
-      } else {
-        sb_load_h(b, W, h == 1u);
-      }
+      sb_load(rb[r] + SB_BYTES * sb, W);
       acc[r] += sb_dot(W, xs, xsum);
     }
   }
@@ -128,14 +112,7 @@ void main() {
   }
   const uint nsb = p.K / 256u;
   const uint x0 = p.x_base / 4u;
-  if (Q6_PAIRS) {
-    for (uint sb = 0u; sb < nsb; sb += 2u) {
-      sb_step(sb, x0, rb, acc, 0u);
-      sb_step(sb + 1u, x0, rb, acc, 1u);
-    }
-  } else {
-    for (uint sb = 0u; sb < nsb; ++sb) sb_step(sb, x0, rb, acc, 2u);
-  }
+  for (uint sb = 0u; sb < nsb; ++sb) sb_step(sb, x0, rb, acc);
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
     if (r < ROWS && row0 + r * WG < p.N) ydata[p.y_base + row0 + r * WG] = acc[r];
   }

@@ -12,7 +12,8 @@
 // Provides (API kept stable; other kernel families rely on it):
 //   QK            elements per block (1 for F32/F16/BF16, 32 for Q*_0/Q*_1, 256 for *_K);
 //                 a plain integer literal, usable in #if
-//   BLOCK_BYTES   bytes per block (plain integer literal)
+//   BLOCK_BYTES   bytes per block on the device (plain integer literal): GGUF's, except Q6_K's
+//                 224 (its 210 bytes and 14 bytes of padding; engine/quant.h)
 //   FMT_PLAIN     1 for F32/F16/BF16 (no blocks: element j sits at byte j * BLOCK_BYTES)
 //   float dq_elem(uint block_byte, uint j)
 //                 element j of the block starting at byte block_byte of QBUF. For plain
@@ -341,11 +342,12 @@ void dq_group(uint bb, uint g, out vec4 lo, out vec4 hi) {
 }
 
 #elif defined(FMT_Q6_K)
-// {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}
+// {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d} and, on the device, 14 zero bytes of padding
+// (engine/quant.h, device_block_bytes: every block 16-byte aligned)
 // element e = 128h + r: low 4 bits of q = nibble (r/64) of ql[64h + r%64]; high 2 bits =
 // bits 2*(r/32).. of qh[32h + r%32]; x = d * scales[e/16] * (q - 32)
 #define QK 256
-#define BLOCK_BYTES 210
+#define BLOCK_BYTES 224
 #define DQ_GROUPS 32
 #define DQ_GROUP_HI 64
 float dq_elem(uint bb, uint e) {

@@ -64,8 +64,8 @@ std::vector<float> as_staged(const Case& c, std::vector<float> v) {
   return v;
 }
 
-// N rows of K random weights quantised to `type`: the GGUF bytes (placed at `offset`, buffer
-// padded to whole words) and the values they decode to.
+// N rows of K random weights quantised to `type`: their bytes in the device layout
+// (engine/quant.h; placed at `offset`, buffer padded to whole words) and the values they decode to.
 struct Weights {
   std::vector<uint8_t> bytes;
   std::vector<float> values;
@@ -74,14 +74,15 @@ struct Weights {
 
 Weights make_weights(GgmlType type, uint32_t K, uint32_t N, uint64_t seed, uint64_t offset = 0) {
   Weights w;
-  w.row_bytes = *row_bytes(type, K);
+  w.row_bytes = *device_row_bytes(type, K);
   w.bytes.assign((offset + w.row_bytes * N + 3) / 4 * 4, 0xA5);
   w.values.resize(size_t(N) * K);
   const std::vector<float> src = test::random_floats(size_t(N) * K, seed);
+  std::vector<uint8_t> row(*row_bytes(type, K));
   for (uint32_t n = 0; n < N; ++n) {
-    uint8_t* row = w.bytes.data() + offset + n * w.row_bytes;
-    quantize_row(type, src.data() + size_t(n) * K, row, K);
-    dequantize_row(type, row, w.values.data() + size_t(n) * K, K);
+    quantize_row(type, src.data() + size_t(n) * K, row.data(), K);
+    dequantize_row(type, row.data(), w.values.data() + size_t(n) * K, K);
+    blocks_to_device(type, row.data(), K / type_traits(type).block_elems, w.bytes.data() + offset + n * w.row_bytes);
   }
   return w;
 }

@@ -52,7 +52,7 @@ std::string case_name(const ::testing::TestParamInfo<Case>& info) {
 bool is_int8(const Case& c) { return (c.variant->requires_caps & shaders::kInt8) != 0; }
 uint32_t block_elems(GgmlType t) { return type_traits(t).block_elems; }
 
-// N rows of K random weights quantised to `type`: GGUF bytes placed at `offset` in a buffer
+// N rows of K random weights quantised to `type`: device-layout bytes (engine/quant.h) placed at `offset` in a buffer
 // padded to whole words, and the values they decode to.
 struct Weights {
   std::vector<uint8_t> bytes;
@@ -60,14 +60,16 @@ struct Weights {
 };
 
 Weights make_weights(GgmlType type, uint32_t K, uint32_t N, uint64_t seed, uint64_t offset, uint64_t pad = 0) {
-  const uint64_t rb = *row_bytes(type, K);
+  const uint64_t rb = *row_bytes(type, K), drb = *device_row_bytes(type, K);
   Weights w;
-  w.bytes.assign((offset + rb * N + 3) / 4 * 4 + pad, 0xA5);
+  w.bytes.assign((offset + drb * N + 3) / 4 * 4 + pad, 0xA5);
   w.values.resize(size_t(K) * N);
   const std::vector<float> src = test::random_floats(size_t(K) * N, seed);
+  std::vector<uint8_t> row(rb);
   for (uint32_t n = 0; n < N; ++n) {
-    quantize_row(type, src.data() + size_t(n) * K, w.bytes.data() + offset + n * rb, K);
-    dequantize_row(type, w.bytes.data() + offset + n * rb, w.values.data() + size_t(n) * K, K);
+    quantize_row(type, src.data() + size_t(n) * K, row.data(), K);
+    dequantize_row(type, row.data(), w.values.data() + size_t(n) * K, K);
+    blocks_to_device(type, row.data(), K / type_traits(type).block_elems, w.bytes.data() + offset + n * drb);
   }
   return w;
 }
@@ -204,7 +206,7 @@ TEST_P(MulMv, MatchesTheReferenceWhenWeightsAreBoundInWindows) {
     l.w_offset = even_offset(20);
     l.options.rows = rows;
     // room for 5 rows per window: the 37 rows take several dispatches
-    l.options.max_window = 256 + 4 + 5 * *row_bytes(type(), K);
+    l.options.max_window = 256 + 4 + 5 * *device_row_bytes(type(), K);
     check(K, 37, 41 + rows, l);
   }
 }
@@ -305,7 +307,7 @@ TEST_P(MulMvTexel, MatchesTheReferenceWithRowsOf2048Elements) {
   check(2048, 19, 244, l);
   l.w_offset = 16;
   l.options.rows = 1;
-  l.options.max_window = 256 + 32 + 5 * *row_bytes(GetParam(), 2048);
+  l.options.max_window = 256 + 32 + 5 * *device_row_bytes(GetParam(), 2048);
   check(2048, 19, 245, l);
 }
 
@@ -318,7 +320,7 @@ TEST_P(MulMvTexel, MatchesTheReferenceWhenWeightsAreBoundInWindows) {
       l.w_pad = w_pad;
       l.options.rows = rows;
       // room for about 5 rows per view: the 37 rows take several dispatches
-      l.options.max_window = 256 + 32 + 5 * *row_bytes(GetParam(), K);
+      l.options.max_window = 256 + 32 + 5 * *device_row_bytes(GetParam(), K);
       check(K, 37, 251 + rows + w_pad, l);
     }
   }

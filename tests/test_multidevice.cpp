@@ -20,10 +20,12 @@ struct Weights {
 };
 
 Weights random_weights(GgmlType type, uint32_t K, uint32_t N, uint64_t seed) {
-  Weights w{{}, *row_bytes(type, K)};
+  Weights w{{}, *row_bytes(type, K)};  // GGUF rows, then converted to the device layout
   w.bytes.resize(w.row_bytes * N);
   const auto src = test::random_floats(size_t(K) * N, seed);
   for (uint32_t n = 0; n < N; ++n) quantize_row(type, src.data() + size_t(K) * n, w.bytes.data() + w.row_bytes * n, K);
+  w.bytes = rows_to_device(type, w.bytes, K, N);
+  w.row_bytes = *device_row_bytes(type, K);
   return w;
 }
 

@@ -454,10 +454,11 @@ TEST_P(GetRowsTest, LooksUpRowsExactlyAsTheReferenceDequantiserIncludingWindowed
       for (uint32_t r = 0; r < c.n_rows; ++r) quantize_row(t, x.data() + size_t{r} * c.n, w.data() + r * rb, c.n);
       const std::vector<uint32_t> ids = {c.n_rows - 1, 0, 3, 3, 1, c.n_rows - 2, c.n_rows / 2};
       const uint64_t w_off = 20;
-      const auto wb = placed(w, w_off), ib = placed(ids, 4);
+      const auto wb = placed(rows_to_device(t, w, c.n, c.n_rows), w_off), ib = placed(ids, 4);
       const auto want = ref::get_rows(t, w, c.n, ids);
+      const uint64_t drb = *device_row_bytes(t, c.n);
       // 0: one window; otherwise windows of a few rows (several dispatches).
-      for (uint64_t max_window : {uint64_t{0}, 256 + 2 * rb, 256 + 3 * rb}) {
+      for (uint64_t max_window : {uint64_t{0}, 256 + 2 * drb, 256 + 3 * drb}) {
         SCOPED_TRACE(std::string(tr.name) + " n=" + std::to_string(c.n) + " rows=" + std::to_string(c.n_rows) +
                      " window=" + std::to_string(max_window));
         auto yb = guarded(8 + want.size() * 4 + 64);

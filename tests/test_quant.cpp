@@ -190,6 +190,34 @@ TEST(RowBytes, ByteCountsThatOverflowUint64AreRejected) {
     EXPECT_EQ(row_bytes(GgmlType::Q4_K, q4k_elems), max / 256 * 144);
 }
 
+TEST(DeviceLayout, OnlyQ6_KBlocksArePaddedTo16ByteMultiples) {
+    for (GgmlType t : weight_types()) {
+        const TypeTraits& tr = type_traits(t);
+        EXPECT_EQ(device_block_bytes(t), t == GgmlType::Q6_K ? 224u : tr.block_bytes) << tr.name;
+        EXPECT_EQ(device_row_bytes(t, 4096), 4096 / tr.block_elems * uint64_t{device_block_bytes(t)}) << tr.name;
+    }
+    EXPECT_EQ(device_row_bytes(GgmlType::Q6_K, 256 + 32), std::nullopt);
+}
+
+TEST(DeviceLayout, RowsKeepEveryBlockByteAndZeroThePadding) {
+    for (GgmlType t : {GgmlType::Q6_K, GgmlType::Q4_0}) {
+        const uint64_t K = 768, N = 3, rb = *row_bytes(t, K), drb = *device_row_bytes(t, K);
+        std::vector<uint8_t> gguf(rb * N);
+        std::mt19937 rng(5);
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        std::vector<float> src(K * N);
+        for (float& v : src) v = normal(rng);
+        for (uint64_t n = 0; n < N; ++n) quantize_row(t, src.data() + n * K, gguf.data() + n * rb, K);
+        const std::vector<uint8_t> dev = rows_to_device(t, gguf, K, N);
+        ASSERT_EQ(dev.size(), drb * N);
+        const uint64_t bb = type_traits(t).block_bytes, dbb = device_block_bytes(t);
+        for (uint64_t b = 0; b < K / type_traits(t).block_elems * N; ++b) {
+            EXPECT_EQ(0, std::memcmp(dev.data() + b * dbb, gguf.data() + b * bb, bb)) << "block " << b;
+            for (uint64_t i = bb; i < dbb; ++i) EXPECT_EQ(dev[b * dbb + i], 0u) << "block " << b << " byte " << i;
+        }
+    }
+}
+
 // --- fp16 / bf16 -----------------------------------------------------------------------------
 
 TEST(Fp16, EveryHalfSurvivesARoundTripThroughFloat) {

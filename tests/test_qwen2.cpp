@@ -1,11 +1,13 @@
-// The qwen2 architecture (QKV biases, NeoX RoPE) on a small random model written by the test:
-// the GPU forward pass against the C++ reference, on one device and split over two.
+// The qwen2 architecture (QKV biases, NeoX RoPE) on small random models written by the test (one
+// of mixed F32/F16/Q8_0 matrices, one of K-quants with Q6_K as a Q4_K_M file has it): the GPU
+// forward pass against the C++ reference, on one device and split over two.
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <tuple>
 #include <unistd.h>
 
 #include "engine/model.h"
@@ -23,7 +25,8 @@ class ModelWriter {
   void kv_f32(const std::string& k, float v) { key(k, 6), pod(meta_, v); }
   void kv_str(const std::string& k, const std::string& v) { key(k, 8), str(meta_, v); }
 
-  // A tensor of `type` (F32, F16 or Q8_0) with shape [ne0, ne1] filled from N(0, scale^2).
+  // A tensor of `type` (any weight format; ne0 a whole number of its blocks) with shape
+  // [ne0, ne1] filled from N(0, scale^2).
   void tensor(const std::string& name, uint64_t ne0, uint64_t ne1, GgmlType type, float scale, std::mt19937& rng) {
     std::normal_distribution<float> normal(0.0f, scale);
     std::vector<float> v(ne0 * ne1);
@@ -77,13 +80,27 @@ class ModelWriter {
   uint64_t n_kv_ = 0, n_tensors_ = 0;
 };
 
+// The tiny models below: their shapes and the formats of their matrices.
+struct TinyQwen2 {
+  uint32_t E, H, KV, D, F, V;
+  GgmlType embd, head, q, k, o, gate, up, down;
+  const char* name;
+};
 // 2 layers, n_embd 64, 4 heads of 16 over 2 KV heads, n_ff 96, 100 tokens, untied Q8_0 head.
-std::string write_tiny_qwen2() {
-  constexpr uint32_t E = 64, H = 4, KV = 2, D = 16, F = 96, V = 100, L = 2;
+constexpr TinyQwen2 kMixed{64, 4, 2, 16, 96, 100, GgmlType::F32, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::F16,
+                           GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::F16, GgmlType::Q8_0, "mixed"};
+// K-quants as in a Q4_K_M file: n_embd 512, n_ff 1024, Q6_K embedding (get_rows), head and
+// ffn_down (whose K slices a tensor split cuts into whole 224-byte device blocks); every row,
+// and every K slice of two devices, holds more than one block.
+constexpr TinyQwen2 kKQuants{512, 8, 2, 64, 1024, 100, GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q4_K, GgmlType::Q4_K,
+                             GgmlType::Q5_K, GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K, "kquants"};
+
+std::string write_tiny_qwen2(const TinyQwen2& m) {
+  const uint32_t E = m.E, H = m.H, KV = m.KV, D = m.D, F = m.F, V = m.V, L = 2;
   std::mt19937 rng(7);
   ModelWriter w;
   w.kv_str("general.architecture", "qwen2");
-  w.kv_str("general.name", "tiny random qwen2 (chorus test)");
+  w.kv_str("general.name", std::string("tiny random qwen2, ") + m.name + " (chorus test)");
   w.kv_u32("qwen2.context_length", 256);
   w.kv_u32("qwen2.embedding_length", E);
   w.kv_u32("qwen2.block_count", L);
@@ -92,34 +109,35 @@ std::string write_tiny_qwen2() {
   w.kv_u32("qwen2.attention.head_count_kv", KV);
   w.kv_f32("qwen2.attention.layer_norm_rms_epsilon", 1e-6f);
   w.kv_f32("qwen2.rope.freq_base", 1000000.0f);
-  w.tensor("token_embd.weight", E, V, GgmlType::F32, 1.0f, rng);
+  w.tensor("token_embd.weight", E, V, m.embd, 1.0f, rng);
   w.tensor("output_norm.weight", E, 1, GgmlType::F32, 1.0f, rng);
-  w.tensor("output.weight", E, V, GgmlType::Q8_0, 0.2f, rng);
+  w.tensor("output.weight", E, V, m.head, 0.2f, rng);
   for (uint32_t l = 0; l < L; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     w.tensor(b + "attn_norm.weight", E, 1, GgmlType::F32, 1.0f, rng);
-    w.tensor(b + "attn_q.weight", E, H * D, GgmlType::Q8_0, 0.2f, rng);
-    w.tensor(b + "attn_k.weight", E, KV * D, GgmlType::F16, 0.2f, rng);
+    w.tensor(b + "attn_q.weight", E, H * D, m.q, 0.2f, rng);
+    w.tensor(b + "attn_k.weight", E, KV * D, m.k, 0.2f, rng);
     w.tensor(b + "attn_v.weight", E, KV * D, GgmlType::F32, 0.2f, rng);
     w.tensor(b + "attn_q.bias", H * D, 1, GgmlType::F32, 0.5f, rng);
     w.tensor(b + "attn_k.bias", KV * D, 1, GgmlType::F32, 0.5f, rng);
     w.tensor(b + "attn_v.bias", KV * D, 1, GgmlType::F32, 0.5f, rng);
-    w.tensor(b + "attn_output.weight", H * D, E, GgmlType::Q8_0, 0.2f, rng);
+    w.tensor(b + "attn_output.weight", H * D, E, m.o, 0.2f, rng);
     w.tensor(b + "ffn_norm.weight", E, 1, GgmlType::F32, 1.0f, rng);
-    w.tensor(b + "ffn_gate.weight", E, F, GgmlType::Q8_0, 0.2f, rng);
-    w.tensor(b + "ffn_up.weight", E, F, GgmlType::F16, 0.2f, rng);
-    w.tensor(b + "ffn_down.weight", F, E, GgmlType::Q8_0, 0.2f, rng);
+    w.tensor(b + "ffn_gate.weight", E, F, m.gate, 0.2f, rng);
+    w.tensor(b + "ffn_up.weight", E, F, m.up, 0.2f, rng);
+    w.tensor(b + "ffn_down.weight", F, E, m.down, 0.2f, rng);
   }
   const auto dir = std::filesystem::temp_directory_path() / ("chorus-qwen2-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
-  return w.write((dir / "tiny-qwen2.gguf").string());
+  return w.write((dir / (std::string("tiny-qwen2-") + m.name + ".gguf")).string());
 }
 
-class Qwen2 : public test::GpuTestP<int> {};
+// (devices, model)
+class Qwen2 : public test::GpuTestP<std::tuple<int, const TinyQwen2*>> {};
 
 TEST_P(Qwen2, LogitsMatchTheCppReferenceWithBiasesAndNeoxRope) {
-  const int n_devices = GetParam();
-  const std::string path = write_tiny_qwen2();
+  const int n_devices = std::get<0>(GetParam());
+  const std::string path = write_tiny_qwen2(*std::get<1>(GetParam()));
   const std::vector<int32_t> prompt{3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26};
   ref::ReferenceModel reference(path, {.f16_kv_cache = true});
   ASSERT_TRUE(reference.config().qkv_bias);
@@ -140,7 +158,11 @@ TEST_P(Qwen2, LogitsMatchTheCppReferenceWithBiasesAndNeoxRope) {
   std::filesystem::remove_all(std::filesystem::path(path).parent_path());
 }
 
-INSTANTIATE_TEST_SUITE_P(OneAndTwoDevices, Qwen2, ::testing::Values(1, 2));
+INSTANTIATE_TEST_SUITE_P(OneAndTwoDevices, Qwen2, ::testing::Combine(::testing::Values(1, 2),
+                                                                     ::testing::Values(&kMixed, &kKQuants)),
+                         [](const auto& p) {
+                           return std::to_string(std::get<0>(p.param)) + "dev_" + std::get<1>(p.param)->name;
+                         });
 
 }  // namespace
 }  // namespace chorus

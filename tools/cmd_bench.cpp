@@ -69,7 +69,7 @@ std::vector<GgmlType> parse_formats(const std::string& text) {
   return out;
 }
 
-// N rows of K weights of `type`: 64 distinct quantised random rows, repeated.
+// N rows of K weights of `type` in the device layout: 64 distinct quantised random rows, repeated.
 std::vector<uint8_t> bench_weights(GgmlType type, uint32_t K, uint32_t N) {
   const uint64_t rb = *row_bytes(type, K);
   const uint32_t distinct = std::min<uint32_t>(N, 64);
@@ -82,7 +82,9 @@ std::vector<uint8_t> bench_weights(GgmlType type, uint32_t K, uint32_t N) {
     quantize_row(type, row.data(), bytes.data() + n * rb, K);
   }
   for (uint32_t n = distinct; n < N; ++n) std::memcpy(bytes.data() + n * rb, bytes.data() + (n % distinct) * rb, rb);
-  return bytes;
+  std::vector<uint8_t> dev = rows_to_device(type, bytes, K, N);
+  dev.resize((dev.size() + 3) / 4 * 4, 0);
+  return dev;
 }
 
 std::vector<float> random_vector(size_t n) {
@@ -212,7 +214,8 @@ void print_help() {
       "usage: chorus bench kernels [--device N] [-r REPS] [--formats LIST] [options]\n\n"
       "Measures the host's memcpy bandwidth, then for each weight format the matrix-vector\n"
       "kernel (decode) at N x K: GB/s of weight bytes read and the fraction of memcpy bandwidth\n"
-      "(the roofline; memcpy counts bytes copied), then the matrix-matrix kernel (prefill) in\n"
+      "(the roofline; memcpy counts bytes copied; weight bytes are the format's GGUF bytes,\n"
+      "without the padding chorus adds to Q6_K blocks on the device), then the matrix-matrix kernel (prefill) in\n"
       "GFLOP/s at N x K x M. Timings are host wall time around a submit and its wait; the\n"
       "matvec command buffer holds several dispatches so the submit cost is amortised.\n\n"
       "  --device N        physical device index from `chorus devices` (default 0)\n"

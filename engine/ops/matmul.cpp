@@ -70,7 +70,7 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
             uint32_t N, const vk::Buffer& x, uint64_t x_offset, uint32_t M, const vk::Buffer& y, uint64_t y_offset,
             const MatmulOptions& options) {
   const std::string what = shape_text(type, K, N, M);
-  const std::optional<uint64_t> rb = row_bytes(type, K);
+  const std::optional<uint64_t> rb = device_row_bytes(type, K);
   const bool plain = type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16;
   if (K == 0 || (!plain && K % 32 != 0) || !rb)
     throw vk::Error(what + ": K must be positive, and a multiple of 32 and of the block size for quantised formats");

@@ -54,8 +54,8 @@ std::string mul_mm_op(GgmlType type);
 std::string mul_mm_cpu_op(GgmlType type);
 
 // Records Y[m][n] = sum_k W[n][k] * X[m][k] for m < M, n < N.
-//   W: N rows of K elements of `type` in GGUF block layout, row-major without padding, starting
-//      at byte w_offset of w (an even offset; a multiple of 4 for F32, Q4_K, Q5_K). K is any positive
+//   W: N rows of K elements of `type` in the device block layout (engine/quant.h:
+//      device_row_bytes), row-major without padding between rows, starting at byte w_offset of w (an even offset; a multiple of 4 for F32, Q4_K, Q5_K). K is any positive
 //      number for F32, F16 and BF16 (rows of F16/BF16 may then start at 2 mod 4 bytes), and a
 //      multiple of the block size (32 or 256) for quantised formats.
 //   X: M rows of K floats starting at byte x_offset of x (a multiple of 4), rows x_stride apart.

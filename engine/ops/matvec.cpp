@@ -104,7 +104,7 @@ void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Bu
   const uint32_t rows_per_group = wg * rows;
   // 16-byte texels: rows 16-aligned (no realignment), or any rows when the buffer holds the
   // last row's final texel whole (its end padded to 16 bytes); else 4-byte texels.
-  const bool aligned16 = type != GgmlType::Q6_K && w_offset % 16 == 0 && rb % 16 == 0;
+  const bool aligned16 = w_offset % 16 == 0 && rb % 16 == 0;
   const bool w16 = aligned16 || (w_offset + uint64_t(N) * rb + 15) / 16 * 16 <= (w.size() + 3) / 4 * 4 / 16 * 16;
   const uint32_t tb = w16 ? 16 : 4;  // bytes per W texel
   const VkFormat wfmt = w16 ? VK_FORMAT_R32G32B32A32_UINT : VK_FORMAT_R32_UINT;
@@ -136,9 +136,7 @@ void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Bu
     const vk::BufferWindow yw = y.window(y_offset + row0 * 4, uint64_t(n) * 4);
     const MatVecPush push{K, n, static_cast<uint32_t>(rb), static_cast<uint32_t>(ww.skip + (off - start)), x_base,
                           skip_elems(yw, 4)};
-    // Q6_K rows 16-aligned in the view: superblocks in pairs of known alignment.
-    const bool q6_pairs = type == GgmlType::Q6_K && w16 && rb % 16 == 0 && push.w_base % 16 == 0 && K % 512 == 0;
-    k.dispatch(cb, op, {ww, xw, yw}, push, {wg, rows, w16 ? 1u : 0u, w16 && aligned16 ? 1u : 0u, q6_pairs ? 1u : 0u},
+    k.dispatch(cb, op, {ww, xw, yw}, push, {wg, rows, w16 ? 1u : 0u, w16 && aligned16 ? 1u : 0u},
                groups(n, rows_per_group));
   }
 }
@@ -151,7 +149,7 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
   const std::string op = mul_mv_op(type);
   if (!is_weight_type(type)) throw vk::Error(op + ": " + type_traits(type).name + " is not a weight format");
   if (K == 0 || N == 0) throw vk::Error(op + ": empty shape " + shape_text(type, K, N));
-  const std::optional<uint64_t> rb = row_bytes(type, K);
+  const std::optional<uint64_t> rb = device_row_bytes(type, K);
   if (!rb) throw vk::Error(op + ": K of " + shape_text(type, K, N) + " is not a multiple of the block size");
   const bool word_aligned = type == GgmlType::F32 || type == GgmlType::Q4_K || type == GgmlType::Q5_K;
   if (w_offset % (word_aligned ? 4 : 2) != 0)

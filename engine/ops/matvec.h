@@ -72,7 +72,8 @@ std::string mul_mv_kernel_name(const Kernels& k, GgmlType type, uint32_t K, cons
 uint64_t mul_mv_scratch_bytes(const Kernels& k, GgmlType type, uint32_t K);
 
 // Records y[n] = sum_k W[n][k] * x[k] for n < N.
-//   W: N rows of K elements of `type` in GGUF block layout, row-major without padding,
+//   W: N rows of K elements of `type` in the device block layout (engine/quant.h:
+//      device_row_bytes; GGUF's except Q6_K's padding), row-major without padding between rows,
 //      starting at byte w_offset of w (even; a multiple of 4 for F32, Q4_K, Q5_K). K must be a
 //      multiple of the format's block size (any K >= 1 for F32/F16/BF16).
 //   x: K floats at byte x_offset of x; y: N floats at byte y_offset of y (multiples of 4).

@@ -258,7 +258,7 @@ const char* get_rows_op(GgmlType type) {
 void get_rows(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& w, uint64_t w_offset, const vk::Buffer& ids,
               uint64_t ids_offset, const vk::Buffer& out, uint64_t out_offset, const GetRowsShape& s) {
   const char* op = get_rows_op(s.type);
-  const auto rb = row_bytes(s.type, s.n);
+  const auto rb = device_row_bytes(s.type, s.n);
   if (!rb)
     throw vk::Error(std::string("get_rows: a row of ") + std::to_string(s.n) + " elements is not a whole number of " +
                     type_traits(s.type).name + " blocks");

@@ -132,8 +132,9 @@ struct GetRowsShape {
   // consecutive windows of whole rows, one dispatch each; tests lower this to cover that path.
   uint64_t max_window = 0;
 };
-// out[i][:] = dequantize(W[ids[i]][:]), i < n_ids. W: [n_rows] rows of row_bytes(type, n) in
-// GGUF block layout (its offset a multiple of 4); ids: [n_ids] uint32; out: [n_ids][n] F32.
+// out[i][:] = dequantize(W[ids[i]][:]), i < n_ids. W: [n_rows] rows of device_row_bytes(type, n)
+// in the device block layout (engine/quant.h; its offset a multiple of 4); ids: [n_ids] uint32;
+// out: [n_ids][n] F32.
 // An id >= n_rows leaves its output row unwritten.
 void get_rows(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& w, uint64_t w_offset, const vk::Buffer& ids,
               uint64_t ids_offset, const vk::Buffer& out, uint64_t out_offset, const GetRowsShape& s);

@@ -201,7 +201,7 @@ int bench_kernels(const BenchOptions& o) {
       cb.end();
       const double s = time_runs(dev, cb, o.reps).wall;
       std::printf("  %-6s %-28s %10.2f %10.2f\n", type_traits(t).name,
-                  std::string(k.variant(ops::mul_mm_op(t)).name).c_str(), s * 1e3,
+                  ops::mul_mm_kernel_name(k, t).c_str(), s * 1e3,
                   2.0 * o.M * o.N * double(o.K) / s / 1e9);
       std::fflush(stdout);
     }

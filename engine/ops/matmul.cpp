@@ -66,6 +66,27 @@ std::string mul_mm_op(GgmlType type) {
 
 std::string mul_mm_cpu_op(GgmlType type) { return "mul_mm_cpu_" + mul_mm_op(type).substr(7); }
 
+namespace {
+
+// The op mul_mm records for `type` on k's device: mul_mm_cpu_<fmt> (Registers) or mul_mm_<fmt>.
+std::string pick_op(const Kernels& k, GgmlType type, const MatmulOptions& options) {
+  const vk::DeviceInfo& info = k.device().info();
+  MatmulTiling tiling =
+      options.tiling != MatmulTiling::Auto ? options.tiling
+                                           : (info.type == "cpu" ? MatmulTiling::Registers : MatmulTiling::Grid);
+  // mul_mm_cpu's subgroup variant broadcasts from lanes 0..7: it needs subgroups of at least 8.
+  if (tiling == MatmulTiling::Registers && (k.variant(mul_mm_cpu_op(type)).requires_caps & shaders::kSubgroup) != 0 &&
+      info.subgroup_size < kCpuBatch)
+    tiling = MatmulTiling::Grid;
+  return tiling == MatmulTiling::Registers ? mul_mm_cpu_op(type) : mul_mm_op(type);
+}
+
+}  // namespace
+
+std::string mul_mm_kernel_name(const Kernels& k, GgmlType type, const MatmulOptions& options) {
+  return std::string(k.variant(pick_op(k, type, options)).name);
+}
+
 void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
             uint32_t N, const vk::Buffer& x, uint64_t x_offset, uint32_t M, const vk::Buffer& y, uint64_t y_offset,
             const MatmulOptions& options) {
@@ -89,14 +110,8 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
     throw vk::Error(what + ": a tensor overruns its buffer ('" + w.tag() + "', '" + x.tag() + "', '" + y.tag() + "')");
 
   const vk::DeviceInfo& info = k.device().info();
-  MatmulTiling tiling =
-      options.tiling != MatmulTiling::Auto ? options.tiling
-                                           : (info.type == "cpu" ? MatmulTiling::Registers : MatmulTiling::Grid);
-  // mul_mm_cpu's subgroup variant broadcasts from lanes 0..7: it needs subgroups of at least 8.
-  if (tiling == MatmulTiling::Registers && (k.variant(mul_mm_cpu_op(type)).requires_caps & shaders::kSubgroup) != 0 &&
-      info.subgroup_size < kCpuBatch)
-    tiling = MatmulTiling::Grid;
-  const std::string op = tiling == MatmulTiling::Registers ? mul_mm_cpu_op(type) : mul_mm_op(type);
+  const std::string op = pick_op(k, type, options);
+  const MatmulTiling tiling = op == mul_mm_cpu_op(type) ? MatmulTiling::Registers : MatmulTiling::Grid;
   const bool fp16 = (k.variant(op).requires_caps & shaders::kFp16) != 0;
   const Tile tile =
       tiling == MatmulTiling::Registers ? pick_cpu_tile(M, type) : pick_grid_tile(M, info.max_shared_memory, fp16);

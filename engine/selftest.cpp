@@ -98,8 +98,9 @@ std::vector<SelftestResult> run_selftest(vk::Device& device, const std::function
         const ops::MatVecScratch mv_scratch{&scratch, 0};
         device.upload(w, 0, std::as_bytes(std::span(q.w)));
         device.upload(x, 0, std::as_bytes(std::span(q.x)));
-        // The kernel mul_mv will run (a texel-buffer kernel on CPU devices where one applies).
-        if (!matrix) r.variant = ops::mul_mv_kernel_name(kernels, type, K, w, 0, x, 0);
+        // The kernel that will run (mul_mv: a texel-buffer kernel on CPU devices where one
+        // applies; mul_mm: the register-tiled mul_mm_cpu kernel on CPU devices).
+        r.variant = matrix ? ops::mul_mm_kernel_name(kernels, type) : ops::mul_mv_kernel_name(kernels, type, K, w, 0, x, 0);
         vk::CommandBuffer cb(device);
         cb.begin();
         if (matrix)

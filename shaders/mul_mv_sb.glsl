@@ -1,7 +1,8 @@
 // shaders/mul_mv_sb.glsl — the superblock dot products shared by mul_mv.comp (storage-buffer
 // loads) and mul_mv_texel.comp (texel-buffer loads): per 256 elements of one row, the format's
 // bytes as SB_WORDS 32-bit words W[], and x prepared once per 256 elements for all rows
-// (sb_x_finish). Q4_0, Q8_0, Q4_K and Q6_K only (FMT_<TYPE>, set by shaders/matvec.cmake).
+// (sb_x_finish). Q4_0, Q8_0, Q4_1 (mul_mv_texel.comp only), Q4_K and Q6_K (FMT_<TYPE>, set
+// by shaders/matvec.cmake).
 // What the arithmetic does and why is in mul_mv.comp's superblock comment.
 
 // Bytes per 256 elements on the device, and 32-bit words loaded per superblock (Q6_K: GGUF's
@@ -12,6 +13,9 @@
 #elif defined(FMT_Q6_K)
 #define SB_BYTES 224u
 #define SB_WORDS 56
+#elif defined(FMT_Q4_1)
+#define SB_BYTES 160u
+#define SB_WORDS 40
 #else
 #define SB_BYTES 144u
 #define SB_WORDS 36
@@ -32,9 +36,9 @@ float sb_group_scale(uint g) {
 }
 #endif
 vec4 sb_scale(uint j) {  // j: index of the vec4 in the superblock
-#if defined(FMT_Q4_0) || defined(FMT_Q4_K)
+#if defined(FMT_Q4_0) || defined(FMT_Q4_1) || defined(FMT_Q4_K)
   // low nibble of byte k at bit 8k; high nibble at 8k + 4, byte 3's masked after >> 4
-#if defined(FMT_Q4_0)
+#if defined(FMT_Q4_0) || defined(FMT_Q4_1)
   const bool hi = (j & 4u) != 0u;  // elements 16..31 of each block
 #else
   const bool hi = (j & 8u) != 0u;  // elements 32..63 of each 64
@@ -70,29 +74,60 @@ void sb_x_finish(inout vec4 xs[64], out float xsum[SB_GROUPS]) {
 vec4 nib_lo(uint v) { return vec4(ivec4(v & 0x0Fu, v & 0x0F00u, v & 0x0F0000u, v & 0x0F000000u)); }
 vec4 nib_hi(uint v) { return vec4(ivec4(v & 0xF0u, v & 0xF000u, v & 0xF00000u, (v >> 4) & 0x0F000000u)); }
 
+#if defined(FMT_Q4_0) || defined(FMT_Q4_1)
+// Sum of q * x over one 32-element block of nibbles (Q4_0, Q4_1): its 16 quant bytes as the
+// words v (low nibbles: elements 0..15, high nibbles: 16..31), x in xs[x0 .. x0 + 7].
+float nib_block_dot(const uint v[4], const vec4 xs[64], uint x0) {
+  vec4 sl = vec4(0.0), sh = vec4(0.0);
+  [[unroll]] for (uint j = 0u; j < 4u; ++j) {
+    sl += nib_lo(v[j]) * xs[x0 + j];
+    sh += nib_hi(v[j]) * xs[x0 + 4u + j];
+  }
+  sl += sh;
+  return (sl.x + sl.y) + (sl.z + sl.w);
+}
+#endif
+
+#if defined(FMT_Q4_0) || defined(FMT_Q8_0) || defined(FMT_Q4_1)
+// Formats of 32-element blocks: K may end in a partial superblock of whole blocks. sb_dot_n
+// sums the first nblk blocks (the others, which may hold any bytes, contribute exactly 0: they
+// are dropped by a select, never multiplied); with nblk a constant 8 the selects fold away.
+#define SB_TAIL 1
+float sb_dot_n(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS], uint nblk);
+float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS]) { return sb_dot_n(W, xs, xsum, 8u); }
+#endif
+
 #if defined(FMT_Q4_0)
 // 8 blocks {f16 d; u8 qs[16]} of 18 bytes; block b at byte 18b.
-float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS]) {
+float sb_dot_n(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS], uint nblk) {
   float tot = 0.0;
   [[unroll]] for (uint b = 0u; b < 8u; ++b) {
     const uint w = (18u * b) / 4u;
     const bool even = (b & 1u) == 0u;  // block at 0 mod 4: d low half, quants at 2 mod 4
     const float d = unpackHalf2x16(even ? W[w] : W[w] >> 16).x;
-    vec4 sl = vec4(0.0), sh = vec4(0.0);
-    [[unroll]] for (uint j = 0u; j < 4u; ++j) {
-      const uint v = even ? (W[w + j] >> 16) | (W[w + j + 1u] << 16) : W[w + 1u + j];
-      sl += nib_lo(v) * xs[8u * b + j];
-      sh += nib_hi(v) * xs[8u * b + 4u + j];
-    }
-    sl += sh;
-    tot += d * (((sl.x + sl.y) + (sl.z + sl.w)) - 8.0 * xsum[b]);
+    uint v[4];
+    [[unroll]] for (uint j = 0u; j < 4u; ++j) v[j] = even ? (W[w + j] >> 16) | (W[w + j + 1u] << 16) : W[w + 1u + j];
+    const float t = d * (nib_block_dot(v, xs, 8u * b) - 8.0 * xsum[b]);
+    tot += b < nblk ? t : 0.0;
+  }
+  return tot;
+}
+#elif defined(FMT_Q4_1)
+// 8 blocks {f16 d, m; u8 qs[16]} of 20 bytes (5 words); block b at word 5b; x = d * q + m.
+float sb_dot_n(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS], uint nblk) {
+  float tot = 0.0;
+  [[unroll]] for (uint b = 0u; b < 8u; ++b) {
+    const vec2 dm = unpackHalf2x16(W[5u * b]);
+    const uint v[4] = uint[4](W[5u * b + 1u], W[5u * b + 2u], W[5u * b + 3u], W[5u * b + 4u]);
+    const float t = dm.x * nib_block_dot(v, xs, 8u * b) + dm.y * xsum[b];
+    tot += b < nblk ? t : 0.0;
   }
   return tot;
 }
 #elif defined(FMT_Q8_0)
 // 8 blocks {f16 d; i8 qs[32]} of 34 bytes; block b at byte 34b. Bytes are read as unsigned
 // (q + 128, by flipping their sign bits).
-float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS]) {
+float sb_dot_n(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS], uint nblk) {
   float tot = 0.0;
   [[unroll]] for (uint b = 0u; b < 8u; ++b) {
     const uint w = (34u * b) / 4u;
@@ -106,7 +141,8 @@ float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROU
       s1 += vec4(ivec4(v1 & 0xFFu, v1 & 0xFF00u, v1 & 0xFF0000u, (v1 >> 8) & 0xFF0000u)) * xs[8u * b + j + 1u];
     }
     s0 += s1;
-    tot += d * (((s0.x + s0.y) + (s0.z + s0.w)) - 128.0 * xsum[b]);
+    const float t = d * (((s0.x + s0.y) + (s0.z + s0.w)) - 128.0 * xsum[b]);
+    tot += b < nblk ? t : 0.0;
   }
   return tot;
 }

@@ -2,8 +2,9 @@
 #extension GL_GOOGLE_include_directive : require
 // mul_mv_texel_<fmt> — the decode matrix-vector product y[n] = sum_k W[n, k] * x[k] for CPU
 // devices (lavapipe), reading W and x through uniform texel buffers instead of storage
-// buffers. Q4_0, Q8_0, Q4_K, Q6_K in the device block layout (engine/quant.h: Q6_K blocks
-// padded to 224 bytes); K a multiple of 256. Same arithmetic as mul_mv.comp's superblock path
+// buffers. Q4_0, Q8_0, Q4_1, Q4_K, Q6_K in the device block layout (engine/quant.h: Q6_K blocks
+// padded to 224 bytes); K a multiple of 256, or of 32 for the formats of 32-element blocks
+// (Q4_0, Q8_0, Q4_1: the last superblock of a row may be partial, sb_tail_step). Same arithmetic as mul_mv.comp's superblock path
 // (mul_mv_sb.glsl); each invocation computes ROWS whole rows (rows row0, row0 + WG, ...), rows
 // past N are computed from row N-1 and not written.
 //
@@ -45,8 +46,11 @@ layout(constant_id = 3) const bool W_ALIGNED16 = false;  // (W_TEXEL16) every su
 //   past the data;
 // - else R32_UINT texels: one gather per word (slow on llvmpipe: the fallback for buffers
 //   whose end is not padded to 16 bytes), realigned as in mul_mv.comp's sb_load.
-void sb_load(uint b, out uint W[SB_WORDS]) {
-  if (W_ALIGNED16) {
+// clamp (a constant at each call): every texel index is clamped to the view, for the partial
+// last superblock of a row, whose SB_WORDS words may run past the view's end.
+void sb_load_c(uint b, out uint W[SB_WORDS], bool clamp) {
+  const int last = textureSize(wtex) - 1;
+  if (W_ALIGNED16 && !clamp) {
     [[unroll]] for (uint i = 0u; i < uint(SB_WORDS) / 4u; ++i) {
       const uvec4 v = texelFetch(wtex, int((b >> 4) + i));
       W[4u * i] = v.x;
@@ -57,7 +61,6 @@ void sb_load(uint b, out uint W[SB_WORDS]) {
     return;
   }
   if (W_TEXEL16) {
-    const int last = textureSize(wtex) - 1;
     uint A[SB_AWORDS];
     [[unroll]] for (uint i = 0u; i < uint(SB_AWORDS); ++i) A[i] = 0u;
     [[unroll]] for (uint i = 0u; i < SB_TEXELS; ++i) {
@@ -77,14 +80,18 @@ void sb_load(uint b, out uint W[SB_WORDS]) {
   }
   const uint w0 = b >> 2;
   uint A[SB_WORDS + 1];
-  [[unroll]] for (uint i = 0u; i < uint(SB_WORDS); ++i) A[i] = texelFetch(wtex, int(w0 + i)).x;
+  [[unroll]] for (uint i = 0u; i < uint(SB_WORDS); ++i) {
+    A[i] = texelFetch(wtex, clamp ? min(int(w0 + i), last) : int(w0 + i)).x;
+  }
   const bool odd = (b & 2u) != 0u;
   A[SB_WORDS] = 0u;
 #if !defined(FMT_Q6_K)
-  if (odd) A[SB_WORDS] = texelFetch(wtex, int(w0 + uint(SB_WORDS))).x;
+  if (odd) A[SB_WORDS] = texelFetch(wtex, clamp ? min(int(w0) + SB_WORDS, last) : int(w0) + SB_WORDS).x;
 #endif
   [[unroll]] for (uint i = 0u; i < uint(SB_WORDS); ++i) W[i] = odd ? (A[i] >> 16) | (A[i + 1u] << 16) : A[i];
 }
+
+void sb_load(uint b, out uint W[SB_WORDS]) { sb_load_c(b, W, false); }
 
 // One superblock of the ROWS rows: x prepared once, then each row's dot product.
 void sb_step(uint sb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS]) {
@@ -101,6 +108,29 @@ void sb_step(uint sb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MA
   }
 }
 
+#ifdef SB_TAIL
+// The last superblock of each row when K % 256 != 0: its first nblk blocks (32-element block
+// formats only). x past K is 0 (indices clamped to the view, values dropped by a select); W is
+// read with clamped indices and its blocks past nblk are dropped by sb_dot_n.
+void sb_tail_step(uint sb, uint nblk, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS]) {
+  const int xlast = textureSize(xtex) - 1;
+  vec4 xs[64];
+  float xsum[SB_GROUPS];
+  [[unroll]] for (uint j = 0u; j < 64u; ++j) {
+    const vec4 v = texelFetch(xtex, min(int(x0 + 64u * sb + j), xlast));
+    xs[j] = j < 8u * nblk ? v : vec4(0.0);
+  }
+  sb_x_finish(xs, xsum);
+  [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
+    if (r < ROWS) {
+      uint W[SB_WORDS];
+      sb_load_c(rb[r] + SB_BYTES * sb, W, true);
+      acc[r] += sb_dot_n(W, xs, xsum, nblk);
+    }
+  }
+}
+#endif
+
 void main() {
   const uint WG = gl_WorkGroupSize.x;
   const uint row0 = gl_WorkGroupID.x * WG * ROWS + gl_LocalInvocationID.x;
@@ -113,6 +143,10 @@ void main() {
   const uint nsb = p.K / 256u;
   const uint x0 = p.x_base / 4u;
   for (uint sb = 0u; sb < nsb; ++sb) sb_step(sb, x0, rb, acc);
+#ifdef SB_TAIL
+  const uint tail = (p.K % 256u) / 32u;  // blocks of a last, partial superblock
+  if (tail != 0u) sb_tail_step(nsb, tail, x0, rb, acc);
+#endif
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
     if (r < ROWS && row0 + r * WG < p.N) ydata[p.y_base + row0 + r * WG] = acc[r];
   }

@@ -238,9 +238,9 @@ TEST_P(MulMv, GivesBitwiseIdenticalResultsWhenRepeated) {
 
 INSTANTIATE_TEST_SUITE_P(AllFormatsAndVariants, MulMv, ::testing::ValuesIn(all_cases()), case_name);
 
-// The texel-buffer kernels (mul_mv_texel_<fmt>, shaders/mul_mv_texel.comp): Q4_0, Q8_0, Q4_K,
-// Q6_K with K a multiple of 256, x at a 16-byte multiple. Same tolerance as the other f32-x
-// kernels (1e-10). W is read as 16-byte texels when rows start 16-aligned, as 16-byte texels
+// The texel-buffer kernels (mul_mv_texel_<fmt>, shaders/mul_mv_texel.comp): Q4_0, Q8_0, Q4_1,
+// Q4_K, Q6_K with K a multiple of 256 (of 32 for Q4_0, Q8_0, Q4_1), x at a 16-byte multiple.
+// Same tolerance as the other f32-x kernels (1e-10). W is read as 16-byte texels when rows start 16-aligned, as 16-byte texels
 // realigned per superblock when the buffer's end is padded to 16 bytes, else as 4-byte texels.
 std::string texel_kernel(GgmlType t) { return "mul_mv_texel_" + ops::mul_mv_op(t).substr(7); }
 
@@ -262,8 +262,7 @@ class MulMvTexel : public test::GpuTestP<GgmlType> {
 };
 
 TEST_P(MulMvTexel, MatchesTheReferenceForEveryWeightAlignmentAndRowCount) {
-  // w_offset 0 and 16: 16-aligned rows (Q6_K: realigned, its blocks are 210 bytes); an odd
-  // offset: realigned superblocks with w_pad (the buffer's end padded to 16 bytes), 4-byte
+  // w_offset 0 and 16: 16-aligned rows (Q4_1: 320-byte rows); an odd offset: realigned superblocks with w_pad (the buffer's end padded to 16 bytes), 4-byte
   // texels without; 1 or 8 rows per invocation, rows not a multiple of them.
   uint64_t seed = 200;
   for (uint64_t w_offset : {uint64_t(0), uint64_t(16), odd_offset()}) {
@@ -282,8 +281,8 @@ TEST_P(MulMvTexel, MatchesTheReferenceForEveryWeightAlignmentAndRowCount) {
 }
 
 TEST_P(MulMvTexel, MatchesTheReferenceWhenRowsStartAtDifferentAlignments) {
-  // 768 elements: Q6_K rows are 630 bytes, so the lanes of one subgroup realign by different
-  // amounts; Q4_0/Q8_0/Q4_K rows stay 16-aligned. And one superblock per row.
+  // 768 elements: Q4_1 rows are 480 bytes, the others' 16-aligned too; at an odd offset the
+  // lanes realign by the same amount. Then one superblock per row.
   Layout l = tl();
   check(768, 29, 231, l);
   l.w_pad = 16;
@@ -296,8 +295,7 @@ TEST_P(MulMvTexel, MatchesTheReferenceWhenRowsStartAtDifferentAlignments) {
 TEST_P(MulMvTexel, MatchesTheReferenceOnA4096WideMatrix) { check(4096, 70, 241); }
 
 TEST_P(MulMvTexel, MatchesTheReferenceWithRowsOf2048Elements) {
-  // Rows of 2048: Q6_K rows are 16-aligned (1680 bytes), so its superblocks go in pairs when
-  // the weights start 16-aligned (w_offset 0, 16), and singly otherwise; also in windows.
+  // Rows of 2048, 16-aligned (w_offset 0, 16) and not; also in windows.
   Layout l = tl();
   check(2048, 19, 242, l);
   l.w_offset = 16;
@@ -342,10 +340,6 @@ TEST_P(MulMvTexel, FallsBackToStorageBuffersWhereItDoesNotApply) {
   l.x_offset = 0;
   l.options.texel = 0;
   check(512, 9, 272, l, false);
-  if (GetParam() != GgmlType::Q4_K && GetParam() != GgmlType::Q6_K) {
-    l.options.texel = 1;
-    check(288, 9, 273, l, false);  // K not a multiple of 256
-  }
 }
 
 TEST_P(MulMvTexel, GivesBitwiseIdenticalResultsWhenRepeated) {
@@ -358,7 +352,48 @@ TEST_P(MulMvTexel, GivesBitwiseIdenticalResultsWhenRepeated) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TexelFormats, MulMvTexel,
-                         ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K),
+                         ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q4_K,
+                                           GgmlType::Q6_K),
+                         [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
+
+// Q4_0, Q8_0, Q4_1 (32-element blocks): K not a multiple of 256 ends each row in a partial
+// superblock of 1 to 7 blocks, which runs past the row (and, for the last row, past the view)
+// and is read with clamped indices (sb_tail_step). SmolLM2's K = 576 is one of these.
+class MulMvTexelTail : public MulMvTexel {};
+
+TEST_P(MulMvTexelTail, MatchesTheReferenceWhenRowsEndInAPartialSuperblock) {
+  // Each W layout: 16-byte texels on 16-aligned rows or realigned (w_pad), 4-byte texels.
+  struct WLayout {
+    uint64_t w_offset, w_pad;
+    uint32_t rows;
+  };
+  uint64_t seed = 300;
+  for (uint32_t K : {32u, 288u, 576u, 1536u + 224u}) {
+    for (const WLayout w : {WLayout{0, 0, 8}, WLayout{0, 16, 1}, WLayout{odd_offset(), 16, 8}, WLayout{odd_offset(), 0, 1}}) {
+      Layout l = tl();
+      l.w_offset = w.w_offset;
+      l.w_pad = w.w_pad;
+      l.x_offset = 16;
+      l.options.rows = w.rows;
+      SCOPED_TRACE("K " + std::to_string(K) + " w_offset " + std::to_string(w.w_offset) + " w_pad " +
+                   std::to_string(w.w_pad) + " rows " + std::to_string(w.rows));
+      check(K, 8 * w.rows + 3, ++seed, l);
+    }
+  }
+}
+
+TEST_P(MulMvTexelTail, MatchesTheReferenceInWindowsAndGivesBitwiseIdenticalRepeats) {
+  Layout l = tl();
+  l.w_offset = odd_offset();
+  l.w_pad = 16;
+  l.options.max_window = 256 + 32 + 5 * *device_row_bytes(GetParam(), 576);
+  const std::vector<float> a = check(576, 37, 321, l);
+  const std::vector<float> b = check(576, 37, 321, l);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+}
+
+INSTANTIATE_TEST_SUITE_P(TexelBlockFormats, MulMvTexelTail,
+                         ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1),
                          [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
 
 class QuantizeQ81 : public test::GpuTest {};

@@ -41,7 +41,8 @@ std::string lower_name(GgmlType type) {
 std::string texel_op(GgmlType type) { return "mul_mv_texel_" + lower_name(type); }
 
 bool has_texel_kernel(GgmlType t) {
-  return t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+  return t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q4_1 || t == GgmlType::Q4_K ||
+         t == GgmlType::Q6_K;
 }
 
 // Whether mul_mv takes the texel-buffer kernel (mul_mv_texel.comp) for these arguments.
@@ -51,7 +52,9 @@ bool use_texel(const Kernels& k, GgmlType type, uint32_t K, const vk::Buffer& w,
   const bool cpu = info.type == "cpu";
   if (options.texel == 0 || (options.texel < 0 && !cpu)) return false;
   if (options.row_per_invocation == 0 || (options.row_per_invocation < 0 && !cpu)) return false;
-  if (!has_texel_kernel(type) || K % 256 != 0 || x_offset % 16 != 0) return false;
+  // K: whole superblocks, or for the formats of 32-element blocks whole blocks (the last
+  // superblock of a row may be partial).
+  if (!has_texel_kernel(type) || K % type_traits(type).block_elems != 0 || x_offset % 16 != 0) return false;
   if (w.max_texel_elements() == 0 || x.max_texel_elements() < K / 4) return false;
   if ((k.variant(mul_mv_op(type)).requires_caps & shaders::kInt8) != 0) return false;  // int8 variants take q8_1 x
   return shaders::select(texel_op(type), k.caps()) != nullptr;

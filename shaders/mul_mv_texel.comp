@@ -4,9 +4,9 @@
 // devices (lavapipe), reading W and x through uniform texel buffers instead of storage
 // buffers. Q4_0, Q8_0, Q4_1, Q4_K, Q6_K in the device block layout (engine/quant.h: Q6_K blocks
 // padded to 224 bytes); K a multiple of 256, or of 32 for the formats of 32-element blocks
-// (Q4_0, Q8_0, Q4_1: the last superblock of a row may be partial, sb_tail_step). Same arithmetic as mul_mv.comp's superblock path
-// (mul_mv_sb.glsl); each invocation computes ROWS whole rows (rows row0, row0 + WG, ...), rows
-// past N are computed from row N-1 and not written.
+// (Q4_0, Q8_0, Q4_1: the last superblock of a row may be partial, sb_tail_step). Same
+// arithmetic as mul_mv.comp's superblock path (mul_mv_sb.glsl); each invocation computes ROWS
+// whole rows (rows row0, row0 + WG, ...), rows past N are computed from row N-1 and not written.
 //
 // Why texel buffers: on llvmpipe a storage-buffer load whose address differs between lanes is
 // a loop over the lanes with a branch per component, while a texel fetch is a gather (a

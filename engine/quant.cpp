@@ -566,22 +566,25 @@ const TypeTraits& type_traits(GgmlType t) {
     return *tt;
 }
 
-std::optional<uint64_t> row_bytes(GgmlType t, uint64_t n_elems) {
+namespace {
+// Bytes of n_elems elements of t in blocks of bb bytes; nullopt if not whole blocks or too many.
+std::optional<uint64_t> blocks_bytes(GgmlType t, uint64_t n_elems, uint64_t bb) {
     const TypeTraits& tt = type_traits(t);
     if (n_elems % tt.block_elems != 0) return std::nullopt;
     const uint64_t blocks = n_elems / tt.block_elems;
-    if (blocks > std::numeric_limits<uint64_t>::max() / tt.block_bytes) return std::nullopt;
-    return blocks * tt.block_bytes;
+    if (blocks > std::numeric_limits<uint64_t>::max() / bb) return std::nullopt;
+    return blocks * bb;
+}
+} // namespace
+
+std::optional<uint64_t> row_bytes(GgmlType t, uint64_t n_elems) {
+    return blocks_bytes(t, n_elems, type_traits(t).block_bytes);
 }
 
 uint32_t device_block_bytes(GgmlType t) { return t == GgmlType::Q6_K ? 224 : type_traits(t).block_bytes; }
 
 std::optional<uint64_t> device_row_bytes(GgmlType t, uint64_t n_elems) {
-    const TypeTraits& tt = type_traits(t);
-    if (n_elems % tt.block_elems != 0) return std::nullopt;
-    const uint64_t blocks = n_elems / tt.block_elems, bb = device_block_bytes(t);
-    if (blocks > std::numeric_limits<uint64_t>::max() / bb) return std::nullopt;
-    return blocks * bb;
+    return blocks_bytes(t, n_elems, device_block_bytes(t));
 }
 
 void blocks_to_device(GgmlType t, const void* src, uint64_t n_blocks, void* dst) {

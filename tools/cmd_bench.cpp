@@ -87,6 +87,15 @@ std::vector<uint8_t> bench_weights(GgmlType type, uint32_t K, uint32_t N) {
   return dev;
 }
 
+// Whether rows of K elements are whole blocks of t; if not, says so in the table (the format is
+// skipped at this K).
+bool fits_blocks(GgmlType t, uint32_t K) {
+  const uint32_t qk = type_traits(t).block_elems;
+  if (K % qk == 0) return true;
+  std::printf("  %-6s skipped: K = %u is not a whole number of its %u-element blocks\n", type_traits(t).name, K, qk);
+  return false;
+}
+
 std::vector<float> random_vector(size_t n) {
   std::mt19937_64 rng(7);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -158,6 +167,7 @@ int bench_kernels(const BenchOptions& o) {
   const ops::MatVecScratch sc{&scratch, 0};
 
   for (GgmlType t : o.formats) {
+    if (!fits_blocks(t, o.K)) continue;
     const std::vector<uint8_t> wh = bench_weights(t, o.K, o.N);
     vk::Buffer w = dev.create_buffer(wh.size(), vk::BufferKind::Device, "bench W");
     dev.upload(w, std::span<const uint8_t>(wh));
@@ -192,6 +202,7 @@ int bench_kernels(const BenchOptions& o) {
     std::printf("matmul %u x %u x M=%u (Y = X W^T), median of %u submits\n", o.N, o.K, o.M, o.reps);
     std::printf("  %-6s %-28s %10s %10s\n", "format", "variant", "ms/call", "GFLOP/s");
     for (GgmlType t : o.formats) {
+      if (!fits_blocks(t, o.K)) continue;
       const std::vector<uint8_t> wh = bench_weights(t, o.K, o.N);
       vk::Buffer w = dev.create_buffer(wh.size(), vk::BufferKind::Device, "bench W");
       dev.upload(w, std::span<const uint8_t>(wh));
@@ -221,7 +232,8 @@ void print_help() {
       "  --device N        physical device index from `chorus devices` (default 0)\n"
       "  -r, --reps REPS   submits per measurement; the median is reported (default 5)\n"
       "  --formats LIST    e.g. q4_0,q8_0,q4_k,q6_k (default: every weight format)\n"
-      "  --k K, --n N      matrix shape (default 4096 x 4096)\n"
+      "  --k K, --n N      matrix shape (default 4096 x 4096); K a multiple of 32 (formats of\n"
+      "                    256-element blocks are skipped when K is not a multiple of 256)\n"
       "  --m M             matmul batch rows (default 64; 0 skips the matmul)\n"
       "  --repeat R        matvec dispatches per command buffer (default 10)\n"
       "  --workgroup W     matvec invocations per workgroup (tuning; default: the op's)\n"
@@ -264,7 +276,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     else if (a == "--row-per-invocation") o.mv.row_per_invocation = static_cast<int>(std::min(1u, u32(a, take_value(args, i))));
     else throw UsageError("unknown option '" + a + "'");
   }
-  if (o.K == 0 || o.K % 256 != 0 || o.N == 0) throw UsageError("--k must be a positive multiple of 256 and --n positive");
+  if (o.K == 0 || o.K % 32 != 0 || o.N == 0) throw UsageError("--k must be a positive multiple of 32 and --n positive");
   return bench_kernels(o);
 }
 

@@ -64,6 +64,21 @@ TEST(ChorusTool, BadCapabilityMaskIsOneClearSentence) {
   EXPECT_NE(r.output.find("unknown capability 'warp'"), std::string::npos) << r.output;
 }
 
+TEST(ChorusTool, BenchKernelsTakesAnyKOfWholeBlocksAndSaysWhichFormatsItSkips) {
+  Result r = run("bench kernels --k 100");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--k must be a positive multiple of 32"), std::string::npos) << r.output;
+  // K = 96 x N = 8: Q4_1 (32-element blocks) runs, with its texel kernel on CPU devices; Q4_K
+  // (256-element blocks) is listed as skipped.
+  r = run("bench kernels --k 96 --n 8 --m 2 -r 1 --formats q4_1,q4_k");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("mul_mv_q4_1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("mul_mm"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Q4_K   skipped: K = 96 is not a whole number of its 256-element blocks"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("validation error"), std::string::npos) << r.output;
+}
+
 TEST(ChorusTool, HelpListsEveryCommand) {
   const Result r = run("--help");
   EXPECT_EQ(r.exit_code, 0) << r.output;

@@ -97,6 +97,24 @@ float sb_dot_n(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GR
 float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS]) { return sb_dot_n(W, xs, xsum, 8u); }
 #endif
 
+#if defined(FMT_Q4_K)
+// Q4_K's 64-element chunk c (quant words 4 + 8c .. 11 + 8c): the sums of q * x over its low
+// nibbles (sub-block 2c) and its high nibbles (sub-block 2c + 1), in four accumulators.
+vec2 q4k_chunk_dot(const uint W[SB_WORDS], const vec4 xs[64], uint c) {
+    vec4 sl0 = vec4(0.0), sl1 = vec4(0.0), sh0 = vec4(0.0), sh1 = vec4(0.0);
+    [[unroll]] for (uint i = 0u; i < 8u; i += 2u) {
+      const uint v0 = W[4u + 8u * c + i], v1 = W[5u + 8u * c + i];
+      sl0 += nib_lo(v0) * xs[16u * c + i];
+      sl1 += nib_lo(v1) * xs[16u * c + i + 1u];
+      sh0 += nib_hi(v0) * xs[16u * c + 8u + i];
+      sh1 += nib_hi(v1) * xs[16u * c + 8u + i + 1u];
+    }
+    sl0 += sl1;
+    sh0 += sh1;
+  return vec2((sl0.x + sl0.y) + (sl0.z + sl0.w), (sh0.x + sh0.y) + (sh0.z + sh0.w));
+}
+#endif
+
 #if defined(FMT_Q4_0)
 // 8 blocks {f16 d; u8 qs[16]} of 18 bytes; block b at byte 18b.
 float sb_dot_n(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS], uint nblk) {
@@ -161,20 +179,11 @@ float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROU
   const float accm = dot(m0, vec4(xsum[0], xsum[1], xsum[2], xsum[3])) + dot(m1, vec4(xsum[4], xsum[5], xsum[6], xsum[7]));
   float acc = 0.0;
   [[unroll]] for (uint c = 0u; c < 4u; ++c) {
-    vec4 sl0 = vec4(0.0), sl1 = vec4(0.0), sh0 = vec4(0.0), sh1 = vec4(0.0);
-    [[unroll]] for (uint i = 0u; i < 8u; i += 2u) {
-      const uint v0 = W[4u + 8u * c + i], v1 = W[5u + 8u * c + i];
-      sl0 += nib_lo(v0) * xs[16u * c + i];
-      sl1 += nib_lo(v1) * xs[16u * c + i + 1u];
-      sh0 += nib_hi(v0) * xs[16u * c + 8u + i];
-      sh1 += nib_hi(v1) * xs[16u * c + 8u + i + 1u];
-    }
-    sl0 += sl1;
-    sh0 += sh1;
+    const vec2 q = q4k_chunk_dot(W, xs, c);
     const uint j = 2u * c, sw = j < 4u ? s0 : sc_hi;  // sub-blocks j, j + 1
     const uint mlo = 0x3Fu << (8u * (j & 3u)), mhi = 0x3Fu << (8u * ((j + 1u) & 3u));
     const float sclo = float(int(sw & mlo)), schi = float(int(sw & mhi));
-    acc += sclo * ((sl0.x + sl0.y) + (sl0.z + sl0.w)) + schi * ((sh0.x + sh0.y) + (sh0.z + sh0.w));
+    acc += sclo * q.x + schi * q.y;
   }
   return dm.x * acc - dm.y * accm;
 }
@@ -194,17 +203,8 @@ float sb_dot(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROU
   const float mn[8] = float[8](m0.x, m0.y, m0.z, m0.w, m1.x, m1.y, m1.z, m1.w);
   float acc = 0.0, accm = 0.0;
   [[unroll]] for (uint c = 0u; c < 4u; ++c) {
-    vec4 sl0 = vec4(0.0), sl1 = vec4(0.0), sh0 = vec4(0.0), sh1 = vec4(0.0);
-    [[unroll]] for (uint i = 0u; i < 8u; i += 2u) {
-      const uint v0 = W[4u + 8u * c + i], v1 = W[5u + 8u * c + i];
-      sl0 += nib_lo(v0) * xs[16u * c + i];
-      sl1 += nib_lo(v1) * xs[16u * c + i + 1u];
-      sh0 += nib_hi(v0) * xs[16u * c + 8u + i];
-      sh1 += nib_hi(v1) * xs[16u * c + 8u + i + 1u];
-    }
-    sl0 += sl1;
-    sh0 += sh1;
-    acc += sc[2u * c] * ((sl0.x + sl0.y) + (sl0.z + sl0.w)) + sc[2u * c + 1u] * ((sh0.x + sh0.y) + (sh0.z + sh0.w));
+    const vec2 q = q4k_chunk_dot(W, xs, c);
+    acc += sc[2u * c] * q.x + sc[2u * c + 1u] * q.y;
     accm += mn[2u * c] * xsum[2u * c] + mn[2u * c + 1u] * xsum[2u * c + 1u];
   }
   return dm.x * acc - dm.y * accm;

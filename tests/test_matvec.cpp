@@ -280,9 +280,11 @@ TEST_P(MulMvTexel, MatchesTheReferenceForEveryWeightAlignmentAndRowCount) {
   }
 }
 
-TEST_P(MulMvTexel, MatchesTheReferenceWhenRowsStartAtDifferentAlignments) {
-  // 768 elements: Q4_1 rows are 480 bytes, the others' 16-aligned too; at an odd offset the
-  // lanes realign by the same amount. Then one superblock per row.
+TEST_P(MulMvTexel, MatchesTheReferenceWithThreeSuperblocksOrOnePerRow) {
+  // 768 elements (rows of every format here are then 16-byte multiples: at an odd offset all
+  // lanes realign by the same amount), then one superblock per row. Rows whose lanes realign
+  // by different amounts (Q4_0, Q8_0, Q4_1 with K = 288 or 576) are in MulMvTexelTail; since
+  // Q6_K blocks are padded to 224 bytes no K-quant row can start at another alignment.
   Layout l = tl();
   check(768, 29, 231, l);
   l.w_pad = 16;

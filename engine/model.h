@@ -1,11 +1,13 @@
 // engine/model.h — a loaded model and its inference contexts.
 //
-// Owns: reading a GGUF model (engine/gguf.h) into device buffers (weights uploaded once,
-// with progress), the forward pass of the llama family in the order the paper gives it
-// (embedding, per layer: RMSNorm, Q/K/V, RoPE, KV-cache store, attention, output projection,
-// residual, RMSNorm, gate/up, SwiGLU, down, residual; final RMSNorm, LM head), the F16 KV
-// cache of each sequence, prefill in micro-batches and one-token decode. Every matrix op
-// runs on a shard of its weight; with one device the shard is the whole tensor.
+// Owns: reading a GGUF model (engine/gguf.h) into device buffers (model.cpp: every tensor of
+// the architecture's table, engine/arch.h, uploaded once as the device's shard, with
+// progress), and the inference context (forward.cpp): the forward pass in the order the paper
+// gives it (embedding, per layer: RMSNorm, Q/K/V, RoPE, KV-cache store, attention, output
+// projection, reduce, residual, RMSNorm, gate/up, SwiGLU, down, reduce, residual; final
+// RMSNorm, LM head), the F16 KV cache of each sequence, prefill in micro-batches and
+// one-token decode. Every matrix op runs on a shard of its weight; with one device the shard
+// is the whole tensor. How the shards' work is joined is split::Executor's.
 #pragma once
 
 #include <cstdint>
@@ -76,15 +78,14 @@ struct ContextOptions {
   uint32_t n_ctx = 0;       // positions per sequence (0: the model's trained length, at most 4096)
   uint32_t n_seq = 1;       // independent sequences (each its own KV cache)
   uint32_t n_ubatch = 512;  // tokens per forward pass in prefill
-  // Tensor split: every token's reduces go through one host step at a time (the main thread
-  // submits each block and sums) instead of the proxy with one submit per device per token.
-  // A debugging mode; results are identical.
+  // Tensor split: the collective runs one segment at a time with a host wait after each, so
+  // nothing overlaps (docs/sync.md, "Serialise everything"). A debugging mode; results are
+  // identical.
   bool serialise = false;
   // Fault injection, for testing what happens when a device stops answering: {device, point}
   // makes that device (position among the devices holding a shard) of a tensor split stop
-  // before it delivers that reduce point (of the collective, or of the host-synchronous
-  // reduce of a long prompt); it answers again only when the context is destroyed. The
-  // environment variable CHORUS_FAULT_STALL=DEVICE:POINT sets it too.
+  // before it delivers that reduce point of the collective; it answers again only when the
+  // context is destroyed. The environment variable CHORUS_FAULT_STALL=DEVICE:POINT sets it too.
   std::optional<std::pair<uint32_t, uint32_t>> stall;
 };
 

@@ -1,13 +1,14 @@
 #include "engine/model_config.h"
 
 #include <cmath>
+#include <limits>
 
 namespace chorus {
 namespace {
 
 [[noreturn]] void fail(const gguf::File& f, const std::string& what) { throw gguf::Error(f.path() + ": " + what); }
 
-// Checks a 2-D weight's shape [ne0, ne1] against the configuration.
+// Checks a weight's shape [ne0, ne1] against the configuration.
 void expect_shape(const gguf::File& f, const std::string& name, uint64_t ne0, uint64_t ne1) {
   const gguf::TensorInfo& t = f.require_tensor(name);
   if (t.ne[0] != ne0 || t.ne[1] != ne1 || t.ne[2] != 1 || t.ne[3] != 1)
@@ -15,30 +16,67 @@ void expect_shape(const gguf::File& f, const std::string& name, uint64_t ne0, ui
                 (ne1 > 1 ? ", " + std::to_string(ne1) : std::string()) + "] from the model's metadata");
 }
 
+// A positive count no larger than `max` (bounds keep every product far from overflow).
+uint32_t require_count(const gguf::File& f, const std::string& key, uint32_t max) {
+  const uint32_t v = f.require_u32(key);
+  if (v == 0 || v > max)
+    fail(f, key + " is " + std::to_string(v) + "; expected 1.." + std::to_string(max));
+  return v;
+}
+
+float require_positive_finite(const gguf::File& f, const std::string& key, float v) {
+  if (!std::isfinite(v) || !(v > 0)) fail(f, key + " is " + std::to_string(v) + "; expected a positive finite number");
+  return v;
+}
+
 }  // namespace
 
 std::string layer_tensor(uint32_t layer, const char* name) { return "blk." + std::to_string(layer) + "." + name; }
 
+const TensorSpec& tensor_spec(const ModelConfig& c, LayerTensor t) {
+  for (const TensorSpec& s : c.spec->layer)
+    if (s.id == t) return s;
+  throw std::logic_error("architecture " + c.arch + " has no tensor of that role");
+}
+
+std::string layer_tensor(const ModelConfig& c, uint32_t layer, LayerTensor t) {
+  return layer_tensor(layer, tensor_spec(c, t).name);
+}
+
+uint64_t dim(const ModelConfig& c, Dim d) {
+  switch (d) {
+    case Dim::one: return 1;
+    case Dim::embd: return c.n_embd;
+    case Dim::q: return c.n_q();
+    case Dim::kv: return c.n_kv();
+    case Dim::ff: return c.n_ff;
+    case Dim::head_dim: return c.head_dim;
+  }
+  return 0;
+}
+
 ModelConfig ModelConfig::from_gguf(const gguf::File& f) {
   ModelConfig c;
   c.arch = std::string(f.require_string("general.architecture"));
-  if (c.arch != "llama" && c.arch != "qwen2")
-    fail(f, "general.architecture is '" + c.arch + "'; chorus runs 'llama' (Llama 2/3, Mistral, TinyLlama, SmolLM2) and 'qwen2'");
+  c.spec = find_architecture(c.arch);
+  if (!c.spec) fail(f, "general.architecture is '" + c.arch + "'; chorus runs " + architecture_list());
   if (auto n = f.get_string("general.name")) c.name = std::string(*n);
   const std::string a = c.arch + ".";
-  c.n_embd = f.require_u32(a + "embedding_length");
-  c.n_layer = f.require_u32(a + "block_count");
-  c.n_head = f.require_u32(a + "attention.head_count");
+  // Bounds far above any real model, low enough that no product of two overflows 64 bits and
+  // n_head * head_dim fits 32 bits.
+  c.n_embd = require_count(f, a + "embedding_length", 1u << 20);
+  c.n_layer = require_count(f, a + "block_count", 4096);
+  c.n_head = require_count(f, a + "attention.head_count", 1u << 16);
   c.n_head_kv = f.get_u32(a + "attention.head_count_kv").value_or(c.n_head);
-  c.n_ff = f.require_u32(a + "feed_forward_length");
+  if (c.n_head_kv == 0 || c.n_head % c.n_head_kv != 0)
+    fail(f, a + "attention.head_count_kv is " + std::to_string(c.n_head_kv) + "; expected a divisor of head_count (" +
+                std::to_string(c.n_head) + ")");
+  c.n_ff = require_count(f, a + "feed_forward_length", 1u << 24);
   c.n_ctx_train = f.require_u32(a + "context_length");
-  c.rms_eps = f.require_f32(a + "attention.layer_norm_rms_epsilon");
-  c.rope_base = f.get_f32(a + "rope.freq_base").value_or(10000.0f);
-  if (c.n_embd == 0 || c.n_layer == 0 || c.n_head == 0 || c.n_head_kv == 0 || c.n_ff == 0)
-    fail(f, "embedding_length, block_count, head counts and feed_forward_length must be positive");
-  if (c.n_head % c.n_head_kv != 0)
-    fail(f, a + "attention.head_count (" + std::to_string(c.n_head) + ") is not a multiple of head_count_kv (" +
-                std::to_string(c.n_head_kv) + ")");
+  if (c.n_ctx_train == 0) fail(f, a + "context_length is 0; expected the trained context length (at least 1)");
+  c.rms_eps = require_positive_finite(f, a + "attention.layer_norm_rms_epsilon",
+                                      f.require_f32(a + "attention.layer_norm_rms_epsilon"));
+  c.rope_base = require_positive_finite(f, a + "rope.freq_base", f.get_f32(a + "rope.freq_base").value_or(10000.0f));
   c.head_dim = f.get_u32(a + "attention.key_length").value_or(c.n_embd / c.n_head);
   if (c.head_dim == 0 || c.head_dim % 2 != 0 || c.head_dim > 256)
     fail(f, "attention head size " + std::to_string(c.head_dim) + " is not an even number in 2..256");
@@ -50,40 +88,44 @@ ModelConfig ModelConfig::from_gguf(const gguf::File& f) {
                 std::to_string(c.head_dim));
   const std::string scaling = std::string(f.get_string(a + "rope.scaling.type").value_or("none"));
   if (scaling == "linear") {
-    const float factor = f.require_f32(a + "rope.scaling.factor");
-    if (!(factor > 0) || !std::isfinite(factor)) fail(f, a + "rope.scaling.factor must be a positive number");
+    const float factor = require_positive_finite(f, a + "rope.scaling.factor", f.require_f32(a + "rope.scaling.factor"));
     c.rope_freq_scale = 1.0f / factor;
   } else if (scaling != "none") {
     fail(f, a + "rope.scaling.type '" + scaling + "' is not supported (chorus supports none and linear)");
   }
-  if (!(c.rms_eps > 0) || !(c.rope_base > 0)) fail(f, "rms epsilon and rope.freq_base must be positive");
-  c.rope_neox = c.arch == "qwen2";
+  c.rope_neox = c.spec->rope_neox;
 
   const gguf::TensorInfo& embd = f.require_tensor("token_embd.weight");
-  if (embd.n_dims != 2 || embd.ne[0] != c.n_embd)
+  if (embd.n_dims != 2 || embd.ne[0] != c.n_embd || embd.ne[1] == 0 || embd.ne[1] > (1u << 24))
     fail(f, "tensor 'token_embd.weight' has shape " + gguf::describe_tensor(embd) + ", expected [" +
-                std::to_string(c.n_embd) + ", n_vocab]");
+                std::to_string(c.n_embd) + ", n_vocab] with 1 <= n_vocab <= 16777216");
   c.n_vocab = static_cast<uint32_t>(embd.ne[1]);
+  if (auto n = f.array_size("tokenizer.ggml.tokens"); n && *n != c.n_vocab)
+    fail(f, "tokenizer.ggml.tokens has " + std::to_string(*n) + " tokens but tensor 'token_embd.weight' has " +
+                std::to_string(c.n_vocab) + " rows; expected one row per token");
   c.tied_output = f.find_tensor("output.weight") == nullptr;
   if (!c.tied_output) expect_shape(f, "output.weight", c.n_embd, c.n_vocab);
   expect_shape(f, "output_norm.weight", c.n_embd, 1);
-  c.qkv_bias = f.find_tensor(layer_tensor(0, "attn_q.bias")) != nullptr;
-  for (uint32_t l = 0; l < c.n_layer; ++l) {
-    expect_shape(f, layer_tensor(l, "attn_norm.weight"), c.n_embd, 1);
-    expect_shape(f, layer_tensor(l, "attn_q.weight"), c.n_embd, c.n_q());
-    expect_shape(f, layer_tensor(l, "attn_k.weight"), c.n_embd, c.n_kv());
-    expect_shape(f, layer_tensor(l, "attn_v.weight"), c.n_embd, c.n_kv());
-    expect_shape(f, layer_tensor(l, "attn_output.weight"), c.n_q(), c.n_embd);
-    expect_shape(f, layer_tensor(l, "ffn_norm.weight"), c.n_embd, 1);
-    expect_shape(f, layer_tensor(l, "ffn_gate.weight"), c.n_embd, c.n_ff);
-    expect_shape(f, layer_tensor(l, "ffn_up.weight"), c.n_embd, c.n_ff);
-    expect_shape(f, layer_tensor(l, "ffn_down.weight"), c.n_ff, c.n_embd);
-    if (c.qkv_bias) {
-      expect_shape(f, layer_tensor(l, "attn_q.bias"), c.n_q(), 1);
-      expect_shape(f, layer_tensor(l, "attn_k.bias"), c.n_kv(), 1);
-      expect_shape(f, layer_tensor(l, "attn_v.bias"), c.n_kv(), 1);
-    }
+  for (const TensorSpec& s : c.spec->layer) {
+    const bool here = f.find_tensor(layer_tensor(0, s.name)) != nullptr;
+    if (!here && !s.optional) f.require_tensor(layer_tensor(0, s.name));  // throws naming it
+    c.present[static_cast<size_t>(s.id)] = here;
   }
+  c.qkv_bias = c.has(LayerTensor::attn_q_bias);
+  c.qk_norm = c.has(LayerTensor::attn_q_norm);
+  if (c.has(LayerTensor::attn_k_bias) != c.qkv_bias || c.has(LayerTensor::attn_v_bias) != c.qkv_bias)
+    fail(f, "blk.0 has some of attn_q.bias, attn_k.bias, attn_v.bias but not all three");
+  if (c.has(LayerTensor::attn_k_norm) != c.qk_norm)
+    fail(f, "blk.0 has one of attn_q_norm.weight and attn_k_norm.weight but not both");
+  for (uint32_t l = 0; l < c.n_layer; ++l)
+    for (const TensorSpec& s : c.spec->layer) {
+      const std::string name = layer_tensor(l, s.name);
+      if (!c.has(s.id)) {
+        if (f.find_tensor(name)) fail(f, "tensor '" + name + "' is present but absent from blk.0; expected every layer alike");
+        continue;
+      }
+      expect_shape(f, name, dim(c, s.ne0), dim(c, s.ne1));
+    }
   return c;
 }
 

@@ -1,19 +1,22 @@
 // engine/model_config.h — a model's hyper-parameters, read from GGUF metadata.
 //
-// Owns: the architectures chorus runs (llama: Llama 2/3, Mistral, TinyLlama, SmolLM2;
-// qwen2: QKV bias, NeoX RoPE), the metadata keys each needs, their defaults, and the
-// checks that the tensor shapes agree with them.
+// Owns: the metadata keys every architecture needs (engine/arch.h has the tables), their
+// defaults, and the checks that the values are sane and that the tensor shapes agree with
+// them. Every size derived from metadata is computed in 64 bits and must equal what the
+// file's tensors hold, so nothing is allocated from a number only the metadata claims.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "engine/arch.h"
 #include "engine/gguf.h"
 
 namespace chorus {
 
 struct ModelConfig {
-  std::string arch;            // general.architecture: "llama" or "qwen2"
+  std::string arch;            // general.architecture (a name engine/arch.h knows)
+  const Architecture* spec = nullptr;  // its table
   std::string name;            // general.name, if present
   uint32_t n_vocab = 0;        // rows of token_embd.weight
   uint32_t n_embd = 0;         // {arch}.embedding_length
@@ -27,9 +30,13 @@ struct ModelConfig {
   float rope_base = 10000.0f;  // {arch}.rope.freq_base
   float rope_freq_scale = 1;   // 1 / {arch}.rope.scaling.factor for linear scaling
   uint32_t rope_dims = 0;      // {arch}.rope.dimension_count (default head_dim)
-  bool rope_neox = false;      // qwen2 rotates (i, i + d/2) pairs; llama (2i, 2i+1)
+  bool rope_neox = false;      // the architecture's RoPE layout: (i, i + d/2) pairs, else (2i, 2i+1)
   bool qkv_bias = false;       // blk.N.attn_{q,k,v}.bias present (qwen2)
+  bool qk_norm = false;        // blk.N.attn_{q,k}_norm.weight present (qwen3)
   bool tied_output = false;    // no output.weight: the LM head is token_embd.weight
+  bool present[kLayerTensors] = {};  // which of the table's tensors the file has (every layer alike)
+
+  bool has(LayerTensor t) const { return present[static_cast<size_t>(t)]; }
 
   uint32_t n_q() const { return n_head * head_dim; }      // width of Q
   uint32_t n_kv() const { return n_head_kv * head_dim; }  // width of K and of V
@@ -40,5 +47,11 @@ struct ModelConfig {
 
 // "blk.3.attn_q.weight"
 std::string layer_tensor(uint32_t layer, const char* name);
+// The GGUF name of a table tensor in a layer.
+std::string layer_tensor(const ModelConfig& c, uint32_t layer, LayerTensor t);
+// Its spec in the model's table.
+const TensorSpec& tensor_spec(const ModelConfig& c, LayerTensor t);
+// A dimension's value for this model.
+uint64_t dim(const ModelConfig& c, Dim d);
 
 }  // namespace chorus

@@ -54,7 +54,14 @@ Collective::Collective(std::vector<vk::Device*> devices, const CollectiveOptions
   uint64_t align = 256;  // a cache line at least, and every device's storage offset alignment
   for (const vk::Device* d : devices) align = std::max(align, d->info().min_storage_buffer_offset_alignment);
   slot_bytes_ = align_up(uint64_t(options_.max_floats) * 4, align);
-  const uint64_t slots = options_.max_points;
+  if (options_.ring == 1) throw std::invalid_argument("a collective's ring needs at least 2 slots (or 0: one per point)");
+  slots_ = options_.ring ? std::min(options_.ring, options_.max_points) : options_.max_points;
+  const uint64_t slots = slots_;
+  if (options_.stall && (options_.stall->first >= devices.size() || options_.stall->second >= options_.max_points))
+    throw std::invalid_argument("the injected stall names device " + std::to_string(options_.stall->first) +
+                                " and reduce point " + std::to_string(options_.stall->second) +
+                                "; expected a device below " + std::to_string(devices.size()) + " and a point below " +
+                                std::to_string(options_.max_points));
 
   bool import = options_.memory == CollectiveMemory::Imported;
   if (options_.memory == CollectiveMemory::Auto) {
@@ -86,6 +93,7 @@ Collective::Collective(std::vector<vk::Device*> devices, const CollectiveOptions
       m.host = m.own.mapped();
     }
   }
+  if (options_.stall) stall_ = std::make_unique<vk::Timeline>(*devices[options_.stall->first], "injected stall");
   proxy_ = std::thread([this] { proxy_loop(); });
 }
 
@@ -109,10 +117,16 @@ Collective::~Collective() {
       (void)new vk::Buffer(std::move(m.own));
     }
     (void)shared_.release();
+    (void)stall_.release();
   }
 }
 
 void Collective::drain() noexcept {
+  try {
+    if (stall_) stall_->signal(1);  // the injected stall ends: the device answers again
+  } catch (...) {
+    leak_ = true;
+  }
   // Every segment submitted waits for a `reduced` value <= next_value_ - 1 and signals a
   // `partials_ready` value <= next_value_: signalling every `reduced` to next_value_ lets the
   // devices run out their work (on stale results) so nothing is destroyed while in use.
@@ -133,15 +147,18 @@ void Collective::drain() noexcept {
 }
 
 uint64_t Collective::partial_offset(size_t d, uint32_t k) const {
-  const uint64_t slots = options_.max_points;
-  return (shared_ ? slots * (1 + d) : slots) * slot_bytes_ + uint64_t(k) * slot_bytes_;
+  return (shared_ ? slots_ * (1 + d) : slots_) * slot_bytes_ + (k % slots_) * slot_bytes_;
 }
 
-uint64_t Collective::result_offset(size_t, uint32_t k) const { return uint64_t(k) * slot_bytes_; }
+uint64_t Collective::result_offset(size_t, uint32_t k) const { return (k % slots_) * slot_bytes_; }
 
 void Collective::record_publish(vk::CommandBuffer& cb) { vk::barrier_device_to_host(cb); }
 
 void Collective::record_acquire(vk::CommandBuffer& cb) { vk::barrier_host_to_device(cb); }
+
+bool Collective::stalls(size_t d, size_t segment) const {
+  return stall_ && options_.stall->first == d && options_.stall->second == segment;
+}
 
 std::string Collective::member_name(size_t d) const {
   return "logical device " + std::to_string(d) + " of the collective (" + members_[d].device->label() + ")";
@@ -199,7 +216,7 @@ uint64_t Collective::submit(std::span<const std::vector<Segment>> segments, std:
       signals.clear();
       size_t n_waits = 0, n_signals = 0;
       for (const Segment& s : segments[d]) {
-        n_waits += 1 + s.waits.size();
+        n_waits += 2 + s.waits.size();
         n_signals += 1 + s.signals.size();
       }
       waits.reserve(n_waits);  // no reallocation below: the batches' spans point into these
@@ -208,6 +225,7 @@ uint64_t Collective::submit(std::span<const std::vector<Segment>> segments, std:
         const Segment& s = segments[d][j];
         const size_t w0 = waits.size(), s0 = signals.size();
         if (base + j > 0) waits.push_back({m.reduced.get(), base + j});
+        if (stalls(d, j)) waits.push_back({stall_.get(), 1});
         waits.insert(waits.end(), s.waits.begin(), s.waits.end());
         signals.push_back({m.partials_ready.get(), base + j + 1});
         signals.insert(signals.end(), s.signals.begin(), s.signals.end());
@@ -238,6 +256,7 @@ void Collective::submit_serialised(std::span<const std::vector<Segment>> segment
       waits.clear();
       signals.clear();
       if (base + j > 0) waits.push_back({m.reduced.get(), base + j});
+      if (stalls(d, j)) waits.push_back({stall_.get(), 1});
       waits.insert(waits.end(), s.waits.begin(), s.waits.end());
       signals.push_back({m.partials_ready.get(), value});
       signals.insert(signals.end(), s.signals.begin(), s.signals.end());

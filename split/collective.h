@@ -52,6 +52,10 @@ enum class CollectiveMemory {
 struct CollectiveOptions {
   uint32_t max_points = 64;       // reduce points per token (one slot each)
   uint32_t max_floats = 16384;    // floats per partial (64 KiB)
+  // Slots reused ring-wise: point k of a token uses slot k % ring (0: one slot per point).
+  // 2 is always enough (docs/sync.md, "Slot lifetimes"); a step of many tokens (prefill) then
+  // needs 2 slots of max_floats instead of max_points of them.
+  uint32_t ring = 0;
   CollectiveMemory memory = CollectiveMemory::Auto;
   // Debug: one submit per segment and a main-thread wait after each, so nothing overlaps
   // (docs/sync.md, "Serialise everything"). Results are identical to the normal mode.
@@ -64,6 +68,10 @@ struct CollectiveOptions {
   // on a CPU device (lavapipe) the device's work runs on the cores a polling proxy burns, so
   // unset means 0 when any device is a CPU device, else 20 us (docs/sync.md, "Waiting").
   std::optional<uint64_t> spin_ns;
+  // Fault injection, for testing what happens when a device stops answering: {device, point}
+  // makes that member stop before it delivers that reduce point of every token (its segment
+  // waits on a timeline only the collective's teardown signals).
+  std::optional<std::pair<uint32_t, uint32_t>> stall;
 };
 
 struct CollectiveStats {
@@ -138,7 +146,8 @@ class Collective {
   // Throws the proxy's error, if any, without waiting.
   void check();
 
-  // The sum of point k of the last waited-for token, as the host sees it.
+  // The sum of point k of the last waited-for token, as the host sees it (with a ring, only
+  // the last `ring` points are still there).
   std::span<const float> host_result(uint32_t k, uint32_t n_floats) const;
 
   CollectiveStats stats() const;
@@ -171,6 +180,7 @@ class Collective {
   void wait_all(uint64_t value, const Work& w, uint32_t k, uint64_t& blocks);
   bool wait_one(size_t d, uint64_t value, uint64_t deadline_ns, uint64_t& blocks);
   std::string member_name(size_t d) const;
+  bool stalls(size_t d, size_t segment) const;  // options_.stall applies to this segment
   void reduce(uint32_t k, uint32_t n);
   void submit_serialised(std::span<const std::vector<Segment>> segments, uint64_t base, uint64_t token);
   void fail(std::exception_ptr e);
@@ -180,6 +190,8 @@ class Collective {
   uint64_t timeout_ns_ = 0;
   uint64_t spin_ns_ = 0;
   uint64_t slot_bytes_ = 0;
+  uint64_t slots_ = 0;                  // slots per region: max_points, or ring
+  std::unique_ptr<vk::Timeline> stall_;  // options_.stall's timeline (signalled by teardown)
   std::unique_ptr<vk::SharedHostMemory> shared_;
   std::vector<Member> members_;
 

@@ -302,6 +302,7 @@ std::vector<DeviceBytes> weight_bytes(const Plan& plan) {
                        rows_bytes(f.attn_v, m.n_embd, s.kv_rows.size()) +
                        k_slice_bytes(f.attn_output, s.q_rows, m.n_embd);
         if (m.qkv_bias) b.attention += (s.q_rows.size() + 2 * s.kv_rows.size()) * 4;
+        if (m.qk_norm) b.norms += 2 * uint64_t(m.head_dim) * 4;  // attn_q_norm, attn_k_norm
         b.norms += norm_bytes;  // attn_norm
       }
       if (s.ffn.size()) {

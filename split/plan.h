@@ -78,6 +78,7 @@ struct ModelShape {
   uint32_t n_ff = 0;
   uint32_t n_vocab = 0;
   bool qkv_bias = false;     // F32 biases on attn_q/k/v (qwen2), split with their rows
+  bool qk_norm = false;      // F32 [head_dim] RMSNorm weights of Q and K heads (qwen3), replicated
   bool tied_output = false;  // no output.weight: the LM head is token_embd
   MatrixFormat token_embd;   // [n_embd -> n_vocab] (get_rows; the LM head when tied)
   MatrixFormat output;       // [n_embd -> n_vocab]; ignored when tied_output

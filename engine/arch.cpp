@@ -1,0 +1,49 @@
+#include "engine/arch.h"
+
+#include <array>
+
+namespace chorus {
+namespace {
+
+using L = LayerTensor;
+
+// The llama layer: pre-norm attention and SwiGLU FFN. Q/K/V biases (qwen2) and QK-norm
+// (qwen3) are optional tensors: a model has them or not, in every layer.
+constexpr std::array<TensorSpec, kLayerTensors> kLlamaLayer{{
+    {L::attn_norm, "attn_norm.weight", Dim::embd, Dim::one, Cut::whole, false},
+    {L::attn_q, "attn_q.weight", Dim::embd, Dim::q, Cut::q_rows, false},
+    {L::attn_k, "attn_k.weight", Dim::embd, Dim::kv, Cut::kv_rows, false},
+    {L::attn_v, "attn_v.weight", Dim::embd, Dim::kv, Cut::kv_rows, false},
+    {L::attn_q_bias, "attn_q.bias", Dim::q, Dim::one, Cut::q_rows, true},
+    {L::attn_k_bias, "attn_k.bias", Dim::kv, Dim::one, Cut::kv_rows, true},
+    {L::attn_v_bias, "attn_v.bias", Dim::kv, Dim::one, Cut::kv_rows, true},
+    {L::attn_q_norm, "attn_q_norm.weight", Dim::head_dim, Dim::one, Cut::whole, true},
+    {L::attn_k_norm, "attn_k_norm.weight", Dim::head_dim, Dim::one, Cut::whole, true},
+    {L::attn_output, "attn_output.weight", Dim::q, Dim::embd, Cut::q_cols, false},
+    {L::ffn_norm, "ffn_norm.weight", Dim::embd, Dim::one, Cut::whole, false},
+    {L::ffn_gate, "ffn_gate.weight", Dim::embd, Dim::ff, Cut::ffn_rows, false},
+    {L::ffn_up, "ffn_up.weight", Dim::embd, Dim::ff, Cut::ffn_rows, false},
+    {L::ffn_down, "ffn_down.weight", Dim::ff, Dim::embd, Cut::ffn_cols, false},
+}};
+
+constexpr Architecture kArchitectures[] = {
+    {"llama", "Llama 2/3, Mistral, TinyLlama, SmolLM2", false, kLlamaLayer},
+    {"qwen2", "Qwen 2/2.5: Q/K/V biases, NeoX RoPE", true, kLlamaLayer},
+    {"qwen3", "Qwen 3 dense: QK-norm, NeoX RoPE", true, kLlamaLayer},
+};
+
+}  // namespace
+
+const Architecture* find_architecture(std::string_view name) {
+  for (const Architecture& a : kArchitectures)
+    if (name == a.name) return &a;
+  return nullptr;
+}
+
+std::string architecture_list() {
+  std::string out;
+  for (const Architecture& a : kArchitectures) out += (out.empty() ? "" : ", ") + std::string(a.name) + " (" + a.examples + ")";
+  return out;
+}
+
+}  // namespace chorus

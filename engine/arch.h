@@ -1,0 +1,73 @@
+// engine/arch.h — the model architectures chorus runs, as data.
+//
+// Owns: one table per architecture naming every per-layer tensor, its shape in terms of the
+// model's dimensions, how it is divided between devices, and whether it may be absent; and
+// the architecture's fixed features (RoPE layout). Shape validation (model_config.cpp), the
+// uploads (model.cpp), the planner's byte counts (model_shape) and the forward pass's
+// optional steps (a bias add, a QK-norm) all derive from these tables. A new family of the
+// llama kind is a table here plus the ops it needs (docs/architecture.md, "Adding an
+// architecture"); the forward pass reads which optional tensors a model has, never its name.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace chorus {
+
+// The per-layer tensors the forward pass knows by name. GGUF names: "blk.N." + TensorSpec::name.
+enum class LayerTensor : uint8_t {
+  attn_norm,    // [n_embd]            RMSNorm weight before attention
+  attn_q,       // [n_embd, n_q]
+  attn_k,       // [n_embd, n_kv]
+  attn_v,       // [n_embd, n_kv]
+  attn_q_bias,  // [n_q]
+  attn_k_bias,  // [n_kv]
+  attn_v_bias,  // [n_kv]
+  attn_q_norm,  // [head_dim]          RMSNorm of every Q head before RoPE (QK-norm)
+  attn_k_norm,  // [head_dim]          RMSNorm of every K head before RoPE
+  attn_output,  // [n_q, n_embd]
+  ffn_norm,     // [n_embd]
+  ffn_gate,     // [n_embd, n_ff]
+  ffn_up,       // [n_embd, n_ff]
+  ffn_down,     // [n_ff, n_embd]
+  count
+};
+constexpr size_t kLayerTensors = static_cast<size_t>(LayerTensor::count);
+
+// A dimension of a tensor, in the model's terms.
+enum class Dim : uint8_t { one, embd, q, kv, ff, head_dim };
+
+// How a tensor is divided between the devices of a tensor split (a layer split moves whole
+// layers, so every tensor of a layer goes with it).
+enum class Cut : uint8_t {
+  whole,     // every device holding the layer has all of it (norm weights)
+  q_rows,    // output rows (or vector elements) by Q head: attn_q and its bias
+  kv_rows,   // output rows by KV head: attn_k, attn_v and their biases
+  q_cols,    // input columns by Q head, whole quantisation blocks: attn_output
+  ffn_rows,  // output rows by FFN range: ffn_gate, ffn_up
+  ffn_cols,  // input columns by FFN range: ffn_down
+};
+
+struct TensorSpec {
+  LayerTensor id;
+  const char* name;   // "attn_q.weight"
+  Dim ne0, ne1;       // GGUF ne[0] (contiguous) and ne[1] (Dim::one for a vector)
+  Cut cut;
+  bool optional;      // may be absent; then absent in every layer
+};
+
+struct Architecture {
+  const char* name;       // general.architecture
+  const char* examples;   // for messages: "Llama 2/3, Mistral, SmolLM2"
+  bool rope_neox;         // RoPE rotates pairs (i, i + d/2) instead of (2i, 2i+1)
+  std::span<const TensorSpec> layer;
+};
+
+// The architecture of that name, or null.
+const Architecture* find_architecture(std::string_view name);
+// "llama (Llama 2/3, ...), qwen2 (...), ..." for messages.
+std::string architecture_list();
+
+}  // namespace chorus

@@ -1,0 +1,468 @@
+// engine/forward.cpp — the forward pass, and the context it runs in (KV cache, scratch,
+// micro-batches, decode replay).
+//
+// The forward pass reads like the paper (and like tests/reference_model.cpp): embedding; per
+// layer x += reduce(attention(norm(x))), x += reduce(ffn(norm(x))); final norm; LM head. Every
+// device records it on its own shard; the split lives in split::Executor, called at the cut
+// points (reduce, receive, send), and in the shard's ranges: nothing here asks the split mode.
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#include "engine/model.h"
+#include "engine/ops/attention.h"
+#include "engine/ops/matmul.h"
+#include "engine/ops/matvec.h"
+#include "engine/ops/ops.h"
+#include "engine/weights.h"
+#include "split/executor.h"
+
+namespace chorus {
+namespace {
+
+using L = LayerTensor;
+
+// One micro-batch's view of a segment: `n` tokens of sequence `seq` starting at position p0,
+// at rows [row, row + n) of the batch.
+struct Piece {
+  uint32_t seq, p0, n, row;
+  uint32_t out_rows;  // logits rows wanted: n (all logits), 1 (the segment's last token) or 0
+};
+
+// What one device keeps for a context: its KV cache and scratch for n_ubatch tokens.
+struct DeviceState {
+  size_t index = 0;  // among the executor's devices
+  Shard* shard = nullptr;
+  vk::Device* dev = nullptr;
+  ops::Kernels* k = nullptr;
+  split::Executor* exec = nullptr;
+  uint32_t n_q = 0, n_kv = 0, n_ff = 0, n_vocab = 0;  // local widths: its Q, KV, FFN and vocab rows
+  uint32_t n_kv_heads = 0;
+  uint64_t cache_bytes_per_seq = 0;
+  std::vector<vk::Buffer> k_cache, v_cache;  // per layer (its layers): n_seq x [kv heads][n_ctx][head_dim] f16
+
+  vk::Buffer ids;   // [T] u32 token ids, host-visible
+  vk::Buffer pos;   // [T] i32 positions, host-visible
+  vk::Buffer x;     // [T][n_embd] residual stream (every device keeps the whole of it)
+  vk::Buffer h;     // [T][n_embd] normed input
+  vk::Buffer q;     // [T][n_q]
+  vk::Buffer kk;    // [T][n_kv]
+  vk::Buffer vv;    // [T][n_kv]
+  vk::Buffer att;   // [T][n_q]
+  vk::Buffer gate;  // [T][n_ff]
+  vk::Buffer up;    // [T][n_ff]
+  vk::Buffer sel;   // [T][n_embd] rows whose logits are wanted
+  vk::Buffer logits;    // [rows][n_vocab local], grown on demand
+  vk::Buffer readback;  // host-visible copy of logits
+  uint32_t logits_rows = 0;
+
+  vk::CommandBuffer& cb() const { return exec->cb(index); }  // changes at reduce points
+};
+
+// The forward pass recorded for one token of one sequence, replayable while this holds.
+struct Recorded {
+  bool valid = false;
+  uint32_t seq = 0;
+  uint32_t out_rows = 0;
+};
+
+// CHORUS_FAULT_STALL=DEVICE:POINT (see ContextOptions::stall), parsed strictly.
+std::optional<std::pair<uint32_t, uint32_t>> stall_from_environment() {
+  const char* e = std::getenv("CHORUS_FAULT_STALL");
+  if (!e || !*e) return std::nullopt;
+  const std::string_view s(e);
+  const size_t colon = s.find(':');
+  uint32_t device = 0, point = 0;
+  const auto number = [](std::string_view t, uint32_t& v) {
+    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+    return !t.empty() && ec == std::errc() && end == t.data() + t.size();
+  };
+  if (colon == std::string_view::npos || !number(s.substr(0, colon), device) || !number(s.substr(colon + 1), point))
+    throw std::invalid_argument(std::string("CHORUS_FAULT_STALL is '") + e +
+                                "'; expected DEVICE:POINT, two numbers below 2^32, e.g. 1:3 (the second device stops "
+                                "before reduce point 3)");
+  return std::pair<uint32_t, uint32_t>{device, point};
+}
+
+}  // namespace
+
+struct Context::Impl {
+  Model& model;
+  const ModelConfig& c;
+  const split::Plan& plan;
+  uint32_t n_ctx, n_seq, n_ubatch;
+  std::vector<uint32_t> lengths;  // tokens held per sequence
+  ContextCounters counters;
+  std::vector<DeviceState> devs;  // one per device that holds anything
+  // Declared after devs: destroyed first, it waits for the devices before their buffers go.
+  std::unique_ptr<split::Executor> exec;
+  Recorded recorded;
+
+  Impl(Model& m, const ContextOptions& o)
+      : model(m), c(m.config()), plan(m.plan()),
+        n_ctx(o.n_ctx ? o.n_ctx : std::min<uint32_t>(m.config().n_ctx_train, 4096)), n_seq(o.n_seq),
+        n_ubatch(o.n_ubatch), lengths(o.n_seq, 0) {
+    if (n_seq == 0 || n_ubatch == 0 || n_ctx == 0)
+      throw std::invalid_argument("context: n_ctx, n_seq and n_ubatch must be positive (got " + std::to_string(n_ctx) +
+                                  ", " + std::to_string(n_seq) + ", " + std::to_string(n_ubatch) + ")");
+    std::vector<vk::Device*> members;
+    for (Shard& s : m.impl().shards)
+      if (!s.spec.empty()) {
+        devs.push_back(make_state(s, members.size()));
+        members.push_back(s.dev);
+      }
+    split::ExecutorOptions eo;
+    eo.max_tokens = n_ubatch;
+    eo.width = c.n_embd;
+    eo.max_points = 2 * c.n_layer;
+    eo.serialise = o.serialise;
+    eo.stall = o.stall ? o.stall : stall_from_environment();
+    exec = split::Executor::create(plan, members, eo);
+    for (DeviceState& d : devs) d.exec = exec.get();
+  }
+
+  DeviceState make_state(Shard& s, size_t index) {
+    const uint32_t T = n_ubatch;
+    DeviceState d;
+    d.index = index;
+    d.shard = &s;
+    d.dev = s.dev;
+    d.k = s.kernels.get();
+    d.n_q = static_cast<uint32_t>(s.spec.q_rows.size());
+    d.n_kv = static_cast<uint32_t>(s.spec.kv_rows.size());
+    d.n_ff = static_cast<uint32_t>(s.spec.ffn.size());
+    d.n_vocab = static_cast<uint32_t>(s.spec.vocab.size());
+    d.n_kv_heads = static_cast<uint32_t>(s.spec.kv_heads.size());
+    vk::Device& dev = *s.dev;
+    d.cache_bytes_per_seq = uint64_t(d.n_kv_heads) * n_ctx * c.head_dim * 2;
+    d.k_cache.resize(c.n_layer);
+    d.v_cache.resize(c.n_layer);
+    if (d.cache_bytes_per_seq > 0)
+      for (uint64_t l = s.spec.layers.begin; l < s.spec.layers.end; ++l) {
+        d.k_cache[l] = dev.create_buffer(d.cache_bytes_per_seq * n_seq, vk::BufferKind::Device, kKvCache);
+        d.v_cache[l] = dev.create_buffer(d.cache_bytes_per_seq * n_seq, vk::BufferKind::Device, kKvCache);
+      }
+    const auto f32 = [&](uint64_t n, vk::BufferKind kind = vk::BufferKind::Device) {
+      return dev.create_buffer(std::max<uint64_t>(n, 1) * 4, kind, kScratch);
+    };
+    d.ids = f32(T, vk::BufferKind::Host);
+    d.pos = f32(T, vk::BufferKind::Host);
+    d.x = f32(uint64_t(T) * c.n_embd);
+    d.h = f32(uint64_t(T) * c.n_embd);
+    d.q = f32(uint64_t(T) * d.n_q);
+    d.kk = f32(uint64_t(T) * d.n_kv);
+    d.vv = f32(uint64_t(T) * d.n_kv);
+    d.att = f32(uint64_t(T) * d.n_q);
+    d.gate = f32(uint64_t(T) * d.n_ff);
+    d.up = f32(uint64_t(T) * d.n_ff);
+    d.sel = f32(uint64_t(T) * c.n_embd);
+    grow_logits(d, 1);
+    return d;
+  }
+
+  void grow_logits(DeviceState& d, uint32_t rows) {
+    if (rows <= d.logits_rows || d.n_vocab == 0) return;
+    d.logits = d.dev->create_buffer(uint64_t(rows) * d.n_vocab * 4, vk::BufferKind::Device, kScratch);
+    d.readback = d.dev->create_buffer(uint64_t(rows) * d.n_vocab * 4, vk::BufferKind::Host, kScratch);
+    d.logits_rows = rows;
+    recorded.valid = false;  // a recording names the old buffers
+  }
+
+  ops::KvCache cache(const DeviceState& d, uint32_t layer, uint32_t seq) const {
+    return ops::KvCache{d.n_kv_heads, n_ctx, c.head_dim, &d.k_cache[layer], d.cache_bytes_per_seq * seq,
+                        &d.v_cache[layer], d.cache_bytes_per_seq * seq};
+  }
+
+  // ---- the forward pass ----------------------------------------------------------------------
+
+  // One step (a micro-batch, or a decode token) on every device, then run.
+  uint32_t forward(const std::vector<Piece>& pieces, uint32_t T) {
+    uint32_t n_out = 0;
+    for (const Piece& p : pieces) n_out += p.out_rows;
+    for (DeviceState& d : devs) grow_logits(d, n_out);
+    // One token of one sequence: the recording does not depend on its position (which the
+    // kernels read from d.pos), so it is recorded once and replayed.
+    const bool replay = pieces.size() == 1 && T == 1;
+    if (!(replay && recorded.valid && recorded.seq == pieces[0].seq && recorded.out_rows == pieces[0].out_rows)) {
+      exec->begin(T);
+      for (DeviceState& d : devs) record(d, pieces, T, n_out, replay);
+      exec->end();
+      recorded = Recorded{replay, pieces[0].seq, pieces[0].out_rows};
+      ++counters.recordings;
+    }
+    exec->run();
+    counters.host_waits = exec->host_waits();
+    ++counters.forward_passes;
+    counters.tokens += T;
+    return n_out;
+  }
+
+  // The forward pass on device d's shard.
+  void record(DeviceState& d, const std::vector<Piece>& pieces, uint32_t T, uint32_t n_out, bool replay) {
+    const split::DeviceShard& sp = d.shard->spec;
+    if (sp.embedding)
+      embed(d, T);
+    else
+      exec->receive(d.index, d.x);
+    for (uint32_t l = static_cast<uint32_t>(sp.layers.begin); l < sp.layers.end; ++l) {
+      const uint32_t k = 2 * l;
+      if (d.n_q) attention(d, l, pieces, T, exec->partial(d.index, k), replay);
+      add_to_residual(d, exec->reduce(d.index, k, d.n_q > 0), T);
+      if (d.n_ff) ffn(d, l, T, exec->partial(d.index, k + 1));
+      add_to_residual(d, exec->reduce(d.index, k + 1, d.n_ff > 0), T);
+    }
+    head(d, pieces, T, n_out);
+    exec->send(d.index, d.x);  // the hidden state on to the next device of a pipeline
+  }
+
+  void embed(DeviceState& d, uint32_t T) {
+    ops::GetRowsShape gr;
+    gr.type = d.shard->tok_embd.type;
+    gr.n = c.n_embd;
+    gr.n_rows = c.n_vocab;
+    gr.n_ids = T;
+    ops::get_rows(*d.k, d.cb(), d.shard->tok_embd.buf, 0, d.ids, 0, d.x, 0, gr);
+    d.cb().barrier();  // x is read by the first norm
+  }
+
+  // x += the reduced sum.
+  void add_to_residual(DeviceState& d, split::Slice sum, uint32_t T) {
+    ops::add(*d.k, d.cb(), d.x, 0, *sum.buffer, sum.offset, d.x, 0, T * c.n_embd, T * c.n_embd);
+    d.cb().barrier();  // residual updated before the next norm reads it
+  }
+
+  // out[T][N] = in[T][K] * W^T: the matrix-vector kernel for one token, else the tiled one.
+  static void linear(DeviceState& d, const DeviceTensor& w, uint64_t w_offset, uint32_t rows, const vk::Buffer& in,
+                     uint32_t T, split::Slice out) {
+    if (T == 1)
+      ops::mul_mv(*d.k, d.cb(), w.type, w.buf, w_offset, w.cols, rows, in, 0, *out.buffer, out.offset);
+    else
+      ops::mul_mm(*d.k, d.cb(), w.type, w.buf, w_offset, w.cols, rows, in, 0, T, *out.buffer, out.offset);
+  }
+  static void linear(DeviceState& d, const DeviceTensor& w, const vk::Buffer& in, uint32_t T, const vk::Buffer& out) {
+    linear(d, w, 0, w.rows, in, T, split::Slice{&out, 0});
+  }
+
+  // RMSNorm of x with a weight, into h.
+  void norm(DeviceState& d, const DeviceTensor& weight, uint32_t T) {
+    ops::rms_norm(*d.k, d.cb(), d.x, 0, &weight.buf, 0, d.h, 0, ops::RmsNormShape{c.n_embd, T, c.rms_eps});
+    d.cb().barrier();  // h feeds the projections
+  }
+
+  // Attention block: this device's partial of attn_output(attention(norm(x))) [T][n_embd].
+  // With `replay`, positions come from d.pos, so the recording serves any position.
+  void attention(DeviceState& d, uint32_t l, const std::vector<Piece>& pieces, uint32_t T, split::Slice out,
+                 bool replay) {
+    const Layer& W = d.shard->layers[l];
+    ops::Kernels& k = *d.k;
+    vk::CommandBuffer& cb = d.cb();
+    norm(d, W[L::attn_norm], T);
+    linear(d, W[L::attn_q], d.h, T, d.q);
+    linear(d, W[L::attn_k], d.h, T, d.kk);
+    linear(d, W[L::attn_v], d.h, T, d.vv);
+    cb.barrier();  // Q, K, V complete before bias / QK-norm / RoPE
+    if (c.qkv_bias) {
+      ops::add(k, cb, d.q, 0, W[L::attn_q_bias].buf, 0, d.q, 0, T * d.n_q, d.n_q);
+      ops::add(k, cb, d.kk, 0, W[L::attn_k_bias].buf, 0, d.kk, 0, T * d.n_kv, d.n_kv);
+      ops::add(k, cb, d.vv, 0, W[L::attn_v_bias].buf, 0, d.vv, 0, T * d.n_kv, d.n_kv);
+      cb.barrier();  // biased Q, K, V before QK-norm, RoPE and the cache store
+    }
+    if (c.qk_norm) {  // every head of Q and K normed over head_dim, with its own weight
+      ops::rms_norm(k, cb, d.q, 0, &W[L::attn_q_norm].buf, 0, d.q, 0,
+                    ops::RmsNormShape{c.head_dim, T * (d.n_q / c.head_dim), c.rms_eps});
+      ops::rms_norm(k, cb, d.kk, 0, &W[L::attn_k_norm].buf, 0, d.kk, 0,
+                    ops::RmsNormShape{c.head_dim, T * d.n_kv_heads, c.rms_eps});
+      cb.barrier();  // normed Q, K before RoPE
+    }
+    ops::RopeShape rope;
+    rope.n_tokens = T;
+    rope.head_dim = c.head_dim;
+    rope.n_dims = c.rope_dims;
+    rope.neox = c.rope_neox;
+    rope.freq_base = c.rope_base;
+    rope.freq_scale = c.rope_freq_scale;
+    rope.n_heads = d.n_q / c.head_dim;
+    ops::rope(k, cb, d.q, 0, d.pos, 0, d.q, 0, rope);
+    rope.n_heads = d.n_kv_heads;
+    ops::rope(k, cb, d.kk, 0, d.pos, 0, d.kk, 0, rope);
+    cb.barrier();  // rotated K goes into the cache; rotated Q into attention
+    ops::KvStoreOptions ko;
+    if (replay) ko.p0_buffer = &d.pos;
+    for (const Piece& p : pieces)
+      ops::kv_store(k, cb, cache(d, l, p.seq), d.kk, uint64_t(p.row) * d.n_kv * 4, d.vv, uint64_t(p.row) * d.n_kv * 4, p.n,
+                    p.p0, ko);
+    cb.barrier();  // the cache holds every position attention reads
+    for (const Piece& p : pieces) attend(d, l, p, replay);
+    cb.barrier();  // attention output feeds the output projection
+    linear(d, W[L::attn_output], 0, c.n_embd, d.att, T, out);
+  }
+
+  // Attention of one piece over this device's heads. Q head j (local) uses local KV head
+  // (j + q_skew) / group; when that is not the kernel's plain h / ratio mapping (a shared KV
+  // head's group is cut), each local KV head gets its own dispatch over its Q heads.
+  void attend(DeviceState& d, uint32_t l, const Piece& p, bool replay) {
+    const split::DeviceShard& sp = d.shard->spec;
+    const uint32_t g = c.n_head / c.n_head_kv, n_qh = d.n_q / c.head_dim;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    const uint64_t q_off = uint64_t(p.row) * d.n_q * 4;
+    const uint32_t skew = sp.q_skew(g);
+    ops::AttentionShape shape{p.n, n_qh, p.p0, scale};
+    if (replay) shape.p0_buffer = &d.pos;  // the token's position, written by the host per token
+    if (skew == 0 && n_qh == d.n_kv_heads * g) {
+      ops::attention(*d.k, d.cb(), cache(d, l, p.seq), shape, d.q, q_off, d.att, q_off);
+      return;
+    }
+    ops::AttentionOptions opt;
+    opt.q_stride = opt.o_stride = d.n_q;
+    for (uint32_t j = 0; j < d.n_kv_heads; ++j) {
+      const uint64_t kv = sp.kv_heads.begin + j;
+      const uint64_t h0 = std::max<uint64_t>(kv * g, sp.q_heads.begin), h1 = std::min<uint64_t>((kv + 1) * g, sp.q_heads.end);
+      if (h1 <= h0) continue;
+      ops::KvCache one = cache(d, l, p.seq);
+      one.n_kv_heads = 1;
+      one.k_offset += j * one.head_bytes();
+      one.v_offset += j * one.head_bytes();
+      const uint64_t off = q_off + (h0 - sp.q_heads.begin) * c.head_dim * 4;
+      shape.n_q_heads = static_cast<uint32_t>(h1 - h0);
+      ops::attention(*d.k, d.cb(), one, shape, d.q, off, d.att, off, opt);
+    }
+  }
+
+  // Feed-forward block: this device's partial of ffn_down(swiglu(gate, up)(norm(x))).
+  void ffn(DeviceState& d, uint32_t l, uint32_t T, split::Slice out) {
+    const Layer& W = d.shard->layers[l];
+    norm(d, W[L::ffn_norm], T);
+    linear(d, W[L::ffn_gate], d.h, T, d.gate);
+    linear(d, W[L::ffn_up], d.h, T, d.up);
+    d.cb().barrier();  // gate and up complete before SwiGLU
+    ops::swiglu(*d.k, d.cb(), d.gate, 0, d.up, 0, d.gate, 0, ops::GluShape{d.n_ff, T});
+    d.cb().barrier();  // activation feeds the down projection
+    linear(d, W[L::ffn_down], 0, c.n_embd, d.gate, T, out);
+  }
+
+  // Final norm and this device's vocabulary rows of the LM head for the wanted rows.
+  void head(DeviceState& d, const std::vector<Piece>& pieces, uint32_t T, uint32_t n_out) {
+    if (d.n_vocab == 0 || n_out == 0) return;
+    const Shard& s = *d.shard;
+    vk::CommandBuffer& cb = d.cb();
+    norm(d, s.output_norm, T);
+    const vk::Buffer* in = &d.h;
+    if (n_out != T) {  // gather the rows whose logits are wanted
+      uint32_t out = 0;
+      for (const Piece& p : pieces) {
+        if (p.out_rows == 0) continue;
+        ops::CopyShape cs;
+        cs.ne0 = c.n_embd * p.out_rows;
+        ops::copy(*d.k, cb, d.h, uint64_t(p.row + p.n - p.out_rows) * c.n_embd * 4, GgmlType::F32, d.sel,
+                  uint64_t(out) * c.n_embd * 4, GgmlType::F32, cs);
+        out += p.out_rows;
+      }
+      cb.barrier();  // gathered rows feed the LM head
+      in = &d.sel;
+    }
+    linear(d, s.head(), s.head_offset(), d.n_vocab, *in, n_out, split::Slice{&d.logits, 0});
+    cb.barrier();  // logits complete before the copy to host-visible memory
+    cb.copy(d.logits, 0, d.readback, 0, uint64_t(n_out) * d.n_vocab * 4);
+  }
+
+  // Appends the logits rows of the last forward pass: each device's vocabulary slice, in order.
+  void collect_logits(uint32_t n_out, std::vector<float>& out) {
+    const size_t V = c.n_vocab, base = out.size();
+    out.resize(base + size_t(n_out) * V);
+    for (DeviceState& d : devs) {
+      if (d.n_vocab == 0) continue;
+      const float* src = reinterpret_cast<const float*>(d.readback.mapped());
+      const size_t v0 = d.shard->spec.vocab.begin;
+      for (uint32_t r = 0; r < n_out; ++r)
+        std::memcpy(out.data() + base + r * V + v0, src + size_t(r) * d.n_vocab, size_t(d.n_vocab) * 4);
+    }
+  }
+};
+
+Context::Context(Model& model, const ContextOptions& options) : impl_(std::make_unique<Impl>(model, options)) {}
+Context::~Context() = default;
+
+std::vector<float> Context::decode(uint32_t seq, std::span<const int32_t> tokens, bool all_logits) {
+  const Segment s{seq, tokens, all_logits};
+  return decode(std::span(&s, 1));
+}
+
+std::vector<float> Context::decode(std::span<const Segment> segments) {
+  Impl& m = *impl_;
+  const uint32_t n_vocab = m.c.n_vocab;
+  std::vector<bool> seen(m.n_seq, false);
+  size_t n_rows = 0;
+  for (const Segment& s : segments) {
+    if (s.seq >= m.n_seq)
+      throw std::invalid_argument("sequence " + std::to_string(s.seq) + " does not exist (the context has " +
+                                  std::to_string(m.n_seq) + ")");
+    if (seen[s.seq]) throw std::invalid_argument("sequence " + std::to_string(s.seq) + " appears twice in one decode call");
+    seen[s.seq] = true;
+    if (s.tokens.empty()) throw std::invalid_argument("a segment has no tokens");
+    if (m.lengths[s.seq] + s.tokens.size() > m.n_ctx)
+      throw std::invalid_argument("sequence " + std::to_string(s.seq) + " would hold " +
+                                  std::to_string(m.lengths[s.seq] + s.tokens.size()) + " tokens, more than the context size " +
+                                  std::to_string(m.n_ctx));
+    for (int32_t t : s.tokens)
+      if (t < 0 || static_cast<uint32_t>(t) >= n_vocab)
+        throw std::invalid_argument("token id " + std::to_string(t) + " is outside the vocabulary of " + std::to_string(n_vocab));
+    n_rows += s.all_logits ? s.tokens.size() : 1;
+  }
+  std::vector<float> out;
+  out.reserve(n_rows * n_vocab);
+
+  // Walk the segments in micro-batches of at most n_ubatch tokens; a segment may be cut
+  // across micro-batches, and only its final piece yields its last-token logits.
+  size_t seg = 0, offset = 0;
+  while (seg < segments.size()) {
+    std::vector<Piece> pieces;
+    uint32_t T = 0;
+    while (seg < segments.size() && T < m.n_ubatch) {
+      const Segment& s = segments[seg];
+      const uint32_t n = static_cast<uint32_t>(std::min<size_t>(s.tokens.size() - offset, m.n_ubatch - T));
+      const bool ends_segment = offset + n == s.tokens.size();
+      const Piece p{s.seq, m.lengths[s.seq], n, T, s.all_logits ? n : (ends_segment ? 1u : 0u)};
+      for (DeviceState& d : m.devs) {
+        auto* ids = reinterpret_cast<uint32_t*>(d.ids.mapped());
+        auto* pos = reinterpret_cast<int32_t*>(d.pos.mapped());
+        for (uint32_t i = 0; i < n; ++i) {
+          ids[T + i] = static_cast<uint32_t>(s.tokens[offset + i]);
+          pos[T + i] = static_cast<int32_t>(p.p0 + i);
+        }
+      }
+      pieces.push_back(p);
+      m.lengths[s.seq] += n;
+      T += n;
+      offset += n;
+      if (ends_segment) {
+        ++seg;
+        offset = 0;
+      }
+    }
+    m.collect_logits(m.forward(pieces, T), out);
+  }
+  return out;
+}
+
+void Context::clear(uint32_t seq) { impl_->lengths.at(seq) = 0; }
+uint32_t Context::length(uint32_t seq) const { return impl_->lengths.at(seq); }
+uint32_t Context::n_ctx() const { return impl_->n_ctx; }
+uint32_t Context::n_seq() const { return impl_->n_seq; }
+const ModelConfig& Context::config() const { return impl_->c; }
+const ContextCounters& Context::counters() const { return impl_->counters; }
+
+std::optional<split::CollectiveStats> Context::collective_stats() const { return impl_->exec->collective_stats(); }
+
+std::vector<DeviceMemoryUse> Context::memory_use() const {
+  std::vector<DeviceMemoryUse> out;
+  for (const DeviceState& d : impl_->devs) {
+    const vk::Allocator& a = d.dev->allocator();
+    out.push_back(DeviceMemoryUse{d.dev->label(), a.in_use(kWeights), a.in_use(kKvCache), a.in_use(kScratch)});
+  }
+  return out;
+}
+
+}  // namespace chorus

@@ -1,0 +1,213 @@
+#include "split/executor.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace chorus::split {
+namespace {
+
+constexpr const char* kScratch = "scratch";
+// After an error, how long (at least) a device gets to finish its last step before the
+// executor leaks what that step uses: destroying objects a device still uses is undefined
+// behaviour, and a device that timed out may only be slow.
+constexpr uint64_t kTeardownNs = 120'000'000'000ull;
+
+// One device after another; reduce points are local, the hidden state moves through the host.
+class PipelineExecutor final : public Executor {
+ public:
+  PipelineExecutor(std::vector<vk::Device*> devices, const ExecutorOptions& o) : o_(o) {
+    const uint64_t bytes = uint64_t(o.max_tokens) * o.width * 4;
+    for (vk::Device* dev : devices) {
+      Member m;
+      m.dev = dev;
+      m.partial = dev->create_buffer(bytes, vk::BufferKind::Device, kScratch);
+      if (devices.size() > 1) {
+        m.inbox = dev->create_buffer(bytes, vk::BufferKind::Host, kScratch);
+        m.outbox = dev->create_buffer(bytes, vk::BufferKind::Host, kScratch);
+      }
+      m.cb = std::make_unique<vk::CommandBuffer>(*dev);
+      m.done = std::make_unique<vk::Timeline>(*dev, "step done");
+      members_.push_back(std::move(m));
+    }
+  }
+
+  // Nothing a device may still run is destroyed under it (see kTeardownNs).
+  ~PipelineExecutor() override {
+    bool idle = true;
+    for (Member& m : members_) {
+      try {
+        idle = m.done->wait_for(m.done_value, std::max(m.dev->timeout_ns(), kTeardownNs)) && idle;
+      } catch (...) {
+        idle = false;
+      }
+    }
+    if (!idle) (void)new std::vector<Member>(std::move(members_));
+  }
+
+  void begin(uint32_t tokens) override {
+    tokens_ = tokens;
+    for (Member& m : members_) {
+      m.sends = false;
+      m.cb->begin();
+    }
+  }
+  vk::CommandBuffer& cb(size_t d) override { return *members_[d].cb; }
+  Slice partial(size_t d, uint32_t) override { return {&members_[d].partial, 0}; }
+  Slice reduce(size_t d, uint32_t, bool wrote) override {
+    Member& m = members_[d];
+    if (!wrote) m.cb->fill(m.partial, 0, bytes(), 0);
+    m.cb->barrier();  // the partial is complete before it is read as the sum
+    return {&m.partial, 0};
+  }
+  void receive(size_t d, const vk::Buffer& x) override {
+    Member& m = members_.at(d);
+    if (d == 0 || !m.inbox) throw std::logic_error("pipeline executor: device " + std::to_string(d) + " has no sender");
+    // The host wrote the inbox before this step's submit (covered by vkQueueSubmit's host
+    // write ordering guarantee).
+    m.cb->copy(m.inbox, 0, x, 0, bytes());
+    m.cb->barrier();  // the hidden state is in x before the first layer reads it
+  }
+  void send(size_t d, const vk::Buffer& x) override {
+    Member& m = members_.at(d);
+    if (d + 1 >= members_.size()) return;  // the last device: nobody follows
+    m.cb->copy(x, 0, m.outbox, 0, bytes());
+    m.sends = true;
+  }
+  void end() override {
+    for (Member& m : members_) {
+      m.cb->barrier_to_host();  // the host reads the outbox and logits after the timeline signal
+      m.cb->end();
+    }
+  }
+  void run() override {
+    for (size_t d = 0; d < members_.size(); ++d) {
+      Member& m = members_[d];
+      const vk::Device::TimelinePoint signal{m.done.get(), m.done_value + 1};
+      m.dev->submit(*m.cb, {}, std::span(&signal, 1));
+      ++m.done_value;  // after the submit: the destructor waits for it
+      m.done->wait(m.done_value, "a forward pass step");
+      ++host_waits_;
+      if (m.sends) std::memcpy(members_[d + 1].inbox.mapped(), m.outbox.mapped(), bytes());
+    }
+  }
+  uint64_t host_waits() const override { return host_waits_; }
+
+ private:
+  struct Member {
+    vk::Device* dev = nullptr;
+    vk::Buffer partial;  // [max_tokens][width] the local sum of a reduce point
+    vk::Buffer inbox;    // [max_tokens][width] host-visible: the hidden state received
+    vk::Buffer outbox;   // [max_tokens][width] host-visible: the hidden state sent
+    std::unique_ptr<vk::CommandBuffer> cb;
+    std::unique_ptr<vk::Timeline> done;
+    uint64_t done_value = 0;
+    bool sends = false;
+  };
+  uint64_t bytes() const { return uint64_t(tokens_) * o_.width * 4; }
+
+  ExecutorOptions o_;
+  uint32_t tokens_ = 0;
+  uint64_t host_waits_ = 0;
+  std::vector<Member> members_;
+};
+
+// Every device works on every layer; the partials meet through the collective.
+class TensorExecutor final : public Executor {
+ public:
+  TensorExecutor(std::vector<vk::Device*> devices, const ExecutorOptions& o) : o_(o) {
+    CollectiveOptions co;
+    co.max_points = o.max_points;
+    co.max_floats = o.max_tokens * o.width;
+    co.ring = 2;
+    co.memory = o.memory;
+    co.serialise = o.serialise;
+    co.stall = o.stall;
+    coll_ = std::make_unique<Collective>(devices, co);
+    members_.resize(devices.size());
+    for (size_t d = 0; d < devices.size(); ++d)
+      for (uint32_t j = 0; j <= o.max_points; ++j)
+        members_[d].segments.push_back(std::make_unique<vk::CommandBuffer>(*devices[d]));
+  }
+
+  void begin(uint32_t tokens) override {
+    tokens_ = tokens;
+    for (Member& m : members_) {
+      m.at = 0;
+      m.segments[0]->begin();
+    }
+  }
+  vk::CommandBuffer& cb(size_t d) override { return *members_[d].segments[members_[d].at]; }
+  Slice partial(size_t d, uint32_t k) override { return {&coll_->partials(d), coll_->partial_offset(d, k)}; }
+  Slice reduce(size_t d, uint32_t k, bool wrote) override {
+    Member& m = members_[d];
+    if (k != m.at || k >= o_.max_points)
+      throw std::logic_error("tensor executor: reduce point " + std::to_string(k) + " out of order on device " +
+                             std::to_string(d));
+    vk::CommandBuffer& seg = *m.segments[m.at];
+    if (!wrote) seg.fill(coll_->partials(d), coll_->partial_offset(d, k), bytes(), 0);  // adds nothing
+    Collective::record_publish(seg);  // the partial is visible to the proxy
+    seg.end();
+    vk::CommandBuffer& next = *m.segments[++m.at];
+    next.begin();
+    Collective::record_acquire(next);  // the proxy's sum is visible before it is read
+    return {&coll_->results(d), coll_->result_offset(d, k)};
+  }
+  void receive(size_t, const vk::Buffer&) override {
+    throw std::logic_error("tensor executor: every device embeds; nothing is handed off");
+  }
+  void send(size_t, const vk::Buffer&) override {}  // every device keeps the hidden state
+  void end() override {
+    for (size_t d = 0; d < members_.size(); ++d) {
+      Member& m = members_[d];
+      if (m.at != members_[0].at)
+        throw std::logic_error("tensor executor: device " + std::to_string(d) + " recorded " + std::to_string(m.at) +
+                               " reduce points, device 0 " + std::to_string(members_[0].at));
+      m.segments[m.at]->barrier_to_host();  // the host reads logits after the step's end
+      m.segments[m.at]->end();
+    }
+    points_ = members_[0].at;
+  }
+  void run() override {
+    std::vector<std::vector<Collective::Segment>> segments(members_.size());
+    for (size_t d = 0; d < members_.size(); ++d)
+      for (uint32_t j = 0; j <= points_; ++j) segments[d].push_back(Collective::Segment{members_[d].segments[j].get()});
+    const std::vector<uint32_t> floats(points_, tokens_ * o_.width);
+    coll_->wait(coll_->submit(segments, floats));
+    ++host_waits_;
+  }
+  uint64_t host_waits() const override { return host_waits_; }
+  std::optional<CollectiveStats> collective_stats() const override { return coll_->stats(); }
+
+ private:
+  struct Member {
+    std::vector<std::unique_ptr<vk::CommandBuffer>> segments;  // max_points + 1
+    uint32_t at = 0;                                           // the segment being recorded
+  };
+  uint64_t bytes() const { return uint64_t(tokens_) * o_.width * 4; }
+
+  ExecutorOptions o_;
+  uint32_t tokens_ = 0;
+  uint32_t points_ = 0;
+  uint64_t host_waits_ = 0;
+  // Declared before the collective: its drain must run while the segments still exist.
+  std::vector<Member> members_;
+  std::unique_ptr<Collective> coll_;
+};
+
+}  // namespace
+
+std::unique_ptr<Executor> Executor::create(const Plan& plan, std::vector<vk::Device*> devices,
+                                           const ExecutorOptions& options) {
+  if (devices.empty()) throw std::invalid_argument("an executor needs at least one device");
+  if (options.max_tokens == 0 || options.width == 0 || options.max_points == 0)
+    throw std::invalid_argument("an executor needs max_tokens, width and max_points above 0");
+  if (plan.mode == SplitMode::tensor && devices.size() > 1)
+    return std::make_unique<TensorExecutor>(std::move(devices), options);
+  if (options.stall)
+    throw std::invalid_argument("the injected stall (CHORUS_FAULT_STALL) needs a tensor split over several devices");
+  return std::make_unique<PipelineExecutor>(std::move(devices), options);
+}
+
+}  // namespace chorus::split

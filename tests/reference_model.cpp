@@ -52,6 +52,14 @@ double silu(double x) { return x / (1.0 + std::exp(-x)); }
 
 float round_f16(float x) { return fp16_to_fp32(fp32_to_fp16(x)); }
 
+// Head `h` of x ([heads][D], D = weight.size()) replaced by its RMSNorm.
+void head_norm(std::vector<float>& x, uint32_t h, const std::vector<float>& weight, float eps) {
+  const size_t D = weight.size();
+  const std::vector<float> head(x.begin() + h * D, x.begin() + (h + 1) * D);
+  const std::vector<float> normed = rms_norm(head, weight, eps);
+  std::copy(normed.begin(), normed.end(), x.begin() + h * D);
+}
+
 }  // namespace
 
 std::vector<float> dequantize_tensor(const gguf::TensorInfo& t) {
@@ -81,6 +89,10 @@ ReferenceModel::ReferenceModel(const std::string& gguf_path, const ReferenceOpti
       L.bq = layer("attn_q.bias");
       L.bk = layer("attn_k.bias");
       L.bv = layer("attn_v.bias");
+    }
+    if (config_.qk_norm) {
+      L.q_norm = layer("attn_q_norm.weight");
+      L.k_norm = layer("attn_k_norm.weight");
     }
     L.wo = layer("attn_output.weight");
     L.ffn_norm = layer("ffn_norm.weight");
@@ -120,6 +132,10 @@ std::vector<float> ReferenceModel::forward_one(int32_t token, uint32_t pos) {
     std::vector<float> q = matvec(L.wq, h, L.bq);  // [n_head][D]
     std::vector<float> k = matvec(L.wk, h, L.bk);  // [n_head_kv][D]
     std::vector<float> v = matvec(L.wv, h, L.bv);  // [n_head_kv][D]
+    if (c.qk_norm) {  // each head normed over its D dimensions with a shared weight
+      for (uint32_t hh = 0; hh < c.n_head; ++hh) head_norm(q, hh, L.q_norm, c.rms_eps);
+      for (uint32_t hh = 0; hh < c.n_head_kv; ++hh) head_norm(k, hh, L.k_norm, c.rms_eps);
+    }
     rope(q, c.n_head, c, pos);
     rope(k, c.n_head_kv, c, pos);
     if (options_.f16_kv_cache)

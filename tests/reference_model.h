@@ -64,6 +64,7 @@ class ReferenceModel {
     std::vector<float> attn_norm;           // [n_embd]
     std::vector<float> wq, wk, wv;          // [n_q][n_embd], [n_kv][n_embd], [n_kv][n_embd]
     std::vector<float> bq, bk, bv;          // [n_q], [n_kv], [n_kv] (empty without qkv_bias)
+    std::vector<float> q_norm, k_norm;      // [head_dim] each (empty without qk_norm)
     std::vector<float> wo;                  // [n_embd][n_q]
     std::vector<float> ffn_norm;            // [n_embd]
     std::vector<float> w_gate, w_up;        // [n_ff][n_embd]

@@ -1,6 +1,7 @@
-// The qwen2 architecture (QKV biases, NeoX RoPE) on small random models written by the test (one
-// of mixed F32/F16/Q8_0 matrices, one of K-quants with Q6_K as a Q4_K_M file has it): the GPU
-// forward pass against the C++ reference, on one device and split over two.
+// The llama-family architectures beyond llama on small random models written by the test: qwen2
+// (QKV biases, NeoX RoPE; one of mixed F32/F16/Q8_0 matrices, one of K-quants with Q6_K as a
+// Q4_K_M file has it) and qwen3 (QK-norm, no biases, a head size other than n_embd / n_head):
+// the GPU forward pass against the C++ reference, on one device and on tensor splits.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -85,6 +86,7 @@ struct TinyQwen2 {
   uint32_t E, H, KV, D, F, V;
   GgmlType embd, head, q, k, o, gate, up, down;
   const char* name;
+  const char* arch = "qwen2";  // qwen2: QKV biases; qwen3: QK-norm and key_length
 };
 // 2 layers, n_embd 64, 4 heads of 16 over 2 KV heads, n_ff 96, 100 tokens, untied Q8_0 head.
 constexpr TinyQwen2 kMixed{64, 4, 2, 16, 96, 100, GgmlType::F32, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::F16,
@@ -94,21 +96,26 @@ constexpr TinyQwen2 kMixed{64, 4, 2, 16, 96, 100, GgmlType::F32, GgmlType::Q8_0,
 // and every K slice of two devices, holds more than one block.
 constexpr TinyQwen2 kKQuants{512, 8, 2, 64, 1024, 100, GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q4_K, GgmlType::Q4_K,
                              GgmlType::Q5_K, GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K, "kquants"};
+// qwen3: n_embd 64, 4 heads of 32 (n_q 128 != n_embd) over 2 KV heads, Q8_0/F16 matrices.
+constexpr TinyQwen2 kQwen3{64, 4, 2, 32, 96, 100, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::F16,
+                           GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::F16, GgmlType::Q8_0, "qwen3", "qwen3"};
 
 std::string write_tiny_qwen2(const TinyQwen2& m) {
   const uint32_t E = m.E, H = m.H, KV = m.KV, D = m.D, F = m.F, V = m.V, L = 2;
+  const std::string a = m.arch, qwen3 = "qwen3";
   std::mt19937 rng(7);
   ModelWriter w;
-  w.kv_str("general.architecture", "qwen2");
-  w.kv_str("general.name", std::string("tiny random qwen2, ") + m.name + " (chorus test)");
-  w.kv_u32("qwen2.context_length", 256);
-  w.kv_u32("qwen2.embedding_length", E);
-  w.kv_u32("qwen2.block_count", L);
-  w.kv_u32("qwen2.feed_forward_length", F);
-  w.kv_u32("qwen2.attention.head_count", H);
-  w.kv_u32("qwen2.attention.head_count_kv", KV);
-  w.kv_f32("qwen2.attention.layer_norm_rms_epsilon", 1e-6f);
-  w.kv_f32("qwen2.rope.freq_base", 1000000.0f);
+  w.kv_str("general.architecture", a);
+  w.kv_str("general.name", "tiny random " + a + ", " + m.name + " (chorus test)");
+  w.kv_u32(a + ".context_length", 256);
+  w.kv_u32(a + ".embedding_length", E);
+  w.kv_u32(a + ".block_count", L);
+  w.kv_u32(a + ".feed_forward_length", F);
+  w.kv_u32(a + ".attention.head_count", H);
+  w.kv_u32(a + ".attention.head_count_kv", KV);
+  if (a == qwen3) w.kv_u32(a + ".attention.key_length", D);
+  w.kv_f32(a + ".attention.layer_norm_rms_epsilon", 1e-6f);
+  w.kv_f32(a + ".rope.freq_base", 1000000.0f);
   w.tensor("token_embd.weight", E, V, m.embd, 1.0f, rng);
   w.tensor("output_norm.weight", E, 1, GgmlType::F32, 1.0f, rng);
   w.tensor("output.weight", E, V, m.head, 0.2f, rng);
@@ -118,39 +125,50 @@ std::string write_tiny_qwen2(const TinyQwen2& m) {
     w.tensor(b + "attn_q.weight", E, H * D, m.q, 0.2f, rng);
     w.tensor(b + "attn_k.weight", E, KV * D, m.k, 0.2f, rng);
     w.tensor(b + "attn_v.weight", E, KV * D, GgmlType::F32, 0.2f, rng);
-    w.tensor(b + "attn_q.bias", H * D, 1, GgmlType::F32, 0.5f, rng);
-    w.tensor(b + "attn_k.bias", KV * D, 1, GgmlType::F32, 0.5f, rng);
-    w.tensor(b + "attn_v.bias", KV * D, 1, GgmlType::F32, 0.5f, rng);
+    if (a == qwen3) {
+      w.tensor(b + "attn_q_norm.weight", D, 1, GgmlType::F32, 1.0f, rng);
+      w.tensor(b + "attn_k_norm.weight", D, 1, GgmlType::F32, 1.0f, rng);
+    } else {
+      w.tensor(b + "attn_q.bias", H * D, 1, GgmlType::F32, 0.5f, rng);
+      w.tensor(b + "attn_k.bias", KV * D, 1, GgmlType::F32, 0.5f, rng);
+      w.tensor(b + "attn_v.bias", KV * D, 1, GgmlType::F32, 0.5f, rng);
+    }
     w.tensor(b + "attn_output.weight", H * D, E, m.o, 0.2f, rng);
     w.tensor(b + "ffn_norm.weight", E, 1, GgmlType::F32, 1.0f, rng);
     w.tensor(b + "ffn_gate.weight", E, F, m.gate, 0.2f, rng);
     w.tensor(b + "ffn_up.weight", E, F, m.up, 0.2f, rng);
     w.tensor(b + "ffn_down.weight", F, E, m.down, 0.2f, rng);
   }
-  const auto dir = std::filesystem::temp_directory_path() / ("chorus-qwen2-" + std::to_string(::getpid()));
+  const auto dir = std::filesystem::temp_directory_path() / ("chorus-" + a + "-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
-  return w.write((dir / (std::string("tiny-qwen2-") + m.name + ".gguf")).string());
+  return w.write((dir / ("tiny-" + a + "-" + m.name + ".gguf")).string());
 }
 
-// (devices, model)
-class Qwen2 : public test::GpuTestP<std::tuple<int, const TinyQwen2*>> {};
+// Split ratios: one device, tensor 1:1, tensor 5:3:1.
+const std::vector<double> kOne{1}, kHalves{1, 1}, kFiveThreeOne{5, 3, 1};
 
-TEST_P(Qwen2, LogitsMatchTheCppReferenceWithBiasesAndNeoxRope) {
-  const int n_devices = std::get<0>(GetParam());
-  const std::string path = write_tiny_qwen2(*std::get<1>(GetParam()));
+// (ratios, model)
+class Families : public test::GpuTestP<std::tuple<const std::vector<double>*, const TinyQwen2*>> {};
+
+TEST_P(Families, LogitsMatchTheCppReferenceOnOneDeviceAndOnTensorSplits) {
+  const std::vector<double>& ratios = *std::get<0>(GetParam());
+  const TinyQwen2& tiny = *std::get<1>(GetParam());
+  const std::string path = write_tiny_qwen2(tiny);
   const std::vector<int32_t> prompt{3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26};
   ref::ReferenceModel reference(path, {.f16_kv_cache = true});
-  ASSERT_TRUE(reference.config().qkv_bias);
+  ASSERT_EQ(reference.config().qkv_bias, std::string(tiny.arch) == "qwen2");
+  ASSERT_EQ(reference.config().qk_norm, std::string(tiny.arch) == "qwen3");
   ASSERT_TRUE(reference.config().rope_neox);
   const auto want = reference.forward(prompt);
   std::vector<vk::Device*> devices;
-  for (int i = 0; i < n_devices; ++i) devices.push_back(&test::device(i));
+  for (size_t i = 0; i < ratios.size(); ++i) devices.push_back(&test::device(static_cast<int>(i)));
   auto model = Model::load(path, devices,
-                           split::SplitRequest{n_devices == 1 ? split::SplitMode::none : split::SplitMode::tensor,
-                                               std::vector<double>(static_cast<size_t>(n_devices), 1.0), 0});
+                           split::SplitRequest{ratios.size() == 1 ? split::SplitMode::none : split::SplitMode::tensor,
+                                               ratios, 0});
   Context ctx(*model, ContextOptions{64, 1, 512});
   const auto got = ctx.decode(0, prompt, true);
   // Prefill stages activations in f16 tiles where the device has fp16 matmul kernels.
+  // nmse <= 1e-6: a relative L2 error of at most 1e-3.
   EXPECT_LE(test::nmse(want, got), 1e-6);
   // Decode continues from the cache.
   const std::vector<int32_t> next{42};
@@ -158,11 +176,18 @@ TEST_P(Qwen2, LogitsMatchTheCppReferenceWithBiasesAndNeoxRope) {
   std::filesystem::remove_all(std::filesystem::path(path).parent_path());
 }
 
-INSTANTIATE_TEST_SUITE_P(OneAndTwoDevices, Qwen2, ::testing::Combine(::testing::Values(1, 2),
-                                                                     ::testing::Values(&kMixed, &kKQuants)),
-                         [](const auto& p) {
-                           return std::to_string(std::get<0>(p.param)) + "dev_" + std::get<1>(p.param)->name;
-                         });
+std::string ratio_name(const std::vector<double>& r) {
+  std::string s;
+  for (double v : r) s += (s.empty() ? "" : "_") + std::to_string(static_cast<int>(v));
+  return r.size() == 1 ? "one_device" : "tensor_" + s;
+}
+
+INSTANTIATE_TEST_SUITE_P(Qwen2, Families,
+                         ::testing::Combine(::testing::Values(&kOne, &kHalves), ::testing::Values(&kMixed, &kKQuants)),
+                         [](const auto& p) { return ratio_name(*std::get<0>(p.param)) + "_" + std::get<1>(p.param)->name; });
+INSTANTIATE_TEST_SUITE_P(Qwen3, Families,
+                         ::testing::Combine(::testing::Values(&kOne, &kHalves, &kFiveThreeOne), ::testing::Values(&kQwen3)),
+                         [](const auto& p) { return ratio_name(*std::get<0>(p.param)); });
 
 }  // namespace
 }  // namespace chorus

@@ -67,7 +67,9 @@ INSTANTIATE_TEST_SUITE_P(
                       SplitCase{"tensor_3_1", split::SplitMode::tensor, {3, 1}},
                       SplitCase{"tensor_1_1_1", split::SplitMode::tensor, {1, 1, 1}},
                       SplitCase{"tensor_5_3_1", split::SplitMode::tensor, {5, 3, 1}},
+                      SplitCase{"tensor_7_1_1_2", split::SplitMode::tensor, {7, 1, 1, 2}},
                       SplitCase{"layer_1_1", split::SplitMode::layer, {1, 1}},
+                      SplitCase{"layer_1_2_1", split::SplitMode::layer, {1, 2, 1}},
                       SplitCase{"tensor_1_1_staging", split::SplitMode::tensor, {1, 1}, true}),
     [](const ::testing::TestParamInfo<SplitCase>& p) { return std::string(p.param.name); });
 
@@ -116,6 +118,30 @@ TEST_P(SplitCounters, DecodeIsOneSubmitPerDeviceOneHostWaitAndNoSubmitPerReduce)
   const auto stats = *ctx.collective_stats();
   EXPECT_EQ(stats.reduce_submits, 0u);
   EXPECT_EQ(stats.reduces - stats0.reduces, kTokens * 2 * model->config().n_layer);
+}
+
+TEST_P(SplitCounters, PrefillIsOneSubmitPerDeviceAndOneHostWaitPerMicroBatchAndNoSubmitPerReduce) {
+  const size_t n = GetParam();
+  std::vector<std::unique_ptr<vk::Device>> owned;
+  const auto devices = fresh_devices(owned, n);
+  auto model = Model::load(test::shared_model("stories260K.gguf"), devices,
+                           split::SplitRequest{split::SplitMode::tensor, std::vector<double>(n, 1.0), 0});
+  constexpr uint32_t kPrompt = 512, kUbatch = 128;
+  Context ctx(*model, ContextOptions{kPrompt, 1, kUbatch});
+  std::vector<int32_t> prompt(kPrompt);
+  for (uint32_t i = 0; i < kPrompt; ++i) prompt[i] = static_cast<int32_t>((i * 37 + 1) % model->config().n_vocab);
+  std::vector<uint64_t> submits0;
+  for (vk::Device* d : devices) submits0.push_back(d->counters().submits.load());
+  const uint64_t waits0 = ctx.counters().host_waits;
+  ctx.decode(0, prompt);
+  const uint64_t batches = kPrompt / kUbatch;
+  for (size_t d = 0; d < n; ++d)
+    EXPECT_EQ(devices[d]->counters().submits.load() - submits0[d], batches) << "vkQueueSubmit calls of device " << d;
+  EXPECT_EQ(ctx.counters().host_waits - waits0, batches) << "host waits of the main thread";
+  EXPECT_EQ(ctx.counters().forward_passes, batches);
+  const auto stats = *ctx.collective_stats();
+  EXPECT_EQ(stats.reduce_submits, 0u);
+  EXPECT_EQ(stats.reduces, batches * 2 * model->config().n_layer) << "every micro-batch reduces through the collective";
 }
 
 INSTANTIATE_TEST_SUITE_P(TwoAndThreeDevices, SplitCounters, ::testing::Values(size_t{2}, size_t{3}));

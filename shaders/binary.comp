@@ -20,6 +20,6 @@ void main() {
 #if BINARY_OP == 0
   z[p.z_off + i] = a + b;
 #else
-  z[p.z_off + i] = a * b;
+  z[p.z_off + i] = a * b;  // (the collective's tests use it as a stand-in kernel)
 #endif
 }

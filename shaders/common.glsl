@@ -13,7 +13,8 @@
 //   file that sizes shared arrays with gl_WorkGroupSize.x: glslang otherwise sizes them as 1. Push constants are at most 128 bytes, declared in the op
 //   family's include (matvec.glsl, ops.glsl, ...) next to the C++ struct that mirrors them.
 // - Variant defines (set by shaders/CMakeLists.txt from REQUIRES): CHORUS_SUBGROUP,
-//   CHORUS_FP16, CHORUS_INT8. Without them a kernel must run on any Vulkan 1.2 device.
+//   CHORUS_FP16, CHORUS_CPU (a kernel written for CPU devices; it needs no extension).
+//   Without them a kernel must run on any Vulkan 1.2 device.
 #extension GL_EXT_control_flow_attributes : enable
 
 #ifndef CHORUS_SUBGROUP
@@ -22,8 +23,8 @@
 #ifndef CHORUS_FP16
 #define CHORUS_FP16 0
 #endif
-#ifndef CHORUS_INT8
-#define CHORUS_INT8 0
+#ifndef CHORUS_CPU
+#define CHORUS_CPU 0
 #endif
 
 #if CHORUS_SUBGROUP
@@ -34,12 +35,6 @@
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
-#endif
-#if CHORUS_INT8
-#extension GL_EXT_shader_8bit_storage : require
-#extension GL_EXT_shader_explicit_arithmetic_types_int8 : require
-// glslang 12 (Debian 12) has no GL_EXT_integer_dot_product: int8 kernels declare OpSDot
-// themselves through GL_EXT_spirv_intrinsics (see mul_mv_int8.comp).
 #endif
 
 // Byte-addressed reads from a `uint` array. `b` is a byte offset; CH_U16/CH_F16/CH_U32 need

@@ -1,13 +1,10 @@
-# Element-wise, normalisation, RoPE, attention, selection and conversion kernels.
+# Element-wise, normalisation, RoPE, gated-unit, conversion and embedding-lookup kernels.
 # (engine/ops/ops.h records them; push constants in ops.glsl.)
 chorus_shader(OP rms_norm SOURCE rms_norm.comp)
 chorus_shader(OP rms_norm SOURCE rms_norm.comp REQUIRES subgroup)
-chorus_shader(OP softmax SOURCE softmax.comp)
-chorus_shader(OP softmax SOURCE softmax.comp REQUIRES subgroup)
 chorus_shader(OP rope SOURCE rope.comp)
 chorus_shader(OP add SOURCE binary.comp DEFINES BINARY_OP=0)
 chorus_shader(OP mul SOURCE binary.comp DEFINES BINARY_OP=1)
-chorus_shader(OP scale SOURCE scale.comp)
 chorus_shader(OP swiglu SOURCE glu.comp DEFINES GLU_ACT=0)
 chorus_shader(OP geglu SOURCE glu.comp DEFINES GLU_ACT=1)
 chorus_shader(OP cpy_f32_f32 SOURCE convert.comp DEFINES SRC_F16=0 DST_F16=0)

@@ -24,27 +24,10 @@ struct RopePush {
   float freq_base, freq_scale;
 };
 
-struct SoftmaxPush {
-  uint x_off, m_off, y_off;
-  uint n, rows;
-  uint x_stride, y_stride, m_stride;
-  uint tokens;    // row r is token r % tokens (mask row and causal limit)
-  uint has_mask;
-  uint causal;    // mask column j of token t when j > n_past + t
-  uint n_past;
-  float scale;
-};
-
 struct BinaryPush {
   uint x_off, y_off, z_off;
   uint n;   // elements of x and z
   uint ny;  // elements of y; z[i] = x[i] op y[i % ny]
-};
-
-struct ScalePush {
-  uint x_off, y_off;
-  uint n;
-  float s;
 };
 
 struct GluPush {

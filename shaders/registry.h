@@ -17,9 +17,12 @@ namespace chorus::shaders {
 enum Capability : uint32_t {
   kSubgroup = 1u,  // subgroup arithmetic (subgroupAdd, subgroupMax) in compute shaders
   kFp16 = 2u,      // shaderFloat16 + 16-bit storage buffer access
-  kInt8 = 4u,      // integer dot product (GL_EXT_integer_dot_product) + 8-bit storage
+  kCpu = 4u,       // the device runs shaders on the host's CPU (lavapipe, SwiftShader): kernels
+                   // written for it (whole rows per invocation, texel gathers, register tiles)
+                   // are the ones chosen there; hide it (CHORUS_DISABLE_CAPS=cpu) to run the
+                   // GPU kernels on such a device
 };
-inline constexpr uint32_t kAllCapabilities = kSubgroup | kFp16 | kInt8;
+inline constexpr uint32_t kAllCapabilities = kSubgroup | kFp16 | kCpu;
 
 struct Variant {
   std::string_view op;       // e.g. "mul_mv_q4_0"

@@ -49,7 +49,7 @@ Collective::Collective(std::vector<vk::Device*> devices, const CollectiveOptions
     throw std::invalid_argument("a collective needs max_points and max_floats above 0");
   timeout_ns_ = options_.timeout_ns ? options_.timeout_ns : devices[0]->timeout_ns();
   bool cpu_device = false;
-  for (const vk::Device* d : devices) cpu_device = cpu_device || d->info().type == "cpu";
+  for (const vk::Device* d : devices) cpu_device = cpu_device || d->info().type == vk::DeviceType::cpu;
   spin_ns_ = options_.spin_ns ? *options_.spin_ns : cpu_device ? 0 : 20'000;
   uint64_t align = 256;  // a cache line at least, and every device's storage offset alignment
   for (const vk::Device* d : devices) align = std::max(align, d->info().min_storage_buffer_offset_alignment);
@@ -404,7 +404,7 @@ void Collective::wait_all(uint64_t value, const Work& w, uint32_t k, uint64_t& b
                                                 std::to_string(n_points) + " reduce points)";
     throw vk::TimeoutError(member_name(d) + " did not " + what + " within " + ms_text(timeout_ns_) +
                                " (timeline 'partials_ready' at " + std::to_string(at) + ", waiting for " +
-                               std::to_string(value) + ")",
+                               std::to_string(value) + "; CHORUS_TIMEOUT_MS sets the limit)",
                            VK_TIMEOUT);
   }
 }

@@ -1,6 +1,9 @@
 #include "split/executor.h"
 
+#include "split/watchdog.h"
+
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -14,10 +17,19 @@ constexpr const char* kScratch = "scratch";
 // behaviour, and a device that timed out may only be slow.
 constexpr uint64_t kTeardownNs = 120'000'000'000ull;
 
+uint64_t now_ns() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
 // One device after another; reduce points are local, the hidden state moves through the host.
+// A device's step is a few segments (a new one every `stride` reduce points) submitted as the
+// batches of ONE vkQueueSubmit, each signalling the device's `progress` timeline: the host's
+// wait tells a slow device (progress moving) from a stuck one (split/watchdog.h).
 class PipelineExecutor final : public Executor {
  public:
-  PipelineExecutor(std::vector<vk::Device*> devices, const ExecutorOptions& o) : o_(o) {
+  PipelineExecutor(std::vector<vk::Device*> devices, const ExecutorOptions& o)
+      : o_(o), stride_(std::max<uint32_t>(1, (o.max_points + kSegments - 1) / kSegments)) {
     const uint64_t bytes = uint64_t(o.max_tokens) * o.width * 4;
     for (vk::Device* dev : devices) {
       Member m;
@@ -27,38 +39,62 @@ class PipelineExecutor final : public Executor {
         m.inbox = dev->create_buffer(bytes, vk::BufferKind::Host, kScratch);
         m.outbox = dev->create_buffer(bytes, vk::BufferKind::Host, kScratch);
       }
-      m.cb = std::make_unique<vk::CommandBuffer>(*dev);
-      m.done = std::make_unique<vk::Timeline>(*dev, "step done");
+      for (uint32_t j = 0; j <= kSegments + 1; ++j) m.segments.push_back(std::make_unique<vk::CommandBuffer>(*dev));
+      m.progress = std::make_unique<vk::Timeline>(*dev, "progress");
       members_.push_back(std::move(m));
+    }
+    if (o.stall) {
+      if (o.stall->first >= members_.size() || o.stall->second >= o.max_points)
+        throw std::invalid_argument("the injected stall names device " + std::to_string(o.stall->first) +
+                                    " and reduce point " + std::to_string(o.stall->second) + "; expected a device below " +
+                                    std::to_string(members_.size()) + " and a point below " +
+                                    std::to_string(o.max_points));
+      stall_ = std::make_unique<vk::Timeline>(*devices[o.stall->first], "injected stall");
     }
   }
 
   // Nothing a device may still run is destroyed under it (see kTeardownNs).
   ~PipelineExecutor() override {
     bool idle = true;
+    try {
+      if (stall_) stall_->signal(1);  // the injected stall ends: the device answers again
+    } catch (...) {
+      idle = false;
+    }
     for (Member& m : members_) {
       try {
-        idle = m.done->wait_for(m.done_value, std::max(m.dev->timeout_ns(), kTeardownNs)) && idle;
+        idle = m.progress->wait_for(m.done_value, std::max(m.dev->timeout_ns(), kTeardownNs)) && idle;
       } catch (...) {
         idle = false;
       }
     }
-    if (!idle) (void)new std::vector<Member>(std::move(members_));
+    if (!idle) {
+      (void)new std::vector<Member>(std::move(members_));
+      (void)stall_.release();
+    }
   }
 
   void begin(uint32_t tokens) override {
     tokens_ = tokens;
     for (Member& m : members_) {
       m.sends = false;
-      m.cb->begin();
+      m.at = 0;
+      m.stall_segment = -1;
+      m.segments[0]->begin();
     }
   }
-  vk::CommandBuffer& cb(size_t d) override { return *members_[d].cb; }
+  vk::CommandBuffer& cb(size_t d) override { return *members_[d].segments[members_[d].at]; }
   Slice partial(size_t d, uint32_t) override { return {&members_[d].partial, 0}; }
-  Slice reduce(size_t d, uint32_t, bool wrote) override {
+  Slice reduce(size_t d, uint32_t k, bool wrote) override {
     Member& m = members_[d];
-    if (!wrote) m.cb->fill(m.partial, 0, bytes(), 0);
-    m.cb->barrier();  // the partial is complete before it is read as the sum
+    vk::CommandBuffer& seg = *m.segments[m.at];
+    if (!wrote) seg.fill(m.partial, 0, bytes(), 0);
+    if (stall_ && o_.stall->first == d && o_.stall->second == k) m.stall_segment = static_cast<int>(m.at);
+    if ((k + 1) % stride_ == 0 && m.at + 1 < m.segments.size()) {  // a new segment: a progress mark
+      seg.end();
+      m.segments[++m.at]->begin();  // the queue orders the segments; the barrier below orders within one
+    }
+    cb(d).barrier();  // the partial is complete before it is read as the sum
     return {&m.partial, 0};
   }
   void receive(size_t d, const vk::Buffer& x) override {
@@ -66,28 +102,37 @@ class PipelineExecutor final : public Executor {
     if (d == 0 || !m.inbox) throw std::logic_error("pipeline executor: device " + std::to_string(d) + " has no sender");
     // The host wrote the inbox before this step's submit (covered by vkQueueSubmit's host
     // write ordering guarantee).
-    m.cb->copy(m.inbox, 0, x, 0, bytes());
-    m.cb->barrier();  // the hidden state is in x before the first layer reads it
+    cb(d).copy(m.inbox, 0, x, 0, bytes());
+    cb(d).barrier();  // the hidden state is in x before the first layer reads it
   }
   void send(size_t d, const vk::Buffer& x) override {
     Member& m = members_.at(d);
     if (d + 1 >= members_.size()) return;  // the last device: nobody follows
-    m.cb->copy(x, 0, m.outbox, 0, bytes());
+    cb(d).copy(x, 0, m.outbox, 0, bytes());
     m.sends = true;
   }
   void end() override {
     for (Member& m : members_) {
-      m.cb->barrier_to_host();  // the host reads the outbox and logits after the timeline signal
-      m.cb->end();
+      m.segments[m.at]->barrier_to_host();  // the host reads the outbox and logits after the last signal
+      m.segments[m.at]->end();
     }
   }
   void run() override {
     for (size_t d = 0; d < members_.size(); ++d) {
       Member& m = members_[d];
-      const vk::Device::TimelinePoint signal{m.done.get(), m.done_value + 1};
-      m.dev->submit(*m.cb, {}, std::span(&signal, 1));
-      ++m.done_value;  // after the submit: the destructor waits for it
-      m.done->wait(m.done_value, "a forward pass step");
+      const uint64_t base = m.done_value;
+      std::vector<vk::Device::TimelinePoint> signals(m.at + 1);
+      const vk::Device::TimelinePoint stalled{stall_.get(), 1};
+      std::vector<vk::Device::Batch> batches(m.at + 1);
+      for (uint32_t j = 0; j <= m.at; ++j) {
+        signals[j] = {m.progress.get(), base + j + 1};
+        const bool stop = static_cast<int>(j) == m.stall_segment;
+        batches[j] = {m.segments[j].get(), stop ? std::span(&stalled, 1) : std::span<const vk::Device::TimelinePoint>(),
+                      std::span(&signals[j], 1)};
+      }
+      m.dev->submit(batches);
+      m.done_value = base + m.at + 1;  // after the submit: the destructor waits for it
+      wait_progressing(m, base);
       ++host_waits_;
       if (m.sends) std::memcpy(members_[d + 1].inbox.mapped(), m.outbox.mapped(), bytes());
     }
@@ -95,21 +140,44 @@ class PipelineExecutor final : public Executor {
   uint64_t host_waits() const override { return host_waits_; }
 
  private:
+  static constexpr uint32_t kSegments = 8;  // progress marks per step (about)
   struct Member {
     vk::Device* dev = nullptr;
     vk::Buffer partial;  // [max_tokens][width] the local sum of a reduce point
     vk::Buffer inbox;    // [max_tokens][width] host-visible: the hidden state received
     vk::Buffer outbox;   // [max_tokens][width] host-visible: the hidden state sent
-    std::unique_ptr<vk::CommandBuffer> cb;
-    std::unique_ptr<vk::Timeline> done;
-    uint64_t done_value = 0;
+    std::vector<std::unique_ptr<vk::CommandBuffer>> segments;
+    uint32_t at = 0;         // the segment being recorded; after end(), the last one
+    int stall_segment = -1;  // the segment that waits for the injected stall
+    std::unique_ptr<vk::Timeline> progress;  // + 1 per segment run
+    uint64_t done_value = 0;                 // its value when the last submitted step is done
     bool sends = false;
   };
   uint64_t bytes() const { return uint64_t(tokens_) * o_.width * 4; }
 
+  // Waits for m's step for as long as its progress timeline keeps moving.
+  void wait_progressing(Member& m, uint64_t base) {
+    const uint64_t limit = m.dev->timeout_ns(), slice = std::clamp<uint64_t>(limit / 4, 1'000'000, 250'000'000);
+    ProgressWatch watch(limit, now_ns(), base);
+    while (!m.progress->wait_for(m.done_value, slice)) {
+      const uint64_t at = m.progress->value();
+      if (!watch.stalled(at, now_ns())) continue;
+      throw vk::TimeoutError(m.dev->label() + " stopped making progress in a forward pass step: segment " +
+                                 std::to_string(at - base + 1) + " of " + std::to_string(m.done_value - base) +
+                                 " (reduce points " + std::to_string((at - base) * stride_) + ".." +
+                                 std::to_string(std::min<uint64_t>((at - base + 1) * stride_, o_.max_points) - 1) +
+                                 ") did not finish for " + std::to_string(limit / 1'000'000) +
+                                 " ms; a slower device is waited for as long as it progresses, and CHORUS_TIMEOUT_MS "
+                                 "sets how long no progress is tolerated",
+                             VK_TIMEOUT);
+    }
+  }
+
   ExecutorOptions o_;
+  uint32_t stride_;  // reduce points per segment
   uint32_t tokens_ = 0;
   uint64_t host_waits_ = 0;
+  std::unique_ptr<vk::Timeline> stall_;  // options.stall's timeline (signalled by the destructor)
   std::vector<Member> members_;
 };
 
@@ -205,8 +273,6 @@ std::unique_ptr<Executor> Executor::create(const Plan& plan, std::vector<vk::Dev
     throw std::invalid_argument("an executor needs max_tokens, width and max_points above 0");
   if (plan.mode == SplitMode::tensor && devices.size() > 1)
     return std::make_unique<TensorExecutor>(std::move(devices), options);
-  if (options.stall)
-    throw std::invalid_argument("the injected stall (CHORUS_FAULT_STALL) needs a tensor split over several devices");
   return std::make_unique<PipelineExecutor>(std::move(devices), options);
 }
 

@@ -12,9 +12,10 @@
 //                    one that does not compute the LM head sends it on (send).
 //
 // Two strategies behind this one interface:
-//   pipeline — one command buffer per device, run one device after the other; a reduce point
-//              is local (the sum of one partial is itself: a barrier) and the hidden state moves
-//              between devices through host memory. One device alone, and the layer split.
+//   pipeline — one submit per device, run one device after the other; a reduce point is
+//              local (the sum of one partial is itself: a barrier) and the hidden state moves
+//              between devices through host memory. One device alone, and the layer split. The
+//              host waits for a device as long as it makes progress (split/watchdog.h).
 //   tensor   — the collective (split/collective.h): every device's step is a list of segments
 //              between reduce points, submitted with ONE vkQueueSubmit per device; the proxy
 //              thread sums; the main thread waits once per step. Its partial slots are reused
@@ -51,15 +52,15 @@ struct ExecutorOptions {
   // (docs/sync.md, "Serialise everything"). Results are identical.
   bool serialise = false;
   CollectiveMemory memory = CollectiveMemory::Auto;
-  // Fault injection (tensor split only): device `first` stops before reduce point `second`.
+  // Fault injection: device `first` stops before reduce point `second` (its work waits on a
+  // timeline only the executor's teardown signals).
   std::optional<std::pair<uint32_t, uint32_t>> stall;
 };
 
 class Executor {
  public:
   // The executor for a plan: `devices` holds the devices that take part, in plan order (the
-  // plan's devices that hold anything). Throws std::invalid_argument for an option the mode
-  // cannot honour (a stall outside a tensor split).
+  // plan's devices that hold anything). Throws std::invalid_argument for a bad option.
   static std::unique_ptr<Executor> create(const Plan& plan, std::vector<vk::Device*> devices,
                                           const ExecutorOptions& options);
   virtual ~Executor() = default;

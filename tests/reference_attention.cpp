@@ -49,21 +49,4 @@ std::vector<float> attention(std::span<const float> q, std::span<const float> k,
   return out;
 }
 
-std::vector<Ranked> top_k(std::span<const float> x, uint32_t k, uint32_t index_base) {
-  std::vector<uint32_t> order(x.size());
-  std::iota(order.begin(), order.end(), 0u);
-  // NaN below everything; equal values (-0 == +0 included) by lower index.
-  auto better = [&](uint32_t a, uint32_t b) {
-    const float va = x[a], vb = x[b];
-    if (std::isnan(va) != std::isnan(vb)) return std::isnan(vb);
-    if (!std::isnan(va) && va != vb) return va > vb;
-    return a < b;
-  };
-  const size_t n = std::min<size_t>(k, x.size());
-  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(), better);
-  std::vector<Ranked> out(k, Ranked{0xFFFFFFFFu, std::numeric_limits<float>::quiet_NaN()});
-  for (size_t r = 0; r < n; ++r) out[r] = {index_base + order[r], x[order[r]]};
-  return out;
-}
-
 }  // namespace chorus::ref

@@ -1,7 +1,6 @@
 // tests/reference_attention.h — plain C++ references of the attention family: the KV-cache
 // store (f32 -> f16 rows in the [head][position][dim] layout of engine/ops/attention.h),
-// causal grouped-query attention (double accumulation, exact softmax), argmax and top-k with
-// the device's order (larger value, then lower index; NaN below everything; -0 == +0).
+// causal grouped-query attention (double accumulation, exact softmax).
 #pragma once
 
 #include <cstdint>
@@ -22,14 +21,5 @@ void kv_store(std::span<const float> src, uint32_t n_tokens, uint32_t p0, const 
 // values (already f16-rounded) [n_kv_heads][n_ctx][head_dim]; query i attends to 0..p0+i.
 std::vector<float> attention(std::span<const float> q, std::span<const float> k, std::span<const float> v,
                              const KvShape& s, uint32_t n_tokens, uint32_t n_q_heads, uint32_t p0, float scale);
-
-struct Ranked {
-  uint32_t index;
-  float value;
-};
-// The best k entries of x (index_base added), best first; sentinels (0xFFFFFFFF, NaN) pad
-// when k > x.size().
-std::vector<Ranked> top_k(std::span<const float> x, uint32_t k, uint32_t index_base = 0);
-inline Ranked argmax(std::span<const float> x, uint32_t index_base = 0) { return top_k(x, 1, index_base)[0]; }
 
 }  // namespace chorus::ref

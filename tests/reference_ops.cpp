@@ -36,42 +36,9 @@ std::vector<float> rope(std::span<const float> x, std::span<const int32_t> posit
   return y;
 }
 
-std::vector<float> softmax(std::span<const float> x, std::span<const float> mask, uint32_t n, uint32_t rows,
-                           float scale, uint32_t tokens, bool causal, uint32_t n_past) {
-  const double ninf = -std::numeric_limits<double>::infinity();
-  std::vector<float> y(size_t{n} * rows);
-  std::vector<double> v(n);
-  for (size_t r = 0; r < rows; ++r) {
-    const size_t t = r % tokens;
-    double mx = ninf;
-    for (size_t j = 0; j < n; ++j) {
-      v[j] = double(x[r * n + j]) * scale + (mask.empty() ? 0.0 : double(mask[t * n + j]));
-      if (causal && j > n_past + t) v[j] = ninf;
-      mx = std::max(mx, v[j]);
-    }
-    if (mx == ninf) continue;  // all masked: zeros
-    double sum = 0;
-    for (size_t j = 0; j < n; ++j) sum += std::exp(v[j] - mx);
-    for (size_t j = 0; j < n; ++j) y[r * n + j] = static_cast<float>(std::exp(v[j] - mx) / sum);
-  }
-  return y;
-}
-
 std::vector<float> add(std::span<const float> x, std::span<const float> y) {
   std::vector<float> z(x.size());
   for (size_t i = 0; i < x.size(); ++i) z[i] = x[i] + y[i % y.size()];
-  return z;
-}
-
-std::vector<float> mul(std::span<const float> x, std::span<const float> y) {
-  std::vector<float> z(x.size());
-  for (size_t i = 0; i < x.size(); ++i) z[i] = x[i] * y[i % y.size()];
-  return z;
-}
-
-std::vector<float> scale(std::span<const float> x, float s) {
-  std::vector<float> z(x.size());
-  for (size_t i = 0; i < x.size(); ++i) z[i] = x[i] * s;
   return z;
 }
 

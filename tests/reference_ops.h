@@ -20,15 +20,8 @@ std::vector<float> rms_norm(std::span<const float> x, std::span<const float> wei
 std::vector<float> rope(std::span<const float> x, std::span<const int32_t> positions, uint32_t n_heads,
                         uint32_t head_dim, uint32_t n_dims, bool neox, float freq_base, float freq_scale);
 
-// x: [rows][n]; mask: [tokens][n] or empty; row r is token r % tokens; causal masks j > n_past + t.
-// A row with every value -inf gives zeros.
-std::vector<float> softmax(std::span<const float> x, std::span<const float> mask, uint32_t n, uint32_t rows,
-                           float scale, uint32_t tokens, bool causal, uint32_t n_past);
-
-// z[i] = x[i] op y[i % y.size()]
+// z[i] = x[i] + y[i % y.size()]
 std::vector<float> add(std::span<const float> x, std::span<const float> y);
-std::vector<float> mul(std::span<const float> x, std::span<const float> y);
-std::vector<float> scale(std::span<const float> x, float s);
 
 // silu(g) * u and gelu_tanh(g) * u, element-wise.
 std::vector<float> swiglu(std::span<const float> gate, std::span<const float> up);

@@ -1,16 +1,13 @@
 // Dequantising matrix-vector kernels (engine/ops/matvec.h): every weight format x every
 // compiled variant against chorus::dequantize_row + a double-precision dot product, on one
 // block, odd shapes, a 4096-wide matrix, windowed (chunked) weight bindings and unaligned
-// offsets; the texel-buffer kernels (mul_mv_texel_*) the same way; plus quantize_q8_1 against
-// the C++ q8_1 quantiser.
+// offsets; the texel-buffer kernels (mul_mv_texel_*) the same way; Q6_K's padded blocks on the
+// 16-byte load path.
 //
 // Tolerances (normalised MSE against the reference):
 //   fallback, subgroup, subgroup+fp16: 1e-10 for every format. The weights the reference sees
 //     are the dequantised weights and every dequantised value is exact in f32 (fp16 scales
 //     read as float16_t are exact too), so only the f32 summation order counts.
-//   int8 variants (x quantised to q8_1): 1e-8 against the reference product with x replaced by
-//     its C++ q8_1 quantisation (only summation order and rare round-half ties differ), and
-//     1e-3 against the f32-x reference (8-bit x costs ~1e-5 NMSE on random data).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -49,7 +46,6 @@ std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   return name;
 }
 
-bool is_int8(const Case& c) { return (c.variant->requires_caps & shaders::kInt8) != 0; }
 uint32_t block_elems(GgmlType t) { return type_traits(t).block_elems; }
 
 // N rows of K random weights quantised to `type`: device-layout bytes (engine/quant.h) placed at `offset` in a buffer
@@ -74,15 +70,6 @@ Weights make_weights(GgmlType type, uint32_t K, uint32_t N, uint64_t seed, uint6
   return w;
 }
 
-// x as the int8 variants see it: quantised to q8_1 and decoded again.
-std::vector<float> q8_1_roundtrip(const std::vector<float>& x) {
-  std::vector<uint8_t> q(*row_bytes(GgmlType::Q8_1, x.size()));
-  quantize_row(GgmlType::Q8_1, x.data(), q.data(), static_cast<int64_t>(x.size()));
-  std::vector<float> out(x.size());
-  dequantize_row(GgmlType::Q8_1, q.data(), out.data(), static_cast<int64_t>(x.size()));
-  return out;
-}
-
 struct Layout {
   uint64_t w_offset = 0, x_offset = 0, y_offset = 0;
   uint64_t w_pad = 0;  // bytes after the weights' last word
@@ -92,8 +79,8 @@ struct Layout {
 
 // Runs mul_mv with kernels k on fresh random data, checks that it ran `kernel` and matches the
 // reference; returns y.
-std::vector<float> run_and_check(ops::Kernels& k, GgmlType type, const std::string& kernel, bool int8, uint32_t K,
-                                 uint32_t N, uint64_t seed, const Layout& l) {
+std::vector<float> run_and_check(ops::Kernels& k, GgmlType type, const std::string& kernel, uint32_t K, uint32_t N,
+                                 uint64_t seed, const Layout& l) {
   vk::Device& dev = test::device(0);
   const std::string op = ops::mul_mv_op(type);
   const Weights w = make_weights(type, K, N, seed, l.w_offset, l.w_pad);
@@ -103,28 +90,18 @@ std::vector<float> run_and_check(ops::Kernels& k, GgmlType type, const std::stri
   vk::Buffer wb = test::make_buffer(dev, w.bytes, "W");
   vk::Buffer xb = test::make_buffer(dev, xpad, "x");
   vk::Buffer yb = dev.create_buffer(l.y_offset + uint64_t(N) * 4, vk::BufferKind::Device, "y");
-  const uint64_t scratch_bytes = ops::mul_mv_scratch_bytes(k, type, K);
-  EXPECT_EQ(scratch_bytes > 0, int8);
-  vk::Buffer sb = dev.create_buffer(std::max<uint64_t>(scratch_bytes + 4, 4), vk::BufferKind::Device, "q8_1 x");
-  const ops::MatVecScratch scratch{&sb, 4};
   const std::string what = op + " K=" + std::to_string(K) + " N=" + std::to_string(N) + " seed=" + std::to_string(seed) +
                            " w_offset=" + std::to_string(l.w_offset) + " x_offset=" + std::to_string(l.x_offset);
   EXPECT_EQ(ops::mul_mv_kernel_name(k, type, K, wb, l.w_offset, xb, l.x_offset, l.options), kernel) << what;
 
   test::run_on(dev, [&](vk::CommandBuffer& cb) {
-    ops::mul_mv(k, cb, type, wb, l.w_offset, K, N, xb, l.x_offset, yb, l.y_offset, &scratch, l.options);
+    ops::mul_mv(k, cb, type, wb, l.w_offset, K, N, xb, l.x_offset, yb, l.y_offset, l.options);
     cb.barrier_to_host();  // y is read by the host below
   });
   const std::vector<float> y = dev.download<float>(yb, N, l.y_offset);
 
   const std::vector<float> ref = ref::matvec(w.values, x, K, N);
-  if (int8) {
-    const std::vector<float> ref8 = ref::matvec(w.values, q8_1_roundtrip(x), K, N);
-    EXPECT_LE(test::nmse(ref8, y), 1e-8) << what << " (against q8_1 x)";
-    EXPECT_LE(test::nmse(ref, y), 1e-3) << what << " (against f32 x)";
-  } else {
-    EXPECT_LE(test::nmse(ref, y), 1e-10) << what;
-  }
+  EXPECT_LE(test::nmse(ref, y), 1e-10) << what;
   return y;
 }
 
@@ -135,7 +112,7 @@ class MulMv : public test::GpuTestP<Case> {
     const Case& c = GetParam();
     ops::Kernels k(test::device(0), c.variant->requires_caps);
     EXPECT_EQ(k.variant(ops::mul_mv_op(c.type)).name, c.variant->name) << "the capability mask did not force the variant";
-    return run_and_check(k, c.type, std::string(c.variant->name), is_int8(c), K, N, seed, l);
+    return run_and_check(k, c.type, std::string(c.variant->name), K, N, seed, l);
   }
 
   GgmlType type() const { return GetParam().type; }
@@ -242,7 +219,7 @@ INSTANTIATE_TEST_SUITE_P(AllFormatsAndVariants, MulMv, ::testing::ValuesIn(all_c
 // Q4_K, Q6_K with K a multiple of 256 (of 32 for Q4_0, Q8_0, Q4_1), x at a 16-byte multiple.
 // Same tolerance as the other f32-x kernels (1e-10). W is read as 16-byte texels when rows start 16-aligned, as 16-byte texels
 // realigned per superblock when the buffer's end is padded to 16 bytes, else as 4-byte texels.
-std::string texel_kernel(GgmlType t) { return "mul_mv_texel_" + ops::mul_mv_op(t).substr(7); }
+std::string texel_kernel(GgmlType t) { return "mul_mv_texel_" + ops::mul_mv_op(t).substr(7) + "+cpu"; }
 
 class MulMvTexel : public test::GpuTestP<GgmlType> {
  protected:
@@ -255,7 +232,7 @@ class MulMvTexel : public test::GpuTestP<GgmlType> {
     const GgmlType t = GetParam();
     ops::Kernels k(test::device(0));
     const std::string kernel = expect_texel ? texel_kernel(t) : std::string(k.variant(ops::mul_mv_op(t)).name);
-    return run_and_check(k, t, kernel, false, K, N, seed, l);
+    return run_and_check(k, t, kernel, K, N, seed, l);
   }
   // An even offset that is 2 mod 4 (4 mod 16 for Q4_K, whose blocks must be 4-aligned).
   uint64_t odd_offset() const { return GetParam() == GgmlType::Q4_K ? 36 : 34; }
@@ -398,33 +375,22 @@ INSTANTIATE_TEST_SUITE_P(TexelBlockFormats, MulMvTexelTail,
                          ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1),
                          [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
 
-class QuantizeQ81 : public test::GpuTest {};
+class MulMvQ6K : public test::GpuTest {};
 
-TEST_F(QuantizeQ81, DecodesToTheSameValuesAsTheCppQuantiser) {
-  vk::Device& dev = test::device(0);
-  ops::Kernels k(dev);
-  const uint32_t K = 32 * 37;
-  std::vector<float> x = test::random_floats(K, 7, 3.0f);
-  std::fill(x.begin() + 64, x.begin() + 96, 0.0f);  // an all-zero block has d = 0
-  vk::Buffer xb = test::make_buffer(dev, x, "x");
-  const uint64_t bytes = *row_bytes(GgmlType::Q8_1, K);
-  vk::Buffer qb = dev.create_buffer(bytes + 8, vk::BufferKind::Device, "q");
-  test::run_on(dev, [&](vk::CommandBuffer& cb) {
-    ops::quantize_q8_1(k, cb, xb, 0, K, qb, 8);
-    cb.barrier_to_host();  // the blocks are read by the host below
-  });
-  const std::vector<uint8_t> q = dev.download<uint8_t>(qb, bytes, 8);
-  std::vector<float> got(K);
-  dequantize_row(GgmlType::Q8_1, q.data(), got.data(), K);
-  EXPECT_LE(test::nmse(q8_1_roundtrip(x), got), 1e-12);
-  // s = d * sum(q) in every block
-  for (uint32_t b = 0; b < K / 32; ++b) {
-    BlockQ8_1 blk;
-    std::memcpy(&blk, q.data() + b * sizeof(BlockQ8_1), sizeof blk);
-    int sum = 0;
-    for (int8_t v : blk.qs) sum += v;
-    EXPECT_NEAR(fp16_to_fp32(blk.s), fp16_to_fp32(blk.d) * float(sum), 1e-3f * std::max(1.0f, std::abs(fp16_to_fp32(blk.s))))
-        << "block " << b;
+// Q6_K's device blocks are 224 bytes (engine/quant.h), so every row of a whole number of blocks
+// starts 16-aligned and the storage kernel's rows-per-invocation path reads it as 16-byte words.
+TEST_F(MulMvQ6K, PaddedBlocksTakeTheSixteenByteLoadPathAndMatchTheReference) {
+  ops::Kernels k(test::device(0));
+  Layout l;
+  l.options.row_per_invocation = 1;
+  for (uint32_t K : {256u, 768u, 2048u}) {
+    const Weights w = make_weights(GgmlType::Q6_K, K, 37, K, 0, 0);
+    vk::Buffer wb = test::make_buffer(test::device(0), w.bytes, "W");
+    vk::Buffer xb = test::make_buffer(test::device(0), test::random_floats(K, 5), "x");
+    EXPECT_TRUE(ops::mul_mv_loads_w16(k, GgmlType::Q6_K, K, wb, 0, xb, 0, l.options)) << "K=" << K;
+    // At a 16-aligned offset the rows stay aligned; at an offset of 2 they do not.
+    EXPECT_FALSE(ops::mul_mv_loads_w16(k, GgmlType::Q6_K, K, wb, 2, xb, 0, l.options)) << "K=" << K;
+    run_and_check(k, GgmlType::Q6_K, std::string(k.variant(ops::mul_mv_op(GgmlType::Q6_K)).name), K, 37, K, l);
   }
 }
 

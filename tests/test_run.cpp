@@ -153,38 +153,29 @@ TEST(ChorusRun, ADeviceThatStopsAnsweringInTheCollectiveEndsTheRunWithAnErrorNam
 }
 
 TEST(ChorusRun, ADeviceThatStopsAnsweringDuringALongPrefillEndsTheRunWithAnErrorNamingItAndTheReducePoint) {
-  // More than 16 prompt tokens: the host-synchronous reduce path.
+  // A prompt of many tokens: the micro-batch goes through the collective too.
   expect_stall_reported("Once upon a time, there was a little girl named Lily. She loved to play outside in the sun "
                         "with her big red ball and her small dog.",
-                        "5", "a long prompt (host-synchronous reduce)");
+                        "5", "a long prompt (prefill through the collective)");
 }
 
-// A device slower than CHORUS_TIMEOUT_MS (SmolLM2's first 128-token micro-batch takes far
-// longer than 100 ms on any CPU device) is one error and exit code 1: the context waits for
-// the work still on the device before it frees what that work uses (this used to crash).
-TEST(ChorusPerplexity, ADeviceSlowerThanTheTimeoutIsOneErrorAndExitCodeOneNotACrash) {
-  const std::string model = test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2");
+// One device, and a layer split: a device that stops making progress (CHORUS_FAULT_STALL on
+// the pipeline's devices) is one error naming the device and CHORUS_TIMEOUT_MS, exit code 1,
+// and nothing the device may still use is freed under it (no crash, no validation error).
+// A slow device is not a stopped one: the limit is on time without progress (split/watchdog.h,
+// tested without a clock in test_executor.cpp), so no test here depends on the machine's speed.
+TEST(ChorusRun, ADeviceThatStopsMakingProgressAloneOrInALayerSplitIsOneErrorNotACrash) {
   const char* d = std::getenv("CHORUS_TEST_DEVICE");
   const std::string i = d ? d : "0";
-  for (const std::string& devices : {i, i + "," + i}) {
-    const Result r = chorus("perplexity -m " + model + " -f " CHORUS_SOURCE_DIR "/../shared/corpus/wikitext-2-raw-wiki.test.raw"
-                            " -c 128 --chunks 2 --device " + devices,
-                            "CHORUS_TIMEOUT_MS=100");
-    EXPECT_EQ(r.exit_code, 1) << "--device " << devices << ": " << r.err;
-    EXPECT_NE(r.err.find("chorus perplexity: error: "), std::string::npos) << devices << ": " << r.err;
-    EXPECT_NE(r.err.find("did not finish"), std::string::npos) << devices << ": " << r.err;
-    EXPECT_NE(r.err.find("within 100 ms"), std::string::npos) << devices << ": " << r.err;
+  for (const auto& [devices, stall] : {std::pair<std::string, std::string>{i, "0:4"}, {i + "," + i + " -sm layer", "1:7"}}) {
+    const Result r = chorus("run -m " + kStories + " -p \"Once upon a time\" -n 8 --temp 0 --device " + devices,
+                            "CHORUS_FAULT_STALL=" + stall + " CHORUS_TIMEOUT_MS=1000");
+    EXPECT_EQ(r.exit_code, 1) << devices << ": " << r.err;
+    EXPECT_NE(r.err.find("chorus run: error: "), std::string::npos) << devices << ": " << r.err;
+    EXPECT_NE(r.err.find("stopped making progress"), std::string::npos) << devices << ": " << r.err;
+    EXPECT_NE(r.err.find("CHORUS_TIMEOUT_MS"), std::string::npos) << devices << ": " << r.err;
     EXPECT_EQ(r.err.find("validation error"), std::string::npos) << devices << ": " << r.err;
   }
-  // Decode on a tensor split: the collective's proxy times out, then drains the devices.
-  // Tokens take well under 100 ms since the Q4_1 texel kernel; the first reduce point of the
-  // first token missed 5, 10 and 20 ms on lavapipe here (without validation; not 40 ms), while
-  // every wait of the model load fits in 5 ms.
-  const Result r = chorus("run -m " + model + " -p Hello -n 4 --device " + i + "," + i, "CHORUS_TIMEOUT_MS=10");
-  EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find("chorus run: error: "), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("within 10 ms"), std::string::npos) << r.err;
-  EXPECT_EQ(r.err.find("validation error"), std::string::npos) << r.err;
 }
 
 TEST(ChorusRun, BadArgumentsAreUsageErrors) {

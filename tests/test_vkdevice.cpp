@@ -192,7 +192,7 @@ TEST_F(GpuTest, PipelineCacheIsWrittenToTheXdgCacheDirectory) {
 }
 
 TEST(Capabilities, ParsingNamesEachBitAndRejectsUnknownWords) {
-  EXPECT_EQ(vk::parse_capability_list("fp16,int8", "test"), shaders::kFp16 | shaders::kInt8);
+  EXPECT_EQ(vk::parse_capability_list("fp16,cpu", "test"), shaders::kFp16 | shaders::kCpu);
   EXPECT_EQ(vk::parse_capability_list("all", "test"), shaders::kAllCapabilities);
   EXPECT_EQ(vk::parse_capability_list("", "test"), 0u);
   try {

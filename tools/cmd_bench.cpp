@@ -163,8 +163,6 @@ int bench_kernels(const BenchOptions& o) {
   vk::Buffer x = dev.create_buffer(xh.size() * 4, vk::BufferKind::Device, "bench x");
   dev.upload(x, std::span<const float>(xh));
   vk::Buffer y = dev.create_buffer(uint64_t(o.N) * std::max(o.M, 1u) * 4, vk::BufferKind::Device, "bench y");
-  vk::Buffer scratch = dev.create_buffer(uint64_t(o.K / 32 + 1) * 36, vk::BufferKind::Device, "bench q8_1");
-  const ops::MatVecScratch sc{&scratch, 0};
 
   for (GgmlType t : o.formats) {
     if (!fits_blocks(t, o.K)) continue;
@@ -186,7 +184,7 @@ int bench_kernels(const BenchOptions& o) {
       vk::CommandBuffer cb(dev);
       cb.begin();
       // No barriers between the repeats: each writes the same y from the same inputs.
-      for (uint32_t r = 0; r < o.repeat; ++r) ops::mul_mv(k, cb, t, w, 0, o.K, o.N, x, 0, y, 0, &sc, mv);
+      for (uint32_t r = 0; r < o.repeat; ++r) ops::mul_mv(k, cb, t, w, 0, o.K, o.N, x, 0, y, 0, mv);
       cb.end();
       const Timing tm = time_runs(dev, cb, o.reps);
       const double s = tm.wall / o.repeat;
@@ -241,7 +239,7 @@ void print_help() {
       "  --row-per-invocation 0|1  matvec work split (tuning; default: 1 on CPU devices)\n"
       "  --texel 0|1       matvec through texel buffers (mul_mv_texel_*) or storage buffers only;\n"
       "                    default: both, one line each, where a texel kernel applies\n\n"
-      "environment: CHORUS_DISABLE_CAPS=fp16,int8,subgroup benchmarks narrower variants;\n"
+      "environment: CHORUS_DISABLE_CAPS=fp16,subgroup,cpu benchmarks narrower variants;\n"
       "LP_NUM_THREADS sets lavapipe's worker threads.\n");
 }
 

@@ -18,7 +18,7 @@ int cmd_devices(const std::vector<std::string>& args) {
           "Devices chorus cannot use are listed with the reason. Indices are those --device takes;\n"
           "an index may be given several times to open one GPU as several logical devices.\n\n"
           "  --validation   enable VK_LAYER_KHRONOS_validation\n\n"
-          "environment: CHORUS_DISABLE_CAPS=fp16,int8,subgroup hides capabilities from kernel selection.\n");
+          "environment: CHORUS_DISABLE_CAPS=fp16,subgroup,cpu hides capabilities from kernel selection.\n");
       return 0;
     }
     if (args[i] == "--validation") validation = true;
@@ -32,7 +32,7 @@ int cmd_devices(const std::vector<std::string>& args) {
   }
   for (const auto& d : devs) {
     std::printf("device %u: %s\n", d.index, d.name.c_str());
-    std::printf("  vendor      %s (0x%04x), %s\n", d.vendor.c_str(), d.vendor_id, d.type.c_str());
+    std::printf("  vendor      %s (0x%04x), %s\n", d.vendor.c_str(), d.vendor_id, vk::to_string(d.type));
     std::printf("  driver      %s, %s; Vulkan %s\n", d.driver_name.c_str(), d.driver_info.c_str(),
                 vk::version_string(d.api_version).c_str());
     for (size_t h = 0; h < d.heaps.size(); ++h) {

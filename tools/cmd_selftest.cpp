@@ -23,7 +23,7 @@ int cmd_selftest(const std::vector<std::string>& args) {
           "  --device LIST     physical device indices from `chorus devices`, e.g. 0 or 0,0,1\n"
           "  --force-staging   use the discrete-GPU memory path (staging copies) on unified memory\n"
           "  --validation      enable VK_LAYER_KHRONOS_validation\n\n"
-          "environment: CHORUS_DISABLE_CAPS=fp16,int8,subgroup tests the fallback kernels.\n");
+          "environment: CHORUS_DISABLE_CAPS=fp16,subgroup,cpu tests the fallback kernels.\n");
       return 0;
     }
     if (a == "--device") indices = parse_index_list(a, take_value(args, i));

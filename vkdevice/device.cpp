@@ -36,9 +36,9 @@ uint32_t parse_capability_list(const std::string& list, const std::string& sourc
     if (word == "all") caps |= shaders::kAllCapabilities;
     else if (word == "subgroup") caps |= shaders::kSubgroup;
     else if (word == "fp16") caps |= shaders::kFp16;
-    else if (word == "int8") caps |= shaders::kInt8;
+    else if (word == "cpu") caps |= shaders::kCpu;
     else
-      throw Error(source + ": unknown capability '" + word + "' (expected a comma-separated list of subgroup, fp16, int8, or all/none)");
+      throw Error(source + ": unknown capability '" + word + "' (expected a comma-separated list of subgroup, fp16, cpu, or all/none)");
   }
   return caps;
 }

@@ -31,7 +31,7 @@ struct DeviceOptions {
   // devices of one GPU apart ("device 0", "device 0/1", ...).
   uint32_t opening = 0;
   // Capabilities to hide from shader selection (shaders::Capability bits), on top of the
-  // CHORUS_DISABLE_CAPS environment variable ("fp16,int8,subgroup" or "all").
+  // CHORUS_DISABLE_CAPS environment variable ("fp16,subgroup,cpu" or "all").
   uint32_t disabled_caps = 0;
   // Pretend the device has this many bytes of memory (0: use the driver's budget).
   uint64_t memory_budget = 0;
@@ -45,7 +45,7 @@ struct DeviceOptions {
   uint64_t timeout_ns = 60'000'000'000ull;
 };
 
-// Parses "fp16,int8,subgroup" / "all" / "none" into shaders::Capability bits; throws Error
+// Parses "fp16,subgroup,cpu" / "all" / "none" into shaders::Capability bits; throws Error
 // naming the bad word.
 uint32_t parse_capability_list(const std::string& list, const std::string& source);
 

@@ -28,13 +28,13 @@ const char* vendor_name(uint32_t id) {
   }
 }
 
-const char* type_name(VkPhysicalDeviceType t) {
+DeviceType device_type(VkPhysicalDeviceType t) {
   switch (t) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete";
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated";
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual";
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
-    default: return "other";
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return DeviceType::discrete;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return DeviceType::integrated;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return DeviceType::virtual_gpu;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: return DeviceType::cpu;
+    default: return DeviceType::other;
   }
 }
 
@@ -68,7 +68,7 @@ DeviceInfo survey_one(VkPhysicalDevice pd, uint32_t index) {
   d.name = base.deviceName;
   d.vendor_id = base.vendorID;
   d.vendor = vendor_name(base.vendorID);
-  d.type = type_name(base.deviceType);
+  d.type = device_type(base.deviceType);
   d.max_storage_buffer_range = base.limits.maxStorageBufferRange;
   d.min_storage_buffer_offset_alignment = base.limits.minStorageBufferOffsetAlignment;
   d.min_texel_buffer_offset_alignment = base.limits.minTexelBufferOffsetAlignment;
@@ -125,7 +125,7 @@ DeviceInfo survey_one(VkPhysicalDevice pd, uint32_t index) {
     const auto f = mem.memoryTypes[t].propertyFlags;
     if ((f & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT) && (f & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) {
       // Small BAR windows (256 MiB device-local host-visible heaps on discrete GPUs) are not unified memory.
-      if (d.type == "integrated" || d.type == "cpu" || mem.memoryHeaps[mem.memoryTypes[t].heapIndex].size > (1ull << 30))
+      if (d.type == DeviceType::integrated || d.type == DeviceType::cpu || mem.memoryHeaps[mem.memoryTypes[t].heapIndex].size > (1ull << 30))
         d.unified_memory = true;
     }
   }
@@ -171,8 +171,19 @@ uint32_t DeviceInfo::capabilities() const {
   uint32_t caps = 0;
   if (subgroup_arithmetic) caps |= shaders::kSubgroup;
   if (fp16) caps |= shaders::kFp16;
-  if (int8_dot) caps |= shaders::kInt8;
+  if (type == DeviceType::cpu) caps |= shaders::kCpu;
   return caps;
+}
+
+const char* to_string(DeviceType t) {
+  switch (t) {
+    case DeviceType::discrete: return "discrete";
+    case DeviceType::integrated: return "integrated";
+    case DeviceType::virtual_gpu: return "virtual";
+    case DeviceType::cpu: return "cpu";
+    case DeviceType::other: return "other";
+  }
+  return "other";
 }
 
 Instance::Instance(const InstanceOptions& options) {

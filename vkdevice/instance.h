@@ -22,6 +22,9 @@ struct MemoryHeapInfo {
   bool device_local = false;
 };
 
+enum class DeviceType { discrete, integrated, virtual_gpu, cpu, other };
+const char* to_string(DeviceType t);  // "discrete", "integrated", "virtual", "cpu", "other"
+
 struct DeviceInfo {
   uint32_t index = 0;                 // position in vkEnumeratePhysicalDevices
   std::string name;
@@ -31,7 +34,7 @@ struct DeviceInfo {
   std::string driver_info;            // VkPhysicalDeviceDriverProperties::driverInfo
   uint32_t api_version = 0;
   uint32_t driver_version = 0;
-  std::string type;                   // "discrete", "integrated", "virtual", "cpu", "other"
+  DeviceType type = DeviceType::other;
   std::vector<MemoryHeapInfo> heaps;
   bool memory_budget_ext = false;     // heaps' budget/usage come from VK_EXT_memory_budget
   bool unified_memory = false;        // a memory type is both device-local and host-visible

@@ -68,17 +68,15 @@ std::string mul_mm_cpu_op(GgmlType type) { return "mul_mm_cpu_" + mul_mm_op(type
 
 namespace {
 
-// The op mul_mm records for `type` on k's device: mul_mm_cpu_<fmt> (Registers) or mul_mm_<fmt>.
+// The op mul_mm records for `type` on k's device: mul_mm_cpu_<fmt> (Registers) where the
+// registry offers it (CPU devices), else mul_mm_<fmt>.
 std::string pick_op(const Kernels& k, GgmlType type, const MatmulOptions& options) {
-  const vk::DeviceInfo& info = k.device().info();
-  MatmulTiling tiling =
-      options.tiling != MatmulTiling::Auto ? options.tiling
-                                           : (info.type == "cpu" ? MatmulTiling::Registers : MatmulTiling::Grid);
+  const shaders::Variant* cpu = shaders::select(mul_mm_cpu_op(type), k.caps());
+  bool registers = options.tiling == MatmulTiling::Auto ? cpu != nullptr : options.tiling == MatmulTiling::Registers;
   // mul_mm_cpu's subgroup variant broadcasts from lanes 0..7: it needs subgroups of at least 8.
-  if (tiling == MatmulTiling::Registers && (k.variant(mul_mm_cpu_op(type)).requires_caps & shaders::kSubgroup) != 0 &&
-      info.subgroup_size < kCpuBatch)
-    tiling = MatmulTiling::Grid;
-  return tiling == MatmulTiling::Registers ? mul_mm_cpu_op(type) : mul_mm_op(type);
+  if (registers && cpu && (cpu->requires_caps & shaders::kSubgroup) != 0 && k.device().info().subgroup_size < kCpuBatch)
+    registers = false;
+  return registers ? mul_mm_cpu_op(type) : mul_mm_op(type);
 }
 
 }  // namespace

@@ -7,7 +7,6 @@ namespace chorus::ops {
 
 namespace {
 
-constexpr uint32_t kQ8_1BlockBytes = 36;        // {fp16 d, fp16 s, int8 q[32]}
 constexpr uint64_t kMaxBindAlignment = 256;     // Vulkan's upper bound on minStorageBufferOffsetAlignment
 constexpr uint32_t kMaxGroupsX = 65535;         // the guaranteed maxComputeWorkGroupCount[0]
 // Defaults, from `chorus bench kernels` (docs/performance.md): GPUs share a few rows per
@@ -17,7 +16,6 @@ constexpr uint32_t kGpuRows = 4;
 constexpr uint32_t kMaxSharedRows = 8;   // MV_RED_ROWS in shaders/matvec.glsl
 constexpr uint32_t kMaxRows = 8;         // MV_MAX_ROWS (more rows: slow pipeline builds, no gain)
 constexpr uint32_t kCpuRows = 8;         // rows per invocation on CPU devices
-constexpr uint32_t kQuantizeWorkgroup = 64;
 
 bool is_weight_type(GgmlType t) {
   for (GgmlType w : weight_types())
@@ -48,17 +46,19 @@ bool has_texel_kernel(GgmlType t) {
 // Whether mul_mv takes the texel-buffer kernel (mul_mv_texel.comp) for these arguments.
 bool use_texel(const Kernels& k, GgmlType type, uint32_t K, const vk::Buffer& w, const vk::Buffer& x, uint64_t x_offset,
                const MatVecOptions& options) {
-  const vk::DeviceInfo& info = k.device().info();
-  const bool cpu = info.type == "cpu";
+  const bool cpu = (k.caps() & shaders::kCpu) != 0;
   if (options.texel == 0 || (options.texel < 0 && !cpu)) return false;
   if (options.row_per_invocation == 0 || (options.row_per_invocation < 0 && !cpu)) return false;
   // K: whole superblocks, or for the formats of 32-element blocks whole blocks (the last
   // superblock of a row may be partial).
   if (!has_texel_kernel(type) || K % type_traits(type).block_elems != 0 || x_offset % 16 != 0) return false;
   if (w.max_texel_elements() == 0 || x.max_texel_elements() < K / 4) return false;
-  if ((k.variant(mul_mv_op(type)).requires_caps & shaders::kInt8) != 0) return false;  // int8 variants take q8_1 x
-  return shaders::select(texel_op(type), k.caps()) != nullptr;
+  return shaders::select(texel_op(type), k.caps()) != nullptr;  // registered for CPU devices only
 }
+
+// Whether the storage kernel's superblock path reads W as 16-byte words: every row of the
+// window starts 16-aligned.
+bool loads_w16(uint64_t window_skip, uint64_t row_bytes) { return window_skip % 16 == 0 && row_bytes % 16 == 0; }
 
 }  // namespace
 
@@ -68,25 +68,16 @@ std::string mul_mv_kernel_name(const Kernels& k, GgmlType type, uint32_t K, cons
   return std::string(k.variant(mul_mv_op(type)).name);
 }
 
+bool mul_mv_loads_w16(const Kernels& k, GgmlType type, uint32_t K, const vk::Buffer& w, uint64_t w_offset,
+                      const vk::Buffer& x, uint64_t x_offset, const MatVecOptions& options) {
+  if (use_texel(k, type, K, w, x, x_offset, options)) return false;
+  const bool per_inv = options.row_per_invocation < 0 ? (k.caps() & shaders::kCpu) != 0 : options.row_per_invocation > 0;
+  const std::optional<uint64_t> rb = device_row_bytes(type, K);
+  return per_inv && rb && w_offset < w.size() && loads_w16(w.window(w_offset, std::min(*rb, w.size() - w_offset)).skip, *rb);
+}
+
 std::string mul_mv_op(GgmlType type) { return "mul_mv_" + lower_name(type); }
 
-uint64_t mul_mv_scratch_bytes(const Kernels& k, GgmlType type, uint32_t K) {
-  if (!is_weight_type(type)) return 0;
-  if ((k.variant(mul_mv_op(type)).requires_caps & shaders::kInt8) == 0) return 0;
-  return uint64_t(K / 32) * kQ8_1BlockBytes;
-}
-
-void quantize_q8_1(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, uint32_t K,
-                   const vk::Buffer& q, uint64_t q_offset) {
-  if (K == 0 || K % 32 != 0) throw vk::Error("quantize_q8_1: K = " + std::to_string(K) + " is not a positive multiple of 32");
-  if (x_offset % 4 != 0 || q_offset % 4 != 0)
-    throw vk::Error("quantize_q8_1: offsets must be multiples of 4 (x at " + std::to_string(x_offset) + ", q at " +
-                    std::to_string(q_offset) + ")");
-  const vk::BufferWindow xw = x.window(x_offset, uint64_t(K) * 4);
-  const vk::BufferWindow qw = q.window(q_offset, uint64_t(K / 32) * kQ8_1BlockBytes);
-  const QuantizeQ8Push push{K, skip_elems(xw, 4), static_cast<uint32_t>(qw.skip)};
-  k.dispatch(cb, "quantize_q8_1", {xw, qw}, push, {kQuantizeWorkgroup}, groups(K / 32, kQuantizeWorkgroup));
-}
 
 namespace {
 
@@ -148,7 +139,7 @@ void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Bu
 
 void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
             uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y, uint64_t y_offset,
-            const MatVecScratch* scratch, const MatVecOptions& options) {
+            const MatVecOptions& options) {
   const std::string op = mul_mv_op(type);
   if (!is_weight_type(type)) throw vk::Error(op + ": " + type_traits(type).name + " is not a weight format");
   if (K == 0 || N == 0) throw vk::Error(op + ": empty shape " + shape_text(type, K, N));
@@ -166,9 +157,7 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
   }
 
   const vk::DeviceInfo& info = k.device().info();
-  const bool cpu = info.type == "cpu";
-  const bool int8 = (k.variant(op).requires_caps & shaders::kInt8) != 0;
-  const bool per_inv = !int8 && (options.row_per_invocation < 0 ? cpu : options.row_per_invocation > 0);
+  const bool per_inv = options.row_per_invocation < 0 ? (k.caps() & shaders::kCpu) != 0 : options.row_per_invocation > 0;
   const uint32_t wg = options.workgroup ? options.workgroup : (per_inv ? std::max(info.subgroup_size, 1u) : kGpuWorkgroup);
   // Row-per-invocation mode: several rows per invocation, so that x (which every lane loads
   // itself on a CPU device) is loaded and prepared once for all of them.
@@ -179,22 +168,8 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
                     " outside 1..256 x 1.." + std::to_string(max_rows));
   const uint32_t rows_per_group = per_inv ? wg * rows : rows;
 
-  // x: f32, or (int8 variants) quantised into the scratch first.
-  vk::BufferWindow xw;
-  uint32_t x_base = 0;
-  const uint64_t scratch_bytes = mul_mv_scratch_bytes(k, type, K);
-  if (scratch_bytes > 0) {
-    if (scratch == nullptr || scratch->buffer == nullptr)
-      throw vk::Error(op + ": the variant " + std::string(k.variant(op).name) + " needs a q8_1 scratch of " +
-                      std::to_string(scratch_bytes) + " bytes (see mul_mv_scratch_bytes)");
-    quantize_q8_1(k, cb, x, x_offset, K, *scratch->buffer, scratch->offset);
-    cb.barrier();  // the q8_1 copy of x is written before the matvec reads it
-    xw = scratch->buffer->window(scratch->offset, scratch_bytes);
-    x_base = static_cast<uint32_t>(xw.skip);
-  } else {
-    xw = x.window(x_offset, uint64_t(K) * 4);
-    x_base = skip_elems(xw, 4);
-  }
+  const vk::BufferWindow xw = x.window(x_offset, uint64_t(K) * 4);
+  const uint32_t x_base = skip_elems(xw, 4);
 
   // Row chunks: each W window (rows * row_bytes, plus the aligned-down skip, plus rounding to
   // whole words) fits the binding limit, and each dispatch stays within 65535 workgroups.
@@ -216,13 +191,11 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
     const vk::BufferWindow ww = w.window(off, size);
     const vk::BufferWindow yw = y.window(y_offset + row0 * 4, uint64_t(n) * 4);
     const MatVecPush push{K, n, static_cast<uint32_t>(*rb), static_cast<uint32_t>(ww.skip), x_base, skip_elems(yw, 4)};
-    // The superblock path reads W as uvec4 when every row starts 16-aligned (Q6_K blocks never
-    // all are), x as vec4 when it starts 16-aligned.
-    const bool w16 = ww.skip % 16 == 0 && *rb % 16 == 0 && type != GgmlType::Q6_K;
+    // The superblock path reads W as uvec4 when every row starts 16-aligned (Q6_K too: its
+    // device blocks are padded to 224 bytes), x as vec4 when it starts 16-aligned.
+    const bool w16 = loads_w16(ww.skip, *rb);
     const bool x16 = x_base % 4 == 0;
-    const std::vector<uint32_t> spec =
-        int8 ? std::vector<uint32_t>{wg, rows}
-             : std::vector<uint32_t>{wg, rows, per_inv ? 1u : 0u, per_inv && w16 ? 1u : 0u, per_inv && x16 ? 1u : 0u};
+    const std::vector<uint32_t> spec{wg, rows, per_inv ? 1u : 0u, per_inv && w16 ? 1u : 0u, per_inv && x16 ? 1u : 0u};
     k.dispatch(cb, op, {ww, xw, yw}, push, spec, groups(n, rows_per_group));
   }
 }

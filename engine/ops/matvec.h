@@ -1,8 +1,7 @@
 // engine/ops/matvec.h — dequantising matrix-vector products (decode) for every weight format.
 //
-// Owns: recording mul_mv_<fmt> dispatches (shaders/mul_mv.comp, mul_mv_int8.comp, and the
-// texel-buffer kernels mul_mv_texel_<fmt> in mul_mv_texel.comp used on CPU devices) and the
-// quantize_q8_1 step the int8 variants need; binding weights larger than
+// Owns: recording mul_mv_<fmt> dispatches (shaders/mul_mv.comp, and the texel-buffer kernels
+// mul_mv_texel_<fmt> in mul_mv_texel.comp the registry offers CPU devices); binding weights larger than
 // maxStorageBufferRange in windows (row chunks, one dispatch each); the workgroup shape; the
 // push-constant structs mirrored from shaders/matvec.glsl.
 #pragma once
@@ -23,26 +22,10 @@ struct MatVecPush {
   uint32_t N;          // rows in this dispatch
   uint32_t row_bytes;  // bytes per row of W
   uint32_t w_base;     // bytes from the W binding's start to row 0
-  uint32_t x_base;     // from the x binding's start to x[0]: elements (f32) or bytes (q8_1)
+  uint32_t x_base;     // elements from the x binding's start to x[0]
   uint32_t y_base;     // elements from the y binding's start to y[0]
 };
 static_assert(sizeof(MatVecPush) == 24, "MatVecPush must match shaders/matvec.glsl");
-
-// Mirrors `QuantizeQ8Push` in shaders/matvec.glsl.
-struct QuantizeQ8Push {
-  uint32_t K;       // elements, a multiple of 32
-  uint32_t x_base;  // elements from the x binding's start to x[0]
-  uint32_t q_base;  // bytes from the q binding's start to block 0 (a multiple of 4)
-};
-static_assert(sizeof(QuantizeQ8Push) == 12, "QuantizeQ8Push must match shaders/matvec.glsl");
-
-// Where the int8 variants put x quantised to q8_1 blocks (36 bytes per 32 elements). No int8
-// variant is registered at present (shaders/matvec.cmake), so no scratch is needed; callers
-// keep passing one sized by mul_mv_scratch_bytes.
-struct MatVecScratch {
-  const vk::Buffer* buffer = nullptr;
-  uint64_t offset = 0;  // a multiple of 4
-};
 
 struct MatVecOptions {
   uint64_t max_window = 0;   // largest W binding in bytes; 0 = the device's maxStorageBufferRange
@@ -52,7 +35,7 @@ struct MatVecOptions {
                              // (1..8; 0 = default: 4 per workgroup, 8 per invocation)
   int row_per_invocation = -1;  // 1: each invocation computes whole rows (fast on CPU devices,
                                 // where x loads become uniform); 0: a workgroup shares its rows
-                                // (GPUs); -1: 1 on CPU devices, else 0. int8 variants ignore it.
+                                // (GPUs); -1: 1 on CPU devices (shaders::kCpu), else 0.
   int texel = -1;  // the texel-buffer kernels (mul_mv_texel_<fmt>: Q4_0, Q8_0, Q4_1 with K a
                    // multiple of 32, Q4_K, Q6_K with K a multiple of 256; row-per-invocation
                    // mode, x at a 16-byte multiple, buffers
@@ -64,13 +47,13 @@ struct MatVecOptions {
 std::string mul_mv_op(GgmlType type);
 
 // The name of the kernel variant mul_mv records for these arguments (for benchmarks and
-// logs): "mul_mv_texel_q4_0" or "mul_mv_q4_0+subgroup+fp16".
+// logs): "mul_mv_texel_q4_0+cpu" or "mul_mv_q4_0+subgroup+fp16".
 std::string mul_mv_kernel_name(const Kernels& k, GgmlType type, uint32_t K, const vk::Buffer& w, uint64_t w_offset,
                                const vk::Buffer& x, uint64_t x_offset, const MatVecOptions& options = {});
-
-// Bytes of scratch mul_mv needs for rows of K elements with these kernels: K / 32 * 36 when
-// the variant chosen for `type` is an int8 one, else 0.
-uint64_t mul_mv_scratch_bytes(const Kernels& k, GgmlType type, uint32_t K);
+// Whether mul_mv's storage kernel reads W as 16-byte words for these arguments (rows per
+// invocation, every row of the first binding 16-aligned: Q6_K's 224-byte device blocks too).
+bool mul_mv_loads_w16(const Kernels& k, GgmlType type, uint32_t K, const vk::Buffer& w, uint64_t w_offset,
+                      const vk::Buffer& x, uint64_t x_offset, const MatVecOptions& options = {});
 
 // Records y[n] = sum_k W[n][k] * x[k] for n < N.
 //   W: N rows of K elements of `type` in the device block layout (engine/quant.h:
@@ -78,8 +61,6 @@ uint64_t mul_mv_scratch_bytes(const Kernels& k, GgmlType type, uint32_t K);
 //      starting at byte w_offset of w (even; a multiple of 4 for F32, Q4_K, Q5_K). K must be a
 //      multiple of the format's block size (any K >= 1 for F32/F16/BF16).
 //   x: K floats at byte x_offset of x; y: N floats at byte y_offset of y (multiples of 4).
-//   scratch: required when mul_mv_scratch_bytes(k, type, K) > 0 (the int8 variants); x is
-//      then first quantised into it (one extra dispatch and a barrier).
 // W may exceed maxStorageBufferRange: it is then bound in row chunks, one dispatch each
 // (texel-buffer kernels: chunks within maxTexelBufferElements; buffer views are created on
 // first use and cached in the buffers, see vk::Buffer::texel_window).
@@ -89,12 +70,6 @@ uint64_t mul_mv_scratch_bytes(const Kernels& k, GgmlType type, uint32_t K);
 // consumers of y. Throws vk::Error for unsupported types, bad shapes or misaligned offsets.
 void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
             uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y, uint64_t y_offset,
-            const MatVecScratch* scratch = nullptr, const MatVecOptions& options = {});
-
-// Records the quantisation of K floats (K a multiple of 32) at byte x_offset of x into K / 32
-// q8_1 blocks {fp16 d, fp16 s = d * sum(q), int8 q[32]} at byte q_offset (a multiple of 4)
-// of q: d = max|x| / 127, q = round(x / d).
-void quantize_q8_1(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, uint32_t K,
-                   const vk::Buffer& q, uint64_t q_offset);
+            const MatVecOptions& options = {});
 
 }  // namespace chorus::ops

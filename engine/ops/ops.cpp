@@ -25,30 +25,11 @@ struct RopePush {
 };
 static_assert(sizeof(RopePush) == 56);
 
-struct SoftmaxPush {
-  uint32_t x_off, m_off, y_off;
-  uint32_t n, rows;
-  uint32_t x_stride, y_stride, m_stride;
-  uint32_t tokens;
-  uint32_t has_mask;
-  uint32_t causal;
-  uint32_t n_past;
-  float scale;
-};
-static_assert(sizeof(SoftmaxPush) == 52);
-
 struct BinaryPush {
   uint32_t x_off, y_off, z_off;
   uint32_t n, ny;
 };
 static_assert(sizeof(BinaryPush) == 20);
-
-struct ScalePush {
-  uint32_t x_off, y_off;
-  uint32_t n;
-  float s;
-};
-static_assert(sizeof(ScalePush) == 16);
 
 struct GluPush {
   uint32_t g_off, u_off, y_off;
@@ -168,21 +149,6 @@ void rope(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_off
   k.dispatch(cb, "rope", {xw, pw, yw}, p, {kElemWorkgroup}, g.x, g.y);
 }
 
-void softmax(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* mask,
-             uint64_t mask_offset, const vk::Buffer& y, uint64_t y_offset, const SoftmaxShape& s) {
-  if (s.n == 0 || s.rows == 0) return;
-  if (s.tokens == 0) throw vk::Error("softmax: tokens must be at least 1");
-  const uint32_t xs = or_default(s.x_stride, s.n), ys = or_default(s.y_stride, s.n), ms = or_default(s.mask_stride, s.n);
-  const auto xw = x.window(x_offset, strided_bytes(s.rows, s.n, xs, 4));
-  const auto yw = y.window(y_offset, strided_bytes(s.rows, s.n, ys, 4));
-  const uint32_t mask_rows = std::min(s.tokens, s.rows);
-  const auto mw = mask ? mask->window(mask_offset, strided_bytes(mask_rows, s.n, ms, 4)) : xw;  // unused without mask
-  const SoftmaxPush p{elem_offset(xw, 4), mask ? elem_offset(mw, 4) : 0u, elem_offset(yw, 4), s.n, s.rows, xs, ys, ms,
-                      s.tokens, mask ? 1u : 0u, s.causal ? 1u : 0u, s.n_past, s.scale};
-  const Grid g = grid(s.rows);
-  k.dispatch(cb, "softmax", {xw, mw, yw}, p, {kRowWorkgroup}, g.x, g.y);
-}
-
 void add(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
          uint64_t y_offset, const vk::Buffer& z, uint64_t z_offset, uint32_t n, uint32_t ny) {
   binary(k, cb, "add", x, x_offset, y, y_offset, z, z_offset, n, ny);
@@ -191,15 +157,6 @@ void add(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offs
 void mul(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
          uint64_t y_offset, const vk::Buffer& z, uint64_t z_offset, uint32_t n, uint32_t ny) {
   binary(k, cb, "mul", x, x_offset, y, y_offset, z, z_offset, n, ny);
-}
-
-void scale(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
-           uint64_t y_offset, uint32_t n, float s) {
-  if (n == 0) return;
-  const auto xw = x.window(x_offset, uint64_t{n} * 4), yw = y.window(y_offset, uint64_t{n} * 4);
-  const ScalePush p{elem_offset(xw, 4), elem_offset(yw, 4), n, s};
-  const Grid g = grid(groups(n, kElemWorkgroup));
-  k.dispatch(cb, "scale", {xw, yw}, p, {kElemWorkgroup}, g.x, g.y);
 }
 
 void swiglu(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& gate, uint64_t gate_offset, const vk::Buffer& up,

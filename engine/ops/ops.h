@@ -1,6 +1,6 @@
 // engine/ops/ops.h — the non-matrix kernels of a llama-family forward pass.
 //
-// Owns: recording RMSNorm, RoPE, softmax, add / mul / scale, SwiGLU / GeGLU, copy/convert
+// Owns: recording RMSNorm, RoPE, add / mul, SwiGLU / GeGLU, copy/convert
 // (f32 <-> f16, strided, e.g. into the KV cache) and get_rows (embedding lookup for every
 // weight format) into a command buffer through ops::Kernels. Each function records its
 // dispatches and nothing else: callers place the barriers between dependent ops.
@@ -56,36 +56,14 @@ struct RopeShape {
 void rope(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& positions,
           uint64_t positions_offset, const vk::Buffer& y, uint64_t y_offset, const RopeShape& s);
 
-// ---- softmax ---------------------------------------------------------------------------
-struct SoftmaxShape {
-  uint32_t n = 0;            // elements per row
-  uint32_t rows = 1;
-  float scale = 1.0f;        // applied to x before the mask
-  uint32_t tokens = 1;       // row r belongs to token t = r % tokens (rows laid out [head][token])
-  bool causal = false;       // column j of token t is -inf when j > n_past + t
-  uint32_t n_past = 0;
-  uint32_t x_stride = 0;     // 0: n
-  uint32_t y_stride = 0;     // 0: n
-  uint32_t mask_stride = 0;  // elements between the mask rows of consecutive tokens (0: n)
-};
-// y[r][j] = softmax_j(x[r][j] * scale + mask[t][j]) over each row, numerically stable
-// (max subtracted). mask: [tokens][n] F32 added before the softmax (may hold -inf), or null.
-// -inf entries give 0; a row that is entirely -inf gives zeros. y may be x.
-void softmax(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* mask,
-             uint64_t mask_offset, const vk::Buffer& y, uint64_t y_offset, const SoftmaxShape& s);
-
 // ---- element-wise ----------------------------------------------------------------------
 // z[i] = x[i] + y[i % ny], i < n: ny == n element-wise, ny == row length broadcasts a row
 // vector over rows (n must then be a multiple of ny), ny == 1 a scalar. z may be x or y.
 void add(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
          uint64_t y_offset, const vk::Buffer& z, uint64_t z_offset, uint32_t n, uint32_t ny);
-// z[i] = x[i] * y[i % ny], as add.
+// z[i] = x[i] * y[i % ny], as add (no model path uses it; the collective's tests do).
 void mul(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
          uint64_t y_offset, const vk::Buffer& z, uint64_t z_offset, uint32_t n, uint32_t ny);
-// y[i] = x[i] * s, i < n. y may be x.
-void scale(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
-           uint64_t y_offset, uint32_t n, float s);
-
 // ---- gated linear units ----------------------------------------------------------------
 struct GluShape {
   uint32_t n = 0;            // elements per row

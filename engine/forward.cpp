@@ -351,13 +351,10 @@ struct Context::Impl {
     norm(d, s.output_norm, T);
     const vk::Buffer* in = &d.h;
     if (n_out != T) {  // gather the rows whose logits are wanted
+      const uint64_t row = uint64_t(c.n_embd) * 4;
       uint32_t out = 0;
       for (const Piece& p : pieces) {
-        if (p.out_rows == 0) continue;
-        ops::CopyShape cs;
-        cs.ne0 = c.n_embd * p.out_rows;
-        ops::copy(*d.k, cb, d.h, uint64_t(p.row + p.n - p.out_rows) * c.n_embd * 4, GgmlType::F32, d.sel,
-                  uint64_t(out) * c.n_embd * 4, GgmlType::F32, cs);
+        if (p.out_rows) cb.copy(d.h, (p.row + p.n - p.out_rows) * row, d.sel, out * row, p.out_rows * row);
         out += p.out_rows;
       }
       cb.barrier();  // gathered rows feed the LM head

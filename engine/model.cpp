@@ -16,13 +16,8 @@ namespace {
 
 using split::Range;
 
-const std::vector<GgmlType>& kernel_types() {
-  static const std::vector<GgmlType> types = weight_types();
-  return types;
-}
-
 void check_weight_type(const gguf::File& f, const gguf::TensorInfo& t) {
-  const auto& types = kernel_types();
+  static const std::vector<GgmlType> types = weight_types();
   if (std::find(types.begin(), types.end(), t.type) == types.end())
     throw gguf::Error(f.path() + ": tensor '" + std::string(t.name) + "' has type " + t.traits->name +
                       ", which chorus has no kernels for (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K)");

@@ -17,6 +17,8 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <limits>
 
 namespace chorus {
@@ -94,7 +96,7 @@ int64_t block_count(GgmlType t, int64_t n) {
 int round_away(float x) { return static_cast<int>(std::round(x)); }
 
 // The value with the largest magnitude (first one on ties), keeping its sign, as ggml's
-// Q4_0 / Q5_0 / Q8_K quantisers choose it.
+// Q4_0 / Q5_0 quantisers choose it.
 float signed_absmax(const float* x, int n) {
     float amax = 0.0f;
     float max = 0.0f;
@@ -166,13 +168,6 @@ void dequant_q5_1(const BlockQ5_1* b, float* y, int64_t nb) {
 }
 
 void dequant_q8_0(const BlockQ8_0* b, float* y, int64_t nb) {
-    for (int64_t i = 0; i < nb; ++i, y += kQK) {
-        const float d = h2f(b[i].d);
-        for (int j = 0; j < kQK; ++j) y[j] = static_cast<float>(b[i].qs[j]) * d;
-    }
-}
-
-void dequant_q8_1(const BlockQ8_1* b, float* y, int64_t nb) {
     for (int64_t i = 0; i < nb; ++i, y += kQK) {
         const float d = h2f(b[i].d);
         for (int j = 0; j < kQK; ++j) y[j] = static_cast<float>(b[i].qs[j]) * d;
@@ -253,22 +248,6 @@ void quant_q8_0(const float* x, BlockQ8_0* b, int64_t nb) {
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         b[i].d = f2h(d);
         for (int j = 0; j < kQK; ++j) b[i].qs[j] = static_cast<int8_t>(round_away(x[j] * id));
-    }
-}
-
-void quant_q8_1(const float* x, BlockQ8_1* b, int64_t nb) {
-    for (int64_t i = 0; i < nb; ++i, x += kQK) {
-        float amax = 0.0f;
-        for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
-        const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        int sum = 0;
-        for (int j = 0; j < kQK; ++j) {
-            b[i].qs[j] = static_cast<int8_t>(round_away(x[j] * id));
-            sum += b[i].qs[j];
-        }
-        b[i].d = f2h(d);
-        b[i].s = f2h(static_cast<float>(sum) * d);
     }
 }
 
@@ -392,12 +371,6 @@ void dequant_q6_k(const BlockQ6_K* b, float* y, int64_t nb) {
             const float dl = d * static_cast<float>(b[i].scales[e / 16]);
             y[e] = dl * static_cast<float>(q6k_get(b[i], e) - 32);
         }
-    }
-}
-
-void dequant_q8_k(const BlockQ8_K* b, float* y, int64_t nb) {
-    for (int64_t i = 0; i < nb; ++i, y += kQK_K) {
-        for (int e = 0; e < kQK_K; ++e) y[e] = b[i].d * static_cast<float>(b[i].qs[e]);
     }
 }
 
@@ -534,21 +507,6 @@ void quant_q6_k(const float* x, BlockQ6_K* b, int64_t nb) {
     }
 }
 
-// Like ggml's reference: the extreme value maps to -127.
-void quant_q8_k(const float* x, BlockQ8_K* b, int64_t nb) {
-    for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-        std::memset(&b[i], 0, sizeof b[i]);
-        const float max = signed_absmax(x, kQK_K);
-        if (max == 0.0f) continue;  // d = 0, all quants 0
-        const float iscale = -127.0f / max;
-        for (int e = 0; e < kQK_K; ++e) {
-            b[i].qs[e] = static_cast<int8_t>(std::clamp(round_away(iscale * x[e]), -128, 127));
-            b[i].bsums[e / 16] = static_cast<int16_t>(b[i].bsums[e / 16] + b[i].qs[e]);
-        }
-        b[i].d = 1.0f / iscale;
-    }
-}
-
 } // namespace
 
 // --- public API ------------------------------------------------------------------------------
@@ -669,15 +627,15 @@ void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
     case GgmlType::Q5_0: dequant_q5_0(static_cast<const BlockQ5_0*>(src), dst, nb); return;
     case GgmlType::Q5_1: dequant_q5_1(static_cast<const BlockQ5_1*>(src), dst, nb); return;
     case GgmlType::Q8_0: dequant_q8_0(static_cast<const BlockQ8_0*>(src), dst, nb); return;
-    case GgmlType::Q8_1: dequant_q8_1(static_cast<const BlockQ8_1*>(src), dst, nb); return;
     case GgmlType::Q2_K: dequant_q2_k(static_cast<const BlockQ2_K*>(src), dst, nb); return;
     case GgmlType::Q3_K: dequant_q3_k(static_cast<const BlockQ3_K*>(src), dst, nb); return;
     case GgmlType::Q4_K: dequant_q4_k(static_cast<const BlockQ4_K*>(src), dst, nb); return;
     case GgmlType::Q5_K: dequant_q5_k(static_cast<const BlockQ5_K*>(src), dst, nb); return;
     case GgmlType::Q6_K: dequant_q6_k(static_cast<const BlockQ6_K*>(src), dst, nb); return;
-    case GgmlType::Q8_K: dequant_q8_k(static_cast<const BlockQ8_K*>(src), dst, nb); return;
+    case GgmlType::Q8_1:  // activation formats of int8 dot products: nothing in chorus uses them
+    case GgmlType::Q8_K: break;
     }
-    assert(false && "dequantize_row: GgmlType out of range");
+    throw std::invalid_argument(std::string("dequantize_row: ") + type_traits(t).name + " is not a weight format");
 }
 
 void quantize_row(GgmlType t, const float* src, void* dst, int64_t n) {
@@ -699,15 +657,15 @@ void quantize_row(GgmlType t, const float* src, void* dst, int64_t n) {
     case GgmlType::Q5_0: quant_q5_0(src, static_cast<BlockQ5_0*>(dst), nb); return;
     case GgmlType::Q5_1: quant_q5_1(src, static_cast<BlockQ5_1*>(dst), nb); return;
     case GgmlType::Q8_0: quant_q8_0(src, static_cast<BlockQ8_0*>(dst), nb); return;
-    case GgmlType::Q8_1: quant_q8_1(src, static_cast<BlockQ8_1*>(dst), nb); return;
     case GgmlType::Q2_K: quant_q2_k(src, static_cast<BlockQ2_K*>(dst), nb); return;
     case GgmlType::Q3_K: quant_q3_k(src, static_cast<BlockQ3_K*>(dst), nb); return;
     case GgmlType::Q4_K: quant_q4_k(src, static_cast<BlockQ4_K*>(dst), nb); return;
     case GgmlType::Q5_K: quant_q5_k(src, static_cast<BlockQ5_K*>(dst), nb); return;
     case GgmlType::Q6_K: quant_q6_k(src, static_cast<BlockQ6_K*>(dst), nb); return;
-    case GgmlType::Q8_K: quant_q8_k(src, static_cast<BlockQ8_K*>(dst), nb); return;
+    case GgmlType::Q8_1:
+    case GgmlType::Q8_K: break;
     }
-    assert(false && "quantize_row: GgmlType out of range");
+    throw std::invalid_argument(std::string("quantize_row: ") + type_traits(t).name + " is not a weight format");
 }
 
 std::vector<GgmlType> weight_types() {

@@ -3,7 +3,7 @@
 // This module owns:
 //   * the ggml type ids that GGUF files store per tensor (GgmlType) and their block geometry
 //     (TypeTraits: elements per block, bytes per block), plus overflow-checked row sizes;
-//   * the byte layout of every supported block (BlockQ4_0 ... BlockQ8_K), identical to
+//   * the byte layout of every supported block (BlockQ4_0 ... BlockQ6_K), identical to
 //     ggml's, checked by static_assert; the GLSL block includes must mirror these;
 //   * scalar fp16 / bf16 <-> fp32 conversion;
 //   * the CPU reference dequantiser (bit-exact to ggml / gguf-py) and a reference quantiser
@@ -83,10 +83,11 @@ float bf16_to_fp32(uint16_t h);
 uint16_t fp32_to_bf16(float f);
 
 // dst[0..n) = the values encoded by the blocks at src. n must be a multiple of block_elems
-// (asserted). Supports every GgmlType.
+// (asserted). Supports every weight format; throws std::invalid_argument for Q8_1 and Q8_K
+// (activation formats of int8 dot products, which chorus does not use).
 void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n);
 // Encodes src[0..n) into row_bytes(t, n) bytes at dst. n must be a multiple of block_elems.
-// Inputs must be finite. Supports every GgmlType.
+// Inputs must be finite. Supports the same formats as dequantize_row.
 void quantize_row(GgmlType t, const float* src, void* dst, int64_t n);
 
 // The formats a GGUF weight tensor may use in chorus, in a fixed order:
@@ -131,13 +132,6 @@ struct BlockQ5_1 {
 // x = d * q, q = int8.
 struct BlockQ8_0 {
     uint16_t d;             // fp16 scale
-    int8_t qs[kQK];         // quants, element order
-};
-
-// x = d * q, q = int8 (activation format; s is a precomputed sum for dot products).
-struct BlockQ8_1 {
-    uint16_t d;             // fp16 scale
-    uint16_t s;             // fp16 of d * sum(qs)
     int8_t qs[kQK];         // quants, element order
 };
 
@@ -186,25 +180,16 @@ struct BlockQ6_K {
     uint16_t d;                 // fp16 super-scale
 };
 
-// x = d * q (activation format for K-quant dot products).
-struct BlockQ8_K {
-    float d;                    // fp32 scale
-    int8_t qs[kQK_K];           // quants, element order
-    int16_t bsums[kQK_K / 16];  // sum of each 16 consecutive qs
-};
-
 static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 block must be 18 bytes");
 static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block must be 20 bytes");
 static_assert(sizeof(BlockQ5_0) == 22, "Q5_0 block must be 22 bytes");
 static_assert(sizeof(BlockQ5_1) == 24, "Q5_1 block must be 24 bytes");
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block must be 34 bytes");
-static_assert(sizeof(BlockQ8_1) == 36, "Q8_1 block must be 36 bytes");
 static_assert(sizeof(BlockQ2_K) == 84, "Q2_K block must be 84 bytes");
 static_assert(sizeof(BlockQ3_K) == 110, "Q3_K block must be 110 bytes");
 static_assert(sizeof(BlockQ4_K) == 144, "Q4_K block must be 144 bytes");
 static_assert(sizeof(BlockQ5_K) == 176, "Q5_K block must be 176 bytes");
 static_assert(sizeof(BlockQ6_K) == 210, "Q6_K block must be 210 bytes");
-static_assert(sizeof(BlockQ8_K) == 292, "Q8_K block must be 292 bytes");
 
 // The 6-bit (scale, min) pair of sub-block j (0..7) of a Q4_K / Q5_K block:
 //   j < 4:  sc = scales[j] & 63,                              m = scales[j + 4] & 63
@@ -217,3 +202,4 @@ struct ScaleMin {
 ScaleMin unpack_scale_min_k4(const uint8_t scales[12], int j);
 
 } // namespace chorus
+

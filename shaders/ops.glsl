@@ -38,14 +38,6 @@ struct GluPush {
 
 // Copy/convert of a 3-D block: element (i0, i1, i2) is read at src_off + i0 + i1*s1 + i2*s2
 // and written at dst_off + i0 + i1*d1 + i2*d2 (offsets and strides in elements of each side).
-struct CopyPush {
-  uint src_off, dst_off;
-  uint ne0, ne1, ne2;
-  uint s1, s2, d1, d2;
-  uint pairs;  // f16 destination in the fallback: 1 if every row starts on a 4-byte word
-               // and ne0 is even (each invocation then writes one whole word)
-};
-
 // get_rows: y[i][:] = dequant(W[ids[i]][:]) for ids inside this dispatch's window of W:
 // rows [row_begin, row_begin + n_rows) of W start at byte w_off of the binding.
 struct GetRowsPush {

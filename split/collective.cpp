@@ -202,40 +202,38 @@ uint64_t Collective::submit(std::span<const std::vector<Segment>> segments, std:
   work_cv_.notify_one();
 
   try {
-    if (options_.serialise) {
-      submit_serialised(segments, base, token);
-      return token;
-    }
     // Segment j of a device: waits reduced >= base + j (the previous point's sum, or for
     // j == 0 the previous token's end), signals partials_ready = base + j + 1.
-    std::vector<TimelinePoint> waits, signals;
-    std::vector<vk::Device::Batch> batches(n_points + 1);
+    std::vector<std::vector<TimelinePoint>> waits(members_.size()), signals(members_.size());
+    std::vector<std::vector<vk::Device::Batch>> batches(members_.size(), std::vector<vk::Device::Batch>(n_points + 1));
     for (size_t d = 0; d < members_.size(); ++d) {
       Member& m = members_[d];
-      waits.clear();
-      signals.clear();
       size_t n_waits = 0, n_signals = 0;
       for (const Segment& s : segments[d]) {
         n_waits += 2 + s.waits.size();
         n_signals += 1 + s.signals.size();
       }
-      waits.reserve(n_waits);  // no reallocation below: the batches' spans point into these
-      signals.reserve(n_signals);
+      waits[d].reserve(n_waits);  // no reallocation below: the batches' spans point into these
+      signals[d].reserve(n_signals);
       for (size_t j = 0; j <= n_points; ++j) {
         const Segment& s = segments[d][j];
-        const size_t w0 = waits.size(), s0 = signals.size();
-        if (base + j > 0) waits.push_back({m.reduced.get(), base + j});
-        if (stalls(d, j)) waits.push_back({stall_.get(), 1});
-        waits.insert(waits.end(), s.waits.begin(), s.waits.end());
-        signals.push_back({m.partials_ready.get(), base + j + 1});
-        signals.insert(signals.end(), s.signals.begin(), s.signals.end());
-        batches[j] = {s.cb, std::span(waits).subspan(w0, waits.size() - w0),
-                      std::span(signals).subspan(s0, signals.size() - s0)};
+        auto& w = waits[d];
+        auto& g = signals[d];
+        const size_t w0 = w.size(), s0 = g.size();
+        if (base + j > 0) w.push_back({m.reduced.get(), base + j});
+        if (stalls(d, j)) w.push_back({stall_.get(), 1});
+        w.insert(w.end(), s.waits.begin(), s.waits.end());
+        g.push_back({m.partials_ready.get(), base + j + 1});
+        g.insert(g.end(), s.signals.begin(), s.signals.end());
+        batches[d][j] = {s.cb, std::span(w).subspan(w0, w.size() - w0), std::span(g).subspan(s0, g.size() - s0)};
       }
-      m.device->submit(batches);
-      std::lock_guard lock(mutex_);
-      ++stats_.submits;
+      if (!options_.serialise) {
+        m.device->submit(batches[d]);
+        std::lock_guard lock(mutex_);
+        ++stats_.submits;
+      }
     }
+    if (options_.serialise) submit_serialised(batches, base, token);
   } catch (...) {
     fail(std::current_exception());
     throw;
@@ -243,31 +241,20 @@ uint64_t Collective::submit(std::span<const std::vector<Segment>> segments, std:
   return token;
 }
 
-void Collective::submit_serialised(std::span<const std::vector<Segment>> segments, uint64_t base, uint64_t token) {
+void Collective::submit_serialised(const std::vector<std::vector<vk::Device::Batch>>& batches, uint64_t base,
+                                   uint64_t token) {
   // Nothing overlaps: device 0's segment j, then device 1's, ..., then the proxy's reduce of
   // point j, then segment j + 1. The timeline values are those of the normal mode.
-  const size_t n_points = segments[0].size() - 1;
-  std::vector<TimelinePoint> waits, signals;
-  for (size_t j = 0; j <= n_points; ++j) {
+  for (size_t j = 0; j < batches[0].size(); ++j) {
     const uint64_t value = base + j + 1;
     for (size_t d = 0; d < members_.size(); ++d) {
-      Member& m = members_[d];
-      const Segment& s = segments[d][j];
-      waits.clear();
-      signals.clear();
-      if (base + j > 0) waits.push_back({m.reduced.get(), base + j});
-      if (stalls(d, j)) waits.push_back({stall_.get(), 1});
-      waits.insert(waits.end(), s.waits.begin(), s.waits.end());
-      signals.push_back({m.partials_ready.get(), value});
-      signals.insert(signals.end(), s.signals.begin(), s.signals.end());
-      const vk::Device::Batch batch{s.cb, waits, signals};
-      m.device->submit(std::span(&batch, 1));
+      members_[d].device->submit(std::span(&batches[d][j], 1));
       {
         std::lock_guard lock(mutex_);
         ++stats_.submits;
         ++stats_.main_waits;
       }
-      if (!m.partials_ready->wait_for(value, timeout_ns_)) {
+      if (!members_[d].partials_ready->wait_for(value, timeout_ns_)) {
         check();
         throw vk::TimeoutError("serialised collective: " + member_name(d) + " did not finish segment " +
                                    std::to_string(j) + " of token " + std::to_string(token) + " within " +

@@ -182,7 +182,7 @@ class Collective {
   std::string member_name(size_t d) const;
   bool stalls(size_t d, size_t segment) const;  // options_.stall applies to this segment
   void reduce(uint32_t k, uint32_t n);
-  void submit_serialised(std::span<const std::vector<Segment>> segments, uint64_t base, uint64_t token);
+  void submit_serialised(const std::vector<std::vector<vk::Device::Batch>>& batches, uint64_t base, uint64_t token);
   void fail(std::exception_ptr e);
   void drain() noexcept;
 

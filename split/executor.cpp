@@ -1,9 +1,6 @@
 #include "split/executor.h"
 
-#include "split/watchdog.h"
-
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -17,15 +14,10 @@ constexpr const char* kScratch = "scratch";
 // behaviour, and a device that timed out may only be slow.
 constexpr uint64_t kTeardownNs = 120'000'000'000ull;
 
-uint64_t now_ns() {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
-}
-
 // One device after another; reduce points are local, the hidden state moves through the host.
 // A device's step is a few segments (a new one every `stride` reduce points) submitted as the
 // batches of ONE vkQueueSubmit, each signalling the device's `progress` timeline: the host's
-// wait tells a slow device (progress moving) from a stuck one (split/watchdog.h).
+// wait tells a slow device (progress moving) from a stuck one (vkdevice/watchdog.h).
 class PipelineExecutor final : public Executor {
  public:
   PipelineExecutor(std::vector<vk::Device*> devices, const ExecutorOptions& o)
@@ -155,22 +147,18 @@ class PipelineExecutor final : public Executor {
   };
   uint64_t bytes() const { return uint64_t(tokens_) * o_.width * 4; }
 
-  // Waits for m's step for as long as its progress timeline keeps moving.
+  // Waits for m's step for as long as it makes progress (vkdevice/watchdog.h).
   void wait_progressing(Member& m, uint64_t base) {
-    const uint64_t limit = m.dev->timeout_ns(), slice = std::clamp<uint64_t>(limit / 4, 1'000'000, 250'000'000);
-    ProgressWatch watch(limit, now_ns(), base);
-    while (!m.progress->wait_for(m.done_value, slice)) {
-      const uint64_t at = m.progress->value();
-      if (!watch.stalled(at, now_ns())) continue;
-      throw vk::TimeoutError(m.dev->label() + " stopped making progress in a forward pass step: segment " +
-                                 std::to_string(at - base + 1) + " of " + std::to_string(m.done_value - base) +
-                                 " (reduce points " + std::to_string((at - base) * stride_) + ".." +
-                                 std::to_string(std::min<uint64_t>((at - base + 1) * stride_, o_.max_points) - 1) +
-                                 ") did not finish for " + std::to_string(limit / 1'000'000) +
-                                 " ms; a slower device is waited for as long as it progresses, and CHORUS_TIMEOUT_MS "
-                                 "sets how long no progress is tolerated",
-                             VK_TIMEOUT);
-    }
+    if (m.progress->wait_progressing(m.done_value)) return;
+    const uint64_t at = m.progress->value();
+    throw vk::TimeoutError(m.dev->label() + " stopped making progress in a forward pass step: segment " +
+                               std::to_string(at - base + 1) + " of " + std::to_string(m.done_value - base) +
+                               " (reduce points " + std::to_string((at - base) * stride_) + ".." +
+                               std::to_string(std::min<uint64_t>((at - base + 1) * stride_, o_.max_points) - 1) +
+                               ") did not finish for " + std::to_string(m.dev->timeout_ns() / 1'000'000) +
+                               " ms; a slower device is waited for as long as it progresses, and CHORUS_TIMEOUT_MS "
+                               "sets how long no progress is tolerated",
+                           VK_TIMEOUT);
   }
 
   ExecutorOptions o_;

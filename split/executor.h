@@ -15,7 +15,7 @@
 //   pipeline — one submit per device, run one device after the other; a reduce point is
 //              local (the sum of one partial is itself: a barrier) and the hidden state moves
 //              between devices through host memory. One device alone, and the layer split. The
-//              host waits for a device as long as it makes progress (split/watchdog.h).
+//              host waits for a device as long as it makes progress (vkdevice/watchdog.h).
 //   tensor   — the collective (split/collective.h): every device's step is a list of segments
 //              between reduce points, submitted with ONE vkQueueSubmit per device; the proxy
 //              thread sums; the main thread waits once per step. Its partial slots are reused

@@ -1,10 +1,10 @@
-// The watchdog every host wait on a forward pass uses (split/watchdog.h): a device is reported
+// The watchdog every host wait on a device uses (vkdevice/watchdog.h): a device is reported
 // as stopped only after the limit passes without progress. Pure: the clock is passed in.
 #include <gtest/gtest.h>
 
-#include "split/watchdog.h"
+#include "vkdevice/watchdog.h"
 
-namespace chorus::split {
+namespace chorus::vk {
 namespace {
 
 constexpr uint64_t kMs = 1'000'000;
@@ -38,4 +38,4 @@ TEST(ProgressWatch, ProgressAfterAQuietSpellRestartsTheClock) {
 }
 
 }  // namespace
-}  // namespace chorus::split
+}  // namespace chorus::vk

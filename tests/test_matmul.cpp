@@ -198,13 +198,18 @@ INSTANTIATE_TEST_SUITE_P(EveryFormatAndVariant, MulMm, ::testing::ValuesIn(all_c
 
 using MulMmApi = test::GpuTest;
 
-TEST_F(MulMmApi, EveryWeightFormatHasAFallbackVariantOfBothKernels) {
-  for (GgmlType t : weight_types())
-    for (const std::string& op : {ops::mul_mm_op(t), ops::mul_mm_cpu_op(t)}) {
-      bool fallback = false;
-      for (const shaders::Variant* v : shaders::variants_of(op)) fallback |= v->requires_caps == 0;
-      EXPECT_TRUE(fallback) << op;
-    }
+TEST_F(MulMmApi, EveryWeightFormatHasAFallbackGridKernelAndAPlainRegisterKernelForCpuDevices) {
+  for (GgmlType t : weight_types()) {
+    const auto has = [](const std::string& op, uint32_t caps) {
+      for (const shaders::Variant* v : shaders::variants_of(op))
+        if (v->requires_caps == caps) return true;
+      return false;
+    };
+    EXPECT_TRUE(has(ops::mul_mm_op(t), 0)) << ops::mul_mm_op(t);
+    EXPECT_TRUE(has(ops::mul_mm_cpu_op(t), shaders::kCpu)) << ops::mul_mm_cpu_op(t);
+    EXPECT_EQ(shaders::select(ops::mul_mm_cpu_op(t), shaders::kSubgroup | shaders::kFp16), nullptr)
+        << "a device without the CPU capability must not get " << ops::mul_mm_cpu_op(t);
+  }
 }
 
 TEST_F(MulMmApi, RejectsKThatIsNotAWholeNumberOfBlocksOfAQuantisedFormat) {

@@ -3,7 +3,6 @@
 // Tolerances (NMSE = sum (ref - got)^2 / sum ref^2, vs a double-precision reference):
 //   rms_norm 1e-10, swiglu / geglu 1e-10, rope 1e-8 (positions < 4096);
 //   add: exact (one IEEE operation per element, as the reference does it);
-//   copy / convert: exact (F32 -> F16 rounds to nearest even, as fp32_to_fp16);
 //   get_rows: exact for F32 / F16 / BF16, NMSE 1e-12 for block formats (the GPU may fuse
 //   d * q + m into one FMA).
 // Every output buffer is filled with a guard pattern first and checked to be untouched
@@ -285,79 +284,6 @@ TEST_F(OpsTest, SwigluReadsGateAndUpFromAFusedRowAndWritesOverTheGate) {
       got.insert(got.end(), all.begin() + 2 * n * r, all.begin() + 2 * n * r + n);
     }
     EXPECT_LE(test::nmse(ref::swiglu(g, u), got), 1e-10);
-  });
-}
-
-// ---------------------------------------------------------------------------------------
-std::vector<uint16_t> to_f16(std::span<const float> x) {
-  std::vector<uint16_t> h(x.size());
-  for (size_t i = 0; i < x.size(); ++i) h[i] = fp32_to_fp16(x[i]);
-  return h;
-}
-
-const char* type_name(GgmlType t) { return t == GgmlType::F32 ? "f32" : "f16"; }
-
-TEST_F(OpsTest, CopyConvertsExactlyBetweenF32AndF16AtEvenAndOddOffsets) {
-  for (GgmlType st : {GgmlType::F32, GgmlType::F16})
-    for (GgmlType dt : {GgmlType::F32, GgmlType::F16}) {
-      const std::string op = std::string("cpy_") + type_name(st) + "_" + type_name(dt);
-      for_each_variant(op.c_str(), [&](ops::Kernels& k) {
-        const uint32_t de = dt == GgmlType::F32 ? 4 : 2;
-        for (uint32_t n : {1u, 2u, 7u, 1000u, 4097u})
-          for (uint64_t dst_off : {uint64_t{0}, uint64_t{2 * de}, uint64_t{de}}) {  // f16: pairs path and atomic path
-            SCOPED_TRACE(op + " n=" + std::to_string(n) + " dst_off=" + std::to_string(dst_off));
-            auto x = test::random_floats(n, n + dst_off, 100.0f);
-            x[0] = 65519.0f;  // rounds to 65504 in f16 (nearest even), not to inf
-            if (n > 2) x[1] = 1e-6f, x[2] = -kInf;
-            const auto h = to_f16(x);
-            const auto sb = st == GgmlType::F32 ? placed(x, 4) : placed(h, 6);
-            const uint64_t src_off = st == GgmlType::F32 ? 4 : 6;
-            auto db = guarded(dst_off + uint64_t{n} * de + 64);
-            record([&](vk::CommandBuffer& cb) { ops::copy(k, cb, sb, src_off, st, db, dst_off, dt, {n}); });
-            if (dt == GgmlType::F32) {
-              std::vector<float> want(n);
-              for (uint32_t i = 0; i < n; ++i) want[i] = st == GgmlType::F32 ? x[i] : fp16_to_fp32(h[i]);
-              const auto got = read<float>(db, dst_off, n);
-              EXPECT_EQ(0, std::memcmp(want.data(), got.data(), n * 4));
-            } else {
-              const auto got = read<uint16_t>(db, dst_off, n);
-              size_t bad = 0;
-              for (uint32_t i = 0; i < n; ++i) bad += got[i] != h[i];
-              EXPECT_EQ(bad, 0u) << "first value " << got[0] << " want " << h[0];
-            }
-            expect_guards(db, dst_off, dst_off + uint64_t{n} * de);
-          }
-      });
-    }
-}
-
-TEST_F(OpsTest, CopyWritesTokensKAndVRowsIntoAnF16CacheByHeadAndPosition) {
-  for_each_variant("cpy_f32_f16", [](ops::Kernels& k) {
-    for (uint32_t hd : {8u, 64u, 80u, 5u}) {
-      // k: [tokens][n_kv][hd] F32 -> cache [n_kv][ctx][hd] F16 at positions pos..pos+tokens
-      const uint32_t tokens = 3, n_kv = 2, ctx = 16, pos = 5;
-      SCOPED_TRACE("head_dim=" + std::to_string(hd));
-      const auto kv = test::random_floats(size_t{tokens} * n_kv * hd, hd);
-      const auto src = placed(kv, 0);
-      const uint64_t cache_off = 32;
-      auto cache = guarded(cache_off + uint64_t{n_kv} * ctx * hd * 2 + 64);
-      ops::CopyShape s{hd, n_kv, tokens, 0, 0, ctx * hd, hd};
-      record([&](vk::CommandBuffer& cb) {
-        ops::copy(k, cb, src, 0, GgmlType::F32, cache, cache_off + uint64_t{pos} * hd * 2, GgmlType::F16, s);
-      });
-      const auto bytes = all_bytes(cache);
-      for (uint32_t h = 0; h < n_kv; ++h)
-        for (uint32_t p = 0; p < ctx; ++p)
-          for (uint32_t d = 0; d < hd; ++d) {
-            const uint64_t at = cache_off + ((uint64_t{h} * ctx + p) * hd + d) * 2;
-            uint16_t v;
-            std::memcpy(&v, bytes.data() + at, 2);
-            if (p >= pos && p < pos + tokens)
-              ASSERT_EQ(v, fp32_to_fp16(kv[(size_t{p - pos} * n_kv + h) * hd + d])) << h << " " << p << " " << d;
-            else
-              ASSERT_EQ(v, uint16_t{kGuard * 0x101}) << "cache cell outside the written positions changed";
-          }
-    }
   });
 }
 

@@ -162,7 +162,7 @@ TEST(ChorusRun, ADeviceThatStopsAnsweringDuringALongPrefillEndsTheRunWithAnError
 // One device, and a layer split: a device that stops making progress (CHORUS_FAULT_STALL on
 // the pipeline's devices) is one error naming the device and CHORUS_TIMEOUT_MS, exit code 1,
 // and nothing the device may still use is freed under it (no crash, no validation error).
-// A slow device is not a stopped one: the limit is on time without progress (split/watchdog.h,
+// A slow device is not a stopped one: the limit is on time without progress (vkdevice/watchdog.h,
 // tested without a clock in test_executor.cpp), so no test here depends on the machine's speed.
 TEST(ChorusRun, ADeviceThatStopsMakingProgressAloneOrInALayerSplitIsOneErrorNotACrash) {
   const char* d = std::getenv("CHORUS_TEST_DEVICE");

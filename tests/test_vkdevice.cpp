@@ -2,6 +2,7 @@
 // memory (sub-allocation, budget, windows, staging path), timelines, pipelines, caps.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -233,11 +234,16 @@ TEST_F(GpuTest, DisabledCapabilitiesAreHiddenFromKernelSelection) {
   EXPECT_EQ(dev.capabilities(), 0u);
 }
 
-TEST(ShaderRegistry, EveryOpHasAFallbackVariantAndNoTwoVariantsShareRequirements) {
+TEST(ShaderRegistry, EveryOpHasAFallbackVariantOrIsForCpuDevicesOnlyAndNoTwoVariantsShareRequirements) {
   std::map<std::string, std::vector<uint32_t>> by_op;
   for (const auto& v : shaders::all_variants()) by_op[std::string(v.op)].push_back(v.requires_caps);
   for (auto& [op, reqs] : by_op) {
-    EXPECT_NE(std::find(reqs.begin(), reqs.end(), 0u), reqs.end()) << op << " has no fallback variant";
+    const bool cpu_only = std::all_of(reqs.begin(), reqs.end(), [](uint32_t r) { return (r & shaders::kCpu) != 0; });
+    const bool fallback = std::find(reqs.begin(), reqs.end(), 0u) != reqs.end();
+    EXPECT_TRUE(fallback || cpu_only) << op << " has no fallback variant";
+    if (cpu_only) {
+      EXPECT_NE(std::find(reqs.begin(), reqs.end(), uint32_t{shaders::kCpu}), reqs.end()) << op;
+    }
     std::sort(reqs.begin(), reqs.end());
     EXPECT_EQ(std::adjacent_find(reqs.begin(), reqs.end()), reqs.end()) << op << " has two variants with the same requirements";
   }

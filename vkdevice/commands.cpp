@@ -1,9 +1,12 @@
 #include "vkdevice/commands.h"
 
+#include <algorithm>
+#include <ctime>
 #include <vector>
 
 #include "vkdevice/device.h"
 #include "vkdevice/pipeline.h"
+#include "vkdevice/watchdog.h"
 
 namespace chorus::vk {
 
@@ -139,11 +142,38 @@ bool Timeline::wait_for(uint64_t value, uint64_t timeout_ns) {
   return true;
 }
 
+namespace {
+
+uint64_t clock_ns(clockid_t id) {
+  timespec ts{};
+  ::clock_gettime(id, &ts);
+  return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
+}
+
+}  // namespace
+
+bool Timeline::wait_progressing(uint64_t value) {
+  const uint64_t limit = device_->timeout_ns(), slice = std::clamp<uint64_t>(limit / 4, 1'000'000, 250'000'000);
+  const bool cpu = device_->info().type == DeviceType::cpu;
+  // Progress: the timeline's value, plus on a CPU device one tick per slice in which this
+  // process (where the device's work runs) used at least a tenth of a core.
+  uint64_t ticks = 0, cpu0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+  ProgressWatch watch(limit, clock_ns(CLOCK_MONOTONIC), this->value());
+  while (!wait_for(value, slice)) {
+    const uint64_t cpu1 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+    if (cpu && cpu1 - cpu0 >= slice / 10) ++ticks;
+    cpu0 = cpu1;
+    if (watch.stalled(this->value() + (ticks << 40), clock_ns(CLOCK_MONOTONIC))) return false;
+  }
+  return true;
+}
+
 void Timeline::wait(uint64_t value, const std::string& what) {
-  if (!wait_for(value, device_->timeout_ns()))
-    throw TimeoutError(device_->label() + " did not finish " + what + " within " +
+  if (!wait_progressing(value))
+    throw TimeoutError(device_->label() + " did not finish " + what + ": no progress for " +
                            std::to_string(device_->timeout_ns() / 1'000'000) + " ms (timeline '" + name_ +
-                           "' stuck at " + std::to_string(this->value()) + ", waiting for " + std::to_string(value) + ")",
+                           "' stuck at " + std::to_string(this->value()) + ", waiting for " + std::to_string(value) +
+                           "; a slow device is waited for while it progresses, CHORUS_TIMEOUT_MS sets the limit)",
                        VK_TIMEOUT);
 }
 

@@ -67,9 +67,12 @@ class Timeline {
   const std::string& name() const { return name_; }
   uint64_t value() const;
   void signal(uint64_t value);  // from the host
-  // Waits on the host until the semaphore reaches value; throws TimeoutError naming the
-  // device, the timeline and `what` after the device's timeout. Counts one host wait.
+  // Waits on the host until the semaphore reaches value, for as long as the device makes
+  // progress (vkdevice/watchdog.h): throws TimeoutError naming the device, the timeline, `what`
+  // and CHORUS_TIMEOUT_MS after the device's timeout without progress. Counts one host wait.
   void wait(uint64_t value, const std::string& what);
+  // The same rule; returns false (instead of throwing) when the device stopped making progress.
+  bool wait_progressing(uint64_t value);
   // As wait, with an explicit timeout; returns false on timeout instead of throwing.
   bool wait_for(uint64_t value, uint64_t timeout_ns);
 

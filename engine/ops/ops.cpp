@@ -107,12 +107,6 @@ void glu(Kernels& k, vk::CommandBuffer& cb, const char* op, const vk::Buffer& ga
   k.dispatch(cb, op, {gw, uw, ow}, p, {kElemWorkgroup}, g.x, g.y);
 }
 
-uint32_t elem_bytes(GgmlType t, const char* what) {
-  if (t == GgmlType::F32) return 4;
-  if (t == GgmlType::F16) return 2;
-  throw vk::Error(std::string("copy: the ") + what + " type " + type_traits(t).name + " is not F32 or F16");
-}
-
 }  // namespace
 
 void rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* weight,
@@ -167,29 +161,6 @@ void swiglu(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& gate, uint64_t 
 void geglu(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& gate, uint64_t gate_offset, const vk::Buffer& up,
            uint64_t up_offset, const vk::Buffer& out, uint64_t out_offset, const GluShape& s) {
   glu(k, cb, "geglu", gate, gate_offset, up, up_offset, out, out_offset, s);
-}
-
-void copy(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& src, uint64_t src_offset, GgmlType src_type,
-          const vk::Buffer& dst, uint64_t dst_offset, GgmlType dst_type, const CopyShape& s) {
-  const uint32_t se = elem_bytes(src_type, "source"), de = elem_bytes(dst_type, "destination");
-  if (s.ne0 == 0 || s.ne1 == 0 || s.ne2 == 0) return;
-  const uint32_t s1 = or_default(s.src_stride1, s.ne0), s2 = or_default(s.src_stride2, s.ne1 * s1);
-  const uint32_t d1 = or_default(s.dst_stride1, s.ne0), d2 = or_default(s.dst_stride2, s.ne1 * d1);
-  const auto extent = [&](uint64_t t1, uint64_t t2, uint64_t e) {
-    return (uint64_t{s.ne2 - 1} * t2 + uint64_t{s.ne1 - 1} * t1 + s.ne0) * e;
-  };
-  const auto sw = src.window(src_offset, extent(s1, s2, se));
-  const auto dw = dst.window(dst_offset, extent(d1, d2, de));
-  const uint32_t doff = elem_offset(dw, de);
-  const bool pairs = de == 2 && doff % 2 == 0 && d1 % 2 == 0 && d2 % 2 == 0 && s.ne0 % 2 == 0;
-  const CopyPush p{elem_offset(sw, se), doff, s.ne0, s.ne1, s.ne2, s1, s2, d1, d2, pairs ? 1u : 0u};
-  const std::string op = std::string("cpy_") + (se == 4 ? "f32" : "f16") + (de == 4 ? "_f32" : "_f16");
-  // The fallback handles two f16 outputs per invocation when pairs is set; the fp16 variant
-  // ignores the flag, so it always gets one invocation per element.
-  const bool per_pair = pairs && (k.variant(op).requires_caps & shaders::kFp16) == 0;
-  const uint64_t units = uint64_t{per_pair ? s.ne0 / 2 : s.ne0} * s.ne1 * s.ne2;
-  const Grid g = grid(groups(units, kElemWorkgroup));
-  k.dispatch(cb, op, {sw, dw}, p, {kElemWorkgroup}, g.x, g.y);
 }
 
 const char* get_rows_op(GgmlType type) {

@@ -1,6 +1,6 @@
 // engine/ops/ops.h — the non-matrix kernels of a llama-family forward pass.
 //
-// Owns: recording RMSNorm, RoPE, add / mul, SwiGLU / GeGLU, copy/convert
+// Owns: recording RMSNorm, RoPE, add / mul, SwiGLU / GeGLU
 // (f32 <-> f16, strided, e.g. into the KV cache) and get_rows (embedding lookup for every
 // weight format) into a command buffer through ops::Kernels. Each function records its
 // dispatches and nothing else: callers place the barriers between dependent ops.
@@ -79,25 +79,6 @@ void swiglu(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& gate, uint64_t 
 // gelu(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
 void geglu(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& gate, uint64_t gate_offset, const vk::Buffer& up,
            uint64_t up_offset, const vk::Buffer& out, uint64_t out_offset, const GluShape& s);
-
-// ---- copy / convert --------------------------------------------------------------------
-struct CopyShape {
-  uint32_t ne0 = 0;          // contiguous elements per row (both sides)
-  uint32_t ne1 = 1;
-  uint32_t ne2 = 1;
-  uint32_t src_stride1 = 0;  // 0: ne0
-  uint32_t src_stride2 = 0;  // 0: ne1 * src_stride1
-  uint32_t dst_stride1 = 0;  // 0: ne0
-  uint32_t dst_stride2 = 0;  // 0: ne1 * dst_stride1
-};
-// dst[i2*dst_stride2 + i1*dst_stride1 + i0] = convert(src[i2*src_stride2 + i1*src_stride1 + i0])
-// for src/dst types F32 or F16 (any pair; F32 -> F16 rounds to nearest even). Offsets of F16
-// tensors need only be even. Example, K of n_tokens tokens [n_tokens][n_kv_head][head_dim] F32
-// into a cache [n_kv_head][ctx][head_dim] F16 at position pos:
-//   ne0 = head_dim, ne1 = n_kv_head, ne2 = n_tokens, src strides packed,
-//   dst_stride1 = ctx * head_dim, dst_stride2 = head_dim, dst_offset = 2 * pos * head_dim.
-void copy(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& src, uint64_t src_offset, GgmlType src_type,
-          const vk::Buffer& dst, uint64_t dst_offset, GgmlType dst_type, const CopyShape& s);
 
 // ---- get_rows --------------------------------------------------------------------------
 struct GetRowsShape {

@@ -1,6 +1,7 @@
 #include "vkdevice/commands.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <ctime>
 #include <vector>
 
@@ -27,6 +28,11 @@ CommandBuffer::CommandBuffer(Device& device) : device_(&device) {
 }
 
 CommandBuffer::~CommandBuffer() {
+  if (abandoned_) {
+    std::fprintf(stderr, "chorus: %s did not finish a command buffer; it is left allocated, not destroyed in use\n",
+                 device_->label().c_str());
+    return;
+  }
   if (pool_) vkDestroyCommandPool(device_->handle(), pool_, nullptr);  // frees cb_
 }
 

@@ -47,9 +47,14 @@ class CommandBuffer {
   VkCommandBuffer handle() const { return cb_; }
   uint32_t dispatches() const { return dispatches_; }
   Device& device() const { return *device_; }
+  // The device may still run this command buffer (it stopped answering): the destructor
+  // leaves its pool alone (a deliberate leak, reported on stderr) instead of destroying it in
+  // use, which is undefined behaviour.
+  void abandon() const { abandoned_ = true; }
 
  private:
   Device* device_;
+  mutable bool abandoned_ = false;
   VkCommandPool pool_ = VK_NULL_HANDLE;
   VkCommandBuffer cb_ = VK_NULL_HANDLE;
   uint32_t dispatches_ = 0;

@@ -1,5 +1,6 @@
 #include "vkdevice/device.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -238,7 +239,13 @@ void Device::run(const CommandBuffer& cb) {
   const uint64_t value = ++transfer_value_;
   const TimelinePoint done{transfer_timeline_.get(), value};
   submit(cb, {}, std::span(&done, 1));
-  transfer_timeline_->wait(value, "a command buffer");
+  try {
+    transfer_timeline_->wait(value, "a command buffer");
+  } catch (const TimeoutError&) {
+    // The caller will destroy cb: give the device a grace period, then leave cb allocated.
+    if (!transfer_timeline_->wait_for(value, std::max<uint64_t>(timeout_ns(), 120'000'000'000ull))) cb.abandon();
+    throw;
+  }
 }
 
 void Device::upload(Buffer& dst, uint64_t offset, std::span<const std::byte> bytes) {

@@ -445,6 +445,13 @@ std::vector<float> Context::decode(std::span<const Segment> segments) {
 }
 
 void Context::clear(uint32_t seq) { impl_->lengths.at(seq) = 0; }
+void Context::truncate(uint32_t seq, uint32_t n) {
+  uint32_t& len = impl_->lengths.at(seq);
+  if (n > len)
+    throw std::invalid_argument("sequence " + std::to_string(seq) + " holds " + std::to_string(len) +
+                                " tokens; it cannot be truncated to " + std::to_string(n));
+  len = n;
+}
 uint32_t Context::length(uint32_t seq) const { return impl_->lengths.at(seq); }
 uint32_t Context::n_ctx() const { return impl_->n_ctx; }
 uint32_t Context::n_seq() const { return impl_->n_seq; }

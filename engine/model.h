@@ -120,6 +120,9 @@ class Context {
   std::vector<float> decode(uint32_t seq, std::span<const int32_t> tokens, bool all_logits = false);
 
   void clear(uint32_t seq);                // forget a sequence's tokens
+  // Keeps only a sequence's first n tokens (n at most its length): the next decode continues
+  // from position n, overwriting what the cache held after it (prompt reuse).
+  void truncate(uint32_t seq, uint32_t n);
   uint32_t length(uint32_t seq) const;     // tokens held for a sequence
   uint32_t n_ctx() const;
   uint32_t n_seq() const;

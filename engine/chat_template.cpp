@@ -21,10 +21,10 @@ jinja::Value chat_messages_value(const std::vector<ChatMessage>& messages) {
 }
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, const ChatTemplateOptions& options) const {
-  return render(chat_messages_value(messages), options);
+  return render_messages(chat_messages_value(messages), options);
 }
 
-std::string ChatTemplate::render(const jinja::Value& messages, const ChatTemplateOptions& options) const {
+std::string ChatTemplate::render_messages(const jinja::Value& messages, const ChatTemplateOptions& options) const {
   jinja::DictEntries context = {
       {jinja::Value("messages"), messages},
       {jinja::Value("add_generation_prompt"), jinja::Value(options.add_generation_prompt)},

@@ -54,7 +54,7 @@ class ChatTemplate {
   std::string render(const std::vector<ChatMessage>& messages, const ChatTemplateOptions& options) const;
   // `messages` is a list of dicts, which may carry more than role and content (tool_calls,
   // reasoning_content, content as a list of parts, ...).
-  std::string render(const jinja::Value& messages, const ChatTemplateOptions& options) const;
+  std::string render_messages(const jinja::Value& messages, const ChatTemplateOptions& options) const;
   // The general form: every variable the template sees is in `context` (a dict).
   std::string render_context(const jinja::Value& context, const jinja::RenderOptions& options) const;
 

@@ -249,14 +249,20 @@ Value to_int(const Value& v, const Value& fallback, int64_t base) {
   s.erase(std::remove(s.begin(), s.end(), '_'), s.end());
   const char* b = s.data();
   const char* e = s.data() + s.size();
-  if (b != e && *b == '+') ++b;
+  bool negative = false;
+  if (b != e && (*b == '+' || *b == '-')) negative = *b++ == '-';
+  auto prefixed = [&](char lower) { return e - b > 2 && b[0] == '0' && (b[1] == lower || b[1] == lower - 32); };
+  if (base == 0) base = prefixed('x') ? 16 : prefixed('o') ? 8 : prefixed('b') ? 2 : 10;
+  if ((base == 16 && prefixed('x')) || (base == 8 && prefixed('o')) || (base == 2 && prefixed('b'))) b += 2;
+  if (base < 2 || base > 36) return fallback;
   int64_t out = 0;
   auto r = std::from_chars(b, e, out, static_cast<int>(base));
+  if (negative) out = -out;
   if (b != e && r.ec == std::errc() && r.ptr == e) return Value(out);
   double d = 0;
   auto rf = std::from_chars(b, e, d);
-  if (b != e && rf.ec == std::errc() && rf.ptr == e && std::isfinite(d) && std::fabs(d) < 9.2e18)
-    return Value(static_cast<int64_t>(d));
+  if (base == 10 && b != e && rf.ec == std::errc() && rf.ptr == e && std::isfinite(d) && std::fabs(d) < 9.2e18)
+    return Value(static_cast<int64_t>(negative ? -d : d));
   return fallback;
 }
 

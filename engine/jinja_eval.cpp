@@ -75,9 +75,14 @@ Value missing_element(const Value& obj, const Value& key) {
   return Value::undefined(type_repr(obj) + " has no element " + to_repr(key));
 }
 
-int64_t checked(Interpreter& in, bool overflow, int64_t v) {
+// 64-bit integer arithmetic; overflow is an error (Python would grow a bigint).
+int64_t checked(Interpreter& in, char op, int64_t a, int64_t b) {
+  int64_t r = 0;
+  const bool overflow = op == '+'   ? __builtin_add_overflow(a, b, &r)
+                        : op == '-' ? __builtin_sub_overflow(a, b, &r)
+                                    : __builtin_mul_overflow(a, b, &r);
   if (overflow) in.fail("integer overflow (chat templates compute with 64-bit integers)");
-  return v;
+  return r;
 }
 
 int64_t floor_div(Interpreter& in, int64_t a, int64_t b) {
@@ -124,9 +129,8 @@ Value binary_op(Interpreter& in, const std::string& op, const Value& a, const Va
   if (b.is_undefined()) undefined_error(in, b);
   const bool nums = a.is_number() && b.is_number();
   const bool ints = nums && !a.is_float() && !b.is_float();
-  int64_t r = 0;
   if (op == "+") {
-    if (ints) return Value(checked(in, __builtin_add_overflow(a.as_int(), b.as_int(), &r), r));
+    if (ints) return Value(checked(in, '+', a.as_int(), b.as_int()));
     if (nums) return Value(a.as_float() + b.as_float());
     if (a.is_string() && b.is_string()) {
       in.check_string_size(a.as_string().size() + b.as_string().size());
@@ -143,12 +147,12 @@ Value binary_op(Interpreter& in, const std::string& op, const Value& a, const Va
     bad_operands(in, op, a, b);
   }
   if (op == "-") {
-    if (ints) return Value(checked(in, __builtin_sub_overflow(a.as_int(), b.as_int(), &r), r));
+    if (ints) return Value(checked(in, '-', a.as_int(), b.as_int()));
     if (nums) return Value(a.as_float() - b.as_float());
     bad_operands(in, op, a, b);
   }
   if (op == "*") {
-    if (ints) return Value(checked(in, __builtin_mul_overflow(a.as_int(), b.as_int(), &r), r));
+    if (ints) return Value(checked(in, '*', a.as_int(), b.as_int()));
     if (nums) return Value(a.as_float() * b.as_float());
     if ((a.is_string() || a.is_sequence()) && b.is_number() && !b.is_float()) return repeat(in, a, b.as_int());
     if ((b.is_string() || b.is_sequence()) && a.is_number() && !a.is_float()) return repeat(in, b, a.as_int());
@@ -182,9 +186,9 @@ Value binary_op(Interpreter& in, const std::string& op, const Value& a, const Va
       int64_t base = a.as_int(), e = b.as_int(), acc = 1;
       while (e > 0) {
         in.step();
-        if (e & 1) acc = checked(in, __builtin_mul_overflow(acc, base, &r), r);
+        if (e & 1) acc = checked(in, '*', acc, base);
         e >>= 1;
-        if (e > 0) base = checked(in, __builtin_mul_overflow(base, base, &r), r);
+        if (e > 0) base = checked(in, '*', base, base);
       }
       return Value(acc);
     }
@@ -407,7 +411,8 @@ Value Interpreter::getitem(const Value& obj, const Value& key) {
     default: break;
   }
   if (key.is_string()) {  // Jinja falls back to attribute access for string keys
-    if (!key.as_string().empty() && key.as_string()[0] == '_') return missing_element(obj, key);
+    if (!key.as_string().empty() && key.as_string()[0] == '_')
+      fail("access to attribute '" + key.as_string() + "' of '" + obj.type_name() + "' object is unsafe");
     if (obj.is_namespace()) return getattr(obj, key.as_string());
     if (auto m = bound_method(*this, obj, key.as_string())) return *m;
   }

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include "engine/jinja_eval.h"
 
@@ -198,6 +199,7 @@ std::string html_escape(const std::string& s) {
 std::string jinja_tojson(Interpreter& in, const Value& v, int indent) {
   const std::string raw = to_json(v, indent, true, in.options.limits.max_string_bytes);
   std::string out;
+  out.reserve(raw.size());
   for (char c : raw) {
     switch (c) {
       case '<': out += "\\u003c"; break;
@@ -504,16 +506,16 @@ ValueList iterate(Interpreter& in, const Value& v) {
     case Value::Type::Undefined: return {};
     case Value::Type::String: {
       ValueList out;
+      in.step(v.as_string().size());  // one value built per code point
       for (auto cp : split_code_points(v.as_string())) out.push_back(Value(std::string(cp)));
-      in.step(out.size() / 16);
       return out;
     }
     case Value::Type::List:
-    case Value::Type::Tuple: in.step(v.items().size() / 16); return v.items();
+    case Value::Type::Tuple: in.step(v.items().size() / 4); return v.items();
     case Value::Type::Dict: {
       ValueList out;
+      in.step(v.entries().size() / 4);
       for (const auto& [k, val] : v.entries()) out.push_back(k);
-      in.step(out.size() / 16);
       return out;
     }
     default: in.fail(std::string("'") + v.type_name() + "' object is not iterable");
@@ -540,6 +542,7 @@ bool less_than(Interpreter& in, const Value& a, const Value& b) {
 }
 
 std::optional<Value> bound_method(Interpreter& in, const Value& obj, const std::string& name) {
+  in.step(work_of(obj));  // every method reads (at most) its whole object once
   if (listed(kUnsafeMethods, name) && (obj.is_dict() || obj.is_sequence()))
     in.fail("access to attribute '" + name + "' of '" + obj.type_name() + "' object is unsafe (templates cannot modify data)");
   if (obj.is_string() && listed(kStringMethods, name)) {
@@ -661,7 +664,7 @@ Value apply_filter(Interpreter& in, const std::string& name, ValueList& args, Kw
     in.fail("method must be common, ceil or floor");
   }
   if (name == "items") {
-    if (v.is_undefined()) return Value::list({});
+    if (v.is_undefined()) return Value::list(ValueList{});
     if (!v.is_dict()) in.fail("items: value must be a mapping");
     return items_of(v);
   }
@@ -878,7 +881,8 @@ bool apply_test(Interpreter& in, const std::string& name, ValueList& args, KwVal
 }
 
 void add_globals(Scope& scope) {
-  scope.vars["range"] = Value::function("range", [](Interpreter& in, ValueList& args, KwValues&) {
+  std::map<std::string, Value> globals;
+  globals["range"] = Value::function("range", [](Interpreter& in, ValueList& args, KwValues&) {
     if (args.empty() || args.size() > 3) in.fail("range expected 1 to 3 arguments, got " + std::to_string(args.size()));
     int64_t start = 0, stop = 0, step = 1;
     if (args.size() == 1) {
@@ -899,7 +903,7 @@ void add_globals(Scope& scope) {
     for (uint64_t i = 0; i < count; ++i) out.push_back(Value(start + static_cast<int64_t>(i) * step));
     return Value::list(std::move(out));
   });
-  scope.vars["namespace"] = Value::function("namespace", [](Interpreter& in, ValueList& args, KwValues& kwargs) {
+  globals["namespace"] = Value::function("namespace", [](Interpreter& in, ValueList& args, KwValues& kwargs) {
     auto ns = std::make_shared<Namespace>();
     for (const auto& a : args) {
       if (!a.is_dict()) in.fail("namespace() takes a mapping or keyword arguments");
@@ -908,7 +912,7 @@ void add_globals(Scope& scope) {
     for (auto& [k, v] : kwargs) ns->attrs[k] = v;
     return Value::ns(std::move(ns));
   });
-  scope.vars["dict"] = Value::function("dict", [](Interpreter& in, ValueList& args, KwValues& kwargs) {
+  globals["dict"] = Value::function("dict", [](Interpreter& in, ValueList& args, KwValues& kwargs) {
     DictEntries entries;
     for (const auto& a : args) {
       if (!a.is_dict()) in.fail("dict() takes a mapping or keyword arguments");
@@ -917,10 +921,10 @@ void add_globals(Scope& scope) {
     for (auto& [k, v] : kwargs) entries.emplace_back(Value(k), v);
     return Value::dict(std::move(entries));
   });
-  scope.vars["raise_exception"] = Value::function("raise_exception", [](Interpreter& in, ValueList& args, KwValues&) -> Value {
+  globals["raise_exception"] = Value::function("raise_exception", [](Interpreter& in, ValueList& args, KwValues&) -> Value {
     in.fail(TemplateError::Kind::Raised, args.empty() ? std::string() : to_str(args[0]));
   });
-  scope.vars["strftime_now"] = Value::function("strftime_now", [](Interpreter& in, ValueList& args, KwValues&) {
+  globals["strftime_now"] = Value::function("strftime_now", [](Interpreter& in, ValueList& args, KwValues&) {
     if (args.size() != 1 || !args[0].is_string()) in.fail("strftime_now takes one format string");
     const std::string& fmt = args[0].as_string();
     if (fmt.size() > 256) in.fail("strftime_now: format longer than 256 characters");
@@ -932,6 +936,7 @@ void add_globals(Scope& scope) {
     const size_t n = std::strftime(buf, sizeof buf, fmt.c_str(), &tm);
     return Value(std::string(buf, n));
   });
+  for (auto& [name, fn] : globals) scope.set(name, std::move(fn));
 }
 
 }  // namespace chorus::jinja

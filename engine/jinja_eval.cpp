@@ -1,16 +1,25 @@
 // The interpreter: statements, expressions, operators, attribute and item access. See jinja_eval.h.
 #include "engine/jinja_eval.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace chorus::jinja {
 
 const Value* Scope::lookup(std::string_view name) const {
-  for (const Scope* s = this; s; s = s->parent.get()) {
-    auto it = s->vars.find(name);
-    if (it != s->vars.end()) return &it->second;
-  }
+  for (const Scope* s = this; s; s = s->parent.get())
+    for (const auto& [k, v] : s->vars)
+      if (k == name) return &v;
   return nullptr;
+}
+
+void Scope::set(std::string_view name, Value v) {
+  for (auto& [k, old] : vars)
+    if (k == name) {
+      old = std::move(v);
+      return;
+    }
+  vars.emplace_back(std::string(name), std::move(v));
 }
 
 void Interpreter::step(uint64_t n) {
@@ -36,14 +45,27 @@ void Interpreter::check_list_size(size_t items) const {
                                          std::to_string(options.limits.max_list_items) + " items");
 }
 
-void Interpreter::append_output(std::string& out, std::string_view text) const {
+void Interpreter::append_output(std::string& out, std::string_view text) {
+  step(text.size() / 64);
   if (out.size() + text.size() > options.limits.max_output_bytes)
     fail(TemplateError::Kind::Limit,
          "the rendered text would exceed the limit of " + std::to_string(options.limits.max_output_bytes) + " bytes");
   out += text;
 }
 
+uint64_t work_of(const Value& v) {
+  if (v.is_string()) return v.as_string().size() / 16;
+  if (v.is_sequence()) return v.items().size() / 4;
+  if (v.is_dict()) return v.entries().size() / 4;
+  return 0;
+}
+
 namespace {
+
+// A loop iteration costs more than one expression (a scope reset and a loop object), so it is
+// charged as several steps.
+constexpr uint64_t kLoopIterationSteps = 4;
+
 
 struct Position {
   Interpreter& in;
@@ -94,7 +116,7 @@ int64_t floor_div(Interpreter& in, int64_t a, int64_t b) {
 }
 
 Value repeat(Interpreter& in, const Value& seq, int64_t n) {
-  if (n <= 0) return seq.is_string() ? Value(std::string()) : seq.is_sequence() ? Value::list({}) : Value();
+  if (n <= 0) return seq.is_string() ? Value(std::string()) : seq.is_sequence() ? Value::list(ValueList{}) : Value();
   const auto count = static_cast<uint64_t>(n);
   if (seq.is_string()) {
     const size_t len = seq.as_string().size();
@@ -123,6 +145,7 @@ Value binary_op(Interpreter& in, const std::string& op, const Value& a, const Va
   if (op == "~") {
     const std::string sa = to_str(a), sb = to_str(b);
     in.check_string_size(sa.size() + sb.size());
+    in.step((sa.size() + sb.size()) / 64);
     return Value(sa + sb);
   }
   if (a.is_undefined()) undefined_error(in, a);
@@ -201,6 +224,7 @@ bool contains(Interpreter& in, const Value& container, const Value& item) {
   switch (container.type()) {
     case Value::Type::String:
       if (!item.is_string()) in.fail(std::string("'in <string>' requires string as left operand, not ") + item.type_name());
+      in.step(container.as_string().size() / 64);
       return container.as_string().find(item.as_string()) != std::string::npos;
     case Value::Type::List:
     case Value::Type::Tuple:
@@ -215,6 +239,7 @@ bool contains(Interpreter& in, const Value& container, const Value& item) {
 }
 
 bool compare(Interpreter& in, const std::string& op, const Value& a, const Value& b) {
+  in.step(work_of(a) + work_of(b));
   if (op == "==") return equals(a, b);
   if (op == "!=") return !equals(a, b);
   if (op == "in") return contains(in, b, a);
@@ -227,6 +252,10 @@ bool compare(Interpreter& in, const std::string& op, const Value& a, const Value
 }
 
 // Python's index normalisation for a[i]: negative counts from the end; nullopt when outside.
+bool is_ascii(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+}
+
 std::optional<size_t> index_of(int64_t i, size_t size) {
   const auto n = static_cast<int64_t>(size);
   if (i < 0) i += n;
@@ -236,6 +265,7 @@ std::optional<size_t> index_of(int64_t i, size_t size) {
 
 Value slice(Interpreter& in, const Value& obj, const Value& start_v, const Value& stop_v, const Value& step_v) {
   if (obj.is_undefined()) undefined_error(in, obj);
+  in.step(work_of(obj));
   auto bound = [&](const Value& v) -> std::optional<int64_t> {
     if (v.is_none() || v.is_undefined()) return std::nullopt;
     if (!v.is_number() || v.is_float()) in.fail("slice indices must be integers or None");
@@ -245,7 +275,11 @@ Value slice(Interpreter& in, const Value& obj, const Value& start_v, const Value
   if (step == 0) in.fail("slice step cannot be zero");
   std::vector<std::string_view> cps;
   size_t n = 0;
-  if (obj.is_string()) {
+  const bool ascii = obj.is_string() && is_ascii(obj.as_string());
+  if (ascii) {
+    n = obj.as_string().size();
+  } else if (obj.is_string()) {
+    in.step(obj.as_string().size() / 2);  // decoding every code point costs more than a scan
     cps = split_code_points(obj.as_string());
     n = cps.size();
   } else if (obj.is_sequence()) {
@@ -268,7 +302,11 @@ Value slice(Interpreter& in, const Value& obj, const Value& start_v, const Value
   in.step(picks.size() / 16);
   if (obj.is_string()) {
     std::string out;
-    for (size_t i : picks) out += cps[i];
+    if (ascii && step == 1 && !picks.empty()) return Value(obj.as_string().substr(picks.front(), picks.size()));
+    for (size_t i : picks) {
+      if (ascii) out += obj.as_string()[i];
+      else out += cps[i];
+    }
     return Value(std::move(out));
   }
   ValueList out;
@@ -276,39 +314,39 @@ Value slice(Interpreter& in, const Value& obj, const Value& start_v, const Value
   return obj.type() == Value::Type::Tuple ? Value::tuple(std::move(out)) : Value::list(std::move(out));
 }
 
-Value make_loop(Interpreter& in, const ValueList& items, size_t i, const std::shared_ptr<Scope>&) {
-  const auto n = static_cast<int64_t>(items.size());
-  const auto idx = static_cast<int64_t>(i);
-  DictEntries e;
-  e.reserve(12);
-  e.emplace_back(Value("index"), Value(idx + 1));
-  e.emplace_back(Value("index0"), Value(idx));
-  e.emplace_back(Value("revindex"), Value(n - idx));
-  e.emplace_back(Value("revindex0"), Value(n - idx - 1));
-  e.emplace_back(Value("first"), Value(i == 0));
-  e.emplace_back(Value("last"), Value(idx == n - 1));
-  e.emplace_back(Value("length"), Value(n));
-  e.emplace_back(Value("depth"), Value(int64_t{1}));
-  e.emplace_back(Value("depth0"), Value(int64_t{0}));
-  if (i > 0) e.emplace_back(Value("previtem"), items[i - 1]);
-  if (idx < n - 1) e.emplace_back(Value("nextitem"), items[i + 1]);
-  e.emplace_back(Value("cycle"), Value::function("loop.cycle", [idx](Interpreter& interp, ValueList& args, KwValues&) {
-                   if (args.empty()) interp.fail("no items for cycling given");
-                   return args[static_cast<size_t>(idx) % args.size()];
-                 }));
-  (void)in;
-  return Value::dict(std::move(e));
+Value loop_attribute(const Value& loop, const std::string& name) {
+  const LoopInfo& info = loop.loop_info();
+  const auto n = static_cast<int64_t>(info.items->size());
+  const auto i = static_cast<int64_t>(info.index);
+  if (name == "index") return Value(i + 1);
+  if (name == "index0") return Value(i);
+  if (name == "revindex") return Value(n - i);
+  if (name == "revindex0") return Value(n - i - 1);
+  if (name == "first") return Value(i == 0);
+  if (name == "last") return Value(i == n - 1);
+  if (name == "length") return Value(n);
+  if (name == "depth") return Value(int64_t{1});
+  if (name == "depth0") return Value(int64_t{0});
+  if (name == "previtem") return i > 0 ? (*info.items)[info.index - 1] : Value::undefined("there is no previous item");
+  if (name == "nextitem") return i < n - 1 ? (*info.items)[info.index + 1] : Value::undefined("there is no next item");
+  if (name == "cycle") {
+    return Value::function("loop.cycle", [i](Interpreter& interp, ValueList& args, KwValues&) {
+      if (args.empty()) interp.fail("no items for cycling given");
+      return args[static_cast<size_t>(i) % args.size()];
+    });
+  }
+  return missing_attribute(loop, name);
 }
 
 void assign_targets(Interpreter& in, Scope& scope, const std::vector<std::string>& targets, const Value& v) {
   if (targets.size() == 1) {
-    scope.vars[targets[0]] = v;
+    scope.set(targets[0], v);
     return;
   }
   const ValueList items = iterate(in, v);
   if (items.size() != targets.size())
     in.fail("cannot unpack " + std::to_string(items.size()) + " values into " + std::to_string(targets.size()) + " names");
-  for (size_t k = 0; k < targets.size(); ++k) scope.vars[targets[k]] = items[k];
+  for (size_t k = 0; k < targets.size(); ++k) scope.set(targets[k], items[k]);
 }
 
 // A macro (or a call block's body as `caller`) as a callable value. It holds its defining
@@ -332,7 +370,7 @@ Value make_callable(const std::string& name, const std::vector<MacroParam>* para
       in.fail("macro '" + name + "' takes not more than " + std::to_string(params->size()) + " argument(s)");
     std::vector<bool> bound(params->size(), false);
     for (size_t i = 0; i < args.size(); ++i) {
-      s->vars[(*params)[i].name] = args[i];
+      s->set((*params)[i].name, args[i]);
       bound[i] = true;
     }
     for (auto& [key, v] : kwargs) {
@@ -340,20 +378,20 @@ Value make_callable(const std::string& name, const std::vector<MacroParam>* para
       while (k < params->size() && (*params)[k].name != key) ++k;
       if (k == params->size()) {
         if (key == "caller") {
-          s->vars["caller"] = v;
+          s->set("caller", v);
           continue;
         }
         in.fail("macro '" + name + "' takes no keyword argument '" + key + "'");
       }
       if (bound[k]) in.fail("macro '" + name + "' got multiple values for argument '" + key + "'");
-      s->vars[key] = v;
+      s->set(key, v);
       bound[k] = true;
     }
     for (size_t k = 0; k < params->size(); ++k) {
       if (bound[k]) continue;
       const MacroParam& p = (*params)[k];
-      s->vars[p.name] = p.default_value ? in.eval(*p.default_value, s)
-                                        : Value::undefined("parameter '" + p.name + "' was not provided");
+      s->set(p.name, p.default_value ? in.eval(*p.default_value, s)
+                                     : Value::undefined("parameter '" + p.name + "' was not provided"));
     }
     std::string out;
     in.exec(*body, s, out);
@@ -384,6 +422,7 @@ Value Interpreter::getattr(const Value& obj, const std::string& name) {
     case Value::Type::Tuple:
       if (auto m = bound_method(*this, obj, name)) return *m;
       return missing_attribute(obj, name);
+    case Value::Type::Loop: return loop_attribute(obj, name);
     default: return missing_attribute(obj, name);
   }
 }
@@ -403,6 +442,12 @@ Value Interpreter::getitem(const Value& obj, const Value& key) {
       break;
     case Value::Type::String:
       if (key.is_number() && !key.is_float()) {
+        step(work_of(obj));
+        if (is_ascii(obj.as_string())) {
+          if (auto i = index_of(key.as_int(), obj.as_string().size())) return Value(std::string(1, obj.as_string()[*i]));
+          return missing_element(obj, key);
+        }
+        step(obj.as_string().size() / 2);  // decoding every code point costs more than a scan
         const auto cps = split_code_points(obj.as_string());
         if (auto i = index_of(key.as_int(), cps.size())) return Value(std::string(cps[*i]));
         return missing_element(obj, key);
@@ -469,13 +514,21 @@ Value Interpreter::eval(const Expr& e, const std::shared_ptr<Scope>& scope) {
       for (const auto& a : e.args) args.push_back(eval(*a, scope));
       KwValues kwargs;
       for (const auto& [k, v] : e.kwargs) kwargs.emplace_back(k, eval(*v, scope));
+      // Filters and methods do work in proportion to the size of what they read and write.
+      for (const auto& a : args) step(work_of(a));
       try {
         if (e.kind == Expr::Kind::Call) {
           Value callee = std::move(args[0]);
           args.erase(args.begin());
-          return call(callee, args, kwargs);
+          Value result = call(callee, args, kwargs);
+          step(work_of(result));
+          return result;
         }
-        if (e.kind == Expr::Kind::Filter) return apply_filter(*this, e.name, args, kwargs);
+        if (e.kind == Expr::Kind::Filter) {
+          Value result = apply_filter(*this, e.name, args, kwargs);
+          step(work_of(result));
+          return result;
+        }
         return Value(apply_test(*this, e.name, args, kwargs) != e.negated);
       } catch (const TemplateError& err) {
         if (err.line() != 0) throw;
@@ -549,28 +602,37 @@ Interpreter::Flow Interpreter::exec(const Body& body, const std::shared_ptr<Scop
         break;
       }
       case Node::Kind::For: {
-        ValueList items = iterate(*this, eval(*n.expr, scope));
-        if (n.expr2) {
-          ValueList kept;
-          for (auto& item : items) {
+        const Value iterable = eval(*n.expr, scope);
+        std::shared_ptr<const ValueList> items;
+        if (iterable.is_sequence() && !n.expr2) {
+          items = iterable.shared_items();  // no copy
+        } else {
+          ValueList all = iterate(*this, iterable);
+          if (n.expr2) {
+            ValueList kept;
             auto s = std::make_shared<Scope>();
             s->parent = scope;
-            assign_targets(*this, *s, n.targets, item);
-            if (eval(*n.expr2, s).truthy()) kept.push_back(std::move(item));
+            for (auto& item : all) {
+              s->vars.clear();
+              assign_targets(*this, *s, n.targets, item);
+              if (eval(*n.expr2, s).truthy()) kept.push_back(std::move(item));
+            }
+            all = std::move(kept);
           }
-          items = std::move(kept);
+          items = std::make_shared<const ValueList>(std::move(all));
         }
-        if (items.empty()) {
+        if (items->empty()) {
           const Flow f = exec(n.else_body, scope, out);
           if (f != Flow::Normal) return f;
           break;
         }
-        for (size_t i = 0; i < items.size(); ++i) {
-          step();
-          auto s = std::make_shared<Scope>();
-          s->parent = scope;
-          assign_targets(*this, *s, n.targets, items[i]);
-          s->vars["loop"] = make_loop(*this, items, i, s);
+        auto s = std::make_shared<Scope>();  // one scope, emptied per iteration
+        s->parent = scope;
+        for (size_t i = 0; i < items->size(); ++i) {
+          step(kLoopIterationSteps);
+          s->vars.clear();
+          assign_targets(*this, *s, n.targets, (*items)[i]);
+          s->set("loop", Value::loop(std::make_shared<const LoopInfo>(LoopInfo{items, i})));
           if (exec(n.body, s, out) == Flow::Break) break;
         }
         break;
@@ -579,7 +641,7 @@ Interpreter::Flow Interpreter::exec(const Body& body, const std::shared_ptr<Scop
         if (!n.targets.empty() && n.targets[0].empty()) {  // {% set x %}...{% endset %}
           std::string captured;
           exec(n.body, scope, captured);
-          scope->vars[n.targets[1]] = Value(std::move(captured));
+          scope->set(n.targets[1], Value(std::move(captured)));
         } else if (!n.text.empty()) {  // {% set ns.attr = value %}
           const Value* target = scope->lookup(n.targets[0]);
           if (!target || !target->is_namespace())
@@ -592,7 +654,7 @@ Interpreter::Flow Interpreter::exec(const Body& body, const std::shared_ptr<Scop
         break;
       }
       case Node::Kind::Macro:
-        scope->vars[n.text] = make_callable(n.text, &n.params, &n.body, scope);
+        scope->set(n.text, make_callable(n.text, &n.params, &n.body, scope));
         break;
       case Node::Kind::CallBlock: {
         ValueList args;
@@ -608,7 +670,7 @@ Interpreter::Flow Interpreter::exec(const Body& body, const std::shared_ptr<Scop
       case Node::Kind::With: {
         auto s = std::make_shared<Scope>();
         s->parent = scope;
-        for (size_t k = 0; k < n.targets.size(); ++k) s->vars[n.targets[k]] = eval(*n.withs[k], scope);
+        for (size_t k = 0; k < n.targets.size(); ++k) s->set(n.targets[k], eval(*n.withs[k], scope));
         const Flow f = exec(n.body, s, out);
         if (f != Flow::Normal) return f;
         break;
@@ -632,7 +694,7 @@ std::string render(const Body& body, const Value& context, const RenderOptions& 
   add_globals(*root);
   if (context.is_dict())
     for (const auto& [k, v] : context.entries())
-      if (k.is_string()) root->vars[k.as_string()] = v;
+      if (k.is_string()) root->set(k.as_string(), v);
   auto top = std::make_shared<Scope>();
   top->parent = root;
   std::string out;

@@ -42,10 +42,13 @@ std::string render(const Body& body, const Value& context, const RenderOptions& 
 
 // ---- internal: shared between jinja_eval.cpp and jinja_builtins.cpp ------------------------
 
+// Variables of one scope, searched innermost first. Scopes hold a handful of names, so a flat
+// list beats a map; a for loop reuses one scope, emptied at each iteration.
 struct Scope {
-  std::map<std::string, Value, std::less<>> vars;
+  std::vector<std::pair<std::string, Value>> vars;
   std::shared_ptr<Scope> parent;
   const Value* lookup(std::string_view name) const;
+  void set(std::string_view name, Value v);
 };
 
 using KwValues = std::vector<std::pair<std::string, Value>>;
@@ -67,11 +70,15 @@ struct Interpreter {
   Flow exec(const Body& body, const std::shared_ptr<Scope>& scope, std::string& out);
   Value eval(const Expr& e, const std::shared_ptr<Scope>& scope);
   Value call(const Value& callee, ValueList& args, KwValues& kwargs);
-  void append_output(std::string& out, std::string_view text) const;
+  void append_output(std::string& out, std::string_view text);
 
   Value getattr(const Value& obj, const std::string& name);
   Value getitem(const Value& obj, const Value& key);
 };
+
+// Steps charged for an operation reading or returning `v`: one per 16 bytes of a string and
+// one per 4 items of a list or dict.
+uint64_t work_of(const Value& v);
 
 // Builtins (jinja_builtins.cpp).
 Value apply_filter(Interpreter& in, const std::string& name, ValueList& args, KwValues& kwargs);

@@ -19,22 +19,27 @@ TemplateError::TemplateError(Kind kind, int line, int column, std::string messag
 
 Value Value::undefined(std::string hint) {
   Value v;
-  v.s_ = std::make_shared<const std::string>(std::move(hint));
+  if (!hint.empty()) v.p_ = std::make_shared<const std::string>(std::move(hint));
   return v;
+}
+const std::string& Value::undefined_hint() const {
+  static const std::string kNone;
+  return p_ ? *static_cast<const std::string*>(p_.get()) : kNone;
 }
 Value Value::none() {
   Value v;
   v.type_ = Type::None;
   return v;
 }
-Value::Value(bool b) : type_(Type::Bool), b_(b) {}
-Value::Value(int64_t i) : type_(Type::Int), i_(i) {}
-Value::Value(double d) : type_(Type::Float), d_(d) {}
-Value::Value(std::string s) : type_(Type::String), s_(std::make_shared<const std::string>(std::move(s))) {}
-Value Value::list(ValueList items) {
+Value::Value(bool b) : type_(Type::Bool) { b_ = b; }
+Value::Value(int64_t i) : type_(Type::Int) { i_ = i; }
+Value::Value(double d) : type_(Type::Float) { d_ = d; }
+Value::Value(std::string s) : type_(Type::String), p_(std::make_shared<const std::string>(std::move(s))) {}
+Value Value::list(ValueList items) { return list(std::make_shared<const ValueList>(std::move(items))); }
+Value Value::list(std::shared_ptr<const ValueList> items) {
   Value v;
   v.type_ = Type::List;
-  v.list_ = std::make_shared<const ValueList>(std::move(items));
+  v.p_ = std::move(items);
   return v;
 }
 Value Value::tuple(ValueList items) {
@@ -45,32 +50,37 @@ Value Value::tuple(ValueList items) {
 Value Value::dict(DictEntries entries) {
   Value v;
   v.type_ = Type::Dict;
-  v.dict_ = std::make_shared<const DictEntries>(std::move(entries));
+  v.p_ = std::make_shared<const DictEntries>(std::move(entries));
   return v;
 }
 Value Value::ns(std::shared_ptr<Namespace> n) {
   Value v;
   v.type_ = Type::Namespace;
-  v.ns_ = std::move(n);
+  v.p_ = std::move(n);
   return v;
 }
 Value Value::function(std::string name, NativeFunction f) {
   Value v;
   v.type_ = Type::Function;
-  v.s_ = std::make_shared<const std::string>(std::move(name));
-  v.fn_ = std::make_shared<const NativeFunction>(std::move(f));
+  v.p_ = std::make_shared<const FunctionBox>(FunctionBox{std::move(name), std::move(f)});
+  return v;
+}
+Value Value::loop(std::shared_ptr<const LoopInfo> info) {
+  Value v;
+  v.type_ = Type::Loop;
+  v.p_ = std::move(info);
   return v;
 }
 
 const Value* Value::find(const Value& key) const {
   if (type_ != Type::Dict) return nullptr;
-  for (const auto& [k, v] : *dict_)
+  for (const auto& [k, v] : entries())
     if (equals(k, key)) return &v;
   return nullptr;
 }
 const Value* Value::find(std::string_view key) const {
   if (type_ != Type::Dict) return nullptr;
-  for (const auto& [k, v] : *dict_)
+  for (const auto& [k, v] : entries())
     if (k.is_string() && k.as_string() == key) return &v;
   return nullptr;
 }
@@ -82,12 +92,13 @@ bool Value::truthy() const {
     case Type::Bool: return b_;
     case Type::Int: return i_ != 0;
     case Type::Float: return d_ != 0.0;
-    case Type::String: return !s_->empty();
+    case Type::String: return !as_string().empty();
     case Type::List:
-    case Type::Tuple: return !list_->empty();
-    case Type::Dict: return !dict_->empty();
+    case Type::Tuple: return !items().empty();
+    case Type::Dict: return !entries().empty();
     case Type::Namespace:
-    case Type::Function: return true;
+    case Type::Function:
+    case Type::Loop: return true;
   }
   return false;
 }
@@ -105,6 +116,7 @@ const char* Value::type_name() const {
     case Type::Dict: return "dict";
     case Type::Namespace: return "Namespace";
     case Type::Function: return "function";
+    case Type::Loop: return "LoopContext";
   }
   return "?";
 }
@@ -138,8 +150,9 @@ bool equals(const Value& a, const Value& b) {
       }
       return true;
     }
-    case Value::Type::Namespace: return &a.namespace_object() == &b.namespace_object();
-    case Value::Type::Function: return &a.function_object() == &b.function_object();
+    case Value::Type::Namespace:
+    case Value::Type::Function:
+    case Value::Type::Loop: return a.identity() == b.identity();
     default: return false;
   }
 }
@@ -247,6 +260,8 @@ std::string to_str(const Value& v) {
     case Value::Type::String: return v.as_string();
     case Value::Type::Namespace: return "<Namespace>";
     case Value::Type::Function: return "<function " + v.function_name() + ">";
+    case Value::Type::Loop: return "<LoopContext " + std::to_string(v.loop_info().index + 1) + "/" +
+                                   std::to_string(v.loop_info().items->size()) + ">";
     default: return to_repr(v);
   }
 }
@@ -312,28 +327,51 @@ std::string_view py_strip(std::string_view s, bool left, bool right, const std::
   auto strip_it = [&](uint32_t cp) {
     return chars ? std::find(set.begin(), set.end(), cp) != set.end() : is_py_space(cp);
   };
-  std::vector<size_t> starts;
-  std::vector<uint32_t> cps;
-  for (size_t i = 0; i < s.size();) {
-    starts.push_back(i);
-    cps.push_back(decode_utf8(s, i));
+  size_t begin = 0, end = s.size();
+  if (left) {
+    while (begin < end) {
+      size_t i = begin;
+      if (!strip_it(decode_utf8(s, i))) break;
+      begin = i;
+    }
   }
-  starts.push_back(s.size());
-  size_t b = 0, e = cps.size();
-  if (left)
-    while (b < e && strip_it(cps[b])) ++b;
-  if (right)
-    while (e > b && strip_it(cps[e - 1])) --e;
-  return s.substr(starts[b], starts[e] - starts[b]);
+  if (right) {
+    while (end > begin) {
+      // The last code point starts at most 3 bytes back; a sequence that does not end exactly
+      // at `end` means the last byte is a stray one, which decode_utf8 reads as itself.
+      size_t start = end - 1;
+      while (start > begin && end - start < 4 && (static_cast<unsigned char>(s[start]) & 0xc0) == 0x80) --start;
+      size_t i = start;
+      uint32_t cp = decode_utf8(s, i);
+      if (i != end) {
+        start = end - 1;
+        cp = static_cast<unsigned char>(s[start]);
+      }
+      if (!strip_it(cp)) break;
+      end = start;
+    }
+  }
+  return s.substr(begin, end - begin);
 }
 
 namespace {
 
+void json_u_escape(std::string& out, uint32_t unit) {
+  static const char kHex[] = "0123456789abcdef";
+  const char buf[6] = {'\\', 'u', kHex[(unit >> 12) & 15], kHex[(unit >> 8) & 15], kHex[(unit >> 4) & 15], kHex[unit & 15]};
+  out.append(buf, 6);
+}
+
 void json_string(std::string& out, const std::string& s) {
   out += '"';
   for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {  // the common case: printable ASCII
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
     const uint32_t cp = decode_utf8(s, i);
-    char buf[16];
     switch (cp) {
       case '"': out += "\\\""; continue;
       case '\\': out += "\\\\"; continue;
@@ -344,15 +382,12 @@ void json_string(std::string& out, const std::string& s) {
       case '\f': out += "\\f"; continue;
       default: break;
     }
-    if (cp >= 0x20 && cp < 0x7f) {
-      out += static_cast<char>(cp);
-    } else if (cp >= 0x10000) {
+    if (cp >= 0x10000) {
       const uint32_t v = cp - 0x10000;
-      std::snprintf(buf, sizeof buf, "\\u%04x\\u%04x", 0xd800 + (v >> 10), 0xdc00 + (v & 0x3ff));
-      out += buf;
+      json_u_escape(out, 0xd800 + (v >> 10));
+      json_u_escape(out, 0xdc00 + (v & 0x3ff));
     } else {
-      std::snprintf(buf, sizeof buf, "\\u%04x", cp);
-      out += buf;
+      json_u_escape(out, cp);
     }
   }
   out += '"';

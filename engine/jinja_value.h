@@ -57,9 +57,20 @@ struct Namespace {
   std::map<std::string, Value, std::less<>> attrs;
 };
 
+// The `loop` variable of one for-loop iteration; its attributes are computed when read.
+struct LoopInfo {
+  std::shared_ptr<const ValueList> items;  // what the loop iterates, after its `if` filter
+  size_t index = 0;                        // 0-based
+};
+
+struct FunctionBox {
+  std::string name;
+  NativeFunction fn;
+};
+
 class Value {
  public:
-  enum class Type { Undefined, None, Bool, Int, Float, String, List, Tuple, Dict, Namespace, Function };
+  enum class Type { Undefined, None, Bool, Int, Float, String, List, Tuple, Dict, Namespace, Function, Loop };
 
   Value() = default;  // Undefined
   static Value undefined(std::string hint = {});
@@ -76,6 +87,8 @@ class Value {
   static Value dict(DictEntries entries = {});
   static Value ns(std::shared_ptr<Namespace> n);
   static Value function(std::string name, NativeFunction f);
+  static Value list(std::shared_ptr<const ValueList> items);
+  static Value loop(std::shared_ptr<const LoopInfo> info);
 
   Type type() const { return type_; }
   bool is_undefined() const { return type_ == Type::Undefined; }
@@ -89,17 +102,21 @@ class Value {
   bool is_dict() const { return type_ == Type::Dict; }
   bool is_namespace() const { return type_ == Type::Namespace; }
   bool is_function() const { return type_ == Type::Function; }
+  bool is_loop() const { return type_ == Type::Loop; }
 
   bool as_bool() const { return b_; }
   int64_t as_int() const { return type_ == Type::Bool ? (b_ ? 1 : 0) : i_; }
   double as_float() const { return type_ == Type::Float ? d_ : static_cast<double>(as_int()); }
-  const std::string& as_string() const { return *s_; }
-  const ValueList& items() const { return *list_; }        // List, Tuple
-  const DictEntries& entries() const { return *dict_; }    // Dict
-  Namespace& namespace_object() const { return *ns_; }     // Namespace
-  const NativeFunction& function_object() const { return *fn_; }
-  const std::string& undefined_hint() const { return *s_; }  // Undefined: what was missing
-  const std::string& function_name() const { return *s_; }   // Function
+  const std::string& as_string() const { return *static_cast<const std::string*>(p_.get()); }
+  const ValueList& items() const { return *static_cast<const ValueList*>(p_.get()); }  // List, Tuple
+  std::shared_ptr<const ValueList> shared_items() const { return std::static_pointer_cast<const ValueList>(p_); }
+  const DictEntries& entries() const { return *static_cast<const DictEntries*>(p_.get()); }  // Dict
+  Namespace& namespace_object() const { return *const_cast<Namespace*>(static_cast<const Namespace*>(p_.get())); }
+  const NativeFunction& function_object() const { return static_cast<const FunctionBox*>(p_.get())->fn; }
+  const std::string& function_name() const { return static_cast<const FunctionBox*>(p_.get())->name; }
+  const LoopInfo& loop_info() const { return *static_cast<const LoopInfo*>(p_.get()); }
+  const std::string& undefined_hint() const;  // Undefined: what was missing ("'x' is undefined")
+  const void* identity() const { return p_.get(); }  // for `is sameas` and equality of objects
 
   // Dict lookup by key (Python equality); nullptr when absent.
   const Value* find(const Value& key) const;
@@ -111,14 +128,12 @@ class Value {
 
  private:
   Type type_ = Type::Undefined;
-  bool b_ = false;
-  int64_t i_ = 0;
-  double d_ = 0;
-  std::shared_ptr<const std::string> s_;
-  std::shared_ptr<const ValueList> list_;
-  std::shared_ptr<const DictEntries> dict_;
-  std::shared_ptr<Namespace> ns_;
-  std::shared_ptr<const NativeFunction> fn_;
+  union {
+    bool b_;
+    int64_t i_ = 0;
+    double d_;
+  };
+  std::shared_ptr<const void> p_;  // the string, list, dict, Namespace, FunctionBox or LoopInfo
 };
 
 // Python ==, as Jinja compares (1 == 1.0 == True; Undefined equals only Undefined).

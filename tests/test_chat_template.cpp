@@ -334,6 +334,16 @@ TEST(Sandbox, EndlessWorkStopsAtTheStepBudget) {
   expect_limit("{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}{% endfor %}", "steps of work");
 }
 
+TEST(Sandbox, ExpensiveOperationsInLoopsAreChargedByTheirSize) {
+  const std::string big = "{% set s = 'x' * 1000000 %}{% set l = range(1000000) | list %}{% for i in range(1000000) %}";
+  for (const char* body : {"{% set t = s | tojson %}", "{% if 'y' in s %}{% endif %}", "{{ s[:1] }}", "{{ s[5] }}",
+                           "{% set n = s.find('y') %}", "{% set n = l | length %}", "{% set b = l == l %}",
+                           "{% set t = s.strip() %}", "{% set t = s ~ '' %}", "{% set n = s.count('y') %}",
+                           "{% set t = s | list %}", "{% set t = s | reverse %}", "{% for c in s %}{% endfor %}",
+                           "{% set t = s | replace('x', 'yy') %}", "{% set t = s.split() %}"})
+    expect_limit(big + body + "{% endfor %}", "steps of work");
+}
+
 TEST(Sandbox, GigabyteStringsAreRefusedBeforeAllocating) {
   for (const char* source : {
            "{{ 'a' * 1000000000 }}",

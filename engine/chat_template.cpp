@@ -33,7 +33,7 @@ std::string ChatTemplate::render_messages(const jinja::Value& messages, const Ch
   };
   if (options.extra.is_dict())
     for (const auto& e : options.extra.entries()) context.push_back(e);
-  return render_context(jinja::Value::dict(std::move(context)), jinja::RenderOptions{options.limits, options.now});
+  return render_context(jinja::Value::dict(std::move(context)), jinja::RenderOptions{options.limits, options.now, options.tojson});
 }
 
 std::string ChatTemplate::render_context(const jinja::Value& context, const jinja::RenderOptions& options) const {

@@ -14,8 +14,9 @@
 //
 // Known differences from Jinja2: integers are 64-bit (overflow is an error, not a bigint);
 // upper/lower/title change ASCII letters only; `''.__class__`-style attribute names starting
-// with '_' fail when accessed (Jinja2 fails when the result is used); |tojson is Jinja2's
-// built-in (sorted keys, HTML-safe escapes), not transformers' override.
+// with '_' fail when accessed (Jinja2 fails when the result is used). |tojson is Jinja2's
+// built-in (sorted keys, HTML-safe escapes) unless ChatTemplateOptions::tojson asks for
+// transformers' override, which is what models saw in training when tools are in the prompt.
 #pragma once
 
 #include <ctime>
@@ -44,6 +45,7 @@ struct ChatTemplateOptions {
   jinja::RenderLimits limits;
   std::optional<std::time_t> now;     // what strftime_now() sees; the clock when empty
   jinja::Value extra;                 // a dict of further variables (tools, enable_thinking, ...)
+  jinja::ToJson tojson = jinja::ToJson::Jinja2;  // Transformers: |tojson as transformers renders it
 };
 
 class ChatTemplate {

@@ -197,7 +197,7 @@ std::string html_escape(const std::string& s) {
 
 // Jinja's |tojson: json.dumps(sort_keys=True) with <, >, & and ' escaped for HTML.
 std::string jinja_tojson(Interpreter& in, const Value& v, int indent) {
-  const std::string raw = to_json(v, indent, true, in.options.limits.max_string_bytes);
+  const std::string raw = to_json(v, {.indent = indent, .sort_keys = true, .max_bytes = in.options.limits.max_string_bytes});
   std::string out;
   out.reserve(raw.size());
   for (char c : raw) {
@@ -594,10 +594,26 @@ Value apply_filter(Interpreter& in, const std::string& name, ValueList& args, Kw
     in.fail(std::string("object of type '") + v.type_name() + "' has no len()");
   }
   if (name == "tojson") {
-    const Value indent = arg(args, kwargs, 1, "indent", Value::none());
+    const bool transformers = in.options.tojson == ToJson::Transformers;
+    const Value indent = arg(args, kwargs, transformers ? 2 : 1, "indent", Value::none());
     if (!indent.is_none() && (!indent.is_number() || indent.is_float() || indent.as_int() < 0 || indent.as_int() > 64))
       in.fail("tojson: indent must be an integer from 0 to 64");
-    return Value(jinja_tojson(in, v, indent.is_none() ? -1 : static_cast<int>(indent.as_int())));
+    const int width = indent.is_none() ? -1 : static_cast<int>(indent.as_int());
+    if (!transformers) return Value(jinja_tojson(in, v, width));
+    JsonFormat f{.indent = width,
+                 .sort_keys = arg(args, kwargs, 4, "sort_keys", Value(false)).truthy(),
+                 .ensure_ascii = arg(args, kwargs, 1, "ensure_ascii", Value(false)).truthy(),
+                 .max_bytes = in.options.limits.max_string_bytes};
+    const Value separators = arg(args, kwargs, 3, "separators", Value::none());
+    if (!separators.is_none()) {
+      if (!separators.is_sequence() || separators.items().size() != 2 || !separators.items()[0].is_string() ||
+          !separators.items()[1].is_string())
+        in.fail("tojson: separators must be a pair of strings");
+      f.item_separator = separators.items()[0].as_string();
+      f.key_separator = separators.items()[1].as_string();
+      f.explicit_separators = true;
+    }
+    return Value(to_json(v, f));
   }
   if (name == "upper") return Value(ascii_upper(to_str(v)));
   if (name == "lower") return Value(ascii_lower(to_str(v)));

@@ -30,9 +30,16 @@ struct RenderLimits {
   int max_call_depth = 64;                // macros calling macros (or themselves)
 };
 
+// Which |tojson a template gets. Jinja2's own sorts keys and escapes <, >, & and ' for HTML;
+// Hugging Face transformers replaces it (chat templates are rendered that way in training and by
+// llama.cpp): insertion order, no HTML escapes, non-ASCII kept, and the keyword arguments
+// ensure_ascii, indent, separators and sort_keys (in that positional order).
+enum class ToJson { Jinja2, Transformers };
+
 struct RenderOptions {
   RenderLimits limits;
   std::optional<std::time_t> now;  // what strftime_now() sees (UTC); the local clock when empty
+  ToJson tojson = ToJson::Jinja2;
 };
 
 // Renders a template. `context` is a dict of the variables the template sees (messages,

@@ -362,11 +362,11 @@ void json_u_escape(std::string& out, uint32_t unit) {
   out.append(buf, 6);
 }
 
-void json_string(std::string& out, const std::string& s) {
+void json_string(std::string& out, const std::string& s, bool ensure_ascii) {
   out += '"';
   for (size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {  // the common case: printable ASCII
+    if (c >= 0x20 && c != '"' && c != '\\' && (c < 0x7f || !ensure_ascii)) {  // written as it is
       out += static_cast<char>(c);
       ++i;
       continue;
@@ -393,10 +393,15 @@ void json_string(std::string& out, const std::string& s) {
   out += '"';
 }
 
-void json_value(std::string& out, const Value& v, int indent, bool sort_keys, int depth, size_t max_bytes) {
+const std::string kComma = ",";
+
+void json_value(std::string& out, const Value& v, const JsonFormat& f, int depth) {
+  const int indent = f.indent;
+  const size_t max_bytes = f.max_bytes;
   if (out.size() > max_bytes)
     throw TemplateError(TemplateError::Kind::Limit, 0, 0, "tojson: output larger than " + std::to_string(max_bytes) + " bytes");
   if (depth > 256) throw TemplateError(TemplateError::Kind::Limit, 0, 0, "tojson: value nested deeper than 256 levels");
+  const std::string& item_sep = indent >= 0 && !f.explicit_separators ? kComma : f.item_separator;
   auto newline = [&](int d) {
     if (indent < 0) return;
     out += '\n';
@@ -411,7 +416,7 @@ void json_value(std::string& out, const Value& v, int indent, bool sort_keys, in
       out += std::isnan(d) ? "NaN" : std::isinf(d) ? (d < 0 ? "-Infinity" : "Infinity") : float_repr(d);
       return;
     }
-    case Value::Type::String: json_string(out, v.as_string()); return;
+    case Value::Type::String: json_string(out, v.as_string(), f.ensure_ascii); return;
     case Value::Type::List:
     case Value::Type::Tuple: {
       const auto& items = v.items();
@@ -421,9 +426,9 @@ void json_value(std::string& out, const Value& v, int indent, bool sort_keys, in
       }
       out += '[';
       for (size_t i = 0; i < items.size(); ++i) {
-        if (i) out += indent < 0 ? ", " : ",";
+        if (i) out += item_sep;
         newline(depth + 1);
-        json_value(out, items[i], indent, sort_keys, depth + 1, max_bytes);
+        json_value(out, items[i], f, depth + 1);
       }
       newline(depth);
       out += ']';
@@ -437,16 +442,16 @@ void json_value(std::string& out, const Value& v, int indent, bool sort_keys, in
       }
       std::vector<const std::pair<Value, Value>*> order;
       for (const auto& e : entries) order.push_back(&e);
-      if (sort_keys)
+      if (f.sort_keys)
         std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) { return to_str(a->first) < to_str(b->first); });
       out += '{';
       bool first = true;
       for (const auto* e : order) {
-        if (!first) out += indent < 0 ? ", " : ",";
+        if (!first) out += item_sep;
         first = false;
         newline(depth + 1);
         if (e->first.is_string()) {
-          json_string(out, e->first.as_string());
+          json_string(out, e->first.as_string(), f.ensure_ascii);
         } else if (e->first.is_bool()) {
           out += e->first.as_bool() ? "\"true\"" : "\"false\"";
         } else if (e->first.is_none()) {
@@ -457,8 +462,8 @@ void json_value(std::string& out, const Value& v, int indent, bool sort_keys, in
           throw TemplateError(TemplateError::Kind::Runtime, 0, 0,
                               std::string("tojson: keys must be str, int, float, bool or None, not ") + e->first.type_name());
         }
-        out += ": ";
-        json_value(out, e->second, indent, sort_keys, depth + 1, max_bytes);
+        out += f.key_separator;
+        json_value(out, e->second, f, depth + 1);
       }
       newline(depth);
       out += '}';
@@ -639,11 +644,11 @@ struct JsonParser {
 
 }  // namespace
 
-std::string to_json(const Value& v, int indent, bool sort_keys, size_t max_bytes) {
+std::string to_json(const Value& v, const JsonFormat& format) {
   std::string out;
-  json_value(out, v, indent, sort_keys, 0, max_bytes);
-  if (out.size() > max_bytes)
-    throw TemplateError(TemplateError::Kind::Limit, 0, 0, "tojson: output larger than " + std::to_string(max_bytes) + " bytes");
+  json_value(out, v, format, 0);
+  if (out.size() > format.max_bytes)
+    throw TemplateError(TemplateError::Kind::Limit, 0, 0, "tojson: output larger than " + std::to_string(format.max_bytes) + " bytes");
   return out;
 }
 

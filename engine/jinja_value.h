@@ -146,10 +146,20 @@ std::string to_repr(const Value& v);
 // Python's repr(float): shortest round-trip digits, "1.0", "1e+16", "inf", "nan".
 std::string float_repr(double d);
 
-// JSON as Python's json.dumps writes it (ensure_ascii, ", "/": " separators, or "," with a
-// newline and `indent` spaces when indent >= 0). sort_keys as json.dumps(sort_keys=True).
-// Undefined, namespaces and functions are not serializable: TemplateError(Runtime).
-std::string to_json(const Value& v, int indent, bool sort_keys, size_t max_bytes = SIZE_MAX);
+// How to_json writes, in json.dumps's terms. The defaults are json.dumps's: ensure_ascii, and
+// ", " / ": " separators, or "," and a newline plus `indent` spaces per level when indent >= 0.
+struct JsonFormat {
+  int indent = -1;            // < 0: all on one line
+  bool sort_keys = false;
+  bool ensure_ascii = true;   // false: non-ASCII characters are written as they are
+  std::string item_separator = ", ";  // used as "," when indent >= 0 unless given explicitly
+  std::string key_separator = ": ";
+  bool explicit_separators = false;
+  size_t max_bytes = SIZE_MAX;  // TemplateError(Limit) past this size
+};
+// JSON as Python's json.dumps writes it. Undefined, namespaces and functions are not
+// serializable: TemplateError(Runtime).
+std::string to_json(const Value& v, const JsonFormat& format = {});
 // Parses a JSON document (objects keep their key order). Throws TemplateError(Syntax).
 Value parse_json(std::string_view text);
 

@@ -100,14 +100,20 @@ void expect_same_as_jinja2(const std::string& expected_path, Render render) {
 
 struct RenderCase {
   std::string name, template_file, conversation, bos_token, eos_token, expected;
+  chorus::jinja::ToJson tojson;
 };
+
+chorus::jinja::ToJson tojson_of(const Value& c) {
+  return field(c, "tojson") == "transformers" ? chorus::jinja::ToJson::Transformers : chorus::jinja::ToJson::Jinja2;
+}
 
 std::vector<RenderCase> render_cases() {
   std::vector<RenderCase> out;
   for (const Value& c : manifest().find(std::string_view("cases"))->items()) {
     RenderCase rc{"", field(c, "template"), field(c, "conversation"), field(c, "bos_token"), field(c, "eos_token"),
-                  field(c, "expected")};
-    rc.name = rc.template_file.substr(0, rc.template_file.find(".jinja")) + "_" + rc.conversation;
+                  field(c, "expected"), tojson_of(c)};
+    rc.name = rc.template_file.substr(0, rc.template_file.find(".jinja")) + "_" + rc.conversation +
+              (rc.tojson == chorus::jinja::ToJson::Transformers ? "_transformers_tojson" : "");
     for (char& ch : rc.name)
       if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
     out.push_back(std::move(rc));
@@ -125,6 +131,7 @@ TEST_P(RealTemplate, RendersExactlyAsJinja2) {
   options.add_generation_prompt = conv.find(std::string_view("add_generation_prompt"))->truthy();
   options.bos_token = rc.bos_token;
   options.eos_token = rc.eos_token;
+  options.tojson = rc.tojson;
   options.now = static_cast<std::time_t>(manifest().find(std::string_view("now"))->as_int());
   if (const Value* vars = conv.find(std::string_view("variables"))) options.extra = *vars;
   const Value messages = *conv.find(std::string_view("messages"));
@@ -149,12 +156,13 @@ TEST(RealTemplates, EveryRequiredFamilyIsCovered) {
 
 struct FeatureCase {
   std::string name, expected;
+  chorus::jinja::ToJson tojson;
 };
 
 std::vector<FeatureCase> feature_cases() {
   std::vector<FeatureCase> out;
   for (const Value& c : manifest().find(std::string_view("features"))->items())
-    out.push_back({field(c, "feature"), field(c, "expected")});
+    out.push_back({field(c, "feature"), field(c, "expected"), tojson_of(c)});
   return out;
 }
 
@@ -165,6 +173,7 @@ TEST_P(LanguageFeature, RendersExactlyAsJinja2) {
   const Value& feature = *features().find(std::string_view(fc.name));
   chorus::jinja::RenderOptions options;
   options.now = static_cast<std::time_t>(manifest().find(std::string_view("now"))->as_int());
+  options.tojson = fc.tojson;
   const Value* vars = feature.find(std::string_view("variables"));
   const Value context = vars ? *vars : Value::dict();
   expect_same_as_jinja2(fc.expected, [&] {
@@ -217,8 +226,8 @@ TEST(ChatTemplateApi, GuessesTheBuiltinFormatFromATemplatesMarkers) {
 
 TEST(ChatTemplateApi, JsonRoundTripKeepsKeyOrderAndEscapesAsPython) {
   const Value v = chorus::jinja::parse_json(R"({"b": [1, 2.5, true, null], "a": "\u00e9\n\ud83d\ude42"})");
-  EXPECT_EQ(chorus::jinja::to_json(v, -1, false), R"({"b": [1, 2.5, true, null], "a": "\u00e9\n\ud83d\ude42"})");
-  EXPECT_EQ(chorus::jinja::to_json(v, -1, true), R"({"a": "\u00e9\n\ud83d\ude42", "b": [1, 2.5, true, null]})");
+  EXPECT_EQ(chorus::jinja::to_json(v), R"({"b": [1, 2.5, true, null], "a": "\u00e9\n\ud83d\ude42"})");
+  EXPECT_EQ(chorus::jinja::to_json(v, {.sort_keys = true}), R"({"a": "\u00e9\n\ud83d\ude42", "b": [1, 2.5, true, null]})");
   EXPECT_THROW(chorus::jinja::parse_json("{\"a\": }"), TemplateError);
 }
 

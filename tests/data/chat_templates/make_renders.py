@@ -5,10 +5,11 @@ Every template listed in TEMPLATES is rendered with every conversation in conver
 and every snippet in features.json is rendered on its own, by Python Jinja2 configured as
 Hugging Face transformers and llama.cpp configure it: ImmutableSandboxedEnvironment with
 trim_blocks, lstrip_blocks and the loopcontrols extension, a raise_exception() global, and a
-strftime_now() global that sees the fixed clock NOW.
+strftime_now() global that sees the fixed clock NOW. Conversations with tools, and features that
+ask for it, are also rendered with the |tojson that transformers installs in place of Jinja2's.
 
 Output (all under renders/): manifest.json, which lists the cases, and one file per case:
-  renders/<template>/<conversation>.txt     the exact rendered text (UTF-8), or
+  renders/<template>/<conversation>[.transformers].txt  the exact rendered text (UTF-8), or
   renders/<template>/<conversation>.error   "raised: <message>" when the template called
                                             raise_exception, "error: <Type>: <message>" for any
                                             other Jinja2 failure
@@ -61,13 +62,20 @@ def strftime_now(fmt):
     return NOW.strftime(fmt)
 
 
-def environment():
+def transformers_tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    """The |tojson transformers installs in place of Jinja2's (no HTML escapes, keys unsorted)."""
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def environment(tojson="jinja2"):
     env = jinja2.sandbox.ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     # transformers' {% generation %} marker renders its body; features.json checks chorus does too.
     env.add_extension(GenerationTag)
+    if tojson == "transformers":
+        env.filters["tojson"] = transformers_tojson
     return env
 
 
@@ -90,7 +98,7 @@ def render(env, source, variables):
 
 
 def write(path, kind, text):
-    path = path.with_suffix("." + kind)
+    path = path.parent / (path.name + "." + kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as f:
         f.write(text)
@@ -98,7 +106,7 @@ def write(path, kind, text):
 
 
 def main():
-    env = environment()
+    envs = {"jinja2": environment(), "transformers": environment("transformers")}
     conversations = json.loads((HERE / "conversations.json").read_text(encoding="utf-8"))
     features = json.loads((HERE / "features.json").read_text(encoding="utf-8"))
     shutil.rmtree(OUT, ignore_errors=True)
@@ -109,14 +117,18 @@ def main():
             variables = dict(conv.get("variables", {}))
             variables.update(messages=conv["messages"], add_generation_prompt=conv["add_generation_prompt"],
                              bos_token=bos, eos_token=eos)
-            kind, text = render(env, source, variables)
-            expected = write(OUT / name / conv_name, kind, text)
-            cases.append({"template": file, "conversation": conv_name, "bos_token": bos, "eos_token": eos,
-                          "expected": expected})
+            # Conversations with tools are rendered with both |tojson flavours.
+            for tojson in (["jinja2", "transformers"] if "tools" in variables else ["jinja2"]):
+                kind, text = render(envs[tojson], source, variables)
+                suffix = "" if tojson == "jinja2" else "." + tojson
+                expected = write(OUT / name / (conv_name + suffix), kind, text)
+                cases.append({"template": file, "conversation": conv_name, "tojson": tojson, "bos_token": bos,
+                              "eos_token": eos, "expected": expected})
     feature_cases = []
     for name, feature in features.items():
-        kind, text = render(env, feature["source"], feature.get("variables", {}))
-        feature_cases.append({"feature": name, "expected": write(OUT / "features" / name, kind, text)})
+        tojson = feature.get("tojson", "jinja2")
+        kind, text = render(envs[tojson], feature["source"], feature.get("variables", {}))
+        feature_cases.append({"feature": name, "tojson": tojson, "expected": write(OUT / "features" / name, kind, text)})
     manifest = {"jinja2_version": jinja2.__version__, "now": int(NOW.timestamp()), "cases": cases,
                 "features": feature_cases}
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -296,33 +296,6 @@ double py_round(double x, int64_t digits) {
   return out;
 }
 
-// printf-style "%s" formatting, as Jinja's |format filter (and Python's %) for s, d, i, f, %.
-std::string percent_format(Interpreter& in, const std::string& fmt, const ValueList& values) {
-  std::string out;
-  size_t next = 0;
-  for (size_t i = 0; i < fmt.size(); ++i) {
-    if (fmt[i] != '%') {
-      out += fmt[i];
-      continue;
-    }
-    if (++i >= fmt.size()) in.fail("incomplete format");
-    const char c = fmt[i];
-    if (c == '%') {
-      out += '%';
-      continue;
-    }
-    if (next >= values.size()) in.fail("not enough arguments for format string");
-    const Value& v = values[next++];
-    if (c == 's') out += to_str(v);
-    else if (c == 'r') out += to_repr(v);
-    else if (c == 'd' || c == 'i') out += std::to_string(to_int(v, Value(int64_t{0}), 10).as_int());
-    else if (c == 'f') out += std::to_string(v.as_float());
-    else in.fail(std::string("unsupported format character '") + c + "'");
-    in.check_string_size(out.size());
-  }
-  return out;
-}
-
 // Python's str.format with "{}", "{0}" and "{name}" fields (no format specs).
 std::string brace_format(Interpreter& in, const std::string& fmt, const ValueList& args, const KwValues& kwargs) {
   std::string out;
@@ -500,6 +473,34 @@ Value filter_select(Interpreter& in, ValueList& args, KwValues& kwargs, bool by_
 }
 
 }  // namespace
+
+// printf-style "%s" formatting, as Jinja's |format filter (and Python's %) for s, d, i, f, %.
+std::string percent_format(Interpreter& in, const std::string& fmt, const ValueList& values) {
+  std::string out;
+  size_t next = 0;
+  for (size_t i = 0; i < fmt.size(); ++i) {
+    if (fmt[i] != '%') {
+      out += fmt[i];
+      continue;
+    }
+    if (++i >= fmt.size()) in.fail("incomplete format");
+    const char c = fmt[i];
+    if (c == '%') {
+      out += '%';
+      continue;
+    }
+    if (next >= values.size()) in.fail("not enough arguments for format string");
+    const Value& v = values[next++];
+    if (c == 's') out += to_str(v);
+    else if (c == 'r') out += to_repr(v);
+    else if (c == 'd' || c == 'i') out += std::to_string(to_int(v, Value(int64_t{0}), 10).as_int());
+    else if (c == 'f') out += std::to_string(v.as_float());
+    else in.fail(std::string("unsupported format character '") + c + "'");
+    in.check_string_size(out.size());
+  }
+  if (next < values.size()) in.fail("not all arguments converted during string formatting");
+  return out;
+}
 
 ValueList iterate(Interpreter& in, const Value& v) {
   switch (v.type()) {

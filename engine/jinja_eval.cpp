@@ -182,7 +182,7 @@ Value binary_op(Interpreter& in, const std::string& op, const Value& a, const Va
     bad_operands(in, op, a, b);
   }
   if (!nums) {
-    if (op == "%" && a.is_string()) in.fail("printf-style string formatting ('...' % value) is not supported");
+    if (op == "%" && a.is_string()) return Value(percent_format(in, a.as_string(), b.type() == Value::Type::Tuple ? b.items() : ValueList{b}));
     bad_operands(in, op, a, b);
   }
   if (op == "/") {

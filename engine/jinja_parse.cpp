@@ -418,14 +418,16 @@ class Parser {
         return body;
       }
       if (t.type == Token::Type::Text) {
-        Node n{Node::Kind::Text};
+        Node n;
+        n.kind = Node::Kind::Text;
         n.line = t.line, n.column = t.column;
         n.text = t.text;
         body.push_back(std::move(n));
         ++i_;
       } else if (t.type == Token::Type::VarBegin) {
         ++i_;
-        Node n{Node::Kind::Output};
+        Node n;
+        n.kind = Node::Kind::Output;
         n.line = t.line, n.column = t.column;
         n.expr = parse_tuple(true, {}, false);
         if (cur().type != Token::Type::VarEnd) fail(cur(), "expected '}}', found " + describe(cur()));
@@ -448,7 +450,8 @@ class Parser {
   }
 
   Node parse_statement(const Token& begin, const Token& name) {
-    Node n{Node::Kind::Text};
+    Node n;
+    n.kind = Node::Kind::Text;
     n.line = begin.line, n.column = begin.column;
     const std::string& tag = name.text;
     std::string end;

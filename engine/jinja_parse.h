@@ -42,7 +42,7 @@ struct Expr {
     Compare,   // args[0] ops[0] args[1] ops[1] args[2] ... (== != < <= > >= in notin)
     CondExpr,  // args[1] if args[0] else args[2] (args[2] null: undefined)
   };
-  Kind kind;
+  Kind kind = Kind::Const;
   int line = 0, column = 0;
   Value value;
   std::string name;
@@ -74,7 +74,7 @@ struct Node {
     Break,
     Continue,
   };
-  Kind kind;
+  Kind kind = Kind::Text;
   int line = 0, column = 0;
   std::string text;      // Text; Macro name; Set: namespace attribute when setting ns.attr
   ExprPtr expr, expr2;   // Output/Set/For iterable/CallBlock call; For filter

@@ -889,6 +889,8 @@ class Parser {
       parts[0]->args[0] = std::move(node);
       return std::move(parts[0]);
     }
+    for (const auto& part : parts)
+      if (part->kind == Expr::Kind::Slice) fail(at, "a slice inside a tuple subscript is not supported");
     auto e = make(Expr::Kind::GetItem, at);
     e->args.push_back(std::move(node));
     if (parts.size() == 1) {

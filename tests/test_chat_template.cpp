@@ -262,6 +262,7 @@ TEST(TemplateErrors, UnterminatedTagsAreSyntaxErrorsNamingLineAndColumn) {
       {"{{ 1 + }}", 1, 8, "unexpected '}}'"},
       {"{% include 'x.j2' %}", 1, 4, "not supported"},
       {"{{ (1 }}", 1, 7, "unexpected '}'"},
+      {"{{ x[1, :, 3] }}", 1, 5, "slice inside a tuple subscript"},  // found by fuzz_chat_template
   };
   for (const auto& c : cases) {
     const TemplateError e = error_of(c.source);

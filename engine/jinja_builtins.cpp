@@ -289,7 +289,7 @@ double py_round(double x, int64_t digits) {
     const double p = std::pow(10.0, static_cast<double>(-digits));
     return std::nearbyint(x / p) * p;
   }
-  char buf[512];
+  char buf[1024];  // 309 integer digits, the point and 300 decimals at most
   std::snprintf(buf, sizeof buf, "%.*f", static_cast<int>(digits), x);
   double out = 0;
   std::from_chars(buf, buf + std::strlen(buf), out);
@@ -317,8 +317,9 @@ std::string brace_format(Interpreter& in, const std::string& fmt, const ValueLis
       if (field.empty()) {
         if (auto_index < args.size()) v = &args[auto_index++];
       } else if (field[0] >= '0' && field[0] <= '9') {
-        const size_t k = std::stoul(field);
-        if (k < args.size()) v = &args[k];
+        size_t k = 0;
+        const auto r = std::from_chars(field.data(), field.data() + field.size(), k);
+        if (r.ec == std::errc() && r.ptr == field.data() + field.size() && k < args.size()) v = &args[k];
       } else {
         for (const auto& [name, val] : kwargs)
           if (name == field) v = &val;

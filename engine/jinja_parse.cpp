@@ -405,6 +405,18 @@ class Parser {
     return e;
   }
 
+  // Sets e's depth from its children; refuses trees too tall to evaluate (or destroy) safely.
+  ExprPtr sealed(ExprPtr e) {
+    int d = 0;
+    for (const auto& a : e->args)
+      if (a) d = std::max(d, a->depth);
+    for (const auto& [k, a] : e->kwargs) d = std::max(d, a->depth);
+    e->depth = d + 1;
+    if (e->depth > kMaxExprDepth)
+      fail(cur(), "expression nested deeper than " + std::to_string(kMaxExprDepth) + " levels");
+    return e;
+  }
+
   // ---- statements -------------------------------------------------------------------------
 
   // Parses nodes until one of end_tags opens a block (left unconsumed: its name in end_tag).
@@ -601,7 +613,7 @@ class Parser {
     }
     auto e = make(Expr::Kind::Tuple, start);
     e->args = std::move(items);
-    return e;
+    return sealed(std::move(e));
   }
 
   ExprPtr parse_expression(bool with_condexpr) {
@@ -618,7 +630,7 @@ class Parser {
       e->args.push_back(std::move(cond));
       e->args.push_back(std::move(expr));
       e->args.push_back(std::move(other));
-      expr = std::move(e);
+      expr = sealed(std::move(e));
     }
     return expr;
   }
@@ -628,7 +640,7 @@ class Parser {
     e->name = op;
     e->args.push_back(std::move(l));
     e->args.push_back(std::move(r));
-    return e;
+    return sealed(std::move(e));
   }
 
   ExprPtr parse_or() {
@@ -654,7 +666,7 @@ class Parser {
       auto e = make(Expr::Kind::Unary, at);
       e->name = "not";
       e->args.push_back(parse_not());
-      return e;
+      return sealed(std::move(e));
     }
     return parse_compare();
   }
@@ -685,7 +697,7 @@ class Parser {
     e->args.push_back(std::move(first));
     for (auto& r : rest) e->args.push_back(std::move(r));
     e->ops = std::move(ops);
-    return e;
+    return sealed(std::move(e));
   }
   ExprPtr parse_math1() {
     ExprPtr l = parse_concat();
@@ -728,6 +740,7 @@ class Parser {
       node = make(Expr::Kind::Unary, at);
       node->name = at.text;
       node->args.push_back(parse_unary(false));
+      node = sealed(std::move(node));
     } else {
       node = parse_primary();
     }
@@ -784,7 +797,7 @@ class Parser {
             e->args.push_back(parse_expression(true));
           }
           expect_op("]");
-          return e;
+          return sealed(std::move(e));
         }
         if (t.text == "{") {
           ++i_;
@@ -797,7 +810,7 @@ class Parser {
             e->args.push_back(parse_expression(true));
           }
           expect_op("}");
-          return e;
+          return sealed(std::move(e));
         }
         break;
       default: break;
@@ -808,9 +821,9 @@ class Parser {
   ExprPtr parse_postfix(ExprPtr node) {
     while (true) {
       if (is_op(".") || is_op("[")) {
-        node = parse_subscript(std::move(node));
+        node = sealed(parse_subscript(std::move(node)));
       } else if (is_op("(")) {
-        node = parse_call(std::move(node));
+        node = sealed(parse_call(std::move(node)));
       } else {
         return node;
       }
@@ -829,7 +842,7 @@ class Parser {
         }
         e->args.push_back(std::move(node));
         if (is_op("(")) parse_call_args(*e);
-        node = std::move(e);
+        node = sealed(std::move(e));
       } else if (is_name("is")) {
         const Token& at = toks_[i_++];
         auto e = make(Expr::Kind::Test, at);
@@ -845,9 +858,9 @@ class Parser {
           if (is_name("is")) fail(t, "you cannot chain multiple tests with 'is'");
           e->args.push_back(parse_postfix(parse_primary()));
         }
-        node = std::move(e);
+        node = sealed(std::move(e));
       } else if (is_op("(")) {
-        node = parse_call(std::move(node));
+        node = sealed(parse_call(std::move(node)));
       } else {
         return node;
       }

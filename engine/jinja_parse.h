@@ -18,7 +18,8 @@
 
 namespace chorus::jinja {
 
-inline constexpr int kMaxNesting = 200;  // brackets, operators and blocks nested inside each other
+inline constexpr int kMaxNesting = 200;     // brackets, operators and blocks nested inside each other
+inline constexpr int kMaxExprDepth = 1000;  // height of one expression tree (a + a + ... chains too)
 
 struct Expr;
 using ExprPtr = std::unique_ptr<Expr>;
@@ -44,6 +45,7 @@ struct Expr {
   };
   Kind kind = Kind::Const;
   int line = 0, column = 0;
+  int depth = 1;  // height of this expression's tree, bounded by kMaxExprDepth
   Value value;
   std::string name;
   bool negated = false;

@@ -397,6 +397,28 @@ TEST(Sandbox, DeeplyNestedSourceIsASyntaxErrorNotAStackOverflow) {
           std::string s;
           for (int i = 0; i < 100000; ++i) s += "{% if true %}";
           return s;
+        }(),
+        [] {  // long flat chains build tall trees without nesting brackets
+          std::string s = "{{ a";
+          for (int i = 0; i < 100000; ++i) s += " + a";
+          return s + " }}";
+        }(),
+        [] {
+          std::string s = "{{ a";
+          for (int i = 0; i < 100000; ++i) s += "|trim";
+          return s + " }}";
+        }(),
+        [] {
+          std::string s = "{{ a";
+          for (int i = 0; i < 100000; ++i) s += ".b[0]";
+          return s + " }}";
+        }(),
+        [] {
+          std::string s = "{{ (((a";
+          for (int i = 0; i < 900; ++i) s += " ~ a";
+          s += ") ~ a";
+          for (int i = 0; i < 900; ++i) s += " ~ a";
+          return s + ")) }}";
         }()}) {
     const TemplateError e = error_of(source);
     EXPECT_EQ(e.kind(), Kind::Syntax) << e.what();

@@ -8,7 +8,9 @@ namespace chorus {
 
 ChatTemplate ChatTemplate::parse(std::string_view source) {
   ChatTemplate t;
-  t.body_ = std::make_shared<const jinja::Body>(jinja::parse_template(source));
+  auto body = std::make_shared<jinja::Body>(jinja::parse_template(source));
+  jinja::check_filters_and_tests(*body);
+  t.body_ = std::move(body);
   return t;
 }
 

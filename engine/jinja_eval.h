@@ -88,6 +88,11 @@ struct Interpreter {
 uint64_t work_of(const Value& v);
 
 // Builtins (jinja_builtins.cpp).
+bool has_filter(std::string_view name);
+bool has_test(std::string_view name);
+// Refuses, as Jinja2 does when it compiles a template, filters and tests that do not exist:
+// TemplateError(Syntax) naming the first one's line and column.
+void check_filters_and_tests(const Body& body);
 Value apply_filter(Interpreter& in, const std::string& name, ValueList& args, KwValues& kwargs);
 bool apply_test(Interpreter& in, const std::string& name, ValueList& args, KwValues& kwargs);
 // A safe method of a str, dict or list value as a callable, or nullopt when `name` is none.

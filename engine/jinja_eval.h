@@ -87,7 +87,11 @@ struct Interpreter {
 // one per 4 items of a list or dict.
 uint64_t work_of(const Value& v);
 
-// Builtins (jinja_builtins.cpp).
+// Builtins (jinja_builtins.cpp, jinja_filters.cpp).
+// Positional argument `index` or keyword argument `name` of a call, else `fallback`.
+Value arg(ValueList& args, KwValues& kwargs, size_t index, const char* name, Value fallback = Value());
+int64_t int_arg(Interpreter& in, const Value& v, const char* what);  // an int argument, or an error
+Value items_of(const Value& dict);  // dict.items(): a list of (key, value) tuples
 bool has_filter(std::string_view name);
 bool has_test(std::string_view name);
 // Refuses, as Jinja2 does when it compiles a template, filters and tests that do not exist:

@@ -182,7 +182,11 @@ Value binary_op(Interpreter& in, const std::string& op, const Value& a, const Va
     bad_operands(in, op, a, b);
   }
   if (!nums) {
-    if (op == "%" && a.is_string()) return Value(percent_format(in, a.as_string(), b.type() == Value::Type::Tuple ? b.items() : ValueList{b}));
+    if (op == "%" && a.is_string()) {
+      // Python reads a tuple as the arguments, and lets a list or dict (a "mapping") go unused.
+      if (b.type() == Value::Type::Tuple) return Value(percent_format(in, a.as_string(), b.items()));
+      return Value(percent_format(in, a.as_string(), ValueList{b}, b.is_dict() || b.type() == Value::Type::List));
+    }
     bad_operands(in, op, a, b);
   }
   if (op == "/") {
@@ -202,6 +206,7 @@ Value binary_op(Interpreter& in, const std::string& op, const Value& a, const Va
     if (b.as_float() == 0.0) in.fail("float modulo by zero");
     double m = std::fmod(a.as_float(), b.as_float());
     if (m != 0 && ((m < 0) != (b.as_float() < 0))) m += b.as_float();
+    if (m == 0) m = std::copysign(0.0, b.as_float());  // Python: the sign of the divisor
     return Value(m);
   }
   if (op == "**") {

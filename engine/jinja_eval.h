@@ -105,7 +105,8 @@ void add_globals(Scope& scope);
 // Python's iteration over a value (dict: keys, str: code points); errors for non-iterables.
 ValueList iterate(Interpreter& in, const Value& v);
 // printf-style formatting ("%s and %d" % values): s, r, d, i, f and %%.
-std::string percent_format(Interpreter& in, const std::string& fmt, const ValueList& values);
+// values may go unused when `mapping` (Python's rule for str % list and str % dict).
+std::string percent_format(Interpreter& in, const std::string& fmt, const ValueList& values, bool mapping = false);
 // Python's < for sort/compare: numbers, strings, sequences; error for other pairs.
 bool less_than(Interpreter& in, const Value& a, const Value& b);
 

@@ -140,7 +140,6 @@ Value filter_default(Interpreter&, const std::string&, ValueList& args, KwValues
 
 Value filter_first(Interpreter& in, const std::string& name, ValueList& args, KwValues&) {
   const Value& v = args[0];
-  if (v.is_undefined()) in.fail(v.undefined_hint());
   ValueList items = iterate(in, v);
   if (items.empty()) return Value::undefined(std::string("No ") + name + " item, sequence was empty.");
   return name == "first" ? items.front() : items.back();
@@ -182,12 +181,14 @@ Value filter_safe(Interpreter&, const std::string&, ValueList& args, KwValues&) 
 
 Value filter_int(Interpreter& in, const std::string&, ValueList& args, KwValues& kwargs) {
   const Value& v = args[0];
+  if (v.is_undefined()) in.fail(v.undefined_hint());  // int(Undefined) raises in Jinja2
   const Value base = arg(args, kwargs, 2, "base", Value(int64_t{10}));
   return to_int(v, arg(args, kwargs, 1, "default", Value(int64_t{0})), int_arg(in, base, "base"));
 }
 
-Value filter_float(Interpreter&, const std::string&, ValueList& args, KwValues& kwargs) {
+Value filter_float(Interpreter& in, const std::string&, ValueList& args, KwValues& kwargs) {
   const Value& v = args[0];
+  if (v.is_undefined()) in.fail(v.undefined_hint());  // float(Undefined) raises in Jinja2
   return to_float(v, arg(args, kwargs, 1, "default", Value(0.0)));
 }
 
@@ -280,6 +281,8 @@ Value filter_unique(Interpreter& in, const std::string&, ValueList& args, KwValu
 
 Value filter_indent(Interpreter& in, const std::string&, ValueList& args, KwValues& kwargs) {
   const Value& v = args[0];
+  if (v.is_undefined()) in.fail(v.undefined_hint());
+  if (!v.is_string()) in.fail(std::string("unsupported operand type(s) for +=: '") + v.type_name() + "' and 'str'");
   const Value width = arg(args, kwargs, 1, "width", Value(int64_t{4}));
   const bool first = arg(args, kwargs, 2, "first", Value(false)).truthy();
   const bool blank = arg(args, kwargs, 3, "blank", Value(false)).truthy();
@@ -484,9 +487,9 @@ const std::pair<std::string_view, TypeTest> kTypeTests[] = {
     // Undefined iterates as empty and has a length, so Jinja2 counts it as both.
     {"iterable", [](const Value& v) { return v.is_string() || v.is_sequence() || v.is_dict() || v.is_undefined(); }},
     {"sequence", [](const Value& v) { return v.is_string() || v.is_sequence() || v.is_dict() || v.is_undefined(); }},
-    {"callable", [](const Value& v) { return v.is_function(); }},
-    {"lower", [](const Value& v) { return v.is_string() && ascii_lower(v.as_string()) == v.as_string(); }},
-    {"upper", [](const Value& v) { return v.is_string() && ascii_upper(v.as_string()) == v.as_string(); }},
+    {"callable", [](const Value& v) { return v.is_function() || v.is_undefined(); }},  // Undefined has __call__
+    {"lower", [](const Value& v) { return py_islower(to_str(v)); }},
+    {"upper", [](const Value& v) { return py_isupper(to_str(v)); }},
     {"escaped", [](const Value&) { return false; }},  // no value is Markup here
 };
 
@@ -506,17 +509,27 @@ bool compare_test(Interpreter& in, std::string_view op, const Value& a, const Va
   return !less_than(in, a, b);  // >=
 }
 
-bool test_odd(Interpreter& in, const std::string& name, ValueList& args, KwValues&) {
-  const Value& v = args[0];
+// Python's value % divisor for numbers (floats included), as Jinja2's odd/even/divisibleby use it.
+double py_mod(Interpreter& in, const Value& v, double divisor, const std::string& test) {
   if (v.is_undefined()) in.fail(v.undefined_hint());
-  if (!v.is_number() || v.is_float()) in.fail(std::string("'") + name + "' test needs an integer");
-  return (v.as_int() % 2 != 0) == (name == "odd");
+  if (!v.is_number()) in.fail("'" + test + "' test needs a number, not " + v.type_name());
+  if (divisor == 0) in.fail("integer division or modulo by zero");
+  if (!v.is_float() && std::fabs(divisor) < 9e15 && divisor == std::floor(divisor)) {
+    const auto d = static_cast<int64_t>(divisor);
+    return static_cast<double>(((v.as_int() % d) + d) % d);
+  }
+  const double x = v.as_float();
+  return x - divisor * std::floor(x / divisor);
 }
 
-bool test_divisibleby(Interpreter& in, const std::string&, ValueList& args, KwValues& kwargs) {
-  const int64_t n = int_arg(in, arg(args, kwargs, 1, "num"), "divisibleby argument");
-  if (n == 0) in.fail("integer division or modulo by zero");
-  return int_arg(in, args[0], "value") % n == 0;
+bool test_odd(Interpreter& in, const std::string& name, ValueList& args, KwValues&) {
+  return py_mod(in, args[0], 2, name) == (name == "odd" ? 1.0 : 0.0);
+}
+
+bool test_divisibleby(Interpreter& in, const std::string& name, ValueList& args, KwValues& kwargs) {
+  const Value num = arg(args, kwargs, 1, "num");
+  if (!num.is_number()) in.fail("divisibleby needs a number");
+  return py_mod(in, args[0], num.as_float(), name) == 0.0;
 }
 
 bool test_in(Interpreter& in, const std::string&, ValueList& args, KwValues& kwargs) {
@@ -549,7 +562,10 @@ bool has_test(std::string_view name) {
 }
 
 bool apply_test(Interpreter& in, const std::string& name, ValueList& args, KwValues& kwargs) {
-  if (const auto* t = find_named(kTypeTests, name)) return (*t)(args[0]);
+  if (const auto* t = find_named(kTypeTests, name)) {
+    if (args.size() > 1 || !kwargs.empty()) in.fail("the '" + name + "' test takes no arguments");
+    return (*t)(args[0]);
+  }
   if (const auto* op = find_named(kCompareTests, name)) return compare_test(in, *op, args[0], arg(args, kwargs, 1, "other"));
   if (const auto* t = find_named(kTests, name)) return (*t)(in, name, args, kwargs);
   in.fail("no test named '" + name + "'");

@@ -61,6 +61,9 @@ std::string jinja_title(const std::string& s) {
   return out;
 }
 
+bool py_islower(const std::string& s) { return s != ascii_upper(s) && s == ascii_lower(s); }
+bool py_isupper(const std::string& s) { return s != ascii_lower(s) && s == ascii_upper(s); }
+
 size_t code_point_count(std::string_view s) {
   size_t n = 0;
   for (size_t i = 0; i < s.size(); ++n) decode_utf8(s, i);
@@ -277,7 +280,7 @@ std::string brace_format(Interpreter& in, const std::string& fmt, const ValueLis
 }
 
 // printf-style "%s" formatting, as Jinja's |format filter (and Python's %) for s, d, i, f, %.
-std::string percent_format(Interpreter& in, const std::string& fmt, const ValueList& values) {
+std::string percent_format(Interpreter& in, const std::string& fmt, const ValueList& values, bool mapping) {
   std::string out;
   size_t next = 0;
   for (size_t i = 0; i < fmt.size(); ++i) {
@@ -300,7 +303,7 @@ std::string percent_format(Interpreter& in, const std::string& fmt, const ValueL
     else in.fail(std::string("unsupported format character '") + c + "'");
     in.check_string_size(out.size());
   }
-  if (next < values.size()) in.fail("not all arguments converted during string formatting");
+  if (next < values.size() && !mapping) in.fail("not all arguments converted during string formatting");
   return out;
 }
 
@@ -409,8 +412,8 @@ Value string_method(Interpreter& in, const std::string& s, const std::string& na
   if (name == "isalpha") return all_of([](char c) { return is_alpha(c); });
   if (name == "isalnum") return all_of([](char c) { return is_alpha(c) || (c >= '0' && c <= '9'); });
   if (name == "isspace") return all_of([](char c) { return is_py_space(static_cast<unsigned char>(c)); });
-  if (name == "islower") return Value(s != ascii_upper(s) && s == ascii_lower(s));
-  if (name == "isupper") return Value(s != ascii_lower(s) && s == ascii_upper(s));
+  if (name == "islower") return Value(py_islower(s));
+  if (name == "isupper") return Value(py_isupper(s));
   in.fail("unknown str method " + name);
 }
 

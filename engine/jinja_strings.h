@@ -24,6 +24,9 @@ std::string ascii_upper(std::string s);
 std::string capitalize(const std::string& s);    // str.capitalize
 std::string py_title(const std::string& s);      // str.title
 std::string jinja_title(const std::string& s);   // |title: words begin after '-', space or brackets
+// str.islower / str.isupper: a cased letter, and none of the other case.
+bool py_islower(const std::string& s);
+bool py_isupper(const std::string& s);
 size_t code_point_count(std::string_view s);
 std::string py_replace(Interpreter& in, const std::string& s, const std::string& old, const std::string& repl, int64_t count);
 ValueList py_split(Interpreter& in, const std::string& s, const Value& sep, int64_t maxsplit);

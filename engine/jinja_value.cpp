@@ -246,6 +246,7 @@ std::string to_repr(const Value& v) {
       }
       return out + "}";
     }
+    case Value::Type::Undefined: return "Undefined";
     default: return to_str(v);
   }
 }

@@ -7,11 +7,9 @@
 namespace chorus {
 
 ChatTemplate ChatTemplate::parse(std::string_view source) {
-  ChatTemplate t;
   auto body = std::make_shared<jinja::Body>(jinja::parse_template(source));
   jinja::check_filters_and_tests(*body);
-  t.body_ = std::move(body);
-  return t;
+  return ChatTemplate(std::move(body));
 }
 
 jinja::Value chat_messages_value(const std::vector<ChatMessage>& messages) {

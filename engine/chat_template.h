@@ -61,6 +61,7 @@ class ChatTemplate {
   std::string render_context(const jinja::Value& context, const jinja::RenderOptions& options) const;
 
  private:
+  explicit ChatTemplate(std::shared_ptr<const jinja::Body> body) : body_(std::move(body)) {}
   std::shared_ptr<const jinja::Body> body_;
 };
 

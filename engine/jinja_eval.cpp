@@ -67,14 +67,22 @@ namespace {
 constexpr uint64_t kLoopIterationSteps = 4;
 
 
+// Marks the node being evaluated (for error positions) and counts how deeply evaluations nest:
+// a macro recursing through deep expressions would otherwise exhaust the C++ stack.
 struct Position {
   Interpreter& in;
   int line, column;
   Position(Interpreter& interp, int l, int c) : in(interp), line(interp.line), column(interp.column) {
     interp.line = l;
     interp.column = c;
+    if (++interp.eval_depth > interp.options.limits.max_eval_depth) {
+      --interp.eval_depth;
+      interp.fail(TemplateError::Kind::Limit, "evaluation nested deeper than " +
+                                                  std::to_string(interp.options.limits.max_eval_depth) + " levels");
+    }
   }
   ~Position() {
+    --in.eval_depth;
     in.line = line;
     in.column = column;
   }

@@ -384,6 +384,18 @@ TEST(Sandbox, EndlessMacroRecursionStopsAtTheDepthLimit) {
   expect_limit("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "nested deeper than 64");
 }
 
+TEST(Sandbox, RecursionThroughDeepExpressionsStopsBeforeTheStackDoes) {
+  // Each call of f sits under 150 ifs and 900 filters, so every level of the recursion nests
+  // about a thousand evaluations: the depth limit stops it long before 64 calls.
+  std::string filters;
+  for (int i = 0; i < 900; ++i) filters += "|trim";
+  std::string body;
+  for (int i = 0; i < 150; ++i) body += "{% if true %}";
+  body += "{{ f(n + 1)" + filters + " }}";
+  for (int i = 0; i < 150; ++i) body += "{% endif %}";
+  expect_limit("{% macro f(n) %}" + body + "{% endmacro %}{{ f(0) }}", "evaluation nested deeper");
+}
+
 TEST(Sandbox, DeeplyNestedSourceIsASyntaxErrorNotAStackOverflow) {
   for (const std::string& source :
        {"{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}",

@@ -12,6 +12,19 @@ ChatTemplate ChatTemplate::parse(std::string_view source) {
   return ChatTemplate(std::move(body));
 }
 
+ModelChatFormat model_chat_format(const gguf::File& file) {
+  ModelChatFormat out;
+  if (auto t = file.get_string("tokenizer.chat_template")) out.chat_template = std::string(*t);
+  const auto tokens = file.array_strings("tokenizer.ggml.tokens");
+  auto token_text = [&](std::string_view key) {
+    const auto id = file.get_u32(key);
+    return tokens && id && *id < tokens->size() ? std::string((*tokens)[*id]) : std::string();
+  };
+  out.bos_token = token_text("tokenizer.ggml.bos_token_id");
+  out.eos_token = token_text("tokenizer.ggml.eos_token_id");
+  return out;
+}
+
 jinja::Value chat_messages_value(const std::vector<ChatMessage>& messages) {
   jinja::ValueList list;
   list.reserve(messages.size());

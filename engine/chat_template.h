@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/gguf.h"
 #include "engine/jinja_eval.h"
 #include "engine/jinja_parse.h"
 #include "engine/jinja_value.h"
@@ -64,6 +65,15 @@ class ChatTemplate {
   explicit ChatTemplate(std::shared_ptr<const jinja::Body> body) : body_(std::move(body)) {}
   std::shared_ptr<const jinja::Body> body_;
 };
+
+// What a GGUF model says about its chat format: `tokenizer.chat_template` (empty when the model
+// has none) and the text of its BOS and EOS tokens (empty when the ids are missing or out of
+// range), which templates use as bos_token and eos_token.
+struct ModelChatFormat {
+  std::string chat_template;
+  std::string bos_token, eos_token;
+};
+ModelChatFormat model_chat_format(const gguf::File& file);
 
 // Conversation messages as the list-of-dicts value templates iterate over.
 jinja::Value chat_messages_value(const std::vector<ChatMessage>& messages);

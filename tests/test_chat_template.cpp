@@ -8,12 +8,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "engine/chat_template.h"
+#include "engine/gguf.h"
+#include "tests/gpu.h"
 
 namespace {
 
@@ -193,6 +196,16 @@ TEST(ChatTemplateApi, SmolLM2TemplateFormatsAConversationAsChatML) {
   EXPECT_EQ(got,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
             "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n");
+}
+
+TEST(ChatTemplateApi, SmolLM2GgufCarriesItsTemplateAndSpecialTokens) {
+  const std::string path = chorus::test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2");
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is missing";
+  const auto file = chorus::gguf::File::open(path);
+  const chorus::ModelChatFormat format = chorus::model_chat_format(file);
+  EXPECT_EQ(format.chat_template, read_file(kDataDir + "smollm2.jinja"));
+  EXPECT_EQ(format.bos_token, "<|im_start|>");
+  EXPECT_EQ(format.eos_token, "<|im_end|>");
 }
 
 TEST(ChatTemplateApi, EveryBuiltinFormatParsesAndRendersAMultiTurnConversation) {

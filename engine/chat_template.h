@@ -13,10 +13,14 @@
 // with exactly the template's message.
 //
 // Known differences from Jinja2: integers are 64-bit (overflow is an error, not a bigint);
-// upper/lower/title change ASCII letters only; `''.__class__`-style attribute names starting
-// with '_' fail when accessed (Jinja2 fails when the result is used). |tojson is Jinja2's
-// built-in (sorted keys, HTML-safe escapes) unless ChatTemplateOptions::tojson asks for
-// transformers' override, which is what models saw in training when tools are in the prompt.
+// case mapping covers Latin, Greek and Cyrillic (one code point to one, plus "ß" -> "SS"; no
+// final-sigma rule); select/reject/map/unique build lists at once where Jinja2 builds lazy
+// generators (an error can come earlier); dict.keys()/values()/items() print as lists, not
+// views; attribute names starting with '_' (`''.__class__`) fail when accessed (Jinja2 fails
+// when the result is used); {% include %}, {% import %}, {% extends %}, {% filter %}, recursive
+// loops and loop.changed are not supported (parse errors). |tojson is Jinja2's built-in (sorted
+// keys, HTML-safe escapes) unless ChatTemplateOptions::tojson asks for transformers' override,
+// which is what models saw in training when tools are in the prompt.
 #pragma once
 
 #include <ctime>

@@ -28,8 +28,8 @@ std::string jinja_tojson(Interpreter& in, const Value& v, int indent) {
 // Filters that map a value's text to text.
 using TextFilter = std::string (*)(const std::string&);
 const std::pair<std::string_view, TextFilter> kTextFilters[] = {
-    {"upper", [](const std::string& s) { return ascii_upper(s); }},
-    {"lower", [](const std::string& s) { return ascii_lower(s); }},
+    {"upper", [](const std::string& s) { return to_upper(s); }},
+    {"lower", [](const std::string& s) { return to_lower(s); }},
     {"capitalize", capitalize},
     {"title", jinja_title},
     {"string", [](const std::string& s) { return s; }},
@@ -56,7 +56,7 @@ Value get_path(Interpreter& in, Value v, const Value& attribute) {
 }
 
 std::string sort_key_string(const Value& v, bool case_sensitive) {
-  return case_sensitive ? v.as_string() : ascii_lower(v.as_string());
+  return case_sensitive ? v.as_string() : to_lower(v.as_string());
 }
 
 bool key_less(Interpreter& in, const Value& a, const Value& b, bool case_sensitive) {
@@ -268,7 +268,7 @@ Value filter_unique(Interpreter& in, const std::string&, ValueList& args, KwValu
   ValueList out, keys;
   for (const auto& item : iterate(in, v)) {
     Value key = attribute.is_undefined() ? item : get_path(in, item, attribute);
-    if (!case_sensitive && key.is_string()) key = Value(ascii_lower(key.as_string()));
+    if (!case_sensitive && key.is_string()) key = Value(to_lower(key.as_string()));
     bool seen = false;
     for (const auto& k : keys) seen = seen || equals(k, key);
     in.step(keys.size() / 16);

@@ -1,6 +1,6 @@
-// Python's str semantics for templates: case mapping (ASCII only: non-ASCII letters keep their
-// case), split/replace/strip helpers, printf and str.format formatting, number parsing and the str
-// methods templates may call. See jinja_strings.h.
+// Python's str semantics for templates: case mapping (Latin, Greek and Cyrillic; other scripts
+// keep their case), split/replace/strip helpers, printf and str.format formatting, number
+// parsing and the str methods templates may call. See jinja_strings.h.
 #include "engine/jinja_strings.h"
 
 #include <algorithm>
@@ -10,59 +10,131 @@
 
 namespace chorus::jinja {
 
-std::string ascii_lower(std::string s) {
-  for (char& c : s)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  return s;
+// Simple (one code point to one) case mapping for Basic Latin, Latin-1, Latin Extended-A, Greek
+// and Cyrillic, the scripts chat templates meet in practice; other code points keep their case.
+uint32_t upper_of(uint32_t c) {
+  if (c < 0x80) return c >= 'a' && c <= 'z' ? c - 32 : c;
+  if (c == 0xb5) return 0x39c;  // micro sign
+  if (c >= 0xe0 && c <= 0xfe && c != 0xf7) return c - 32;
+  if (c == 0xff) return 0x178;
+  if (c >= 0x100 && c <= 0x17f) {
+    if (c == 0x131) return 'I';  // dotless i
+    if (c == 0x17f) return 'S';  // long s
+    if (c == 0x130 || c == 0x138 || c == 0x149 || c == 0x178) return c;
+    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e)) return c % 2 == 0 ? c - 1 : c;
+    return c % 2 == 1 ? c - 1 : c;
+  }
+  if (c >= 0x3b1 && c <= 0x3c9) return c == 0x3c2 ? 0x3a3 : c - 32;  // final sigma -> Sigma
+  if (c == 0x3ac) return 0x386;
+  if (c >= 0x3ad && c <= 0x3af) return c - 37;
+  if (c == 0x3cc) return 0x38c;
+  if (c == 0x3cd || c == 0x3ce) return c - 63;
+  if (c >= 0x430 && c <= 0x44f) return c - 32;
+  if (c >= 0x450 && c <= 0x45f) return c - 80;
+  return c;
 }
-std::string ascii_upper(std::string s) {
-  for (char& c : s)
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  return s;
-}
-bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
-std::string capitalize(const std::string& s) {
-  std::string out = ascii_lower(s);
-  if (!out.empty() && out[0] >= 'a' && out[0] <= 'z') out[0] = static_cast<char>(out[0] - 'a' + 'A');
-  return out;
+uint32_t lower_of(uint32_t c) {
+  if (c < 0x80) return c >= 'A' && c <= 'Z' ? c + 32 : c;
+  if (c >= 0xc0 && c <= 0xde && c != 0xd7) return c + 32;
+  if (c >= 0x100 && c <= 0x17f) {
+    if (c == 0x178) return 0xff;
+    if (c == 0x130 || c == 0x131 || c == 0x138 || c == 0x149 || c == 0x17f) return c;
+    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e)) return c % 2 == 1 ? c + 1 : c;
+    return c % 2 == 0 ? c + 1 : c;
+  }
+  if (c >= 0x391 && c <= 0x3a9 && c != 0x3a2) return c + 32;
+  if (c == 0x386) return 0x3ac;
+  if (c >= 0x388 && c <= 0x38a) return c + 37;
+  if (c == 0x38c) return 0x3cc;
+  if (c == 0x38e || c == 0x38f) return c + 63;
+  if (c >= 0x410 && c <= 0x42f) return c + 32;
+  if (c >= 0x400 && c <= 0x40f) return c + 80;
+  return c;
 }
 
-// Python's str.title(): a letter after a letter is lowered, any other letter raised.
-std::string py_title(const std::string& s) {
-  std::string out = s;
-  bool prev_cased = false;
-  for (char& c : out) {
-    if (is_alpha(c)) {
-      c = prev_cased ? ascii_lower(std::string(1, c))[0] : ascii_upper(std::string(1, c))[0];
-      prev_cased = true;
-    } else {
-      prev_cased = false;
-    }
+bool is_cased(uint32_t c) { return upper_of(c) != c || lower_of(c) != c || c == 0xdf; }
+
+namespace {
+
+// Maps every code point of s; to_upper also spells sharp s as "SS", as Python does.
+template <typename Map>
+std::string map_code_points(const std::string& s, Map map) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const size_t start = i;
+    const uint32_t cp = decode_utf8(s, i);
+    const uint32_t mapped = map(cp);
+    if (mapped == cp) out.append(s, start, i - start);  // keeps stray bytes as they were
+    else if (mapped == 0xdf0000) out += "SS";
+    else append_utf8(out, mapped);
   }
   return out;
+}
+
+}  // namespace
+
+std::string to_lower(const std::string& s) { return map_code_points(s, lower_of); }
+std::string to_upper(const std::string& s) {
+  return map_code_points(s, [](uint32_t c) { return c == 0xdf ? 0xdf0000u : upper_of(c); });
+}
+
+bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+// Python's str.capitalize: the first character raised, the rest lowered.
+std::string capitalize(const std::string& s) {
+  bool first = true;
+  return map_code_points(s, [&](uint32_t c) {
+    const uint32_t m = first ? upper_of(c) : lower_of(c);
+    first = false;
+    return m;
+  });
+}
+
+// Python's str.title(): a cased character after a cased one is lowered, any other raised.
+std::string py_title(const std::string& s) {
+  bool prev_cased = false;
+  return map_code_points(s, [&](uint32_t c) {
+    const uint32_t m = prev_cased ? lower_of(c) : upper_of(c);
+    prev_cased = is_cased(c);
+    return m;
+  });
 }
 
 // Jinja's |title: words begin after '-', whitespace or an opening bracket.
 std::string jinja_title(const std::string& s) {
-  std::string out;
   bool word_start = true;
-  for (char c : s) {
-    const bool sep = c == '-' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == '(' ||
-                     c == '{' || c == '[' || c == '<';
-    if (sep) {
-      out += c;
+  return map_code_points(s, [&](uint32_t c) {
+    if (c == '-' || is_py_space(c) || c == '(' || c == '{' || c == '[' || c == '<') {
       word_start = true;
-    } else {
-      out += word_start ? ascii_upper(std::string(1, c))[0] : ascii_lower(std::string(1, c))[0];
-      word_start = false;
+      return c;
     }
-  }
-  return out;
+    const uint32_t m = word_start ? upper_of(c) : lower_of(c);
+    word_start = false;
+    return m;
+  });
 }
 
-bool py_islower(const std::string& s) { return s != ascii_upper(s) && s == ascii_lower(s); }
-bool py_isupper(const std::string& s) { return s != ascii_lower(s) && s == ascii_upper(s); }
+// str.islower / str.isupper: at least one cased character, and none of the other case.
+bool py_islower(const std::string& s) {
+  bool cased = false;
+  for (size_t i = 0; i < s.size();) {
+    const uint32_t c = decode_utf8(s, i);
+    if (upper_of(c) != c && lower_of(c) == c) cased = true;
+    else if (lower_of(c) != c) return false;
+  }
+  return cased;
+}
+bool py_isupper(const std::string& s) {
+  bool cased = false;
+  for (size_t i = 0; i < s.size();) {
+    const uint32_t c = decode_utf8(s, i);
+    if (lower_of(c) != c && upper_of(c) == c) cased = true;
+    else if (upper_of(c) != c) return false;
+  }
+  return cased;
+}
 
 size_t code_point_count(std::string_view s) {
   size_t n = 0;
@@ -359,8 +431,8 @@ Value string_method(Interpreter& in, const std::string& s, const std::string& na
     if (args.empty()) in.fail(name + "() takes at least 1 argument");
     return Value(starts_or_ends(in, s, args[0], name == "startswith"));
   }
-  if (name == "upper") return Value(ascii_upper(s));
-  if (name == "lower") return Value(ascii_lower(s));
+  if (name == "upper") return Value(to_upper(s));
+  if (name == "lower") return Value(to_lower(s));
   if (name == "title") return Value(py_title(s));
   if (name == "capitalize") return Value(capitalize(s));
   if (name == "replace") {

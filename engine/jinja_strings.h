@@ -1,6 +1,6 @@
 // engine/jinja_strings.h — Python's str semantics, as chat templates see them.
 //
-// Owns: case mapping (ASCII letters only: non-ASCII letters keep their case), Jinja's |title
+// Owns: case mapping (Latin, Greek and Cyrillic; other scripts keep their case), Jinja's |title
 // and Python's str.title, split / splitlines / replace / count with Python's rules on code
 // points, printf ('%s' % x) and str.format formatting, int() and float() parsing, round(), HTML
 // escaping, and the str methods templates may call (string_method). Every function that builds
@@ -18,9 +18,14 @@
 
 namespace chorus::jinja {
 
-bool is_alpha(char c);
-std::string ascii_lower(std::string s);
-std::string ascii_upper(std::string s);
+bool is_alpha(char c);  // an ASCII letter
+// Case mapping one code point to one, for Basic Latin, Latin-1, Latin Extended-A, Greek and
+// Cyrillic (Python also maps other scripts, and a few letters to several).
+uint32_t upper_of(uint32_t cp);
+uint32_t lower_of(uint32_t cp);
+bool is_cased(uint32_t cp);
+std::string to_lower(const std::string& s);
+std::string to_upper(const std::string& s);  // also "ß" -> "SS"
 std::string capitalize(const std::string& s);    // str.capitalize
 std::string py_title(const std::string& s);      // str.title
 std::string jinja_title(const std::string& s);   // |title: words begin after '-', space or brackets

@@ -116,25 +116,19 @@ std::string jinja_title(const std::string& s) {
   });
 }
 
-// str.islower / str.isupper: at least one cased character, and none of the other case.
-bool py_islower(const std::string& s) {
+// str.islower (upper = false) / str.isupper: a cased character, and none of the other case.
+static bool all_cased_as(const std::string& s, bool upper) {
   bool cased = false;
   for (size_t i = 0; i < s.size();) {
     const uint32_t c = decode_utf8(s, i);
-    if (upper_of(c) != c && lower_of(c) == c) cased = true;
-    else if (lower_of(c) != c) return false;
+    const bool is_lower = upper_of(c) != c, is_upper = lower_of(c) != c;
+    if (upper ? is_lower : is_upper) return false;
+    cased = cased || (upper ? is_upper : is_lower);
   }
   return cased;
 }
-bool py_isupper(const std::string& s) {
-  bool cased = false;
-  for (size_t i = 0; i < s.size();) {
-    const uint32_t c = decode_utf8(s, i);
-    if (lower_of(c) != c && upper_of(c) == c) cased = true;
-    else if (upper_of(c) != c) return false;
-  }
-  return cased;
-}
+bool py_islower(const std::string& s) { return all_cased_as(s, false); }
+bool py_isupper(const std::string& s) { return all_cased_as(s, true); }
 
 size_t code_point_count(std::string_view s) {
   size_t n = 0;

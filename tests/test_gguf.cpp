@@ -3,6 +3,7 @@
 // GgufWriter) gives a gguf::Error naming the file and the field; a deterministic mutation fuzz
 // never crashes, hangs or allocates absurdly.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -250,6 +251,26 @@ TEST(GgufRealFiles, MissingFileAndDirectoryAreErrorsNamingThePath) {
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("not a regular file"), std::string::npos) << e.what();
+  }
+}
+
+TEST(GgufRealFiles, AFifoIsRefusedAtOnceInsteadOfBlockingInOpen) {
+  // open(2) of a FIFO without a writer used to block forever, before the regular-file check.
+  const std::string fifo = std::filesystem::temp_directory_path() / ("chorus-gguf-fifo-" + std::to_string(::getpid()));
+  std::filesystem::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  try {
+    File::open(fifo);
+    ADD_FAILURE() << "a FIFO opened as a GGUF file";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), fifo + ": a FIFO (named pipe), not a regular file (expected a .gguf file)");
+  }
+  std::filesystem::remove(fifo);
+  try {
+    File::open("/dev/zero");
+    ADD_FAILURE() << "/dev/zero opened as a GGUF file";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/dev/zero: a character device"), std::string::npos) << e.what();
   }
 }
 

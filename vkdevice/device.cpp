@@ -1,14 +1,17 @@
 #include "vkdevice/device.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "shaders/registry.h"
+#include "vkdevice/cache_file.h"
 #include "vkdevice/commands.h"
+#include "vkdevice/env.h"
 
 namespace chorus::vk {
 namespace {
@@ -51,13 +54,8 @@ Device::Device(const Instance& instance, const DeviceOptions& options) : options
            " (" + info_.name + ")";
   if (!info_.usable()) throw Error(label_ + " cannot be used: " + info_.reject_reason);
 
-  if (const char* env = std::getenv("CHORUS_TIMEOUT_MS")) {
-    char* end = nullptr;
-    const unsigned long long ms = std::strtoull(env, &end, 10);
-    if (end == env || *end != '\0' || ms == 0)
-      throw Error("CHORUS_TIMEOUT_MS is '" + std::string(env) + "', expected a positive number of milliseconds");
-    options_.timeout_ns = ms * 1'000'000ull;
-  }
+  if (const auto ms = env_uint("CHORUS_TIMEOUT_MS", 1, kMaxTimeoutMs, "milliseconds"))
+    options_.timeout_ns = *ms * 1'000'000ull;
   uint32_t disabled = options.disabled_caps;
   if (const char* env = std::getenv("CHORUS_DISABLE_CAPS"))
     disabled |= parse_capability_list(env, "CHORUS_DISABLE_CAPS");
@@ -107,8 +105,9 @@ Device::Device(const Instance& instance, const DeviceOptions& options) : options
   // the driver (its header carries vendor, device and cache UUID).
   std::vector<char> cache_data;
   if (options_.pipeline_cache && !std::getenv("CHORUS_NO_PIPELINE_CACHE")) {
-    std::ifstream in(pipeline_cache_path(), std::ios::binary);
-    if (in) cache_data.assign(std::istreambuf_iterator<char>(in), {});
+    std::string warning;
+    cache_data = read_cache_file(pipeline_cache_path(), warning);
+    if (!warning.empty()) std::fprintf(stderr, "chorus: warning: %s\n", warning.c_str());
   }
   VkPipelineCacheCreateInfo pci{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
   pci.initialDataSize = cache_data.size();
@@ -162,19 +161,10 @@ void Device::save_pipeline_cache() {
   if (vkGetPipelineCacheData(device_, pipeline_cache_, &size, data.data()) != VK_SUCCESS) return;
   // A cache is an optimisation: failing to write it is reported, never fatal. Several
   // logical devices of one physical device write the same file; the rename keeps it whole.
-  const std::filesystem::path path = pipeline_cache_path();
-  std::error_code ec;
-  std::filesystem::create_directories(path.parent_path(), ec);
-  const std::filesystem::path tmp = path.string() + ".tmp" + std::to_string(reinterpret_cast<uintptr_t>(this));
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    if (!out || !out.write(data.data(), static_cast<std::streamsize>(size))) {
-      std::fprintf(stderr, "chorus: warning: could not write the pipeline cache %s\n", tmp.c_str());
-      return;
-    }
-  }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) std::filesystem::remove(tmp, ec);
+  std::string warning;
+  if (!write_cache_file(pipeline_cache_path(), std::span<const char>(data.data(), size),
+                        std::to_string(::getpid()) + "-" + std::to_string(reinterpret_cast<uintptr_t>(this)), warning))
+    std::fprintf(stderr, "chorus: warning: %s\n", warning.c_str());
 }
 
 Buffer Device::create_buffer(uint64_t size, BufferKind kind, const std::string& name) {

@@ -41,9 +41,12 @@ struct DeviceOptions {
   // Persist the pipeline cache under $XDG_CACHE_HOME/chorus (or ~/.cache/chorus).
   bool pipeline_cache = true;
   // Host waits give up after this long (a device that stops answering is an error, not a
-  // hang). The environment variable CHORUS_TIMEOUT_MS overrides it.
+  // hang). The environment variable CHORUS_TIMEOUT_MS overrides it (1 .. kMaxTimeoutMs).
   uint64_t timeout_ns = 60'000'000'000ull;
 };
+
+// The longest CHORUS_TIMEOUT_MS accepted: one week, in milliseconds.
+inline constexpr uint64_t kMaxTimeoutMs = 7ull * 24 * 3600 * 1000;
 
 // Parses "fp16,int8,subgroup" / "all" / "none" into shaders::Capability bits; throws Error
 // naming the bad word.

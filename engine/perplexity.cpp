@@ -56,6 +56,11 @@ PerplexityResult perplexity(std::span<const int32_t> tokens, const PerplexityOpt
 
   std::vector<std::vector<int32_t>> chunks;
   for (uint32_t c0 = 0; c0 < result.n_chunks; c0 += per_call) {
+    if (options.stop && options.stop->load()) {
+      result.interrupted = true;
+      result.n_chunks = c0;
+      break;
+    }
     const uint32_t n = std::min(per_call, result.n_chunks - c0);
     chunks.resize(n);
     for (uint32_t k = 0; k < n; ++k) {

@@ -167,7 +167,22 @@ void Device::save_pipeline_cache() {
     std::fprintf(stderr, "chorus: warning: %s\n", warning.c_str());
 }
 
+void Device::check_buffer_size(uint64_t size, const std::string& name) const {
+  const uint64_t padded = size > UINT64_MAX - 3 ? UINT64_MAX : (size + 3) / 4 * 4;  // buffers are padded to words
+  const auto refuse = [&](uint64_t limit, const char* what) {
+    throw Error(label_ + ": buffer '" + name + "' of " + format_bytes(size) + " (" + std::to_string(size) +
+                    " bytes) exceeds the device's " + what + " of " + format_bytes(limit) + " (" + std::to_string(limit) +
+                    " bytes)",
+                VK_ERROR_OUT_OF_DEVICE_MEMORY);
+  };
+  if (info_.max_buffer_size && padded > info_.max_buffer_size) refuse(info_.max_buffer_size, "maxBufferSize");
+  if (info_.max_memory_allocation_size && padded > info_.max_memory_allocation_size)
+    refuse(info_.max_memory_allocation_size, "maxMemoryAllocationSize");
+  if (padded > allocator_->budget()) refuse(allocator_->budget(), "memory budget");
+}
+
 Buffer Device::create_buffer(uint64_t size, BufferKind kind, const std::string& name) {
+  check_buffer_size(size, name);
   Buffer b(*allocator_, device_, size, kind, name, info_.min_storage_buffer_offset_alignment,
            info_.max_storage_buffer_range);
   b.allow_texel_views(info_.min_texel_buffer_offset_alignment, info_.max_texel_buffer_elements);

@@ -85,7 +85,13 @@ class Device {
 
   // A buffer usable by kernels. Kind::Device is device-local (mapped only on unified memory
   // without force_staging); Kind::Host is host-visible, coherent and mapped.
+  // Sizes are checked before anything is created (check_buffer_size).
   Buffer create_buffer(uint64_t size, BufferKind kind, const std::string& name);
+  // Throws Error naming this device, the buffer's purpose, its size and the limit when one
+  // buffer of `size` bytes cannot exist here: above maxBufferSize (a VkBuffer), above
+  // maxMemoryAllocationSize (its one allocation) or above the memory budget. Tools call it to
+  // refuse a size before building the host data for it.
+  void check_buffer_size(uint64_t size, const std::string& name) const;
 
   // Copies host bytes into a buffer (waits until done). Uses the mapping when the buffer is
   // mapped, else a staging copy in chunks.

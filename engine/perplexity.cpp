@@ -56,11 +56,6 @@ PerplexityResult perplexity(std::span<const int32_t> tokens, const PerplexityOpt
 
   std::vector<std::vector<int32_t>> chunks;
   for (uint32_t c0 = 0; c0 < result.n_chunks; c0 += per_call) {
-    if (options.stop && options.stop->load()) {
-      result.interrupted = true;
-      result.n_chunks = c0;
-      break;
-    }
     const uint32_t n = std::min(per_call, result.n_chunks - c0);
     chunks.resize(n);
     for (uint32_t k = 0; k < n; ++k) {
@@ -81,6 +76,11 @@ PerplexityResult perplexity(std::span<const int32_t> tokens, const PerplexityOpt
       }
       result.running.push_back(result.stats.ppl());
       if (on_chunk) on_chunk(c0 + k, result.running.back());
+    }
+    if (options.stop && options.stop->load() && c0 + n < result.n_chunks) {
+      result.interrupted = true;
+      result.n_chunks = c0 + n;
+      break;
     }
   }
   return result;

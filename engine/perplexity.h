@@ -60,9 +60,10 @@ struct PerplexityOptions {
   uint32_t max_chunks = 0;        // 0: every whole chunk
   uint32_t chunks_per_call = 1;   // chunks handed to the evaluator at once (sequences per batch)
   int32_t bos = -1;               // >= 0: replaces the first token of every chunk (model adds BOS)
-  // Cancellation: when set and true before an evaluator call, the run stops there and returns
-  // the chunks scored so far (PerplexityResult::interrupted). Read only between calls, so a
-  // signal handler may set it (std::atomic<bool> is lock-free).
+  // Cancellation: read after each evaluator call's chunks are scored and reported; when set
+  // and true, the run stops there and returns the chunks scored so far
+  // (PerplexityResult::interrupted), so at least the first call's chunks always are. A signal
+  // handler may set it (std::atomic<bool> is lock-free).
   const std::atomic<bool>* stop = nullptr;
 };
 

@@ -127,15 +127,10 @@ int cmd_perplexity(const std::vector<std::string>& args) {
         flush_stdout();
       });
   const double total = seconds_since(t_start);
-  if (r.interrupted && r.n_chunks == 0) {
-    std::printf("\n");
-    std::fprintf(stderr, "perplexity: interrupted (Ctrl-C) before the first of %u chunks was scored\n", n_chunks);
-  } else {
-    std::printf("\n%s\n", format_final(r.stats).c_str());
-    if (r.interrupted)
-      std::fprintf(stderr, "perplexity: interrupted (Ctrl-C): the estimate covers the first %u of %u chunks\n", r.n_chunks,
-                   n_chunks);
-  }
+  std::printf("\n%s\n", format_final(r.stats).c_str());
+  if (r.interrupted)
+    std::fprintf(stderr, "perplexity: interrupted (Ctrl-C): the estimate covers the first %u of %u chunks\n", r.n_chunks,
+                 n_chunks);
   flush_stdout();
   std::fprintf(stderr, "perplexity: %u chunks, %" PRIu64 " tokens scored, %.2f s (%.2f tokens/s evaluated)\n",
                r.n_chunks, r.stats.count, total,

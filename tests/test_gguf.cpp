@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "engine/gguf.h"
+#include "tests/gpu.h"
 
 namespace {
 
@@ -31,7 +32,7 @@ using chorus::gguf::File;
 using chorus::gguf::OpenOptions;
 using chorus::gguf::ValueType;
 
-const std::string kModels = CHORUS_SOURCE_DIR "/../shared/models/";
+const std::string kModels = chorus::test::shared_dir() + "/models/";
 const std::string kStories = kModels + "stories260K.gguf";
 
 std::vector<uint8_t> read_bytes(const std::string& path) {

@@ -28,9 +28,9 @@
 namespace chorus {
 namespace {
 
-const std::string kModels = CHORUS_SOURCE_DIR "/../shared/models/";
+const std::string kModels = test::shared_dir() + "/models/";
 const std::string kStories = kModels + "stories260K.gguf";
-const std::string kTinyStories = CHORUS_SOURCE_DIR "/../shared/corpus/tinystories-valid-excerpt.txt";
+const std::string kTinyStories = test::shared_dir() + "/corpus/tinystories-valid-excerpt.txt";
 
 struct Result {
   int exit_code;
@@ -167,7 +167,7 @@ TEST(ChorusPerplexity, ADeviceSlowerThanTheTimeoutIsOneErrorAndExitCodeOneNotACr
   const char* d = std::getenv("CHORUS_TEST_DEVICE");
   const std::string i = d ? d : "0";
   for (const std::string& devices : {i, i + "," + i}) {
-    const Result r = chorus("perplexity -m " + model + " -f " CHORUS_SOURCE_DIR "/../shared/corpus/wikitext-2-raw-wiki.test.raw"
+    const Result r = chorus("perplexity -m " + model + " -f " + test::shared_dir() + "/corpus/wikitext-2-raw-wiki.test.raw"
                             " -c 128 --chunks 2 --device " + devices,
                             "CHORUS_TIMEOUT_MS=100");
     EXPECT_EQ(r.exit_code, 1) << "--device " << devices << ": " << r.err;

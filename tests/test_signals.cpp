@@ -16,11 +16,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/gpu.h"
+
 extern char** environ;
 
 namespace {
 
-const std::string kShared = CHORUS_SOURCE_DIR "/../shared/";
+const std::string kShared = chorus::test::shared_dir() + "/";
 const std::string kStories = kShared + "models/stories260K.gguf";
 const std::string kText = kShared + "corpus/tinystories-valid-excerpt.txt";
 

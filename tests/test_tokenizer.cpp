@@ -25,7 +25,7 @@
 namespace chorus {
 namespace {
 
-const std::string kModels = CHORUS_SOURCE_DIR "/../shared/models/";
+const std::string kModels = test::shared_dir() + "/models/";
 const std::string kVocabDir = kModels + "vocab/";
 
 std::string slurp(const std::string& path) {

@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/gpu.h"
+
 namespace {
 
 struct Result {
@@ -85,7 +87,7 @@ TEST(ChorusTool, BenchKernelsTakesAnyKOfWholeBlocksAndSaysWhichFormatsItSkips) {
   EXPECT_EQ(r.output.find("validation error"), std::string::npos) << r.output;
 }
 
-const std::string kShared = CHORUS_SOURCE_DIR "/../shared/";
+const std::string kShared = chorus::test::shared_dir() + "/";
 const std::string kStories = kShared + "models/stories260K.gguf";
 const std::string kVocab = kShared + "models/vocab/ggml-vocab-gpt-2.gguf";
 

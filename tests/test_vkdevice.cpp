@@ -2,6 +2,7 @@
 // memory (sub-allocation, budget, windows, staging path), timelines, pipelines, caps.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -107,6 +108,26 @@ TEST_F(GpuTest, AllocationBeyondTheBudgetOverrideIsAClearError) {
     EXPECT_NE(msg.find("budget of 8.0 MiB"), std::string::npos) << msg;
     EXPECT_NE(msg.find(dev.label()), std::string::npos) << msg;
   }
+}
+
+TEST_F(GpuTest, ABufferAboveTheDeviceLimitsIsRefusedBeforeVkCreateBufferWithItsPurposeAndTheLimit) {
+  vk::Device& dev = test::device(0);
+  const vk::DeviceInfo& info = dev.info();
+  // One past the smallest limit that applies: a single VkBuffer, its single allocation.
+  uint64_t limit = info.max_memory_allocation_size;
+  if (info.max_buffer_size) limit = std::min(limit, info.max_buffer_size);
+  limit = std::min(limit, dev.allocator().budget());
+  const uint64_t reserved = dev.allocator().reserved();
+  try {
+    vk::Buffer b = dev.create_buffer(limit + 1, vk::BufferKind::Device, "scratch");
+    FAIL() << "a buffer of " << limit + 1 << " bytes was created";
+  } catch (const vk::Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find(dev.label() + ": buffer 'scratch' of "), std::string::npos) << m;
+    EXPECT_NE(m.find("(" + std::to_string(limit + 1) + " bytes) exceeds the device's "), std::string::npos) << m;
+    EXPECT_EQ(e.result(), VK_ERROR_OUT_OF_DEVICE_MEMORY);
+  }
+  EXPECT_EQ(dev.allocator().reserved(), reserved) << "memory was allocated for a refused buffer";
 }
 
 TEST_F(GpuTest, WindowsAlignTheOffsetDownAndGrowTheRangeToCoverTheData) {

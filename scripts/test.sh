@@ -40,6 +40,10 @@ sanitizer_build() {  # DIR FLAVOUR [TARGETS...]
   if (($#)); then cmake --build "$dir" -j"$(nproc)" --target "$@"; else cmake --build "$dir" -j"$(nproc)"; fi
 }
 supp="$PWD/tests/sanitizers"
+# The sanitizer stages run our code 2-5x slower and lavapipe beside it; on a loaded machine a
+# kernel test can pass the default 60 s host-wait limit without anything being stuck, so
+# these stages allow 10 minutes per wait (a real hang still ends, with the device named).
+export CHORUS_TIMEOUT_MS="${CHORUS_TIMEOUT_MS:-600000}"
 if want 4; then
   stage "ASan+UBSan build"
   sanitizer_build build-asan address

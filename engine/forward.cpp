@@ -6,7 +6,6 @@
 // device records it on its own shard; the split lives in split::Executor, called at the cut
 // points (reduce, receive, send), and in the shard's ranges: nothing here asks the split mode.
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +18,7 @@
 #include "engine/ops/ops.h"
 #include "engine/weights.h"
 #include "split/executor.h"
+#include "vkdevice/env.h"
 
 namespace chorus {
 namespace {
@@ -69,22 +69,19 @@ struct Recorded {
   uint32_t out_rows = 0;
 };
 
-// CHORUS_FAULT_STALL=DEVICE:POINT (see ContextOptions::stall), parsed strictly.
+// CHORUS_FAULT_STALL=DEVICE:POINT (see ContextOptions::stall), two strict decimal numbers.
 std::optional<std::pair<uint32_t, uint32_t>> stall_from_environment() {
   const char* e = std::getenv("CHORUS_FAULT_STALL");
-  if (!e || !*e) return std::nullopt;
+  if (!e) return std::nullopt;
   const std::string_view s(e);
   const size_t colon = s.find(':');
-  uint32_t device = 0, point = 0;
-  const auto number = [](std::string_view t, uint32_t& v) {
-    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
-    return !t.empty() && ec == std::errc() && end == t.data() + t.size();
-  };
-  if (colon == std::string_view::npos || !number(s.substr(0, colon), device) || !number(s.substr(colon + 1), point))
+  const auto device = vk::parse_decimal(s.substr(0, colon), 0, UINT32_MAX);
+  const auto point = colon == std::string_view::npos ? std::nullopt : vk::parse_decimal(s.substr(colon + 1), 0, UINT32_MAX);
+  if (!device || !point)
     throw std::invalid_argument(std::string("CHORUS_FAULT_STALL is '") + e +
-                                "'; expected DEVICE:POINT, two numbers below 2^32, e.g. 1:3 (the second device stops "
-                                "before reduce point 3)");
-  return std::pair<uint32_t, uint32_t>{device, point};
+                                "'; expected DEVICE:POINT, two integers from 0 to 4294967295, e.g. 1:3 (the second "
+                                "device stops before reduce point 3)");
+  return std::pair<uint32_t, uint32_t>{static_cast<uint32_t>(*device), static_cast<uint32_t>(*point)};
 }
 
 }  // namespace

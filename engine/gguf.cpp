@@ -18,6 +18,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "vkdevice/file_type.h"
+
 namespace chorus::gguf {
 
 namespace {
@@ -499,7 +501,9 @@ class Parser {
 File File::open(const std::string& path, const OpenOptions& options) {
   File f;
   f.path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO (or a device) must be refused below, not block open(2) waiting for a
+  // writer. It does not affect regular files, which are all this reader accepts.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -509,7 +513,7 @@ File File::open(const std::string& path, const OpenOptions& options) {
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw Error(path + ": not a regular file (expected a .gguf file)");
+    throw Error(path + ": " + describe_file_type(st.st_mode) + ", not a regular file (expected a .gguf file)");
   }
   f.size_ = static_cast<uint64_t>(st.st_size);
   if (f.size_ < kHeaderBytes) {

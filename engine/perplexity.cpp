@@ -77,6 +77,11 @@ PerplexityResult perplexity(std::span<const int32_t> tokens, const PerplexityOpt
       result.running.push_back(result.stats.ppl());
       if (on_chunk) on_chunk(c0 + k, result.running.back());
     }
+    if (options.stop && options.stop->load() && c0 + n < result.n_chunks) {
+      result.interrupted = true;
+      result.n_chunks = c0 + n;
+      break;
+    }
   }
   return result;
 }

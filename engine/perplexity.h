@@ -22,6 +22,7 @@
 // in chunk order and token order either way, so the result does not depend on that grouping.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -59,6 +60,11 @@ struct PerplexityOptions {
   uint32_t max_chunks = 0;        // 0: every whole chunk
   uint32_t chunks_per_call = 1;   // chunks handed to the evaluator at once (sequences per batch)
   int32_t bos = -1;               // >= 0: replaces the first token of every chunk (model adds BOS)
+  // Cancellation: read after each evaluator call's chunks are scored and reported; when set
+  // and true, the run stops there and returns the chunks scored so far
+  // (PerplexityResult::interrupted), so at least the first call's chunks always are. A signal
+  // handler may set it (std::atomic<bool> is lock-free).
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // Evaluates `chunks` (each n_ctx tokens, one independent sequence each, from an empty cache)
@@ -69,6 +75,7 @@ using ChunkEvaluator =
 
 struct PerplexityResult {
   uint32_t n_chunks = 0;         // chunks scored
+  bool interrupted = false;      // options.stop ended the run early: n_chunks were scored
   uint32_t n_chunks_max = 0;     // whole chunks in the text
   NllStats stats;                // over every scored token
   std::vector<double> running;   // [n_chunks] exp(mean nll) after each chunk
@@ -77,7 +84,8 @@ struct PerplexityResult {
 // Runs the method over an already tokenized text (tokenized with add-BOS as the model says).
 // `on_chunk(i, running_ppl)` is called after chunk i (0-based) is scored. Throws
 // std::invalid_argument for a text shorter than 2 * n_ctx tokens or bad options, and
-// std::runtime_error when the evaluator returns the wrong number of floats.
+// std::runtime_error when the evaluator returns the wrong number of floats. With options.stop
+// set, returns early with interrupted = true and n_chunks = the chunks scored before it.
 PerplexityResult perplexity(std::span<const int32_t> tokens, const PerplexityOptions& options,
                             const ChunkEvaluator& evaluate,
                             const std::function<void(uint32_t chunk, double running_ppl)>& on_chunk = {});

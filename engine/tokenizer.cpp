@@ -432,6 +432,11 @@ void Tokenizer::encode_spm(std::string_view text, std::vector<TokenId>& out) con
 }
 
 void Tokenizer::encode_bpe(std::string_view text, std::vector<TokenId>& out) const {
+  // Bytes that are not UTF-8 (0xC0, 0xC1, 0xF5..0xFF, broken sequences) become U+FFFD, one per
+  // byte, before pre-tokenization, as in llama.cpp: a vocabulary without single-byte tokens
+  // for them would otherwise drop them silently.
+  std::string replaced;
+  if (unicode::replace_invalid_utf8_bytes(text, replaced)) text = replaced;
   std::string word;
   for (std::string_view raw : words_of(text, vocab_.pre_tokenizer())) {
     word.clear();

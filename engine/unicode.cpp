@@ -134,6 +134,23 @@ Utf8Split split_complete_utf8(std::string_view bytes) {
   return r;
 }
 
+bool replace_invalid_utf8_bytes(std::string_view bytes, std::string& out) {
+  bool changed = false;
+  for (size_t pos = 0; pos < bytes.size();) {
+    const Decoded d = decode_utf8(bytes, pos);
+    if (!d.valid && !changed) {
+      changed = true;
+      out.assign(bytes.substr(0, pos));
+    }
+    if (changed) {
+      if (d.valid) out.append(bytes.substr(pos, d.len));
+      else append_utf8(out, 0xFFFD);
+    }
+    pos += d.len;
+  }
+  return changed;
+}
+
 std::string sanitize_utf8(std::string_view bytes) {
   Utf8Split s = split_complete_utf8(bytes);
   if (s.held) append_utf8(s.complete, 0xFFFD);

@@ -59,6 +59,11 @@ struct Utf8Split {
 Utf8Split split_complete_utf8(std::string_view bytes);
 // Replaces every invalid sequence (including a truncated tail) with U+FFFD.
 std::string sanitize_utf8(std::string_view bytes);
+// Replaces every byte that is not part of a valid sequence with its own U+FFFD (a truncated
+// sequence of n bytes gives n of them), as llama.cpp's unicode_cpts_from_utf8 does before
+// byte-level BPE: no byte of the text vanishes. Returns false (and leaves `out` alone) when the
+// text is already valid, so the common case copies nothing; true with the result in `out`.
+bool replace_invalid_utf8_bytes(std::string_view bytes, std::string& out);
 
 // GPT-2 byte-level BPE: byte b <-> code point. Printable bytes ('!'..'~', 0xA1..0xAC,
 // 0xAE..0xFF) map to themselves; the other 68 map to U+0100.. in byte order.

@@ -7,6 +7,7 @@ packages=(
   mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-pip ca-certificates
+  clang libclang-rt-14-dev   # libFuzzer and its sanitizer runtimes (scripts/fuzz.sh)
 )
 missing=()
 for p in "${packages[@]}"; do

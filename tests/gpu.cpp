@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <stdexcept>
 #include <map>
 #include <memory>
 #include <random>
@@ -54,14 +55,20 @@ std::string fetched_model(const std::string& file_name, const std::string& fetch
     dir = std::string(std::getenv("HOME") ? std::getenv("HOME") : "/root") + "/.cache/chorus/models";
   const std::string path = dir + "/" + file_name;
   if (!std::filesystem::exists(path))
-    ADD_FAILURE() << path << " is missing: run `scripts/fetch-models.sh " << fetch_name << "` to fetch it";
+    throw std::runtime_error(path + " is missing: run `scripts/fetch-models.sh " + fetch_name + "` to fetch it");
   return path;
 }
 
+std::string shared_dir() {
+  if (const char* d = std::getenv("CHORUS_SHARED_DIR"); d && *d) return d;
+  return std::string(CHORUS_SOURCE_DIR) + "/../shared";
+}
+
 std::string shared_model(const std::string& name) {
-  const std::string path = std::string(CHORUS_SOURCE_DIR) + "/../shared/models/" + name;
+  const std::string path = shared_dir() + "/models/" + name;
   if (!std::filesystem::exists(path))
-    ADD_FAILURE() << path << " is missing: the tests need ../shared (beside the repository) with its models/ folder";
+    throw std::runtime_error(path + " is missing: the tests need ../shared beside the repository (or CHORUS_SHARED_DIR) "
+                             "with its models/ folder");
   return path;
 }
 

@@ -27,11 +27,17 @@ uint32_t test_device_index();
 // device (a static too) is destroyed after them.
 vk::Device& device(int n = 0);
 
+// The shared data folder: $CHORUS_SHARED_DIR if set, else ../shared beside the repository
+// (models/, models/vocab/, corpus/). Pointing the variable elsewhere shows how every suite
+// behaves without it: failed tests with this message, never a crash.
+std::string shared_dir();
+
 // Path of a model that scripts/fetch-models.sh fetches (into $CHORUS_MODELS_DIR, else
-// $XDG_CACHE_HOME/chorus/models, else ~/.cache/chorus/models). A missing file fails the
-// calling test with the command that fetches it (and returns the path anyway).
+// $XDG_CACHE_HOME/chorus/models, else ~/.cache/chorus/models). A missing file throws
+// std::runtime_error naming the command that fetches it, which fails the calling test there
+// (GoogleTest reports the exception) instead of letting it run on without the file.
 std::string fetched_model(const std::string& file_name, const std::string& fetch_name);
-// Path of a file in ../shared/models (beside the repository); a missing file fails the test.
+// Path of a file in shared_dir()/models; a missing file throws as fetched_model does.
 std::string shared_model(const std::string& name);
 
 // Uniform random floats in [-scale, scale], deterministic per seed.

@@ -3,6 +3,7 @@
 // GgufWriter) gives a gguf::Error naming the file and the field; a deterministic mutation fuzz
 // never crashes, hangs or allocates absurdly.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "engine/gguf.h"
+#include "tests/gpu.h"
 
 namespace {
 
@@ -30,7 +32,7 @@ using chorus::gguf::File;
 using chorus::gguf::OpenOptions;
 using chorus::gguf::ValueType;
 
-const std::string kModels = CHORUS_SOURCE_DIR "/../shared/models/";
+const std::string kModels = chorus::test::shared_dir() + "/models/";
 const std::string kStories = kModels + "stories260K.gguf";
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
@@ -250,6 +252,26 @@ TEST(GgufRealFiles, MissingFileAndDirectoryAreErrorsNamingThePath) {
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("not a regular file"), std::string::npos) << e.what();
+  }
+}
+
+TEST(GgufRealFiles, AFifoIsRefusedAtOnceInsteadOfBlockingInOpen) {
+  // open(2) of a FIFO without a writer used to block forever, before the regular-file check.
+  const std::string fifo = std::filesystem::temp_directory_path() / ("chorus-gguf-fifo-" + std::to_string(::getpid()));
+  std::filesystem::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  try {
+    File::open(fifo);
+    ADD_FAILURE() << "a FIFO opened as a GGUF file";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), fifo + ": a FIFO (named pipe), not a regular file (expected a .gguf file)");
+  }
+  std::filesystem::remove(fifo);
+  try {
+    File::open("/dev/zero");
+    ADD_FAILURE() << "/dev/zero opened as a GGUF file";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/dev/zero: a character device"), std::string::npos) << e.what();
   }
 }
 

@@ -2,6 +2,7 @@
 // test_run.cpp.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -218,6 +219,28 @@ TEST(Perplexity, AnEvaluatorReturningTheWrongSizeIsAnError) {
     return std::vector<float>(7, 0.0f);
   };
   EXPECT_THROW(perplexity(tokens, {.n_ctx = 8, .n_vocab = 10}, wrong), std::runtime_error);
+}
+
+
+TEST(Perplexity, AStopFlagSetAfterTheSecondChunkReturnsTheTwoChunksScoredSoFar) {
+  const uint32_t n_vocab = 11, n_ctx = 8;
+  const auto tokens = text_tokens(6 * n_ctx, n_vocab);
+  std::atomic<bool> stop{false};
+  PerplexityOptions o{.n_ctx = n_ctx, .n_vocab = n_vocab};
+  o.stop = &stop;
+  // Set from the progress callback, as a signal handler would set it between chunks.
+  const auto r = perplexity(tokens, o, causal_fake(n_vocab, n_ctx), [&](uint32_t chunk, double) {
+    if (chunk == 1) stop = true;
+  });
+  EXPECT_TRUE(r.interrupted);
+  EXPECT_EQ(r.n_chunks, 2u);
+  EXPECT_EQ(r.n_chunks_max, 6u);
+  EXPECT_EQ(r.running.size(), 2u);
+  EXPECT_EQ(r.stats.count, 2u * (n_ctx - 1 - n_ctx / 2));
+  // The same two chunks as an uninterrupted run limited to two.
+  const auto two = perplexity(tokens, {.n_ctx = n_ctx, .n_vocab = n_vocab, .max_chunks = 2}, causal_fake(n_vocab, n_ctx));
+  EXPECT_FALSE(two.interrupted);
+  EXPECT_EQ(r.stats.sum, two.stats.sum);
 }
 
 }  // namespace

@@ -19,7 +19,7 @@
 namespace chorus::ref {
 namespace {
 
-const std::string kShared = std::string(CHORUS_SOURCE_DIR) + "/../shared/models/";
+const std::string kShared = test::shared_dir() + "/models/";
 const std::string kStories = kShared + "stories260K.gguf";
 const std::string kStoriesIds = kShared + "stories260K.greedy-t0.ids.txt";
 const std::string kTinyRandom = kShared + "llama-2-tiny-random.gguf";

@@ -28,9 +28,9 @@
 namespace chorus {
 namespace {
 
-const std::string kModels = CHORUS_SOURCE_DIR "/../shared/models/";
+const std::string kModels = test::shared_dir() + "/models/";
 const std::string kStories = kModels + "stories260K.gguf";
-const std::string kTinyStories = CHORUS_SOURCE_DIR "/../shared/corpus/tinystories-valid-excerpt.txt";
+const std::string kTinyStories = test::shared_dir() + "/corpus/tinystories-valid-excerpt.txt";
 
 struct Result {
   int exit_code;

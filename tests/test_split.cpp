@@ -207,7 +207,7 @@ struct PplCase {
 TEST(SplitPerplexity, SmolLM2PerplexityIsTheSameOnEverySplit) {
   const std::string path = test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2");
   ASSERT_TRUE(std::filesystem::exists(path));
-  std::ifstream in(std::string(CHORUS_SOURCE_DIR) + "/../shared/corpus/wikitext-2-raw-wiki.test.raw", std::ios::binary);
+  std::ifstream in(test::shared_dir() + "/corpus/wikitext-2-raw-wiki.test.raw", std::ios::binary);
   ASSERT_TRUE(in) << "../shared/corpus/wikitext-2-raw-wiki.test.raw is missing";
   std::string text(8192, '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));

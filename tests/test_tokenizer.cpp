@@ -20,11 +20,12 @@
 #include "engine/tokenizer.h"
 #include "engine/unicode.h"
 #include "engine/vocab.h"
+#include "tests/gpu.h"
 
 namespace chorus {
 namespace {
 
-const std::string kModels = CHORUS_SOURCE_DIR "/../shared/models/";
+const std::string kModels = test::shared_dir() + "/models/";
 const std::string kVocabDir = kModels + "vocab/";
 
 std::string slurp(const std::string& path) {
@@ -354,6 +355,41 @@ TEST(PreTokenizer, InvalidUtf8BytesStayInTheText) {
   std::string joined;
   for (auto w : pre_tokenize(PreTokenizer::Llama3, text)) joined += w;
   EXPECT_EQ(joined, text);
+}
+
+TEST(Unicode, EachByteOutsideUtf8BecomesItsOwnReplacementCharacter) {
+  std::string out;
+  EXPECT_FALSE(unicode::replace_invalid_utf8_bytes("plain \xc3\xa9 text \xf0\x9f\x98\x80", out));
+  EXPECT_TRUE(out.empty()) << "valid text must not be copied";
+  const std::string fffd = "\xef\xbf\xbd";
+  ASSERT_TRUE(unicode::replace_invalid_utf8_bytes("a\xff" "b\xfe\xc0" "c", out));
+  EXPECT_EQ(out, "a" + fffd + "b" + fffd + fffd + "c");
+  // A sequence cut short by a byte that cannot continue it: one U+FFFD per byte, as llama.cpp.
+  ASSERT_TRUE(unicode::replace_invalid_utf8_bytes("\xe2\x82x\xf5\x80", out));
+  EXPECT_EQ(out, fffd + fffd + "x" + fffd + fffd);
+}
+
+// Bytes that never occur in UTF-8 (0xC0, 0xC1, 0xF5..0xFF) were dropped by byte-level BPE
+// vocabularies without single-byte tokens for them (SmolLM2: "a\xffb\xfe\xc0c" gave "a b c").
+// llama.cpp turns each into U+FFFD before pre-tokenizing; so must we, on every BPE vocabulary.
+TEST(TokenizerRules, InvalidUtf8BytesTokenizeAsReplacementCharactersInsteadOfVanishing) {
+  const std::string fffd = "\xef\xbf\xbd";
+  const std::string bad = "a\xff" "b\xfe\xc0" "c d\xf8";
+  const std::string replaced = "a" + fffd + "b" + fffd + fffd + "c d" + fffd;
+  for (const char* name : {"ggml-vocab-gpt-2.gguf", "ggml-vocab-llama-bpe.gguf"}) {
+    if (!exists(kVocabDir + name)) continue;
+    const Tokenizer& tok = tokenizer_for(name);
+    const std::vector<TokenId> ids = tok.encode(bad, EncodeOptions{false, false});
+    EXPECT_EQ(ids, tok.encode(replaced, EncodeOptions{false, false})) << name;
+    EXPECT_EQ(tok.decode(ids), replaced) << name;
+  }
+  // SmolLM2 (fetched by scripts/fetch-models.sh smollm2): the vocabulary that lost the bytes.
+  const std::string smol = test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2");
+  if (!std::filesystem::exists(smol)) return;
+  const Tokenizer tok(load_vocab(gguf::File::open(smol)));
+  const std::vector<TokenId> ids = tok.encode(bad, EncodeOptions{false, false});
+  EXPECT_EQ(ids, tok.encode(replaced, EncodeOptions{false, false}));
+  EXPECT_EQ(tok.decode(ids), replaced);
 }
 
 // --- algorithm on a hand-made vocabulary -------------------------------------------------------

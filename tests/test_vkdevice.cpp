@@ -8,6 +8,8 @@
 #include <memory>
 #include <map>
 #include <numeric>
+#include <optional>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "shaders/registry.h"
@@ -108,6 +110,26 @@ TEST_F(GpuTest, AllocationBeyondTheBudgetOverrideIsAClearError) {
   }
 }
 
+TEST_F(GpuTest, ABufferAboveTheDeviceLimitsIsRefusedBeforeVkCreateBufferWithItsPurposeAndTheLimit) {
+  vk::Device& dev = test::device(0);
+  const vk::DeviceInfo& info = dev.info();
+  // One past the smallest limit that applies: a single VkBuffer, its single allocation.
+  uint64_t limit = info.max_memory_allocation_size;
+  if (info.max_buffer_size) limit = std::min(limit, info.max_buffer_size);
+  limit = std::min(limit, dev.allocator().budget());
+  const uint64_t reserved = dev.allocator().reserved();
+  try {
+    vk::Buffer b = dev.create_buffer(limit + 1, vk::BufferKind::Device, "scratch");
+    FAIL() << "a buffer of " << limit + 1 << " bytes was created";
+  } catch (const vk::Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find(dev.label() + ": buffer 'scratch' of "), std::string::npos) << m;
+    EXPECT_NE(m.find("(" + std::to_string(limit + 1) + " bytes) exceeds the device's "), std::string::npos) << m;
+    EXPECT_EQ(e.result(), VK_ERROR_OUT_OF_DEVICE_MEMORY);
+  }
+  EXPECT_EQ(dev.allocator().reserved(), reserved) << "memory was allocated for a refused buffer";
+}
+
 TEST_F(GpuTest, WindowsAlignTheOffsetDownAndGrowTheRangeToCoverTheData) {
   vk::Device& dev = test::device(0);
   vk::Buffer b = dev.create_buffer(1000, vk::BufferKind::Device, "w");
@@ -167,13 +189,32 @@ TEST_F(GpuTest, PipelineWithBrokenSpirvIsRejectedWithItsName) {
   }
 }
 
+// A private XDG_CACHE_HOME with the pipeline cache enabled (the test suite disables it), for
+// the life of the object; the directory is removed afterwards.
+class ScopedCacheDir {
+ public:
+  explicit ScopedCacheDir(const std::string& name)
+      : dir_(std::filesystem::temp_directory_path() / (name + "-" + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(dir_);
+    ::setenv("XDG_CACHE_HOME", dir_.c_str(), 1);
+    if (const char* v = std::getenv("CHORUS_NO_PIPELINE_CACHE")) saved_no_cache_ = v;
+    ::unsetenv("CHORUS_NO_PIPELINE_CACHE");
+  }
+  ~ScopedCacheDir() {
+    ::unsetenv("XDG_CACHE_HOME");
+    if (saved_no_cache_) ::setenv("CHORUS_NO_PIPELINE_CACHE", saved_no_cache_->c_str(), 1);
+    std::filesystem::remove_all(dir_);
+  }
+  const std::filesystem::path& dir() const { return dir_; }
+
+ private:
+  std::filesystem::path dir_;
+  std::optional<std::string> saved_no_cache_;
+};
+
 TEST_F(GpuTest, PipelineCacheIsWrittenToTheXdgCacheDirectory) {
-  const auto dir = std::filesystem::temp_directory_path() / ("chorus-cache-test-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  ::setenv("XDG_CACHE_HOME", dir.c_str(), 1);
-  const char* no_cache = std::getenv("CHORUS_NO_PIPELINE_CACHE");
-  const std::string saved_no_cache = no_cache ? no_cache : "";
-  ::unsetenv("CHORUS_NO_PIPELINE_CACHE");  // the test suite sets it; this test is about the cache
+  const ScopedCacheDir scoped("chorus-cache-test");
+  const auto& dir = scoped.dir();
   {
     vk::DeviceOptions o;
     o.physical_index = test::test_device_index();
@@ -182,14 +223,46 @@ TEST_F(GpuTest, PipelineCacheIsWrittenToTheXdgCacheDirectory) {
     ASSERT_NE(v, nullptr);
     vk::Pipeline p(dev, vk::PipelineDesc{std::string(v->name), v->spirv(), 1, 12, {64}});
   }
-  ::unsetenv("XDG_CACHE_HOME");
-  if (no_cache) ::setenv("CHORUS_NO_PIPELINE_CACHE", saved_no_cache.c_str(), 1);
   bool found = false;
   if (std::filesystem::exists(dir / "chorus"))
     for (const auto& e : std::filesystem::directory_iterator(dir / "chorus"))
       found |= e.path().filename().string().rfind("pipelines-", 0) == 0;
   EXPECT_TRUE(found) << "no pipeline cache file under " << dir;
-  std::filesystem::remove_all(dir);
+}
+
+TEST_F(GpuTest, ADirectoryOrFifoAtThePipelineCachePathNeitherFailsNorHangsADevice) {
+  const ScopedCacheDir scoped("chorus-cache-bad");
+  const auto& dir = scoped.dir();
+  vk::DeviceOptions o;
+  o.physical_index = test::test_device_index();
+  // A first device writes the cache, which tells us its file name.
+  { vk::Device dev(test::instance(), o); }
+  std::filesystem::path cache;
+  for (const auto& e : std::filesystem::directory_iterator(dir / "chorus")) cache = e.path();
+  ASSERT_FALSE(cache.empty());
+  // Each of these once failed the run (an unnamed basic_filebuf error) or blocked in open(2).
+  std::filesystem::remove(cache);
+  std::filesystem::create_directories(cache);
+  EXPECT_NO_THROW({ vk::Device dev(test::instance(), o); });
+  std::filesystem::remove_all(cache);
+  ASSERT_EQ(::mkfifo(cache.c_str(), 0600), 0);
+  EXPECT_NO_THROW({ vk::Device dev(test::instance(), o); });
+}
+
+TEST_F(GpuTest, ABadTimeoutVariableIsRefusedWhenTheDeviceOpens) {
+  const char* old = std::getenv("CHORUS_TIMEOUT_MS");
+  const std::string saved = old ? old : "";
+  ::setenv("CHORUS_TIMEOUT_MS", "18446744073710", 1);  // once wrapped to 0.45 ms
+  vk::DeviceOptions o;
+  o.physical_index = test::test_device_index();
+  try {
+    vk::Device dev(test::instance(), o);
+    ADD_FAILURE() << "CHORUS_TIMEOUT_MS=18446744073710 was accepted";
+  } catch (const vk::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("CHORUS_TIMEOUT_MS is '18446744073710'"), std::string::npos) << e.what();
+  }
+  if (old) ::setenv("CHORUS_TIMEOUT_MS", saved.c_str(), 1);
+  else ::unsetenv("CHORUS_TIMEOUT_MS");
 }
 
 TEST(Capabilities, ParsingNamesEachBitAndRejectsUnknownWords) {

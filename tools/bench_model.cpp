@@ -47,9 +47,13 @@ Stat stat(const std::vector<double>& v) {
   return s;
 }
 
+// "512,1024": token counts of 0 (skip) .. 2^24, the limit of every count flag.
 std::vector<uint32_t> parse_counts(const std::string& flag, const std::string& text) {
   std::vector<uint32_t> out;
-  for (uint32_t v : parse_index_list(flag, text)) out.push_back(v);
+  for (uint32_t v : parse_index_list(flag, text)) {
+    if (v > (1u << 24)) throw UsageError(flag + " expects token counts up to 16777216, got " + std::to_string(v));
+    out.push_back(v);
+  }
   return out;
 }
 
@@ -75,6 +79,7 @@ int bench_model(const std::vector<std::string>& args) {
     else throw UsageError("unknown option '" + a + "'");
   }
   if (model_path.empty()) throw UsageError("-m MODEL is required (or `chorus bench kernels`)");
+  install_interrupt_handler();
 
   const LoadedModel loaded = load_model(model_path, placement, false);
   Model& model = *loaded.model;
@@ -100,13 +105,14 @@ int bench_model(const std::vector<std::string>& args) {
     std::printf("| %-28.28s | %6.2f MiB | %7.2f M | %-8s | %7s | %11.2f ± %6.2f |\n", model_name.c_str(),
                 static_cast<double>(file_bytes) / (1 << 20), static_cast<double>(params) / 1e6, "Vulkan", test.c_str(),
                 s.mean, s.sd);
-    std::fflush(stdout);
+    flush_stdout();
   };
 
+  // Ctrl-C stops between runs: a test's row then averages the runs measured so far.
   for (uint32_t n : pp) {
-    if (n == 0) continue;
+    if (n == 0 || interrupted()) continue;
     std::vector<double> tps;
-    for (uint32_t r = 0; r <= reps; ++r) {
+    for (uint32_t r = 0; r <= reps && !interrupted(); ++r) {
       std::vector<int32_t> tokens(n);
       for (auto& t : tokens) t = token(rng);
       ctx.clear(0);
@@ -115,16 +121,16 @@ int bench_model(const std::vector<std::string>& args) {
       const double ms = ms_since(t0);
       if (r > 0) tps.push_back(1000.0 * n / ms);  // run 0 warms up
     }
-    row("pp" + std::to_string(n), stat(tps));
+    if (!tps.empty()) row("pp" + std::to_string(n), stat(tps));
   }
   double submits_per_token = 0, waits_per_token = 0;
   // The collective's reduce points during the last generation run (tensor split only).
   std::optional<split::CollectiveStats> reduce_stats;
   uint32_t reduce_tokens = 0;
   for (uint32_t n : tg) {
-    if (n == 0) continue;
+    if (n == 0 || interrupted()) continue;
     std::vector<double> tps;
-    for (uint32_t r = 0; r <= reps; ++r) {
+    for (uint32_t r = 0; r <= reps && !interrupted(); ++r) {
       ctx.clear(0);
       int32_t t = token(rng);
       ctx.decode(0, std::span(&t, 1));
@@ -154,7 +160,7 @@ int bench_model(const std::vector<std::string>& args) {
       }
       if (r > 0) tps.push_back(1000.0 * n / ms);
     }
-    row("tg" + std::to_string(n), stat(tps));
+    if (!tps.empty()) row("tg" + std::to_string(n), stat(tps));
   }
   std::printf("\n%zu device(s), split %s, %u run(s) per test after a warm-up\n", devs.size(),
               split::to_string(model.plan().mode), reps);
@@ -167,6 +173,10 @@ int bench_model(const std::vector<std::string>& args) {
                 static_cast<double>(reduce_stats->reduces) / reduce_tokens,
                 static_cast<double>(reduce_stats->reduce_submits) / static_cast<double>(reduce_stats->reduces),
                 reduce_stats->latency_us(0.5), reduce_stats->latency_us(0.99));
+  if (interrupted()) {
+    std::fprintf(stderr, "bench: interrupted (Ctrl-C); the rows above average the runs finished before it\n");
+    return kInterruptedExit;
+  }
   return 0;
 }
 

@@ -87,11 +87,13 @@ std::vector<uint8_t> bench_weights(GgmlType type, uint32_t K, uint32_t N) {
   return dev;
 }
 
+bool whole_blocks(GgmlType t, uint32_t K) { return K % type_traits(t).block_elems == 0; }
+
 // Whether rows of K elements are whole blocks of t; if not, says so in the table (the format is
 // skipped at this K).
 bool fits_blocks(GgmlType t, uint32_t K) {
   const uint32_t qk = type_traits(t).block_elems;
-  if (K % qk == 0) return true;
+  if (whole_blocks(t, K)) return true;
   std::printf("  %-6s skipped: K = %u is not a whole number of its %u-element blocks\n", type_traits(t).name, K, qk);
   return false;
 }
@@ -143,16 +145,34 @@ struct BenchOptions {
   bool matmul = true;
 };
 
-int bench_kernels(const BenchOptions& o) {
-  std::printf("host memcpy (256 MiB, median of %u): ", std::max(o.reps, 3u));
-  std::fflush(stdout);
-  const double memcpy_bps = memcpy_bandwidth(o.reps);
-  std::printf("%.2f GB/s\n", memcpy_bps / 1e9);
+// Refuses shapes whose buffers the device cannot hold, before any host memory is filled for
+// them (an N x K weight matrix of --k 4096 --m 16777216 would need 256 GiB of host memory).
+void check_shapes(const vk::Device& dev, const BenchOptions& o) {
+  const uint64_t m = std::max(o.M, 1u);
+  dev.check_buffer_size(uint64_t(o.K) * m * 4, "bench x (--k x --m floats)");
+  dev.check_buffer_size(uint64_t(o.N) * m * 4, "bench y (--n x --m floats)");
+  for (GgmlType t : o.formats)
+    if (whole_blocks(t, o.K))
+      dev.check_buffer_size(*row_bytes(t, o.K) * uint64_t(o.N), std::string("bench W (") + type_traits(t).name + ", --n x --k)");
+}
 
+int bench_kernels(const BenchOptions& o) {
+  // The device first: a bad --device or shape is refused before the memcpy benchmark runs.
   vk::Instance inst;
+  if (o.device >= inst.devices().size())
+    throw UsageError("--device " + std::to_string(o.device) + " is not a device index: this machine has " +
+                     std::to_string(inst.devices().size()) + " Vulkan device(s), numbered from 0 (see `chorus devices`)");
   vk::DeviceOptions dopt;
   dopt.physical_index = o.device;
   vk::Device dev(inst, dopt);
+  check_shapes(dev, o);
+  install_interrupt_handler();
+
+  std::printf("host memcpy (256 MiB, median of %u): ", std::max(o.reps, 3u));
+  flush_stdout();
+  const double memcpy_bps = memcpy_bandwidth(o.reps);
+  std::printf("%.2f GB/s\n", memcpy_bps / 1e9);
+
   ops::Kernels k(dev);
   std::printf("%s, kernels {%s}\n", dev.label().c_str(), shaders::capability_names(dev.capabilities()).c_str());
   std::printf("matvec %u x %u (y = W x), %u dispatches per submit, median of %u submits\n", o.N, o.K, o.repeat, o.reps);
@@ -165,6 +185,7 @@ int bench_kernels(const BenchOptions& o) {
   vk::Buffer y = dev.create_buffer(uint64_t(o.N) * std::max(o.M, 1u) * 4, vk::BufferKind::Device, "bench y");
 
   for (GgmlType t : o.formats) {
+    if (interrupted()) break;
     if (!fits_blocks(t, o.K)) continue;
     const std::vector<uint8_t> wh = bench_weights(t, o.K, o.N);
     vk::Buffer w = dev.create_buffer(wh.size(), vk::BufferKind::Device, "bench W");
@@ -192,14 +213,15 @@ int bench_kernels(const BenchOptions& o) {
       std::printf("  %-6s %-34s %8.1f %10.1f %8.2f %8.0f%% %12.1f\n", type_traits(t).name,
                   ops::mul_mv_kernel_name(k, t, o.K, w, 0, x, 0, mv).c_str(), wbytes / (1 << 20), s * 1e6,
                   wbytes / s / 1e9, 100.0 * wbytes / s / memcpy_bps, tm.cpu / o.repeat * 1e6);
-      std::fflush(stdout);
+      flush_stdout();
     }
   }
 
-  if (o.matmul && o.M > 0) {
+  if (o.matmul && o.M > 0 && !interrupted()) {
     std::printf("matmul %u x %u x M=%u (Y = X W^T), median of %u submits\n", o.N, o.K, o.M, o.reps);
     std::printf("  %-6s %-28s %10s %10s\n", "format", "variant", "ms/call", "GFLOP/s");
     for (GgmlType t : o.formats) {
+      if (interrupted()) break;
       if (!fits_blocks(t, o.K)) continue;
       const std::vector<uint8_t> wh = bench_weights(t, o.K, o.N);
       vk::Buffer w = dev.create_buffer(wh.size(), vk::BufferKind::Device, "bench W");
@@ -212,8 +234,12 @@ int bench_kernels(const BenchOptions& o) {
       std::printf("  %-6s %-28s %10.2f %10.2f\n", type_traits(t).name,
                   ops::mul_mm_kernel_name(k, t).c_str(), s * 1e3,
                   2.0 * o.M * o.N * double(o.K) / s / 1e9);
-      std::fflush(stdout);
+      flush_stdout();
     }
+  }
+  if (interrupted()) {
+    std::fprintf(stderr, "bench kernels: interrupted (Ctrl-C); the lines above were measured before it\n");
+    return kInterruptedExit;
   }
   return 0;
 }
@@ -255,6 +281,11 @@ int cmd_bench(const std::vector<std::string>& args) {
     if (n > 1u << 24) throw UsageError(flag + " value " + v + " is too large");
     return static_cast<uint32_t>(n);
   };
+  auto positive = [&](const std::string& flag, const std::string& v) {
+    const uint32_t n = u32(flag, v);
+    if (n == 0) throw UsageError(flag + " expects a positive count, got 0");
+    return n;
+  };
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
@@ -262,16 +293,16 @@ int cmd_bench(const std::vector<std::string>& args) {
       return 0;
     }
     if (a == "--device") o.device = u32(a, take_value(args, i));
-    else if (a == "-r" || a == "--reps") o.reps = std::max(1u, u32(a, take_value(args, i)));
+    else if (a == "-r" || a == "--reps") o.reps = positive(a, take_value(args, i));
     else if (a == "--formats") o.formats = parse_formats(take_value(args, i));
     else if (a == "--k") o.K = u32(a, take_value(args, i));
     else if (a == "--n") o.N = u32(a, take_value(args, i));
     else if (a == "--m") o.M = u32(a, take_value(args, i));
-    else if (a == "--repeat") o.repeat = std::max(1u, u32(a, take_value(args, i)));
+    else if (a == "--repeat") o.repeat = positive(a, take_value(args, i));
     else if (a == "--workgroup") o.mv.workgroup = u32(a, take_value(args, i));
     else if (a == "--rows") o.mv.rows = u32(a, take_value(args, i));
-    else if (a == "--texel") o.mv.texel = static_cast<int>(std::min(1u, u32(a, take_value(args, i))));
-    else if (a == "--row-per-invocation") o.mv.row_per_invocation = static_cast<int>(std::min(1u, u32(a, take_value(args, i))));
+    else if (a == "--texel") o.mv.texel = static_cast<int>(parse_int(a, take_value(args, i), 0, 1));
+    else if (a == "--row-per-invocation") o.mv.row_per_invocation = static_cast<int>(parse_int(a, take_value(args, i), 0, 1));
     else throw UsageError("unknown option '" + a + "'");
   }
   if (o.K == 0 || o.K % 32 != 0 || o.N == 0) throw UsageError("--k must be a positive multiple of 32 and --n positive");

@@ -24,7 +24,10 @@ int cmd_inspect(const std::vector<std::string>& args) {
       return 0;
     }
     if (args[i] == "--no-tensors") show_tensors = false;
-    else if (args[i] == "--max-elems") max_elems = parse_uint(args[i], take_value(args, i));
+    else if (args[i] == "--max-elems") {
+      const std::string flag = args[i];  // take_value moves i to the value
+      max_elems = parse_uint(flag, take_value(args, i));
+    }
     else if (!args[i].empty() && args[i][0] == '-') throw UsageError("unknown option '" + args[i] + "'");
     else if (path.empty()) path = args[i];
     else throw UsageError("one model file expected, got '" + path + "' and '" + args[i] + "'");

@@ -7,8 +7,6 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,7 +36,7 @@ constexpr const char* kHelp =
     "convert the file first to compare with numbers measured on an LF copy).\n"
     "\n"
     "  -m, --model FILE        a GGUF model\n"
-    "  -f, --file FILE         the text\n"
+    "  -f, --file FILE         the text (- is standard input; a pipe such as <(command) works)\n"
     "  -c, --ctx-size N        tokens per chunk (default 512)\n"
     "  --chunks N              score only the first N chunks (default: all)\n"
     "  -b, --batch-size N      tokens per decode call: N / N_CTX chunks are evaluated together as\n"
@@ -46,12 +44,6 @@ constexpr const char* kHelp =
     "  -ub, --ubatch-size N    tokens per forward pass (default 512)\n"
     "%s"
     "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open text file '" + path + "'");
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -86,8 +78,9 @@ int cmd_perplexity(const std::vector<std::string>& args) {
   if (n_ctx < 4) throw UsageError("-c must be at least 4 tokens");
   if (const char* v = std::getenv("CHORUS_VALIDATION"); v && std::string(v) == "1") validation = true;
 
+  install_interrupt_handler();
   // Everything that can fail without a GPU first.
-  const std::string text = read_text(text_path);
+  const std::string text = read_text_input("-f", text_path);
   const gguf::File vocab_file = gguf::File::open(model_path);
   const Tokenizer tok(load_vocab(vocab_file));
   const Vocab& vocab = tok.vocab();
@@ -119,6 +112,7 @@ int cmd_perplexity(const std::vector<std::string>& args) {
   po.max_chunks = n_chunks;
   po.chunks_per_call = n_seq;
   po.bos = vocab.add_bos() ? vocab.bos() : -1;
+  po.stop = &interrupt_flag();
 
   const auto t_start = std::chrono::steady_clock::now();
   const PerplexityResult r =
@@ -130,11 +124,14 @@ int cmd_perplexity(const std::vector<std::string>& args) {
         }
         const std::string s = format_running(chunk + 1, ppl);
         std::fwrite(s.data(), 1, s.size(), stdout);
-        std::fflush(stdout);
+        flush_stdout();
       });
   const double total = seconds_since(t_start);
   std::printf("\n%s\n", format_final(r.stats).c_str());
-  std::fflush(stdout);
+  if (r.interrupted)
+    std::fprintf(stderr, "perplexity: interrupted (Ctrl-C): the estimate covers the first %u of %u chunks\n", r.n_chunks,
+                 n_chunks);
+  flush_stdout();
   std::fprintf(stderr, "perplexity: %u chunks, %" PRIu64 " tokens scored, %.2f s (%.2f tokens/s evaluated)\n",
                r.n_chunks, r.stats.count, total,
                total > 0 ? static_cast<double>(r.n_chunks) * (n_ctx - 1) / total : 0.0);
@@ -143,7 +140,7 @@ int cmd_perplexity(const std::vector<std::string>& args) {
                  loaded.instance->validation_errors());
     return 1;
   }
-  return 0;
+  return r.interrupted ? kInterruptedExit : 0;
 }
 
 }  // namespace chorus::tools

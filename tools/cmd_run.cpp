@@ -49,22 +49,6 @@ constexpr const char* kHelp =
     "  --print-ids             print the generated token ids (space-separated) instead of text\n"
     "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
 
-double parse_number(const std::string& flag, const std::string& text) {
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v))
-    throw UsageError(flag + " expects a number, got '" + text + "'");
-  return v;
-}
-
-int64_t parse_int(const std::string& flag, const std::string& text) {
-  const bool negative = !text.empty() && text[0] == '-';
-  const uint64_t v = parse_uint(flag, negative ? text.substr(1) : text);
-  if (v > static_cast<uint64_t>(std::numeric_limits<int32_t>::max()))
-    throw UsageError(flag + " value '" + text + "' is out of range");
-  return negative ? -static_cast<int64_t>(v) : static_cast<int64_t>(v);
-}
-
 void print_speed(const char* what, size_t tokens, double ms) {
   std::fprintf(stderr, "%-10s %6zu tokens in %9.2f ms  (%8.2f t/s)\n", what, tokens, ms,
                ms > 0 ? 1000.0 * static_cast<double>(tokens) / ms : 0.0);
@@ -94,9 +78,7 @@ int cmd_run(const std::vector<std::string>& args) {
     }
     else if (a == "--temp") sp.temp = static_cast<float>(parse_number(a, take_value(args, i)));
     else if (a == "--top-k") {
-      const int64_t k = parse_int(a, take_value(args, i));
-      if (k < 0) throw UsageError("--top-k expects 0 (disabled) or a positive count");
-      sp.top_k = static_cast<int32_t>(k);
+      sp.top_k = static_cast<int32_t>(parse_int(a, take_value(args, i), 0, std::numeric_limits<int32_t>::max()));
     } else if (a == "--top-p" || a == "--min-p") {
       const double v = parse_number(a, take_value(args, i));
       if (v < 0 || v > 1) throw UsageError(a + " expects a value between 0 and 1, got " + args[i]);
@@ -106,9 +88,7 @@ int cmd_run(const std::vector<std::string>& args) {
       if (v <= 0) throw UsageError("--repeat-penalty expects a positive number, got " + args[i]);
       sp.repeat_penalty = static_cast<float>(v);
     } else if (a == "--repeat-last-n") {
-      const int64_t v = parse_int(a, take_value(args, i));
-      if (v < -1) throw UsageError("--repeat-last-n expects -1 (all), 0 (off) or a positive count");
-      sp.repeat_last_n = static_cast<int32_t>(v);
+      sp.repeat_last_n = static_cast<int32_t>(parse_int(a, take_value(args, i), -1, std::numeric_limits<int32_t>::max()));
     } else if (a == "--seed") seed = parse_uint(a, take_value(args, i));
     else if (a == "-c" || a == "--ctx-size") n_ctx = parse_positive(a, take_value(args, i));
     else if (a == "-ub" || a == "--ubatch-size") n_ubatch = parse_positive(a, take_value(args, i));
@@ -122,6 +102,7 @@ int cmd_run(const std::vector<std::string>& args) {
   if (model_path.empty()) throw UsageError("-m MODEL is required");
   if (const char* v = std::getenv("CHORUS_VALIDATION"); v && std::string(v) == "1") validation = true;
   sp.seed = seed ? *seed : std::random_device{}();
+  install_interrupt_handler();
 
   // The file and its vocabulary first: a bad path fails before Vulkan starts.
   const gguf::File vocab_file = gguf::File::open(model_path);
@@ -174,7 +155,11 @@ int cmd_run(const std::vector<std::string>& args) {
       const std::string text = detok.push(next);
       std::fwrite(text.data(), 1, text.size(), stdout);
     }
-    std::fflush(stdout);
+    flush_stdout();
+    if (interrupted()) {  // Ctrl-C: stop at this token boundary and report
+      stop = "an interrupt (Ctrl-C)";
+      break;
+    }
     if (generated == n_predict) break;
     if (ctx.length(0) >= ctx.n_ctx()) {
       stop = "a full context (-c)";
@@ -188,7 +173,7 @@ int cmd_run(const std::vector<std::string>& args) {
     const std::string rest = detok.flush();
     std::fwrite(rest.data(), 1, rest.size(), stdout);
   }
-  std::fflush(stdout);
+  flush_stdout();
   const double gen_ms = ms_since(t_gen);
 
   std::fprintf(stderr, "\n\nstopped at %s\n", stop);
@@ -198,7 +183,7 @@ int cmd_run(const std::vector<std::string>& args) {
     std::fprintf(stderr, "chorus run: the validation layer reported %" PRIu64 " error(s)\n", loaded.instance->validation_errors());
     return 1;
   }
-  return 0;
+  return interrupted() ? kInterruptedExit : 0;
 }
 
 }  // namespace chorus::tools

@@ -1,7 +1,5 @@
 // `chorus tokenize`: the token ids of a text, printed like llama.cpp's llama-tokenize.
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -12,16 +10,6 @@
 #include "tools/commands.h"
 
 namespace chorus::tools {
-
-namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open prompt file '" + path + "'");
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-}  // namespace
 
 int cmd_tokenize(const std::vector<std::string>& args) {
   std::string model;
@@ -36,7 +24,7 @@ int cmd_tokenize(const std::vector<std::string>& args) {
           "and prints one line per token, `    id -> 'piece'`, as llama-tokenize does.\n\n"
           "  -m, --model FILE     a GGUF file (a vocab-only file is enough)\n"
           "  -p, --prompt TEXT    the text\n"
-          "  -f, --file FILE      read the text from FILE (bytes as they are)\n"
+          "  -f, --file FILE      read the text from FILE (bytes as they are; - is standard input)\n"
           "  --ids                print only the id list, e.g. [1, 15043, 3186]\n"
           "  --no-bos             add no BOS/EOS even if the model's metadata asks for them\n"
           "  --no-parse-special   control tokens' texts (<s>, <|eot_id|> ...) stay plain text\n"
@@ -49,7 +37,7 @@ int cmd_tokenize(const std::vector<std::string>& args) {
       prompt = take_value(args, i);
     } else if (a == "-f" || a == "--file") {
       if (prompt) throw UsageError("give the text once, with -p or -f");
-      prompt = read_file(take_value(args, i));
+      prompt = read_text_input(a, take_value(args, i));
     } else if (a == "--ids") ids_only = true;
     else if (a == "--no-bos") add_special = false;
     else if (a == "--no-parse-special") parse_special = false;

@@ -1,9 +1,23 @@
 #include "tools/commands.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
 #include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
-#include <sstream>
+#include <stdexcept>
+
+#include "vkdevice/env.h"
+#include "vkdevice/file_type.h"
 
 namespace chorus::tools {
 
@@ -28,23 +42,50 @@ std::string take_value(const std::vector<std::string>& args, size_t& i) {
 uint64_t parse_uint(const std::string& flag, const std::string& text) {
   if (text.empty() || !std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); }))
     throw UsageError(flag + " expects a non-negative integer, got '" + text + "'");
-  try {
-    return std::stoull(text);
-  } catch (const std::exception&) {
-    throw UsageError(flag + " value '" + text + "' is too large");
+  if (const auto v = vk::parse_decimal(text, 0, UINT64_MAX)) return *v;
+  throw UsageError(flag + " value '" + text + "' is too large");
+}
+
+int64_t parse_int(const std::string& flag, const std::string& text, int64_t min, int64_t max) {
+  const bool negative = !text.empty() && text[0] == '-';
+  const auto magnitude = vk::parse_decimal(negative ? std::string_view(text).substr(1) : std::string_view(text), 0,
+                                           static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
+  const int64_t v = magnitude ? (negative ? -static_cast<int64_t>(*magnitude) : static_cast<int64_t>(*magnitude)) : 0;
+  if (!magnitude || v < min || v > max)
+    throw UsageError(flag + " expects an integer from " + std::to_string(min) + " to " + std::to_string(max) + ", got '" +
+                     text + "'");
+  return v;
+}
+
+double parse_number(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  const double v = text.empty() || std::isspace(static_cast<unsigned char>(text[0])) ? 0 : std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v) || errno == ERANGE)
+    throw UsageError(flag + " expects a finite number, got '" + text + "'");
+  return v;
+}
+
+std::vector<std::string> split_list(const std::string& flag, const std::string& text, const char* example) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    out.push_back(text.substr(start, comma - start));
+    if (out.back().empty())
+      throw UsageError(flag + " expects a comma-separated list such as " + example + ", got '" + text + "'");
+    if (comma == text.size()) return out;
+    start = comma + 1;
   }
 }
 
 std::vector<uint32_t> parse_index_list(const std::string& flag, const std::string& text) {
   std::vector<uint32_t> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
+  for (const std::string& item : split_list(flag, text, "0,0,1")) {
     const uint64_t v = parse_uint(flag, item);
     if (v > std::numeric_limits<uint32_t>::max()) throw UsageError(flag + " index '" + item + "' is too large");
     out.push_back(static_cast<uint32_t>(v));
   }
-  if (out.empty()) throw UsageError(flag + " expects a comma-separated list such as 0,0,1");
   return out;
 }
 
@@ -62,5 +103,98 @@ uint64_t parse_bytes(const std::string& flag, const std::string& text) {
   if (v > std::numeric_limits<uint64_t>::max() / mult) throw UsageError(flag + " size '" + text + "' is too large");
   return v * mult;
 }
+
+namespace {
+
+constexpr uint64_t kMaxTextBytes = 1ull << 30;
+
+struct OwnedFd {
+  int fd = -1;
+  bool owned = false;
+  ~OwnedFd() {
+    if (owned && fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
+std::string read_text_input(const std::string& flag, const std::string& path) {
+  const std::string where = flag + " " + (path == "-" ? std::string("- (standard input)") : path);
+  OwnedFd in;
+  if (path == "-") {
+    in.fd = STDIN_FILENO;
+  } else {
+    // O_NONBLOCK: opening a FIFO without a writer returns at once instead of blocking.
+    in.fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (in.fd < 0) throw std::runtime_error(where + ": cannot open: " + std::strerror(errno));
+    in.owned = true;
+  }
+  struct stat st {};
+  if (::fstat(in.fd, &st) != 0) throw std::runtime_error(where + ": cannot stat: " + std::strerror(errno));
+  const bool regular = S_ISREG(st.st_mode), fifo = S_ISFIFO(st.st_mode);
+  if (in.owned && !regular && !fifo)
+    throw std::runtime_error(where + ": " + describe_file_type(st.st_mode) + ", expected a text file or a pipe");
+  if (regular && static_cast<uint64_t>(st.st_size) > kMaxTextBytes)
+    throw std::runtime_error(where + ": " + std::to_string(st.st_size) + " bytes, more than the " +
+                             std::to_string(kMaxTextBytes) + " bytes chorus reads as text");
+  std::string text;
+  std::array<char, 1 << 16> buf{};
+  if (in.owned && fifo) {
+    // A FIFO in the file system (not a /dev/fd/N symlink to a pipe) whose first non-blocking
+    // read says end-of-file has no writer: nothing will ever arrive.
+    struct stat link {};
+    const bool named = ::lstat(path.c_str(), &link) == 0 && S_ISFIFO(link.st_mode);
+    const ssize_t n = ::read(in.fd, buf.data(), buf.size());
+    if (n == 0 && named)
+      throw std::runtime_error(where + ": a FIFO (named pipe) with no writer, so there is nothing to read; start the "
+                               "program that writes it first, or pass its output as -f <(command)");
+    if (n > 0) text.append(buf.data(), static_cast<size_t>(n));
+  }
+  if (in.owned) ::fcntl(in.fd, F_SETFL, ::fcntl(in.fd, F_GETFL) & ~O_NONBLOCK);  // from here on, wait for data
+  while (true) {
+    const ssize_t n = ::read(in.fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw std::runtime_error(where + ": cannot read: " + std::strerror(errno));
+    if (n == 0) break;
+    text.append(buf.data(), static_cast<size_t>(n));
+    if (text.size() > kMaxTextBytes)
+      throw std::runtime_error(where + ": more than the " + std::to_string(kMaxTextBytes) + " bytes chorus reads as text");
+  }
+  return text;
+}
+
+void flush_stdout() {
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return;
+  const int err = errno;
+  std::clearerr(stdout);
+  throw std::runtime_error(std::string("write error on standard output: ") + std::strerror(err ? err : EIO));
+}
+
+namespace {
+
+// The one piece of process-wide mutable state in chorus: a signal handler can reach nothing
+// else. Lock-free, so setting it is async-signal-safe.
+std::atomic<bool> g_interrupted{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+extern "C" void on_interrupt(int) {
+  if (g_interrupted.exchange(true)) _exit(kInterruptedExit);  // the second Ctrl-C: quit now
+  static const char msg[] =
+      "\nchorus: interrupted; stopping at the next token or chunk (press Ctrl-C again to quit at once)\n";
+  const ssize_t n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+  (void)n;
+}
+
+}  // namespace
+
+void install_interrupt_handler() {
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;  // blocking reads and writes resume; the flag is checked between steps
+  ::sigaction(SIGINT, &sa, nullptr);
+}
+
+const std::atomic<bool>& interrupt_flag() { return g_interrupted; }
 
 }  // namespace chorus::tools

@@ -2,6 +2,7 @@
 // they share.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <span>
 #include <stdexcept>
@@ -36,10 +37,41 @@ int cmd_perplexity(const std::vector<std::string>& args);
 
 // Argument helpers: value of `--flag V` at args[i+1] (advances i) or a UsageError.
 std::string take_value(const std::vector<std::string>& args, size_t& i);
+// Every number on the command line is parsed strictly: no sign (unless allowed), no spaces,
+// no trailing text, no overflow; a UsageError names the flag and what it expects.
 uint64_t parse_uint(const std::string& flag, const std::string& text);
+// An integer in [min, max] (may be negative); the error states the range.
+int64_t parse_int(const std::string& flag, const std::string& text, int64_t min, int64_t max);
+// A finite decimal number such as 0.8, 1e-3 or -2 (no leading spaces, "inf" or "nan").
+double parse_number(const std::string& flag, const std::string& text);
+// "a,b,c" -> {"a","b","c"}; an empty list or an empty item ("0," ",1" "0,,1") is a UsageError
+// naming the flag and showing `example`.
+std::vector<std::string> split_list(const std::string& flag, const std::string& text, const char* example);
 // "1,1,2" -> {1,1,2}
 std::vector<uint32_t> parse_index_list(const std::string& flag, const std::string& text);
 // Parses a size such as "512M", "2G", "1048576".
 uint64_t parse_bytes(const std::string& flag, const std::string& text);
+
+// The text behind `-f PATH` (flag names the option for messages): "-" is standard input; a
+// regular file (at most 1 GiB) or a pipe the user passes on purpose (`-f <(command)`, a FIFO
+// with its writer already running) is read to the end. A directory, a device, or a FIFO in
+// the file system with no writer is refused at once with the path and what it is, never a
+// hang.
+std::string read_text_input(const std::string& flag, const std::string& path);
+
+// Flushes stdout; a write error (a full disk, /dev/full, a closed pipe) throws
+// std::runtime_error "write error on standard output: <reason>" (as coreutils do, a command
+// whose output was lost must not exit 0). Every streaming path calls it after each piece, and
+// main() once at the end.
+void flush_stdout();
+
+// Ctrl-C for the long-running commands (run, perplexity, bench). The first SIGINT sets a
+// flag the command checks at its next token, chunk or measurement boundary: it then prints
+// what it has done and exits with kInterruptedExit, releasing the devices on the way out. A
+// second SIGINT exits at once (_exit(130)).
+void install_interrupt_handler();
+const std::atomic<bool>& interrupt_flag();
+inline bool interrupted() { return interrupt_flag().load(); }
+inline constexpr int kInterruptedExit = 130;  // 128 + SIGINT, as shells report it
 
 }  // namespace chorus::tools

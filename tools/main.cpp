@@ -25,6 +25,12 @@ void usage(FILE* to) {
 int main(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     usage(argc < 2 ? stderr : stdout);
+    try {
+      chorus::tools::flush_stdout();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "chorus: error: %s\n", e.what());
+      return 1;
+    }
     return argc < 2 ? 2 : 0;
   }
   const std::string name = argv[1];
@@ -32,7 +38,9 @@ int main(int argc, char** argv) {
   for (const auto& c : chorus::tools::all_commands()) {
     if (name != c.name) continue;
     try {
-      return c.run(args);
+      const int rc = c.run(args);
+      chorus::tools::flush_stdout();  // output lost to a full disk or a closed pipe is an error
+      return rc;
     } catch (const chorus::tools::UsageError& e) {
       std::fprintf(stderr, "chorus %s: %s\n(see `chorus %s --help`)\n", c.name, e.what(), c.name);
       return 2;

@@ -53,17 +53,22 @@ bool parse_placement_flag(const std::vector<std::string>& args, size_t& i, Place
     p.mode_given = true;
   } else if (a == "-ts" || a == "--tensor-split") {
     const std::string v = take_value(args, i);
+    const std::vector<std::string> items = split_list(a, v, "3,1");
     p.ratios.clear();
-    size_t start = 0;
-    while (start <= v.size()) {
-      const size_t comma = std::min(v.find(',', start), v.size());
-      const std::string item = v.substr(start, comma - start);
-      char* end = nullptr;
-      const double r = std::strtod(item.c_str(), &end);
-      if (item.empty() || end != item.c_str() + item.size() || !(r > 0) || !std::isfinite(r))
-        throw UsageError(a + " expects positive numbers separated by commas, got '" + v + "'");
+    for (const std::string& item : items) {
+      const double r = parse_number(a, item);
+      if (!(r > 0)) throw UsageError(a + " expects positive ratios, got '" + item + "' in '" + v + "'");
       p.ratios.push_back(r);
-      start = comma + 1;
+    }
+    // Only proportions matter: scale so the largest is 1, so a sum such as 1e308 + 1e308 cannot
+    // overflow to infinity downstream. A ratio that vanishes next to the largest is refused.
+    const auto largest = std::max_element(p.ratios.begin(), p.ratios.end());
+    const std::string largest_item = items[static_cast<size_t>(largest - p.ratios.begin())];
+    const double scale = *largest;
+    for (size_t k = 0; k < p.ratios.size(); ++k) {
+      p.ratios[k] /= scale;
+      if (!(p.ratios[k] > 0))
+        throw UsageError(a + " ratio '" + items[k] + "' is too small next to '" + largest_item + "' in '" + v + "'");
     }
   } else if (a == "-mg" || a == "--main-gpu") {
     const uint64_t v = parse_uint(a, take_value(args, i));

@@ -1,15 +1,18 @@
 #include "vkdevice/device.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "shaders/registry.h"
+#include "vkdevice/cache_file.h"
 #include "vkdevice/commands.h"
+#include "vkdevice/env.h"
 
 namespace chorus::vk {
 namespace {
@@ -52,13 +55,8 @@ Device::Device(const Instance& instance, const DeviceOptions& options) : options
            " (" + info_.name + ")";
   if (!info_.usable()) throw Error(label_ + " cannot be used: " + info_.reject_reason);
 
-  if (const char* env = std::getenv("CHORUS_TIMEOUT_MS")) {
-    char* end = nullptr;
-    const unsigned long long ms = std::strtoull(env, &end, 10);
-    if (end == env || *end != '\0' || ms == 0)
-      throw Error("CHORUS_TIMEOUT_MS is '" + std::string(env) + "', expected a positive number of milliseconds");
-    options_.timeout_ns = ms * 1'000'000ull;
-  }
+  if (const auto ms = env_uint("CHORUS_TIMEOUT_MS", 1, kMaxTimeoutMs, "milliseconds"))
+    options_.timeout_ns = *ms * 1'000'000ull;
   uint32_t disabled = options.disabled_caps;
   if (const char* env = std::getenv("CHORUS_DISABLE_CAPS"))
     disabled |= parse_capability_list(env, "CHORUS_DISABLE_CAPS");
@@ -108,8 +106,9 @@ Device::Device(const Instance& instance, const DeviceOptions& options) : options
   // the driver (its header carries vendor, device and cache UUID).
   std::vector<char> cache_data;
   if (options_.pipeline_cache && !std::getenv("CHORUS_NO_PIPELINE_CACHE")) {
-    std::ifstream in(pipeline_cache_path(), std::ios::binary);
-    if (in) cache_data.assign(std::istreambuf_iterator<char>(in), {});
+    std::string warning;
+    cache_data = read_cache_file(pipeline_cache_path(), warning);
+    if (!warning.empty()) std::fprintf(stderr, "chorus: warning: %s\n", warning.c_str());
   }
   VkPipelineCacheCreateInfo pci{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
   pci.initialDataSize = cache_data.size();
@@ -163,22 +162,28 @@ void Device::save_pipeline_cache() {
   if (vkGetPipelineCacheData(device_, pipeline_cache_, &size, data.data()) != VK_SUCCESS) return;
   // A cache is an optimisation: failing to write it is reported, never fatal. Several
   // logical devices of one physical device write the same file; the rename keeps it whole.
-  const std::filesystem::path path = pipeline_cache_path();
-  std::error_code ec;
-  std::filesystem::create_directories(path.parent_path(), ec);
-  const std::filesystem::path tmp = path.string() + ".tmp" + std::to_string(reinterpret_cast<uintptr_t>(this));
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    if (!out || !out.write(data.data(), static_cast<std::streamsize>(size))) {
-      std::fprintf(stderr, "chorus: warning: could not write the pipeline cache %s\n", tmp.c_str());
-      return;
-    }
-  }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) std::filesystem::remove(tmp, ec);
+  std::string warning;
+  if (!write_cache_file(pipeline_cache_path(), std::span<const char>(data.data(), size),
+                        std::to_string(::getpid()) + "-" + std::to_string(reinterpret_cast<uintptr_t>(this)), warning))
+    std::fprintf(stderr, "chorus: warning: %s\n", warning.c_str());
+}
+
+void Device::check_buffer_size(uint64_t size, const std::string& name) const {
+  const uint64_t padded = size > UINT64_MAX - 3 ? UINT64_MAX : (size + 3) / 4 * 4;  // buffers are padded to words
+  const auto refuse = [&](uint64_t limit, const char* what) {
+    throw Error(label_ + ": buffer '" + name + "' of " + format_bytes(size) + " (" + std::to_string(size) +
+                    " bytes) exceeds the device's " + what + " of " + format_bytes(limit) + " (" + std::to_string(limit) +
+                    " bytes)",
+                VK_ERROR_OUT_OF_DEVICE_MEMORY);
+  };
+  if (info_.max_buffer_size && padded > info_.max_buffer_size) refuse(info_.max_buffer_size, "maxBufferSize");
+  if (info_.max_memory_allocation_size && padded > info_.max_memory_allocation_size)
+    refuse(info_.max_memory_allocation_size, "maxMemoryAllocationSize");
+  if (padded > allocator_->budget()) refuse(allocator_->budget(), "memory budget");
 }
 
 Buffer Device::create_buffer(uint64_t size, BufferKind kind, const std::string& name) {
+  check_buffer_size(size, name);
   Buffer b(*allocator_, device_, size, kind, name, info_.min_storage_buffer_offset_alignment,
            info_.max_storage_buffer_range);
   b.allow_texel_views(info_.min_texel_buffer_offset_alignment, info_.max_texel_buffer_elements);

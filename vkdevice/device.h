@@ -41,9 +41,12 @@ struct DeviceOptions {
   // Persist the pipeline cache under $XDG_CACHE_HOME/chorus (or ~/.cache/chorus).
   bool pipeline_cache = true;
   // Host waits give up after this long (a device that stops answering is an error, not a
-  // hang). The environment variable CHORUS_TIMEOUT_MS overrides it.
+  // hang). The environment variable CHORUS_TIMEOUT_MS overrides it (1 .. kMaxTimeoutMs).
   uint64_t timeout_ns = 60'000'000'000ull;
 };
+
+// The longest CHORUS_TIMEOUT_MS accepted: one week, in milliseconds.
+inline constexpr uint64_t kMaxTimeoutMs = 7ull * 24 * 3600 * 1000;
 
 // Parses "fp16,subgroup,cpu" / "all" / "none" into shaders::Capability bits; throws Error
 // naming the bad word.
@@ -82,7 +85,13 @@ class Device {
 
   // A buffer usable by kernels. Kind::Device is device-local (mapped only on unified memory
   // without force_staging); Kind::Host is host-visible, coherent and mapped.
+  // Sizes are checked before anything is created (check_buffer_size).
   Buffer create_buffer(uint64_t size, BufferKind kind, const std::string& name);
+  // Throws Error naming this device, the buffer's purpose, its size and the limit when one
+  // buffer of `size` bytes cannot exist here: above maxBufferSize (a VkBuffer), above
+  // maxMemoryAllocationSize (its one allocation) or above the memory budget. Tools call it to
+  // refuse a size before building the host data for it.
+  void check_buffer_size(uint64_t size, const std::string& name) const;
 
   // Copies host bytes into a buffer (waits until done). Uses the mapping when the buffer is
   // mapped, else a staging copy in chunks.

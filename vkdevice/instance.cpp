@@ -83,7 +83,11 @@ DeviceInfo survey_one(VkPhysicalDevice pd, uint32_t index) {
   }
 
   VkPhysicalDeviceDriverProperties driver{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
-  VkPhysicalDeviceSubgroupProperties subgroup{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES, &driver};
+  // maxBufferSize is core in Vulkan 1.3 (maintenance4); on older devices it stays unknown.
+  VkPhysicalDeviceMaintenance4Properties m4{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES, &driver};
+  const bool api13 = VK_API_VERSION_MINOR(base.apiVersion) >= 3 || VK_API_VERSION_MAJOR(base.apiVersion) > 1;
+  VkPhysicalDeviceSubgroupProperties subgroup{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES,
+                                              api13 ? static_cast<void*>(&m4) : static_cast<void*>(&driver)};
   VkPhysicalDeviceMaintenance3Properties m3{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES, &subgroup};
   VkPhysicalDeviceProperties2 props2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, &m3};
   vkGetPhysicalDeviceProperties2(pd, &props2);
@@ -94,6 +98,7 @@ DeviceInfo survey_one(VkPhysicalDevice pd, uint32_t index) {
                           (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) &&
                           (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
   d.max_memory_allocation_size = m3.maxMemoryAllocationSize;
+  d.max_buffer_size = api13 ? m4.maxBufferSize : 0;
 
   VkPhysicalDeviceShaderIntegerDotProductFeatures dot{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
   const bool dot_ext = VK_API_VERSION_MINOR(base.apiVersion) >= 3 ||

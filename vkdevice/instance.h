@@ -49,6 +49,7 @@ struct DeviceInfo {
   bool external_memory_host = false;
   uint64_t max_storage_buffer_range = 0;
   uint64_t max_memory_allocation_size = 0;
+  uint64_t max_buffer_size = 0;       // VkPhysicalDeviceMaintenance4Properties (Vulkan 1.3); 0: unknown
   uint64_t min_storage_buffer_offset_alignment = 0;
   uint64_t min_texel_buffer_offset_alignment = 0;  // buffer views (uniform texel buffers)
   uint64_t max_texel_buffer_elements = 0;

@@ -1,0 +1,111 @@
+#include "vkdevice/cache_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <utility>
+
+#include "vkdevice/file_type.h"
+
+namespace chorus::vk {
+namespace {
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
+std::vector<char> read_cache_file(const std::string& path, std::string& warning, uint64_t max_bytes) {
+  warning.clear();
+  const std::string what = "ignoring the pipeline cache " + path + ": ";
+  // O_NONBLOCK: opening a FIFO without a writer returns at once instead of blocking.
+  Fd f{::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)};
+  if (f.fd < 0) {
+    if (errno != ENOENT && errno != ENOTDIR) warning = what + "cannot open it: " + std::strerror(errno);
+    return {};
+  }
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0) {
+    warning = what + "cannot stat it: " + std::strerror(errno);
+    return {};
+  }
+  if (!S_ISREG(st.st_mode)) {
+    warning = what + "it is " + describe_file_type(st.st_mode) + ", expected a regular file";
+    return {};
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    warning = what + "it is " + std::to_string(st.st_size) + " bytes, more than the " + std::to_string(max_bytes) +
+              " bytes a pipeline cache may be";
+    return {};
+  }
+  std::vector<char> data(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::read(f.fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      warning = what + "cannot read it: " + std::strerror(errno);
+      return {};
+    }
+    if (n == 0) break;  // shrank while we read: what we have is checked by the driver's header
+    done += static_cast<size_t>(n);
+  }
+  data.resize(done);
+  return data;
+}
+
+bool write_cache_file(const std::string& path, std::span<const char> data, const std::string& tmp_suffix,
+                      std::string& warning) {
+  warning.clear();
+  const std::filesystem::path p = path;
+  std::error_code ec;
+  std::filesystem::create_directories(p.parent_path(), ec);
+  if (ec) {
+    warning = "could not write the pipeline cache " + path + ": cannot create " + p.parent_path().string() + ": " +
+              ec.message();
+    return false;
+  }
+  const std::string tmp = path + ".tmp" + tmp_suffix;
+  {
+    // O_NOFOLLOW | O_NONBLOCK: whatever sits at the temporary name can neither redirect nor
+    // block the write.
+    Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644)};
+    if (f.fd < 0) {
+      warning = "could not write the pipeline cache " + tmp + ": " + std::strerror(errno);
+      return false;
+    }
+    size_t done = 0;
+    while (done < data.size()) {
+      const ssize_t n = ::write(f.fd, data.data() + done, data.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        warning = "could not write the pipeline cache " + tmp + ": " + std::strerror(n < 0 ? errno : EIO);
+        ::unlink(tmp.c_str());
+        return false;
+      }
+      done += static_cast<size_t>(n);
+    }
+    const int fd = std::exchange(f.fd, -1);
+    if (::close(fd) != 0) {
+      warning = "could not write the pipeline cache " + tmp + ": " + std::strerror(errno);
+      ::unlink(tmp.c_str());
+      return false;
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    warning = "could not write the pipeline cache " + path + ": " + std::strerror(errno);
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  return true;
+}
+
+}  // namespace chorus::vk

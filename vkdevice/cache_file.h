@@ -1,0 +1,30 @@
+// vkdevice/cache_file.h — reading and writing the on-disk pipeline cache, never fatally.
+//
+// Owns: the rules for the cache file. It is an optimisation, so nothing about it may fail or
+// hang a run: only a regular file of at most kMaxCacheFileBytes is read (it is opened with
+// O_NONBLOCK, so a FIFO at its path cannot block); a directory, a device node (a symlink to
+// /dev/zero), a FIFO, a socket, an oversized or unreadable file is ignored with a one-line
+// warning naming the path. Writing goes to a temporary file renamed over the cache, and a
+// failure is a warning.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace chorus::vk {
+
+// Largest pipeline cache file read: a cache of every chorus kernel is a few MiB.
+inline constexpr uint64_t kMaxCacheFileBytes = 256ull << 20;
+
+// The bytes of the cache file at `path`; empty when there is none (silently) or when it is not
+// something to read (then `warning` says why, naming the path, and the caller prints it).
+std::vector<char> read_cache_file(const std::string& path, std::string& warning, uint64_t max_bytes = kMaxCacheFileBytes);
+
+// Writes `data` to `path` through `path.tmpN` and a rename (N tells writers apart); creates the
+// directory. Returns false with `warning` set (naming the path and the reason) on any failure.
+bool write_cache_file(const std::string& path, std::span<const char> data, const std::string& tmp_suffix,
+                      std::string& warning);
+
+}  // namespace chorus::vk

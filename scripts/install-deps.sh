@@ -6,6 +6,7 @@ packages=(
   libvulkan-dev libvulkan-volk-dev glslang-tools spirv-tools
   mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   libgtest-dev libgmock-dev libbenchmark-dev
+  nlohmann-json3-dev libedit-dev tmux   # chat: JSON, line editing; the chat test drives a real terminal
   python3 python3-pip ca-certificates
   clang libclang-rt-14-dev   # libFuzzer and its sanitizer runtimes (scripts/fuzz.sh)
 )

@@ -47,6 +47,7 @@ constexpr const char* kHelp =
     "%s"
     "  --ignore-eos            keep generating past end-of-generation tokens\n"
     "  --print-ids             print the generated token ids (space-separated) instead of text\n"
+    "  -cnv, -i                a conversation in the model's chat format: `chorus chat` (see its --help)\n"
     "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
 
 void print_speed(const char* what, size_t tokens, double ms) {
@@ -63,6 +64,8 @@ int cmd_run(const std::vector<std::string>& args) {
   std::optional<uint64_t> seed;
   SamplerParams sp;
   bool ignore_eos = false, print_ids = false, validation = false;
+  for (const std::string& a : args)  // llama-cli's conversation mode is `chorus chat`
+    if (a == "-cnv" || a == "--conversation" || a == "-i" || a == "--interactive") return cmd_chat(args);
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {

@@ -28,6 +28,7 @@ std::span<const Command> all_commands() {
       {"bench", "measure kernel throughput against this machine's memory bandwidth", cmd_bench},
       {"inspect", "print a GGUF file's metadata and tensor table", cmd_inspect},
       {"tokenize", "print the token ids of a text (llama-tokenize style)", cmd_tokenize},
+      {"chat", "talk to a model in its own chat format (interactive)", cmd_chat},
       {"run", "generate text from a prompt (the completion on stdout)", cmd_run},
       {"perplexity", "measure a model's perplexity over a text file (llama-perplexity's method)", cmd_perplexity},
   };

@@ -33,6 +33,7 @@ int bench_collective(const std::vector<std::string>& args);  // `chorus bench co
 int cmd_inspect(const std::vector<std::string>& args);
 int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_run(const std::vector<std::string>& args);
+int cmd_chat(const std::vector<std::string>& args);  // also `chorus run -cnv`
 int cmd_perplexity(const std::vector<std::string>& args);
 
 // Argument helpers: value of `--flag V` at args[i+1] (advances i) or a UsageError.

@@ -33,6 +33,19 @@ void Interpreter::fail(TemplateError::Kind kind, const std::string& message) con
   throw TemplateError(kind, line, column, message);
 }
 
+bool Interpreter::equal(const Value& a, const Value& b) {
+  uint64_t budget = steps < options.limits.max_steps ? options.limits.max_steps - steps : 0;
+  const uint64_t before = budget;
+  try {
+    const bool eq = equals(a, b, &budget);
+    steps += before - budget;
+    return eq;
+  } catch (const TemplateError&) {
+    step(before + 1);  // out of budget: report it as the step limit, at this node
+    throw;
+  }
+}
+
 void Interpreter::check_string_size(size_t bytes) const {
   if (bytes > options.limits.max_string_bytes)
     fail(TemplateError::Kind::Limit, "a string of " + std::to_string(bytes) + " bytes would exceed the limit of " +
@@ -243,7 +256,7 @@ bool contains(Interpreter& in, const Value& container, const Value& item) {
     case Value::Type::Tuple:
       in.step(container.items().size() / 16);
       for (const auto& v : container.items())
-        if (equals(v, item)) return true;
+        if (in.equal(v, item)) return true;
       return false;
     case Value::Type::Dict: return container.find(item) != nullptr;
     case Value::Type::Undefined: return false;
@@ -253,8 +266,8 @@ bool contains(Interpreter& in, const Value& container, const Value& item) {
 
 bool compare(Interpreter& in, const std::string& op, const Value& a, const Value& b) {
   in.step(work_of(a) + work_of(b));
-  if (op == "==") return equals(a, b);
-  if (op == "!=") return !equals(a, b);
+  if (op == "==") return in.equal(a, b);
+  if (op == "!=") return !in.equal(a, b);
   if (op == "in") return contains(in, b, a);
   if (op == "notin") return !contains(in, b, a);
   if (op == "<") return less_than(in, a, b);
@@ -444,6 +457,7 @@ Value Interpreter::getitem(const Value& obj, const Value& key) {
   switch (obj.type()) {
     case Value::Type::Undefined: undefined_error(*this, obj);
     case Value::Type::Dict:
+      step(obj.entries().size() / 4 + work_of(key) * obj.entries().size());  // a linear search
       if (const Value* v = obj.find(key)) return *v;
       break;
     case Value::Type::List:
@@ -503,9 +517,11 @@ Value Interpreter::eval(const Expr& e, const std::shared_ptr<Scope>& scope) {
       for (size_t i = 0; i + 1 < e.args.size(); i += 2) {
         Value k = eval(*e.args[i], scope);
         Value v = eval(*e.args[i + 1], scope);
+        if (k.is_undefined()) undefined_error(*this, k);
+        if (k.depth() > 0 && k.type() != Value::Type::Tuple) fail(std::string("unhashable type: '") + k.type_name() + "'");
         bool replaced = false;
         for (auto& entry : entries)
-          if (equals(entry.first, k)) entry.second = v, replaced = true;
+          if (equal(entry.first, k)) entry.second = v, replaced = true;
         if (!replaced) entries.emplace_back(std::move(k), std::move(v));
       }
       return Value::dict(std::move(entries));

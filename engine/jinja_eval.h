@@ -81,6 +81,8 @@ struct Interpreter {
   Value call(const Value& callee, ValueList& args, KwValues& kwargs);
   void append_output(std::string& out, std::string_view text);
 
+  // Python == within the step budget (charged for the items and bytes compared).
+  bool equal(const Value& a, const Value& b);
   Value getattr(const Value& obj, const std::string& name);
   Value getitem(const Value& obj, const Value& key);
 };

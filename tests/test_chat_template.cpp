@@ -452,6 +452,26 @@ TEST(Sandbox, DeeplyNestedSourceIsASyntaxErrorNotAStackOverflow) {
   }
 }
 
+TEST(Sandbox, ValuesNestedWithoutBoundAreRefused) {
+  // Printing, comparing or freeing a list nested a million deep would recurse that deep.
+  expect_limit("{% set ns = namespace(l=[]) %}{% for i in range(1000000) %}{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l }}",
+               "nested deeper than 500");
+  expect_limit("{% set ns = namespace(d={}) %}{% for i in range(1000) %}{% set ns.d = {'k': ns.d} %}{% endfor %}", "nested deeper");
+}
+
+TEST(Sandbox, ComparingLargeValuesIsChargedAsWork) {
+  // Equal contents in distinct strings, so no comparison can stop at the first byte or at identity.
+  const std::string setup =
+      "{% set a = 'x' * 10000000 ~ 'a' %}{% set b = 'x' * 10000000 ~ 'b' %}{% set l = [a, b] * 100000 %}"
+      "{% set m = [b, a] * 100000 %}{% set a2 = 'x' * 10000000 ~ 'a' %}{% set b2 = 'x' * 10000000 ~ 'b' %}";
+  expect_limit(setup + "{{ l == [a2, b2] * 100000 }}", "steps of work");
+  expect_limit(setup + "{{ l | unique | list }}", "steps of work");
+  expect_limit(setup + "{{ l | sort | length }}", "steps of work");
+  expect_limit(setup + "{% set d = {a: 1, b: 2} %}{% for i in range(1000000) %}{% set x = d[b] %}{% endfor %}",
+               "steps of work");
+  expect_limit(setup + "{{ b in l }}{{ b in m }}{{ m.index(a) }}{{ l.count(b) }}{{ l is in [m] }}", "steps of work");
+}
+
 TEST(Sandbox, DeeplyNestedJsonIsRefused) {
   EXPECT_THROW(chorus::jinja::parse_json(std::string(100000, '[')), TemplateError);
 }

@@ -293,7 +293,7 @@ Value filter_indent(Interpreter& in, const std::string&, ValueList& args, KwValu
     pad = std::string(static_cast<size_t>(std::max<int64_t>(w, 0)), ' ');
   }
   const std::string s = to_str(v) + "\n";
-  const std::vector<std::string> lines = py_splitlines(s);
+  const std::vector<std::string> lines = py_splitlines(in, s);
   in.check_string_size(s.size() + pad.size() * (lines.size() + 1));
   std::string out;
   for (size_t i = 0; i < lines.size(); ++i) {
@@ -338,10 +338,14 @@ Value filter_dictsort(Interpreter& in, const std::string&, ValueList& args, KwVa
 
 Value filter_reverse(Interpreter& in, const std::string&, ValueList& args, KwValues&) {
   const Value& v = args[0];
-  if (v.is_string()) {
-    auto cps = split_code_points(v.as_string());
-    std::string out;
-    for (auto it = cps.rbegin(); it != cps.rend(); ++it) out += *it;
+  if (v.is_string()) {  // reverse the bytes, then put each multi-byte sequence back in order
+    std::string out(v.as_string().rbegin(), v.as_string().rend());
+    for (size_t i = 0; i < v.as_string().size();) {
+      const size_t start = i;
+      decode_utf8(v.as_string(), i);
+      const size_t len = i - start, at = out.size() - i;
+      if (len > 1) std::reverse(out.begin() + static_cast<std::ptrdiff_t>(at), out.begin() + static_cast<std::ptrdiff_t>(at + len));
+    }
     return Value(std::move(out));
   }
   ValueList items = iterate(in, v);

@@ -384,6 +384,9 @@ TEST(Sandbox, GigabyteStringsAreRefusedBeforeAllocating) {
 
 TEST(Sandbox, HugeListsAreRefusedBeforeAllocating) {
   expect_limit("{{ [1] * 1000000000 }}", "items");
+  expect_limit("{{ (',' * 10000000).split(',') | length }}", "items");
+  expect_limit("{{ ('x ' * 5000000).split() | length }}", "items");
+  expect_limit("{{ ('\\n' * 10000000).splitlines() | length }}", "items");
   expect_limit("{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", "items");
 }
 

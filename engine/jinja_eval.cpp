@@ -278,6 +278,17 @@ bool compare(Interpreter& in, const std::string& op, const Value& a, const Value
 }
 
 // Python's index normalisation for a[i]: negative counts from the end; nullopt when outside.
+// Byte offset of every code point of s, then s.size(): 4 bytes per code point.
+std::vector<uint32_t> code_point_starts(const std::string& s) {
+  std::vector<uint32_t> starts;
+  for (size_t i = 0; i < s.size();) {
+    starts.push_back(static_cast<uint32_t>(i));
+    decode_utf8(s, i);
+  }
+  starts.push_back(static_cast<uint32_t>(s.size()));
+  return starts;
+}
+
 bool is_ascii(const std::string& s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
 }
@@ -299,15 +310,15 @@ Value slice(Interpreter& in, const Value& obj, const Value& start_v, const Value
   };
   const int64_t step = bound(step_v).value_or(1);
   if (step == 0) in.fail("slice step cannot be zero");
-  std::vector<std::string_view> cps;
+  std::vector<uint32_t> starts;
   size_t n = 0;
   const bool ascii = obj.is_string() && is_ascii(obj.as_string());
   if (ascii) {
     n = obj.as_string().size();
   } else if (obj.is_string()) {
     in.step(obj.as_string().size() / 2);  // decoding every code point costs more than a scan
-    cps = split_code_points(obj.as_string());
-    n = cps.size();
+    starts = code_point_starts(obj.as_string());
+    n = starts.size() - 1;
   } else if (obj.is_sequence()) {
     n = obj.items().size();
   } else {
@@ -331,7 +342,7 @@ Value slice(Interpreter& in, const Value& obj, const Value& start_v, const Value
     if (ascii && step == 1 && !picks.empty()) return Value(obj.as_string().substr(picks.front(), picks.size()));
     for (size_t i : picks) {
       if (ascii) out += obj.as_string()[i];
-      else out += cps[i];
+      else out.append(obj.as_string(), starts[i], starts[i + 1] - starts[i]);
     }
     return Value(std::move(out));
   }
@@ -475,8 +486,9 @@ Value Interpreter::getitem(const Value& obj, const Value& key) {
           return missing_element(obj, key);
         }
         step(obj.as_string().size() / 2);  // decoding every code point costs more than a scan
-        const auto cps = split_code_points(obj.as_string());
-        if (auto i = index_of(key.as_int(), cps.size())) return Value(std::string(cps[*i]));
+        const auto starts = code_point_starts(obj.as_string());
+        if (auto i = index_of(key.as_int(), starts.size() - 1))
+          return Value(obj.as_string().substr(starts[*i], starts[*i + 1] - starts[*i]));
         return missing_element(obj, key);
       }
       break;

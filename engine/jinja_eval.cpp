@@ -509,6 +509,35 @@ Value Interpreter::call(const Value& callee, ValueList& args, KwValues& kwargs) 
   return callee.function_object()(*this, args, kwargs);
 }
 
+// A call, filter or test: arguments first, then the callee; filters and methods are charged for
+// the size of what they read and return.
+Value Interpreter::eval_call(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  ValueList args;
+  for (const auto& a : e.args) args.push_back(eval(*a, scope));
+  KwValues kwargs;
+  for (const auto& [k, v] : e.kwargs) kwargs.emplace_back(k, eval(*v, scope));
+  // Filters and methods do work in proportion to the size of what they read and write.
+  for (const auto& a : args) step(work_of(a));
+  try {
+    if (e.kind == Expr::Kind::Call) {
+      Value callee = std::move(args[0]);
+      args.erase(args.begin());
+      Value result = call(callee, args, kwargs);
+      step(work_of(result));
+      return result;
+    }
+    if (e.kind == Expr::Kind::Filter) {
+      Value result = apply_filter(*this, e.name, args, kwargs);
+      step(work_of(result));
+      return result;
+    }
+    return Value(apply_test(*this, e.name, args, kwargs) != e.negated);
+  } catch (const TemplateError& err) {
+    if (err.line() != 0) throw;
+    throw TemplateError(err.kind(), e.line, e.column, err.message());  // errors from jinja_value.cpp
+  }
+}
+
 Value Interpreter::eval(const Expr& e, const std::shared_ptr<Scope>& scope) {
   step();
   Position pos(*this, e.line, e.column);
@@ -550,32 +579,7 @@ Value Interpreter::eval(const Expr& e, const std::shared_ptr<Scope>& scope) {
     }
     case Expr::Kind::Call:
     case Expr::Kind::Filter:
-    case Expr::Kind::Test: {
-      ValueList args;
-      for (const auto& a : e.args) args.push_back(eval(*a, scope));
-      KwValues kwargs;
-      for (const auto& [k, v] : e.kwargs) kwargs.emplace_back(k, eval(*v, scope));
-      // Filters and methods do work in proportion to the size of what they read and write.
-      for (const auto& a : args) step(work_of(a));
-      try {
-        if (e.kind == Expr::Kind::Call) {
-          Value callee = std::move(args[0]);
-          args.erase(args.begin());
-          Value result = call(callee, args, kwargs);
-          step(work_of(result));
-          return result;
-        }
-        if (e.kind == Expr::Kind::Filter) {
-          Value result = apply_filter(*this, e.name, args, kwargs);
-          step(work_of(result));
-          return result;
-        }
-        return Value(apply_test(*this, e.name, args, kwargs) != e.negated);
-      } catch (const TemplateError& err) {
-        if (err.line() != 0) throw;
-        throw TemplateError(err.kind(), e.line, e.column, err.message());  // errors from jinja_value.cpp
-      }
-    }
+    case Expr::Kind::Test: return eval_call(e, scope);
     case Expr::Kind::Unary: {
       Value v = eval(*e.args[0], scope);
       if (e.name == "not") return Value(!v.truthy());
@@ -626,106 +630,99 @@ Interpreter::Flow Interpreter::exec(const Body& body, const std::shared_ptr<Scop
         append_output(out, v.is_string() ? std::string_view(v.as_string()) : std::string_view(to_str(v)));
         break;
       }
-      case Node::Kind::If: {
-        bool taken = false;
-        for (const auto& [cond, branch] : n.branches) {
-          if (eval(*cond, scope).truthy()) {
-            taken = true;
-            const Flow f = exec(branch, scope, out);
-            if (f != Flow::Normal) return f;
-            break;
-          }
-        }
-        if (!taken) {
-          const Flow f = exec(n.else_body, scope, out);
-          if (f != Flow::Normal) return f;
-        }
+      case Node::Kind::If:
+        if (const Flow f = exec_if(n, scope, out); f != Flow::Normal) return f;
         break;
-      }
-      case Node::Kind::For: {
-        const Value iterable = eval(*n.expr, scope);
-        std::shared_ptr<const ValueList> items;
-        if (iterable.is_sequence() && !n.expr2) {
-          items = iterable.shared_items();  // no copy
-        } else {
-          ValueList all = iterate(*this, iterable);
-          if (n.expr2) {
-            ValueList kept;
-            auto s = std::make_shared<Scope>();
-            s->parent = scope;
-            for (auto& item : all) {
-              s->vars.clear();
-              assign_targets(*this, *s, n.targets, item);
-              if (eval(*n.expr2, s).truthy()) kept.push_back(std::move(item));
-            }
-            all = std::move(kept);
-          }
-          items = std::make_shared<const ValueList>(std::move(all));
-        }
-        if (items->empty()) {
-          const Flow f = exec(n.else_body, scope, out);
-          if (f != Flow::Normal) return f;
-          break;
-        }
-        auto s = std::make_shared<Scope>();  // one scope, emptied per iteration
-        s->parent = scope;
-        for (size_t i = 0; i < items->size(); ++i) {
-          step(kLoopIterationSteps);
-          s->vars.clear();
-          assign_targets(*this, *s, n.targets, (*items)[i]);
-          s->set("loop", Value::loop(std::make_shared<const LoopInfo>(LoopInfo{items, i})));
-          if (exec(n.body, s, out) == Flow::Break) break;
-        }
+      case Node::Kind::For:
+        if (const Flow f = exec_for(n, scope, out); f != Flow::Normal) return f;
         break;
-      }
-      case Node::Kind::Set: {
-        if (!n.targets.empty() && n.targets[0].empty()) {  // {% set x %}...{% endset %}
-          std::string captured;
-          exec(n.body, scope, captured);
-          scope->set(n.targets[1], Value(std::move(captured)));
-        } else if (!n.text.empty()) {  // {% set ns.attr = value %}
-          const Value* target = scope->lookup(n.targets[0]);
-          if (!target || !target->is_namespace())
-            fail("cannot assign attribute '" + n.text + "' of '" + n.targets[0] + "': only namespace() objects take assignments");
-          Value v = eval(*n.expr, scope);
-          target->namespace_object().attrs[n.text] = std::move(v);
-        } else {
-          assign_targets(*this, *scope, n.targets, eval(*n.expr, scope));
-        }
-        break;
-      }
-      case Node::Kind::Macro:
-        scope->set(n.text, make_callable(n.text, &n.params, &n.body, scope));
-        break;
-      case Node::Kind::CallBlock: {
-        ValueList args;
-        for (size_t k = 1; k < n.expr->args.size(); ++k) args.push_back(eval(*n.expr->args[k], scope));
-        KwValues kwargs;
-        for (const auto& [k, v] : n.expr->kwargs) kwargs.emplace_back(k, eval(*v, scope));
-        kwargs.emplace_back("caller", make_callable("caller", &n.params, &n.body, scope));
-        const Value callee = eval(*n.expr->args[0], scope);
-        const Value result = call(callee, args, kwargs);
-        append_output(out, to_str(result));
-        break;
-      }
+      case Node::Kind::Set: exec_set(n, scope); break;
+      case Node::Kind::Macro: scope->set(n.text, make_callable(n.text, &n.params, &n.body, scope)); break;
+      case Node::Kind::CallBlock: exec_call_block(n, scope, out); break;
       case Node::Kind::With: {
         auto s = std::make_shared<Scope>();
         s->parent = scope;
         for (size_t k = 0; k < n.targets.size(); ++k) s->set(n.targets[k], eval(*n.withs[k], scope));
-        const Flow f = exec(n.body, s, out);
-        if (f != Flow::Normal) return f;
+        if (const Flow f = exec(n.body, s, out); f != Flow::Normal) return f;
         break;
       }
-      case Node::Kind::Block: {
-        const Flow f = exec(n.body, scope, out);
-        if (f != Flow::Normal) return f;
+      case Node::Kind::Block:
+        if (const Flow f = exec(n.body, scope, out); f != Flow::Normal) return f;
         break;
-      }
       case Node::Kind::Break: return Flow::Break;
       case Node::Kind::Continue: return Flow::Continue;
     }
   }
   return Flow::Normal;
+}
+
+Interpreter::Flow Interpreter::exec_if(const Node& n, const std::shared_ptr<Scope>& scope, std::string& out) {
+  for (const auto& [cond, branch] : n.branches)
+    if (eval(*cond, scope).truthy()) return exec(branch, scope, out);
+  return exec(n.else_body, scope, out);
+}
+
+// A for loop: the iterable (filtered by `if` first, as Jinja2 does, so loop.length counts only
+// kept items), one scope for the body emptied at each iteration, `loop` rebuilt per iteration.
+// Break and continue end here; the else body runs when nothing was iterated.
+Interpreter::Flow Interpreter::exec_for(const Node& n, const std::shared_ptr<Scope>& scope, std::string& out) {
+  const Value iterable = eval(*n.expr, scope);
+  std::shared_ptr<const ValueList> items;
+  if (iterable.is_sequence() && !n.expr2) {
+    items = iterable.shared_items();  // no copy
+  } else {
+    ValueList all = iterate(*this, iterable);
+    if (n.expr2) {
+      ValueList kept;
+      auto s = std::make_shared<Scope>();
+      s->parent = scope;
+      for (auto& item : all) {
+        s->vars.clear();
+        assign_targets(*this, *s, n.targets, item);
+        if (eval(*n.expr2, s).truthy()) kept.push_back(std::move(item));
+      }
+      all = std::move(kept);
+    }
+    items = std::make_shared<const ValueList>(std::move(all));
+  }
+  if (items->empty()) return exec(n.else_body, scope, out);
+  auto s = std::make_shared<Scope>();
+  s->parent = scope;
+  for (size_t i = 0; i < items->size(); ++i) {
+    step(kLoopIterationSteps);
+    s->vars.clear();
+    assign_targets(*this, *s, n.targets, (*items)[i]);
+    s->set("loop", Value::loop(std::make_shared<const LoopInfo>(LoopInfo{items, i})));
+    if (exec(n.body, s, out) == Flow::Break) break;
+  }
+  return Flow::Normal;
+}
+
+void Interpreter::exec_set(const Node& n, const std::shared_ptr<Scope>& scope) {
+  if (!n.targets.empty() && n.targets[0].empty()) {  // {% set x %}...{% endset %}
+    std::string captured;
+    exec(n.body, scope, captured);
+    scope->set(n.targets[1], Value(std::move(captured)));
+  } else if (!n.text.empty()) {  // {% set ns.attr = value %}
+    const Value* target = scope->lookup(n.targets[0]);
+    if (!target || !target->is_namespace())
+      fail("cannot assign attribute '" + n.text + "' of '" + n.targets[0] + "': only namespace() objects take assignments");
+    Value v = eval(*n.expr, scope);
+    target->namespace_object().attrs[n.text] = std::move(v);
+  } else {
+    assign_targets(*this, *scope, n.targets, eval(*n.expr, scope));
+  }
+}
+
+// {% call(params) macro(args) %}body{% endcall %}: the macro gets the body as `caller`.
+void Interpreter::exec_call_block(const Node& n, const std::shared_ptr<Scope>& scope, std::string& out) {
+  ValueList args;
+  for (size_t k = 1; k < n.expr->args.size(); ++k) args.push_back(eval(*n.expr->args[k], scope));
+  KwValues kwargs;
+  for (const auto& [k, v] : n.expr->kwargs) kwargs.emplace_back(k, eval(*v, scope));
+  kwargs.emplace_back("caller", make_callable("caller", &n.params, &n.body, scope));
+  const Value callee = eval(*n.expr->args[0], scope);
+  append_output(out, to_str(call(callee, args, kwargs)));
 }
 
 std::string render(const Body& body, const Value& context, const RenderOptions& options) {

@@ -77,7 +77,12 @@ struct Interpreter {
 
   enum class Flow { Normal, Break, Continue };
   Flow exec(const Body& body, const std::shared_ptr<Scope>& scope, std::string& out);
+  Flow exec_if(const Node& n, const std::shared_ptr<Scope>& scope, std::string& out);
+  Flow exec_for(const Node& n, const std::shared_ptr<Scope>& scope, std::string& out);
+  void exec_set(const Node& n, const std::shared_ptr<Scope>& scope);
+  void exec_call_block(const Node& n, const std::shared_ptr<Scope>& scope, std::string& out);
   Value eval(const Expr& e, const std::shared_ptr<Scope>& scope);
+  Value eval_call(const Expr& e, const std::shared_ptr<Scope>& scope);
   Value call(const Value& callee, ValueList& args, KwValues& kwargs);
   void append_output(std::string& out, std::string_view text);
 

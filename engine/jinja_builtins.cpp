@@ -67,6 +67,7 @@ ValueList iterate(Interpreter& in, const Value& v) {
 bool less_than(Interpreter& in, const Value& a, const Value& b) {
   if (a.is_undefined()) in.fail(a.undefined_hint());
   if (b.is_undefined()) in.fail(b.undefined_hint());
+  in.step(1 + (a.is_string() ? a.as_string().size() / 64 : 0));  // sorts compare n log n times
   if (a.is_number() && b.is_number()) {
     if (a.is_float() || b.is_float()) return a.as_float() < b.as_float();
     return a.as_int() < b.as_int();
@@ -75,7 +76,7 @@ bool less_than(Interpreter& in, const Value& a, const Value& b) {
   if (a.is_sequence() && b.is_sequence()) {
     const auto &x = a.items(), &y = b.items();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-      if (equals(x[i], y[i])) continue;
+      if (in.equal(x[i], y[i])) continue;
       return less_than(in, x[i], y[i]);
     }
     return x.size() < y.size();
@@ -111,7 +112,7 @@ std::optional<Value> bound_method(Interpreter& in, const Value& obj, const std::
       if (args.empty()) interp.fail(name + "() takes exactly one argument");
       int64_t n = 0;
       for (size_t i = 0; i < obj.items().size(); ++i) {
-        if (!equals(obj.items()[i], args[0])) continue;
+        if (!interp.equal(obj.items()[i], args[0])) continue;
         if (name == "index") return Value(static_cast<int64_t>(i));
         ++n;
       }

@@ -33,6 +33,19 @@ void Interpreter::fail(TemplateError::Kind kind, const std::string& message) con
   throw TemplateError(kind, line, column, message);
 }
 
+bool Interpreter::equal(const Value& a, const Value& b) {
+  uint64_t budget = steps < options.limits.max_steps ? options.limits.max_steps - steps : 0;
+  const uint64_t before = budget;
+  try {
+    const bool eq = equals(a, b, &budget);
+    steps += before - budget;
+    return eq;
+  } catch (const TemplateError&) {
+    step(before + 1);  // out of budget: report it as the step limit, at this node
+    throw;
+  }
+}
+
 void Interpreter::check_string_size(size_t bytes) const {
   if (bytes > options.limits.max_string_bytes)
     fail(TemplateError::Kind::Limit, "a string of " + std::to_string(bytes) + " bytes would exceed the limit of " +
@@ -243,7 +256,7 @@ bool contains(Interpreter& in, const Value& container, const Value& item) {
     case Value::Type::Tuple:
       in.step(container.items().size() / 16);
       for (const auto& v : container.items())
-        if (equals(v, item)) return true;
+        if (in.equal(v, item)) return true;
       return false;
     case Value::Type::Dict: return container.find(item) != nullptr;
     case Value::Type::Undefined: return false;
@@ -253,8 +266,8 @@ bool contains(Interpreter& in, const Value& container, const Value& item) {
 
 bool compare(Interpreter& in, const std::string& op, const Value& a, const Value& b) {
   in.step(work_of(a) + work_of(b));
-  if (op == "==") return equals(a, b);
-  if (op == "!=") return !equals(a, b);
+  if (op == "==") return in.equal(a, b);
+  if (op == "!=") return !in.equal(a, b);
   if (op == "in") return contains(in, b, a);
   if (op == "notin") return !contains(in, b, a);
   if (op == "<") return less_than(in, a, b);
@@ -265,6 +278,17 @@ bool compare(Interpreter& in, const std::string& op, const Value& a, const Value
 }
 
 // Python's index normalisation for a[i]: negative counts from the end; nullopt when outside.
+// Byte offset of every code point of s, then s.size(): 4 bytes per code point.
+std::vector<uint32_t> code_point_starts(const std::string& s) {
+  std::vector<uint32_t> starts;
+  for (size_t i = 0; i < s.size();) {
+    starts.push_back(static_cast<uint32_t>(i));
+    decode_utf8(s, i);
+  }
+  starts.push_back(static_cast<uint32_t>(s.size()));
+  return starts;
+}
+
 bool is_ascii(const std::string& s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
 }
@@ -286,15 +310,15 @@ Value slice(Interpreter& in, const Value& obj, const Value& start_v, const Value
   };
   const int64_t step = bound(step_v).value_or(1);
   if (step == 0) in.fail("slice step cannot be zero");
-  std::vector<std::string_view> cps;
+  std::vector<uint32_t> starts;
   size_t n = 0;
   const bool ascii = obj.is_string() && is_ascii(obj.as_string());
   if (ascii) {
     n = obj.as_string().size();
   } else if (obj.is_string()) {
     in.step(obj.as_string().size() / 2);  // decoding every code point costs more than a scan
-    cps = split_code_points(obj.as_string());
-    n = cps.size();
+    starts = code_point_starts(obj.as_string());
+    n = starts.size() - 1;
   } else if (obj.is_sequence()) {
     n = obj.items().size();
   } else {
@@ -318,7 +342,7 @@ Value slice(Interpreter& in, const Value& obj, const Value& start_v, const Value
     if (ascii && step == 1 && !picks.empty()) return Value(obj.as_string().substr(picks.front(), picks.size()));
     for (size_t i : picks) {
       if (ascii) out += obj.as_string()[i];
-      else out += cps[i];
+      else out.append(obj.as_string(), starts[i], starts[i + 1] - starts[i]);
     }
     return Value(std::move(out));
   }
@@ -444,6 +468,7 @@ Value Interpreter::getitem(const Value& obj, const Value& key) {
   switch (obj.type()) {
     case Value::Type::Undefined: undefined_error(*this, obj);
     case Value::Type::Dict:
+      step(obj.entries().size() / 4 + work_of(key) * obj.entries().size());  // a linear search
       if (const Value* v = obj.find(key)) return *v;
       break;
     case Value::Type::List:
@@ -461,8 +486,9 @@ Value Interpreter::getitem(const Value& obj, const Value& key) {
           return missing_element(obj, key);
         }
         step(obj.as_string().size() / 2);  // decoding every code point costs more than a scan
-        const auto cps = split_code_points(obj.as_string());
-        if (auto i = index_of(key.as_int(), cps.size())) return Value(std::string(cps[*i]));
+        const auto starts = code_point_starts(obj.as_string());
+        if (auto i = index_of(key.as_int(), starts.size() - 1))
+          return Value(obj.as_string().substr(starts[*i], starts[*i + 1] - starts[*i]));
         return missing_element(obj, key);
       }
       break;
@@ -481,6 +507,35 @@ Value Interpreter::call(const Value& callee, ValueList& args, KwValues& kwargs) 
   if (callee.is_undefined()) undefined_error(*this, callee);
   if (!callee.is_function()) fail(std::string("'") + callee.type_name() + "' object is not callable");
   return callee.function_object()(*this, args, kwargs);
+}
+
+// A call, filter or test: arguments first, then the callee; filters and methods are charged for
+// the size of what they read and return.
+Value Interpreter::eval_call(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  ValueList args;
+  for (const auto& a : e.args) args.push_back(eval(*a, scope));
+  KwValues kwargs;
+  for (const auto& [k, v] : e.kwargs) kwargs.emplace_back(k, eval(*v, scope));
+  // Filters and methods do work in proportion to the size of what they read and write.
+  for (const auto& a : args) step(work_of(a));
+  try {
+    if (e.kind == Expr::Kind::Call) {
+      Value callee = std::move(args[0]);
+      args.erase(args.begin());
+      Value result = call(callee, args, kwargs);
+      step(work_of(result));
+      return result;
+    }
+    if (e.kind == Expr::Kind::Filter) {
+      Value result = apply_filter(*this, e.name, args, kwargs);
+      step(work_of(result));
+      return result;
+    }
+    return Value(apply_test(*this, e.name, args, kwargs) != e.negated);
+  } catch (const TemplateError& err) {
+    if (err.line() != 0) throw;
+    throw TemplateError(err.kind(), e.line, e.column, err.message());  // errors from jinja_value.cpp
+  }
 }
 
 Value Interpreter::eval(const Expr& e, const std::shared_ptr<Scope>& scope) {
@@ -503,9 +558,11 @@ Value Interpreter::eval(const Expr& e, const std::shared_ptr<Scope>& scope) {
       for (size_t i = 0; i + 1 < e.args.size(); i += 2) {
         Value k = eval(*e.args[i], scope);
         Value v = eval(*e.args[i + 1], scope);
+        if (k.is_undefined()) undefined_error(*this, k);
+        if (k.depth() > 0 && k.type() != Value::Type::Tuple) fail(std::string("unhashable type: '") + k.type_name() + "'");
         bool replaced = false;
         for (auto& entry : entries)
-          if (equals(entry.first, k)) entry.second = v, replaced = true;
+          if (equal(entry.first, k)) entry.second = v, replaced = true;
         if (!replaced) entries.emplace_back(std::move(k), std::move(v));
       }
       return Value::dict(std::move(entries));
@@ -522,32 +579,7 @@ Value Interpreter::eval(const Expr& e, const std::shared_ptr<Scope>& scope) {
     }
     case Expr::Kind::Call:
     case Expr::Kind::Filter:
-    case Expr::Kind::Test: {
-      ValueList args;
-      for (const auto& a : e.args) args.push_back(eval(*a, scope));
-      KwValues kwargs;
-      for (const auto& [k, v] : e.kwargs) kwargs.emplace_back(k, eval(*v, scope));
-      // Filters and methods do work in proportion to the size of what they read and write.
-      for (const auto& a : args) step(work_of(a));
-      try {
-        if (e.kind == Expr::Kind::Call) {
-          Value callee = std::move(args[0]);
-          args.erase(args.begin());
-          Value result = call(callee, args, kwargs);
-          step(work_of(result));
-          return result;
-        }
-        if (e.kind == Expr::Kind::Filter) {
-          Value result = apply_filter(*this, e.name, args, kwargs);
-          step(work_of(result));
-          return result;
-        }
-        return Value(apply_test(*this, e.name, args, kwargs) != e.negated);
-      } catch (const TemplateError& err) {
-        if (err.line() != 0) throw;
-        throw TemplateError(err.kind(), e.line, e.column, err.message());  // errors from jinja_value.cpp
-      }
-    }
+    case Expr::Kind::Test: return eval_call(e, scope);
     case Expr::Kind::Unary: {
       Value v = eval(*e.args[0], scope);
       if (e.name == "not") return Value(!v.truthy());
@@ -598,106 +630,99 @@ Interpreter::Flow Interpreter::exec(const Body& body, const std::shared_ptr<Scop
         append_output(out, v.is_string() ? std::string_view(v.as_string()) : std::string_view(to_str(v)));
         break;
       }
-      case Node::Kind::If: {
-        bool taken = false;
-        for (const auto& [cond, branch] : n.branches) {
-          if (eval(*cond, scope).truthy()) {
-            taken = true;
-            const Flow f = exec(branch, scope, out);
-            if (f != Flow::Normal) return f;
-            break;
-          }
-        }
-        if (!taken) {
-          const Flow f = exec(n.else_body, scope, out);
-          if (f != Flow::Normal) return f;
-        }
+      case Node::Kind::If:
+        if (const Flow f = exec_if(n, scope, out); f != Flow::Normal) return f;
         break;
-      }
-      case Node::Kind::For: {
-        const Value iterable = eval(*n.expr, scope);
-        std::shared_ptr<const ValueList> items;
-        if (iterable.is_sequence() && !n.expr2) {
-          items = iterable.shared_items();  // no copy
-        } else {
-          ValueList all = iterate(*this, iterable);
-          if (n.expr2) {
-            ValueList kept;
-            auto s = std::make_shared<Scope>();
-            s->parent = scope;
-            for (auto& item : all) {
-              s->vars.clear();
-              assign_targets(*this, *s, n.targets, item);
-              if (eval(*n.expr2, s).truthy()) kept.push_back(std::move(item));
-            }
-            all = std::move(kept);
-          }
-          items = std::make_shared<const ValueList>(std::move(all));
-        }
-        if (items->empty()) {
-          const Flow f = exec(n.else_body, scope, out);
-          if (f != Flow::Normal) return f;
-          break;
-        }
-        auto s = std::make_shared<Scope>();  // one scope, emptied per iteration
-        s->parent = scope;
-        for (size_t i = 0; i < items->size(); ++i) {
-          step(kLoopIterationSteps);
-          s->vars.clear();
-          assign_targets(*this, *s, n.targets, (*items)[i]);
-          s->set("loop", Value::loop(std::make_shared<const LoopInfo>(LoopInfo{items, i})));
-          if (exec(n.body, s, out) == Flow::Break) break;
-        }
+      case Node::Kind::For:
+        if (const Flow f = exec_for(n, scope, out); f != Flow::Normal) return f;
         break;
-      }
-      case Node::Kind::Set: {
-        if (!n.targets.empty() && n.targets[0].empty()) {  // {% set x %}...{% endset %}
-          std::string captured;
-          exec(n.body, scope, captured);
-          scope->set(n.targets[1], Value(std::move(captured)));
-        } else if (!n.text.empty()) {  // {% set ns.attr = value %}
-          const Value* target = scope->lookup(n.targets[0]);
-          if (!target || !target->is_namespace())
-            fail("cannot assign attribute '" + n.text + "' of '" + n.targets[0] + "': only namespace() objects take assignments");
-          Value v = eval(*n.expr, scope);
-          target->namespace_object().attrs[n.text] = std::move(v);
-        } else {
-          assign_targets(*this, *scope, n.targets, eval(*n.expr, scope));
-        }
-        break;
-      }
-      case Node::Kind::Macro:
-        scope->set(n.text, make_callable(n.text, &n.params, &n.body, scope));
-        break;
-      case Node::Kind::CallBlock: {
-        ValueList args;
-        for (size_t k = 1; k < n.expr->args.size(); ++k) args.push_back(eval(*n.expr->args[k], scope));
-        KwValues kwargs;
-        for (const auto& [k, v] : n.expr->kwargs) kwargs.emplace_back(k, eval(*v, scope));
-        kwargs.emplace_back("caller", make_callable("caller", &n.params, &n.body, scope));
-        const Value callee = eval(*n.expr->args[0], scope);
-        const Value result = call(callee, args, kwargs);
-        append_output(out, to_str(result));
-        break;
-      }
+      case Node::Kind::Set: exec_set(n, scope); break;
+      case Node::Kind::Macro: scope->set(n.text, make_callable(n.text, &n.params, &n.body, scope)); break;
+      case Node::Kind::CallBlock: exec_call_block(n, scope, out); break;
       case Node::Kind::With: {
         auto s = std::make_shared<Scope>();
         s->parent = scope;
         for (size_t k = 0; k < n.targets.size(); ++k) s->set(n.targets[k], eval(*n.withs[k], scope));
-        const Flow f = exec(n.body, s, out);
-        if (f != Flow::Normal) return f;
+        if (const Flow f = exec(n.body, s, out); f != Flow::Normal) return f;
         break;
       }
-      case Node::Kind::Block: {
-        const Flow f = exec(n.body, scope, out);
-        if (f != Flow::Normal) return f;
+      case Node::Kind::Block:
+        if (const Flow f = exec(n.body, scope, out); f != Flow::Normal) return f;
         break;
-      }
       case Node::Kind::Break: return Flow::Break;
       case Node::Kind::Continue: return Flow::Continue;
     }
   }
   return Flow::Normal;
+}
+
+Interpreter::Flow Interpreter::exec_if(const Node& n, const std::shared_ptr<Scope>& scope, std::string& out) {
+  for (const auto& [cond, branch] : n.branches)
+    if (eval(*cond, scope).truthy()) return exec(branch, scope, out);
+  return exec(n.else_body, scope, out);
+}
+
+// A for loop: the iterable (filtered by `if` first, as Jinja2 does, so loop.length counts only
+// kept items), one scope for the body emptied at each iteration, `loop` rebuilt per iteration.
+// Break and continue end here; the else body runs when nothing was iterated.
+Interpreter::Flow Interpreter::exec_for(const Node& n, const std::shared_ptr<Scope>& scope, std::string& out) {
+  const Value iterable = eval(*n.expr, scope);
+  std::shared_ptr<const ValueList> items;
+  if (iterable.is_sequence() && !n.expr2) {
+    items = iterable.shared_items();  // no copy
+  } else {
+    ValueList all = iterate(*this, iterable);
+    if (n.expr2) {
+      ValueList kept;
+      auto s = std::make_shared<Scope>();
+      s->parent = scope;
+      for (auto& item : all) {
+        s->vars.clear();
+        assign_targets(*this, *s, n.targets, item);
+        if (eval(*n.expr2, s).truthy()) kept.push_back(std::move(item));
+      }
+      all = std::move(kept);
+    }
+    items = std::make_shared<const ValueList>(std::move(all));
+  }
+  if (items->empty()) return exec(n.else_body, scope, out);
+  auto s = std::make_shared<Scope>();
+  s->parent = scope;
+  for (size_t i = 0; i < items->size(); ++i) {
+    step(kLoopIterationSteps);
+    s->vars.clear();
+    assign_targets(*this, *s, n.targets, (*items)[i]);
+    s->set("loop", Value::loop(std::make_shared<const LoopInfo>(LoopInfo{items, i})));
+    if (exec(n.body, s, out) == Flow::Break) break;
+  }
+  return Flow::Normal;
+}
+
+void Interpreter::exec_set(const Node& n, const std::shared_ptr<Scope>& scope) {
+  if (!n.targets.empty() && n.targets[0].empty()) {  // {% set x %}...{% endset %}
+    std::string captured;
+    exec(n.body, scope, captured);
+    scope->set(n.targets[1], Value(std::move(captured)));
+  } else if (!n.text.empty()) {  // {% set ns.attr = value %}
+    const Value* target = scope->lookup(n.targets[0]);
+    if (!target || !target->is_namespace())
+      fail("cannot assign attribute '" + n.text + "' of '" + n.targets[0] + "': only namespace() objects take assignments");
+    Value v = eval(*n.expr, scope);
+    target->namespace_object().attrs[n.text] = std::move(v);
+  } else {
+    assign_targets(*this, *scope, n.targets, eval(*n.expr, scope));
+  }
+}
+
+// {% call(params) macro(args) %}body{% endcall %}: the macro gets the body as `caller`.
+void Interpreter::exec_call_block(const Node& n, const std::shared_ptr<Scope>& scope, std::string& out) {
+  ValueList args;
+  for (size_t k = 1; k < n.expr->args.size(); ++k) args.push_back(eval(*n.expr->args[k], scope));
+  KwValues kwargs;
+  for (const auto& [k, v] : n.expr->kwargs) kwargs.emplace_back(k, eval(*v, scope));
+  kwargs.emplace_back("caller", make_callable("caller", &n.params, &n.body, scope));
+  const Value callee = eval(*n.expr->args[0], scope);
+  append_output(out, to_str(call(callee, args, kwargs)));
 }
 
 std::string render(const Body& body, const Value& context, const RenderOptions& options) {

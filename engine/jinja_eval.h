@@ -77,10 +77,17 @@ struct Interpreter {
 
   enum class Flow { Normal, Break, Continue };
   Flow exec(const Body& body, const std::shared_ptr<Scope>& scope, std::string& out);
+  Flow exec_if(const Node& n, const std::shared_ptr<Scope>& scope, std::string& out);
+  Flow exec_for(const Node& n, const std::shared_ptr<Scope>& scope, std::string& out);
+  void exec_set(const Node& n, const std::shared_ptr<Scope>& scope);
+  void exec_call_block(const Node& n, const std::shared_ptr<Scope>& scope, std::string& out);
   Value eval(const Expr& e, const std::shared_ptr<Scope>& scope);
+  Value eval_call(const Expr& e, const std::shared_ptr<Scope>& scope);
   Value call(const Value& callee, ValueList& args, KwValues& kwargs);
   void append_output(std::string& out, std::string_view text);
 
+  // Python == within the step budget (charged for the items and bytes compared).
+  bool equal(const Value& a, const Value& b);
   Value getattr(const Value& obj, const std::string& name);
   Value getitem(const Value& obj, const Value& key);
 };

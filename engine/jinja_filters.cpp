@@ -55,13 +55,12 @@ Value get_path(Interpreter& in, Value v, const Value& attribute) {
   }
 }
 
-std::string sort_key_string(const Value& v, bool case_sensitive) {
-  return case_sensitive ? v.as_string() : to_lower(v.as_string());
-}
-
-bool key_less(Interpreter& in, const Value& a, const Value& b, bool case_sensitive) {
-  if (!case_sensitive && a.is_string() && b.is_string()) return sort_key_string(a, false) < sort_key_string(b, false);
-  return less_than(in, a, b);
+// The key Jinja2 sorts and compares by: strings lowered unless case_sensitive (charged, since a
+// sort or a unique reads each key many times, the lowering is done once per item).
+Value sort_key(Interpreter& in, const Value& v, bool case_sensitive) {
+  if (case_sensitive || !v.is_string()) return v;
+  in.step(work_of(v));
+  return Value(to_lower(v.as_string()));
 }
 
 Value filter_select(Interpreter& in, ValueList& args, KwValues& kwargs, bool by_attribute, bool keep) {
@@ -267,10 +266,9 @@ Value filter_unique(Interpreter& in, const std::string&, ValueList& args, KwValu
   const Value attribute = arg(args, kwargs, 2, "attribute");
   ValueList out, keys;
   for (const auto& item : iterate(in, v)) {
-    Value key = attribute.is_undefined() ? item : get_path(in, item, attribute);
-    if (!case_sensitive && key.is_string()) key = Value(to_lower(key.as_string()));
+    const Value key = sort_key(in, attribute.is_undefined() ? item : get_path(in, item, attribute), case_sensitive);
     bool seen = false;
-    for (const auto& k : keys) seen = seen || equals(k, key);
+    for (const auto& k : keys) seen = seen || in.equal(k, key);
     in.step(keys.size() / 16);
     if (seen) continue;
     keys.push_back(key);
@@ -295,7 +293,7 @@ Value filter_indent(Interpreter& in, const std::string&, ValueList& args, KwValu
     pad = std::string(static_cast<size_t>(std::max<int64_t>(w, 0)), ' ');
   }
   const std::string s = to_str(v) + "\n";
-  const std::vector<std::string> lines = py_splitlines(s);
+  const std::vector<std::string> lines = py_splitlines(in, s);
   in.check_string_size(s.size() + pad.size() * (lines.size() + 1));
   std::string out;
   for (size_t i = 0; i < lines.size(); ++i) {
@@ -327,24 +325,27 @@ Value filter_dictsort(Interpreter& in, const std::string&, ValueList& args, KwVa
   const bool case_sensitive = arg(args, kwargs, 1, "case_sensitive", Value(false)).truthy();
   const std::string by = to_str(arg(args, kwargs, 2, "by", Value("key")));
   const bool reverse = arg(args, kwargs, 3, "reverse", Value(false)).truthy();
-  DictEntries entries = v.entries();
   const bool by_value = by == "value";
-  std::stable_sort(entries.begin(), entries.end(), [&](const auto& a, const auto& b) {
-    const Value& x = by_value ? a.second : a.first;
-    const Value& y = by_value ? b.second : b.first;
-    return reverse ? key_less(in, y, x, case_sensitive) : key_less(in, x, y, case_sensitive);
+  std::vector<std::pair<Value, Value>> keyed;  // (sort key, (key, value) tuple)
+  for (const auto& [k, val] : v.entries()) keyed.emplace_back(sort_key(in, by_value ? val : k, case_sensitive), Value::tuple({k, val}));
+  std::stable_sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
+    return reverse ? less_than(in, b.first, a.first) : less_than(in, a.first, b.first);
   });
   ValueList out;
-  for (auto& [k, val] : entries) out.push_back(Value::tuple({k, val}));
+  for (auto& [key, pair] : keyed) out.push_back(std::move(pair));
   return Value::list(std::move(out));
 }
 
 Value filter_reverse(Interpreter& in, const std::string&, ValueList& args, KwValues&) {
   const Value& v = args[0];
-  if (v.is_string()) {
-    auto cps = split_code_points(v.as_string());
-    std::string out;
-    for (auto it = cps.rbegin(); it != cps.rend(); ++it) out += *it;
+  if (v.is_string()) {  // reverse the bytes, then put each multi-byte sequence back in order
+    std::string out(v.as_string().rbegin(), v.as_string().rend());
+    for (size_t i = 0; i < v.as_string().size();) {
+      const size_t start = i;
+      decode_utf8(v.as_string(), i);
+      const size_t len = i - start, at = out.size() - i;
+      if (len > 1) std::reverse(out.begin() + static_cast<std::ptrdiff_t>(at), out.begin() + static_cast<std::ptrdiff_t>(at + len));
+    }
     return Value(std::move(out));
   }
   ValueList items = iterate(in, v);
@@ -360,9 +361,10 @@ Value filter_sort(Interpreter& in, const std::string&, ValueList& args, KwValues
   ValueList items = iterate(in, v);
   in.step(items.size() * 4);
   std::vector<std::pair<Value, Value>> keyed;
-  for (auto& item : items) keyed.emplace_back(attribute.is_undefined() ? item : get_path(in, item, attribute), item);
+  for (auto& item : items)
+    keyed.emplace_back(sort_key(in, attribute.is_undefined() ? item : get_path(in, item, attribute), case_sensitive), item);
   std::stable_sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
-    return reverse ? key_less(in, b.first, a.first, case_sensitive) : key_less(in, a.first, b.first, case_sensitive);
+    return reverse ? less_than(in, b.first, a.first) : less_than(in, a.first, b.first);
   });
   ValueList out;
   for (auto& [k, item] : keyed) out.push_back(item);
@@ -388,11 +390,14 @@ Value filter_min(Interpreter& in, const std::string& name, ValueList& args, KwVa
   const Value attribute = arg(args, kwargs, 2, "attribute");
   ValueList items = iterate(in, v);
   if (items.empty()) return Value::undefined("No " + std::string(name == "min" ? "smallest" : "largest") + " item, sequence was empty.");
+  auto key = [&](const Value& item) {
+    return sort_key(in, attribute.is_undefined() ? item : get_path(in, item, attribute), case_sensitive);
+  };
   size_t best = 0;
+  Value best_key = key(items[0]);
   for (size_t i = 1; i < items.size(); ++i) {
-    const Value a = attribute.is_undefined() ? items[i] : get_path(in, items[i], attribute);
-    const Value b = attribute.is_undefined() ? items[best] : get_path(in, items[best], attribute);
-    if (name == "min" ? key_less(in, a, b, case_sensitive) : key_less(in, b, a, case_sensitive)) best = i;
+    Value k = key(items[i]);
+    if (name == "min" ? less_than(in, k, best_key) : less_than(in, best_key, k)) best = i, best_key = std::move(k);
   }
   return items[best];
 }
@@ -501,8 +506,8 @@ const std::pair<std::string_view, std::string_view> kCompareTests[] = {
 };
 
 bool compare_test(Interpreter& in, std::string_view op, const Value& a, const Value& b) {
-  if (op == "==") return equals(a, b);
-  if (op == "!=") return !equals(a, b);
+  if (op == "==") return in.equal(a, b);
+  if (op == "!=") return !in.equal(a, b);
   if (op == "<") return less_than(in, a, b);
   if (op == ">") return less_than(in, b, a);
   if (op == "<=") return !less_than(in, b, a);
@@ -538,7 +543,7 @@ bool test_in(Interpreter& in, const std::string&, ValueList& args, KwValues& kwa
   if (seq.is_string()) return v.is_string() && seq.as_string().find(v.as_string()) != std::string::npos;
   if (seq.is_dict()) return seq.find(v) != nullptr;
   for (const auto& x : iterate(in, seq))
-    if (equals(x, v)) return true;
+    if (in.equal(x, v)) return true;
   return false;
 }
 
@@ -546,7 +551,7 @@ bool test_sameas(Interpreter&, const std::string&, ValueList& args, KwValues& kw
   const Value& v = args[0];
   const Value other = arg(args, kwargs, 1, "other");
   if (v.type() != other.type()) return false;
-  if (v.is_none() || v.is_bool()) return equals(v, other);
+  if (v.is_none() || v.is_bool()) return v.type() == other.type() && v.as_int() == other.as_int();
   return v.identity() != nullptr && v.identity() == other.identity();
 }
 

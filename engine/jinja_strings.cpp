@@ -195,6 +195,7 @@ ValueList py_split(Interpreter& in, const std::string& s, const Value& sep, int6
         if (is_py_space(decode_utf8(s, m))) break;
         k = m;
       }
+      in.check_list_size(out.size() + 1);
       out.push_back(Value(s.substr(j, k - j)));
       i = k;
     }
@@ -207,15 +208,15 @@ ValueList py_split(Interpreter& in, const std::string& s, const Value& sep, int6
   while (maxsplit < 0 || static_cast<int64_t>(out.size()) < maxsplit) {
     const size_t hit = s.find(d, pos);
     if (hit == std::string::npos) break;
+    in.check_list_size(out.size() + 2);  // before building: a string of separators splits into many
     out.push_back(Value(s.substr(pos, hit - pos)));
     pos = hit + d.size();
   }
   out.push_back(Value(s.substr(pos)));
-  in.check_list_size(out.size());
   return out;
 }
 
-std::vector<std::string> py_splitlines(const std::string& s) {
+std::vector<std::string> py_splitlines(Interpreter& in, const std::string& s) {
   std::vector<std::string> out;
   std::string cur;
   for (size_t i = 0; i < s.size();) {
@@ -224,6 +225,7 @@ std::vector<std::string> py_splitlines(const std::string& s) {
     if (cp == '\n' || cp == '\r' || cp == '\v' || cp == '\f' || cp == 0x1c || cp == 0x1d || cp == 0x1e || cp == 0x85 ||
         cp == 0x2028 || cp == 0x2029) {
       if (cp == '\r' && i < s.size() && s[i] == '\n') ++i;
+      in.check_list_size(out.size() + 1);
       out.push_back(std::move(cur));
       cur.clear();
     } else {
@@ -418,7 +420,7 @@ Value string_method(Interpreter& in, const std::string& s, const std::string& na
   }
   if (name == "splitlines") {
     ValueList out;
-    for (auto& line : py_splitlines(s)) out.push_back(Value(std::move(line)));
+    for (auto& line : py_splitlines(in, s)) out.push_back(Value(std::move(line)));
     return Value::list(std::move(out));
   }
   if (name == "startswith" || name == "endswith") {

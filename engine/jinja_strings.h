@@ -35,7 +35,7 @@ bool py_isupper(const std::string& s);
 size_t code_point_count(std::string_view s);
 std::string py_replace(Interpreter& in, const std::string& s, const std::string& old, const std::string& repl, int64_t count);
 ValueList py_split(Interpreter& in, const std::string& s, const Value& sep, int64_t maxsplit);
-std::vector<std::string> py_splitlines(const std::string& s);
+std::vector<std::string> py_splitlines(Interpreter& in, const std::string& s);
 // s with each character found in `map` replaced by its text.
 std::string replace_chars(const std::string& s, std::initializer_list<std::pair<char, std::string_view>> map);
 std::string html_escape(const std::string& s);  // |escape: & < > " '

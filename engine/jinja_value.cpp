@@ -36,9 +36,23 @@ Value::Value(int64_t i) : type_(Type::Int) { i_ = i; }
 Value::Value(double d) : type_(Type::Float) { d_ = d; }
 Value::Value(std::string s) : type_(Type::String), p_(std::make_shared<const std::string>(std::move(s))) {}
 Value Value::list(ValueList items) { return list(std::make_shared<const ValueList>(std::move(items))); }
+namespace {
+
+uint32_t container_depth(const ValueList& items) {
+  uint32_t d = 0;
+  for (const auto& item : items) d = std::max(d, item.depth());
+  if (d + 1 > kMaxValueDepth)
+    throw TemplateError(TemplateError::Kind::Limit, 0, 0,
+                        "lists and dicts nested deeper than " + std::to_string(kMaxValueDepth) + " levels");
+  return d + 1;
+}
+
+}  // namespace
+
 Value Value::list(std::shared_ptr<const ValueList> items) {
   Value v;
   v.type_ = Type::List;
+  v.depth_ = container_depth(*items);
   v.p_ = std::move(items);
   return v;
 }
@@ -50,6 +64,12 @@ Value Value::tuple(ValueList items) {
 Value Value::dict(DictEntries entries) {
   Value v;
   v.type_ = Type::Dict;
+  uint32_t d = 0;
+  for (const auto& [k, val] : entries) d = std::max({d, k.depth(), val.depth()});
+  if (d + 1 > kMaxValueDepth)
+    throw TemplateError(TemplateError::Kind::Limit, 0, 0,
+                        "lists and dicts nested deeper than " + std::to_string(kMaxValueDepth) + " levels");
+  v.depth_ = d + 1;
   v.p_ = std::make_shared<const DictEntries>(std::move(entries));
   return v;
 }
@@ -121,39 +141,47 @@ const char* Value::type_name() const {
   return "?";
 }
 
-bool equals(const Value& a, const Value& b) {
+bool equals(const Value& a, const Value& b, uint64_t* budget) {
+  auto spend = [&](uint64_t units) {
+    if (!budget) return;
+    if (*budget < units) {
+      *budget = 0;
+      throw TemplateError(TemplateError::Kind::Limit, 0, 0, "comparing these values is more work than the step budget allows");
+    }
+    *budget -= units;
+  };
+  spend(1);
   if (a.is_number() && b.is_number()) {
     if (a.is_float() || b.is_float()) return a.as_float() == b.as_float();
     return a.as_int() == b.as_int();
   }
-  if (a.type() != b.type()) {
-    if (a.is_sequence() && b.is_sequence()) return false;  // [1] != (1,) in Python
-    return false;
-  }
+  if (a.type() != b.type()) return false;  // [1] != (1,) in Python
+  if (a.identity() != nullptr && a.identity() == b.identity()) return true;  // the same object
   switch (a.type()) {
     case Value::Type::Undefined:
     case Value::Type::None: return true;
-    case Value::Type::String: return a.as_string() == b.as_string();
+    case Value::Type::String:
+      if (a.as_string().size() != b.as_string().size()) return false;
+      spend(a.as_string().size() / 64);
+      return a.as_string() == b.as_string();
     case Value::Type::List:
     case Value::Type::Tuple: {
       const auto &x = a.items(), &y = b.items();
       if (x.size() != y.size()) return false;
       for (size_t i = 0; i < x.size(); ++i)
-        if (!equals(x[i], y[i])) return false;
+        if (!equals(x[i], y[i], budget)) return false;
       return true;
     }
     case Value::Type::Dict: {
       if (a.entries().size() != b.entries().size()) return false;
+      spend(a.entries().size() * b.entries().size() / 16);  // find() is a linear search
       for (const auto& [k, v] : a.entries()) {
         const Value* o = b.find(k);
-        if (!o || !equals(v, *o)) return false;
+        if (!o || !equals(v, *o, budget)) return false;
       }
       return true;
     }
-    case Value::Type::Namespace:
-    case Value::Type::Function:
-    case Value::Type::Loop: return a.identity() == b.identity();
-    default: return false;
+    default: return false;  // namespaces, functions and loops are equal only to themselves
   }
 }
 
@@ -401,7 +429,8 @@ void json_value(std::string& out, const Value& v, const JsonFormat& f, int depth
   const size_t max_bytes = f.max_bytes;
   if (out.size() > max_bytes)
     throw TemplateError(TemplateError::Kind::Limit, 0, 0, "tojson: output larger than " + std::to_string(max_bytes) + " bytes");
-  if (depth > 256) throw TemplateError(TemplateError::Kind::Limit, 0, 0, "tojson: value nested deeper than 256 levels");
+  if (depth > static_cast<int>(kMaxValueDepth))
+    throw TemplateError(TemplateError::Kind::Limit, 0, 0, "tojson: value nested deeper than " + std::to_string(kMaxValueDepth) + " levels");
   const std::string& item_sep = indent >= 0 && !f.explicit_separators ? kComma : f.item_separator;
   auto newline = [&](int d) {
     if (indent < 0) return;
@@ -544,7 +573,7 @@ struct JsonParser {
     }
   }
   Value value() {
-    if (++depth > 512) fail("nested deeper than 512 levels");
+    if (++depth > static_cast<int>(kMaxValueDepth)) fail("nested deeper than " + std::to_string(kMaxValueDepth) + " levels");
     ws();
     if (i >= s.size()) fail("unexpected end");
     Value out;

@@ -117,6 +117,9 @@ class Value {
   const LoopInfo& loop_info() const { return *static_cast<const LoopInfo*>(p_.get()); }
   const std::string& undefined_hint() const;  // Undefined: what was missing ("'x' is undefined")
   const void* identity() const { return p_.get(); }  // for `is sameas` and equality of objects
+  // How deeply containers nest inside this value (0 for scalars). Building a value nested deeper
+  // than kMaxValueDepth throws TemplateError(Limit), so every recursion over values is bounded.
+  uint32_t depth() const { return depth_; }
 
   // Dict lookup by key (Python equality); nullptr when absent.
   const Value* find(const Value& key) const;
@@ -128,6 +131,7 @@ class Value {
 
  private:
   Type type_ = Type::Undefined;
+  uint32_t depth_ = 0;  // containers: 1 + the deepest item's depth (fits in the padding)
   union {
     bool b_;
     int64_t i_ = 0;
@@ -136,8 +140,12 @@ class Value {
   std::shared_ptr<const void> p_;  // the string, list, dict, Namespace, FunctionBox or LoopInfo
 };
 
-// Python ==, as Jinja compares (1 == 1.0 == True; Undefined equals only Undefined).
-bool equals(const Value& a, const Value& b);
+inline constexpr uint32_t kMaxValueDepth = 500;
+
+// Python ==, as Jinja compares (1 == 1.0 == True; Undefined equals only Undefined). With a
+// budget, every item and every 64 bytes compared take one unit from it, and running out throws
+// TemplateError(Limit): comparing large lists of large strings is bounded work.
+bool equals(const Value& a, const Value& b, uint64_t* budget = nullptr);
 
 // str(value) as Jinja prints it: strings as they are, None as "None", lists as Python's repr.
 std::string to_str(const Value& v);

@@ -384,6 +384,9 @@ TEST(Sandbox, GigabyteStringsAreRefusedBeforeAllocating) {
 
 TEST(Sandbox, HugeListsAreRefusedBeforeAllocating) {
   expect_limit("{{ [1] * 1000000000 }}", "items");
+  expect_limit("{{ (',' * 10000000).split(',') | length }}", "items");
+  expect_limit("{{ ('x ' * 5000000).split() | length }}", "items");
+  expect_limit("{{ ('\\n' * 10000000).splitlines() | length }}", "items");
   expect_limit("{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", "items");
 }
 
@@ -450,6 +453,26 @@ TEST(Sandbox, DeeplyNestedSourceIsASyntaxErrorNotAStackOverflow) {
     EXPECT_EQ(e.kind(), Kind::Syntax) << e.what();
     EXPECT_NE(e.message().find("nested deeper than"), std::string::npos) << e.what();
   }
+}
+
+TEST(Sandbox, ValuesNestedWithoutBoundAreRefused) {
+  // Printing, comparing or freeing a list nested a million deep would recurse that deep.
+  expect_limit("{% set ns = namespace(l=[]) %}{% for i in range(1000000) %}{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l }}",
+               "nested deeper than 500");
+  expect_limit("{% set ns = namespace(d={}) %}{% for i in range(1000) %}{% set ns.d = {'k': ns.d} %}{% endfor %}", "nested deeper");
+}
+
+TEST(Sandbox, ComparingLargeValuesIsChargedAsWork) {
+  // Equal contents in distinct strings, so no comparison can stop at the first byte or at identity.
+  const std::string setup =
+      "{% set a = 'x' * 10000000 ~ 'a' %}{% set b = 'x' * 10000000 ~ 'b' %}{% set l = [a, b] * 100000 %}"
+      "{% set m = [b, a] * 100000 %}{% set a2 = 'x' * 10000000 ~ 'a' %}{% set b2 = 'x' * 10000000 ~ 'b' %}";
+  expect_limit(setup + "{{ l == [a2, b2] * 100000 }}", "steps of work");
+  expect_limit(setup + "{{ l | unique | list }}", "steps of work");
+  expect_limit(setup + "{{ l | sort | length }}", "steps of work");
+  expect_limit(setup + "{% set d = {a: 1, b: 2} %}{% for i in range(1000000) %}{% set x = d[b] %}{% endfor %}",
+               "steps of work");
+  expect_limit(setup + "{{ b in l }}{{ b in m }}{{ m.index(a) }}{{ l.count(b) }}{{ l is in [m] }}", "steps of work");
 }
 
 TEST(Sandbox, DeeplyNestedJsonIsRefused) {

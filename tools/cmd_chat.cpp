@@ -175,19 +175,7 @@ int cmd_chat(const std::vector<std::string>& args) {
     } else if (a == "--chat-template") template_arg = take_value(args, i);
     else if (a == "-n" || a == "--n-predict") {
       n_predict = static_cast<int32_t>(parse_int(a, take_value(args, i), -1, 1 << 24));
-    } else if (a == "--temp") sp.temp = static_cast<float>(parse_number(a, take_value(args, i)));
-    else if (a == "--top-k") sp.top_k = static_cast<int32_t>(parse_int(a, take_value(args, i), 0, std::numeric_limits<int32_t>::max()));
-    else if (a == "--top-p" || a == "--min-p") {
-      const double v = parse_number(a, take_value(args, i));
-      if (v < 0 || v > 1) throw UsageError(a + " expects a value between 0 and 1, got " + args[i]);
-      (a == "--top-p" ? sp.top_p : sp.min_p) = static_cast<float>(v);
-    } else if (a == "--repeat-penalty") {
-      const double v = parse_number(a, take_value(args, i));
-      if (v <= 0) throw UsageError("--repeat-penalty expects a positive number, got " + args[i]);
-      sp.repeat_penalty = static_cast<float>(v);
-    } else if (a == "--repeat-last-n") {
-      sp.repeat_last_n = static_cast<int32_t>(parse_int(a, take_value(args, i), -1, std::numeric_limits<int32_t>::max()));
-    } else if (a == "--seed") seed = parse_uint(a, take_value(args, i));
+    } else if (parse_sampling_flag(args, i, sp, seed)) continue;
     else if (a == "-c" || a == "--ctx-size") n_ctx = parse_positive(a, take_value(args, i));
     else if (a == "-ub" || a == "--ubatch-size") n_ubatch = parse_positive(a, take_value(args, i));
     else if (a == "--context-shift") context_shift = true;

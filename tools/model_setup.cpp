@@ -1,5 +1,7 @@
 #include "tools/model_setup.h"
 
+#include <limits>
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -136,6 +138,31 @@ uint32_t parse_positive(const std::string& flag, const std::string& text) {
   const uint64_t v = parse_uint(flag, text);
   if (v == 0 || v > (1u << 24)) throw UsageError(flag + " expects a positive count up to 16777216, got '" + text + "'");
   return static_cast<uint32_t>(v);
+}
+
+bool parse_sampling_flag(const std::vector<std::string>& args, size_t& i, SamplerParams& sp,
+                         std::optional<uint64_t>& seed) {
+  const std::string& a = args[i];
+  if (a == "--temp") {
+    sp.temp = static_cast<float>(parse_number(a, take_value(args, i)));
+  } else if (a == "--top-k") {
+    sp.top_k = static_cast<int32_t>(parse_int(a, take_value(args, i), 0, std::numeric_limits<int32_t>::max()));
+  } else if (a == "--top-p" || a == "--min-p") {
+    const double v = parse_number(a, take_value(args, i));
+    if (v < 0 || v > 1) throw UsageError(a + " expects a value between 0 and 1, got " + args[i]);
+    (a == "--top-p" ? sp.top_p : sp.min_p) = static_cast<float>(v);
+  } else if (a == "--repeat-penalty") {
+    const double v = parse_number(a, take_value(args, i));
+    if (v <= 0) throw UsageError("--repeat-penalty expects a positive number, got " + args[i]);
+    sp.repeat_penalty = static_cast<float>(v);
+  } else if (a == "--repeat-last-n") {
+    sp.repeat_last_n = static_cast<int32_t>(parse_int(a, take_value(args, i), -1, std::numeric_limits<int32_t>::max()));
+  } else if (a == "--seed") {
+    seed = parse_uint(a, take_value(args, i));
+  } else {
+    return false;
+  }
+  return true;
 }
 
 }  // namespace chorus::tools

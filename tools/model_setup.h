@@ -5,10 +5,12 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/model.h"
+#include "engine/sampling.h"
 #include "split/plan.h"
 #include "vkdevice/device.h"
 #include "vkdevice/instance.h"
@@ -42,6 +44,11 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
 
 // "<device>: weights 93.81 MiB, KV cache 45.00 MiB, scratch 12.34 MiB" per device, on stderr.
 void print_memory_use(const Context& ctx);
+
+// Consumes args[i] (and its value) if it is a sampling flag (--temp, --top-k, --top-p,
+// --min-p, --repeat-penalty, --repeat-last-n, --seed); returns whether it was.
+bool parse_sampling_flag(const std::vector<std::string>& args, size_t& i, SamplerParams& sp,
+                         std::optional<uint64_t>& seed);
 
 // The positive count a flag takes (1 .. 2^24), or a UsageError.
 uint32_t parse_positive(const std::string& flag, const std::string& text);

@@ -1,6 +1,8 @@
 // `chorus run`: load a model, evaluate a prompt, stream a completion. Generated text alone goes
 // to stdout (flushed per token); the load log, memory use and timings go to stderr.
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -34,7 +36,12 @@ constexpr const char* kHelp =
     "\n"
     "  -m, --model FILE        a GGUF model\n"
     "  -p, --prompt TEXT       the prompt (special tokens such as <s> are recognised)\n"
-    "  -n, --n-predict N       tokens to generate (default 128)\n"
+    "  -f, --file FILE         the prompt from a file (- for standard input)\n"
+    "  -e, --escape            process \\n \\t \\\\ \\\" \\xHH escapes in the prompt\n"
+    "  -r, --reverse-prompt S  stop when the output ends with S (may be repeated)\n"
+    "  -s, --seed S            as --seed\n"
+    "  --list-devices          list the devices (as `chorus devices`) and exit\n"
+    "  -n, --n-predict, --predict N  tokens to generate (default 128)\n"
     "  --temp T                temperature; 0 or less is greedy (default 0.8)\n"
     "  --top-k K               keep the K most likely tokens; 0 disables (default 40)\n"
     "  --top-p P               keep the smallest set with probability mass P; 1 disables (default 0.95)\n"
@@ -50,9 +57,35 @@ constexpr const char* kHelp =
     "  -cnv, -i                a conversation in the model's chat format: `chorus chat` (see its --help)\n"
     "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
 
-void print_speed(const char* what, size_t tokens, double ms) {
-  std::fprintf(stderr, "%-10s %6zu tokens in %9.2f ms  (%8.2f t/s)\n", what, tokens, ms,
-               ms > 0 ? 1000.0 * static_cast<double>(tokens) / ms : 0.0);
+// One line of llama_perf_context_print's table.
+void print_perf(const char* what, double ms, size_t n, const char* unit) {
+  std::fprintf(stderr, "%16s = %10.2f ms / %5zu %-6s (%8.2f ms per token, %8.2f tokens per second)\n", what, ms, n, unit,
+               n ? ms / static_cast<double>(n) : 0.0, ms > 0 ? 1000.0 * static_cast<double>(n) / ms : 0.0);
+}
+
+// llama.cpp's -e: \n \r \t \\ \' \" and \xHH become the characters they name.
+std::string process_escapes(const std::string& in) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '\\' || i + 1 == in.size()) {
+      out += in[i];
+      continue;
+    }
+    const char c = in[++i];
+    if (c == 'n') out += '\n';
+    else if (c == 'r') out += '\r';
+    else if (c == 't') out += '\t';
+    else if (c == '\\' || c == '\'' || c == '"') out += c;
+    else if (c == 'x' && i + 2 < in.size() && std::isxdigit(static_cast<unsigned char>(in[i + 1])) &&
+             std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
+      out += static_cast<char>(std::stoi(in.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += '\\';
+      out += c;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -63,7 +96,9 @@ int cmd_run(const std::vector<std::string>& args) {
   Placement placement;
   std::optional<uint64_t> seed;
   SamplerParams sp;
-  bool ignore_eos = false, print_ids = false, validation = false;
+  bool ignore_eos = false, print_ids = false, validation = false, escapes = false;
+  std::vector<std::string> reverse_prompts;
+  const auto t_start = std::chrono::steady_clock::now();
   for (const std::string& a : args)  // llama-cli's conversation mode is `chorus chat`
     if (a == "-cnv" || a == "--conversation" || a == "-i" || a == "--interactive") return cmd_chat(args);
   for (size_t i = 0; i < args.size(); ++i) {
@@ -74,7 +109,15 @@ int cmd_run(const std::vector<std::string>& args) {
     }
     if (a == "-m" || a == "--model") model_path = take_value(args, i);
     else if (a == "-p" || a == "--prompt") prompt = take_value(args, i);
-    else if (a == "-n" || a == "--n-predict") {
+    else if (a == "-f" || a == "--file") prompt = read_text_input(a, take_value(args, i));
+    else if (a == "-s") seed = parse_uint(a, take_value(args, i));
+    else if (a == "-e" || a == "--escape") escapes = true;
+    else if (a == "-r" || a == "--reverse-prompt") reverse_prompts.push_back(take_value(args, i));
+    else if (a == "--list-devices") return cmd_devices({});
+    else if (a == "-b" || a == "--batch-size") {
+      (void)parse_positive(a, take_value(args, i));
+      std::fprintf(stderr, "note: -b is accepted and ignored by run (its prompt is one batch; -ub sets the tokens per forward pass)\n");
+    } else if (a == "-n" || a == "--n-predict" || a == "--predict") {
       const uint64_t n = parse_uint(a, take_value(args, i));
       if (n > (1u << 24)) throw UsageError("-n expects at most 16777216 tokens, got " + args[i]);
       n_predict = static_cast<uint32_t>(n);
@@ -90,6 +133,7 @@ int cmd_run(const std::vector<std::string>& args) {
     else throw UsageError("unexpected argument '" + a + "' (the prompt goes after -p)");
   }
   if (model_path.empty()) throw UsageError("-m MODEL is required");
+  if (escapes) prompt = process_escapes(prompt);
   if (const char* v = std::getenv("CHORUS_VALIDATION"); v && std::string(v) == "1") validation = true;
   sp.seed = seed ? *seed : std::random_device{}();
   install_interrupt_handler();
@@ -99,7 +143,9 @@ int cmd_run(const std::vector<std::string>& args) {
   const Tokenizer tok(load_vocab(vocab_file));
   const Vocab& vocab = tok.vocab();
 
+  const auto t_load = std::chrono::steady_clock::now();
   const LoadedModel loaded = load_model(model_path, placement, validation);
+  const double load_ms = ms_since(t_load);
   Model* const model = loaded.model.get();
   Context ctx(*model, ContextOptions{n_ctx, 1, n_ubatch});
   std::fprintf(stderr, "context: %u tokens\n", ctx.n_ctx());
@@ -131,6 +177,7 @@ int cmd_run(const std::vector<std::string>& args) {
 
   const auto t_gen = std::chrono::steady_clock::now();
   size_t generated = 0, evaluated = 0;
+  std::string output;  // the generated text so far (for -r)
   const char* stop = "the token limit (-n)";
   while (generated < n_predict) {
     const TokenId next = sampler.sample(logits);
@@ -144,8 +191,15 @@ int cmd_run(const std::vector<std::string>& args) {
     else {
       const std::string text = detok.push(next);
       std::fwrite(text.data(), 1, text.size(), stdout);
+      output += text;
     }
     flush_stdout();
+    if (std::any_of(reverse_prompts.begin(), reverse_prompts.end(), [&](const std::string& r) {
+          return output.size() >= r.size() && output.compare(output.size() - r.size(), r.size(), r) == 0;
+        })) {
+      stop = "a reverse prompt (-r)";
+      break;
+    }
     if (interrupted()) {  // Ctrl-C: stop at this token boundary and report
       stop = "an interrupt (Ctrl-C)";
       break;
@@ -167,8 +221,14 @@ int cmd_run(const std::vector<std::string>& args) {
   const double gen_ms = ms_since(t_gen);
 
   std::fprintf(stderr, "\n\nstopped at %s\n", stop);
-  print_speed("prompt", input.size(), prompt_ms);
-  print_speed("generation", evaluated, gen_ms);
+  const auto rate = [](size_t n, double ms) { return ms > 0 ? 1000.0 * static_cast<double>(n) / ms : 0.0; };
+  std::fprintf(stderr, "prompt: %zu tokens, %.2f t/s | generation: %zu tokens, %.2f t/s\n", input.size(),
+               rate(input.size(), prompt_ms), evaluated, rate(evaluated, gen_ms));
+  // As llama_perf_context_print lays it out.
+  std::fprintf(stderr, "%16s = %10.2f ms\n", "load time", load_ms);
+  print_perf("prompt eval time", prompt_ms, input.size(), "tokens");
+  print_perf("eval time", gen_ms, evaluated, "runs");
+  print_perf("total time", ms_since(t_start), input.size() + evaluated, "tokens");
   if (loaded.instance->validation_errors() > 0) {
     std::fprintf(stderr, "chorus run: the validation layer reported %" PRIu64 " error(s)\n", loaded.instance->validation_errors());
     return 1;

@@ -198,4 +198,59 @@ void install_interrupt_handler() {
 
 const std::atomic<bool>& interrupt_flag() { return g_interrupted; }
 
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string did_you_mean(const Command& c, const std::string& error) {
+  const std::string marker = "unknown option '";
+  const size_t at = error.find(marker);
+  if (at == std::string::npos) return "";
+  const size_t end = error.find('\'', at + marker.size());
+  const std::string given = error.substr(at + marker.size(), end - at - marker.size());
+  // The command's options, as its --help lists them (the help text is the one definition).
+  const int saved = ::dup(STDOUT_FILENO);
+  char path[] = "/tmp/chorus-help-XXXXXX";
+  const int fd = ::mkstemp(path);
+  if (saved < 0 || fd < 0) return "";
+  std::fflush(stdout);
+  ::dup2(fd, STDOUT_FILENO);
+  try {
+    (void)c.run({"--help"});
+  } catch (...) {
+  }
+  std::fflush(stdout);
+  ::dup2(saved, STDOUT_FILENO);
+  ::close(saved);
+  std::string help;
+  char buf[4096];
+  ::lseek(fd, 0, SEEK_SET);
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) help.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  ::unlink(path);
+  std::string best;
+  size_t best_d = std::max<size_t>(2, given.size() / 3) + 1;
+  for (size_t i = 0; i < help.size(); ++i) {
+    if (help[i] != '-' || (i > 0 && !std::isspace(static_cast<unsigned char>(help[i - 1])) && help[i - 1] != ',')) continue;
+    size_t j = i;
+    while (j < help.size() && (std::isalnum(static_cast<unsigned char>(help[j])) || help[j] == '-')) ++j;
+    const std::string opt = help.substr(i, j - i);
+    if (opt.size() > 1 && opt != given)
+      if (const size_t d = edit_distance(given, opt); d < best_d) best_d = d, best = opt;
+    i = j;
+  }
+  return best.empty() ? "" : "; did you mean '" + best + "'?";
+}
+
 }  // namespace chorus::tools

@@ -25,6 +25,12 @@ struct Command {
 
 std::span<const Command> all_commands();
 
+// Levenshtein distance, for "did you mean".
+size_t edit_distance(const std::string& a, const std::string& b);
+// For a UsageError "unknown option 'X'": "; did you mean '--Y'?" naming the closest option in
+// the command's --help text (empty when nothing is close).
+std::string did_you_mean(const Command& c, const std::string& error);
+
 int cmd_devices(const std::vector<std::string>& args);
 int cmd_selftest(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);

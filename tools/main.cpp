@@ -34,7 +34,22 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string name = argv[1];
-  std::vector<std::string> args(argv + 2, argv + argc);
+  if (name == "--version" || name == "version") {
+    std::printf("chorus %s (git %s)\n", CHORUS_VERSION, CHORUS_GIT_REVISION);
+    return 0;
+  }
+  // --flag=value is --flag value for every command (a value may itself hold '=').
+  std::vector<std::string> args;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    const size_t eq = a.find('=');
+    if (a.rfind("--", 0) == 0 && eq != std::string::npos && eq > 2) {
+      args.push_back(a.substr(0, eq));
+      args.push_back(a.substr(eq + 1));
+    } else {
+      args.push_back(a);
+    }
+  }
   for (const auto& c : chorus::tools::all_commands()) {
     if (name != c.name) continue;
     try {
@@ -42,14 +57,20 @@ int main(int argc, char** argv) {
       chorus::tools::flush_stdout();  // output lost to a full disk or a closed pipe is an error
       return rc;
     } catch (const chorus::tools::UsageError& e) {
-      std::fprintf(stderr, "chorus %s: %s\n(see `chorus %s --help`)\n", c.name, e.what(), c.name);
+      std::fprintf(stderr, "chorus %s: %s%s\n(see `chorus %s --help`)\n", c.name, e.what(),
+                   chorus::tools::did_you_mean(c, e.what()).c_str(), c.name);
       return 2;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "chorus %s: error: %s\n", c.name, e.what());
       return 1;
     }
   }
-  std::fprintf(stderr, "chorus: unknown command '%s'\n\n", name.c_str());
+  std::string best;
+  size_t best_d = 3;
+  for (const auto& c : chorus::tools::all_commands())
+    if (const size_t d = chorus::tools::edit_distance(name, c.name); d < best_d) best_d = d, best = c.name;
+  std::fprintf(stderr, "chorus: unknown command '%s'%s\n\n", name.c_str(),
+               best.empty() ? "" : ("; did you mean '" + best + "'?").c_str());
   usage(stderr);
   return 2;
 }

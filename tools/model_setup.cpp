@@ -34,27 +34,35 @@ void upload_progress(uint64_t done, uint64_t total) {
 }  // namespace
 
 const char* const kPlacementHelp =
-    "  --device LIST           physical device indices from `chorus devices`, e.g. 0 or 0,1 or 0,0,1;\n"
+    "  --device, -dev LIST     physical device indices from `chorus devices`, e.g. 0 or 0,1 or 0,0,1;\n"
     "                          repeating an index opens that device again as another logical device\n"
     "                          (default: every usable device)\n"
-    "  -sm, --split-mode M     none | layer | tensor (default: tensor with several devices)\n"
-    "  -ts, --tensor-split R   ratios, e.g. 3,1 (any positive numbers; default: each device's free memory)\n"
+    "  -sm, --split-mode M     none | layer | tensor (default: tensor with several devices; llama.cpp's row is tensor)\n"
+    "  -ts, --tensor-split R   ratios, e.g. 3,1 or 3/1 (any positive numbers; default: each device's free memory)\n"
     "  -mg, --main-gpu I       the device (position in --device) that holds everything with -sm none\n"
-    "  --force-staging         use the discrete-GPU memory path (staging copies) even on unified memory\n";
+    "  --force-staging         use the discrete-GPU memory path (staging copies) even on unified memory\n"
+    "  -ngl N                  accepted when N covers every layer (chorus keeps all layers on the GPUs)\n"
+    "  -t N, -tb N             accepted and ignored (lavapipe's threads: LP_NUM_THREADS)\n";
 
 bool parse_placement_flag(const std::vector<std::string>& args, size_t& i, Placement& p) {
   const std::string& a = args[i];
-  if (a == "--device") {
+  if (a == "--device" || a == "-dev") {
     p.devices = parse_index_list(a, take_value(args, i));
   } else if (a == "-sm" || a == "--split-mode") {
+    const std::string v = take_value(args, i);
+    if (v == "row")
+      throw UsageError("-sm row is llama.cpp's row split, which its Vulkan backend never had; chorus's equivalent "
+                       "(every device works on every matrix, any ratio, any device count) is -sm tensor, the default "
+                       "with several devices");
     try {
-      p.mode = split::parse_split_mode(take_value(args, i));
+      p.mode = split::parse_split_mode(v);
     } catch (const std::invalid_argument& e) {
       throw UsageError(e.what());
     }
     p.mode_given = true;
   } else if (a == "-ts" || a == "--tensor-split") {
-    const std::string v = take_value(args, i);
+    std::string v = take_value(args, i);
+    std::replace(v.begin(), v.end(), '/', ',');  // llama.cpp writes 3/1 as well as 3,1
     const std::vector<std::string> items = split_list(a, v, "3,1");
     p.ratios.clear();
     for (const std::string& item : items) {
@@ -78,6 +86,17 @@ bool parse_placement_flag(const std::vector<std::string>& args, size_t& i, Place
     p.main_device = static_cast<uint32_t>(v);
   } else if (a == "--force-staging") {
     p.force_staging = true;
+  } else if (a == "-ngl" || a == "--n-gpu-layers" || a == "--gpu-layers") {
+    p.gpu_layers = parse_int(a, take_value(args, i), -1, std::numeric_limits<int32_t>::max());
+  } else if (a == "-t" || a == "--threads" || a == "-tb" || a == "--threads-batch") {
+    (void)parse_int(a, take_value(args, i), -1, 1 << 16);
+    std::fprintf(stderr, "note: %s is accepted and ignored: chorus runs on the GPUs (lavapipe, the CPU driver, takes its "
+                 "thread count from LP_NUM_THREADS)\n", a.c_str());
+  } else if (a == "--verbose" || a == "-v" || a == "--no-mmap" || a == "--mlock" || a == "-fa" || a == "--flash-attn") {
+    std::fprintf(stderr, "note: %s is accepted and ignored (%s)\n", a.c_str(),
+                 a == "--verbose" || a == "-v" ? "the load log and timings are always on stderr"
+                 : a == "-fa" || a == "--flash-attn" ? "chorus's attention kernel is always fused"
+                                                     : "chorus reads the file once into device memory");
   } else {
     return false;
   }
@@ -85,6 +104,14 @@ bool parse_placement_flag(const std::vector<std::string>& args, size_t& i, Place
 }
 
 LoadedModel load_model(const std::string& path, const Placement& placement, bool validation) {
+  if (placement.gpu_layers && *placement.gpu_layers >= 0) {
+    const gguf::File f = gguf::File::open(path);
+    const ModelConfig c = ModelConfig::from_gguf(f);
+    if (*placement.gpu_layers < int64_t{c.n_layer})
+      throw UsageError("-ngl " + std::to_string(*placement.gpu_layers) + " would leave layers on the CPU; chorus keeps all " +
+                       std::to_string(c.n_layer) + " layers on the GPUs (omit -ngl, or give " + std::to_string(c.n_layer) +
+                       " or more; -sm layer -ts spreads layers over several GPUs)");
+  }
   LoadedModel m;
   m.instance = std::make_unique<vk::Instance>(vk::InstanceOptions{validation});
   std::vector<uint32_t> indices = placement.devices;

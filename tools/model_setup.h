@@ -25,6 +25,7 @@ struct Placement {
   std::vector<double> ratios;     // empty: from each device's free memory
   uint32_t main_device = 0;       // position in `devices`
   bool force_staging = false;     // --force-staging: the discrete-GPU memory path
+  std::optional<int64_t> gpu_layers;  // llama.cpp's -ngl: accepted when it covers every layer
 };
 
 // Consumes args[i] (and its value) if it is a placement flag; returns whether it was.

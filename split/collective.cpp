@@ -97,6 +97,20 @@ Collective::Collective(std::vector<vk::Device*> devices, const CollectiveOptions
   proxy_ = std::thread([this] { proxy_loop(); });
 }
 
+bool Collective::abandoned() {
+  {
+    std::unique_lock lock(mutex_);
+    done_cv_.wait(lock, [&] { return finished_tokens_ == next_token_ || error_; });
+    if (!error_) return false;
+    stop_ = true;
+  }
+  failed_ = true;
+  work_cv_.notify_all();
+  if (proxy_.joinable()) proxy_.join();
+  drain();
+  return leak_;
+}
+
 Collective::~Collective() {
   {
     std::unique_lock lock(mutex_);
@@ -107,7 +121,7 @@ Collective::~Collective() {
   failed_ = true;  // a proxy still waiting (after a failure) gives up at its next slice
   work_cv_.notify_all();
   if (proxy_.joinable()) proxy_.join();
-  if (error_) drain();
+  if (error_ && !drained_) drain();
   if (leak_) {
     // A device still runs (or will run) segments that use these objects; destroying them
     // would be undefined behaviour. They are left to the process's end.
@@ -122,6 +136,7 @@ Collective::~Collective() {
 }
 
 void Collective::drain() noexcept {
+  drained_ = true;
   try {
     if (stall_) stall_->signal(1);  // the injected stall ends: the device answers again
   } catch (...) {

@@ -152,6 +152,10 @@ class Collective {
 
   CollectiveStats stats() const;
   void reset_stats();
+  // After a failure: whether teardown will leave the collective's objects alive because a
+  // device may still run segments (it drains first; see ~Collective). Owners of the segments'
+  // command buffers must then leave those alive too.
+  bool abandoned();
 
   // The two timelines of device d. For token t with P reduce points starting at value B
   // (B = the previous token's end value, 0 for the first), point k has value B + k + 1 and
@@ -208,6 +212,7 @@ class Collective {
   std::exception_ptr error_;
   CollectiveStats stats_;
   bool leak_ = false;                   // a device never finished: keep its objects
+  bool drained_ = false;                // drain() ran (abandoned() or the destructor)
 
   std::thread proxy_;  // last: started once everything above exists
 };

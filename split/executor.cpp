@@ -187,6 +187,15 @@ class TensorExecutor final : public Executor {
         members_[d].segments.push_back(std::make_unique<vk::CommandBuffer>(*devices[d]));
   }
 
+  // The collective drains the devices after a failure; if one may still run segments, the
+  // segments are left alive with it (destroying them in use is undefined behaviour).
+  ~TensorExecutor() override {
+    if (coll_->abandoned()) {
+      (void)new std::vector<Member>(std::move(members_));
+      (void)coll_.release();
+    }
+  }
+
   void begin(uint32_t tokens) override {
     tokens_ = tokens;
     for (Member& m : members_) {

@@ -94,6 +94,11 @@ Collective::Collective(std::vector<vk::Device*> devices, const CollectiveOptions
     }
   }
   if (options_.stall) stall_ = std::make_unique<vk::Timeline>(*devices[options_.stall->first], "injected stall");
+  if (options_.signal_threads.value_or(cpu_device) && devices.size() > 1 && !options_.serialise)
+    for (size_t d = 0; d < devices.size(); ++d) {
+      signallers_.push_back(std::make_unique<Signaller>());
+      signallers_.back()->thread = std::thread([this, d] { signal_loop(d); });
+    }
   proxy_ = std::thread([this] { proxy_loop(); });
 }
 
@@ -107,6 +112,7 @@ bool Collective::abandoned() {
   failed_ = true;
   work_cv_.notify_all();
   if (proxy_.joinable()) proxy_.join();
+  stop_signallers();
   drain();
   return leak_;
 }
@@ -121,6 +127,7 @@ Collective::~Collective() {
   failed_ = true;  // a proxy still waiting (after a failure) gives up at its next slice
   work_cv_.notify_all();
   if (proxy_.joinable()) proxy_.join();
+  stop_signallers();
   if (error_ && !drained_) drain();
   if (leak_) {
     // A device still runs (or will run) segments that use these objects; destroying them
@@ -353,6 +360,62 @@ void Collective::proxy_loop() {
   }
 }
 
+void Collective::signal_reduced(uint64_t value, bool wait) {
+  if (signallers_.empty()) {
+    for (auto& m : members_) m.reduced->signal(value);
+    return;
+  }
+  for (auto& sg : signallers_) {
+    {
+      std::lock_guard lock(sg->mutex);
+      sg->values.push_back(value);
+    }
+    sg->cv.notify_all();
+  }
+  if (!wait) return;
+  for (auto& sg : signallers_) {
+    std::unique_lock lock(sg->mutex);
+    sg->cv.wait(lock, [&] { return sg->signalled >= value || sg->stop || failed_; });
+  }
+}
+
+void Collective::signal_loop(size_t d) {
+  Signaller& sg = *signallers_[d];
+  for (;;) {
+    uint64_t value = 0;
+    {
+      std::unique_lock lock(sg.mutex);
+      sg.cv.wait(lock, [&] { return sg.stop || !sg.values.empty(); });  // (notify_all wakes the proxy too)
+      if (sg.values.empty()) return;  // stopped, nothing left to signal
+      value = sg.values.front();
+      sg.values.pop_front();
+    }
+    try {
+      members_[d].reduced->signal(value);  // may run device d's released work in this thread
+    } catch (...) {
+      fail(std::current_exception());
+      sg.cv.notify_all();  // a proxy waiting for this signal sees failed_
+      return;
+    }
+    {
+      std::lock_guard lock(sg.mutex);
+      sg.signalled = value;
+    }
+    sg.cv.notify_all();
+  }
+}
+
+void Collective::stop_signallers() noexcept {
+  for (auto& sg : signallers_) {
+    {
+      std::lock_guard lock(sg->mutex);
+      sg->stop = true;
+    }
+    sg->cv.notify_one();
+    if (sg->thread.joinable()) sg->thread.join();
+  }
+}
+
 void Collective::run_token(const Work& w) {
   const uint32_t n_points = static_cast<uint32_t>(w.floats.size());
   std::vector<uint32_t> latency, waited, summed;
@@ -367,7 +430,7 @@ void Collective::run_token(const Work& w) {
     const uint64_t t1 = now_ns();
     if (k < n_points) reduce(k, w.floats[k]);
     const uint64_t t2 = now_ns();
-    for (auto& m : members_) m.reduced->signal(value);  // the sum is written: devices go on
+    signal_reduced(value, k == n_points);  // the sum is written: devices go on (the token's end: before wait() returns)
     if (options_.serialise) {
       {
         std::lock_guard lock(mutex_);

@@ -72,6 +72,12 @@ struct CollectiveOptions {
   // makes that member stop before it delivers that reduce point of every token (its segment
   // waits on a timeline only the collective's teardown signals).
   std::optional<std::pair<uint32_t, uint32_t>> stall;
+  // Each device's `reduced` signals come from a thread of its own instead of the proxy (unset:
+  // on when any device is a CPU device). Mesa's emulated timelines run the work a signal
+  // releases in the signalling thread: signalled one after the other by the proxy, lavapipe's
+  // logical devices would run their segments one after the other (docs/sync.md, "Waiting").
+  // Never in serialise mode.
+  std::optional<bool> signal_threads;
 };
 
 struct CollectiveStats {
@@ -180,6 +186,10 @@ class Collective {
   };
 
   void proxy_loop();
+  void signal_loop(size_t d);
+  void signal_reduced(uint64_t value, bool wait);  // every device's `reduced` = value (directly or via
+                                                  // its thread; `wait`: until every one is done)
+  void stop_signallers() noexcept;
   void run_token(const Work& w);
   void wait_all(uint64_t value, const Work& w, uint32_t k, uint64_t& blocks);
   bool wait_one(size_t d, uint64_t value, uint64_t deadline_ns, uint64_t& blocks);
@@ -213,6 +223,17 @@ class Collective {
   CollectiveStats stats_;
   bool leak_ = false;                   // a device never finished: keep its objects
   bool drained_ = false;                // drain() ran (abandoned() or the destructor)
+
+  // Per-device signal threads (options.signal_threads): values to signal, in order.
+  struct Signaller {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::deque<uint64_t> values;
+    uint64_t signalled = 0;  // the last value signalled
+    bool stop = false;
+    std::thread thread;
+  };
+  std::vector<std::unique_ptr<Signaller>> signallers_;
 
   std::thread proxy_;  // last: started once everything above exists
 };

@@ -320,15 +320,21 @@ void KldStats::add(std::span<const float> logits, std::span<const uint16_t> base
     if (lp > kMinBaseLogProb) base_sum += std::exp(lp);
   }
   const double log_z_base = base_sum > 0 ? std::log(base_sum) : 0.0;
+  // Q renormalised over the same kept entries: log q_K[i] = logit[i] - log_z_kept.
+  double kept_sum = 0;
+  for (size_t i = 0; i < n; ++i)
+    if (scale * q[i] + min_log_prob > kMinBaseLogProb) kept_sum += std::exp(static_cast<double>(logits[i]) - max_logit);
+  const double log_z_kept = kept_sum > 0 ? max_logit + std::log(kept_sum) : log_z;
   double kld = 0;
   for (size_t i = 0; i < n; ++i) {
     const double lp = scale * q[i] + min_log_prob;
     if (!(lp > kMinBaseLogProb)) continue;
     const double lp_base = lp - log_z_base;
-    kld += std::exp(lp_base) * (lp_base - (static_cast<double>(logits[i]) - log_z));
+    kld += std::exp(lp_base) * (lp_base - (static_cast<double>(logits[i]) - log_z_kept));
   }
   const double nll = log_z - logits[static_cast<size_t>(target)];
-  const double nll_base = -(scale * q[static_cast<size_t>(target)] + min_log_prob - log_z_base);
+  // As stored (llama.cpp's): renormalising would move the tail's mass onto the target.
+  const double nll_base = -(scale * q[static_cast<size_t>(target)] + min_log_prob);
   sum_nll += nll;
   sum_nll2 += nll * nll;
   sum_nll_base += nll_base;

@@ -40,10 +40,12 @@
 // Per scored token the comparison takes: the nll under Q (the current model) and under the base,
 // KLD(base || Q) = sum_i p_base[i] * (log p_base[i] - log q[i]), the change of the target's
 // probability, and whether Q's top token is a top token of the base. One difference from
-// llama.cpp, on purpose: the decoded base row is renormalised over its kept entries before use,
-// which removes the first-order error of the 16-bit rounding (llama.cpp's mean KLD of a model
-// against itself is ~1e-5 of noise; here it is ~1e-9). Ties at the base's maximum (rounding can
-// make two entries equal) all count as its top token.
+// llama.cpp, on purpose: the KLD sum runs over the entries the base keeps (log p > -16), with
+// both distributions renormalised over them. The file holds nothing about the tail below e^-16
+// but its total mass, which the 16-bit rounding blurs; renormalising removes the first-order
+// rounding error (llama.cpp's mean KLD of a model against itself is ~1e-5 of noise, ours ~1e-9).
+// The nll under the base is the stored value, as llama.cpp's. Ties at the base's maximum
+// (rounding can make two entries equal) all count as its top token.
 #pragma once
 
 #include <atomic>

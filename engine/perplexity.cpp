@@ -288,6 +288,15 @@ std::span<const uint16_t> KlBaseReader::chunk_rows(uint32_t chunk) {
   return rows_;
 }
 
+void KlBaseReader::require_chunks(uint32_t n) const {
+  if (n <= complete_) return;
+  throw std::runtime_error(path_ + ": truncated KL-divergence base file: it holds " +
+                           (complete_ == 0 ? std::string("no whole chunk")
+                                           : std::to_string(complete_) + " whole chunks") +
+                           " of the " + std::to_string(n_chunk_) + " its header announces" +
+                           (complete_ == 0 ? std::string() : "; --chunks " + std::to_string(complete_) + " compares those"));
+}
+
 MeanError mean_and_error(double sum, double sum2, uint64_t count) {
   if (count < 1) return {};
   const double n = static_cast<double>(count);
@@ -389,11 +398,7 @@ KldResult kl_divergence(KlBaseReader& base, const PerplexityOptions& options, co
     throw std::invalid_argument(base.path() + " has a vocabulary of " + std::to_string(base.n_vocab()) +
                                 " tokens, the model " + std::to_string(options.n_vocab));
   const uint32_t n_chunks = options.max_chunks == 0 ? base.n_chunk() : std::min(options.max_chunks, base.n_chunk());
-  if (n_chunks > base.complete_chunks())
-    throw std::runtime_error(base.path() + ": truncated KL-divergence base file: it holds " +
-                             std::to_string(base.complete_chunks()) + " whole chunks of the " +
-                             std::to_string(base.n_chunk()) + " its header announces; --chunks " +
-                             std::to_string(base.complete_chunks()) + " compares those");
+  base.require_chunks(n_chunks);
   const uint32_t first = options.n_ctx / 2;
   const size_t width = base_row_width(base.n_vocab());
   KldResult result;

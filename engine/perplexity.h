@@ -168,6 +168,8 @@ class KlBaseReader {
   uint32_t complete_chunks() const { return complete_; }  // whole chunks the file holds
   std::span<const int32_t> tokens() const { return tokens_; }  // [n_chunk * n_ctx]
   uint32_t rows_per_chunk() const { return n_ctx_ - 1 - n_ctx_ / 2; }
+  // Throws, naming the file and the whole chunks it holds, when that is fewer than n.
+  void require_chunks(uint32_t n) const;
   // The compressed rows of chunk `chunk` (rows_per_chunk() rows of base_row_width(n_vocab)).
   // Chunks are read in order; a truncated file throws naming the file and the chunk.
   std::span<const uint16_t> chunk_rows(uint32_t chunk);

@@ -458,6 +458,10 @@ TEST(KlBase, ATruncatedFileIsAnErrorNamingTheFieldItLacks) {
   e = error_of([&] { KlBaseReader reader(f.path()); });
   EXPECT_NE(e.find("tokens"), std::string::npos) << e;
 
+  cut(20 + 4 * 3 * n_ctx + 10);  // tokens whole, the first chunk's rows cut
+  e = error_of([&] { KlBaseReader(f.path()).require_chunks(1); });
+  EXPECT_NE(e.find("holds no whole chunk of the 3"), std::string::npos) << e;
+
   cut(whole.size() - 1);  // inside the last chunk's rows: two whole chunks remain
   KlBaseReader base(f.path());
   EXPECT_EQ(base.n_chunk(), 3u);

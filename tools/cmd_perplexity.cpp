@@ -66,6 +66,7 @@ int compare_with_base(const std::string& model_path, KlBaseReader& base, const P
   const uint32_t n_ctx = base.n_ctx();
   const uint32_t n_chunks = max_chunks ? std::min(max_chunks, base.n_chunk()) : base.n_chunk();
   const uint32_t n_seq = std::clamp(n_batch / n_ctx, 1u, n_chunks);
+  base.require_chunks(n_chunks);
 
   const LoadedModel loaded = load_model(model_path, placement, validation);
   Model* const model = loaded.model.get();

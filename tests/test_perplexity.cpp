@@ -1,10 +1,15 @@
 // Perplexity arithmetic on fake logit callbacks (CPU only); the model-backed runs live in
 // test_run.cpp.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "engine/perplexity.h"
@@ -20,6 +25,16 @@ std::vector<int32_t> text_tokens(size_t n, uint32_t n_vocab, uint64_t seed = 1) 
     v = static_cast<int32_t>((x >> 33) % n_vocab);
   }
   return t;
+}
+
+std::vector<float> random_logits(size_t n, uint64_t seed, float scale = 4.0f) {
+  std::vector<float> v(n);
+  uint64_t x = seed;
+  for (auto& f : v) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    f = static_cast<float>(static_cast<double>(x >> 40) / 16777216.0 * 2.0 - 1.0) * scale;
+  }
+  return v;
 }
 
 // Logits that depend only on the chunk's tokens up to and including the position (as a
@@ -241,6 +256,257 @@ TEST(Perplexity, AStopFlagSetAfterTheSecondChunkReturnsTheTwoChunksScoredSoFar) 
   const auto two = perplexity(tokens, {.n_ctx = n_ctx, .n_vocab = n_vocab, .max_chunks = 2}, causal_fake(n_vocab, n_ctx));
   EXPECT_FALSE(two.interrupted);
   EXPECT_EQ(r.stats.sum, two.stats.sum);
+}
+
+// ---- KL divergence against a base file ----
+
+// A file path under the temporary folder, unique per test, removed at the end of the test.
+class TempFile {
+ public:
+  TempFile() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = (std::filesystem::temp_directory_path() /
+             (std::string("chorus_kld_") + info->name() + "_" + std::to_string(::getpid()) + ".bin"))
+                .string();
+  }
+  ~TempFile() { std::filesystem::remove(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::vector<char> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_bytes(const std::string& path, const std::vector<char>& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// The message of the std::runtime_error `fn` throws ("" if none).
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(KlBase, AWrittenFileReadsBackWithItsHeaderTokensAndCompressedRows) {
+  const TempFile f;
+  const uint32_t n_vocab = 37, n_ctx = 10, n_chunk = 3;  // odd vocabulary: one padding value per row
+  const auto tokens = text_tokens(n_chunk * n_ctx + 4, n_vocab);
+  const size_t rows = n_ctx - 1 - n_ctx / 2, width = base_row_width(n_vocab);
+  EXPECT_EQ(width, 42u);
+  std::vector<std::vector<float>> chunks;
+  {
+    KlBaseWriter w(f.path(), n_ctx, n_vocab, n_chunk, tokens);
+    for (uint32_t c = 0; c < n_chunk; ++c) {
+      chunks.push_back(random_logits(rows * n_vocab, 100 + c));
+      w.add_chunk(chunks.back());
+    }
+    w.close();
+  }
+  EXPECT_EQ(std::filesystem::file_size(f.path()), 20 + 4 * n_chunk * n_ctx + 2 * n_chunk * rows * width);
+  const std::vector<char> bytes = file_bytes(f.path());
+  EXPECT_EQ(std::string(bytes.data(), 8), "_logits_");
+
+  KlBaseReader r(f.path());
+  EXPECT_EQ(r.n_ctx(), n_ctx);
+  EXPECT_EQ(r.n_vocab(), n_vocab);
+  EXPECT_EQ(r.n_chunk(), n_chunk);
+  EXPECT_EQ(r.complete_chunks(), n_chunk);
+  EXPECT_EQ(std::vector<int32_t>(r.tokens().begin(), r.tokens().end()),
+            std::vector<int32_t>(tokens.begin(), tokens.begin() + n_chunk * n_ctx));
+  for (uint32_t c = 0; c < n_chunk; ++c) {
+    const auto got = r.chunk_rows(c);
+    std::vector<uint16_t> want(rows * width);
+    for (size_t k = 0; k < rows; ++k)
+      compress_log_probs(std::span<const float>(chunks[c]).subspan(k * n_vocab, n_vocab),
+                         std::span<uint16_t>(want).subspan(k * width, width));
+    EXPECT_EQ(std::vector<uint16_t>(got.begin(), got.end()), want) << "chunk " << c;
+  }
+}
+
+TEST(KlBase, CompressionKeepsEveryLogProbabilityAboveMinus16WithinHalfAStep) {
+  const uint32_t n_vocab = 1000;
+  const std::vector<float> logits = random_logits(n_vocab, 5, 12.0f);  // a range wider than 16
+  std::vector<uint16_t> row(base_row_width(n_vocab));
+  compress_log_probs(logits, row);
+  float scale;
+  std::memcpy(&scale, row.data(), sizeof scale);
+  const float top = *std::max_element(logits.begin(), logits.end());
+  EXPECT_NEAR(scale, 16.0f / 65535.0f, 1e-9);
+  int kept = 0;
+  for (uint32_t i = 0; i < n_vocab; ++i) {
+    const double exact = -token_nll(logits, static_cast<int32_t>(i));
+    if (logits[i] > top - 16.0f) {
+      EXPECT_NEAR(decoded_log_prob(row, i), exact, scale * 0.5 + 1e-5) << "entry " << i;
+      ++kept;
+    } else {
+      EXPECT_EQ(row[4 + i], 0u);
+      EXPECT_LE(decoded_log_prob(row, i), -16.0 + 1e-5);
+    }
+  }
+  EXPECT_GT(kept, 100);
+  EXPECT_LT(kept, 1000);
+  // A flat row has no spread: scale 0, every log-probability -log(n).
+  const std::vector<float> flat(8, 3.0f);
+  std::vector<uint16_t> flat_row(base_row_width(8));
+  compress_log_probs(flat, flat_row);
+  for (uint32_t i = 0; i < 8; ++i) EXPECT_NEAR(decoded_log_prob(flat_row, i), -std::log(8.0), 1e-6);
+}
+
+TEST(KlDivergence, IdenticalLogitsGiveZeroKldTheSamePplAndFullTopAgreement) {
+  const TempFile f;
+  const uint32_t n_vocab = 300, n_ctx = 32;
+  const auto tokens = text_tokens(4 * n_ctx + 3, n_vocab, 9);
+  KlBaseWriter w(f.path(), n_ctx, n_vocab, 4, tokens);
+  PerplexityOptions o{.n_ctx = n_ctx, .n_vocab = n_vocab, .chunks_per_call = 3, .bos = 2};
+  o.save_base = &w;
+  const auto ppl = perplexity(tokens, o, causal_fake(n_vocab, n_ctx));
+  w.close();
+
+  KlBaseReader base(f.path());
+  o.save_base = nullptr;
+  std::vector<uint32_t> reported;
+  const auto r = kl_divergence(base, o, causal_fake(n_vocab, n_ctx),
+                               [&](uint32_t chunk, const KldStats&) { reported.push_back(chunk); });
+  EXPECT_EQ(reported, (std::vector<uint32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(r.n_chunks, 4u);
+  EXPECT_EQ(r.stats.count, ppl.stats.count);
+  EXPECT_NEAR(std::exp(r.stats.ln_ppl().mean), ppl.stats.ppl(), 1e-9 * ppl.stats.ppl());
+  // The base's 16-bit rounding is all that differs: below 1e-8 per token after renormalising.
+  EXPECT_LT(std::abs(r.stats.kld().mean), 1e-8);
+  for (const float k : r.stats.kld_values) EXPECT_LT(std::abs(k), 1e-7);
+  EXPECT_LT(std::abs(r.stats.ln_ppl_ratio().mean), 1e-4);
+  EXPECT_EQ(r.stats.same_top().mean, 1.0);
+  const std::string summary = format_kld_summary(r.stats);
+  EXPECT_NE(summary.find("Same top p: 100.000 \xc2\xb1 0.000 %"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("Mean    KLD:   0.000000"), std::string::npos) << summary;
+}
+
+TEST(KlDivergence, TwoTokenRowsGiveTheAnalyticKldAndTopAgreement) {
+  // Base: p = (1/4, 3/4) on every row; Q: (1/2, 1/2) on odd tokens' rows... here on every row.
+  const TempFile f;
+  const uint32_t n_vocab = 2, n_ctx = 8;
+  std::vector<int32_t> tokens(2 * n_ctx, 1);
+  const auto rows_of = [&](float a, float b) {
+    return [=](std::span<const std::vector<int32_t>> chunks, uint32_t first) {
+      std::vector<float> out;
+      for (size_t k = 0; k < chunks.size() * (n_ctx - 1 - first); ++k) {
+        out.push_back(a);
+        out.push_back(b);
+      }
+      return out;
+    };
+  };
+  KlBaseWriter w(f.path(), n_ctx, n_vocab, 2, tokens);
+  PerplexityOptions o{.n_ctx = n_ctx, .n_vocab = n_vocab};
+  o.save_base = &w;
+  perplexity(tokens, o, rows_of(0.0f, static_cast<float>(std::log(3.0))));
+  w.close();
+  o.save_base = nullptr;
+  KlBaseReader base(f.path());
+  const auto r = kl_divergence(base, o, rows_of(0.0f, 0.0f));
+  const double kld = 0.25 * std::log(0.25 / 0.5) + 0.75 * std::log(0.75 / 0.5);
+  EXPECT_EQ(r.stats.count, 6u);
+  EXPECT_NEAR(r.stats.kld().mean, kld, 1e-4);
+  EXPECT_NEAR(r.stats.ln_ppl().mean, std::log(2.0), 1e-9);
+  EXPECT_NEAR(r.stats.ln_ppl_base().mean, -std::log(0.75), 1e-4);
+  EXPECT_NEAR(r.stats.ln_ppl_ratio().mean, std::log(2.0) + std::log(0.75), 1e-4);
+  EXPECT_NEAR(r.stats.p_diff_values[0], 0.5 - 0.75, 1e-4);
+  // Q's rows are flat: its first entry (token 0) is its top token, the base's is token 1.
+  EXPECT_EQ(r.stats.same_top().mean, 0.0);
+}
+
+TEST(KlBase, AWrongMagicIsAnErrorNamingTheFileAndTheMagic) {
+  const TempFile f;
+  write_bytes(f.path(), {'G', 'G', 'U', 'F', 0, 0, 0, 0, 1, 0, 0, 0});
+  const std::string e = error_of([&] { KlBaseReader reader(f.path()); });
+  EXPECT_NE(e.find(f.path()), std::string::npos) << e;
+  EXPECT_NE(e.find("_logits_"), std::string::npos) << e;
+  EXPECT_NE(error_of([] { KlBaseReader r("/nonexistent/chorus/base.kld"); }).find("/nonexistent/chorus/base.kld"),
+            std::string::npos);
+}
+
+TEST(KlBase, ATruncatedFileIsAnErrorNamingTheFieldItLacks) {
+  const TempFile f;
+  const uint32_t n_vocab = 20, n_ctx = 8;
+  const auto tokens = text_tokens(3 * n_ctx, n_vocab);
+  {
+    KlBaseWriter w(f.path(), n_ctx, n_vocab, 3, tokens);
+    PerplexityOptions o{.n_ctx = n_ctx, .n_vocab = n_vocab};
+    o.save_base = &w;
+    perplexity(tokens, o, causal_fake(n_vocab, n_ctx));
+    w.close();
+  }
+  const std::vector<char> whole = file_bytes(f.path());
+  const auto cut = [&](size_t n) { write_bytes(f.path(), std::vector<char>(whole.begin(), whole.begin() + n)); };
+
+  cut(14);  // inside n_vocab
+  std::string e = error_of([&] { KlBaseReader reader(f.path()); });
+  EXPECT_NE(e.find(f.path()), std::string::npos) << e;
+  EXPECT_NE(e.find("n_vocab"), std::string::npos) << e;
+
+  cut(20 + 4 * 3 * n_ctx - 1);  // inside the tokens
+  e = error_of([&] { KlBaseReader reader(f.path()); });
+  EXPECT_NE(e.find("tokens"), std::string::npos) << e;
+
+  cut(20 + 4 * 3 * n_ctx + 10);  // tokens whole, the first chunk's rows cut
+  e = error_of([&] { KlBaseReader(f.path()).require_chunks(1); });
+  EXPECT_NE(e.find("holds no whole chunk of the 3"), std::string::npos) << e;
+
+  cut(whole.size() - 1);  // inside the last chunk's rows: two whole chunks remain
+  KlBaseReader base(f.path());
+  EXPECT_EQ(base.n_chunk(), 3u);
+  EXPECT_EQ(base.complete_chunks(), 2u);
+  PerplexityOptions o{.n_ctx = n_ctx, .n_vocab = n_vocab};
+  e = error_of([&] { kl_divergence(base, o, causal_fake(n_vocab, n_ctx)); });
+  EXPECT_NE(e.find(f.path()), std::string::npos) << e;
+  EXPECT_NE(e.find("--chunks 2"), std::string::npos) << e;
+  o.max_chunks = 2;
+  const auto r = kl_divergence(base, o, causal_fake(n_vocab, n_ctx));
+  EXPECT_EQ(r.n_chunks, 2u);
+  EXPECT_LT(std::abs(r.stats.kld().mean), 1e-8);
+
+  // A bad header value and a token outside the vocabulary.
+  std::vector<char> bad = whole;
+  const int32_t zero = 0;
+  std::memcpy(bad.data() + 16, &zero, 4);
+  write_bytes(f.path(), bad);
+  EXPECT_NE(error_of([&] { KlBaseReader reader(f.path()); }).find("n_chunk is 0"), std::string::npos);
+  bad = whole;
+  const int32_t big = 20;
+  std::memcpy(bad.data() + 20 + 4 * 5, &big, 4);
+  write_bytes(f.path(), bad);
+  EXPECT_NE(error_of([&] { KlBaseReader reader(f.path()); }).find("token 5 is 20"), std::string::npos);
+}
+
+TEST(KlDivergence, ABaseOfAnotherContextOrVocabularyIsRejected) {
+  const TempFile f;
+  const auto tokens = text_tokens(2 * 8, 20);
+  KlBaseWriter(f.path(), 8, 20, 2, tokens).close();
+  KlBaseReader base(f.path());
+  EXPECT_THROW(kl_divergence(base, {.n_ctx = 16, .n_vocab = 20}, causal_fake(20, 16)), std::invalid_argument);
+  EXPECT_THROW(kl_divergence(base, {.n_ctx = 8, .n_vocab = 21}, causal_fake(21, 8)), std::invalid_argument);
+}
+
+TEST(KlDivergence, ChunkLinesLookLikeLlamaPerplexity) {
+  KldStats s;
+  std::vector<uint16_t> row(base_row_width(3));
+  const std::vector<float> logits = {0.0f, 1.0f, 2.0f};
+  compress_log_probs(logits, row);
+  for (int i = 0; i < 20; ++i) s.add(logits, row, i % 3);
+  const std::string line = format_kld_chunk(1, s);
+  EXPECT_EQ(line.substr(0, 8), "   1    ");
+  EXPECT_NE(line.find("100.000 \xc2\xb1  0.000 %"), std::string::npos) << line;
+  EXPECT_NE(format_kld_header().find("Same top p"), std::string::npos);
 }
 
 }  // namespace

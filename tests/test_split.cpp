@@ -187,6 +187,9 @@ TEST_F(SplitGpuTest, SerialisedReducesGiveBitIdenticalLogitsToTheCollective) {
 }  // namespace
 }  // namespace chorus
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <sstream>
 
 #include "engine/perplexity.h"
@@ -195,6 +198,16 @@ TEST_F(SplitGpuTest, SerialisedReducesGiveBitIdenticalLogitsToTheCollective) {
 
 namespace chorus {
 namespace {
+
+// The first 8 KiB of wikitext-2's test text, tokenized with BOS as the model says.
+void wikitext_tokens(const Tokenizer& tok, std::vector<int32_t>& tokens) {
+  std::ifstream in(test::shared_dir() + "/corpus/wikitext-2-raw-wiki.test.raw", std::ios::binary);
+  ASSERT_TRUE(in) << "../shared/corpus/wikitext-2-raw-wiki.test.raw is missing";
+  std::string text(8192, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  tokens = tok.encode(text);
+}
 
 struct PplCase {
   const char* name;
@@ -207,14 +220,10 @@ struct PplCase {
 TEST(SplitPerplexity, SmolLM2PerplexityIsTheSameOnEverySplit) {
   const std::string path = test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2");
   ASSERT_TRUE(std::filesystem::exists(path));
-  std::ifstream in(test::shared_dir() + "/corpus/wikitext-2-raw-wiki.test.raw", std::ios::binary);
-  ASSERT_TRUE(in) << "../shared/corpus/wikitext-2-raw-wiki.test.raw is missing";
-  std::string text(8192, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<size_t>(in.gcount()));
   const gguf::File file = gguf::File::open(path);
   const Tokenizer tok(load_vocab(file));
-  const std::vector<int32_t> tokens = tok.encode(text);
+  std::vector<int32_t> tokens;
+  ASSERT_NO_FATAL_FAILURE(wikitext_tokens(tok, tokens));
 
   const std::vector<PplCase> cases = {{"one device", split::SplitMode::none, {1}},
                                       {"tensor 1:1", split::SplitMode::tensor, {1, 1}},
@@ -245,6 +254,54 @@ TEST(SplitPerplexity, SmolLM2PerplexityIsTheSameOnEverySplit) {
   // device (docs/performance.md); CI cannot afford those runs.
   for (size_t i = 1; i < ppl.size(); ++i)
     EXPECT_LE(std::abs(ppl[i] - ppl[0]) / ppl[0], 5e-4) << cases[i].name << " gives " << ppl[i] << ", one device " << ppl[0];
+}
+
+// A KL-divergence base saved on one device and compared on tensor 5:3:1 (the llama-perplexity
+// way of proving a split changes nothing): SmolLM2-135M Q4_1, 2 chunks of 128 wikitext tokens.
+TEST(SplitPerplexity, SmolLM2KlDivergenceOfTensor531AgainstOneDeviceIsBelowOneMillionth) {
+  const std::string path = test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2");
+  const gguf::File file = gguf::File::open(path);
+  const Tokenizer tok(load_vocab(file));
+  std::vector<int32_t> tokens;
+  ASSERT_NO_FATAL_FAILURE(wikitext_tokens(tok, tokens));
+  const std::string base_path =
+      (std::filesystem::temp_directory_path() / ("chorus_split_kld_" + std::to_string(::getpid()) + ".bin")).string();
+
+  PerplexityOptions po;
+  po.n_ctx = 128;
+  po.max_chunks = 2;
+  po.chunks_per_call = 2;
+  po.bos = tok.vocab().add_bos() ? tok.vocab().bos() : -1;
+  double ppl_one = 0;
+  {
+    auto model = Model::load(path, {&test::device(0)}, split::SplitRequest{split::SplitMode::none, {1}, 0});
+    Context ctx(*model, ContextOptions{128, 2, 256});
+    po.n_vocab = model->config().n_vocab;
+    KlBaseWriter writer(base_path, po.n_ctx, po.n_vocab, 2, tokens);
+    po.save_base = &writer;
+    ppl_one = perplexity(tokens, po, context_evaluator(ctx)).stats.ppl();
+    writer.close();
+    po.save_base = nullptr;
+  }
+  KldResult r;
+  {
+    const std::vector<vk::Device*> devices = {&test::device(0), &test::device(1), &test::device(2)};
+    auto model = Model::load(path, devices, split::SplitRequest{split::SplitMode::tensor, {5, 3, 1}, 0});
+    Context ctx(*model, ContextOptions{128, 2, 256});
+    KlBaseReader base(base_path);
+    EXPECT_EQ(std::vector<int32_t>(base.tokens().begin(), base.tokens().end()),
+              std::vector<int32_t>(tokens.begin(), tokens.begin() + 256));
+    r = kl_divergence(base, po, context_evaluator(ctx));
+  }
+  std::filesystem::remove(base_path);
+  ASSERT_EQ(r.n_chunks, 2u);
+  ASSERT_EQ(r.stats.count, 126u);
+  std::printf("tensor 5:3:1 against one device: mean KLD %.3g (max %.3g), same top %.2f%%, PPL(Q)/PPL(base) %.7f\n",
+              r.stats.kld().mean, static_cast<double>(*std::max_element(r.stats.kld_values.begin(), r.stats.kld_values.end())),
+              100 * r.stats.same_top().mean, std::exp(r.stats.ln_ppl_ratio().mean));
+  EXPECT_LT(r.stats.kld().mean, 1e-6) << format_kld_summary(r.stats);
+  EXPECT_EQ(r.stats.n_same_top, r.stats.count) << format_kld_summary(r.stats);
+  EXPECT_NEAR(std::exp(r.stats.ln_ppl_base().mean), ppl_one, 1e-3 * ppl_one);
 }
 
 }  // namespace

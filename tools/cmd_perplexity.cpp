@@ -25,6 +25,7 @@ namespace {
 
 constexpr const char* kHelp =
     "usage: chorus perplexity -m MODEL -f FILE [-c N_CTX] [--chunks N] [-b N_BATCH] [options]\n"
+    "       chorus perplexity -m MODEL --kl-divergence-base BASE --kl-divergence [--chunks N] [options]\n"
     "\n"
     "Perplexity of MODEL over the text in FILE, computed as llama.cpp's llama-perplexity does:\n"
     "the whole file is tokenized once (with BOS if the model adds one), cut into chunks of N_CTX\n"
@@ -42,6 +43,10 @@ constexpr const char* kHelp =
     "  -b, --batch-size N      tokens per decode call: N / N_CTX chunks are evaluated together as\n"
     "                          independent sequences (default 2048); results do not depend on it\n"
     "  -ub, --ubatch-size N    tokens per forward pass (default 512)\n"
+    "  --kl-divergence-base F  save every scored row's log-probabilities to F (llama-perplexity's\n"
+    "                          format) for a later --kl-divergence run of another model or split\n"
+    "  --kl-divergence         compare with the base F instead: the tokens and N_CTX come from F\n"
+    "                          (no -f); prints mean KLD, PPL(Q)/PPL(base) and 'Same top p'\n"
     "%s"
     "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
 
@@ -49,10 +54,64 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// --kl-divergence: evaluates the base's chunks on MODEL and prints llama-perplexity's table and
+// statistics on stdout.
+int compare_with_base(const std::string& model_path, KlBaseReader& base, const Placement& placement, bool validation,
+                      uint32_t max_chunks, uint32_t n_batch, uint32_t n_ubatch) {
+  const gguf::File vocab_file = gguf::File::open(model_path);
+  const Tokenizer tok(load_vocab(vocab_file));
+  const Vocab& vocab = tok.vocab();
+  if (vocab.add_eos())
+    throw std::runtime_error(model_path + ": the vocabulary appends EOS to every text, which llama-perplexity's method does not allow");
+  const uint32_t n_ctx = base.n_ctx();
+  const uint32_t n_chunks = max_chunks ? std::min(max_chunks, base.n_chunk()) : base.n_chunk();
+  const uint32_t n_seq = std::clamp(n_batch / n_ctx, 1u, n_chunks);
+  base.require_chunks(n_chunks);
+
+  const LoadedModel loaded = load_model(model_path, placement, validation);
+  Model* const model = loaded.model.get();
+  if (model->config().n_vocab != base.n_vocab())
+    throw std::runtime_error(base.path() + " was computed with a vocabulary of " + std::to_string(base.n_vocab()) +
+                             " tokens; " + model_path + " has " + std::to_string(model->config().n_vocab));
+  Context ctx(*model, ContextOptions{n_ctx, n_seq, n_ubatch});
+  print_memory_use(ctx);
+  std::fprintf(stderr, "perplexity: comparing with %s over %u chunks, n_ctx=%u, n_seq=%u\n", base.path().c_str(),
+               n_chunks, n_ctx, n_seq);
+
+  PerplexityOptions po;
+  po.n_ctx = n_ctx;
+  po.n_vocab = base.n_vocab();
+  po.max_chunks = n_chunks;
+  po.chunks_per_call = n_seq;
+  po.bos = vocab.add_bos() ? vocab.bos() : -1;
+  po.stop = &interrupt_flag();
+
+  const auto t_start = std::chrono::steady_clock::now();
+  std::printf("%s", format_kld_header().c_str());
+  const KldResult r = kl_divergence(base, po, context_evaluator(ctx), [&](uint32_t chunk, const KldStats& stats) {
+    std::printf("%s", format_kld_chunk(chunk + 1, stats).c_str());
+    flush_stdout();
+  });
+  std::printf("\n%s", format_kld_summary(r.stats).c_str());
+  flush_stdout();
+  if (r.interrupted)
+    std::fprintf(stderr, "perplexity: interrupted (Ctrl-C): the statistics cover the first %u of %u chunks\n",
+                 r.n_chunks, n_chunks);
+  std::fprintf(stderr, "perplexity: %u chunks, %" PRIu64 " tokens compared, %.2f s\n", r.n_chunks, r.stats.count,
+               seconds_since(t_start));
+  if (loaded.instance->validation_errors() > 0) {
+    std::fprintf(stderr, "chorus perplexity: the validation layer reported %" PRIu64 " error(s)\n",
+                 loaded.instance->validation_errors());
+    return 1;
+  }
+  return r.interrupted ? kInterruptedExit : 0;
+}
+
 }  // namespace
 
 int cmd_perplexity(const std::vector<std::string>& args) {
-  std::string model_path, text_path;
+  std::string model_path, text_path, base_path;
+  bool compare = false, ctx_given = false;
   uint32_t n_ctx = 512, n_batch = 2048, n_ubatch = 512, max_chunks = 0;
   Placement placement;
   bool validation = false;
@@ -64,7 +123,12 @@ int cmd_perplexity(const std::vector<std::string>& args) {
     }
     if (a == "-m" || a == "--model") model_path = take_value(args, i);
     else if (a == "-f" || a == "--file") text_path = take_value(args, i);
-    else if (a == "-c" || a == "--ctx-size") n_ctx = parse_positive(a, take_value(args, i));
+    else if (a == "-c" || a == "--ctx-size") {
+      n_ctx = parse_positive(a, take_value(args, i));
+      ctx_given = true;
+    }
+    else if (a == "--kl-divergence-base") base_path = take_value(args, i);
+    else if (a == "--kl-divergence") compare = true;
     else if (a == "--chunks") max_chunks = parse_positive(a, take_value(args, i));
     else if (a == "-b" || a == "--batch-size") n_batch = parse_positive(a, take_value(args, i));
     else if (a == "-ub" || a == "--ubatch-size") n_ubatch = parse_positive(a, take_value(args, i));
@@ -74,11 +138,22 @@ int cmd_perplexity(const std::vector<std::string>& args) {
     else throw UsageError("unexpected argument '" + a + "'");
   }
   if (model_path.empty()) throw UsageError("-m MODEL is required");
-  if (text_path.empty()) throw UsageError("-f FILE is required");
+  if (compare && base_path.empty()) throw UsageError("--kl-divergence needs --kl-divergence-base FILE (the base to compare with)");
+  if (text_path.empty() && !compare) throw UsageError("-f FILE is required");
   if (n_ctx < 4) throw UsageError("-c must be at least 4 tokens");
   if (const char* v = std::getenv("CHORUS_VALIDATION"); v && std::string(v) == "1") validation = true;
 
   install_interrupt_handler();
+  if (compare) {
+    if (!text_path.empty())
+      std::fprintf(stderr, "perplexity: -f %s is not read: --kl-divergence takes the tokens from %s\n",
+                   text_path.c_str(), base_path.c_str());
+    KlBaseReader base(base_path);
+    if (ctx_given && n_ctx != base.n_ctx())
+      std::fprintf(stderr, "perplexity: %s was computed with -c %u; using that instead of -c %u\n", base_path.c_str(),
+                   base.n_ctx(), n_ctx);
+    return compare_with_base(model_path, base, placement, validation, max_chunks, n_batch, n_ubatch);
+  }
   // Everything that can fail without a GPU first.
   const std::string text = read_text_input("-f", text_path);
   const gguf::File vocab_file = gguf::File::open(model_path);
@@ -114,6 +189,13 @@ int cmd_perplexity(const std::vector<std::string>& args) {
   po.bos = vocab.add_bos() ? vocab.bos() : -1;
   po.stop = &interrupt_flag();
 
+  std::optional<KlBaseWriter> base;
+  if (!base_path.empty()) {
+    base.emplace(base_path, n_ctx, po.n_vocab, n_chunks, tokens);
+    po.save_base = &*base;
+    std::fprintf(stderr, "perplexity: saving the log-probabilities of every scored token to %s\n", base_path.c_str());
+  }
+
   const auto t_start = std::chrono::steady_clock::now();
   const PerplexityResult r =
       perplexity(tokens, po, context_evaluator(ctx), [&](uint32_t chunk, double ppl) {
@@ -131,6 +213,12 @@ int cmd_perplexity(const std::vector<std::string>& args) {
   if (r.interrupted)
     std::fprintf(stderr, "perplexity: interrupted (Ctrl-C): the estimate covers the first %u of %u chunks\n", r.n_chunks,
                  n_chunks);
+  if (base) {
+    base->close();
+    if (r.interrupted)
+      std::fprintf(stderr, "perplexity: %s holds only %u of %u chunks; compare with --chunks %u\n", base_path.c_str(),
+                   base->chunks_written(), n_chunks, base->chunks_written());
+  }
   flush_stdout();
   std::fprintf(stderr, "perplexity: %u chunks, %" PRIu64 " tokens scored, %.2f s (%.2f tokens/s evaluated)\n",
                r.n_chunks, r.stats.count, total,

@@ -7,6 +7,7 @@ packages=(
   mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libedit-dev tmux   # chat: JSON, line editing; the chat test drives a real terminal
+  stress-ng                             # the CPU hog of the test stage that proves no test is timing-sensitive
   python3 python3-pip ca-certificates
   clang libclang-rt-14-dev   # libFuzzer and its sanitizer runtimes (scripts/fuzz.sh)
 )

@@ -4,7 +4,8 @@
 #   2. every test with the Vulkan validation layer on (any validation error fails the test that
 #      caused it);
 #   3. the GPU suites again with lavapipe pinned to one thread (results must not depend on the
-#      thread count; the GPU-free suites cannot depend on it, so they are not run twice);
+#      thread count; the GPU-free suites cannot depend on it, so they are not run twice), under a
+#      CPU hog that leaves half a core (stress-ng): no test may depend on the machine's speed;
 #   4. the ASan+UBSan flavour (build-asan/): the unit and GPU suites, every report fatal;
 #   5. the TSan flavour (build-tsan/): the collective and the split, which run threads;
 #   6. each libFuzzer harness for a bounded time from its committed seeds (scripts/fuzz.sh).
@@ -28,8 +29,16 @@ if want 2; then
   CHORUS_VALIDATION=1 ctest --test-dir build --output-on-failure -j2 --timeout 900
 fi
 if want 3; then
-  stage "GPU suites again with LP_NUM_THREADS=1"
-  LP_NUM_THREADS=1 ctest --test-dir build --output-on-failure -j2 --timeout 900 -L gpu
+  stage "GPU suites again with LP_NUM_THREADS=1, under a CPU hog leaving half a core"
+  # Every core but half a one is taken (nproc workers at (nproc - 0.5) / nproc load each).
+  n=$(nproc)
+  stress-ng --cpu "$n" --cpu-load $(( (200 * n - 100) / (2 * n) )) --quiet &
+  hog=$!
+  trap 'kill $hog 2>/dev/null || true' EXIT
+  LP_NUM_THREADS=1 ctest --test-dir build --output-on-failure -j2 --timeout 1800 -L gpu
+  kill $hog 2>/dev/null || true
+  wait $hog 2>/dev/null || true
+  trap - EXIT
 fi
 
 sanitizer_build() {  # DIR FLAVOUR [TARGETS...]

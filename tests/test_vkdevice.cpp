@@ -265,7 +265,7 @@ TEST_F(GpuTest, ABadTimeoutVariableIsRefusedWhenTheDeviceOpens) {
   else ::unsetenv("CHORUS_TIMEOUT_MS");
 }
 
-TEST_F(GpuTest, CHORUS_TIMEOUT_MSSetsTheDefaultTimeoutButAnExplicitOneWins) {
+TEST_F(GpuTest, TheTimeoutVariableSetsTheDefaultButAnExplicitTimeoutWins) {
   const char* old = std::getenv("CHORUS_TIMEOUT_MS");
   const std::string saved = old ? old : "";
   ::setenv("CHORUS_TIMEOUT_MS", "600000", 1);

@@ -265,6 +265,30 @@ TEST_F(GpuTest, ABadTimeoutVariableIsRefusedWhenTheDeviceOpens) {
   else ::unsetenv("CHORUS_TIMEOUT_MS");
 }
 
+TEST_F(GpuTest, TheTimeoutVariableSetsTheDefaultButAnExplicitTimeoutWins) {
+  const char* old = std::getenv("CHORUS_TIMEOUT_MS");
+  const std::string saved = old ? old : "";
+  ::setenv("CHORUS_TIMEOUT_MS", "600000", 1);
+  vk::DeviceOptions o;
+  o.physical_index = test::test_device_index();
+  {
+    vk::Device dev(test::instance(), o);
+    EXPECT_EQ(dev.timeout_ns(), 600'000'000'000ull);
+  }
+  o.timeout_ns = 50'000'000;  // a test's deliberate 50 ms (it used to wait the variable's 10 minutes)
+  {
+    vk::Device dev(test::instance(), o);
+    EXPECT_EQ(dev.timeout_ns(), 50'000'000ull);
+  }
+  ::unsetenv("CHORUS_TIMEOUT_MS");
+  o.timeout_ns = 0;
+  {
+    vk::Device dev(test::instance(), o);
+    EXPECT_EQ(dev.timeout_ns(), vk::kDefaultTimeoutMs * 1'000'000ull);
+  }
+  if (old) ::setenv("CHORUS_TIMEOUT_MS", saved.c_str(), 1);
+}
+
 TEST(Capabilities, ParsingNamesEachBitAndRejectsUnknownWords) {
   EXPECT_EQ(vk::parse_capability_list("fp16,cpu", "test"), shaders::kFp16 | shaders::kCpu);
   EXPECT_EQ(vk::parse_capability_list("all", "test"), shaders::kAllCapabilities);

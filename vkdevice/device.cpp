@@ -55,8 +55,8 @@ Device::Device(const Instance& instance, const DeviceOptions& options) : options
            " (" + info_.name + ")";
   if (!info_.usable()) throw Error(label_ + " cannot be used: " + info_.reject_reason);
 
-  if (const auto ms = env_uint("CHORUS_TIMEOUT_MS", 1, kMaxTimeoutMs, "milliseconds"))
-    options_.timeout_ns = *ms * 1'000'000ull;
+  const std::optional<uint64_t> env_ms = env_uint("CHORUS_TIMEOUT_MS", 1, kMaxTimeoutMs, "milliseconds");
+  if (options_.timeout_ns == 0) options_.timeout_ns = env_ms.value_or(kDefaultTimeoutMs) * 1'000'000ull;
   uint32_t disabled = options.disabled_caps;
   if (const char* env = std::getenv("CHORUS_DISABLE_CAPS"))
     disabled |= parse_capability_list(env, "CHORUS_DISABLE_CAPS");

@@ -41,9 +41,13 @@ struct DeviceOptions {
   // Persist the pipeline cache under $XDG_CACHE_HOME/chorus (or ~/.cache/chorus).
   bool pipeline_cache = true;
   // Host waits give up after this long (a device that stops answering is an error, not a
-  // hang). The environment variable CHORUS_TIMEOUT_MS overrides it (1 .. kMaxTimeoutMs).
-  uint64_t timeout_ns = 60'000'000'000ull;
+  // hang). 0: CHORUS_TIMEOUT_MS (1 .. kMaxTimeoutMs) if set, else kDefaultTimeoutMs. A value
+  // given here wins over the variable (a test that wants a 50 ms timeout gets one), but a
+  // malformed variable is refused either way.
+  uint64_t timeout_ns = 0;
 };
+
+inline constexpr uint64_t kDefaultTimeoutMs = 60'000;
 
 // The longest CHORUS_TIMEOUT_MS accepted: one week, in milliseconds.
 inline constexpr uint64_t kMaxTimeoutMs = 7ull * 24 * 3600 * 1000;

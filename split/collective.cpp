@@ -94,11 +94,11 @@ Collective::Collective(std::vector<vk::Device*> devices, const CollectiveOptions
     }
   }
   if (options_.stall) stall_ = std::make_unique<vk::Timeline>(*devices[options_.stall->first], "injected stall");
-  if (options_.signal_threads.value_or(cpu_device) && devices.size() > 1 && !options_.serialise)
-    for (size_t d = 0; d < devices.size(); ++d) {
-      signallers_.push_back(std::make_unique<Signaller>());
-      signallers_.back()->thread = std::thread([this, d] { signal_loop(d); });
-    }
+  if (options_.signal_threads.value_or(cpu_device) && devices.size() > 1 && !options_.serialise) {
+    for (size_t d = 0; d < devices.size(); ++d) signallers_.push_back(std::make_unique<Signaller>());
+    for (size_t d = 0; d < devices.size(); ++d)  // started once the list no longer changes
+      signallers_[d]->thread = std::thread([this, d, sg = signallers_[d].get()] { signal_loop(d, *sg); });
+  }
   proxy_ = std::thread([this] { proxy_loop(); });
 }
 
@@ -379,8 +379,7 @@ void Collective::signal_reduced(uint64_t value, bool wait) {
   }
 }
 
-void Collective::signal_loop(size_t d) {
-  Signaller& sg = *signallers_[d];
+void Collective::signal_loop(size_t d, Signaller& sg) {
   for (;;) {
     uint64_t value = 0;
     {

@@ -186,7 +186,8 @@ class Collective {
   };
 
   void proxy_loop();
-  void signal_loop(size_t d);
+  struct Signaller;
+  void signal_loop(size_t d, Signaller& sg);
   void signal_reduced(uint64_t value, bool wait);  // every device's `reduced` = value (directly or via
                                                   // its thread; `wait`: until every one is done)
   void stop_signallers() noexcept;

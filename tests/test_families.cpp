@@ -14,72 +14,12 @@
 #include "engine/model.h"
 #include "engine/quant.h"
 #include "tests/gpu.h"
+#include "tests/model_writer.h"
 #include "tests/reference_model.h"
 
 namespace chorus {
 namespace {
 
-// Writes a GGUF v3 file: metadata then 32-byte-aligned tensor data.
-class ModelWriter {
- public:
-  void kv_u32(const std::string& k, uint32_t v) { key(k, 4), pod(meta_, v); }
-  void kv_f32(const std::string& k, float v) { key(k, 6), pod(meta_, v); }
-  void kv_str(const std::string& k, const std::string& v) { key(k, 8), str(meta_, v); }
-
-  // A tensor of `type` (any weight format; ne0 a whole number of its blocks) with shape
-  // [ne0, ne1] filled from N(0, scale^2).
-  void tensor(const std::string& name, uint64_t ne0, uint64_t ne1, GgmlType type, float scale, std::mt19937& rng) {
-    std::normal_distribution<float> normal(0.0f, scale);
-    std::vector<float> v(ne0 * ne1);
-    for (auto& x : v) x = normal(rng);
-    const uint64_t rb = *row_bytes(type, ne0);
-    std::vector<uint8_t> bytes(rb * ne1);
-    for (uint64_t r = 0; r < ne1; ++r) quantize_row(type, v.data() + r * ne0, bytes.data() + r * rb, static_cast<int64_t>(ne0));
-    while (data_.size() % 32) data_.push_back(0);
-    ++n_tensors_;
-    str(infos_, name);
-    const uint32_t n_dims = ne1 > 1 ? 2 : 1;
-    pod(infos_, n_dims);
-    pod(infos_, ne0);
-    if (n_dims == 2) pod(infos_, ne1);
-    pod(infos_, static_cast<uint32_t>(type));
-    pod(infos_, static_cast<uint64_t>(data_.size()));
-    data_.insert(data_.end(), bytes.begin(), bytes.end());
-  }
-
-  std::string write(const std::string& path) const {
-    std::vector<uint8_t> out;
-    out.insert(out.end(), {'G', 'G', 'U', 'F'});
-    pod(out, uint32_t{3});
-    pod(out, n_tensors_);
-    pod(out, n_kv_);
-    out.insert(out.end(), meta_.begin(), meta_.end());
-    out.insert(out.end(), infos_.begin(), infos_.end());
-    while (out.size() % 32) out.push_back(0);
-    out.insert(out.end(), data_.begin(), data_.end());
-    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size()));
-    return path;
-  }
-
- private:
-  template <class T>
-  static void pod(std::vector<uint8_t>& b, T v) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    b.insert(b.end(), p, p + sizeof v);
-  }
-  static void str(std::vector<uint8_t>& b, const std::string& s) {
-    pod(b, static_cast<uint64_t>(s.size()));
-    b.insert(b.end(), s.begin(), s.end());
-  }
-  void key(const std::string& k, uint32_t type) {
-    ++n_kv_;
-    str(meta_, k);
-    pod(meta_, type);
-  }
-
-  std::vector<uint8_t> meta_, infos_, data_;
-  uint64_t n_kv_ = 0, n_tensors_ = 0;
-};
 
 // The tiny models below: their shapes and the formats of their matrices.
 struct TinyQwen2 {
@@ -104,7 +44,7 @@ std::string write_tiny_qwen2(const TinyQwen2& m) {
   const uint32_t E = m.E, H = m.H, KV = m.KV, D = m.D, F = m.F, V = m.V, L = 2;
   const std::string a = m.arch, qwen3 = "qwen3";
   std::mt19937 rng(7);
-  ModelWriter w;
+  test::ModelWriter w;
   w.kv_str("general.architecture", a);
   w.kv_str("general.name", "tiny random " + a + ", " + m.name + " (chorus test)");
   w.kv_u32(a + ".context_length", 256);

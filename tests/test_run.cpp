@@ -178,6 +178,14 @@ TEST(ChorusRun, ADeviceThatStopsMakingProgressAloneOrInALayerSplitIsOneErrorNotA
   }
 }
 
+TEST(ChorusRun, AFaultInjectionVariableThatIsNotTwoNumbersBelowTwoToTheThirtyTwoIsRefusedByName) {
+  for (const std::string bad : {"4294967297:1", "1", "1:", "-1:2", "a:b", "1:2x"}) {
+    const Result r = chorus("run -m " + kStories + " -p hi -n 2" + two_devices(), "CHORUS_FAULT_STALL=" + bad);
+    EXPECT_EQ(r.exit_code, 1) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find("CHORUS_FAULT_STALL is '" + bad + "'"), std::string::npos) << r.err;
+  }
+}
+
 TEST(ChorusRun, BadArgumentsAreUsageErrors) {
   for (const std::string args : {"run", "run -m x.gguf --temp warm", "run -m x.gguf --top-p 1.5",
                                  "run -m x.gguf --bogus", "run -m x.gguf -n", "run -m x.gguf -n -3",

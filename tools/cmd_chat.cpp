@@ -93,13 +93,9 @@ std::optional<std::string> read_line(bool tty, const char* prompt) {
   return s;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path + ": cannot open for reading");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// A template or saved conversation: a regular file (or a pipe given on purpose) of bounded
+// size; a device such as /dev/zero, a directory or a FIFO without a writer is refused by name.
+std::string read_file(const std::string& what, const std::string& path) { return read_text_input(what, path); }
 
 // The template to use: --chat-template, else the model's, else chatml; one that does not
 // parse or render falls back to the built-in format it resembles, with a warning.
@@ -111,7 +107,7 @@ ModelChatFormat choose_template(const gguf::File& f, const std::string& requeste
       fmt.chat_template = *b;
       origin = "the built-in '" + requested + "' format";
     } else if (::access(requested.c_str(), R_OK) == 0) {
-      fmt.chat_template = read_file(requested);
+      fmt.chat_template = read_file("--chat-template", requested);
       origin = requested;
     } else {
       std::string names;
@@ -281,7 +277,7 @@ int cmd_chat(const std::vector<std::string>& args) {
             if (!out.flush()) throw std::runtime_error(arg + ": cannot write");
             std::fprintf(stderr, "[ %zu messages saved to %s ]\n", chat.messages().size(), arg.c_str());
           } else {
-            chat.set_messages(ChatSession::messages_from_json(read_file(arg)));
+            chat.set_messages(ChatSession::messages_from_json(read_file("/load", arg)));
             std::fprintf(stderr, "[ %zu messages loaded from %s ]\n", chat.messages().size(), arg.c_str());
           }
         } catch (const std::exception& e) {

@@ -93,6 +93,13 @@ struct Position {
       interp.fail(TemplateError::Kind::Limit, "evaluation nested deeper than " +
                                                   std::to_string(interp.options.limits.max_eval_depth) + " levels");
     }
+    const auto here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    if (interp.stack_base > here && interp.stack_base - here > interp.options.limits.max_stack_bytes) {
+      --interp.eval_depth;
+      interp.fail(TemplateError::Kind::Limit,
+                  "evaluation nested deeper than " + std::to_string(interp.eval_depth) + " levels used " +
+                      std::to_string(interp.options.limits.max_stack_bytes >> 10) + " KiB of stack");
+    }
   }
   ~Position() {
     --in.eval_depth;
@@ -728,6 +735,7 @@ void Interpreter::exec_call_block(const Node& n, const std::shared_ptr<Scope>& s
 std::string render(const Body& body, const Value& context, const RenderOptions& options) {
   Interpreter in;
   in.options = options;
+  in.stack_base = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
   auto root = std::make_shared<Scope>();
   add_globals(*root);
   if (context.is_dict())

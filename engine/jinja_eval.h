@@ -28,7 +28,10 @@ struct RenderLimits {
   size_t max_string_bytes = 16u << 20;    // any one string built by the template
   size_t max_list_items = 1u << 20;       // any one list built by the template (range(), *, +)
   int max_call_depth = 64;                // macros calling macros (or themselves)
-  int max_eval_depth = 2500;              // nested evaluation: at most about 1 MiB of C++ stack
+  int max_eval_depth = 2500;              // nested evaluation: about 1 MiB of C++ stack in a release build
+  // C++ stack the evaluation may use below render()'s frame, measured from frame addresses: frames
+  // are several times larger under sanitizers, where max_eval_depth alone would overflow 8 MiB.
+  size_t max_stack_bytes = 2u << 20;
 };
 
 // Which |tojson a template gets. Jinja2's own sorts keys and escapes <, >, & and ' for HTML;
@@ -66,6 +69,7 @@ struct Interpreter {
   uint64_t steps = 0;
   int call_depth = 0;
   int eval_depth = 0;  // statements and expressions being evaluated inside each other
+  uintptr_t stack_base = 0;  // render()'s frame address; the stack grows down from it
   int line = 0, column = 0;  // position of the node being evaluated, for error messages
 
   void step(uint64_t n = 1);

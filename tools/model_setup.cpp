@@ -33,74 +33,84 @@ void upload_progress(uint64_t done, uint64_t total) {
 
 }  // namespace
 
-const char* const kPlacementHelp =
-    "  --device, -dev LIST     physical device indices from `chorus devices`, e.g. 0 or 0,1 or 0,0,1;\n"
-    "                          repeating an index opens that device again as another logical device\n"
-    "                          (default: every usable device)\n"
-    "  -sm, --split-mode M     none | layer | tensor (default: tensor with several devices; llama.cpp's row is tensor)\n"
-    "  -ts, --tensor-split R   ratios, e.g. 3,1 or 3/1 (any positive numbers; default: each device's free memory)\n"
-    "  -mg, --main-gpu I       the device (position in --device) that holds everything with -sm none\n"
-    "  --force-staging         use the discrete-GPU memory path (staging copies) even on unified memory\n"
-    "  -ngl N                  accepted when N covers every layer (chorus keeps all layers on the GPUs)\n"
-    "  -t N, -tb N             accepted and ignored (lavapipe's threads: LP_NUM_THREADS)\n";
-
-bool parse_placement_flag(const std::vector<std::string>& args, size_t& i, Placement& p) {
-  const std::string& a = args[i];
-  if (a == "--device" || a == "-dev") {
-    p.devices = parse_index_list(a, take_value(args, i));
-  } else if (a == "-sm" || a == "--split-mode") {
-    const std::string v = take_value(args, i);
-    if (v == "row")
-      throw UsageError("-sm row is llama.cpp's row split, which its Vulkan backend never had; chorus's equivalent "
-                       "(every device works on every matrix, any ratio, any device count) is -sm tensor, the default "
-                       "with several devices");
-    try {
-      p.mode = split::parse_split_mode(v);
-    } catch (const std::invalid_argument& e) {
-      throw UsageError(e.what());
-    }
-    p.mode_given = true;
-  } else if (a == "-ts" || a == "--tensor-split") {
-    std::string v = take_value(args, i);
-    std::replace(v.begin(), v.end(), '/', ',');  // llama.cpp writes 3/1 as well as 3,1
-    const std::vector<std::string> items = split_list(a, v, "3,1");
-    p.ratios.clear();
-    for (const std::string& item : items) {
-      const double r = parse_number(a, item);
-      if (!(r > 0)) throw UsageError(a + " expects positive ratios, got '" + item + "' in '" + v + "'");
-      p.ratios.push_back(r);
-    }
-    // Only proportions matter: scale so the largest is 1, so a sum such as 1e308 + 1e308 cannot
-    // overflow to infinity downstream. A ratio that vanishes next to the largest is refused.
-    const auto largest = std::max_element(p.ratios.begin(), p.ratios.end());
-    const std::string largest_item = items[static_cast<size_t>(largest - p.ratios.begin())];
-    const double scale = *largest;
-    for (size_t k = 0; k < p.ratios.size(); ++k) {
-      p.ratios[k] /= scale;
-      if (!(p.ratios[k] > 0))
-        throw UsageError(a + " ratio '" + items[k] + "' is too small next to '" + largest_item + "' in '" + v + "'");
-    }
-  } else if (a == "-mg" || a == "--main-gpu") {
-    const uint64_t v = parse_uint(a, take_value(args, i));
-    if (v > 1024) throw UsageError(a + " value is out of range");
-    p.main_device = static_cast<uint32_t>(v);
-  } else if (a == "--force-staging") {
-    p.force_staging = true;
-  } else if (a == "-ngl" || a == "--n-gpu-layers" || a == "--gpu-layers") {
-    p.gpu_layers = parse_int(a, take_value(args, i), -1, std::numeric_limits<int32_t>::max());
-  } else if (a == "-t" || a == "--threads" || a == "-tb" || a == "--threads-batch") {
-    (void)parse_int(a, take_value(args, i), -1, 1 << 16);
-    std::fprintf(stderr, "note: %s is accepted and ignored: chorus runs on the GPUs (lavapipe, the CPU driver, takes its "
-                 "thread count from LP_NUM_THREADS)\n", a.c_str());
-  } else if (a == "--verbose" || a == "-v" || a == "--no-mmap" || a == "--mlock" || a == "-fa" || a == "--flash-attn") {
-    std::fprintf(stderr, "note: %s is accepted and ignored (%s)\n", a.c_str(),
-                 a == "--verbose" || a == "-v" ? "the load log and timings are always on stderr"
-                 : a == "-fa" || a == "--flash-attn" ? "chorus's attention kernel is always fused"
-                                                     : "chorus reads the file once into device memory");
-  } else {
-    return false;
+split::SplitMode parse_split_mode_flag(const std::string& v) {
+  if (v == "row")
+    throw UsageError("-sm row is llama.cpp's row split, which its Vulkan backend never had; chorus's equivalent "
+                     "(every device works on every matrix, any ratio, any device count) is -sm tensor, the default "
+                     "with several devices");
+  try {
+    return split::parse_split_mode(v);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
   }
-  return true;
+}
+
+std::vector<double> parse_ratios(const std::string& flag, std::string v) {
+  std::replace(v.begin(), v.end(), '/', ',');  // llama.cpp writes 3/1 as well as 3,1
+  const std::vector<std::string> items = split_list(flag, v, "3,1");
+  std::vector<double> ratios;
+  for (const std::string& item : items) {
+    const double r = parse_number(flag, item);
+    if (!(r > 0)) throw UsageError(flag + " expects positive ratios, got '" + item + "' in '" + v + "'");
+    ratios.push_back(r);
+  }
+  // Only proportions matter: scale so the largest is 1, so a sum such as 1e308 + 1e308 cannot
+  // overflow to infinity downstream. A ratio that vanishes next to the largest is refused.
+  const auto largest = std::max_element(ratios.begin(), ratios.end());
+  const std::string largest_item = items[static_cast<size_t>(largest - ratios.begin())];
+  const double scale = *largest;
+  for (size_t k = 0; k < ratios.size(); ++k) {
+    ratios[k] /= scale;
+    if (!(ratios[k] > 0))
+      throw UsageError(flag + " ratio '" + items[k] + "' is too small next to '" + largest_item + "' in '" + v + "'");
+  }
+  return ratios;
+}
+
+void add_placement_options(cli::Parser& p, Placement& placement, bool with_layout) {
+  p.section("devices and split:");
+  if (with_layout) {
+  p.option({"--device", "-dev"}, "LIST",
+           "physical device indices from `chorus devices`, e.g. 0 or 0,1 or 0,0,1; repeating an index opens that "
+           "device again as another logical device (default: every usable device)",
+           [&placement](const std::string& flag, const std::string& v) { placement.devices = parse_index_list(flag, v); });
+  p.option({"-sm", "--split-mode"}, "MODE",
+           "none | layer | tensor (default: tensor with several devices; llama.cpp's row is tensor)",
+           [&placement](const std::string&, const std::string& v) { placement.mode = parse_split_mode_flag(v); placement.mode_given = true; });
+  p.option({"-ts", "--tensor-split"}, "RATIOS",
+           "ratios, e.g. 3,1 or 3/1 (any positive numbers; default: each device's free memory)",
+           [&placement](const std::string& flag, const std::string& v) { placement.ratios = parse_ratios(flag, v); });
+  }
+  p.option({"-mg", "--main-gpu"}, "I", "the device (position in --device) that holds everything with -sm none",
+           [&placement](const std::string& flag, const std::string& v) {
+             const uint64_t n = parse_uint(flag, v);
+             if (n > 1024) throw UsageError(flag + " value is out of range");
+             placement.main_device = static_cast<uint32_t>(n);
+           });
+  p.flag({"--force-staging"}, "use the discrete-GPU memory path (staging copies) even on unified memory",
+         placement.force_staging);
+  p.option({"-ngl", "--n-gpu-layers", "--gpu-layers"}, "N",
+           "accepted when N covers every layer (chorus keeps all layers on the GPUs)",
+           [&placement](const std::string& flag, const std::string& v) {
+             placement.gpu_layers = parse_int(flag, v, -1, std::numeric_limits<int32_t>::max());
+           });
+  p.option({"-t", "--threads", "-tb", "--threads-batch"}, "N",
+           "accepted and ignored (lavapipe's threads: LP_NUM_THREADS)", [](const std::string& flag, const std::string& v) {
+             (void)parse_int(flag, v, -1, 1 << 16);
+             std::fprintf(stderr, "note: %s is accepted and ignored: chorus runs on the GPUs (lavapipe, the CPU driver, takes "
+                          "its thread count from LP_NUM_THREADS)\n", flag.c_str());
+           });
+  const auto ignored = [](const char* why) {
+    return [why](const std::string& flag) {
+      std::fprintf(stderr, "note: %s is accepted and ignored (%s)\n", flag.c_str(), why);
+    };
+  };
+  const char* const log = "the load log and timings are always on stderr";
+  const char* const fused = "chorus's attention kernel is always fused";
+  const char* const once = "chorus reads the file once into device memory";
+  p.flag({"--verbose", "-v"}, std::string("accepted and ignored: ") + log, [f = ignored(log)] { f("--verbose"); })
+      .flag({"-fa", "--flash-attn"}, std::string("accepted and ignored: ") + fused, [f = ignored(fused)] { f("-fa"); })
+      .flag({"--no-mmap", "--mlock"}, std::string("accepted and ignored: ") + once, [f = ignored(once)] { f("--no-mmap/--mlock"); });
 }
 
 LoadedModel load_model(const std::string& path, const Placement& placement, bool validation) {
@@ -167,29 +177,44 @@ uint32_t parse_positive(const std::string& flag, const std::string& text) {
   return static_cast<uint32_t>(v);
 }
 
-bool parse_sampling_flag(const std::vector<std::string>& args, size_t& i, SamplerParams& sp,
-                         std::optional<uint64_t>& seed) {
-  const std::string& a = args[i];
-  if (a == "--temp") {
-    sp.temp = static_cast<float>(parse_number(a, take_value(args, i)));
-  } else if (a == "--top-k") {
-    sp.top_k = static_cast<int32_t>(parse_int(a, take_value(args, i), 0, std::numeric_limits<int32_t>::max()));
-  } else if (a == "--top-p" || a == "--min-p") {
-    const double v = parse_number(a, take_value(args, i));
-    if (v < 0 || v > 1) throw UsageError(a + " expects a value between 0 and 1, got " + args[i]);
-    (a == "--top-p" ? sp.top_p : sp.min_p) = static_cast<float>(v);
-  } else if (a == "--repeat-penalty") {
-    const double v = parse_number(a, take_value(args, i));
-    if (v <= 0) throw UsageError("--repeat-penalty expects a positive number, got " + args[i]);
-    sp.repeat_penalty = static_cast<float>(v);
-  } else if (a == "--repeat-last-n") {
-    sp.repeat_last_n = static_cast<int32_t>(parse_int(a, take_value(args, i), -1, std::numeric_limits<int32_t>::max()));
-  } else if (a == "--seed") {
-    seed = parse_uint(a, take_value(args, i));
-  } else {
-    return false;
-  }
-  return true;
+void add_sampling_options(cli::Parser& p, SamplerParams& sp, std::optional<uint64_t>& seed) {
+  p.section("sampling:");
+  p.option({"--temp"}, "T", "temperature; 0 or less is greedy (default " + format_default(sp.temp) + ")",
+           [&sp](const std::string& flag, const std::string& v) { sp.temp = static_cast<float>(parse_number(flag, v)); });
+  p.option({"--top-k"}, "K", "keep the K most likely tokens; 0 disables (default " + std::to_string(sp.top_k) + ")",
+           [&sp](const std::string& flag, const std::string& v) {
+             sp.top_k = static_cast<int32_t>(parse_int(flag, v, 0, std::numeric_limits<int32_t>::max()));
+           });
+  const auto unit = [](float& target) {
+    return [&target](const std::string& flag, const std::string& v) {
+      const double x = parse_number(flag, v);
+      if (x < 0 || x > 1) throw UsageError(flag + " expects a value between 0 and 1, got " + v);
+      target = static_cast<float>(x);
+    };
+  };
+  p.option({"--top-p"}, "P", "keep the smallest set with probability mass P; 1 disables (default " + format_default(sp.top_p) + ")",
+           unit(sp.top_p));
+  p.option({"--min-p"}, "M", "drop tokens below M times the best probability; 0 disables (default " + format_default(sp.min_p) + ")",
+           unit(sp.min_p));
+  p.option({"--repeat-penalty"}, "R", "penalise the last tokens' logits by R; 1 disables (default " + format_default(sp.repeat_penalty) + ")",
+           [&sp](const std::string& flag, const std::string& v) {
+             const double x = parse_number(flag, v);
+             if (x <= 0) throw UsageError(flag + " expects a positive number, got " + v);
+             sp.repeat_penalty = static_cast<float>(x);
+           });
+  p.option({"--repeat-last-n"}, "N",
+           "tokens the penalty looks back over; 0 disables, -1 all (default " + std::to_string(sp.repeat_last_n) + ")",
+           [&sp](const std::string& flag, const std::string& v) {
+             sp.repeat_last_n = static_cast<int32_t>(parse_int(flag, v, -1, std::numeric_limits<int32_t>::max()));
+           });
+  p.option({"--seed", "-s"}, "S", "random seed; the same seed gives the same text (default: random, printed)",
+           [&seed](const std::string& flag, const std::string& v) { seed = parse_uint(flag, v); });
+}
+
+std::string format_default(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
 }
 
 }  // namespace chorus::tools

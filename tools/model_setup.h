@@ -12,6 +12,7 @@
 #include "engine/model.h"
 #include "engine/sampling.h"
 #include "split/plan.h"
+#include "tools/cli.h"
 #include "vkdevice/device.h"
 #include "vkdevice/instance.h"
 
@@ -28,10 +29,15 @@ struct Placement {
   std::optional<int64_t> gpu_layers;  // llama.cpp's -ngl: accepted when it covers every layer
 };
 
-// Consumes args[i] (and its value) if it is a placement flag; returns whether it was.
-bool parse_placement_flag(const std::vector<std::string>& args, size_t& i, Placement& p);
-// The --help lines of the placement flags.
-extern const char* const kPlacementHelp;
+// Declares the placement options (--device/-dev, -sm, -ts, -mg, --force-staging, and llama.cpp's
+// -ngl, -t, -tb, -v, -fa, --no-mmap, --mlock: accepted, with a note where ignored) in `p`.
+// Without `with_layout`, --device, -sm and -ts are left for the caller to declare (bench takes
+// several of each).
+void add_placement_options(cli::Parser& p, Placement& placement, bool with_layout = true);
+// -sm's value (none | layer | tensor; llama.cpp's row is refused with the reason).
+split::SplitMode parse_split_mode_flag(const std::string& text);
+// -ts's value: "3,1" or "3/1", positive numbers, scaled so the largest is 1.
+std::vector<double> parse_ratios(const std::string& flag, std::string text);
 
 struct LoadedModel {
   std::unique_ptr<vk::Instance> instance;
@@ -46,10 +52,11 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
 // "<device>: weights 93.81 MiB, KV cache 45.00 MiB, scratch 12.34 MiB" per device, on stderr.
 void print_memory_use(const Context& ctx);
 
-// Consumes args[i] (and its value) if it is a sampling flag (--temp, --top-k, --top-p,
-// --min-p, --repeat-penalty, --repeat-last-n, --seed); returns whether it was.
-bool parse_sampling_flag(const std::vector<std::string>& args, size_t& i, SamplerParams& sp,
-                         std::optional<uint64_t>& seed);
+// Declares the sampling options (--temp, --top-k, --top-p, --min-p, --repeat-penalty,
+// --repeat-last-n, --seed/-s) in `p`, their defaults taken from `sp`.
+void add_sampling_options(cli::Parser& p, SamplerParams& sp, std::optional<uint64_t>& seed);
+// A default value for help text: 0.8, 40, 1e-05.
+std::string format_default(double v);
 
 // The positive count a flag takes (1 .. 2^24), or a UsageError.
 uint32_t parse_positive(const std::string& flag, const std::string& text);

@@ -186,7 +186,14 @@ TEST(ChorusTool, BenchKernelsRejectsABadDeviceOrShapeBeforeDoingAnyWork) {
 TEST(ChorusTool, ABufferOfFourGibibytesIsRefusedWithItsPurposeAndTheLimit) {
   // -ub 16777216 asks for a 4 GiB scratch buffer, which failed inside vkCreateBuffer with
   // VK_ERROR_OUT_OF_DEVICE_MEMORY before the budget check.
-  const Result r = run("run -m " + kStories + " -ub 16777216 -c 512 -n 1");
+  // The planner refuses it before anything is allocated, naming the cause.
+  Result r = run("run -m " + kStories + " -ub 16777216 -c 512 -n 1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("tokens per forward pass do not fit even with a context of 1: lower -ub"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("loading weights"), std::string::npos) << "refused before the upload\n" << r.output;
+  // With --fit off the allocation itself refuses it, with the buffer's purpose and the limit.
+  r = run("run -m " + kStories + " -ub 16777216 -c 512 -n 1 --fit off");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("buffer 'scratch' of 4.00 GiB (4294967296 bytes) exceeds the device's"), std::string::npos)
       << r.output;

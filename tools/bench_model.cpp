@@ -189,7 +189,9 @@ class Printer {
 // Runs one configuration's tests, printing a row per test.
 void bench_config(const Config& cfg, const std::vector<uint32_t>& pp, const std::vector<uint32_t>& tg, uint32_t reps,
                   uint32_t n_ubatch, Printer& out) {
-  const LoadedModel loaded = load_model(cfg.model, cfg.placement, false);
+  const uint32_t longest = std::max(*std::max_element(pp.begin(), pp.end()), *std::max_element(tg.begin(), tg.end()) + 1);
+  const LoadedModel loaded =
+      load_model(cfg.model, cfg.placement, false, ContextRequest{std::max(longest, 16u), 1, n_ubatch, 1, false});
   Model& model = *loaded.model;
   std::vector<vk::Device*> devs;
   std::vector<std::string> names;
@@ -198,8 +200,7 @@ void bench_config(const Config& cfg, const std::vector<uint32_t>& pp, const std:
     names.push_back(d->label());
   }
   const ModelConfig& c = model.config();
-  const uint32_t longest = std::max(*std::max_element(pp.begin(), pp.end()), *std::max_element(tg.begin(), tg.end()) + 1);
-  Context ctx(model, ContextOptions{std::max(longest, 16u), 1, n_ubatch});
+  Context ctx(model, loaded.context);
   print_memory_use(ctx);
 
   Row base;

@@ -172,8 +172,8 @@ int cmd_chat(const std::vector<std::string>& args) {
   const Tokenizer tok(load_vocab(file));
   const ModelChatFormat format = choose_template(file, template_arg, system);
 
-  const LoadedModel loaded = load_model(model_path, placement, validation);
-  Context ctx(*loaded.model, ContextOptions{n_ctx, 1, n_ubatch});
+  const LoadedModel loaded = load_model(model_path, placement, validation, ContextRequest{n_ctx, 1, n_ubatch});
+  Context ctx(*loaded.model, loaded.context);
   std::fprintf(stderr, "context: %u tokens\n", ctx.n_ctx());
   print_memory_use(ctx);
 

@@ -42,12 +42,13 @@ int compare_with_base(const std::string& model_path, KlBaseReader& base, const P
   const uint32_t n_seq = std::clamp(n_batch / n_ctx, 1u, n_chunks);
   base.require_chunks(n_chunks);
 
-  const LoadedModel loaded = load_model(model_path, placement, validation);
+  const LoadedModel loaded = load_model(model_path, placement, validation,
+                                        ContextRequest{n_ctx, n_seq, n_ubatch, std::min(n_ubatch, n_ctx * n_seq), false});
   Model* const model = loaded.model.get();
   if (model->config().n_vocab != base.n_vocab())
     throw std::runtime_error(base.path() + " was computed with a vocabulary of " + std::to_string(base.n_vocab()) +
                              " tokens; " + model_path + " has " + std::to_string(model->config().n_vocab));
-  Context ctx(*model, ContextOptions{n_ctx, n_seq, n_ubatch});
+  Context ctx(*model, loaded.context);
   print_memory_use(ctx);
   std::fprintf(stderr, "perplexity: comparing with %s over %u chunks, n_ctx=%u, n_seq=%u\n", base.path().c_str(),
                n_chunks, n_ctx, n_seq);
@@ -162,9 +163,10 @@ int cmd_perplexity(const std::vector<std::string>& args) {
   const uint32_t n_chunks = max_chunks ? std::min(max_chunks, n_chunks_max) : n_chunks_max;
   const uint32_t n_seq = std::clamp(n_batch / n_ctx, 1u, n_chunks);
 
-  const LoadedModel loaded = load_model(model_path, placement, validation);
+  const LoadedModel loaded = load_model(model_path, placement, validation,
+                                        ContextRequest{n_ctx, n_seq, n_ubatch, std::min(n_ubatch, n_ctx * n_seq), false});
   Model* const model = loaded.model.get();
-  Context ctx(*model, ContextOptions{n_ctx, n_seq, n_ubatch});
+  Context ctx(*model, loaded.context);
   print_memory_use(ctx);
   std::fprintf(stderr, "perplexity: calculating perplexity over %u chunks, n_ctx=%u, batch_size=%u, n_seq=%u\n",
                n_chunks, n_ctx, n_batch, n_seq);

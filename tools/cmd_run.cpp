@@ -124,10 +124,10 @@ int cmd_run(const std::vector<std::string>& args) {
   const Vocab& vocab = tok.vocab();
 
   const auto t_load = std::chrono::steady_clock::now();
-  const LoadedModel loaded = load_model(model_path, placement, validation);
+  const LoadedModel loaded = load_model(model_path, placement, validation, ContextRequest{n_ctx, 1, n_ubatch});
   const double load_ms = ms_since(t_load);
   Model* const model = loaded.model.get();
-  Context ctx(*model, ContextOptions{n_ctx, 1, n_ubatch});
+  Context ctx(*model, loaded.context);
   std::fprintf(stderr, "context: %u tokens\n", ctx.n_ctx());
   print_memory_use(ctx);
   std::fprintf(stderr, "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, repeat-penalty %.2f (last %d), seed %" PRIu64 "\n",

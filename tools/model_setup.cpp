@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "tools/commands.h"
+#include "vkdevice/host_memory.h"
 
 namespace chorus::tools {
 namespace {
@@ -89,6 +90,21 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
            });
   p.flag({"--force-staging"}, "use the discrete-GPU memory path (staging copies) even on unified memory",
          placement.force_staging);
+  p.option({"--fit"}, "on|off",
+           "on (default): check every device's bytes before loading, rebalance ratios not given and shrink the "
+           "context to fit, else refuse with what is missing; off: load exactly what was asked",
+           [&placement](const std::string& flag, const std::string& v) {
+             if (v != "on" && v != "off") throw UsageError(flag + " is on or off, not '" + v + "'");
+             placement.fit = v == "on";
+           });
+  p.option({"--fit-ctx-min"}, "N", "the smallest context fitting may shrink to (default 4096, or the model's own if smaller)",
+           [&placement](const std::string& flag, const std::string& v) { placement.fit_ctx_min = parse_positive(flag, v); });
+  p.option({"--memory-budget"}, "LIST",
+           "pretend each device has this much memory, e.g. 384M,128M (one per device; to simulate unequal GPUs)",
+           [&placement](const std::string& flag, const std::string& v) {
+             placement.budgets.clear();
+             for (const std::string& item : split_list(flag, v, "384M,128M")) placement.budgets.push_back(parse_bytes(flag, item));
+           });
   p.option({"-ngl", "--n-gpu-layers", "--gpu-layers"}, "N",
            "accepted when N covers every layer (chorus keeps all layers on the GPUs)",
            [&placement](const std::string& flag, const std::string& v) {
@@ -113,15 +129,14 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
       .flag({"--no-mmap", "--mlock"}, std::string("accepted and ignored: ") + once, [f = ignored(once)] { f("--no-mmap/--mlock"); });
 }
 
-LoadedModel load_model(const std::string& path, const Placement& placement, bool validation) {
-  if (placement.gpu_layers && *placement.gpu_layers >= 0) {
-    const gguf::File f = gguf::File::open(path);
-    const ModelConfig c = ModelConfig::from_gguf(f);
-    if (*placement.gpu_layers < int64_t{c.n_layer})
-      throw UsageError("-ngl " + std::to_string(*placement.gpu_layers) + " would leave layers on the CPU; chorus keeps all " +
-                       std::to_string(c.n_layer) + " layers on the GPUs (omit -ngl, or give " + std::to_string(c.n_layer) +
-                       " or more; -sm layer -ts spreads layers over several GPUs)");
-  }
+LoadedModel load_model(const std::string& path, const Placement& placement, bool validation, const ContextRequest& context) {
+  // The header first: a bad file fails before any device is opened, and the plan needs its shape.
+  const gguf::File header = gguf::File::open(path);
+  const ModelConfig config = ModelConfig::from_gguf(header);
+  if (placement.gpu_layers && *placement.gpu_layers >= 0 && *placement.gpu_layers < int64_t{config.n_layer})
+    throw UsageError("-ngl " + std::to_string(*placement.gpu_layers) + " would leave layers on the CPU; chorus keeps all " +
+                     std::to_string(config.n_layer) + " layers on the GPUs (omit -ngl, or give " +
+                     std::to_string(config.n_layer) + " or more; -sm layer -ts spreads layers over several GPUs)");
   LoadedModel m;
   m.instance = std::make_unique<vk::Instance>(vk::InstanceOptions{validation});
   std::vector<uint32_t> indices = placement.devices;
@@ -129,31 +144,58 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
     for (const auto& d : m.instance->devices())
       if (d.usable()) indices.push_back(d.index);
   if (indices.empty()) throw std::runtime_error("no usable Vulkan device (see `chorus devices`)");
+  if (!placement.budgets.empty() && placement.budgets.size() != indices.size())
+    throw UsageError("--memory-budget gives " + std::to_string(placement.budgets.size()) + " sizes for " +
+                     std::to_string(indices.size()) + " devices");
   std::vector<vk::Device*> devices;
   for (size_t i = 0; i < indices.size(); ++i) {
     vk::DeviceOptions o;
     o.physical_index = indices[i];
     o.opening = static_cast<uint32_t>(std::count(indices.begin(), indices.begin() + static_cast<std::ptrdiff_t>(i), indices[i]));
     o.force_staging = placement.force_staging;
+    if (!placement.budgets.empty()) o.memory_budget = placement.budgets[i];
     m.devices.push_back(std::make_unique<vk::Device>(*m.instance, o));
     devices.push_back(m.devices.back().get());
     std::fprintf(stderr, "device: %s%s\n", devices.back()->label().c_str(),
                  devices.back()->uses_staging() ? " (staging copies)" : "");
   }
-  split::SplitRequest req;
-  req.mode = devices.size() == 1 ? split::SplitMode::none : placement.mode;
-  if (placement.mode_given) req.mode = placement.mode;
-  req.main_device = placement.main_device;
-  if (req.main_device >= devices.size())
-    throw UsageError("-mg " + std::to_string(req.main_device) + " is not one of the " + std::to_string(devices.size()) +
+  split::FitRequest fr;
+  fr.model = model_shape(config, header);
+  fr.split.mode = devices.size() == 1 ? split::SplitMode::none : placement.mode;
+  if (placement.mode_given) fr.split.mode = placement.mode;
+  fr.split.main_device = placement.main_device;
+  if (fr.split.main_device >= devices.size())
+    throw UsageError("-mg " + std::to_string(fr.split.main_device) + " is not one of the " + std::to_string(devices.size()) +
                      " devices");
-  req.ratios = placement.ratios;
-  if (req.ratios.empty())  // each device's free memory
-    for (vk::Device* d : devices)
-      req.ratios.push_back(static_cast<double>(std::max<uint64_t>(1, d->allocator().budget() - d->allocator().reserved())));
-  if (req.ratios.size() != devices.size())
-    throw UsageError("-ts gives " + std::to_string(req.ratios.size()) + " ratios for " + std::to_string(devices.size()) +
+  fr.split.ratios = placement.ratios;
+  if (!fr.split.ratios.empty() && fr.split.ratios.size() != devices.size())
+    throw UsageError("-ts gives " + std::to_string(fr.split.ratios.size()) + " ratios for " + std::to_string(devices.size()) +
                      " devices");
+  for (vk::Device* d : devices) {
+    const vk::Allocator& a = d->allocator();
+    fr.free_bytes.push_back(a.budget() > a.reserved() ? a.budget() - a.reserved() : 0);
+    fr.ctx.collective_per_device = fr.ctx.collective_per_device || !vk::host_import_unavailable(*d).empty();
+  }
+  const uint32_t trained = config.n_ctx_train;
+  fr.ctx.n_ctx = context.n_ctx ? context.n_ctx : std::min<uint32_t>(trained, 4096);
+  if (context.n_ctx > trained)
+    std::fprintf(stderr, "warning: a context of %u tokens is longer than the %u the model was trained on; "
+                 "quality past %u is not what the model learnt\n", context.n_ctx, trained, trained);
+  fr.ctx.n_seq = context.n_seq;
+  fr.ctx.n_ubatch = context.n_ubatch;
+  fr.ctx.logit_rows = context.logit_rows;
+  fr.fit = placement.fit;
+  fr.n_ctx_min = context.shrinkable ? placement.fit_ctx_min.value_or(std::min<uint32_t>(4096, trained)) : fr.ctx.n_ctx;
+  const split::FitResult fitted = split::fit(fr);
+  for (const std::string& note : fitted.notes) std::fprintf(stderr, "fit: %s\n", note.c_str());
+  std::fprintf(stderr, "%s", describe_memory(fitted, devices).c_str());
+  if (!fitted.fits && placement.fit) throw std::runtime_error(fitted.refusal);
+  if (!fitted.fits) std::fprintf(stderr, "fit: --fit off: loading as asked although %s\n", fitted.refusal.c_str());
+
+  split::SplitRequest req = fr.split;
+  req.ratios.clear();
+  for (const split::DeviceShard& s : fitted.plan.devices) req.ratios.push_back(std::max(s.ratio, 1e-9));
+  if (!fr.split.ratios.empty()) req.ratios = fr.split.ratios;
   std::fprintf(stderr, "model: %s\n", path.c_str());
   const auto t0 = std::chrono::steady_clock::now();
   m.model = Model::load(path, devices, req, LoadProgress{upload_progress});
@@ -161,7 +203,30 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
   std::fprintf(stderr, "loaded %s (%s, %u layers, n_embd %u, n_vocab %u) in %.0f ms\n", c.name.empty() ? "model" : c.name.c_str(),
                c.arch.c_str(), c.n_layer, c.n_embd, c.n_vocab, ms_since(t0));
   if (devices.size() > 1) std::fprintf(stderr, "%s", split::describe(m.model->plan()).c_str());
+  m.context = ContextOptions{fitted.ctx.n_ctx, context.n_seq, context.n_ubatch};
+  m.planned = fitted.memory;
   return m;
+}
+
+std::string describe_memory(const split::FitResult& f, const std::vector<vk::Device*>& devices) {
+  std::string out;
+  char line[512];
+  const auto mib = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+  std::snprintf(line, sizeof line, "plan: %s split, context %u x %u sequence(s); per device (MiB):\n",
+                split::to_string(f.plan.mode), f.ctx.n_ctx, f.ctx.n_seq);
+  out += line;
+  std::snprintf(line, sizeof line, "  %-44s %9s %9s %9s %9s %9s %9s\n", "device", "weights", "KV", "scratch", "total", "usable",
+                "left");
+  out += line;
+  for (size_t d = 0; d < f.memory.size(); ++d) {
+    const split::DeviceMemory& dm = f.memory[d];
+    const double left = mib(f.usable[d]) - mib(dm.total());
+    std::snprintf(line, sizeof line, "  %-44.44s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f\n",
+                  d < devices.size() ? devices[d]->label().c_str() : "?", mib(dm.weights), mib(dm.kv_cache),
+                  mib(dm.scratch + dm.collective), mib(dm.total()), mib(f.usable[d]), left);
+    out += line;
+  }
+  return out;
 }
 
 void print_memory_use(const Context& ctx) {

@@ -11,6 +11,7 @@
 
 #include "engine/model.h"
 #include "engine/sampling.h"
+#include "split/memory.h"
 #include "split/plan.h"
 #include "tools/cli.h"
 #include "vkdevice/device.h"
@@ -27,6 +28,18 @@ struct Placement {
   uint32_t main_device = 0;       // position in `devices`
   bool force_staging = false;     // --force-staging: the discrete-GPU memory path
   std::optional<int64_t> gpu_layers;  // llama.cpp's -ngl: accepted when it covers every layer
+  bool fit = true;                // --fit off: load exactly what was asked
+  std::optional<uint32_t> fit_ctx_min;  // --fit-ctx-min: the context is not shrunk below it
+  std::vector<uint64_t> budgets;  // --memory-budget: pretend each device has this much memory
+};
+
+// What the command's context will need; the planner checks it against the devices before loading.
+struct ContextRequest {
+  uint32_t n_ctx = 0;        // 0: the model's trained length, at most 4096
+  uint32_t n_seq = 1;
+  uint32_t n_ubatch = 512;
+  uint32_t logit_rows = 1;   // logits rows per forward pass
+  bool shrinkable = true;    // false: n_ctx is part of the result (perplexity's chunk size)
 };
 
 // Declares the placement options (--device/-dev, -sm, -ts, -mg, --force-staging, and llama.cpp's
@@ -43,11 +56,19 @@ struct LoadedModel {
   std::unique_ptr<vk::Instance> instance;
   std::vector<std::unique_ptr<vk::Device>> devices;  // logical devices, in --device order
   std::unique_ptr<Model> model;
+  ContextOptions context;  // the request, fitted (n_ctx may have shrunk)
+  std::vector<split::DeviceMemory> planned;  // bytes per device of the plan
 };
 
-// Opens the logical devices, plans the split (printing it when there are several devices),
-// loads the model with a progress bar on stderr and prints what was loaded.
-LoadedModel load_model(const std::string& path, const Placement& placement, bool validation);
+// Opens the logical devices, plans the split and every device's bytes for the model and the
+// context (split/memory.h), fits them into the devices' free memory (rebalancing ratios that
+// were not given, shrinking a shrinkable context) or refuses before anything is uploaded,
+// prints the per-device table, then loads with a progress bar on stderr.
+LoadedModel load_model(const std::string& path, const Placement& placement, bool validation,
+                       const ContextRequest& context = {});
+
+// The plan's per-device table: weights, KV cache, scratch, total, usable, left (MiB).
+std::string describe_memory(const split::FitResult& fit, const std::vector<vk::Device*>& devices);
 
 // "<device>: weights 93.81 MiB, KV cache 45.00 MiB, scratch 12.34 MiB" per device, on stderr.
 void print_memory_use(const Context& ctx);

@@ -10,6 +10,8 @@
 
 #include <sys/wait.h>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/gguf.h"
 #include "engine/model.h"
 #include "engine/model_config.h"
@@ -175,6 +177,39 @@ TEST(FitTool, AContextTooLargeShrinksWithAOneLineNoteAndAModelThatCannotFitIsRef
   r = chorus("run -m " + model + " --device 0,0 --memory-budget 60M -n 2 -p Hi");
   EXPECT_EQ(r.exit_code, 2) << r.text;
   EXPECT_NE(r.text.find("--memory-budget gives 1 sizes for 2 devices"), std::string::npos) << r.text;
+}
+
+// "device 0/1 (...): weights 57.83 MiB, KV cache 30.00 MiB, scratch 7.57 MiB" lines of `chorus run`, in order.
+std::vector<std::array<double, 3>> allocated_mib(const std::string& log) {
+  std::vector<std::array<double, 3>> out;
+  for (size_t at = log.find("): weights "); at != std::string::npos; at = log.find("): weights ", at + 1)) {
+    std::array<double, 3> v{};
+    if (std::sscanf(log.c_str() + at, "): weights %lf MiB, KV cache %lf MiB, scratch %lf MiB", &v[0], &v[1], &v[2]) == 3)
+      out.push_back(v);
+  }
+  return out;
+}
+
+TEST(FitTool, FitPredictsWhatRunThenAllocatesOnEveryDeviceWithinTwoPercent) {
+  const std::string model = smollm2();
+  for (const std::string& placement : {std::string("--device 0"), std::string("--device 0,0 -ts 1,1"),
+                                       std::string("--device 0,0,0 -ts 5,3,1"), std::string("--device 0,0 -sm layer")}) {
+    const Output fit = chorus("fit -m " + model + " -c 1024 -o json " + placement);
+    ASSERT_EQ(fit.exit_code, 0) << fit.text;
+    const nlohmann::json plan = nlohmann::json::parse(fit.text);
+    const Output run = chorus("run -m " + model + " -c 1024 -n 1 -p Hi " + placement);
+    ASSERT_EQ(run.exit_code, 0) << run.text;
+    const auto got = allocated_mib(run.text);
+    ASSERT_EQ(got.size(), plan["devices"].size()) << placement << "\n" << run.text;
+    for (size_t d = 0; d < got.size(); ++d) {
+      const auto& dev = plan["devices"][d];
+      const double mib = 1 << 20;
+      const std::string who = placement + ", device " + std::to_string(d);
+      EXPECT_NEAR(dev["weights_bytes"].get<double>() / mib, got[d][0], 0.02 * got[d][0] + 0.01) << who;
+      EXPECT_NEAR(dev["kv_cache_bytes"].get<double>() / mib, got[d][1], 0.02 * got[d][1] + 0.01) << who;
+      EXPECT_NEAR(dev["scratch_bytes"].get<double>() / mib, got[d][2], 0.02 * got[d][2] + 0.05) << who;
+    }
+  }
 }
 
 }  // namespace

@@ -30,6 +30,7 @@ std::span<const Command> all_commands() {
       {"tokenize", "print the token ids of a text (llama-tokenize style)", cmd_tokenize},
       {"chat", "talk to a model in its own chat format (interactive)", cmd_chat},
       {"run", "generate text from a prompt (the completion on stdout)", cmd_run},
+      {"fit", "plan a model on the devices without loading it: bytes per device, split, context", cmd_fit},
       {"perplexity", "measure a model's perplexity over a text file (llama-perplexity's method)", cmd_perplexity},
   };
   return table;

@@ -129,6 +129,35 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
       .flag({"--no-mmap", "--mlock"}, std::string("accepted and ignored: ") + once, [f = ignored(once)] { f("--no-mmap/--mlock"); });
 }
 
+split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file, const Placement& placement,
+                              const ContextRequest& context, const std::vector<uint64_t>& free_bytes,
+                              bool collective_per_device) {
+  const size_t n = free_bytes.size();
+  split::FitRequest fr;
+  fr.model = model_shape(config, file);
+  fr.free_bytes = free_bytes;
+  fr.split.mode = n == 1 ? split::SplitMode::none : placement.mode;
+  if (placement.mode_given) fr.split.mode = placement.mode;
+  fr.split.main_device = placement.main_device;
+  if (fr.split.main_device >= n)
+    throw UsageError("-mg " + std::to_string(fr.split.main_device) + " is not one of the " + std::to_string(n) + " devices");
+  fr.split.ratios = placement.ratios;
+  if (!fr.split.ratios.empty() && fr.split.ratios.size() != n)
+    throw UsageError("-ts gives " + std::to_string(fr.split.ratios.size()) + " ratios for " + std::to_string(n) + " devices");
+  fr.ctx.collective_per_device = collective_per_device;
+  const uint32_t trained = config.n_ctx_train;
+  fr.ctx.n_ctx = context.n_ctx ? context.n_ctx : std::min<uint32_t>(trained, 4096);
+  if (context.n_ctx > trained)
+    std::fprintf(stderr, "warning: a context of %u tokens is longer than the %u the model was trained on; "
+                 "quality past %u is not what the model learnt\n", context.n_ctx, trained, trained);
+  fr.ctx.n_seq = context.n_seq;
+  fr.ctx.n_ubatch = context.n_ubatch;
+  fr.ctx.logit_rows = context.logit_rows;
+  fr.fit = placement.fit;
+  fr.n_ctx_min = context.shrinkable ? placement.fit_ctx_min.value_or(std::min<uint32_t>(4096, trained)) : fr.ctx.n_ctx;
+  return fr;
+}
+
 LoadedModel load_model(const std::string& path, const Placement& placement, bool validation, const ContextRequest& context) {
   // The header first: a bad file fails before any device is opened, and the plan needs its shape.
   const gguf::File header = gguf::File::open(path);
@@ -159,33 +188,14 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
     std::fprintf(stderr, "device: %s%s\n", devices.back()->label().c_str(),
                  devices.back()->uses_staging() ? " (staging copies)" : "");
   }
-  split::FitRequest fr;
-  fr.model = model_shape(config, header);
-  fr.split.mode = devices.size() == 1 ? split::SplitMode::none : placement.mode;
-  if (placement.mode_given) fr.split.mode = placement.mode;
-  fr.split.main_device = placement.main_device;
-  if (fr.split.main_device >= devices.size())
-    throw UsageError("-mg " + std::to_string(fr.split.main_device) + " is not one of the " + std::to_string(devices.size()) +
-                     " devices");
-  fr.split.ratios = placement.ratios;
-  if (!fr.split.ratios.empty() && fr.split.ratios.size() != devices.size())
-    throw UsageError("-ts gives " + std::to_string(fr.split.ratios.size()) + " ratios for " + std::to_string(devices.size()) +
-                     " devices");
+  std::vector<uint64_t> free_bytes;
+  bool per_device = false;
   for (vk::Device* d : devices) {
     const vk::Allocator& a = d->allocator();
-    fr.free_bytes.push_back(a.budget() > a.reserved() ? a.budget() - a.reserved() : 0);
-    fr.ctx.collective_per_device = fr.ctx.collective_per_device || !vk::host_import_unavailable(*d).empty();
+    free_bytes.push_back(a.budget() > a.reserved() ? a.budget() - a.reserved() : 0);
+    per_device = per_device || !vk::host_import_unavailable(*d).empty();
   }
-  const uint32_t trained = config.n_ctx_train;
-  fr.ctx.n_ctx = context.n_ctx ? context.n_ctx : std::min<uint32_t>(trained, 4096);
-  if (context.n_ctx > trained)
-    std::fprintf(stderr, "warning: a context of %u tokens is longer than the %u the model was trained on; "
-                 "quality past %u is not what the model learnt\n", context.n_ctx, trained, trained);
-  fr.ctx.n_seq = context.n_seq;
-  fr.ctx.n_ubatch = context.n_ubatch;
-  fr.ctx.logit_rows = context.logit_rows;
-  fr.fit = placement.fit;
-  fr.n_ctx_min = context.shrinkable ? placement.fit_ctx_min.value_or(std::min<uint32_t>(4096, trained)) : fr.ctx.n_ctx;
+  const split::FitRequest fr = fit_request(config, header, placement, context, free_bytes, per_device);
   const split::FitResult fitted = split::fit(fr);
   for (const std::string& note : fitted.notes) std::fprintf(stderr, "fit: %s\n", note.c_str());
   std::fprintf(stderr, "%s", describe_memory(fitted, devices).c_str());

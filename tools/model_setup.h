@@ -67,6 +67,11 @@ struct LoadedModel {
 LoadedModel load_model(const std::string& path, const Placement& placement, bool validation,
                        const ContextRequest& context = {});
 
+// The planner's request for a model, placement and context on devices with `free_bytes` each.
+split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file, const Placement& placement,
+                              const ContextRequest& context, const std::vector<uint64_t>& free_bytes,
+                              bool collective_per_device);
+
 // The plan's per-device table: weights, KV cache, scratch, total, usable, left (MiB).
 std::string describe_memory(const split::FitResult& fit, const std::vector<vk::Device*>& devices);
 

@@ -133,6 +133,23 @@ std::string refusal(const FitRequest& req, const FitResult& r) {
 
 }  // namespace
 
+double predict_token_seconds(const Plan& plan, const std::vector<double>& speed) {
+  const std::vector<DeviceBytes> wb = weight_bytes(plan);
+  double slowest = 0, sum = 0;
+  for (size_t d = 0; d < plan.devices.size() && d < speed.size(); ++d) {
+    if (plan.devices[d].empty() || !(speed[d] > 0)) continue;
+    // Per token a device reads its split matrices and norms whole, one embedding row only.
+    double bytes = static_cast<double>(wb[d].split() + wb[d].norms);
+    if (wb[d].lm_head == 0 && plan.model.n_vocab > 0)  // a tied head reads its vocabulary rows of token_embd
+      bytes += static_cast<double>(model_bytes(plan.model).embedding) * static_cast<double>(plan.devices[d].vocab.size()) /
+               plan.model.n_vocab;
+    const double t = bytes / speed[d];
+    slowest = std::max(slowest, t);
+    sum += t;
+  }
+  return plan.mode == SplitMode::tensor ? slowest : sum;
+}
+
 FitResult fit(const FitRequest& req) {
   const size_t n = req.free_bytes.size();
   if (n == 0) throw std::invalid_argument("fit: no devices");
@@ -141,16 +158,27 @@ FitResult fit(const FitRequest& req) {
   for (uint64_t f : req.free_bytes) r.usable.push_back(usable_bytes(f));
   SplitRequest split = req.split;
   const bool ratios_given = !split.ratios.empty();
-  if (!ratios_given) {  // each device's usable memory
+  const bool by_speed = !ratios_given && req.speed.size() == n &&
+                        std::all_of(req.speed.begin(), req.speed.end(), [](double v) { return v > 0; });
+  if (by_speed) {  // every reduce waits for the slowest device: shares follow speed
+    split.ratios = req.speed;
+  } else if (!ratios_given) {  // each device's usable memory
     for (uint64_t u : r.usable) split.ratios.push_back(static_cast<double>(std::max<uint64_t>(u, 1)));
   }
+  const auto predict = [&] {
+    if (req.speed.size() == n) r.predicted_token_seconds = predict_token_seconds(r.plan, req.speed);
+  };
   const auto evaluate = [&] {
     r.plan = plan_split(req.model, split);
     r.memory = plan_memory(r.plan, r.ctx);
     return shortfalls(r.memory, r.usable).empty();
   };
   r.fits = evaluate();
-  if (r.fits) return r;
+  predict();
+  if (r.fits) {
+    if (by_speed && n > 1 && split.mode == SplitMode::tensor) r.notes.push_back("ratios follow each device's calibrated speed");
+    return r;
+  }
   if (!req.fit) {  // --fit off: keep the request; say what is missing
     r.refusal = refusal(req, r);
     return r;
@@ -159,7 +187,9 @@ FitResult fit(const FitRequest& req) {
   if (!ratios_given && split.mode != SplitMode::none && n > 1) {
     split.ratios = balanced_ratios(req.model, split, r.ctx, r.usable);
     if ((r.fits = evaluate())) {
-      r.notes.push_back("ratios rebalanced to each device's free memory after the bytes every device holds in full");
+      predict();
+      r.notes.push_back(std::string(by_speed ? "ratios by speed do not fit; " : "") +
+                        "ratios rebalanced to each device's free memory after the bytes every device holds in full");
       return r;
     }
   }
@@ -184,6 +214,7 @@ FitResult fit(const FitRequest& req) {
       }
       r.ctx.n_ctx = lo;
       r.memory = plan_memory(r.plan, r.ctx);
+      predict();
       r.notes.push_back("context shrunk from " + std::to_string(asked) + " to " + std::to_string(r.ctx.n_ctx) +
                         " tokens to fit the devices' memory (--fit-ctx-min sets the floor, --fit off keeps -c)");
       return r;

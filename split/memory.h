@@ -53,6 +53,9 @@ struct FitRequest {
   ContextShape ctx;
   uint32_t n_ctx_min = 4096;         // --fit-ctx-min (capped at the requested n_ctx)
   bool fit = true;                   // false: --fit off, keep exactly what was asked
+  // Weight bytes each device reads per second (engine/calibration.h); empty when unknown. With
+  // it, ratios not given follow speed (within memory) and the time per token is predicted.
+  std::vector<double> speed;
 };
 
 struct FitResult {
@@ -63,7 +66,13 @@ struct FitResult {
   bool fits = false;
   std::vector<std::string> notes;    // every change made to the request, one sentence each
   std::string refusal;               // when !fits: what is missing on which device, what would fit
+  // With speeds: seconds per decode token, the weight bytes each device reads at its speed (the
+  // slowest device of a tensor split, the sum along a layer split; reduce waits not included).
+  double predicted_token_seconds = 0;
 };
+
+// Seconds per decode token of `plan` on devices reading weights at `speed` bytes per second.
+double predict_token_seconds(const Plan& plan, const std::vector<double>& speed);
 
 // Plans the split and checks every device's bytes against its usable memory. When it does not
 // fit and fitting is on: ratios not given are rebalanced to each device's usable memory less

@@ -630,5 +630,39 @@ TEST(Fit, RatiosFollowFreeMemoryAndAreRebalancedWhenTheReplicatedPartsWouldOverf
   EXPECT_NE(kept.refusal.find("device 1 needs"), std::string::npos) << kept.refusal;
 }
 
+TEST(Fit, RatiosFollowSpeedWithinMemoryAndTheTokenTimeIsPredicted) {
+  FitRequest fr;
+  fr.model = smollm2_q4_1();
+  fr.split.mode = SplitMode::tensor;
+  fr.ctx.n_ctx = 1024;
+  fr.free_bytes = {1ull << 30, 1ull << 30};
+  fr.speed = {2e9, 1e9};  // the second device reads weights at half the speed
+  FitResult r = fit(fr);
+  ASSERT_TRUE(r.fits) << r.refusal;
+  EXPECT_NEAR(r.plan.devices[0].ratio, 2.0 / 3, 1e-9);
+  EXPECT_NEAR(r.plan.devices[1].ratio, 1.0 / 3, 1e-9);
+  EXPECT_DOUBLE_EQ(r.predicted_token_seconds, predict_token_seconds(r.plan, fr.speed));
+  // The slower device's share takes about as long as the faster one's: neither waits much.
+  const std::vector<DeviceBytes> wb = weight_bytes(r.plan);
+  EXPECT_NEAR(static_cast<double>(wb[0].split()) / 2e9, static_cast<double>(wb[1].split()) / 1e9,
+              0.25 * static_cast<double>(wb[0].split()) / 2e9);
+  EXPECT_GT(r.predicted_token_seconds, static_cast<double>(wb[1].split()) / 1e9 * 0.99);
+
+  // A layer split runs its devices one after another: the prediction is the sum.
+  fr.split.mode = SplitMode::layer;
+  r = fit(fr);
+  const std::vector<DeviceBytes> lb = weight_bytes(r.plan);
+  EXPECT_GT(r.predicted_token_seconds, static_cast<double>(lb[0].split()) / 2e9 + static_cast<double>(lb[1].split()) / 1e9 * 0.99);
+
+  // Speed never overrides memory: a fast device too small for its share gets what fits.
+  fr.split.mode = SplitMode::tensor;
+  fr.free_bytes = {1ull << 30, 90ull << 20};
+  fr.speed = {1e9, 4e9};
+  r = fit(fr);
+  ASSERT_TRUE(r.fits) << r.refusal;
+  for (size_t d = 0; d < 2; ++d) EXPECT_LE(r.memory[d].total(), r.usable[d]) << d;
+  EXPECT_LT(r.plan.devices[1].ratio, 0.8);
+}
+
 }  // namespace
 }  // namespace chorus::split

@@ -1,6 +1,7 @@
 #include "tools/model_setup.h"
 
 #include <limits>
+#include <map>
 
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "engine/calibration.h"
 #include "tools/commands.h"
 #include "vkdevice/host_memory.h"
 
@@ -99,6 +101,18 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
            });
   p.option({"--fit-ctx-min"}, "N", "the smallest context fitting may shrink to (default 4096, or the model's own if smaller)",
            [&placement](const std::string& flag, const std::string& v) { placement.fit_ctx_min = parse_positive(flag, v); });
+  p.option({"--device-speed"}, "LIST",
+           "multiply each device's calibrated speed, e.g. 1,0.5 (one per device; to simulate a slower GPU)",
+           [&placement](const std::string& flag, const std::string& v) {
+             placement.speed_factors.clear();
+             for (const std::string& item : split_list(flag, v, "1,0.5")) {
+               const double f = parse_number(flag, item);
+               if (!(f > 0) || f > 1e6) throw UsageError(flag + " expects positive factors, got '" + item + "'");
+               placement.speed_factors.push_back(f);
+             }
+           });
+  p.flag({"--recalibrate"}, "measure each device's weight-reading speed again (it is cached per device and driver)",
+         placement.recalibrate);
   p.option({"--memory-budget"}, "LIST",
            "pretend each device has this much memory, e.g. 384M,128M (one per device; to simulate unequal GPUs)",
            [&placement](const std::string& flag, const std::string& v) {
@@ -127,6 +141,14 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
   p.flag({"--verbose", "-v"}, std::string("accepted and ignored: ") + log, [f = ignored(log)] { f("--verbose"); })
       .flag({"-fa", "--flash-attn"}, std::string("accepted and ignored: ") + fused, [f = ignored(fused)] { f("-fa"); })
       .flag({"--no-mmap", "--mlock"}, std::string("accepted and ignored: ") + once, [f = ignored(once)] { f("--no-mmap/--mlock"); });
+}
+
+GgmlType main_weight_type(const gguf::File& file) {
+  std::map<GgmlType, uint64_t> bytes;
+  for (const auto& t : file.tensors())
+    if (t.n_dims >= 2 && t.name != "token_embd.weight") bytes[t.type] += t.size;
+  const auto best = std::max_element(bytes.begin(), bytes.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+  return best == bytes.end() ? GgmlType::F32 : best->first;
 }
 
 split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file, const Placement& placement,
@@ -195,9 +217,29 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
     free_bytes.push_back(a.budget() > a.reserved() ? a.budget() - a.reserved() : 0);
     per_device = per_device || !vk::host_import_unavailable(*d).empty();
   }
-  const split::FitRequest fr = fit_request(config, header, placement, context, free_bytes, per_device);
+  split::FitRequest fr = fit_request(config, header, placement, context, free_bytes, per_device);
+  if (!placement.speed_factors.empty() && placement.speed_factors.size() != devices.size())
+    throw UsageError("--device-speed gives " + std::to_string(placement.speed_factors.size()) + " factors for " +
+                     std::to_string(devices.size()) + " devices");
+  const GgmlType main_type = main_weight_type(header);
+  std::vector<uint32_t> recalibrated;  // logical devices of one GPU share its calibration
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const bool again = placement.recalibrate &&
+                       std::find(recalibrated.begin(), recalibrated.end(), indices[i]) == recalibrated.end();
+    if (again) recalibrated.push_back(indices[i]);
+    const DeviceSpeed sp = device_speed(*devices[i], main_type, again);
+    const double factor = placement.speed_factors.empty() ? 1.0 : placement.speed_factors[i];
+    fr.speed.push_back(sp.weight_bytes_per_second * factor);
+    std::fprintf(stderr, "speed: %s reads %s weights at %.2f GB/s (%s%s)\n", devices[i]->label().c_str(),
+                 type_traits(main_type).name, fr.speed.back() / 1e9, sp.source.c_str(),
+                 factor != 1.0 ? (", x" + format_default(factor) + " by --device-speed").c_str() : "");
+  }
   const split::FitResult fitted = split::fit(fr);
   for (const std::string& note : fitted.notes) std::fprintf(stderr, "fit: %s\n", note.c_str());
+  if (fitted.predicted_token_seconds > 0)
+    std::fprintf(stderr, "predicted generation: %.2f ms per token (%.1f t/s): the weight reads at the calibrated speeds; dispatch and "
+                 "reduce costs not included\n",
+                 fitted.predicted_token_seconds * 1e3, 1.0 / fitted.predicted_token_seconds);
   std::fprintf(stderr, "%s", describe_memory(fitted, devices).c_str());
   if (!fitted.fits && placement.fit) throw std::runtime_error(fitted.refusal);
   if (!fitted.fits) std::fprintf(stderr, "fit: --fit off: loading as asked although %s\n", fitted.refusal.c_str());
@@ -215,6 +257,7 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
   if (devices.size() > 1) std::fprintf(stderr, "%s", split::describe(m.model->plan()).c_str());
   m.context = ContextOptions{fitted.ctx.n_ctx, context.n_seq, context.n_ubatch};
   m.planned = fitted.memory;
+  m.predicted_token_seconds = fitted.predicted_token_seconds;
   return m;
 }
 

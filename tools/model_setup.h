@@ -31,7 +31,12 @@ struct Placement {
   bool fit = true;                // --fit off: load exactly what was asked
   std::optional<uint32_t> fit_ctx_min;  // --fit-ctx-min: the context is not shrunk below it
   std::vector<uint64_t> budgets;  // --memory-budget: pretend each device has this much memory
+  std::vector<double> speed_factors;  // --device-speed: multiply each device's calibrated speed
+  bool recalibrate = false;       // --recalibrate: measure every device's speed again
 };
+
+// The weight format holding most of a model's matrix bytes (what calibration measures).
+GgmlType main_weight_type(const gguf::File& file);
 
 // What the command's context will need; the planner checks it against the devices before loading.
 struct ContextRequest {
@@ -58,6 +63,7 @@ struct LoadedModel {
   std::unique_ptr<Model> model;
   ContextOptions context;  // the request, fitted (n_ctx may have shrunk)
   std::vector<split::DeviceMemory> planned;  // bytes per device of the plan
+  double predicted_token_seconds = 0;        // from the calibrated speeds (0: unknown)
 };
 
 // Opens the logical devices, plans the split and every device's bytes for the model and the

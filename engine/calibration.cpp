@@ -96,14 +96,7 @@ std::optional<double> cached_device_speed(const vk::DeviceInfo& device, GgmlType
 }
 
 std::string calibration_cache_path() {
-  std::filesystem::path dir;
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
-    dir = xdg;
-  else if (const char* home = std::getenv("HOME"); home && *home)
-    dir = std::filesystem::path(home) / ".cache";
-  else
-    dir = std::filesystem::temp_directory_path();
-  return (dir / "chorus" / "calibration.tsv").string();
+  return (std::filesystem::path(vk::cache_dir()) / "calibration.tsv").string();
 }
 
 DeviceSpeed device_speed(vk::Device& device, GgmlType type, bool recalibrate) {

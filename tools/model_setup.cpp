@@ -111,6 +111,8 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
                placement.speed_factors.push_back(f);
              }
            });
+  p.flag({"--show-devices"}, "after the work, print each device's memory in use and how often the split waited for it",
+         placement.show_devices);
   p.flag({"--recalibrate"}, "measure each device's weight-reading speed again (it is cached per device and driver)",
          placement.recalibrate);
   p.option({"--memory-budget"}, "LIST",
@@ -279,6 +281,31 @@ std::string describe_memory(const split::FitResult& f, const std::vector<vk::Dev
                   mib(dm.scratch + dm.collective), mib(dm.total()), mib(f.usable[d]), left);
     out += line;
   }
+  return out;
+}
+
+std::string device_view(const Context& ctx) {
+  const std::optional<split::CollectiveStats> cs = ctx.collective_stats();
+  const std::vector<DeviceMemoryUse> use = ctx.memory_use();
+  std::string out = "devices: memory in use";
+  out += cs ? "; how often each device was the one the reduces waited for (it holds the others back), over " +
+                  std::to_string(cs->reduces) + " reduce points so far\n"
+            : "\n";
+  char line[512];
+  for (size_t d = 0; d < use.size(); ++d) {
+    const DeviceMemoryUse& u = use[d];
+    std::snprintf(line, sizeof line, "  %-46.46s %8.1f MiB (weights %.1f, KV %.1f, scratch %.1f)", u.device.c_str(),
+                  static_cast<double>(u.weights + u.kv_cache + u.scratch) / (1 << 20), static_cast<double>(u.weights) / (1 << 20),
+                  static_cast<double>(u.kv_cache) / (1 << 20), static_cast<double>(u.scratch) / (1 << 20));
+    out += line;
+    if (cs && d < cs->device_last.size() && cs->reduces > 0) {
+      std::snprintf(line, sizeof line, "; last to deliver at %.0f%% of reduce points",
+                    100.0 * static_cast<double>(cs->device_last[d]) / static_cast<double>(cs->reduces));
+      out += line;
+    }
+    out += "\n";
+  }
+  if (!cs && use.size() > 1) out += "  (wait times are measured on tensor splits, where every reduce waits for the slowest device)\n";
   return out;
 }
 

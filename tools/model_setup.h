@@ -33,6 +33,7 @@ struct Placement {
   std::vector<uint64_t> budgets;  // --memory-budget: pretend each device has this much memory
   std::vector<double> speed_factors;  // --device-speed: multiply each device's calibrated speed
   bool recalibrate = false;       // --recalibrate: measure every device's speed again
+  bool show_devices = false;      // --show-devices: the per-device view after the work
 };
 
 // The weight format holding most of a model's matrix bytes (what calibration measures).
@@ -80,6 +81,10 @@ split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file,
 
 // The plan's per-device table: weights, KV cache, scratch, total, usable, left (MiB).
 std::string describe_memory(const split::FitResult& fit, const std::vector<vk::Device*>& devices);
+
+// The per-device view (--show-devices, chat's /devices): memory in use, and on a tensor split
+// how long the reduces waited on each device per token (which device holds the others back).
+std::string device_view(const Context& ctx);
 
 // "<device>: weights 93.81 MiB, KV cache 45.00 MiB, scratch 12.34 MiB" per device, on stderr.
 void print_memory_use(const Context& ctx);

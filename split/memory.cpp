@@ -183,43 +183,79 @@ FitResult fit(const FitRequest& req) {
     r.refusal = refusal(req, r);
     return r;
   }
-  // 1. Rebalance the ratios (unless the user gave them) so each device's share fits its memory.
-  if (!ratios_given && split.mode != SplitMode::none && n > 1) {
-    split.ratios = balanced_ratios(req.model, split, r.ctx, r.usable);
-    if ((r.fits = evaluate())) {
-      predict();
-      r.notes.push_back(std::string(by_speed ? "ratios by speed do not fit; " : "") +
-                        "ratios rebalanced to each device's free memory after the bytes every device holds in full");
-      return r;
+  const uint32_t asked = r.ctx.n_ctx;
+  const uint32_t floor = std::min(req.n_ctx_min, asked);
+  const Plan asked_plan = r.plan;  // a refusal describes the placement asked for
+  const std::vector<DeviceMemory> asked_memory = r.memory;
+  // The largest context in [floor, asked] the current plan fits (a multiple of 16 unless it is
+  // the floor or the request), or 0. Sets r.ctx and r.memory to it.
+  const auto largest_context = [&]() -> uint32_t {
+    ContextShape c = r.ctx;
+    c.n_ctx = floor;
+    if (!shortfalls(plan_memory(r.plan, c), r.usable).empty()) return 0;
+    uint32_t lo = floor, hi = asked;
+    c.n_ctx = asked;
+    if (shortfalls(plan_memory(r.plan, c), r.usable).empty()) lo = asked;
+    while (hi - lo > 16) {
+      c.n_ctx = lo + (hi - lo) / 2 / 16 * 16;
+      if (c.n_ctx == lo) break;
+      if (shortfalls(plan_memory(r.plan, c), r.usable).empty()) lo = c.n_ctx;
+      else hi = c.n_ctx;
     }
-  }
-  // 2. Shrink the context, halving, down to the floor.
-  {
-    const uint32_t floor = std::min(req.n_ctx_min, req.ctx.n_ctx);
-    const uint32_t asked = r.ctx.n_ctx;
-    while (!r.fits && r.ctx.n_ctx > floor) {
-      r.ctx.n_ctx = std::max(floor, r.ctx.n_ctx / 2);
-      if (!ratios_given && split.mode != SplitMode::none && n > 1) split.ratios = balanced_ratios(req.model, split, r.ctx, r.usable);
-      r.fits = evaluate();
-    }
-    if (r.fits) {
-      // Grow back to the largest context that fits (binary search between the halvings).
-      uint32_t lo = r.ctx.n_ctx, hi = std::min(asked, r.ctx.n_ctx * 2);
-      while (hi - lo > 16) {
-        const uint32_t mid = lo + (hi - lo) / 2 / 16 * 16;
-        ContextShape c = r.ctx;
-        c.n_ctx = mid;
-        if (shortfalls(plan_memory(r.plan, c), r.usable).empty()) lo = mid;
-        else hi = mid;
-      }
-      r.ctx.n_ctx = lo;
-      r.memory = plan_memory(r.plan, r.ctx);
-      predict();
+    r.ctx.n_ctx = lo;
+    r.memory = plan_memory(r.plan, r.ctx);
+    r.fits = true;
+    predict();
+    return lo;
+  };
+  const auto shrunk_note = [&] {
+    if (r.ctx.n_ctx < asked)
       r.notes.push_back("context shrunk from " + std::to_string(asked) + " to " + std::to_string(r.ctx.n_ctx) +
                         " tokens to fit the devices' memory (--fit-ctx-min sets the floor, --fit off keeps -c)");
+  };
+  // 1. Shrink the context, not below the floor.
+  if (largest_context()) {
+    shrunk_note();
+    return r;
+  }
+  // 2. Rebalance the ratios (unless the user gave them) so each device's share fits its memory.
+  if (!ratios_given && split.mode != SplitMode::none && n > 1) {
+    r.ctx.n_ctx = asked;
+    split.ratios = balanced_ratios(req.model, split, r.ctx, r.usable);
+    evaluate();
+    if (largest_context()) {
+      r.notes.push_back(std::string(by_speed ? "ratios by speed do not fit; " : "") +
+                        "ratios rebalanced to each device's free memory after the bytes every device holds in full");
+      shrunk_note();
       return r;
     }
   }
+  // 3. Whole layers instead: a layer split holds the embedding and the head once, not on every
+  // device (only when the user did not choose the mode).
+  if (!req.mode_given && !ratios_given && split.mode == SplitMode::tensor && n > 1) {
+    split.mode = SplitMode::layer;
+    split.ratios.clear();
+    for (uint64_t u : r.usable) split.ratios.push_back(static_cast<double>(std::max<uint64_t>(u, 1)));
+    r.ctx.n_ctx = asked;
+    evaluate();
+    if (!largest_context()) {  // shares of layers by what is left after the fixed parts
+      split.ratios = balanced_ratios(req.model, split, r.ctx, r.usable);
+      evaluate();
+      largest_context();
+    }
+    if (r.fits) {
+      r.notes.push_back("a tensor split does not fit (every device would hold the embedding); whole layers per device "
+                        "(-sm layer) instead");
+      shrunk_note();
+      return r;
+    }
+  }
+  r.plan = asked_plan;
+  r.memory = asked_memory;
+  r.ctx.n_ctx = asked;
+  r.fits = false;
+  r.predicted_token_seconds = 0;
+  predict();
   r.refusal = refusal(req, r);
   return r;
 }

@@ -664,5 +664,31 @@ TEST(Fit, RatiosFollowSpeedWithinMemoryAndTheTokenTimeIsPredicted) {
   EXPECT_LT(r.plan.devices[1].ratio, 0.8);
 }
 
+TEST(Fit, WhenATensorSplitCannotFitWholeLayersAreTriedUnlessTheUserChoseTheMode) {
+  FitRequest fr;
+  fr.model = llama_gqa_k_quant();  // an untied head: a layer split holds the embedding once
+  fr.split.mode = SplitMode::tensor;
+  fr.ctx.n_ctx = 512;
+  fr.n_ctx_min = 512;
+  // Each device holds the whole embedding (128k rows) in a tensor split; layer shares hold it once.
+  FitRequest single = fr;
+  single.split.mode = SplitMode::none;
+  single.free_bytes = {4ull << 30};
+  const uint64_t one = fit(single).memory[0].total();
+  fr.free_bytes = {one * 6 / 10 + (8ull << 20), one * 6 / 10 + (8ull << 20)};
+  const FitResult r = fit(fr);
+  ASSERT_TRUE(r.fits) << r.refusal << "\none device: " << one;
+  EXPECT_EQ(r.plan.mode, SplitMode::layer);
+  ASSERT_FALSE(r.notes.empty());
+  EXPECT_NE(r.notes.back().find("-sm layer"), std::string::npos) << r.notes.back();
+  for (size_t d = 0; d < 2; ++d) EXPECT_LE(r.memory[d].total(), r.usable[d]) << d;
+
+  fr.mode_given = true;  // -sm tensor on the command line: refused, describing the tensor split
+  const FitResult refused = fit(fr);
+  EXPECT_FALSE(refused.fits);
+  EXPECT_EQ(refused.plan.mode, SplitMode::tensor);
+  EXPECT_NE(refused.refusal.find("missing"), std::string::npos) << refused.refusal;
+}
+
 }  // namespace
 }  // namespace chorus::split

@@ -162,6 +162,7 @@ split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file,
   fr.free_bytes = free_bytes;
   fr.split.mode = n == 1 ? split::SplitMode::none : placement.mode;
   if (placement.mode_given) fr.split.mode = placement.mode;
+  fr.mode_given = placement.mode_given;
   fr.split.main_device = placement.main_device;
   if (fr.split.main_device >= n)
     throw UsageError("-mg " + std::to_string(fr.split.main_device) + " is not one of the " + std::to_string(n) + " devices");

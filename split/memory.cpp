@@ -12,6 +12,10 @@ uint64_t f32(uint64_t n) { return std::max<uint64_t>(n, 1) * 4; }  // as Context
 
 uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
+// Saturating arithmetic: sizes from a file's header may be absurd, and must then stay absurd.
+uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+uint64_t sat_mul(uint64_t a, uint64_t b) { return a != 0 && b > UINT64_MAX / a ? UINT64_MAX : a * b; }
+
 std::string mib(uint64_t bytes) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
@@ -28,6 +32,8 @@ std::vector<uint32_t> members(const Plan& plan) {
 
 }  // namespace
 
+uint64_t DeviceMemory::total() const { return sat_add(sat_add(weights, kv_cache), sat_add(scratch, collective)); }
+
 std::vector<DeviceMemory> plan_memory(const Plan& plan, const ContextShape& ctx) {
   const ModelShape& m = plan.model;
   std::vector<DeviceMemory> out(plan.devices.size());
@@ -39,7 +45,8 @@ std::vector<DeviceMemory> plan_memory(const Plan& plan, const ContextShape& ctx)
     const DeviceShard& s = plan.devices[d];
     DeviceMemory& dm = out[d];
     dm.weights = weights[d].total();
-    dm.kv_cache = kv_cache_bytes(plan, d, ctx.n_ctx, 2) * ctx.n_seq;
+    const uint64_t kv_per_position = kv_cache_bytes(plan, d, 1, 2);
+    dm.kv_cache = sat_mul(sat_mul(kv_per_position, ctx.n_ctx), ctx.n_seq);
     // The forward pass's buffers (engine/forward.cpp, make_state and grow_logits).
     const uint64_t n_q = s.q_rows.size(), n_kv = s.kv_rows.size(), n_ff = s.ffn.size(), n_vocab = s.vocab.size();
     dm.scratch = 2 * f32(T)                 // ids, pos

@@ -33,7 +33,8 @@ struct DeviceMemory {
   uint64_t kv_cache = 0;
   uint64_t scratch = 0;     // forward pass and executor buffers
   uint64_t collective = 0;  // the collective's slots, when held in this device's memory
-  uint64_t total() const { return weights + kv_cache + scratch + collective; }
+  // Saturates at UINT64_MAX: a hostile header's sizes must read as "too much", never wrap.
+  uint64_t total() const;
 };
 
 // Bytes per device (index = device of the plan); a device holding nothing needs nothing.

@@ -690,5 +690,19 @@ TEST(Fit, WhenATensorSplitCannotFitWholeLayersAreTriedUnlessTheUserChoseTheMode)
   EXPECT_NE(refused.refusal.find("missing"), std::string::npos) << refused.refusal;
 }
 
+TEST(Fit, AbsurdContextsSaturateInsteadOfWrappingToSomethingThatFits) {
+  // 2^24 positions x 2^24 sequences of a wide model: more bytes than 64 bits count.
+  FitRequest fr;
+  fr.model = llama_gqa_k_quant();
+  fr.free_bytes = {UINT64_MAX / 2};
+  fr.ctx.n_ctx = 1u << 24;
+  fr.ctx.n_seq = 1u << 24;
+  fr.n_ctx_min = 1u << 24;
+  const FitResult r = fit(fr);
+  EXPECT_FALSE(r.fits);
+  EXPECT_EQ(r.memory[0].kv_cache, UINT64_MAX);
+  EXPECT_EQ(r.memory[0].total(), UINT64_MAX);
+}
+
 }  // namespace
 }  // namespace chorus::split

@@ -691,9 +691,9 @@ TEST(Fit, WhenATensorSplitCannotFitWholeLayersAreTriedUnlessTheUserChoseTheMode)
 }
 
 TEST(Fit, AbsurdContextsSaturateInsteadOfWrappingToSomethingThatFits) {
-  // 2^24 positions x 2^24 sequences of a wide model: more bytes than 64 bits count.
+  // 2^24 positions x 2^24 sequences of 2 MiB of KV cache each: 2^69 bytes, more than 64 bits count.
   FitRequest fr;
-  fr.model = llama_gqa_k_quant();
+  fr.model = shape(64, 8192, 64, 64, 128, 1024, 1000, Q8_0, false);
   fr.free_bytes = {UINT64_MAX / 2};
   fr.ctx.n_ctx = 1u << 24;
   fr.ctx.n_seq = 1u << 24;

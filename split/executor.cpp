@@ -261,6 +261,128 @@ class TensorExecutor final : public Executor {
   std::unique_ptr<Collective> coll_;
 };
 
+// Groups of devices one after another over the layers, a tensor split (or one device) inside
+// each: one executor per group, and the hidden state handed from a group's first device to
+// every device of the next through host memory between the groups' steps.
+class HybridExecutor final : public Executor {
+ public:
+  // `groups`: the group of each device (0, 1, 2 ...); `first_point`: each group's first reduce
+  // point (twice its first layer); `points`: its reduce points.
+  HybridExecutor(const std::vector<vk::Device*>& devices, const std::vector<uint32_t>& groups,
+                 const std::vector<uint32_t>& first_point, const std::vector<uint32_t>& points, const ExecutorOptions& o)
+      : o_(o) {
+    for (size_t d = 0; d < devices.size(); ++d) {
+      if (groups[d] == groups_.size()) groups_.emplace_back();
+      Group& g = groups_.back();
+      where_.push_back({groups_.size() - 1, g.members.size()});
+      g.members.push_back(d);
+      g.devices.push_back(devices[d]);
+    }
+    const uint64_t bytes = uint64_t(o.max_tokens) * o.width * 4;
+    for (size_t gi = 0; gi < groups_.size(); ++gi) {
+      Group& g = groups_[gi];
+      g.first_point = first_point[gi];
+      ExecutorOptions go = o;
+      go.max_points = std::max<uint32_t>(1, points[gi]);
+      go.stall.reset();
+      if (o.stall && where_.at(o.stall->first).first == gi && o.stall->second >= g.first_point &&
+          o.stall->second < g.first_point + go.max_points)
+        go.stall = std::make_pair(static_cast<uint32_t>(where_[o.stall->first].second), o.stall->second - g.first_point);
+      if (g.devices.size() > 1)
+        g.exec = std::make_unique<TensorExecutor>(g.devices, go);
+      else
+        g.exec = std::make_unique<PipelineExecutor>(g.devices, go);
+      for (vk::Device* dev : g.devices) g.inbox.push_back(gi > 0 ? dev->create_buffer(bytes, vk::BufferKind::Host, kScratch) : vk::Buffer());
+      if (gi + 1 < groups_.size()) g.outbox = g.devices[0]->create_buffer(bytes, vk::BufferKind::Host, kScratch);
+    }
+  }
+
+  void begin(uint32_t tokens) override {
+    tokens_ = tokens;
+    for (Group& g : groups_) g.exec->begin(tokens);
+  }
+  vk::CommandBuffer& cb(size_t d) override { return group(d).exec->cb(where_[d].second); }
+  Slice partial(size_t d, uint32_t k) override { return group(d).exec->partial(where_[d].second, local(d, k)); }
+  Slice reduce(size_t d, uint32_t k, bool wrote) override { return group(d).exec->reduce(where_[d].second, local(d, k), wrote); }
+  void receive(size_t d, const vk::Buffer& x) override {
+    const Group& g = group(d);
+    if (where_[d].first == 0) throw std::logic_error("hybrid executor: the first group embeds; nothing is handed to it");
+    // The host wrote the inbox before this group's submit (vkQueueSubmit's host write ordering).
+    cb(d).copy(g.inbox[where_[d].second], 0, x, 0, bytes());
+    cb(d).barrier();  // the hidden state is in x before the group's first layer reads it
+  }
+  void send(size_t d, const vk::Buffer& x) override {
+    Group& g = group(d);
+    if (where_[d].first + 1 == groups_.size() || where_[d].second != 0) return;  // the group's first device hands on
+    cb(d).copy(x, 0, g.outbox, 0, bytes());
+  }
+  void end() override {
+    for (Group& g : groups_) g.exec->end();  // ends with a barrier to the host: the outbox is readable after the wait
+  }
+  void run() override {
+    for (size_t gi = 0; gi < groups_.size(); ++gi) {
+      groups_[gi].exec->run();
+      if (gi + 1 < groups_.size())
+        for (vk::Buffer& in : groups_[gi + 1].inbox) std::memcpy(in.mapped(), groups_[gi].outbox.mapped(), bytes());
+    }
+  }
+  uint64_t host_waits() const override {
+    uint64_t n = 0;
+    for (const Group& g : groups_) n += g.exec->host_waits();
+    return n;
+  }
+  // The groups' collectives together, per device in the executor's device order.
+  std::optional<CollectiveStats> collective_stats() const override {
+    std::optional<CollectiveStats> all;
+    for (const Group& g : groups_) {
+      const std::optional<CollectiveStats> s = g.exec->collective_stats();
+      if (!s) continue;
+      if (!all) {
+        all.emplace();
+        all->device_wait_ns.assign(where_.size(), 0);
+        all->device_last.assign(where_.size(), 0);
+      }
+      all->tokens = std::max(all->tokens, s->tokens);
+      all->reduces += s->reduces;
+      all->submits += s->submits;
+      all->reduce_submits += s->reduce_submits;
+      all->main_waits += s->main_waits;
+      all->proxy_blocks += s->proxy_blocks;
+      all->latency_ns.insert(all->latency_ns.end(), s->latency_ns.begin(), s->latency_ns.end());
+      all->wait_ns.insert(all->wait_ns.end(), s->wait_ns.begin(), s->wait_ns.end());
+      all->sum_ns.insert(all->sum_ns.end(), s->sum_ns.begin(), s->sum_ns.end());
+      for (size_t i = 0; i < g.members.size(); ++i) {
+        if (i < s->device_wait_ns.size()) all->device_wait_ns[g.members[i]] += s->device_wait_ns[i];
+        if (i < s->device_last.size()) all->device_last[g.members[i]] += s->device_last[i];
+      }
+    }
+    return all;
+  }
+
+ private:
+  struct Group {
+    std::vector<size_t> members;        // executor device indices
+    std::vector<vk::Device*> devices;
+    std::unique_ptr<Executor> exec;
+    uint32_t first_point = 0;
+    std::vector<vk::Buffer> inbox;      // per member (groups after the first), host-visible
+    vk::Buffer outbox;                  // the first member's (groups before the last), host-visible
+  };
+  Group& group(size_t d) { return groups_[where_.at(d).first]; }
+  uint32_t local(size_t d, uint32_t k) const {
+    const Group& g = groups_[where_.at(d).first];
+    if (k < g.first_point) throw std::logic_error("hybrid executor: reduce point " + std::to_string(k) + " is before device " +
+                                                  std::to_string(d) + "'s group's layers");
+    return k - g.first_point;
+  }
+  uint64_t bytes() const { return uint64_t(tokens_) * o_.width * 4; }
+
+  ExecutorOptions o_;
+  uint32_t tokens_ = 0;
+  std::vector<std::pair<size_t, size_t>> where_;  // device -> (group, index in the group)
+  std::vector<Group> groups_;
+};
+
 }  // namespace
 
 std::unique_ptr<Executor> Executor::create(const Plan& plan, std::vector<vk::Device*> devices,
@@ -270,6 +392,27 @@ std::unique_ptr<Executor> Executor::create(const Plan& plan, std::vector<vk::Dev
     throw std::invalid_argument("an executor needs max_tokens, width and max_points above 0");
   if (plan.mode == SplitMode::tensor && devices.size() > 1)
     return std::make_unique<TensorExecutor>(std::move(devices), options);
+  if (plan.mode == SplitMode::hybrid) {
+    // The executor's devices are the plan's devices holding something, in order.
+    std::vector<uint32_t> groups, first_point, points;
+    for (uint32_t d = 0; d < plan.devices.size(); ++d) {
+      const DeviceShard& s = plan.devices[d];
+      if (s.empty()) continue;
+      const uint32_t g = plan.groups.at(d);
+      if (groups.empty() || g != groups.back()) {
+        first_point.push_back(static_cast<uint32_t>(2 * s.layers.begin));
+        points.push_back(static_cast<uint32_t>(2 * s.layers.size()));
+      }
+      groups.push_back(g);
+    }
+    if (groups.size() != devices.size())
+      throw std::invalid_argument("hybrid executor: " + std::to_string(devices.size()) + " devices for a plan with " +
+                                  std::to_string(groups.size()) + " holding anything");
+    // Renumber the groups that hold anything 0, 1, 2 ...
+    std::vector<uint32_t> renumbered(groups.size());
+    for (size_t d = 0; d < groups.size(); ++d) renumbered[d] = d == 0 ? 0 : renumbered[d - 1] + (groups[d] != groups[d - 1]);
+    return std::make_unique<HybridExecutor>(devices, renumbered, first_point, points, options);
+  }
   return std::make_unique<PipelineExecutor>(std::move(devices), options);
 }
 

@@ -57,13 +57,31 @@ std::vector<DeviceMemory> plan_memory(const Plan& plan, const ContextShape& ctx)
     if (n_vocab > 0) dm.scratch += 2 * uint64_t(ctx.logit_rows) * n_vocab * 4;  // logits, readback
     // The executor's (split/executor.cpp).
     const uint64_t hidden = T * m.n_embd * 4;
-    if (!tensor) {
+    const auto collective = [&](uint64_t points) {
+      // [results: slots][partials: slots] per device (split/collective.cpp); 256-byte slots at least.
+      return ctx.collective_per_device ? 2 * std::min<uint64_t>(2, points) * align_up(hidden, 256) : 0;
+    };
+    if (plan.mode == SplitMode::hybrid) {
+      // Its group: the active devices with the same group number, in order.
+      std::vector<uint32_t> group;
+      size_t group_index = 0, n_groups = 0;
+      for (size_t i = 0; i < active.size(); ++i) {
+        const uint32_t e = active[i];
+        if (i == 0 || plan.groups.at(e) != plan.groups.at(active[i - 1])) ++n_groups;
+        if (plan.groups.at(e) == plan.groups.at(d)) {
+          group.push_back(e);
+          group_index = n_groups - 1;
+        }
+      }
+      if (group.size() > 1) dm.collective = collective(2 * s.layers.size());
+      else dm.scratch += hidden;                                               // the one device's partial
+      if (group_index > 0) dm.scratch += hidden;                               // inbox
+      if (group_index + 1 < n_groups && group.front() == d) dm.scratch += hidden;  // outbox
+    } else if (!tensor) {
       dm.scratch += hidden;                                // partial
       if (active.size() > 1) dm.scratch += 2 * hidden;     // inbox, outbox
-    } else if (ctx.collective_per_device) {
-      // [results: slots][partials: slots] per device (split/collective.cpp); 256-byte slots at least.
-      const uint64_t slots = std::min<uint64_t>(2, 2ull * m.n_layer);
-      dm.collective = 2 * slots * align_up(hidden, 256);
+    } else {
+      dm.collective = collective(2ull * m.n_layer);
     }
   }
   return out;

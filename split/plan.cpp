@@ -155,7 +155,11 @@ void plan_layer(Plan& p, const std::vector<double>& ratios) {
 // Smallest number of heads of width `width` whose total is a whole number of `block`s.
 uint64_t heads_per_block(uint64_t block, uint64_t width) { return block / std::gcd(block, width); }
 
-void plan_tensor(Plan& p, const std::vector<double>& ratios, KvSharing sharing) {
+// A tensor split of `layers` over the devices `members` (plan indices) by `ratios` (one per
+// member): the whole of a tensor split, or one group of a hybrid split. `embed`: the members
+// look tokens up (the first group); `head`: they compute the logits (the last group).
+void tensor_group(Plan& p, const std::vector<uint32_t>& members, const std::vector<double>& ratios, KvSharing sharing,
+                  Range layers, bool embed, bool head) {
   const ModelShape& m = p.model;
   const uint32_t n_dev = static_cast<uint32_t>(ratios.size());
   const uint64_t g = m.group();
@@ -178,28 +182,29 @@ void plan_tensor(Plan& p, const std::vector<double>& ratios, KvSharing sharing) 
 
   const std::vector<Range> heads = partition(shared ? m.n_head : m.n_head_kv, ratios, p.head_unit);
   const std::vector<Range> ffn = partition(m.n_ff, ratios, unit_ff);
-  const std::vector<Range> vocab = partition(m.n_vocab, ratios, unit_vocab);
-  p.kv_replicas.assign(m.n_head_kv, 0);
-  for (uint32_t d = 0; d < n_dev; ++d) {
+  const std::vector<Range> vocab = head ? partition(m.n_vocab, ratios, unit_vocab) : std::vector<Range>(n_dev);
+  p.kv_replicas.resize(m.n_head_kv, 0);
+  for (uint32_t i = 0; i < n_dev; ++i) {
+    const uint32_t d = members[i];
     DeviceShard& s = p.devices[d];
     if (shared) {
-      s.q_heads = heads[d];
+      s.q_heads = heads[i];
       s.kv_heads = s.q_heads.size() == 0 ? Range{s.q_heads.begin / g, s.q_heads.begin / g}
                                          : Range{s.q_heads.begin / g, (s.q_heads.end + g - 1) / g};
     } else {
-      s.kv_heads = heads[d];
+      s.kv_heads = heads[i];
       s.q_heads = scaled(s.kv_heads, g);
     }
     s.q_rows = scaled(s.q_heads, m.head_dim);
     s.kv_rows = scaled(s.kv_heads, m.head_dim);
-    s.ffn = ffn[d];
-    s.vocab = vocab[d];
+    s.ffn = ffn[i];
+    s.vocab = vocab[i];
     for (uint64_t h = s.kv_heads.begin; h < s.kv_heads.end; ++h) ++p.kv_replicas[h];
-    // A device with any share keeps the residual stream through every layer (it adds the
-    // reduced sums), so it needs the embedding for the first residual.
+    // A device with any share keeps the residual stream through every layer of the group (it
+    // adds the reduced sums), so the first group's need the embedding for the first residual.
     if (s.q_heads.size() || s.ffn.size() || s.vocab.size()) {
-      s.layers = all(m.n_layer);
-      s.embedding = true;
+      s.layers = layers;
+      s.embedding = embed;
       s.output_norm = s.vocab.size() > 0;
     }
   }
@@ -218,7 +223,7 @@ void plan_tensor(Plan& p, const std::vector<double>& ratios, KvSharing sharing) 
     for (uint32_t h = 0; h < m.n_head_kv; ++h) {
       if (p.kv_replicas[h] < 2) continue;
       std::string who;
-      for (uint32_t d = 0; d < n_dev; ++d) {
+      for (const uint32_t d : members) {
         const Range& r = p.devices[d].kv_heads;
         if (h >= r.begin && h < r.end) who += (who.empty() ? "" : ", ") + str(d);
       }
@@ -226,7 +231,7 @@ void plan_tensor(Plan& p, const std::vector<double>& ratios, KvSharing sharing) 
                            " (each a full copy of its K/V weight rows and KV cache)");
     }
   }
-  for (uint32_t d = 0; d < n_dev; ++d) {
+  for (const uint32_t d : members) {
     const DeviceShard& s = p.devices[d];
     const std::string who = "device " + str(d) + " (" + percent(s.ratio) + ")";
     if (s.empty()) continue;  // reported once below
@@ -237,9 +242,64 @@ void plan_tensor(Plan& p, const std::vector<double>& ratios, KvSharing sharing) 
     if (s.ffn.size() == 0)
       p.warnings.push_back(who + " gets no FFN rows: its share of n_ff " + str(m.n_ff) + " in units of " +
                            str(unit_ff) + " rounds to nothing");
-    if (s.vocab.size() == 0)
+    if (head && s.vocab.size() == 0)
       p.warnings.push_back(who + " gets no vocabulary rows: its share of " + str(m.n_vocab) + " rounds to nothing");
   }
+}
+
+void plan_tensor(Plan& p, const std::vector<double>& ratios, KvSharing sharing) {
+  std::vector<uint32_t> members(ratios.size());
+  for (uint32_t d = 0; d < members.size(); ++d) members[d] = d;
+  p.kv_replicas.assign(p.model.n_head_kv, 0);
+  tensor_group(p, members, ratios, sharing, all(p.model.n_layer), true, true);
+}
+
+// Groups (consecutive devices with the same group number) split the layers by their summed
+// ratios, one after another like a layer split; inside a group the layers' tensors are split
+// like a tensor split.
+void plan_hybrid(Plan& p, const std::vector<double>& ratios, const std::vector<uint32_t>& groups, KvSharing sharing) {
+  const ModelShape& m = p.model;
+  if (groups.size() != ratios.size())
+    throw std::invalid_argument("hybrid split: " + str(groups.size()) + " group numbers for " + str(ratios.size()) + " devices");
+  std::vector<std::vector<uint32_t>> members;
+  std::vector<double> group_ratio;
+  for (uint32_t d = 0; d < groups.size(); ++d) {
+    if (d > 0 && groups[d] != groups[d - 1] && groups[d] != groups[d - 1] + 1)
+      throw std::invalid_argument("hybrid split: the group numbers must list each group's devices together, counting 0, 1, 2 ... "
+                                  "in device order (got " + str(groups[d - 1]) + " then " + str(groups[d]) + ")");
+    if (d == 0 && groups[0] != 0) throw std::invalid_argument("hybrid split: the first device's group must be 0");
+    if (groups[d] == members.size()) {
+      members.emplace_back();
+      group_ratio.push_back(0);
+    }
+    members.back().push_back(d);
+    group_ratio.back() += ratios[d];
+  }
+  const std::vector<Range> layers = partition(m.n_layer, group_ratio);
+  size_t first = members.size(), last = 0;
+  for (size_t g = 0; g < members.size(); ++g)
+    if (layers[g].size()) first = std::min(first, g), last = g;
+  if (first == members.size()) throw std::invalid_argument("hybrid split: no group gets a layer");
+  p.kv_replicas.assign(m.n_head_kv, 0);
+  uint32_t prev = 0;
+  for (size_t g = 0; g < members.size(); ++g) {
+    if (layers[g].size() == 0) {
+      p.warnings.push_back("group " + str(g) + " gets no layers: its share of " + str(m.n_layer) + " layers rounds to nothing");
+      continue;
+    }
+    std::vector<double> r;
+    for (uint32_t d : members[g]) r.push_back(ratios[d]);
+    tensor_group(p, members[g], normalised(r), sharing, layers[g], g == first, g == last);
+    // The group's first device with any share hands the hidden state on.
+    uint32_t lead = members[g][0];
+    for (uint32_t d : members[g])
+      if (!p.devices[d].empty()) { lead = d; break; }
+    if (g == first) p.embedding_device = lead;
+    else p.transfers.push_back({static_cast<uint32_t>(layers[g].begin), prev, lead});
+    prev = lead;
+    if (g == last) p.lm_head_device = lead;
+  }
+  p.groups = groups;
 }
 
 }  // namespace
@@ -248,7 +308,8 @@ SplitMode parse_split_mode(const std::string& s) {
   if (s == "none") return SplitMode::none;
   if (s == "layer") return SplitMode::layer;
   if (s == "tensor") return SplitMode::tensor;
-  throw std::invalid_argument("split mode '" + s + "': expected none, layer or tensor");
+  if (s == "hybrid") return SplitMode::hybrid;
+  throw std::invalid_argument("split mode '" + s + "': expected none, layer, tensor or hybrid");
 }
 
 const char* to_string(SplitMode m) {
@@ -256,6 +317,7 @@ const char* to_string(SplitMode m) {
     case SplitMode::none: return "none";
     case SplitMode::layer: return "layer";
     case SplitMode::tensor: return "tensor";
+    case SplitMode::hybrid: return "hybrid";
   }
   return "?";
 }
@@ -276,11 +338,12 @@ Plan plan_split(const ModelShape& model, const SplitRequest& request) {
     case SplitMode::none: plan_none(p); break;
     case SplitMode::layer: plan_layer(p, ratios); break;
     case SplitMode::tensor: plan_tensor(p, ratios, request.kv_sharing); break;
+    case SplitMode::hybrid: plan_hybrid(p, ratios, request.groups, request.kv_sharing); break;
   }
   for (uint32_t d = 0; d < p.devices.size(); ++d) {
     if (!p.devices[d].empty()) continue;
     p.empty_devices.push_back(d);
-    if (p.mode == SplitMode::tensor)
+    if (p.mode == SplitMode::tensor || p.mode == SplitMode::hybrid)
       p.warnings.push_back("device " + str(d) + " (" + percent(p.devices[d].ratio) +
                            ") holds nothing: its share rounds to nothing in every dimension");
   }
@@ -338,6 +401,11 @@ std::string describe(const Plan& plan) {
   std::string out = std::string(to_string(plan.mode)) + " split over " + str(plan.devices.size()) + " device" +
                     (plan.devices.size() == 1 ? "" : "s");
   if (plan.mode == SplitMode::none) out += ", all on device " + str(plan.main_device);
+  if (plan.mode == SplitMode::hybrid) {
+    out += ", groups";
+    for (size_t d = 0; d < plan.groups.size(); ++d) out += (d ? "," : " ") + str(plan.groups[d]);
+    out += " (a tensor split inside each group, the groups one after another over the layers)";
+  }
   if (plan.mode == SplitMode::tensor)
     out += std::string(", ") + (plan.kv_shared ? "Q heads" : "whole KV heads") + " in units of " +
            str(plan.head_unit) + ", ffn in units of " + str(plan.ffn_unit) + ", vocab in units of " +

@@ -44,9 +44,9 @@
 
 namespace chorus::split {
 
-enum class SplitMode { none, layer, tensor };
+enum class SplitMode { none, layer, tensor, hybrid };
 
-// "none" | "layer" | "tensor"; throws std::invalid_argument naming the accepted values.
+// "none" | "layer" | "tensor" | "hybrid"; throws std::invalid_argument naming the accepted values.
 SplitMode parse_split_mode(const std::string& s);
 const char* to_string(SplitMode m);
 
@@ -101,6 +101,9 @@ struct SplitRequest {
   std::vector<double> ratios;  // one positive finite number per device (normalised here)
   uint32_t main_device = 0;    // `none` puts everything here
   KvSharing kv_sharing = KvSharing::automatic;
+  // Hybrid: each device's group (0, 1, 2 ... in device order, a group's devices together): a
+  // tensor split inside each group, the groups one after another over the layers.
+  std::vector<uint32_t> groups;
 };
 
 // One device's part. Ranges are half-open; an empty range means "none of it".
@@ -147,6 +150,7 @@ struct Plan {
   uint32_t lm_head_device = 0;            // layer/none: the device holding output_norm + LM head
   std::vector<uint32_t> empty_devices;    // devices holding nothing (rounded to nothing, or unused)
   std::vector<std::string> warnings;      // every fallback and rounding-to-nothing, in sentences
+  std::vector<uint32_t> groups;           // hybrid: each device's group
 };
 
 // Plans a split. Throws std::invalid_argument naming the defect: inconsistent shape (n_head

@@ -29,6 +29,7 @@ struct Case {
   std::vector<double> ratios;  // one per logical device
   split::SplitMode mode;
   split::ContextShape ctx;
+  std::vector<uint32_t> groups = {};  // hybrid
 };
 
 std::string smollm2() { return test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2"); }
@@ -56,7 +57,8 @@ TEST_P(MemoryPlan, PredictsEveryDevicesBytesWithinTwoPercentOfWhatIsAllocated) {
   const std::string path = smollm2();
   const gguf::File f = gguf::File::open(path);
   const ModelConfig config = ModelConfig::from_gguf(f);
-  const split::SplitRequest req{c.mode, c.ratios, 0};
+  split::SplitRequest req{c.mode, c.ratios, 0};
+  req.groups = c.groups;
   const split::Plan plan = split::plan_split(model_shape(config, f), req);
   split::ContextShape ctx = c.ctx;
   for (vk::Device* d : devices) ctx.collective_per_device = ctx.collective_per_device || !vk::host_import_unavailable(*d).empty();
@@ -85,7 +87,8 @@ INSTANTIATE_TEST_SUITE_P(
                       // 3 KV heads on two devices: 2 and 1, so the KV caches differ by two to one.
                       Case{"tensor 1:1", {1, 1}, split::SplitMode::tensor, {4096, 1, 512, 1}},
                       Case{"tensor 5:3:1, 2 sequences, all logits", {5, 3, 1}, split::SplitMode::tensor, {1024, 2, 256, 256}},
-                      Case{"layer 1:2:1", {1, 2, 1}, split::SplitMode::layer, {1024, 1, 128, 1}}),
+                      Case{"layer 1:2:1", {1, 2, 1}, split::SplitMode::layer, {1024, 1, 128, 1}},
+                      Case{"hybrid 2:2:1", {2, 2, 1}, split::SplitMode::hybrid, {1024, 1, 128, 1}, {0, 0, 1}}),
     [](const auto& param_info) {
       std::string n = param_info.param.name;
       for (char& ch : n)
@@ -160,6 +163,15 @@ Output chorus(const std::string& args) {
   return r;
 }
 
+// The generated text in a `chorus run` log (stdout and stderr together): between the blank line
+// after "prompt: N tokens" and the one before "stopped at".
+std::string completion(const std::string& log) {
+  const size_t at = log.find("prompt: ");
+  const size_t start = log.find("\n\n", at);
+  const size_t end = log.find("\n\nstopped at", start);
+  return start == std::string::npos || end == std::string::npos ? std::string() : log.substr(start + 2, end - start - 2);
+}
+
 TEST(FitTool, AContextTooLargeShrinksWithAOneLineNoteAndAModelThatCannotFitIsRefusedBeforeUpload) {
   const std::string model = smollm2();
   Output r = chorus("run -m " + model + " --device 0 --memory-budget 160M -c 8192 --fit-ctx-min 512 -n 2 --temp 0 -p Hi");
@@ -232,16 +244,22 @@ TEST(FitTool, AHalfSpeedDeviceGetsAThirdOfTheWorkTheSameTokensAndPredictedBeside
        at = split.text.find("% of reduce points", at + 1))
     ++lines;
   EXPECT_EQ(lines, 2u) << split.text;
-  // stdout (the completion) is the text before the first stderr line of the timings; compare
-  // the generated text as a whole instead: both runs print it once.
-  const auto completion = [](const std::string& log) {
-    const size_t at = log.find("prompt: ");
-    const size_t start = log.find("\n\n", at);
-    const size_t end = log.find("\n\nstopped at", start);
-    return start == std::string::npos || end == std::string::npos ? std::string() : log.substr(start + 2, end - start - 2);
-  };
   EXPECT_FALSE(completion(alone.text).empty()) << alone.text;
   EXPECT_EQ(completion(alone.text), completion(split.text));
+}
+
+TEST(FitTool, ThreeUnequalDevicesInAHybridSplitGiveOneDevicesTokens) {
+  const std::string model = smollm2();
+  const std::string common = "run -m " + model + " -c 512 -n 12 --temp 0 -p 'Once upon a time' ";
+  const Output alone = chorus(common + "--device 0");
+  ASSERT_EQ(alone.exit_code, 0) << alone.text;
+  // Two devices of one speed and one at half: groups 0,0,1 chosen from the calibration.
+  const Output hybrid = chorus(common + "--device 0,0,0 -sm hybrid --device-speed 1,1,0.5");
+  ASSERT_EQ(hybrid.exit_code, 0) << hybrid.text;
+  EXPECT_NE(hybrid.text.find("fit: hybrid groups 0,0,1"), std::string::npos) << hybrid.text;
+  EXPECT_NE(hybrid.text.find("hybrid split over 3 devices, groups 0,0,1"), std::string::npos) << hybrid.text;
+  EXPECT_FALSE(completion(alone.text).empty()) << alone.text;
+  EXPECT_EQ(completion(alone.text), completion(hybrid.text));
 }
 
 }  // namespace

@@ -704,5 +704,33 @@ TEST(Fit, AbsurdContextsSaturateInsteadOfWrappingToSomethingThatFits) {
   EXPECT_EQ(r.memory[0].total(), UINT64_MAX);
 }
 
+TEST(Hybrid, GroupsSplitTheLayersAndATensorSplitInsideEachGroup) {
+  SplitRequest r{SplitMode::hybrid, {2, 2, 1}, 0};
+  r.groups = {0, 0, 1};
+  const Plan p = plan_split(stories260k(), r);  // 5 layers: 4 for the pair, 1 for the third
+  EXPECT_EQ(p.devices[0].layers, (Range{0, 4}));
+  EXPECT_EQ(p.devices[1].layers, (Range{0, 4}));
+  EXPECT_EQ(p.devices[2].layers, (Range{4, 5}));
+  // Inside the pair, a tensor split of the heads and FFN rows; the third holds its layer whole.
+  EXPECT_EQ(p.devices[0].kv_heads.size() + p.devices[1].kv_heads.size(), 4u);
+  EXPECT_EQ(p.devices[0].ffn.size() + p.devices[1].ffn.size(), 172u);
+  EXPECT_EQ(p.devices[2].kv_heads, (Range{0, 4}));
+  // The first group embeds, the last computes every logit.
+  EXPECT_TRUE(p.devices[0].embedding && p.devices[1].embedding);
+  EXPECT_FALSE(p.devices[2].embedding);
+  EXPECT_EQ(p.devices[0].vocab.size() + p.devices[1].vocab.size(), 0u);
+  EXPECT_EQ(p.devices[2].vocab, (Range{0, 512}));
+  ASSERT_EQ(p.transfers.size(), 1u);
+  EXPECT_EQ(p.transfers[0].layer, 4u);
+  EXPECT_NE(describe(p).find("groups 0,0,1"), std::string::npos) << describe(p);
+
+  r.groups = {0, 1, 0};
+  EXPECT_THROW(plan_split(stories260k(), r), std::invalid_argument);
+  r.groups = {0, 0};
+  EXPECT_THROW(plan_split(stories260k(), r), std::invalid_argument);
+  r.groups = {1, 1, 2};
+  EXPECT_THROW(plan_split(stories260k(), r), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace chorus::split

@@ -17,6 +17,7 @@ struct SplitCase {
   split::SplitMode mode;
   std::vector<double> ratios;
   bool force_staging = false;
+  std::vector<uint32_t> groups = {};  // hybrid
 };
 
 std::vector<int32_t> read_ids(const std::string& path) {
@@ -46,7 +47,9 @@ TEST_P(SplitGolden, Stories260KGreedy256TokensEqualTheReference) {
       devices.push_back(&test::device(static_cast<int>(i)));
     }
   }
-  auto model = Model::load(test::shared_model("stories260K.gguf"), devices, split::SplitRequest{sc.mode, sc.ratios, 0});
+  split::SplitRequest req{sc.mode, sc.ratios, 0};
+  req.groups = sc.groups;
+  auto model = Model::load(test::shared_model("stories260K.gguf"), devices, req);
   Context ctx(*model, ContextOptions{512, 1, 512});
   std::vector<int32_t> got;
   int32_t token = 1;  // BOS
@@ -70,7 +73,11 @@ INSTANTIATE_TEST_SUITE_P(
                       SplitCase{"tensor_7_1_1_2", split::SplitMode::tensor, {7, 1, 1, 2}},
                       SplitCase{"layer_1_1", split::SplitMode::layer, {1, 1}},
                       SplitCase{"layer_1_2_1", split::SplitMode::layer, {1, 2, 1}},
-                      SplitCase{"tensor_1_1_staging", split::SplitMode::tensor, {1, 1}, true}),
+                      SplitCase{"tensor_1_1_staging", split::SplitMode::tensor, {1, 1}, true},
+                      // Two similar devices and a slower one; two pairs; a lone device then a pair.
+                      SplitCase{"hybrid_2_2_1", split::SplitMode::hybrid, {2, 2, 1}, false, {0, 0, 1}},
+                      SplitCase{"hybrid_1_1_1_1", split::SplitMode::hybrid, {1, 1, 1, 1}, false, {0, 0, 1, 1}},
+                      SplitCase{"hybrid_1_2_2", split::SplitMode::hybrid, {1, 2, 2}, false, {0, 1, 1}}),
     [](const ::testing::TestParamInfo<SplitCase>& p) { return std::string(p.param.name); });
 
 }  // namespace

@@ -102,6 +102,16 @@ int cmd_fit(const std::vector<std::string>& args) {
     }
     fr.speed.push_back(*v * (placement.speed_factors.empty() ? 1.0 : placement.speed_factors[i]));
   }
+  if (fr.split.mode == split::SplitMode::hybrid) {
+    if (!placement.groups.empty()) fr.split.groups = placement.groups;
+    else if (!fr.speed.empty()) fr.split.groups = speed_groups(fr.speed);
+    else
+      throw UsageError("-sm hybrid needs --groups here: the devices have not been calibrated yet (a `chorus run` on "
+                       "them does it), so fit cannot group them by speed");
+    if (fr.split.groups.size() != infos.size())
+      throw UsageError("--groups gives " + std::to_string(fr.split.groups.size()) + " groups for " +
+                       std::to_string(infos.size()) + " devices");
+  }
   const split::FitResult r = split::fit(fr);
 
   if (format == "json") {

@@ -78,12 +78,17 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
            "device again as another logical device (default: every usable device)",
            [&placement](const std::string& flag, const std::string& v) { placement.devices = parse_index_list(flag, v); });
   p.option({"-sm", "--split-mode"}, "MODE",
-           "none | layer | tensor (default: tensor with several devices; llama.cpp's row is tensor)",
+           "none | layer | tensor | hybrid (default: tensor with several devices; llama.cpp's row is tensor; hybrid: "
+           "a tensor split inside groups of similar devices, the groups one after another over the layers)",
            [&placement](const std::string&, const std::string& v) { placement.mode = parse_split_mode_flag(v); placement.mode_given = true; });
   p.option({"-ts", "--tensor-split"}, "RATIOS",
            "ratios, e.g. 3,1 or 3/1 (any positive numbers; default: each device's free memory)",
            [&placement](const std::string& flag, const std::string& v) { placement.ratios = parse_ratios(flag, v); });
   }
+  p.option({"--groups"}, "LIST",
+           "-sm hybrid: each device's group, e.g. 0,0,1 (default: consecutive devices of equal calibrated speed, "
+           "within 10%, form a group)",
+           [&placement](const std::string& flag, const std::string& v) { placement.groups = parse_index_list(flag, v); });
   p.option({"-mg", "--main-gpu"}, "I", "the device (position in --device) that holds everything with -sm none",
            [&placement](const std::string& flag, const std::string& v) {
              const uint64_t n = parse_uint(flag, v);
@@ -143,6 +148,13 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
   p.flag({"--verbose", "-v"}, std::string("accepted and ignored: ") + log, [f = ignored(log)] { f("--verbose"); })
       .flag({"-fa", "--flash-attn"}, std::string("accepted and ignored: ") + fused, [f = ignored(fused)] { f("-fa"); })
       .flag({"--no-mmap", "--mlock"}, std::string("accepted and ignored: ") + once, [f = ignored(once)] { f("--no-mmap/--mlock"); });
+}
+
+std::vector<uint32_t> speed_groups(const std::vector<double>& speed) {
+  std::vector<uint32_t> g;
+  for (size_t i = 0; i < speed.size(); ++i)
+    g.push_back(i == 0 ? 0 : g.back() + (std::fabs(speed[i] - speed[i - 1]) > 0.1 * std::max(speed[i], speed[i - 1])));
+  return g;
 }
 
 GgmlType main_weight_type(const gguf::File& file) {
@@ -237,8 +249,20 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
                  type_traits(main_type).name, fr.speed.back() / 1e9, sp.source.c_str(),
                  factor != 1.0 ? (", x" + format_default(factor) + " by --device-speed").c_str() : "");
   }
+  if (fr.split.mode == split::SplitMode::hybrid) {
+    fr.split.groups = placement.groups.empty() ? speed_groups(fr.speed) : placement.groups;
+    if (fr.split.groups.size() != devices.size())
+      throw UsageError("--groups gives " + std::to_string(fr.split.groups.size()) + " groups for " +
+                       std::to_string(devices.size()) + " devices");
+  }
   const split::FitResult fitted = split::fit(fr);
   for (const std::string& note : fitted.notes) std::fprintf(stderr, "fit: %s\n", note.c_str());
+  if (fitted.plan.mode == split::SplitMode::hybrid && placement.groups.empty()) {
+    std::string g;
+    for (uint32_t x : fitted.plan.groups) g += (g.empty() ? "" : ",") + std::to_string(x);
+    std::fprintf(stderr, "fit: hybrid groups %s: consecutive devices of equal calibrated speed (within 10%%) share one\n",
+                 g.c_str());
+  }
   if (fitted.predicted_token_seconds > 0)
     std::fprintf(stderr, "predicted generation: %.2f ms per token (%.1f t/s): the weight reads at the calibrated speeds; dispatch and "
                  "reduce costs not included\n",

@@ -34,7 +34,11 @@ struct Placement {
   std::vector<double> speed_factors;  // --device-speed: multiply each device's calibrated speed
   bool recalibrate = false;       // --recalibrate: measure every device's speed again
   bool show_devices = false;      // --show-devices: the per-device view after the work
+  std::vector<uint32_t> groups;   // --groups: each device's group in a hybrid split
 };
+
+// Hybrid groups when --groups is not given: consecutive devices whose speeds are within 10%.
+std::vector<uint32_t> speed_groups(const std::vector<double>& speed);
 
 // The weight format holding most of a model's matrix bytes (what calibration measures).
 GgmlType main_weight_type(const gguf::File& file);

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <vector>
@@ -101,11 +103,22 @@ std::string calibration_cache_path() {
 
 DeviceSpeed device_speed(vk::Device& device, GgmlType type, bool recalibrate) {
   const std::string k = key(device.info(), type);
+  // One value per device identity for the whole process: logical devices of one GPU must get
+  // the same speed (so equal shares) even if another process rewrites the file meanwhile.
+  static std::mutex mutex;
+  static std::map<std::string, double> seen;
+  std::lock_guard lock(mutex);
+  if (!recalibrate)
+    if (const auto it = seen.find(k); it != seen.end()) return DeviceSpeed{it->second, "cached"};
   std::vector<std::pair<std::string, double>> cache = read_cache();
   if (!recalibrate)
     for (const auto& [ck, v] : cache)
-      if (ck == k) return DeviceSpeed{v, "cached"};
+      if (ck == k) {
+        seen[k] = v;
+        return DeviceSpeed{v, "cached"};
+      }
   const double v = measure(device, type);
+  seen[k] = v;
   std::erase_if(cache, [&](const auto& e) { return e.first == k; });
   cache.emplace_back(k, v);
   std::string text;

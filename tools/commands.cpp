@@ -31,6 +31,7 @@ std::span<const Command> all_commands() {
       {"chat", "talk to a model in its own chat format (interactive)", cmd_chat},
       {"run", "generate text from a prompt (the completion on stdout)", cmd_run},
       {"perplexity", "measure a model's perplexity over a text file (llama-perplexity's method)", cmd_perplexity},
+      {"serve", "an OpenAI-compatible HTTP server with parallel slots (chat, completions, embeddings)", cmd_serve},
   };
   return table;
 }

@@ -41,6 +41,7 @@ int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_run(const std::vector<std::string>& args);
 int cmd_chat(const std::vector<std::string>& args);  // also `chorus run -cnv`
 int cmd_perplexity(const std::vector<std::string>& args);
+int cmd_serve(const std::vector<std::string>& args);    // the HTTP server (server/)
 
 // Argument helpers: value of `--flag V` at args[i+1] (advances i) or a UsageError.
 std::string take_value(const std::vector<std::string>& args, size_t& i);

@@ -95,6 +95,7 @@ GenerationParams generation_params(const json& body, bool chat) {
   p.sampling.top_k = static_cast<int32_t>(integer(body, "top_k", 0, 0, std::numeric_limits<int32_t>::max()));
   p.sampling.min_p = static_cast<float>(number(body, "min_p", 0.0, 0.0, 1.0));
   p.sampling.repeat_penalty = 1.0f;
+  p.ignore_eos = boolean(body, "ignore_eos", false);
   p.presence_penalty = static_cast<float>(number(body, "presence_penalty", 0.0, -2.0, 2.0));
   p.frequency_penalty = static_cast<float>(number(body, "frequency_penalty", 0.0, -2.0, 2.0));
   if (const json* seed = field(body, "seed")) {

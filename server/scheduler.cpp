@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <span>
@@ -92,6 +93,8 @@ Scheduler::Scheduler(Model& model, const Tokenizer& tok, const SchedulerOptions&
     slots_.push_back(std::make_unique<Slot>());
     slots_.back()->seq = i;
   }
+  for (uint32_t t = 0; t < tok_.vocab().n_tokens(); ++t)
+    if (tok_.vocab().is_eog(static_cast<TokenId>(t))) eog_.push_back(static_cast<TokenId>(t));
   stats_.slots = options_.n_slots;
   snapshot();
   thread_ = std::thread([this] { loop(); });
@@ -165,6 +168,14 @@ void Scheduler::hold(bool on) {
 bool Scheduler::wait_idle(std::chrono::milliseconds timeout) const {
   std::unique_lock lock(mutex_);
   return changed_.wait_for(lock, timeout, [&] { return stats_.active == 0 && queue_.empty(); });
+}
+
+uint32_t Scheduler::cancelled_pending() const {
+  std::lock_guard lock(mutex_);
+  uint32_t n = 0;
+  for (const auto& j : queue_) n += j->cancelled() ? 1 : 0;
+  for (const auto& s : slots_) n += s->job && s->job->cancelled() ? 1 : 0;  // slots change only under mutex_
+  return n;
 }
 
 bool Scheduler::wait_queued(uint32_t n, std::chrono::milliseconds timeout) const {
@@ -278,7 +289,8 @@ void Scheduler::step(std::unique_lock<std::mutex>& lock) {
   }
   const bool single_pass = ctx_->counters().forward_passes == passes0 + 1;
   const size_t V = ctx_->config().n_vocab;
-  uint64_t prompt_tokens = 0, generated = 0, finished = 0;
+  uint64_t prompt_tokens = 0, generated = 0;
+  std::vector<Slot*> ended;
   for (size_t i = 0; i < owners.size(); ++i) {
     Slot& s = *owners[i];
     Job& job = *s.job;
@@ -294,8 +306,7 @@ void Scheduler::step(std::unique_lock<std::mutex>& lock) {
       e.usage = s.usage;
       e.error = error;
       job.push(std::move(e));
-      s.job.reset();
-      ++finished;
+      ended.push_back(&s);  // its job is let go under the lock below
     };
     if (!failure.empty()) {
       ctx_->clear(s.seq);  // what the failed call left is unknown
@@ -317,6 +328,8 @@ void Scheduler::step(std::unique_lock<std::mutex>& lock) {
     const GenerationParams& p = job.params;
     if (p.presence_penalty != 0 || p.frequency_penalty != 0)
       for (const auto& [t, n] : s.counts) row[t] -= p.presence_penalty + p.frequency_penalty * static_cast<float>(n);
+    if (p.ignore_eos)
+      for (const TokenId e : eog_) row[e] = -std::numeric_limits<float>::infinity();
     const TokenId t = s.sampler->sample(row);
     if (tok_.vocab().is_eog(t)) {
       finish("stop");
@@ -357,13 +370,14 @@ void Scheduler::step(std::unique_lock<std::mutex>& lock) {
     }
   }
   lock.lock();
+  for (Slot* e : ended) e->job.reset();
   ++stats_.steps;
   if (single_pass) ++stats_.steps_single_pass;
   stats_.max_segments = std::max<uint32_t>(stats_.max_segments, static_cast<uint32_t>(segments.size()));
   if (segments.size() == slots_.size()) ++stats_.steps_full;
   stats_.prompt_tokens += prompt_tokens;
   stats_.generated_tokens += generated;
-  stats_.jobs_finished += finished;
+  stats_.jobs_finished += ended.size();
   stats_.active = static_cast<uint32_t>(std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->job != nullptr; }));
   stats_.context = ctx_->counters();
   // The memory and collective figures cost a copy of the reduce samples: a few times a second

@@ -46,6 +46,7 @@ struct GenerationParams {
   std::vector<std::string> stop;   // the reply ends before the first of these (not included)
   uint32_t top_logprobs = 0;       // alternatives per token (with logprobs)
   bool logprobs = false;           // report each token's log-probability
+  bool ignore_eos = false;         // never pick an end-of-generation token (llama.cpp's extension)
 };
 
 struct TopLogprob {
@@ -151,6 +152,8 @@ class Scheduler {
   void hold(bool on);
   // Waits until no slot is active and nothing is queued; false after `timeout`.
   bool wait_idle(std::chrono::milliseconds timeout) const;
+  // Jobs whose client went away that no step has dropped yet (in a slot or queued).
+  uint32_t cancelled_pending() const;
   // Waits until at least n jobs are queued; false after `timeout`.
   bool wait_queued(uint32_t n, std::chrono::milliseconds timeout) const;
 
@@ -168,6 +171,7 @@ class Scheduler {
   std::unique_ptr<Context> ctx_;   // touched only by the scheduler thread after construction
   uint32_t n_ctx_ = 0;
   std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<TokenId> eog_;       // the vocabulary's end-of-generation tokens
 
   mutable std::mutex mutex_;       // guards queue_, stop_, held_, stats_
   mutable std::condition_variable wake_;     // work arrived, hold released, or stop

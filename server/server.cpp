@@ -170,6 +170,7 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(o
   const ServerOptions& o = m.options;
   m.http.set_payload_max_length(o.max_body);
   m.http.set_read_timeout(o.read_timeout_s, 0);
+  m.http.set_keep_alive_timeout(o.read_timeout_s);  // an idle kept-alive connection is dropped as soon
   m.http.set_write_timeout(o.write_timeout_s, 0);
   const size_t threads = o.http_threads ? o.http_threads : o.scheduler.n_slots + o.scheduler.max_queue + 8;
   m.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };

@@ -22,6 +22,7 @@
 #include "engine/chat.h"
 #include "engine/gguf.h"
 #include "engine/vocab.h"
+#include "tools/chat_format.h"
 #include "tools/commands.h"
 #include "tools/model_setup.h"
 
@@ -97,8 +98,6 @@ std::optional<std::string> read_line(bool tty, const char* prompt) {
 // size; a device such as /dev/zero, a directory or a FIFO without a writer is refused by name.
 std::string read_file(const std::string& what, const std::string& path) { return read_text_input(what, path); }
 
-// The template to use: --chat-template, else the model's, else chatml; one that does not
-// parse or render falls back to the built-in format it resembles, with a warning.
 void print_turn_stats(const ChatTurnStats& st, const ChatSession& chat) {
   const auto rate = [](size_t n, double ms) { return ms > 0 ? 1000.0 * static_cast<double>(n) / ms : 0.0; };
   if (st.dropped_messages)
@@ -121,7 +120,9 @@ int cmd_chat(const std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
-      std::printf(kHelp, builtin_chat_template_list().c_str(), kPlacementHelp);
+      std::string names;
+      for (const std::string& n : builtin_chat_template_names()) names += (names.empty() ? "" : ", ") + n;
+      std::printf(kHelp, names.c_str(), kPlacementHelp);
       return 0;
     }
     if (a == "-m" || a == "--model") model_path = take_value(args, i);

@@ -13,6 +13,7 @@
 #include "engine/gguf.h"
 #include "engine/vocab.h"
 #include "server/server.h"
+#include "tools/chat_format.h"
 #include "tools/commands.h"
 #include "tools/model_setup.h"
 

@@ -9,8 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "engine/chat_template.h"
-#include "engine/gguf.h"
 #include "engine/model.h"
 #include "engine/sampling.h"
 #include "split/plan.h"
@@ -52,13 +50,6 @@ void print_memory_use(const Context& ctx);
 // --min-p, --repeat-penalty, --repeat-last-n, --seed); returns whether it was.
 bool parse_sampling_flag(const std::vector<std::string>& args, size_t& i, SamplerParams& sp,
                          std::optional<uint64_t>& seed);
-
-// The chat format for `chat` and `serve`: --chat-template NAME|FILE (`requested`, may be empty),
-// else the model's own template, else the built-in chatml; a template that cannot render a
-// plain conversation falls back to the built-in format its markers suggest, with a warning.
-ModelChatFormat choose_chat_template(const gguf::File& f, const std::string& requested, const std::string& system);
-// "chatml, llama2, ...": the built-in formats, for --help.
-std::string builtin_chat_template_list();
 
 // The positive count a flag takes (1 .. 2^24), or a UsageError.
 uint32_t parse_positive(const std::string& flag, const std::string& text);

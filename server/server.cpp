@@ -170,14 +170,18 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(o
   const ServerOptions& o = m.options;
   m.http.set_payload_max_length(o.max_body);
   m.http.set_read_timeout(o.read_timeout_s, 0);
-  m.http.set_keep_alive_timeout(o.read_timeout_s);  // an idle kept-alive connection is dropped as soon
+  // An idle kept-alive connection holds a worker thread (and delays shutdown) at most 5 s.
+  m.http.set_keep_alive_timeout(std::min<time_t>(o.read_timeout_s, 5));
   m.http.set_write_timeout(o.write_timeout_s, 0);
   const size_t threads = o.http_threads ? o.http_threads : o.scheduler.n_slots + o.scheduler.max_queue + 8;
   m.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   m.routes();
 }
 
-Server::~Server() { stop(); }
+Server::~Server() {
+  stop();
+  wait();
+}
 
 int Server::start() {
   Impl& m = *impl_;
@@ -191,6 +195,8 @@ int Server::start() {
     m.port = m.options.port;
   }
   m.listener = std::thread([&m] { m.http.listen_after_bind(); });
+  // stop() only reaches a server that is running: wait for the listener to get there.
+  while (!m.http.is_running()) std::this_thread::yield();
   return m.port;
 }
 
@@ -203,11 +209,7 @@ void Server::attach(Model& model, const Tokenizer& tok, const ModelChatFormat& f
   m.ready.store(true, std::memory_order_release);
 }
 
-void Server::stop() {
-  Impl& m = *impl_;
-  m.http.stop();
-  if (m.listener.joinable()) m.listener.join();
-}
+void Server::stop() { impl_->http.stop(); }
 
 void Server::wait() {
   Impl& m = *impl_;

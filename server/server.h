@@ -48,9 +48,9 @@ class Server {
   // The model is loaded: builds the scheduler (a context of scheduler.n_slots sequences) and
   // answers requests. `model`, `tok` must outlive the server.
   void attach(Model& model, const Tokenizer& tok, const ModelChatFormat& format);
-  // Stops listening and waits for the listener thread.
+  // Stops listening (any thread may call it; the requests in flight end with the listener).
   void stop();
-  // Blocks until stop() (from another thread or a signal handler's thread).
+  // Blocks until the listener has stopped (after stop()); call it from one thread only.
   void wait();
 
   int port() const;

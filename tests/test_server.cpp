@@ -62,7 +62,10 @@ struct Served {
     port = srv->start();
     srv->attach(*model, *tok, chatml(f));
   }
-  ~Served() { srv->stop(); }
+  ~Served() {
+    srv->stop();
+    srv->wait();
+  }
 
   server::Scheduler& sched() { return *srv->scheduler(); }
   std::unique_ptr<httplib::Client> client(bool with_key = true) const {
@@ -192,6 +195,7 @@ TEST_F(ServerTest, HealthAnswers503UntilTheModelIsAttachedThen200) {
   EXPECT_EQ(r->status, 200);
   EXPECT_EQ(json::parse(r->body)["status"], "ok");
   srv.stop();
+  srv.wait();
 }
 
 TEST_F(ServerTest, ModelsListsTheServedModelWithItsSlots) {

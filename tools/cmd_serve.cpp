@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -98,6 +99,10 @@ int cmd_serve(const std::vector<std::string>& args) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // inherited by every thread started below
 
+  // Declared before the server, so its scheduler (and context) goes before the model and devices.
+  std::optional<gguf::File> file;
+  std::optional<Tokenizer> tok;
+  std::optional<LoadedModel> model;
   server::Server srv(o);
   const int port = srv.start();
   std::fprintf(stderr, "serve: listening on http://%s:%d (loading the model; /health answers 503 until it is ready)\n",
@@ -112,11 +117,11 @@ int cmd_serve(const std::vector<std::string>& args) {
   });
   signals.detach();
 
-  const gguf::File file = gguf::File::open(model_path);
-  const Tokenizer tok(load_vocab(file));
-  const ModelChatFormat format = choose_chat_template(file, template_arg, "");
-  const LoadedModel model = load_model(model_path, placement, validation);
-  srv.attach(*model.model, tok, format);
+  file.emplace(gguf::File::open(model_path));
+  tok.emplace(load_vocab(*file));
+  const ModelChatFormat format = choose_chat_template(*file, template_arg, "");
+  model.emplace(load_model(model_path, placement, validation));
+  srv.attach(*model->model, *tok, format);
   loaded = true;
   const server::SchedulerStats st = srv.scheduler()->stats();
   for (const DeviceMemoryUse& u : st.memory)

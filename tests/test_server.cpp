@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/chat.h"
 #include "engine/chat_template.h"
 #include "engine/gguf.h"
 #include "engine/vocab.h"
@@ -561,6 +562,50 @@ TEST_F(ServerTest, FourConcurrentStreamsOnATensorSplitCostOneSubmitPerDevicePerS
     EXPECT_EQ(devices[d]->counters().submits.load() - submits0[d], steps) << "vkQueueSubmit calls of device " << d;
   ASSERT_TRUE(after.collective.has_value()) << "a tensor split reduces through the collective";
   EXPECT_EQ(after.collective->reduce_submits, 0u);
+}
+
+// A real chat template (SmolLM2's ChatML, with its own special tokens): the server's greedy reply
+// equals ChatSession's (engine/chat.h, the terminal chat's engine) for the same conversation.
+using ServerSmolLM2 = test::GpuTest;
+
+TEST_F(ServerSmolLM2, ChatRepliesAsChatSessionDoesWithTheModelsOwnTemplate) {
+  const std::string path = test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2");
+  const gguf::File f = gguf::File::open(path);
+  const Tokenizer tok(load_vocab(f));
+  const ModelChatFormat format = model_chat_format(f);
+  ASSERT_NE(format.chat_template.find("<|im_start|>"), std::string::npos);
+  auto model = Model::load(path, test::device(0));
+  std::string want;
+  {
+    Context ctx(*model, ContextOptions{512, 1, 512});
+    ChatOptions co;
+    co.system = "You are a helpful assistant.";
+    co.sampling.temp = 0;
+    co.max_tokens = 12;
+    ChatSession chat(ctx, tok, format, co);
+    chat.send("What is the capital of France?", [&](std::string_view t) { want += t; });
+  }
+  server::ServerOptions o = default_options();
+  o.model_name = "smol";
+  o.scheduler.n_slots = 1;
+  o.scheduler.n_ctx = 512;
+  server::Server srv(o);
+  const int port = srv.start();
+  srv.attach(*model, tok, format);
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(kHangGuard);
+  c.set_default_headers({{"Authorization", std::string("Bearer ") + kKey}});
+  const auto [st, j] = post(c, "/v1/chat/completions",
+                            json{{"model", "smol"},
+                                 {"messages", {{{"role", "system"}, {"content", "You are a helpful assistant."}},
+                                               {{"role", "user"}, {"content", "What is the capital of France?"}}}},
+                                 {"temperature", 0},
+                                 {"max_tokens", 12}});
+  ASSERT_EQ(st, 200) << j.dump();
+  EXPECT_EQ(j["choices"][0]["message"]["content"], want);
+  EXPECT_NE(want.find("Paris"), std::string::npos) << want;
+  srv.stop();
+  srv.wait();
 }
 
 }  // namespace

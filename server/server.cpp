@@ -50,9 +50,6 @@ void send_json(httplib::Response& res, int status, const json& body) {
 
 void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status, error_body(e)); }
 
-// The body of a POST as JSON, or an ApiError.
-json parse_body(const httplib::Request& req) { return parse_request_json(req.body); }
-
 }  // namespace
 
 bool Server::Impl::authorised(const httplib::Request& req) const {
@@ -122,10 +119,32 @@ void Server::Impl::routes() {
     }
     res.set_content(api->metrics(statuses), "text/plain; version=0.0.4");
   });
+  // Bodies are read here, not by httplib: its payload limit covers Content-Length bodies only,
+  // and a chunked body would otherwise grow without bound.
   const auto post = [this](const char* path, auto handler) {
-    http.Post(path, [this, handler](const httplib::Request& req, httplib::Response& res) {
+    http.Post(path, [this, handler](const httplib::Request& req, httplib::Response& res,
+                                    const httplib::ContentReader& read) {
       try {
-        handler(*api, parse_body(req), res);
+        std::string body;
+        bool too_large = false;
+        const bool complete = read([&](const char* data, size_t n) {
+          if (body.size() + n > options.max_body) {
+            too_large = true;
+            return false;
+          }
+          body.append(data, n);
+          return true;
+        });
+        // httplib refuses a Content-Length over its payload limit (set to the same) by itself.
+        too_large = too_large || (!complete && req.get_header_value<uint64_t>("Content-Length") > options.max_body);
+        if (too_large) {
+          res.set_header("Connection", "close");  // the rest of the body is never read
+          throw ApiError(413, "the request body is larger than the server's limit of " + std::to_string(options.max_body) +
+                                  " bytes (--max-body)", "invalid_request_error", "request_too_large");
+        }
+        if (!complete)
+          throw ApiError(400, "the request body could not be read to its end", "invalid_request_error", "bad_request");
+        handler(*api, parse_request_json(body), res);
       } catch (const ApiError& e) {
         send_error(res, e);
       }

@@ -415,6 +415,55 @@ TEST_F(ServerTest, BadRequestsGetOpenAIShapedErrorsWithTheRightStatus) {
   EXPECT_EQ(h->status, 200) << "/health needs no key";
 }
 
+// A loopback TCP connection to the server, for what httplib's client will not send.
+int connect_to(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval guard{static_cast<time_t>(kHangGuard.count()), 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &guard, sizeof guard);
+  return fd;
+}
+
+// httplib's own limit covers Content-Length bodies only: a chunked body over --max-body must be
+// refused too, not buffered to its end.
+TEST_F(ServerTest, AChunkedBodyOverTheLimitIsRefusedBeforeItsEnd) {
+  const int fd = connect_to(s().port);
+  ASSERT_GE(fd, 0);
+  std::string head = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + std::string(kKey) +
+                     "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+  ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  const std::string chunk = "4000\r\n" + std::string(0x4000, ' ') + "\r\n";
+  size_t sent = 0;
+  for (int i = 0; i < 256; ++i) {  // 4 MiB, 64 times the limit
+    if (::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(chunk.size())) break;
+    sent += 0x4000;
+  }
+  std::string reply;
+  char buf[4096];
+  ssize_t n = 0;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) reply.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  // Either the 413 arrives, or the connection was reset because the server stopped reading; a
+  // server that read everything would answer 400 (not JSON) after the whole body.
+  if (!reply.empty()) {
+    EXPECT_EQ(reply.rfind("HTTP/1.1 413", 0), 0u) << reply.substr(0, 200);
+    EXPECT_NE(reply.find("request_too_large"), std::string::npos) << reply.substr(0, 400);
+  } else {
+    EXPECT_EQ(n, -1) << "no reply and no reset after " << sent << " bytes";
+  }
+  auto c = s().client();
+  EXPECT_EQ(post(*c, "/v1/completions", json{{"prompt", "Once"}, {"max_tokens", 2}}).first, 200) << "the server still answers";
+}
+
 long resident_kib() {
   std::ifstream f("/proc/self/status");
   std::string line;
@@ -441,19 +490,12 @@ TEST_F(ServerTest, AThousandBadRequestsLeaveTheServerAnsweringAndMemoryFlat) {
 // A client that sends half its headers and then nothing is dropped after the read timeout,
 // while another client is served meanwhile.
 TEST_F(ServerTest, SlowHeadersAreDroppedAfterTheReadTimeoutWhileOthersAreServed) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  const int fd = connect_to(s().port);
   ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(s().port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   const std::string half = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl";
   ASSERT_EQ(::send(fd, half.data(), half.size(), 0), static_cast<ssize_t>(half.size()));
   auto c = s().client();
   EXPECT_EQ(post(*c, "/v1/completions", json{{"prompt", "Once"}, {"max_tokens", 2}}).first, 200);
-  timeval guard{static_cast<time_t>(kHangGuard.count()), 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
   char buf[256];
   ssize_t n = 0;
   while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) {

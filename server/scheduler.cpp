@@ -186,24 +186,20 @@ bool Scheduler::wait_queued(uint32_t n, std::chrono::milliseconds timeout) const
 void Scheduler::loop() {
   std::unique_lock lock(mutex_);
   for (;;) {
-    const auto busy = [&] {
-      return std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->job != nullptr; });
-    };
-    wake_.wait(lock, [&] { return stop_ || (!held_ && (!queue_.empty() || busy())); });
+    wake_.wait(lock, [&] { return stop_ || (!held_ && (!queue_.empty() || count_active() > 0)); });
     if (stop_) return;
     step(lock);
   }
 }
 
-// Called with the lock held; releases it around the forward pass.
-void Scheduler::step(std::unique_lock<std::mutex>& lock) {
-  // Free the slots of jobs whose client went away; their cached tokens stay valid.
+// Called with the lock held: frees the slots of jobs whose client went away (their cached
+// tokens stay valid) and gives free slots to queued jobs.
+void Scheduler::admit() {
   for (auto& s : slots_)
     if (s->job && s->job->cancelled()) {
       s->job.reset();
       ++stats_.jobs_cancelled;
     }
-  // Queued jobs into free slots: the longest cached prefix, then the least recently used.
   while (!queue_.empty()) {
     std::shared_ptr<Job> job = queue_.front();
     if (job->cancelled()) {
@@ -211,6 +207,7 @@ void Scheduler::step(std::unique_lock<std::mutex>& lock) {
       ++stats_.jobs_cancelled;
       continue;
     }
+    // The free slot with the longest cached prefix of the prompt, then the least recently used.
     Slot* best = nullptr;
     size_t best_common = 0;
     for (auto& s : slots_) {
@@ -224,27 +221,35 @@ void Scheduler::step(std::unique_lock<std::mutex>& lock) {
     }
     if (!best) break;
     queue_.pop_front();
-    Slot& s = *best;
-    s.job = std::move(job);
-    s.last_used = stats_.steps + 1;
-    ++stats_.jobs_started;
-    // Keep the shared prefix, but evaluate at least the prompt's last token for its logits.
-    const size_t keep = s.job->kind == Job::Kind::embed ? 0 : std::min(best_common, s.job->prompt.size() - 1);
-    ctx_->truncate(s.seq, static_cast<uint32_t>(keep));
-    s.cached.resize(keep);
-    s.pos = keep;
-    s.next = kNoToken;
-    s.sampler.emplace(s.job->params.sampling);
-    for (const TokenId t : s.job->prompt) s.sampler->accept(t);
-    s.counts.clear();
-    s.detok.emplace(tok_);
-    for (const TokenId t : s.job->prompt) (void)s.detok->push(t);  // the reply's first piece keeps its space
-    s.held.clear();
-    s.usage = Usage{s.job->prompt.size(), 0, keep};
-    stats_.cached_tokens += keep;
+    start(*best, std::move(job), best_common);
   }
   stats_.queued = static_cast<uint32_t>(queue_.size());
+}
 
+// Puts a job into a slot whose cache shares `common` tokens with its prompt.
+void Scheduler::start(Slot& s, std::shared_ptr<Job> job, size_t common) {
+  s.job = std::move(job);
+  s.last_used = stats_.steps + 1;
+  ++stats_.jobs_started;
+  // Keep the shared prefix, but evaluate at least the prompt's last token for its logits.
+  const size_t keep = s.job->kind == Job::Kind::embed ? 0 : std::min(common, s.job->prompt.size() - 1);
+  ctx_->truncate(s.seq, static_cast<uint32_t>(keep));
+  s.cached.resize(keep);
+  s.pos = keep;
+  s.next = kNoToken;
+  s.sampler.emplace(s.job->params.sampling);
+  for (const TokenId t : s.job->prompt) s.sampler->accept(t);
+  s.counts.clear();
+  s.detok.emplace(tok_);
+  for (const TokenId t : s.job->prompt) (void)s.detok->push(t);  // the reply's first piece keeps its space
+  s.held.clear();
+  s.usage = Usage{s.job->prompt.size(), 0, keep};
+  stats_.cached_tokens += keep;
+}
+
+// Called with the lock held; releases it around the forward pass.
+void Scheduler::step(std::unique_lock<std::mutex>& lock) {
+  admit();
   // Embeddings run alone (their hidden state is read back for every token).
   for (auto& s : slots_)
     if (s->job && s->job->kind == Job::Kind::embed) {
@@ -272,7 +277,7 @@ void Scheduler::step(std::unique_lock<std::mutex>& lock) {
       owners.push_back(s.get());
       budget -= static_cast<uint32_t>(n);
     }
-  stats_.active = static_cast<uint32_t>(std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->job != nullptr; }));
+  stats_.active = count_active();
   if (segments.empty()) {
     changed_.notify_all();
     return;
@@ -289,101 +294,102 @@ void Scheduler::step(std::unique_lock<std::mutex>& lock) {
   }
   const bool single_pass = ctx_->counters().forward_passes == passes0 + 1;
   const size_t V = ctx_->config().n_vocab;
-  uint64_t prompt_tokens = 0, generated = 0;
-  std::vector<Slot*> ended;
+  StepOutcome out;
   for (size_t i = 0; i < owners.size(); ++i) {
     Slot& s = *owners[i];
-    Job& job = *s.job;
-    const auto finish = [&](const std::string& reason, const std::string& error = {}) {
-      Event e;
-      if (error.empty()) {
-        e.text = s.detok->flush();
-        e.text = s.held + e.text;
-        s.held.clear();
-      }
-      e.done = true;
-      e.finish_reason = reason;
-      e.usage = s.usage;
-      e.error = error;
-      job.push(std::move(e));
-      ended.push_back(&s);  // its job is let go under the lock below
-    };
     if (!failure.empty()) {
       ctx_->clear(s.seq);  // what the failed call left is unknown
       s.cached.clear();
-      finish("", "the model failed: " + failure);
-      continue;
-    }
-    if (s.generating()) {
-      s.cached.push_back(s.next);
-    } else {
-      const std::span<const TokenId> piece = segments[i].tokens;
-      s.cached.insert(s.cached.end(), piece.begin(), piece.end());
-      s.pos += piece.size();
-      prompt_tokens += piece.size();
-      if (!s.generating()) continue;  // more prompt to read
-    }
-    // Sample the next token from this segment's row.
-    std::vector<float> row(logits.begin() + static_cast<std::ptrdiff_t>(i * V), logits.begin() + static_cast<std::ptrdiff_t>((i + 1) * V));
-    const GenerationParams& p = job.params;
-    if (p.presence_penalty != 0 || p.frequency_penalty != 0)
-      for (const auto& [t, n] : s.counts) row[t] -= p.presence_penalty + p.frequency_penalty * static_cast<float>(n);
-    if (p.ignore_eos)
-      for (const TokenId e : eog_) row[e] = -std::numeric_limits<float>::infinity();
-    const TokenId t = s.sampler->sample(row);
-    if (tok_.vocab().is_eog(t)) {
-      finish("stop");
-      continue;
-    }
-    s.sampler->accept(t);
-    ++s.counts[t];
-    ++s.usage.completion_tokens;
-    ++generated;
-    Event e;
-    if (p.logprobs) e.logprobs.push_back(token_logprob(tok_, row, t, p.top_logprobs));
-    s.held += s.detok->push(t);
-    bool stopped = false;
-    size_t first = std::string::npos;
-    for (const std::string& stop : p.stop) first = std::min(first, s.held.find(stop));
-    if (first != std::string::npos) {
-      e.text = s.held.substr(0, first);
-      s.held.clear();
-      stopped = true;
-    } else {
-      const size_t keep = held_back(s.held, p.stop);
-      e.text = s.held.substr(0, s.held.size() - keep);
-      s.held.erase(0, s.held.size() - keep);
-    }
-    if (stopped) {
-      job.push(std::move(e));
-      (void)s.detok->flush();
-      finish("stop");
-      continue;
-    }
-    job.push(std::move(e));
-    if (p.max_tokens >= 0 && s.usage.completion_tokens >= static_cast<size_t>(p.max_tokens)) {
-      finish("length");
-    } else if (ctx_->length(s.seq) >= n_ctx_) {
-      finish("length");
-    } else {
-      s.next = t;
+      finish(s, "", "the model failed: " + failure, out);
+    } else if (advance(s, segments[i].tokens, out)) {
+      std::vector<float> row(logits.begin() + static_cast<std::ptrdiff_t>(i * V),
+                             logits.begin() + static_cast<std::ptrdiff_t>((i + 1) * V));
+      next_token(s, row, out);
     }
   }
   lock.lock();
-  for (Slot* e : ended) e->job.reset();
+  for (Slot* e : out.ended) e->job.reset();
   ++stats_.steps;
   if (single_pass) ++stats_.steps_single_pass;
   stats_.max_segments = std::max<uint32_t>(stats_.max_segments, static_cast<uint32_t>(segments.size()));
   if (segments.size() == slots_.size()) ++stats_.steps_full;
-  stats_.prompt_tokens += prompt_tokens;
-  stats_.generated_tokens += generated;
-  stats_.jobs_finished += ended.size();
-  stats_.active = static_cast<uint32_t>(std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->job != nullptr; }));
+  stats_.prompt_tokens += out.prompt_tokens;
+  stats_.generated_tokens += out.generated;
+  stats_.jobs_finished += out.ended.size();
+  stats_.active = count_active();
   stats_.context = ctx_->counters();
   // The memory and collective figures cost a copy of the reduce samples: a few times a second
   // while busy, and whenever the slots fall idle.
   if (stats_.active == 0 || std::chrono::steady_clock::now() - last_snapshot_ > std::chrono::milliseconds(500)) snapshot();
   changed_.notify_all();
+}
+
+uint32_t Scheduler::count_active() const {
+  return static_cast<uint32_t>(std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->job != nullptr; }));
+}
+
+// Records the tokens a step evaluated for a slot; true when its logits row is to be sampled
+// (a generating slot, or the last piece of a prompt).
+bool Scheduler::advance(Slot& s, std::span<const TokenId> evaluated, StepOutcome& out) {
+  if (s.generating()) {
+    s.cached.push_back(s.next);
+    return true;
+  }
+  s.cached.insert(s.cached.end(), evaluated.begin(), evaluated.end());
+  s.pos += evaluated.size();
+  out.prompt_tokens += evaluated.size();
+  return s.generating();
+}
+
+// Samples a slot's next token from its logits row (penalties first), hands its text to the job
+// (holding back what may be the start of a stop string) and ends the job when it is done.
+void Scheduler::next_token(Slot& s, std::vector<float>& row, StepOutcome& out) {
+  Job& job = *s.job;
+  const GenerationParams& p = job.params;
+  if (p.presence_penalty != 0 || p.frequency_penalty != 0)
+    for (const auto& [t, n] : s.counts) row[t] -= p.presence_penalty + p.frequency_penalty * static_cast<float>(n);
+  if (p.ignore_eos)
+    for (const TokenId e : eog_) row[e] = -std::numeric_limits<float>::infinity();
+  const TokenId t = s.sampler->sample(row);
+  if (tok_.vocab().is_eog(t)) return finish(s, "stop", "", out);
+  s.sampler->accept(t);
+  ++s.counts[t];
+  ++s.usage.completion_tokens;
+  ++out.generated;
+  Event e;
+  if (p.logprobs) e.logprobs.push_back(token_logprob(tok_, row, t, p.top_logprobs));
+  s.held += s.detok->push(t);
+  size_t first = std::string::npos;
+  for (const std::string& stop : p.stop) first = std::min(first, s.held.find(stop));
+  if (first != std::string::npos) {  // the reply ends before the stop string
+    e.text = s.held.substr(0, first);
+    job.push(std::move(e));
+    s.held.clear();
+    (void)s.detok->flush();
+    return finish(s, "stop", "", out);
+  }
+  const size_t keep = held_back(s.held, p.stop);
+  e.text = s.held.substr(0, s.held.size() - keep);
+  s.held.erase(0, s.held.size() - keep);
+  job.push(std::move(e));
+  if ((p.max_tokens >= 0 && s.usage.completion_tokens >= static_cast<size_t>(p.max_tokens)) || ctx_->length(s.seq) >= n_ctx_)
+    return finish(s, "length", "", out);
+  s.next = t;
+}
+
+// The job's last event; its slot is let go under the lock at the end of the step.
+void Scheduler::finish(Slot& s, const std::string& reason, const std::string& error, StepOutcome& out) {
+  Event e;
+  if (error.empty()) {
+    e.text = s.held + s.detok->flush();
+    s.held.clear();
+  }
+  e.done = true;
+  e.finish_reason = reason;
+  e.usage = s.usage;
+  e.error = error;
+  s.job->push(std::move(e));
+  out.ended.push_back(&s);
 }
 
 void Scheduler::run_embedding(Slot& s) {

@@ -27,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -159,9 +160,19 @@ class Scheduler {
 
  private:
   struct Slot;
+  struct StepOutcome {
+    uint64_t prompt_tokens = 0, generated = 0;
+    std::vector<Slot*> ended;  // slots whose job ended this step
+  };
   void enqueue(const std::shared_ptr<Job>& job);
   void loop();
+  void admit();
+  void start(Slot& s, std::shared_ptr<Job> job, size_t common);
   void step(std::unique_lock<std::mutex>& lock);
+  uint32_t count_active() const;
+  bool advance(Slot& s, std::span<const TokenId> evaluated, StepOutcome& out);
+  void next_token(Slot& s, std::vector<float>& row, StepOutcome& out);
+  void finish(Slot& s, const std::string& reason, const std::string& error, StepOutcome& out);
   void run_embedding(Slot& slot);
   void snapshot();
 

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/api.h"
+#include "server/chat_page.h"
 
 namespace chorus::server {
 
@@ -64,7 +65,8 @@ bool Server::Impl::authorised(const httplib::Request& req) const {
 
 void Server::Impl::routes() {
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    // The page carries no secret (its API key field is the user's): served like /health.
+    if (req.path == "/health" || req.path == "/") return httplib::Server::HandlerResponse::Unhandled;
     if (!authorised(req)) {
       send_error(res, ApiError(401, "invalid or missing API key: send the header \"Authorization: Bearer KEY\" with the "
                                     "key given to --api-key", "authentication_error", "invalid_api_key"));
@@ -110,6 +112,7 @@ void Server::Impl::routes() {
     else
       send_error(res, ApiError(503, "the model is still loading", "unavailable_error", "loading"));
   });
+  http.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_content(chat_page(), "text/html; charset=utf-8"); });
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) { send_json(res, 200, api->models()); });
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     std::map<int, uint64_t> statuses;

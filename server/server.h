@@ -1,6 +1,7 @@
 // server/server.h — `chorus serve`: an OpenAI-compatible HTTP server over one loaded model.
 //
-// Owns: the HTTP listener (cpp-httplib) and its routes — GET /health, GET /v1/models,
+// Owns: the HTTP listener (cpp-httplib) and its routes — GET / (a chat page,
+// server/chat_page.h), GET /health, GET /v1/models,
 // POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, POST /tokenize,
 // POST /detokenize, GET /metrics — the parsing and checking of every request (each mistake an
 // OpenAI-shaped error {"error":{"message","type","code"}} with its status), the API key, and

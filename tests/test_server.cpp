@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -462,6 +463,39 @@ TEST_F(ServerTest, AChunkedBodyOverTheLimitIsRefusedBeforeItsEnd) {
   }
   auto c = s().client();
   EXPECT_EQ(post(*c, "/v1/completions", json{{"prompt", "Once"}, {"max_tokens", 2}}).first, 200) << "the server still answers";
+}
+
+// The page's script run by Node (tests/chat_page_test.js) against this server: it streams the
+// same greedy reply the API gives, then shows tokens/s and per-device memory from /metrics.
+TEST_F(ServerTest, TheChatPageStreamsTheSameReplyTheAPIGivesAndFetchesNothingFromElsewhere) {
+  auto anonymous = s().client(false);
+  const auto page = anonymous->Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200) << "the page needs no key (its key field is the user's)";
+  EXPECT_EQ(page->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_EQ(page->body.find("http://"), std::string::npos) << "the page works offline";
+  EXPECT_EQ(page->body.find("https://"), std::string::npos) << "the page works offline";
+  auto c = s().client();
+  const auto [st, want] = post(*c, "/v1/chat/completions",
+                               json{{"messages", {{{"role", "user"}, {"content", "Hello"}}}}, {"temperature", 0}, {"max_tokens", 24}});
+  ASSERT_EQ(st, 200) << want.dump();
+  const std::string cmd = std::string("node ") + CHORUS_SOURCE_DIR + "/tests/chat_page_test.js " + std::to_string(s().port) +
+                          " " + kKey + " Hello 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string output;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) output.append(buf, n);
+  const int status = ::pclose(p);
+  ASSERT_EQ(status, 0) << output << "\n(the page's test needs Node.js: scripts/install-deps.sh installs nodejs)";
+  const json got = json::parse(output.substr(output.rfind('{', output.rfind("\"header\""))), nullptr, false);
+  ASSERT_TRUE(got.is_object()) << output;
+  EXPECT_EQ(got["reply"], want["choices"][0]["message"]["content"]);
+  EXPECT_EQ(got["replyClass"], "msg assistant");
+  EXPECT_EQ(got["bubbles"], json::array({"msg user", "msg assistant"}));
+  EXPECT_NE(got["header"].get<std::string>().find("stories260K"), std::string::npos) << got["header"];
+  EXPECT_NE(got["stats"].get<std::string>().find("tokens/s"), std::string::npos) << got["stats"];
+  EXPECT_NE(got["stats"].get<std::string>().find("MiB"), std::string::npos) << got["stats"];
 }
 
 long resident_kib() {

@@ -509,12 +509,12 @@ TEST_F(ServerTest, AThousandBadRequestsLeaveTheServerAnsweringAndMemoryFlat) {
   const char* bodies[] = {"{", "[]", "{\"messages\":3}", "{\"prompt\":\"x\",\"n\":9}", "{\"prompt\":[99999]}"};
   for (int i = 0; i < 100; ++i) (void)post(*c, "/v1/completions", std::string(bodies[i % 5]));  // warm the allocator
   ASSERT_EQ(kOneArena, 1) << "mallopt(M_ARENA_MAX, 1) failed";
-  const size_t before = heap_in_use();
+  [[maybe_unused]] const size_t before = heap_in_use();
   for (int i = 0; i < 1000; ++i) {
     const auto r = post(*c, i % 2 ? "/v1/completions" : "/v1/chat/completions", std::string(bodies[i % 5]));
     ASSERT_TRUE(r.first == 400 || r.first == 404) << "request " << i << ": " << r.first;
   }
-  const size_t after = heap_in_use();
+  [[maybe_unused]] const size_t after = heap_in_use();
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
   EXPECT_LT(after, before + (1u << 20)) << "the heap grew from " << before << " to " << after << " bytes in use";
 #endif

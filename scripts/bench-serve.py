@@ -2,6 +2,8 @@
 """A bounded load test of a running `chorus serve` on loopback (standard library only).
 
 usage: bench-serve.py PORT [--clients 8] [--requests 20] [--max-tokens 32] [--api-key KEY]
+       bench-serve.py [--clients ...] --serve CHORUS MODEL [SERVE FLAGS...]   (starts and stops
+       `chorus serve --port 0 -np CLIENTS` itself; ctest's serve_load runs it so)
 
 Each of --clients threads sends --requests streaming completions (greedy, ignore_eos, each
 prompt one of a few fixed ones). Every response must be complete and well formed (chunks, a
@@ -13,7 +15,9 @@ malformed or differing response.
 import argparse
 import http.client
 import json
+import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -54,14 +58,48 @@ def stream(port, key, prompt, max_tokens):
     return text, usage["completion_tokens"], first or 0.0, time.perf_counter() - t0
 
 
+def start_server(chorus, model, flags, clients):
+    """Starts chorus serve on a free port; returns (process, port) once the model is loaded."""
+    proc = subprocess.Popen([chorus, "serve", "-m", model, "--port", "0", "-np", str(clients)] + flags,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # the port, printed when the model is loaded
+    if not line.strip().isdigit():
+        proc.kill()
+        sys.exit("chorus serve did not start:\n" + proc.stderr.read())
+    return proc, int(line)
+
+
 def main():
+    # Everything after --serve is the server's: CHORUS MODEL [FLAGS...].
+    argv = sys.argv[1:]
+    serve = argv[argv.index("--serve") + 1:] if "--serve" in argv else None
+    if serve is not None:
+        argv = argv[:argv.index("--serve")]
     ap = argparse.ArgumentParser()
-    ap.add_argument("port", type=int)
+    ap.add_argument("port", type=int, nargs="?")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--api-key", default="")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    a.serve = serve
+    if (a.port is None) == (serve is None or len(serve) < 2):
+        ap.error("give a PORT, or --serve CHORUS MODEL [FLAGS...] last")
+    if a.serve:
+        proc, a.port = start_server(a.serve[0], a.serve[1], a.serve[2:], a.clients)
+        try:
+            status = run(a)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=300)
+        if proc.returncode != 0:
+            print("chorus serve exited with %d:\n%s" % (proc.returncode, proc.stderr.read()), file=sys.stderr)
+            status = 1
+        sys.exit(status)
+    sys.exit(run(a))
+
+
+def run(a):
 
     alone, single_tokens, single_time = {}, 0, 0.0
     for p in PROMPTS:
@@ -103,7 +141,7 @@ def main():
     print("time to first token: p50 %.0f ms, p99 %.0f ms" % (1000 * statistics.median(ttft) if ttft else 0, 1000 * p99))
     for e in errors[:10]:
         print("ERROR: " + e, file=sys.stderr)
-    sys.exit(1 if errors else 0)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ GenerationParams generation_params(const json& body, bool chat) {
   if (field(body, "best_of") && integer(body, "best_of", 1, 1, 128) != 1)
     throw invalid("'best_of' must be 1", "unsupported_parameter");
   const int64_t max_tokens = integer(body, chat && field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens",
-                                     chat ? -1 : 16, 0, 1 << 24);
+                                     chat ? -1 : 16, 1, 1 << 24);
   p.max_tokens = static_cast<int32_t>(max_tokens);
   p.sampling.temp = static_cast<float>(number(body, "temperature", 1.0, 0.0, 2.0));
   p.sampling.top_p = static_cast<float>(number(body, "top_p", 1.0, 0.0, 1.0));

@@ -391,6 +391,7 @@ TEST_F(ServerTest, BadRequestsGetOpenAIShapedErrorsWithTheRightStatus) {
   expect_error(post(*c, "/v1/chat/completions", with("temperature", "hot")), 400, "invalid_request", "temperature string");
   expect_error(post(*c, "/v1/chat/completions", with("temperature", 7)), 400, "invalid_request", "temperature range");
   expect_error(post(*c, "/v1/chat/completions", with("max_tokens", 1.5)), 400, "invalid_request", "fractional max_tokens");
+  expect_error(post(*c, "/v1/chat/completions", with("max_tokens", 0)), 400, "invalid_request", "max_tokens 0");
   expect_error(post(*c, "/v1/chat/completions", with("stop", 3)), 400, "invalid_request", "stop number");
   expect_error(post(*c, "/v1/chat/completions", with("messages", json::array())), 400, "invalid_request", "empty messages");
   expect_error(post(*c, "/v1/chat/completions", with("messages", {{{"content", "no role"}}})), 400, "invalid_request", "no role");

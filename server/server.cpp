@@ -222,8 +222,9 @@ int Server::start() {
   return m.port;
 }
 
-void Server::attach(Model& model, const Tokenizer& tok, const ModelChatFormat& format) {
+void Server::attach(Model& model, const Tokenizer& tok, const ModelChatFormat& format, uint32_t n_ctx) {
   Impl& m = *impl_;
+  if (n_ctx) m.options.scheduler.n_ctx = n_ctx;
   m.model = &model;
   m.tok = &tok;
   m.scheduler = std::make_unique<Scheduler>(model, tok, m.options.scheduler);

@@ -47,8 +47,9 @@ class Server {
   // the address cannot be bound.
   int start();
   // The model is loaded: builds the scheduler (a context of scheduler.n_slots sequences) and
-  // answers requests. `model`, `tok` must outlive the server.
-  void attach(Model& model, const Tokenizer& tok, const ModelChatFormat& format);
+  // answers requests. `model`, `tok` must outlive the server. `n_ctx` (tokens per slot), when
+  // not 0, replaces scheduler.n_ctx: the size the memory planner fitted.
+  void attach(Model& model, const Tokenizer& tok, const ModelChatFormat& format, uint32_t n_ctx = 0);
   // Stops listening (any thread may call it; the requests in flight end with the listener).
   void stop();
   // Blocks until the listener has stopped (after stop()); call it from one thread only.

@@ -77,6 +77,25 @@ class ChatTerminal : public ::testing::Test {
     for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
     return n;
   }
+  // Whether the chat is waiting at its "> " prompt with nothing typed: the line editor is then
+  // reading and in its own terminal mode. Typing before that would race with the mode switch
+  // (which may discard input typed ahead), so every line and key at the prompt waits for it.
+  bool at_prompt() const {
+    std::string s = screen();
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    const size_t nl = s.rfind('\n');
+    return s.substr(nl == std::string::npos ? 0 : nl + 1) == ">";
+  }
+  bool type_at_prompt(const std::string& line) const {
+    if (!wait_for([&] { return at_prompt(); }, ("the prompt, to type '" + line + "'").c_str())) return false;
+    type(line);
+    return true;
+  }
+  bool keys_at_prompt(const std::string& k) const {
+    if (!wait_for([&] { return at_prompt(); }, ("the prompt, to press " + k).c_str())) return false;
+    keys(k);
+    return true;
+  }
   // The number of "[ prompt: ..." lines (one per finished reply) on stderr.
   size_t replies() const { return count(err(), "[ prompt:"); }
 
@@ -94,16 +113,16 @@ TEST_F(ChatTerminal, TwoTurnsThatBuildOnEachOtherCtrlCMidReplyClearAndCtrlD) {
 
   // The reply is held after its first piece until Ctrl-C, which stops it there; the chat goes
   // on. (The two real turns below run in a second chat, without the hold.)
-  type("Write a long story about a dragon.");
+  ASSERT_TRUE(type_at_prompt("Write a long story about a dragon."));
   ASSERT_TRUE(wait_for([&] { return screen().find("dragon.\n") != std::string::npos &&
                                     screen().substr(screen().find("dragon.\n") + 8).find_first_not_of(" \n") != std::string::npos; },
                        "the first piece of the story"));
   keys("C-c");
   ASSERT_TRUE(wait_for([&] { return replies() == 1; }, "the stopped reply's statistics"));
   EXPECT_EQ(screen().find("[exit"), std::string::npos) << "Ctrl-C during a reply must not end the chat";
-  type("/clear");
+  ASSERT_TRUE(type_at_prompt("/clear"));
   ASSERT_TRUE(wait_for([&] { return err().find("[ conversation cleared ]") != std::string::npos; }, "/clear"));
-  keys("C-d");
+  ASSERT_TRUE(keys_at_prompt("C-d"));
   ASSERT_TRUE(wait_for([&] { return screen().find("[exit 0]") != std::string::npos; }, "the exit after Ctrl-D"));
   EXPECT_NE(err().find("generation:"), std::string::npos) << "the timings at exit\n" << err();
   sh("tmux kill-session -t " + session_ + " 2>/dev/null");
@@ -113,17 +132,17 @@ TEST_F(ChatTerminal, TwoTurnsThatBuildOnEachOtherCtrlCMidReplyClearAndCtrlD) {
                            (dir_ / "stderr.txt").string() + "; echo \"[exit $?]\"; sleep 600";
   start(cmd2);
   ASSERT_TRUE(wait_for([&] { return err().find("/exit, /clear") != std::string::npos; }, "the second chat's prompt"));
-  type("What is the capital of France?");
+  ASSERT_TRUE(type_at_prompt("What is the capital of France?"));
   ASSERT_TRUE(wait_for([&] { return replies() == 1; }, "the first answer"));
   const std::string first = screen();
   EXPECT_NE(first.find("The capital of France is Paris."), std::string::npos) << first;
-  type("What is a famous tower in that city?");
+  ASSERT_TRUE(type_at_prompt("What is a famous tower in that city?"));
   ASSERT_TRUE(wait_for([&] { return replies() == 2; }, "the second answer"));
   const std::string all = screen();
   const size_t q2 = all.find("What is a famous tower in that city?");
   ASSERT_NE(q2, std::string::npos) << all;
   EXPECT_NE(all.find("Paris", q2), std::string::npos) << "the second answer builds on the first:\n" << all;
-  keys("C-c");  // Ctrl-C at the prompt leaves, with the timings
+  ASSERT_TRUE(keys_at_prompt("C-c"));  // Ctrl-C at the prompt leaves, with the timings
   ASSERT_TRUE(wait_for([&] { return screen().find("[exit 0]") != std::string::npos; }, "the exit after Ctrl-C at the prompt"));
   EXPECT_NE(err().find("generation:"), std::string::npos) << err();
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "split/memory.h"
 #include "split/plan.h"
 
 namespace chorus::split {
@@ -540,6 +541,93 @@ TEST(SplitPlan, SplitModesParseFromTheirNamesOnly) {
   EXPECT_EQ(parse_split_mode("tensor"), SplitMode::tensor);
   EXPECT_STREQ(to_string(SplitMode::tensor), "tensor");
   EXPECT_THROW(parse_split_mode("row"), std::invalid_argument);
+}
+
+// ---- fitting into the devices' memory (split/memory.h) ----------------------------------------
+
+uint64_t total_at(const ModelShape& m, const SplitRequest& r, uint32_t n_ctx) {
+  return plan_memory(plan_split(m, r), ContextShape{n_ctx, 1, 512, 1})[0].total();
+}
+
+std::string describe(const FitResult& r) {
+  std::string s = std::string(to_string(r.plan.mode)) + " n_ctx " + std::to_string(r.ctx.n_ctx);
+  for (size_t d = 0; d < r.memory.size(); ++d)
+    s += "; device " + std::to_string(d) + " ratio " + std::to_string(r.plan.devices[d].ratio) + " total " +
+         std::to_string(r.memory[d].total()) + " of " + std::to_string(r.usable[d]);
+  return s;
+}
+
+TEST(Fit, WhatFitsIsKeptAsAsked) {
+  FitRequest fr;
+  fr.model = smollm2_q4_1();
+  fr.free_bytes = {8ull << 30};
+  fr.ctx.n_ctx = 8192;
+  const FitResult r = fit(fr);
+  EXPECT_TRUE(r.fits);
+  EXPECT_EQ(r.ctx.n_ctx, 8192u);
+  EXPECT_TRUE(r.notes.empty());
+}
+
+TEST(Fit, AContextThatDoesNotFitShrinksToTheLargestThatDoesButNotBelowTheFloor) {
+  FitRequest fr;
+  fr.model = smollm2_q4_1();
+  fr.ctx.n_ctx = 8192;
+  fr.n_ctx_min = 1024;
+  // Room for about 3000 positions (and the margin usable_bytes keeps).
+  const uint64_t need = total_at(fr.model, SplitRequest{SplitMode::none, {1}, 0}, 3000);
+  fr.free_bytes = {need + std::max<uint64_t>(kMarginMin, static_cast<uint64_t>(static_cast<double>(need) * 0.06))};
+  const FitResult r = fit(fr);
+  ASSERT_TRUE(r.fits) << r.refusal;
+  EXPECT_GE(r.ctx.n_ctx, 1024u);
+  EXPECT_LT(r.ctx.n_ctx, 8192u);
+  EXPECT_LE(r.memory[0].total(), r.usable[0]);
+  EXPECT_GT(total_at(fr.model, SplitRequest{SplitMode::none, {1}, 0}, r.ctx.n_ctx + 32), r.usable[0])
+      << "not the largest that fits";
+  ASSERT_EQ(r.notes.size(), 1u);
+  EXPECT_NE(r.notes[0].find("context shrunk from 8192 to"), std::string::npos) << r.notes[0];
+
+  fr.n_ctx_min = 8192;  // the floor forbids it: refused, naming the largest context that would fit
+  const FitResult refused = fit(fr);
+  EXPECT_FALSE(refused.fits);
+  EXPECT_NE(refused.refusal.find("device 0 needs"), std::string::npos) << refused.refusal;
+  EXPECT_NE(refused.refusal.find("missing"), std::string::npos) << refused.refusal;
+  EXPECT_NE(refused.refusal.find("the largest context that fits is"), std::string::npos) << refused.refusal;
+
+  fr.n_ctx_min = 1024;
+  fr.fit = false;  // --fit off keeps the request and says what is missing
+  const FitResult kept = fit(fr);
+  EXPECT_FALSE(kept.fits);
+  EXPECT_EQ(kept.ctx.n_ctx, 8192u);
+}
+
+TEST(Fit, WeightsThatCannotFitAreRefusedWithTheMissingBytesPerDevice) {
+  FitRequest fr;
+  fr.model = smollm2_q4_1();
+  fr.split.mode = SplitMode::tensor;
+  fr.free_bytes = {40ull << 20, 40ull << 20};
+  const FitResult r = fit(fr);
+  EXPECT_FALSE(r.fits);
+  EXPECT_NE(r.refusal.find("device 0 needs"), std::string::npos) << r.refusal;
+  EXPECT_NE(r.refusal.find("device 1 needs"), std::string::npos) << r.refusal;
+  EXPECT_NE(r.refusal.find("the weights alone do not fit"), std::string::npos) << r.refusal;
+}
+
+TEST(Fit, RatiosFollowFreeMemoryAndAreRebalancedWhenTheReplicatedPartsWouldOverflowTheSmallDevice) {
+  FitRequest fr;
+  fr.model = smollm2_q4_1();
+  fr.split.mode = SplitMode::tensor;
+  fr.ctx.n_ctx = 1024;
+  fr.free_bytes = {400ull << 20, 110ull << 20};
+  const FitResult r = fit(fr);
+  ASSERT_TRUE(r.fits) << r.refusal;
+  for (size_t d = 0; d < 2; ++d) EXPECT_LE(r.memory[d].total(), r.usable[d]) << d;
+  EXPECT_GT(r.plan.devices[0].ratio, 0.7);
+  // Given ratios are kept: 1:1 overflows the small device, so it is refused rather than changed.
+  fr.split.ratios = {1, 1};
+  fr.free_bytes = {400ull << 20, 60ull << 20};
+  const FitResult kept = fit(fr);
+  EXPECT_FALSE(kept.fits) << describe(kept);
+  EXPECT_NE(kept.refusal.find("device 1 needs"), std::string::npos) << kept.refusal;
 }
 
 }  // namespace

@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/gpu.h"
 
 namespace {
@@ -184,10 +186,110 @@ TEST(ChorusTool, BenchKernelsRejectsABadDeviceOrShapeBeforeDoingAnyWork) {
 TEST(ChorusTool, ABufferOfFourGibibytesIsRefusedWithItsPurposeAndTheLimit) {
   // -ub 16777216 asks for a 4 GiB scratch buffer, which failed inside vkCreateBuffer with
   // VK_ERROR_OUT_OF_DEVICE_MEMORY before the budget check.
-  const Result r = run("run -m " + kStories + " -ub 16777216 -c 512 -n 1");
+  // The planner refuses it before anything is allocated, naming the cause.
+  Result r = run("run -m " + kStories + " -ub 16777216 -c 512 -n 1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("tokens per forward pass do not fit even with a context of 1: lower -ub"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("loading weights"), std::string::npos) << "refused before the upload\n" << r.output;
+  // With --fit off the allocation itself refuses it, with the buffer's purpose and the limit.
+  r = run("run -m " + kStories + " -ub 16777216 -c 512 -n 1 --fit off");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("buffer 'scratch' of 4.00 GiB (4294967296 bytes) exceeds the device's"), std::string::npos)
       << r.output;
+}
+
+TEST(ChorusTool, EveryCommandsHelpComesFromItsOptionsAndAMisspeltOptionGetsTheClosest) {
+  for (const char* c : {"devices", "selftest", "bench", "bench kernels", "bench collective", "inspect", "tokenize", "chat",
+                        "run", "perplexity"}) {
+    const Result r = run(std::string(c) + " --help");
+    EXPECT_EQ(r.exit_code, 0) << c << ": " << r.output;
+    EXPECT_NE(r.output.find("usage: chorus "), std::string::npos) << c << ": " << r.output;
+    EXPECT_NE(r.output.find("  -h, --help "), std::string::npos) << c << ": " << r.output;
+  }
+  // The shared groups appear in every command that takes them, from the one definition.
+  for (const char* c : {"run", "chat", "perplexity", "bench"}) {
+    const Result r = run(std::string(c) + " -h");
+    EXPECT_NE(r.output.find("-ngl, --n-gpu-layers"), std::string::npos) << c << ": " << r.output;
+  }
+  for (const auto& [args, suggestion] : std::vector<std::pair<std::string, std::string>>{
+           {"run -m x.gguf --tmep 0", "did you mean '--temp'?"},
+           {"chat -m x.gguf --sytem-prompt hi", "did you mean '--system-prompt'?"},
+           {"perplexity -m x.gguf --chunk 3", "did you mean '--chunks'?"},
+           {"bench -m x.gguf --ouput csv", "did you mean '--output'?"},
+           {"tokenize -m x.gguf --show-cnt", "did you mean '--show-count'?"},
+           {"run -m x.gguf --tensor-splt 1,1", "did you mean '--tensor-split'?"}}) {
+    const Result r = run(args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.output;
+    EXPECT_NE(r.output.find(suggestion), std::string::npos) << args << ": " << r.output;
+  }
+  Result r = run("run -m x.gguf --temp");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--temp needs a value"), std::string::npos) << r.output;
+  // An option's value may start with a dash; -p "--help" is a prompt, not a request for help.
+  r = run("run -m /nonexistent.gguf -p --help");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("/nonexistent.gguf"), std::string::npos) << r.output;
+}
+
+TEST(ChorusTool, BenchMeasuresTheCrossProductOfDevicesAndSplitModesInEveryOutputFormat) {
+  // 2 device lists x 2 split modes = 4 configurations, each with a pp and a tg test.
+  Result r = capture(std::string(CHORUS_BINARY) + " bench -m " + kStories +
+                     " -p 8 -n 4 -r 1 --device 0 --device=0,0 -sm layer,tensor -o jsonl 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<nlohmann::json> rows;
+  size_t start = 0;
+  while (start < r.output.size()) {
+    const size_t nl = r.output.find('\n', start);
+    rows.push_back(nlohmann::json::parse(r.output.substr(start, nl - start)));
+    start = nl + 1;
+  }
+  ASSERT_EQ(rows.size(), 8u) << r.output;
+  size_t tensor_tg_on_two = 0;
+  for (const auto& row : rows) {
+    EXPECT_EQ(row["type"], "F32") << row;
+    EXPECT_EQ(row["size_bytes"].get<uint64_t>(), 1171200u) << row;  // the file's tensor bytes
+    EXPECT_GT(row["avg_ts"].get<double>(), 0) << row;
+    EXPECT_TRUE(row["test"] == "pp8" || row["test"] == "tg4") << row;
+    const bool two = row["devices"] == "0,0";
+    EXPECT_EQ(row["ratios"].get<std::string>().size(), two ? 9u : 4u) << row;  // "0.50/0.50" or "1.00"
+    if (row["test"] == "tg4") {
+      // One submit per device per token on every split; a tensor split reduces through the collective.
+      EXPECT_EQ(row["submits_per_token"].get<double>(), 1.0) << row;
+      if (two && row["split_mode"] == "tensor") {
+        ++tensor_tg_on_two;
+        EXPECT_EQ(row["host_waits_per_token"].get<double>(), 1.0) << row;
+        EXPECT_FALSE(row["reduce_p50_us"].is_null()) << row;
+      }
+    }
+  }
+  EXPECT_EQ(tensor_tg_on_two, 1u) << r.output;
+
+  r = capture(std::string(CHORUS_BINARY) + " bench -m " + kStories + " -p 8 -n 0 -r 1 --device 0/0,0 -o csv 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("model,arch,type,size_bytes,params,backend,devices,", 0), 0u) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 3) << r.output;  // header + 2 configurations
+  EXPECT_NE(r.output.find(",\"0,0\","), std::string::npos) << r.output;  // a field with a comma is quoted
+
+  r = capture(std::string(CHORUS_BINARY) + " bench -m " + kStories + " -p 0 -n 2 -r 1 -o json 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json all = nlohmann::json::parse(r.output);
+  ASSERT_TRUE(all.is_array());
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0]["test"], "tg2");
+
+  r = run("bench -m " + kStories + " -p 8 -n 0 -r 1 -o md");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("| model "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("pp8"), std::string::npos) << r.output;
+
+  // A ratio list that fits no device list leaves nothing to run: a usage error, before loading.
+  r = run("bench -m " + kStories + " -p 8 -n 0 --device 0 -ts 1,1");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("no configuration left"), std::string::npos) << r.output;
+  r = run("bench -m " + kStories + " -o xml");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("md, json, jsonl or csv"), std::string::npos) << r.output;
 }
 
 TEST(ChorusTool, HelpListsEveryCommand) {

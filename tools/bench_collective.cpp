@@ -16,6 +16,7 @@
 #include "engine/ops/kernels.h"
 #include "engine/ops/ops.h"
 #include "split/collective.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
 #include "vkdevice/commands.h"
 #include "vkdevice/device.h"
@@ -162,21 +163,6 @@ double device_only_us_per_segment(std::vector<Member>& ms, const Options& o) {
   return median(token_s) / (o.points + 1) * 1e6;
 }
 
-void print_help() {
-  std::printf(
-      "usage: chorus bench collective [--device N] [--devices D] [--floats F] [--points P] [--tokens T] [--runs R]\n"
-      "                               [--memory auto|imported|per-device] [--spin-us US]\n\n"
-      "Benchmarks the host-mediated all-reduce alone: D logical devices of physical device N\n"
-      "(default 2 of device 0), partials of F floats (default 4096 = 16 KiB), P reduce points per\n"
-      "token in one submit per device (default 64), T tokens per run (default 20), R runs (default\n"
-      "5; medians are printed). Each segment between reduce points is one small kernel.\n\n"
-      "Columns: reduce p50/p99 = proxy time from seeing the last device's partial to its last\n"
-      "`reduced` signal (sum + signals); wait p50 = proxy time waiting for the partials; round trip =\n"
-      "token wall time / P (device segment + both hand-overs); counters per token and per reduce.\n"
-      "Rows: the proxy polls the timeline counters (poll), polls for --spin-us (default 20;\n"
-      "the collective's default on a GPU) and then blocks (hybrid), or blocks in vkWaitSemaphores at once (block).\n");
-}
-
 }  // namespace
 
 int bench_collective(const std::vector<std::string>& args) {
@@ -186,29 +172,39 @@ int bench_collective(const std::vector<std::string>& args) {
     if (n < lo || n > hi) throw UsageError(flag + " must be in " + std::to_string(lo) + ".." + std::to_string(hi));
     return static_cast<uint32_t>(n);
   };
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "collective") continue;  // `chorus bench collective ...` may pass its own name
-    if (a == "--help" || a == "-h") {
-      print_help();
-      return 0;
-    }
-    if (a == "--device") o.device = u32(a, take_value(args, i), 0, 1024);
-    else if (a == "--devices") o.devices = u32(a, take_value(args, i), 1, 16);
-    else if (a == "--floats") o.floats = u32(a, take_value(args, i), 1, 1u << 22);
-    else if (a == "--points") o.points = u32(a, take_value(args, i), 1, 4096);
-    else if (a == "--tokens") o.tokens = u32(a, take_value(args, i), 1, 100000);
-    else if (a == "--runs") o.runs = u32(a, take_value(args, i), 1, 1000);
-    else if (a == "--spin-us") o.spin_ns = uint64_t(u32(a, take_value(args, i), 0, 1000000)) * 1000;
-    else if (a == "--memory") {
-      const std::string m = take_value(args, i);
-      if (m == "auto") o.memory = split::CollectiveMemory::Auto;
-      else if (m == "imported") o.memory = split::CollectiveMemory::Imported;
-      else if (m == "per-device") o.memory = split::CollectiveMemory::PerDevice;
-      else throw UsageError("--memory is auto, imported or per-device, not '" + m + "'");
-    } else
-      throw UsageError("unknown option '" + a + "'");
-  }
+  const auto range = [&u32](uint32_t& target, uint32_t lo, uint32_t hi) {
+    return [&target, &u32, lo, hi](const std::string& flag, const std::string& v) { target = u32(flag, v, lo, hi); };
+  };
+  cli::Parser p(
+      "usage: chorus bench collective [--device N] [--devices D] [--floats F] [--points P] [--tokens T] [--runs R]\n"
+      "                               [--memory auto|imported|per-device] [--spin-us US]",
+      "Benchmarks the host-mediated all-reduce alone: D logical devices of physical device N\n"
+      "(default 2 of device 0), partials of F floats (default 4096 = 16 KiB), P reduce points per\n"
+      "token in one submit per device (default 64), T tokens per run (default 20), R runs (default\n"
+      "5; medians are printed). Each segment between reduce points is one small kernel.\n"
+      "\n"
+      "Columns: reduce p50/p99 = proxy time from seeing the last device's partial to its last\n"
+      "`reduced` signal (sum + signals); wait p50 = proxy time waiting for the partials; round trip =\n"
+      "token wall time / P (device segment + both hand-overs); counters per token and per reduce.\n"
+      "Rows: the proxy polls the timeline counters (poll), polls for --spin-us (default 20;\n"
+      "the collective's default on a GPU) and then blocks (hybrid), or blocks in vkWaitSemaphores at once (block).");
+  p.option({"--device", "-dev"}, "N", "physical device index (default 0)", range(o.device, 0, 1024))
+      .option({"--devices"}, "D", "logical devices opened on it (default 2)", range(o.devices, 1, 16))
+      .option({"--floats"}, "F", "floats per partial (default 4096)", range(o.floats, 1, 1u << 22))
+      .option({"--points"}, "P", "reduce points per token (default 64)", range(o.points, 1, 4096))
+      .option({"--tokens"}, "T", "tokens per run (default 20)", range(o.tokens, 1, 100000))
+      .option({"--runs"}, "R", "runs (default 5)", range(o.runs, 1, 1000))
+      .option({"--spin-us"}, "US", "the hybrid row's polling time before it blocks (default 20)",
+              [&](const std::string& flag, const std::string& v) { o.spin_ns = uint64_t(u32(flag, v, 0, 1000000)) * 1000; })
+      .option({"--memory"}, "M", "auto | imported | per-device: where the partials live (default auto)",
+              [&](const std::string& flag, const std::string& m) {
+                if (m == "auto") o.memory = split::CollectiveMemory::Auto;
+                else if (m == "imported") o.memory = split::CollectiveMemory::Imported;
+                else if (m == "per-device") o.memory = split::CollectiveMemory::PerDevice;
+                else throw UsageError(flag + " is auto, imported or per-device, not '" + m + "'");
+              });
+  // `chorus bench collective ...` passes its own name first.
+  if (!p.parse(std::vector<std::string>(args.begin() + (!args.empty() && args[0] == "collective"), args.end()))) return 0;
 
   vk::Instance inst;
   std::vector<std::unique_ptr<vk::Device>> owned;

@@ -15,6 +15,7 @@
 #include "engine/ops/matvec.h"
 #include "engine/quant.h"
 #include "shaders/registry.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
 #include "vkdevice/device.h"
 #include "vkdevice/instance.h"
@@ -244,31 +245,6 @@ int bench_kernels(const BenchOptions& o) {
   return 0;
 }
 
-void print_help() {
-  std::printf(
-      "usage: chorus bench kernels [--device N] [-r REPS] [--formats LIST] [options]\n\n"
-      "Measures the host's memcpy bandwidth, then for each weight format the matrix-vector\n"
-      "kernel (decode) at N x K: GB/s of weight bytes read and the fraction of memcpy bandwidth\n"
-      "(the roofline; memcpy counts bytes copied; weight bytes are the format's GGUF bytes,\n"
-      "without the padding chorus adds to Q6_K blocks on the device), then the matrix-matrix kernel (prefill) in\n"
-      "GFLOP/s at N x K x M. Timings are host wall time around a submit and its wait; the\n"
-      "matvec command buffer holds several dispatches so the submit cost is amortised.\n\n"
-      "  --device N        physical device index from `chorus devices` (default 0)\n"
-      "  -r, --reps REPS   submits per measurement; the median is reported (default 5)\n"
-      "  --formats LIST    e.g. q4_0,q8_0,q4_k,q6_k (default: every weight format)\n"
-      "  --k K, --n N      matrix shape (default 4096 x 4096); K a multiple of 32 (formats of\n"
-      "                    256-element blocks are skipped when K is not a multiple of 256)\n"
-      "  --m M             matmul batch rows (default 64; 0 skips the matmul)\n"
-      "  --repeat R        matvec dispatches per command buffer (default 10)\n"
-      "  --workgroup W     matvec invocations per workgroup (tuning; default: the op's)\n"
-      "  --rows R          matvec rows per workgroup or per invocation (tuning; default: the op's)\n"
-      "  --row-per-invocation 0|1  matvec work split (tuning; default: 1 on CPU devices)\n"
-      "  --texel 0|1       matvec through texel buffers (mul_mv_texel_*) or storage buffers only;\n"
-      "                    default: both, one line each, where a texel kernel applies\n\n"
-      "environment: CHORUS_DISABLE_CAPS=fp16,subgroup,cpu benchmarks narrower variants;\n"
-      "LP_NUM_THREADS sets lavapipe's worker threads.\n");
-}
-
 }  // namespace
 
 int cmd_bench(const std::vector<std::string>& args) {
@@ -286,25 +262,41 @@ int cmd_bench(const std::vector<std::string>& args) {
     if (n == 0) throw UsageError(flag + " expects a positive count, got 0");
     return n;
   };
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      print_help();
-      return 0;
-    }
-    if (a == "--device") o.device = u32(a, take_value(args, i));
-    else if (a == "-r" || a == "--reps") o.reps = positive(a, take_value(args, i));
-    else if (a == "--formats") o.formats = parse_formats(take_value(args, i));
-    else if (a == "--k") o.K = u32(a, take_value(args, i));
-    else if (a == "--n") o.N = u32(a, take_value(args, i));
-    else if (a == "--m") o.M = u32(a, take_value(args, i));
-    else if (a == "--repeat") o.repeat = positive(a, take_value(args, i));
-    else if (a == "--workgroup") o.mv.workgroup = u32(a, take_value(args, i));
-    else if (a == "--rows") o.mv.rows = u32(a, take_value(args, i));
-    else if (a == "--texel") o.mv.texel = static_cast<int>(parse_int(a, take_value(args, i), 0, 1));
-    else if (a == "--row-per-invocation") o.mv.row_per_invocation = static_cast<int>(parse_int(a, take_value(args, i), 0, 1));
-    else throw UsageError("unknown option '" + a + "'");
-  }
+  const auto set = [](uint32_t& target, auto parse) {
+    return [&target, parse](const std::string& flag, const std::string& v) { target = parse(flag, v); };
+  };
+  const auto zero_one = [](int& target) {
+    return [&target](const std::string& flag, const std::string& v) { target = static_cast<int>(parse_int(flag, v, 0, 1)); };
+  };
+  cli::Parser p("usage: chorus bench kernels [--device N] [-r REPS] [--formats LIST] [options]",
+                "Measures the host's memcpy bandwidth, then for each weight format the matrix-vector\n"
+                "kernel (decode) at N x K: GB/s of weight bytes read and the fraction of memcpy bandwidth\n"
+                "(the roofline; memcpy counts bytes copied; weight bytes are the format's GGUF bytes,\n"
+                "without the padding chorus adds to Q6_K blocks on the device), then the matrix-matrix kernel\n"
+                "(prefill) in GFLOP/s at N x K x M. Timings are host wall time around a submit and its wait;\n"
+                "the matvec command buffer holds several dispatches so the submit cost is amortised.");
+  p.option({"--device", "-dev"}, "N", "physical device index from `chorus devices` (default 0)", set(o.device, u32))
+      .option({"-r", "--reps"}, "REPS", "submits per measurement; the median is reported (default 5)", set(o.reps, positive))
+      .option({"--formats"}, "LIST", "e.g. q4_0,q8_0,q4_k,q6_k (default: every weight format)",
+              [&](const std::string&, const std::string& v) { o.formats = parse_formats(v); })
+      .option({"--k"}, "K",
+              "matrix columns (default 4096), a multiple of 32 (formats of 256-element blocks are skipped when K is not "
+              "a multiple of 256)",
+              set(o.K, u32))
+      .option({"--n"}, "N", "matrix rows (default 4096)", set(o.N, u32))
+      .option({"--m"}, "M", "matmul batch rows (default 64; 0 skips the matmul)", set(o.M, u32))
+      .option({"--repeat"}, "R", "matvec dispatches per command buffer (default 10)", set(o.repeat, positive))
+      .option({"--workgroup"}, "W", "matvec invocations per workgroup (tuning; default: the op's)", set(o.mv.workgroup, u32))
+      .option({"--rows"}, "R", "matvec rows per workgroup or per invocation (tuning; default: the op's)", set(o.mv.rows, u32))
+      .option({"--row-per-invocation"}, "0|1", "matvec work split (tuning; default: 1 on CPU devices)",
+              zero_one(o.mv.row_per_invocation))
+      .option({"--texel"}, "0|1",
+              "matvec through texel buffers (mul_mv_texel_*) or storage buffers only; default: both, one line each, "
+              "where a texel kernel applies",
+              zero_one(o.mv.texel))
+      .epilog("environment: CHORUS_DISABLE_CAPS=fp16,subgroup,cpu benchmarks narrower variants;\n"
+              "LP_NUM_THREADS sets lavapipe's worker threads.");
+  if (!p.parse(std::vector<std::string>(args.begin() + 1, args.end()))) return 0;
   if (o.K == 0 || o.K % 32 != 0 || o.N == 0) throw UsageError("--k must be a positive multiple of 32 and --n positive");
   return bench_kernels(o);
 }

@@ -23,43 +23,12 @@
 #include "engine/gguf.h"
 #include "engine/vocab.h"
 #include "tools/chat_format.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/model_setup.h"
 
 namespace chorus::tools {
 namespace {
-
-constexpr const char* kHelp =
-    "usage: chorus chat -m MODEL [options]       (also: chorus run -cnv -m MODEL ...)\n"
-    "\n"
-    "An interactive conversation. Each turn is formatted with the model's own chat template\n"
-    "(tokenizer.chat_template in the GGUF) and the reply streams as it is generated. The KV cache\n"
-    "keeps the conversation, so a turn costs only its new tokens.\n"
-    "\n"
-    "In the conversation:\n"
-    "  a line ending in \\     continues on the next line\n"
-    "  /exit                  leave (also Ctrl-D, or Ctrl-C at the prompt)\n"
-    "  /clear                 forget the conversation (the system prompt stays)\n"
-    "  /regen                 generate the last reply again\n"
-    "  /save FILE, /load FILE the conversation as JSON\n"
-    "  /help                  these commands\n"
-    "  Ctrl-C                 while a reply streams: stop it and return to the prompt\n"
-    "\n"
-    "  -m, --model FILE        a GGUF model\n"
-    "  -sys, --system-prompt TEXT  the system prompt\n"
-    "  -p, --prompt TEXT       say TEXT as the first turn, print the reply and exit\n"
-    "  --chat-template NAME|FILE   a built-in format (%s) or a Jinja file;\n"
-    "                          default: the model's own, else chatml\n"
-    "  -n, --n-predict N       at most N tokens per reply (default: until the model ends it)\n"
-    "  --temp T                temperature; 0 or less is greedy (default 0.8)\n"
-    "  --top-k K, --top-p P, --min-p M, --repeat-penalty R, --repeat-last-n N, --seed S\n"
-    "                          sampling, as for `chorus run`\n"
-    "  -c, --ctx-size N        context length in tokens (default: the model's, at most 4096)\n"
-    "  --context-shift         when the context fills, drop the oldest turns (the system prompt\n"
-    "                          stays) instead of asking for /clear\n"
-    "  -ub, --ubatch-size N    prompt tokens per forward pass (default 512)\n"
-    "%s"
-    "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
 
 constexpr const char* kCommands =
     "commands: /exit, /clear, /regen, /save FILE, /load FILE, /help; a line ending in \\ continues;\n"
@@ -117,32 +86,46 @@ int cmd_chat(const std::vector<std::string>& args) {
   Placement placement;
   std::optional<uint64_t> seed;
   SamplerParams sp;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      std::string names;
-      for (const std::string& n : builtin_chat_template_names()) names += (names.empty() ? "" : ", ") + n;
-      std::printf(kHelp, names.c_str(), kPlacementHelp);
-      return 0;
-    }
-    if (a == "-m" || a == "--model") model_path = take_value(args, i);
-    else if (a == "-sys" || a == "--system-prompt") system = take_value(args, i);
-    else if (a == "-p" || a == "--prompt") {
-      first_turn = take_value(args, i);
-      have_first_turn = true;
-    } else if (a == "--chat-template") template_arg = take_value(args, i);
-    else if (a == "-n" || a == "--n-predict") {
-      n_predict = static_cast<int32_t>(parse_int(a, take_value(args, i), -1, 1 << 24));
-    } else if (parse_sampling_flag(args, i, sp, seed)) continue;
-    else if (a == "-c" || a == "--ctx-size") n_ctx = parse_positive(a, take_value(args, i));
-    else if (a == "-ub" || a == "--ubatch-size") n_ubatch = parse_positive(a, take_value(args, i));
-    else if (a == "--context-shift") context_shift = true;
-    else if (a == "-cnv" || a == "--conversation" || a == "-i" || a == "--interactive") continue;  // chat already
-    else if (parse_placement_flag(args, i, placement)) continue;
-    else if (a == "--validation") validation = true;
-    else if (!a.empty() && a[0] == '-') throw UsageError("unknown option '" + a + "'");
-    else throw UsageError("unexpected argument '" + a + "' (a first message goes after -p)");
-  }
+  std::string names;
+  for (const std::string& n : builtin_chat_template_names()) names += (names.empty() ? "" : ", ") + n;
+  cli::Parser p("usage: chorus chat -m MODEL [options]       (also: chorus run -cnv -m MODEL ...)",
+                "An interactive conversation. Each turn is formatted with the model's own chat template\n"
+                "(tokenizer.chat_template in the GGUF) and the reply streams as it is generated. The KV cache\n"
+                "keeps the conversation, so a turn costs only its new tokens.\n"
+                "\n"
+                "In the conversation:\n"
+                "  a line ending in \\     continues on the next line\n"
+                "  /exit                  leave (also Ctrl-D, or Ctrl-C at the prompt)\n"
+                "  /clear                 forget the conversation (the system prompt stays)\n"
+                "  /regen                 generate the last reply again\n"
+                "  /save FILE, /load FILE the conversation as JSON\n"
+                "  /help                  these commands\n"
+                "  Ctrl-C                 while a reply streams: stop it and return to the prompt");
+  p.option({"-m", "--model"}, "FILE", "a GGUF model", model_path)
+      .option({"-sys", "--system-prompt"}, "TEXT", "the system prompt", system)
+      .option({"-p", "--prompt"}, "TEXT", "say TEXT as the first turn, print the reply and exit",
+              [&](const std::string&, const std::string& v) {
+                first_turn = v;
+                have_first_turn = true;
+              })
+      .option({"--chat-template"}, "NAME|FILE",
+              "a built-in format (" + names + ") or a Jinja file; default: the model's own, else chatml", template_arg)
+      .option({"-n", "--n-predict"}, "N", "at most N tokens per reply (default: until the model ends it)",
+              [&](const std::string& flag, const std::string& v) { n_predict = static_cast<int32_t>(parse_int(flag, v, -1, 1 << 24)); })
+      .option({"-c", "--ctx-size"}, "N", "context length in tokens (default: the model's, at most 4096)",
+              [&](const std::string& flag, const std::string& v) { n_ctx = parse_positive(flag, v); })
+      .flag({"--context-shift"}, "when the context fills, drop the oldest turns (the system prompt stays) instead of asking for /clear",
+            context_shift)
+      .option({"-ub", "--ubatch-size"}, "N", "prompt tokens per forward pass (default 512)",
+              [&](const std::string& flag, const std::string& v) { n_ubatch = parse_positive(flag, v); })
+      .flag({"-cnv", "--conversation", "-i", "--interactive"}, "accepted: chat is always a conversation", [] {})
+      .flag({"--validation"}, "enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)", validation);
+  add_sampling_options(p, sp, seed);
+  add_placement_options(p, placement);
+  p.positional("TEXT", "", [](const std::string& a) {
+    throw UsageError("unexpected argument '" + a + "' (a first message goes after -p)");
+  });
+  if (!p.parse(args)) return 0;
   if (model_path.empty()) throw UsageError("-m MODEL is required");
   if (const char* v = std::getenv("CHORUS_VALIDATION"); v && std::string(v) == "1") validation = true;
   sp.seed = seed ? *seed : std::random_device{}();
@@ -151,8 +134,8 @@ int cmd_chat(const std::vector<std::string>& args) {
   const Tokenizer tok(load_vocab(file));
   const ModelChatFormat format = choose_chat_template(file, template_arg, system);
 
-  const LoadedModel loaded = load_model(model_path, placement, validation);
-  Context ctx(*loaded.model, ContextOptions{n_ctx, 1, n_ubatch});
+  const LoadedModel loaded = load_model(model_path, placement, validation, ContextRequest{n_ctx, 1, n_ubatch});
+  Context ctx(*loaded.model, loaded.context);
   std::fprintf(stderr, "context: %u tokens\n", ctx.n_ctx());
   print_memory_use(ctx);
 

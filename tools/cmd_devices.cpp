@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "shaders/registry.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
 #include "vkdevice/instance.h"
 #include "vkdevice/memory.h"
@@ -10,20 +11,13 @@ namespace chorus::tools {
 
 int cmd_devices(const std::vector<std::string>& args) {
   bool validation = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--help" || args[i] == "-h") {
-      std::printf(
-          "usage: chorus devices [--validation]\n\n"
-          "Lists every Vulkan physical device with its driver, memory, limits and capabilities.\n"
-          "Devices chorus cannot use are listed with the reason. Indices are those --device takes;\n"
-          "an index may be given several times to open one GPU as several logical devices.\n\n"
-          "  --validation   enable VK_LAYER_KHRONOS_validation\n\n"
-          "environment: CHORUS_DISABLE_CAPS=fp16,subgroup,cpu hides capabilities from kernel selection.\n");
-      return 0;
-    }
-    if (args[i] == "--validation") validation = true;
-    else throw UsageError("unknown option '" + args[i] + "'");
-  }
+  cli::Parser p("usage: chorus devices [--validation]",
+                "Lists every Vulkan physical device with its driver, memory, limits and capabilities.\n"
+                "Devices chorus cannot use are listed with the reason. Indices are those --device takes;\n"
+                "an index may be given several times to open one GPU as several logical devices.");
+  p.flag({"--validation"}, "enable VK_LAYER_KHRONOS_validation", validation)
+      .epilog("environment: CHORUS_DISABLE_CAPS=fp16,subgroup,cpu hides capabilities from kernel selection.");
+  if (!p.parse(args)) return 0;
   vk::Instance inst(vk::InstanceOptions{validation});
   const auto& devs = inst.devices();
   if (devs.empty()) {

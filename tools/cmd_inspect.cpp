@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "engine/gguf.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
 
 namespace chorus::tools {
@@ -11,27 +12,19 @@ int cmd_inspect(const std::vector<std::string>& args) {
   std::string path;
   bool show_tensors = true;
   uint64_t max_elems = 8;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--help" || args[i] == "-h") {
-      std::printf(
-          "usage: chorus inspect MODEL.gguf [--no-tensors] [--max-elems N]\n\n"
-          "Validates MODEL and prints its GGUF version, every metadata key with its type and value\n"
-          "(arrays shortened to N elements, default 8) and the tensor table: elements, dimensions\n"
-          "(ggml order, ne[0] first), type, byte size and offset in the data section.\n"
-          "Tensors of ggml types chorus cannot run are listed too (marked 'unsupported').\n\n"
-          "  --no-tensors     print the metadata only\n"
-          "  --max-elems N    array elements shown per key\n");
-      return 0;
-    }
-    if (args[i] == "--no-tensors") show_tensors = false;
-    else if (args[i] == "--max-elems") {
-      const std::string flag = args[i];  // take_value moves i to the value
-      max_elems = parse_uint(flag, take_value(args, i));
-    }
-    else if (!args[i].empty() && args[i][0] == '-') throw UsageError("unknown option '" + args[i] + "'");
-    else if (path.empty()) path = args[i];
-    else throw UsageError("one model file expected, got '" + path + "' and '" + args[i] + "'");
-  }
+  cli::Parser p("usage: chorus inspect MODEL.gguf [--no-tensors] [--max-elems N]",
+                "Validates MODEL and prints its GGUF version, every metadata key with its type and value\n"
+                "(arrays shortened to N elements, default 8) and the tensor table: elements, dimensions\n"
+                "(ggml order, ne[0] first), type, byte size and offset in the data section.\n"
+                "Tensors of ggml types chorus cannot run are listed too (marked 'unsupported').");
+  p.flag({"--no-tensors"}, "print the metadata only", [&] { show_tensors = false; })
+      .option({"--max-elems"}, "N", "array elements shown per key (default 8)",
+              [&](const std::string& flag, const std::string& v) { max_elems = parse_uint(flag, v); })
+      .positional("MODEL.gguf", "the file to inspect", [&](const std::string& a) {
+        if (!path.empty()) throw UsageError("one model file expected, got '" + path + "' and '" + a + "'");
+        path = a;
+      });
+  if (!p.parse(args)) return 0;
   if (path.empty()) throw UsageError("missing MODEL.gguf");
 
   const gguf::File f = gguf::File::open(path, gguf::OpenOptions{.allow_unsupported_types = true});

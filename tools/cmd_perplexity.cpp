@@ -15,6 +15,7 @@
 #include "engine/perplexity.h"
 #include "engine/tokenizer.h"
 #include "engine/vocab.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/model_setup.h"
 #include "vkdevice/instance.h"
@@ -22,33 +23,6 @@
 namespace chorus::tools {
 
 namespace {
-
-constexpr const char* kHelp =
-    "usage: chorus perplexity -m MODEL -f FILE [-c N_CTX] [--chunks N] [-b N_BATCH] [options]\n"
-    "       chorus perplexity -m MODEL --kl-divergence-base BASE --kl-divergence [--chunks N] [options]\n"
-    "\n"
-    "Perplexity of MODEL over the text in FILE, computed as llama.cpp's llama-perplexity does:\n"
-    "the whole file is tokenized once (with BOS if the model adds one), cut into chunks of N_CTX\n"
-    "tokens, each chunk evaluated from an empty cache with its first token replaced by BOS, and\n"
-    "only the second half of each chunk scored. Prints the running estimate after every chunk\n"
-    "([1]5.1234,[2]...) and 'Final estimate: PPL = X +/- Y' on stdout.\n"
-    "\n"
-    "FILE is read as is: CRLF line endings stay CRLF (they tokenize differently from LF, so\n"
-    "convert the file first to compare with numbers measured on an LF copy).\n"
-    "\n"
-    "  -m, --model FILE        a GGUF model\n"
-    "  -f, --file FILE         the text (- is standard input; a pipe such as <(command) works)\n"
-    "  -c, --ctx-size N        tokens per chunk (default 512)\n"
-    "  --chunks N              score only the first N chunks (default: all)\n"
-    "  -b, --batch-size N      tokens per decode call: N / N_CTX chunks are evaluated together as\n"
-    "                          independent sequences (default 2048); results do not depend on it\n"
-    "  -ub, --ubatch-size N    tokens per forward pass (default 512)\n"
-    "  --kl-divergence-base F  save every scored row's log-probabilities to F (llama-perplexity's\n"
-    "                          format) for a later --kl-divergence run of another model or split\n"
-    "  --kl-divergence         compare with the base F instead: the tokens and N_CTX come from F\n"
-    "                          (no -f); prints mean KLD, PPL(Q)/PPL(base) and 'Same top p'\n"
-    "%s"
-    "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -68,12 +42,13 @@ int compare_with_base(const std::string& model_path, KlBaseReader& base, const P
   const uint32_t n_seq = std::clamp(n_batch / n_ctx, 1u, n_chunks);
   base.require_chunks(n_chunks);
 
-  const LoadedModel loaded = load_model(model_path, placement, validation);
+  const LoadedModel loaded = load_model(model_path, placement, validation,
+                                        ContextRequest{n_ctx, n_seq, n_ubatch, std::min(n_ubatch, n_ctx * n_seq), false});
   Model* const model = loaded.model.get();
   if (model->config().n_vocab != base.n_vocab())
     throw std::runtime_error(base.path() + " was computed with a vocabulary of " + std::to_string(base.n_vocab()) +
                              " tokens; " + model_path + " has " + std::to_string(model->config().n_vocab));
-  Context ctx(*model, ContextOptions{n_ctx, n_seq, n_ubatch});
+  Context ctx(*model, loaded.context);
   print_memory_use(ctx);
   std::fprintf(stderr, "perplexity: comparing with %s over %u chunks, n_ctx=%u, n_seq=%u\n", base.path().c_str(),
                n_chunks, n_ctx, n_seq);
@@ -115,28 +90,42 @@ int cmd_perplexity(const std::vector<std::string>& args) {
   uint32_t n_ctx = 512, n_batch = 2048, n_ubatch = 512, max_chunks = 0;
   Placement placement;
   bool validation = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      std::printf(kHelp, kPlacementHelp);
-      return 0;
-    }
-    if (a == "-m" || a == "--model") model_path = take_value(args, i);
-    else if (a == "-f" || a == "--file") text_path = take_value(args, i);
-    else if (a == "-c" || a == "--ctx-size") {
-      n_ctx = parse_positive(a, take_value(args, i));
-      ctx_given = true;
-    }
-    else if (a == "--kl-divergence-base") base_path = take_value(args, i);
-    else if (a == "--kl-divergence") compare = true;
-    else if (a == "--chunks") max_chunks = parse_positive(a, take_value(args, i));
-    else if (a == "-b" || a == "--batch-size") n_batch = parse_positive(a, take_value(args, i));
-    else if (a == "-ub" || a == "--ubatch-size") n_ubatch = parse_positive(a, take_value(args, i));
-    else if (parse_placement_flag(args, i, placement)) continue;
-    else if (a == "--validation") validation = true;
-    else if (!a.empty() && a[0] == '-') throw UsageError("unknown option '" + a + "'");
-    else throw UsageError("unexpected argument '" + a + "'");
-  }
+  cli::Parser p(
+      "usage: chorus perplexity -m MODEL -f FILE [-c N_CTX] [--chunks N] [-b N_BATCH] [options]\n"
+      "       chorus perplexity -m MODEL --kl-divergence-base BASE --kl-divergence [--chunks N] [options]",
+      "Perplexity of MODEL over the text in FILE, computed as llama.cpp's llama-perplexity does:\n"
+      "the whole file is tokenized once (with BOS if the model adds one), cut into chunks of N_CTX\n"
+      "tokens, each chunk evaluated from an empty cache with its first token replaced by BOS, and\n"
+      "only the second half of each chunk scored. Prints the running estimate after every chunk\n"
+      "([1]5.1234,[2]...) and 'Final estimate: PPL = X +/- Y' on stdout.\n"
+      "\n"
+      "FILE is read as is: CRLF line endings stay CRLF (they tokenize differently from LF, so\n"
+      "convert the file first to compare with numbers measured on an LF copy).");
+  const auto count = [](uint32_t& target) {
+    return [&target](const std::string& flag, const std::string& v) { target = parse_positive(flag, v); };
+  };
+  p.option({"-m", "--model"}, "FILE", "a GGUF model", model_path)
+      .option({"-f", "--file"}, "FILE", "the text (- is standard input; a pipe such as <(command) works)", text_path)
+      .option({"-c", "--ctx-size"}, "N", "tokens per chunk (default 512)",
+              [&](const std::string& flag, const std::string& v) {
+                n_ctx = parse_positive(flag, v);
+                ctx_given = true;
+              })
+      .option({"--chunks"}, "N", "score only the first N chunks (default: all)", count(max_chunks))
+      .option({"-b", "--batch-size"}, "N",
+              "tokens per decode call: N / N_CTX chunks are evaluated together as independent sequences (default "
+              "2048); results do not depend on it",
+              count(n_batch))
+      .option({"-ub", "--ubatch-size"}, "N", "tokens per forward pass (default 512)", count(n_ubatch))
+      .option({"--kl-divergence-base"}, "F",
+              "save every scored row's log-probabilities to F (llama-perplexity's format) for a later "
+              "--kl-divergence run of another model or split",
+              base_path)
+      .flag({"--kl-divergence"}, "compare with the base F instead: the tokens and N_CTX come from F (no -f); prints mean "
+            "KLD, PPL(Q)/PPL(base) and 'Same top p'", compare)
+      .flag({"--validation"}, "enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)", validation);
+  add_placement_options(p, placement);
+  if (!p.parse(args)) return 0;
   if (model_path.empty()) throw UsageError("-m MODEL is required");
   if (compare && base_path.empty()) throw UsageError("--kl-divergence needs --kl-divergence-base FILE (the base to compare with)");
   if (text_path.empty() && !compare) throw UsageError("-f FILE is required");
@@ -174,9 +163,10 @@ int cmd_perplexity(const std::vector<std::string>& args) {
   const uint32_t n_chunks = max_chunks ? std::min(max_chunks, n_chunks_max) : n_chunks_max;
   const uint32_t n_seq = std::clamp(n_batch / n_ctx, 1u, n_chunks);
 
-  const LoadedModel loaded = load_model(model_path, placement, validation);
+  const LoadedModel loaded = load_model(model_path, placement, validation,
+                                        ContextRequest{n_ctx, n_seq, n_ubatch, std::min(n_ubatch, n_ctx * n_seq), false});
   Model* const model = loaded.model.get();
-  Context ctx(*model, ContextOptions{n_ctx, n_seq, n_ubatch});
+  Context ctx(*model, loaded.context);
   print_memory_use(ctx);
   std::fprintf(stderr, "perplexity: calculating perplexity over %u chunks, n_ctx=%u, batch_size=%u, n_seq=%u\n",
                n_chunks, n_ctx, n_batch, n_seq);

@@ -18,6 +18,7 @@
 #include "engine/sampling.h"
 #include "engine/tokenizer.h"
 #include "engine/vocab.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/model_setup.h"
 #include "vkdevice/instance.h"
@@ -25,37 +26,6 @@
 namespace chorus::tools {
 
 namespace {
-
-constexpr const char* kHelp =
-    "usage: chorus run -m MODEL [-p PROMPT] [-n N] [options]\n"
-    "\n"
-    "Evaluates PROMPT and streams up to N generated tokens. Only the generated text is written\n"
-    "to stdout; the load log, memory use and timings go to stderr. With -p \"\" (the default)\n"
-    "generation starts from BOS alone. Generation stops at an end-of-generation token unless\n"
-    "--ignore-eos, and when the context is full.\n"
-    "\n"
-    "  -m, --model FILE        a GGUF model\n"
-    "  -p, --prompt TEXT       the prompt (special tokens such as <s> are recognised)\n"
-    "  -f, --file FILE         the prompt from a file (- for standard input)\n"
-    "  -e, --escape            process \\n \\t \\\\ \\\" \\xHH escapes in the prompt\n"
-    "  -r, --reverse-prompt S  stop when the output ends with S (may be repeated)\n"
-    "  -s, --seed S            as --seed\n"
-    "  --list-devices          list the devices (as `chorus devices`) and exit\n"
-    "  -n, --n-predict, --predict N  tokens to generate (default 128)\n"
-    "  --temp T                temperature; 0 or less is greedy (default 0.8)\n"
-    "  --top-k K               keep the K most likely tokens; 0 disables (default 40)\n"
-    "  --top-p P               keep the smallest set with probability mass P; 1 disables (default 0.95)\n"
-    "  --min-p M               drop tokens below M times the best probability; 0 disables (default 0.05)\n"
-    "  --repeat-penalty R      penalise the last tokens' logits by R; 1 disables (default 1.0)\n"
-    "  --repeat-last-n N       tokens the penalty looks back over; 0 disables, -1 all (default 64)\n"
-    "  --seed S                random seed; the same seed gives the same text (default: random, printed)\n"
-    "  -c, --ctx-size N        context length in tokens (default: the model's, at most 4096)\n"
-    "  -ub, --ubatch-size N    prompt tokens per forward pass (default 512)\n"
-    "%s"
-    "  --ignore-eos            keep generating past end-of-generation tokens\n"
-    "  --print-ids             print the generated token ids (space-separated) instead of text\n"
-    "  -cnv, -i                a conversation in the model's chat format: `chorus chat` (see its --help)\n"
-    "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
 
 // One line of llama_perf_context_print's table.
 void print_perf(const char* what, double ms, size_t n, const char* unit) {
@@ -96,42 +66,52 @@ int cmd_run(const std::vector<std::string>& args) {
   Placement placement;
   std::optional<uint64_t> seed;
   SamplerParams sp;
-  bool ignore_eos = false, print_ids = false, validation = false, escapes = false;
+  bool ignore_eos = false, print_ids = false, validation = false, escapes = false, list_devices = false;
   std::vector<std::string> reverse_prompts;
   const auto t_start = std::chrono::steady_clock::now();
   for (const std::string& a : args)  // llama-cli's conversation mode is `chorus chat`
     if (a == "-cnv" || a == "--conversation" || a == "-i" || a == "--interactive") return cmd_chat(args);
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      std::printf(kHelp, kPlacementHelp);
-      return 0;
-    }
-    if (a == "-m" || a == "--model") model_path = take_value(args, i);
-    else if (a == "-p" || a == "--prompt") prompt = take_value(args, i);
-    else if (a == "-f" || a == "--file") prompt = read_text_input(a, take_value(args, i));
-    else if (a == "-s") seed = parse_uint(a, take_value(args, i));
-    else if (a == "-e" || a == "--escape") escapes = true;
-    else if (a == "-r" || a == "--reverse-prompt") reverse_prompts.push_back(take_value(args, i));
-    else if (a == "--list-devices") return cmd_devices({});
-    else if (a == "-b" || a == "--batch-size") {
-      (void)parse_positive(a, take_value(args, i));
-      std::fprintf(stderr, "note: -b is accepted and ignored by run (its prompt is one batch; -ub sets the tokens per forward pass)\n");
-    } else if (a == "-n" || a == "--n-predict" || a == "--predict") {
-      const uint64_t n = parse_uint(a, take_value(args, i));
-      if (n > (1u << 24)) throw UsageError("-n expects at most 16777216 tokens, got " + args[i]);
-      n_predict = static_cast<uint32_t>(n);
-    }
-    else if (parse_sampling_flag(args, i, sp, seed)) continue;
-    else if (a == "-c" || a == "--ctx-size") n_ctx = parse_positive(a, take_value(args, i));
-    else if (a == "-ub" || a == "--ubatch-size") n_ubatch = parse_positive(a, take_value(args, i));
-    else if (parse_placement_flag(args, i, placement)) continue;
-    else if (a == "--ignore-eos") ignore_eos = true;
-    else if (a == "--print-ids") print_ids = true;
-    else if (a == "--validation") validation = true;
-    else if (!a.empty() && a[0] == '-') throw UsageError("unknown option '" + a + "'");
-    else throw UsageError("unexpected argument '" + a + "' (the prompt goes after -p)");
-  }
+  cli::Parser p("usage: chorus run -m MODEL [-p PROMPT] [-n N] [options]",
+                "Evaluates PROMPT and streams up to N generated tokens. Only the generated text is written\n"
+                "to stdout; the load log, memory use and timings go to stderr. With -p \"\" (the default)\n"
+                "generation starts from BOS alone. Generation stops at an end-of-generation token unless\n"
+                "--ignore-eos, and when the context is full.");
+  p.option({"-m", "--model"}, "FILE", "a GGUF model", model_path)
+      .option({"-p", "--prompt"}, "TEXT", "the prompt (special tokens such as <s> are recognised)", prompt)
+      .option({"-f", "--file"}, "FILE", "the prompt from a file (- for standard input)",
+              [&](const std::string& flag, const std::string& v) { prompt = read_text_input(flag, v); })
+      .flag({"-e", "--escape"}, "process \\n \\t \\\\ \\\" \\xHH escapes in the prompt", escapes)
+      .option({"-r", "--reverse-prompt"}, "S", "stop when the output ends with S (may be repeated)",
+              [&](const std::string&, const std::string& v) { reverse_prompts.push_back(v); })
+      .option({"-n", "--n-predict", "--predict"}, "N", "tokens to generate (default 128)",
+              [&](const std::string& flag, const std::string& v) {
+                const uint64_t n = parse_uint(flag, v);
+                if (n > (1u << 24)) throw UsageError(flag + " expects at most 16777216 tokens, got " + v);
+                n_predict = static_cast<uint32_t>(n);
+              })
+      .option({"-c", "--ctx-size"}, "N", "context length in tokens (default: the model's, at most 4096)",
+              [&](const std::string& flag, const std::string& v) { n_ctx = parse_positive(flag, v); })
+      .option({"-ub", "--ubatch-size"}, "N", "prompt tokens per forward pass (default 512)",
+              [&](const std::string& flag, const std::string& v) { n_ubatch = parse_positive(flag, v); })
+      .option({"-b", "--batch-size"}, "N", "accepted and ignored (the prompt is one batch; -ub sets the tokens per forward pass)",
+              [](const std::string& flag, const std::string& v) {
+                (void)parse_positive(flag, v);
+                std::fprintf(stderr, "note: %s is accepted and ignored by run (its prompt is one batch; -ub sets the tokens "
+                             "per forward pass)\n", flag.c_str());
+              })
+      .flag({"--ignore-eos"}, "keep generating past end-of-generation tokens", ignore_eos)
+      .flag({"--print-ids"}, "print the generated token ids (space-separated) instead of text", print_ids)
+      .flag({"-cnv", "--conversation", "-i", "--interactive"},
+            "a conversation in the model's chat format: `chorus chat` (see its --help)", [] {})
+      .flag({"--list-devices"}, "list the devices (as `chorus devices`) and exit", list_devices)
+      .flag({"--validation"}, "enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)", validation);
+  add_sampling_options(p, sp, seed);
+  add_placement_options(p, placement);
+  p.positional("TEXT", "", [](const std::string& a) {
+    throw UsageError("unexpected argument '" + a + "' (the prompt goes after -p)");
+  });
+  if (!p.parse(args)) return 0;
+  if (list_devices) return cmd_devices({});
   if (model_path.empty()) throw UsageError("-m MODEL is required");
   if (escapes) prompt = process_escapes(prompt);
   if (const char* v = std::getenv("CHORUS_VALIDATION"); v && std::string(v) == "1") validation = true;
@@ -144,10 +124,10 @@ int cmd_run(const std::vector<std::string>& args) {
   const Vocab& vocab = tok.vocab();
 
   const auto t_load = std::chrono::steady_clock::now();
-  const LoadedModel loaded = load_model(model_path, placement, validation);
+  const LoadedModel loaded = load_model(model_path, placement, validation, ContextRequest{n_ctx, 1, n_ubatch});
   const double load_ms = ms_since(t_load);
   Model* const model = loaded.model.get();
-  Context ctx(*model, ContextOptions{n_ctx, 1, n_ubatch});
+  Context ctx(*model, loaded.context);
   std::fprintf(stderr, "context: %u tokens\n", ctx.n_ctx());
   print_memory_use(ctx);
   std::fprintf(stderr, "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, repeat-penalty %.2f (last %d), seed %" PRIu64 "\n",

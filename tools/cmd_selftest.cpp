@@ -4,6 +4,7 @@
 
 #include "engine/selftest.h"
 #include "shaders/registry.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
 #include "vkdevice/instance.h"
 
@@ -12,25 +13,16 @@ namespace chorus::tools {
 int cmd_selftest(const std::vector<std::string>& args) {
   std::vector<uint32_t> indices;
   bool validation = false, force_staging = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      std::printf(
-          "usage: chorus selftest [--device LIST] [--force-staging] [--validation]\n\n"
-          "Runs the matrix kernels for every weight format on each device (default: every usable\n"
-          "device) through the variant its capabilities select, and compares with the CPU reference.\n"
-          "Exit status 0 only if every check passes.\n\n"
-          "  --device LIST     physical device indices from `chorus devices`, e.g. 0 or 0,0,1\n"
-          "  --force-staging   use the discrete-GPU memory path (staging copies) on unified memory\n"
-          "  --validation      enable VK_LAYER_KHRONOS_validation\n\n"
-          "environment: CHORUS_DISABLE_CAPS=fp16,subgroup,cpu tests the fallback kernels.\n");
-      return 0;
-    }
-    if (a == "--device") indices = parse_index_list(a, take_value(args, i));
-    else if (a == "--force-staging") force_staging = true;
-    else if (a == "--validation") validation = true;
-    else throw UsageError("unknown option '" + a + "'");
-  }
+  cli::Parser p("usage: chorus selftest [--device LIST] [--force-staging] [--validation]",
+                "Runs the matrix kernels for every weight format on each device (default: every usable\n"
+                "device) through the variant its capabilities select, and compares with the CPU reference.\n"
+                "Exit status 0 only if every check passes.");
+  p.option({"--device", "-dev"}, "LIST", "physical device indices from `chorus devices`, e.g. 0 or 0,0,1",
+           [&](const std::string& flag, const std::string& v) { indices = parse_index_list(flag, v); })
+      .flag({"--force-staging"}, "use the discrete-GPU memory path (staging copies) on unified memory", force_staging)
+      .flag({"--validation"}, "enable VK_LAYER_KHRONOS_validation", validation)
+      .epilog("environment: CHORUS_DISABLE_CAPS=fp16,subgroup,cpu tests the fallback kernels.");
+  if (!p.parse(args)) return 0;
   vk::Instance inst(vk::InstanceOptions{validation});
   if (indices.empty())
     for (const auto& d : inst.devices())

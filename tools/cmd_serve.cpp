@@ -15,40 +15,11 @@
 #include "engine/vocab.h"
 #include "server/server.h"
 #include "tools/chat_format.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/model_setup.h"
 
 namespace chorus::tools {
-namespace {
-
-constexpr const char* kHelp =
-    "usage: chorus serve -m MODEL [options]\n"
-    "\n"
-    "An OpenAI-compatible HTTP server: POST /v1/chat/completions (the model's chat template,\n"
-    "streaming with \"stream\": true), /v1/completions, /v1/embeddings, /tokenize, /detokenize;\n"
-    "GET /v1/models, /health, /metrics. Up to -np requests are generated at once, decoded\n"
-    "together in one forward pass per step on every device of the split. docs/server.md has\n"
-    "the details.\n"
-    "\n"
-    "  -m, --model FILE        a GGUF model\n"
-    "  --host ADDR             address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)\n"
-    "  --port N                TCP port (default 8080; 0 picks a free one and prints it)\n"
-    "  --api-key KEY           require \"Authorization: Bearer KEY\" on every request but /health\n"
-    "                          (also the environment variable CHORUS_API_KEY)\n"
-    "  -np, --parallel N       parallel slots, each its own sequence in the KV cache (default 4)\n"
-    "  -c, --ctx-size N        total context in tokens, shared equally by the slots\n"
-    "                          (default: the model's trained length, at most 4096, per slot)\n"
-    "  -ub, --ubatch-size N    tokens per step: one forward pass (default 512)\n"
-    "  --queue N               requests that may wait for a slot; more get 503 (default 16)\n"
-    "  --max-body SIZE         largest request body, e.g. 8M (default 8M); larger gets 413\n"
-    "  --timeout S             drop a connection idle (or sending headers) this many seconds (default 30)\n"
-    "  --alias NAME            the model id /v1/models lists (default: the file name without .gguf)\n"
-    "  --chat-template NAME|FILE   a built-in format (%s) or a Jinja file;\n"
-    "                          default: the model's own, else chatml\n"
-    "%s"
-    "  --validation            enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)\n";
-
-}  // namespace
 
 int cmd_serve(const std::vector<std::string>& args) {
   std::string model_path, template_arg, alias;
@@ -57,29 +28,41 @@ int cmd_serve(const std::vector<std::string>& args) {
   Placement placement;
   server::ServerOptions o;
   if (const char* key = std::getenv("CHORUS_API_KEY")) o.api_key = key;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      std::printf(kHelp, builtin_chat_template_list().c_str(), kPlacementHelp);
-      return 0;
-    }
-    if (a == "-m" || a == "--model") model_path = take_value(args, i);
-    else if (a == "--host") o.host = take_value(args, i);
-    else if (a == "--port") o.port = static_cast<int>(parse_int(a, take_value(args, i), 0, 65535));
-    else if (a == "--api-key") o.api_key = take_value(args, i);
-    else if (a == "-np" || a == "--parallel") o.scheduler.n_slots = parse_positive(a, take_value(args, i));
-    else if (a == "-c" || a == "--ctx-size") n_ctx_total = parse_positive(a, take_value(args, i));
-    else if (a == "-ub" || a == "--ubatch-size") o.scheduler.n_ubatch = parse_positive(a, take_value(args, i));
-    else if (a == "--queue") o.scheduler.max_queue = static_cast<uint32_t>(parse_int(a, take_value(args, i), 0, 1 << 16));
-    else if (a == "--max-body") o.max_body = parse_bytes(a, take_value(args, i));
-    else if (a == "--timeout") o.read_timeout_s = o.write_timeout_s = parse_int(a, take_value(args, i), 1, 86400);
-    else if (a == "--alias") alias = take_value(args, i);
-    else if (a == "--chat-template") template_arg = take_value(args, i);
-    else if (parse_placement_flag(args, i, placement)) continue;
-    else if (a == "--validation") validation = true;
-    else if (!a.empty() && a[0] == '-') throw UsageError("unknown option '" + a + "'");
-    else throw UsageError("unexpected argument '" + a + "'");
-  }
+  cli::Parser p("usage: chorus serve -m MODEL [options]",
+                "An OpenAI-compatible HTTP server: POST /v1/chat/completions (the model's chat template,\n"
+                "streaming with \"stream\": true), /v1/completions, /v1/embeddings, /tokenize, /detokenize;\n"
+                "GET /v1/models, /health, /metrics, and a chat page at /. Up to -np requests are generated\n"
+                "at once, decoded together in one forward pass per step on every device of the split.\n"
+                "docs/server.md has the details.");
+  p.option({"-m", "--model"}, "FILE", "a GGUF model", model_path)
+      .option({"--host"}, "ADDR", "address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)", o.host)
+      .option({"--port"}, "N", "TCP port (default 8080; 0 picks a free one and prints it on stdout)",
+              [&](const std::string& flag, const std::string& v) { o.port = static_cast<int>(parse_int(flag, v, 0, 65535)); })
+      .option({"--api-key"}, "KEY",
+              "require \"Authorization: Bearer KEY\" on every request but /health and / (also CHORUS_API_KEY)", o.api_key)
+      .option({"-np", "--parallel"}, "N", "parallel slots, each its own sequence in the KV cache (default 4)",
+              [&](const std::string& flag, const std::string& v) { o.scheduler.n_slots = parse_positive(flag, v); })
+      .option({"-c", "--ctx-size"}, "N",
+              "total context in tokens, shared equally by the slots (default: the model's trained length, at most "
+              "4096, per slot)",
+              [&](const std::string& flag, const std::string& v) { n_ctx_total = parse_positive(flag, v); })
+      .option({"-ub", "--ubatch-size"}, "N", "tokens per step: one forward pass (default 512)",
+              [&](const std::string& flag, const std::string& v) { o.scheduler.n_ubatch = parse_positive(flag, v); })
+      .option({"--queue"}, "N", "requests that may wait for a slot; more get 503 (default 16)",
+              [&](const std::string& flag, const std::string& v) {
+                o.scheduler.max_queue = static_cast<uint32_t>(parse_int(flag, v, 0, 1 << 16));
+              })
+      .option({"--max-body"}, "SIZE", "largest request body, e.g. 8M (default 8M); larger gets 413",
+              [&](const std::string& flag, const std::string& v) { o.max_body = parse_bytes(flag, v); })
+      .option({"--timeout"}, "S", "drop a connection idle (or sending its headers) this many seconds (default 30)",
+              [&](const std::string& flag, const std::string& v) { o.read_timeout_s = o.write_timeout_s = parse_int(flag, v, 1, 86400); })
+      .option({"--alias"}, "NAME", "the model id /v1/models lists (default: the file name without .gguf)", alias)
+      .option({"--chat-template"}, "NAME|FILE",
+              "a built-in format (" + builtin_chat_template_list() + ") or a Jinja file; default: the model's own, else chatml",
+              template_arg)
+      .flag({"--validation"}, "enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)", validation);
+  add_placement_options(p, placement);
+  if (!p.parse(args)) return 0;
   if (model_path.empty()) throw UsageError("-m MODEL is required");
   if (o.scheduler.n_slots > 256) throw UsageError("-np expects at most 256 slots");
   if (n_ctx_total) {
@@ -120,8 +103,9 @@ int cmd_serve(const std::vector<std::string>& args) {
   file.emplace(gguf::File::open(model_path));
   tok.emplace(load_vocab(*file));
   const ModelChatFormat format = choose_chat_template(*file, template_arg, "");
-  model.emplace(load_model(model_path, placement, validation));
-  srv.attach(*model->model, *tok, format);
+  model.emplace(load_model(model_path, placement, validation,
+                           ContextRequest{o.scheduler.n_ctx, o.scheduler.n_slots, o.scheduler.n_ubatch}));
+  srv.attach(*model->model, *tok, format, model->context.n_ctx);  // the memory planner may have shrunk it
   loaded = true;
   const server::SchedulerStats st = srv.scheduler()->stats();
   for (const DeviceMemoryUse& u : st.memory)

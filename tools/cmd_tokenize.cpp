@@ -7,6 +7,7 @@
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 #include "engine/vocab.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
 
 namespace chorus::tools {
@@ -15,35 +16,22 @@ int cmd_tokenize(const std::vector<std::string>& args) {
   std::string model;
   std::optional<std::string> prompt;
   bool add_special = true, parse_special = true, ids_only = false, show_count = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      std::printf(
-          "usage: chorus tokenize -m MODEL (-p TEXT | -f FILE) [--ids] [--no-bos] [--no-parse-special] [--show-count]\n\n"
-          "Tokenizes TEXT with the model's vocabulary (only the tokenizer.ggml.* metadata is read)\n"
-          "and prints one line per token, `    id -> 'piece'`, as llama-tokenize does.\n\n"
-          "  -m, --model FILE     a GGUF file (a vocab-only file is enough)\n"
-          "  -p, --prompt TEXT    the text\n"
-          "  -f, --file FILE      read the text from FILE (bytes as they are; - is standard input)\n"
-          "  --ids                print only the id list, e.g. [1, 15043, 3186]\n"
-          "  --no-bos             add no BOS/EOS even if the model's metadata asks for them\n"
-          "  --no-parse-special   control tokens' texts (<s>, <|eot_id|> ...) stay plain text\n"
-          "  --show-count         print the number of tokens at the end\n");
-      return 0;
-    }
-    if (a == "-m" || a == "--model") model = take_value(args, i);
-    else if (a == "-p" || a == "--prompt") {
-      if (prompt) throw UsageError("give the text once, with -p or -f");
-      prompt = take_value(args, i);
-    } else if (a == "-f" || a == "--file") {
-      if (prompt) throw UsageError("give the text once, with -p or -f");
-      prompt = read_text_input(a, take_value(args, i));
-    } else if (a == "--ids") ids_only = true;
-    else if (a == "--no-bos") add_special = false;
-    else if (a == "--no-parse-special") parse_special = false;
-    else if (a == "--show-count") show_count = true;
-    else throw UsageError("unknown option '" + a + "'");
-  }
+  const auto text = [&prompt](std::string v) {
+    if (prompt) throw UsageError("give the text once, with -p or -f");
+    prompt = std::move(v);
+  };
+  cli::Parser p("usage: chorus tokenize -m MODEL (-p TEXT | -f FILE) [--ids] [--no-bos] [--no-parse-special] [--show-count]",
+                "Tokenizes TEXT with the model's vocabulary (only the tokenizer.ggml.* metadata is read)\n"
+                "and prints one line per token, `    id -> 'piece'`, as llama-tokenize does.");
+  p.option({"-m", "--model"}, "FILE", "a GGUF file (a vocab-only file is enough)", model)
+      .option({"-p", "--prompt"}, "TEXT", "the text", [&](const std::string&, const std::string& v) { text(v); })
+      .option({"-f", "--file"}, "FILE", "read the text from FILE (bytes as they are; - is standard input)",
+              [&](const std::string& flag, const std::string& v) { text(read_text_input(flag, v)); })
+      .flag({"--ids"}, "print only the id list, e.g. [1, 15043, 3186]", ids_only)
+      .flag({"--no-bos"}, "add no BOS/EOS even if the model's metadata asks for them", [&] { add_special = false; })
+      .flag({"--no-parse-special"}, "control tokens' texts (<s>, <|eot_id|> ...) stay plain text", [&] { parse_special = false; })
+      .flag({"--show-count"}, "print the number of tokens at the end", show_count);
+  if (!p.parse(args)) return 0;
   if (model.empty()) throw UsageError("-m MODEL is required");
   if (!prompt) throw UsageError("give the text with -p TEXT or -f FILE");
 

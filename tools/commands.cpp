@@ -30,15 +30,11 @@ std::span<const Command> all_commands() {
       {"tokenize", "print the token ids of a text (llama-tokenize style)", cmd_tokenize},
       {"chat", "talk to a model in its own chat format (interactive)", cmd_chat},
       {"run", "generate text from a prompt (the completion on stdout)", cmd_run},
+      {"fit", "plan a model on the devices without loading it: bytes per device, split, context", cmd_fit},
       {"perplexity", "measure a model's perplexity over a text file (llama-perplexity's method)", cmd_perplexity},
       {"serve", "an OpenAI-compatible HTTP server with parallel slots (chat, completions, embeddings)", cmd_serve},
   };
   return table;
-}
-
-std::string take_value(const std::vector<std::string>& args, size_t& i) {
-  if (i + 1 >= args.size()) throw UsageError(args[i] + " needs a value");
-  return args[++i];
 }
 
 uint64_t parse_uint(const std::string& flag, const std::string& text) {
@@ -212,46 +208,6 @@ size_t edit_distance(const std::string& a, const std::string& b) {
     }
   }
   return row[b.size()];
-}
-
-std::string did_you_mean(const Command& c, const std::string& error) {
-  const std::string marker = "unknown option '";
-  const size_t at = error.find(marker);
-  if (at == std::string::npos) return "";
-  const size_t end = error.find('\'', at + marker.size());
-  const std::string given = error.substr(at + marker.size(), end - at - marker.size());
-  // The command's options, as its --help lists them (the help text is the one definition).
-  const int saved = ::dup(STDOUT_FILENO);
-  char path[] = "/tmp/chorus-help-XXXXXX";
-  const int fd = ::mkstemp(path);
-  if (saved < 0 || fd < 0) return "";
-  std::fflush(stdout);
-  ::dup2(fd, STDOUT_FILENO);
-  try {
-    (void)c.run({"--help"});
-  } catch (...) {
-  }
-  std::fflush(stdout);
-  ::dup2(saved, STDOUT_FILENO);
-  ::close(saved);
-  std::string help;
-  char buf[4096];
-  ::lseek(fd, 0, SEEK_SET);
-  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) help.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  ::unlink(path);
-  std::string best;
-  size_t best_d = std::max<size_t>(2, given.size() / 3) + 1;
-  for (size_t i = 0; i < help.size(); ++i) {
-    if (help[i] != '-' || (i > 0 && !std::isspace(static_cast<unsigned char>(help[i - 1])) && help[i - 1] != ',')) continue;
-    size_t j = i;
-    while (j < help.size() && (std::isalnum(static_cast<unsigned char>(help[j])) || help[j] == '-')) ++j;
-    const std::string opt = help.substr(i, j - i);
-    if (opt.size() > 1 && opt != given)
-      if (const size_t d = edit_distance(given, opt); d < best_d) best_d = d, best = opt;
-    i = j;
-  }
-  return best.empty() ? "" : "; did you mean '" + best + "'?";
 }
 
 }  // namespace chorus::tools

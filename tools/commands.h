@@ -27,9 +27,6 @@ std::span<const Command> all_commands();
 
 // Levenshtein distance, for "did you mean".
 size_t edit_distance(const std::string& a, const std::string& b);
-// For a UsageError "unknown option 'X'": "; did you mean '--Y'?" naming the closest option in
-// the command's --help text (empty when nothing is close).
-std::string did_you_mean(const Command& c, const std::string& error);
 
 int cmd_devices(const std::vector<std::string>& args);
 int cmd_selftest(const std::vector<std::string>& args);
@@ -41,10 +38,10 @@ int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_run(const std::vector<std::string>& args);
 int cmd_chat(const std::vector<std::string>& args);  // also `chorus run -cnv`
 int cmd_perplexity(const std::vector<std::string>& args);
-int cmd_serve(const std::vector<std::string>& args);    // the HTTP server (server/)
+int cmd_fit(const std::vector<std::string>& args);
+int cmd_serve(const std::vector<std::string>& args);  // the HTTP server (server/)
 
-// Argument helpers: value of `--flag V` at args[i+1] (advances i) or a UsageError.
-std::string take_value(const std::vector<std::string>& args, size_t& i);
+// Argument helpers for the options' values (tools/cli.h declares the options themselves).
 // Every number on the command line is parsed strictly: no sign (unless allowed), no spaces,
 // no trailing text, no overflow; a UsageError names the flag and what it expects.
 uint64_t parse_uint(const std::string& flag, const std::string& text);

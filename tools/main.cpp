@@ -57,8 +57,7 @@ int main(int argc, char** argv) {
       chorus::tools::flush_stdout();  // output lost to a full disk or a closed pipe is an error
       return rc;
     } catch (const chorus::tools::UsageError& e) {
-      std::fprintf(stderr, "chorus %s: %s%s\n(see `chorus %s --help`)\n", c.name, e.what(),
-                   chorus::tools::did_you_mean(c, e.what()).c_str(), c.name);
+      std::fprintf(stderr, "chorus %s: %s\n(see `chorus %s --help`)\n", c.name, e.what(), c.name);
       return 2;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "chorus %s: error: %s\n", c.name, e.what());

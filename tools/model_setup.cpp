@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "tools/commands.h"
+#include "vkdevice/host_memory.h"
 
 namespace chorus::tools {
 namespace {
@@ -33,85 +34,138 @@ void upload_progress(uint64_t done, uint64_t total) {
 
 }  // namespace
 
-const char* const kPlacementHelp =
-    "  --device, -dev LIST     physical device indices from `chorus devices`, e.g. 0 or 0,1 or 0,0,1;\n"
-    "                          repeating an index opens that device again as another logical device\n"
-    "                          (default: every usable device)\n"
-    "  -sm, --split-mode M     none | layer | tensor (default: tensor with several devices; llama.cpp's row is tensor)\n"
-    "  -ts, --tensor-split R   ratios, e.g. 3,1 or 3/1 (any positive numbers; default: each device's free memory)\n"
-    "  -mg, --main-gpu I       the device (position in --device) that holds everything with -sm none\n"
-    "  --force-staging         use the discrete-GPU memory path (staging copies) even on unified memory\n"
-    "  -ngl N                  accepted when N covers every layer (chorus keeps all layers on the GPUs)\n"
-    "  -t N, -tb N             accepted and ignored (lavapipe's threads: LP_NUM_THREADS)\n";
-
-bool parse_placement_flag(const std::vector<std::string>& args, size_t& i, Placement& p) {
-  const std::string& a = args[i];
-  if (a == "--device" || a == "-dev") {
-    p.devices = parse_index_list(a, take_value(args, i));
-  } else if (a == "-sm" || a == "--split-mode") {
-    const std::string v = take_value(args, i);
-    if (v == "row")
-      throw UsageError("-sm row is llama.cpp's row split, which its Vulkan backend never had; chorus's equivalent "
-                       "(every device works on every matrix, any ratio, any device count) is -sm tensor, the default "
-                       "with several devices");
-    try {
-      p.mode = split::parse_split_mode(v);
-    } catch (const std::invalid_argument& e) {
-      throw UsageError(e.what());
-    }
-    p.mode_given = true;
-  } else if (a == "-ts" || a == "--tensor-split") {
-    std::string v = take_value(args, i);
-    std::replace(v.begin(), v.end(), '/', ',');  // llama.cpp writes 3/1 as well as 3,1
-    const std::vector<std::string> items = split_list(a, v, "3,1");
-    p.ratios.clear();
-    for (const std::string& item : items) {
-      const double r = parse_number(a, item);
-      if (!(r > 0)) throw UsageError(a + " expects positive ratios, got '" + item + "' in '" + v + "'");
-      p.ratios.push_back(r);
-    }
-    // Only proportions matter: scale so the largest is 1, so a sum such as 1e308 + 1e308 cannot
-    // overflow to infinity downstream. A ratio that vanishes next to the largest is refused.
-    const auto largest = std::max_element(p.ratios.begin(), p.ratios.end());
-    const std::string largest_item = items[static_cast<size_t>(largest - p.ratios.begin())];
-    const double scale = *largest;
-    for (size_t k = 0; k < p.ratios.size(); ++k) {
-      p.ratios[k] /= scale;
-      if (!(p.ratios[k] > 0))
-        throw UsageError(a + " ratio '" + items[k] + "' is too small next to '" + largest_item + "' in '" + v + "'");
-    }
-  } else if (a == "-mg" || a == "--main-gpu") {
-    const uint64_t v = parse_uint(a, take_value(args, i));
-    if (v > 1024) throw UsageError(a + " value is out of range");
-    p.main_device = static_cast<uint32_t>(v);
-  } else if (a == "--force-staging") {
-    p.force_staging = true;
-  } else if (a == "-ngl" || a == "--n-gpu-layers" || a == "--gpu-layers") {
-    p.gpu_layers = parse_int(a, take_value(args, i), -1, std::numeric_limits<int32_t>::max());
-  } else if (a == "-t" || a == "--threads" || a == "-tb" || a == "--threads-batch") {
-    (void)parse_int(a, take_value(args, i), -1, 1 << 16);
-    std::fprintf(stderr, "note: %s is accepted and ignored: chorus runs on the GPUs (lavapipe, the CPU driver, takes its "
-                 "thread count from LP_NUM_THREADS)\n", a.c_str());
-  } else if (a == "--verbose" || a == "-v" || a == "--no-mmap" || a == "--mlock" || a == "-fa" || a == "--flash-attn") {
-    std::fprintf(stderr, "note: %s is accepted and ignored (%s)\n", a.c_str(),
-                 a == "--verbose" || a == "-v" ? "the load log and timings are always on stderr"
-                 : a == "-fa" || a == "--flash-attn" ? "chorus's attention kernel is always fused"
-                                                     : "chorus reads the file once into device memory");
-  } else {
-    return false;
+split::SplitMode parse_split_mode_flag(const std::string& v) {
+  if (v == "row")
+    throw UsageError("-sm row is llama.cpp's row split, which its Vulkan backend never had; chorus's equivalent "
+                     "(every device works on every matrix, any ratio, any device count) is -sm tensor, the default "
+                     "with several devices");
+  try {
+    return split::parse_split_mode(v);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
   }
-  return true;
 }
 
-LoadedModel load_model(const std::string& path, const Placement& placement, bool validation) {
-  if (placement.gpu_layers && *placement.gpu_layers >= 0) {
-    const gguf::File f = gguf::File::open(path);
-    const ModelConfig c = ModelConfig::from_gguf(f);
-    if (*placement.gpu_layers < int64_t{c.n_layer})
-      throw UsageError("-ngl " + std::to_string(*placement.gpu_layers) + " would leave layers on the CPU; chorus keeps all " +
-                       std::to_string(c.n_layer) + " layers on the GPUs (omit -ngl, or give " + std::to_string(c.n_layer) +
-                       " or more; -sm layer -ts spreads layers over several GPUs)");
+std::vector<double> parse_ratios(const std::string& flag, std::string v) {
+  std::replace(v.begin(), v.end(), '/', ',');  // llama.cpp writes 3/1 as well as 3,1
+  const std::vector<std::string> items = split_list(flag, v, "3,1");
+  std::vector<double> ratios;
+  for (const std::string& item : items) {
+    const double r = parse_number(flag, item);
+    if (!(r > 0)) throw UsageError(flag + " expects positive ratios, got '" + item + "' in '" + v + "'");
+    ratios.push_back(r);
   }
+  // Only proportions matter: scale so the largest is 1, so a sum such as 1e308 + 1e308 cannot
+  // overflow to infinity downstream. A ratio that vanishes next to the largest is refused.
+  const auto largest = std::max_element(ratios.begin(), ratios.end());
+  const std::string largest_item = items[static_cast<size_t>(largest - ratios.begin())];
+  const double scale = *largest;
+  for (size_t k = 0; k < ratios.size(); ++k) {
+    ratios[k] /= scale;
+    if (!(ratios[k] > 0))
+      throw UsageError(flag + " ratio '" + items[k] + "' is too small next to '" + largest_item + "' in '" + v + "'");
+  }
+  return ratios;
+}
+
+void add_placement_options(cli::Parser& p, Placement& placement, bool with_layout) {
+  p.section("devices and split:");
+  if (with_layout) {
+  p.option({"--device", "-dev"}, "LIST",
+           "physical device indices from `chorus devices`, e.g. 0 or 0,1 or 0,0,1; repeating an index opens that "
+           "device again as another logical device (default: every usable device)",
+           [&placement](const std::string& flag, const std::string& v) { placement.devices = parse_index_list(flag, v); });
+  p.option({"-sm", "--split-mode"}, "MODE",
+           "none | layer | tensor (default: tensor with several devices; llama.cpp's row is tensor)",
+           [&placement](const std::string&, const std::string& v) { placement.mode = parse_split_mode_flag(v); placement.mode_given = true; });
+  p.option({"-ts", "--tensor-split"}, "RATIOS",
+           "ratios, e.g. 3,1 or 3/1 (any positive numbers; default: each device's free memory)",
+           [&placement](const std::string& flag, const std::string& v) { placement.ratios = parse_ratios(flag, v); });
+  }
+  p.option({"-mg", "--main-gpu"}, "I", "the device (position in --device) that holds everything with -sm none",
+           [&placement](const std::string& flag, const std::string& v) {
+             const uint64_t n = parse_uint(flag, v);
+             if (n > 1024) throw UsageError(flag + " value is out of range");
+             placement.main_device = static_cast<uint32_t>(n);
+           });
+  p.flag({"--force-staging"}, "use the discrete-GPU memory path (staging copies) even on unified memory",
+         placement.force_staging);
+  p.option({"--fit"}, "on|off",
+           "on (default): check every device's bytes before loading, rebalance ratios not given and shrink the "
+           "context to fit, else refuse with what is missing; off: load exactly what was asked",
+           [&placement](const std::string& flag, const std::string& v) {
+             if (v != "on" && v != "off") throw UsageError(flag + " is on or off, not '" + v + "'");
+             placement.fit = v == "on";
+           });
+  p.option({"--fit-ctx-min"}, "N", "the smallest context fitting may shrink to (default 4096, or the model's own if smaller)",
+           [&placement](const std::string& flag, const std::string& v) { placement.fit_ctx_min = parse_positive(flag, v); });
+  p.option({"--memory-budget"}, "LIST",
+           "pretend each device has this much memory, e.g. 384M,128M (one per device; to simulate unequal GPUs)",
+           [&placement](const std::string& flag, const std::string& v) {
+             placement.budgets.clear();
+             for (const std::string& item : split_list(flag, v, "384M,128M")) placement.budgets.push_back(parse_bytes(flag, item));
+           });
+  p.option({"-ngl", "--n-gpu-layers", "--gpu-layers"}, "N",
+           "accepted when N covers every layer (chorus keeps all layers on the GPUs)",
+           [&placement](const std::string& flag, const std::string& v) {
+             placement.gpu_layers = parse_int(flag, v, -1, std::numeric_limits<int32_t>::max());
+           });
+  p.option({"-t", "--threads", "-tb", "--threads-batch"}, "N",
+           "accepted and ignored (lavapipe's threads: LP_NUM_THREADS)", [](const std::string& flag, const std::string& v) {
+             (void)parse_int(flag, v, -1, 1 << 16);
+             std::fprintf(stderr, "note: %s is accepted and ignored: chorus runs on the GPUs (lavapipe, the CPU driver, takes "
+                          "its thread count from LP_NUM_THREADS)\n", flag.c_str());
+           });
+  const auto ignored = [](const char* why) {
+    return [why](const std::string& flag) {
+      std::fprintf(stderr, "note: %s is accepted and ignored (%s)\n", flag.c_str(), why);
+    };
+  };
+  const char* const log = "the load log and timings are always on stderr";
+  const char* const fused = "chorus's attention kernel is always fused";
+  const char* const once = "chorus reads the file once into device memory";
+  p.flag({"--verbose", "-v"}, std::string("accepted and ignored: ") + log, [f = ignored(log)] { f("--verbose"); })
+      .flag({"-fa", "--flash-attn"}, std::string("accepted and ignored: ") + fused, [f = ignored(fused)] { f("-fa"); })
+      .flag({"--no-mmap", "--mlock"}, std::string("accepted and ignored: ") + once, [f = ignored(once)] { f("--no-mmap/--mlock"); });
+}
+
+split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file, const Placement& placement,
+                              const ContextRequest& context, const std::vector<uint64_t>& free_bytes,
+                              bool collective_per_device) {
+  const size_t n = free_bytes.size();
+  split::FitRequest fr;
+  fr.model = model_shape(config, file);
+  fr.free_bytes = free_bytes;
+  fr.split.mode = n == 1 ? split::SplitMode::none : placement.mode;
+  if (placement.mode_given) fr.split.mode = placement.mode;
+  fr.split.main_device = placement.main_device;
+  if (fr.split.main_device >= n)
+    throw UsageError("-mg " + std::to_string(fr.split.main_device) + " is not one of the " + std::to_string(n) + " devices");
+  fr.split.ratios = placement.ratios;
+  if (!fr.split.ratios.empty() && fr.split.ratios.size() != n)
+    throw UsageError("-ts gives " + std::to_string(fr.split.ratios.size()) + " ratios for " + std::to_string(n) + " devices");
+  fr.ctx.collective_per_device = collective_per_device;
+  const uint32_t trained = config.n_ctx_train;
+  fr.ctx.n_ctx = context.n_ctx ? context.n_ctx : std::min<uint32_t>(trained, 4096);
+  if (context.n_ctx > trained)
+    std::fprintf(stderr, "warning: a context of %u tokens is longer than the %u the model was trained on; "
+                 "quality past %u is not what the model learnt\n", context.n_ctx, trained, trained);
+  fr.ctx.n_seq = context.n_seq;
+  fr.ctx.n_ubatch = context.n_ubatch;
+  fr.ctx.logit_rows = context.logit_rows;
+  fr.fit = placement.fit;
+  fr.n_ctx_min = context.shrinkable ? placement.fit_ctx_min.value_or(std::min<uint32_t>(4096, trained)) : fr.ctx.n_ctx;
+  return fr;
+}
+
+LoadedModel load_model(const std::string& path, const Placement& placement, bool validation, const ContextRequest& context) {
+  // The header first: a bad file fails before any device is opened, and the plan needs its shape.
+  const gguf::File header = gguf::File::open(path);
+  const ModelConfig config = ModelConfig::from_gguf(header);
+  if (placement.gpu_layers && *placement.gpu_layers >= 0 && *placement.gpu_layers < int64_t{config.n_layer})
+    throw UsageError("-ngl " + std::to_string(*placement.gpu_layers) + " would leave layers on the CPU; chorus keeps all " +
+                     std::to_string(config.n_layer) + " layers on the GPUs (omit -ngl, or give " +
+                     std::to_string(config.n_layer) + " or more; -sm layer -ts spreads layers over several GPUs)");
   LoadedModel m;
   m.instance = std::make_unique<vk::Instance>(vk::InstanceOptions{validation});
   std::vector<uint32_t> indices = placement.devices;
@@ -119,31 +173,39 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
     for (const auto& d : m.instance->devices())
       if (d.usable()) indices.push_back(d.index);
   if (indices.empty()) throw std::runtime_error("no usable Vulkan device (see `chorus devices`)");
+  if (!placement.budgets.empty() && placement.budgets.size() != indices.size())
+    throw UsageError("--memory-budget gives " + std::to_string(placement.budgets.size()) + " sizes for " +
+                     std::to_string(indices.size()) + " devices");
   std::vector<vk::Device*> devices;
   for (size_t i = 0; i < indices.size(); ++i) {
     vk::DeviceOptions o;
     o.physical_index = indices[i];
     o.opening = static_cast<uint32_t>(std::count(indices.begin(), indices.begin() + static_cast<std::ptrdiff_t>(i), indices[i]));
     o.force_staging = placement.force_staging;
+    if (!placement.budgets.empty()) o.memory_budget = placement.budgets[i];
     m.devices.push_back(std::make_unique<vk::Device>(*m.instance, o));
     devices.push_back(m.devices.back().get());
     std::fprintf(stderr, "device: %s%s\n", devices.back()->label().c_str(),
                  devices.back()->uses_staging() ? " (staging copies)" : "");
   }
-  split::SplitRequest req;
-  req.mode = devices.size() == 1 ? split::SplitMode::none : placement.mode;
-  if (placement.mode_given) req.mode = placement.mode;
-  req.main_device = placement.main_device;
-  if (req.main_device >= devices.size())
-    throw UsageError("-mg " + std::to_string(req.main_device) + " is not one of the " + std::to_string(devices.size()) +
-                     " devices");
-  req.ratios = placement.ratios;
-  if (req.ratios.empty())  // each device's free memory
-    for (vk::Device* d : devices)
-      req.ratios.push_back(static_cast<double>(std::max<uint64_t>(1, d->allocator().budget() - d->allocator().reserved())));
-  if (req.ratios.size() != devices.size())
-    throw UsageError("-ts gives " + std::to_string(req.ratios.size()) + " ratios for " + std::to_string(devices.size()) +
-                     " devices");
+  std::vector<uint64_t> free_bytes;
+  bool per_device = false;
+  for (vk::Device* d : devices) {
+    const vk::Allocator& a = d->allocator();
+    free_bytes.push_back(a.budget() > a.reserved() ? a.budget() - a.reserved() : 0);
+    per_device = per_device || !vk::host_import_unavailable(*d).empty();
+  }
+  const split::FitRequest fr = fit_request(config, header, placement, context, free_bytes, per_device);
+  const split::FitResult fitted = split::fit(fr);
+  for (const std::string& note : fitted.notes) std::fprintf(stderr, "fit: %s\n", note.c_str());
+  std::fprintf(stderr, "%s", describe_memory(fitted, devices).c_str());
+  if (!fitted.fits && placement.fit) throw std::runtime_error(fitted.refusal);
+  if (!fitted.fits) std::fprintf(stderr, "fit: --fit off: loading as asked although %s\n", fitted.refusal.c_str());
+
+  split::SplitRequest req = fr.split;
+  req.ratios.clear();
+  for (const split::DeviceShard& s : fitted.plan.devices) req.ratios.push_back(std::max(s.ratio, 1e-9));
+  if (!fr.split.ratios.empty()) req.ratios = fr.split.ratios;
   std::fprintf(stderr, "model: %s\n", path.c_str());
   const auto t0 = std::chrono::steady_clock::now();
   m.model = Model::load(path, devices, req, LoadProgress{upload_progress});
@@ -151,7 +213,30 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
   std::fprintf(stderr, "loaded %s (%s, %u layers, n_embd %u, n_vocab %u) in %.0f ms\n", c.name.empty() ? "model" : c.name.c_str(),
                c.arch.c_str(), c.n_layer, c.n_embd, c.n_vocab, ms_since(t0));
   if (devices.size() > 1) std::fprintf(stderr, "%s", split::describe(m.model->plan()).c_str());
+  m.context = ContextOptions{fitted.ctx.n_ctx, context.n_seq, context.n_ubatch};
+  m.planned = fitted.memory;
   return m;
+}
+
+std::string describe_memory(const split::FitResult& f, const std::vector<vk::Device*>& devices) {
+  std::string out;
+  char line[512];
+  const auto mib = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+  std::snprintf(line, sizeof line, "plan: %s split, context %u x %u sequence(s); per device (MiB):\n",
+                split::to_string(f.plan.mode), f.ctx.n_ctx, f.ctx.n_seq);
+  out += line;
+  std::snprintf(line, sizeof line, "  %-44s %9s %9s %9s %9s %9s %9s\n", "device", "weights", "KV", "scratch", "total", "usable",
+                "left");
+  out += line;
+  for (size_t d = 0; d < f.memory.size(); ++d) {
+    const split::DeviceMemory& dm = f.memory[d];
+    const double left = mib(f.usable[d]) - mib(dm.total());
+    std::snprintf(line, sizeof line, "  %-44.44s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f\n",
+                  d < devices.size() ? devices[d]->label().c_str() : "?", mib(dm.weights), mib(dm.kv_cache),
+                  mib(dm.scratch + dm.collective), mib(dm.total()), mib(f.usable[d]), left);
+    out += line;
+  }
+  return out;
 }
 
 void print_memory_use(const Context& ctx) {
@@ -167,29 +252,44 @@ uint32_t parse_positive(const std::string& flag, const std::string& text) {
   return static_cast<uint32_t>(v);
 }
 
-bool parse_sampling_flag(const std::vector<std::string>& args, size_t& i, SamplerParams& sp,
-                         std::optional<uint64_t>& seed) {
-  const std::string& a = args[i];
-  if (a == "--temp") {
-    sp.temp = static_cast<float>(parse_number(a, take_value(args, i)));
-  } else if (a == "--top-k") {
-    sp.top_k = static_cast<int32_t>(parse_int(a, take_value(args, i), 0, std::numeric_limits<int32_t>::max()));
-  } else if (a == "--top-p" || a == "--min-p") {
-    const double v = parse_number(a, take_value(args, i));
-    if (v < 0 || v > 1) throw UsageError(a + " expects a value between 0 and 1, got " + args[i]);
-    (a == "--top-p" ? sp.top_p : sp.min_p) = static_cast<float>(v);
-  } else if (a == "--repeat-penalty") {
-    const double v = parse_number(a, take_value(args, i));
-    if (v <= 0) throw UsageError("--repeat-penalty expects a positive number, got " + args[i]);
-    sp.repeat_penalty = static_cast<float>(v);
-  } else if (a == "--repeat-last-n") {
-    sp.repeat_last_n = static_cast<int32_t>(parse_int(a, take_value(args, i), -1, std::numeric_limits<int32_t>::max()));
-  } else if (a == "--seed") {
-    seed = parse_uint(a, take_value(args, i));
-  } else {
-    return false;
-  }
-  return true;
+void add_sampling_options(cli::Parser& p, SamplerParams& sp, std::optional<uint64_t>& seed) {
+  p.section("sampling:");
+  p.option({"--temp"}, "T", "temperature; 0 or less is greedy (default " + format_default(sp.temp) + ")",
+           [&sp](const std::string& flag, const std::string& v) { sp.temp = static_cast<float>(parse_number(flag, v)); });
+  p.option({"--top-k"}, "K", "keep the K most likely tokens; 0 disables (default " + std::to_string(sp.top_k) + ")",
+           [&sp](const std::string& flag, const std::string& v) {
+             sp.top_k = static_cast<int32_t>(parse_int(flag, v, 0, std::numeric_limits<int32_t>::max()));
+           });
+  const auto unit = [](float& target) {
+    return [&target](const std::string& flag, const std::string& v) {
+      const double x = parse_number(flag, v);
+      if (x < 0 || x > 1) throw UsageError(flag + " expects a value between 0 and 1, got " + v);
+      target = static_cast<float>(x);
+    };
+  };
+  p.option({"--top-p"}, "P", "keep the smallest set with probability mass P; 1 disables (default " + format_default(sp.top_p) + ")",
+           unit(sp.top_p));
+  p.option({"--min-p"}, "M", "drop tokens below M times the best probability; 0 disables (default " + format_default(sp.min_p) + ")",
+           unit(sp.min_p));
+  p.option({"--repeat-penalty"}, "R", "penalise the last tokens' logits by R; 1 disables (default " + format_default(sp.repeat_penalty) + ")",
+           [&sp](const std::string& flag, const std::string& v) {
+             const double x = parse_number(flag, v);
+             if (x <= 0) throw UsageError(flag + " expects a positive number, got " + v);
+             sp.repeat_penalty = static_cast<float>(x);
+           });
+  p.option({"--repeat-last-n"}, "N",
+           "tokens the penalty looks back over; 0 disables, -1 all (default " + std::to_string(sp.repeat_last_n) + ")",
+           [&sp](const std::string& flag, const std::string& v) {
+             sp.repeat_last_n = static_cast<int32_t>(parse_int(flag, v, -1, std::numeric_limits<int32_t>::max()));
+           });
+  p.option({"--seed", "-s"}, "S", "random seed; the same seed gives the same text (default: random, printed)",
+           [&seed](const std::string& flag, const std::string& v) { seed = parse_uint(flag, v); });
+}
+
+std::string format_default(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
 }
 
 }  // namespace chorus::tools

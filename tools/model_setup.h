@@ -11,7 +11,9 @@
 
 #include "engine/model.h"
 #include "engine/sampling.h"
+#include "split/memory.h"
 #include "split/plan.h"
+#include "tools/cli.h"
 #include "vkdevice/device.h"
 #include "vkdevice/instance.h"
 
@@ -26,30 +28,61 @@ struct Placement {
   uint32_t main_device = 0;       // position in `devices`
   bool force_staging = false;     // --force-staging: the discrete-GPU memory path
   std::optional<int64_t> gpu_layers;  // llama.cpp's -ngl: accepted when it covers every layer
+  bool fit = true;                // --fit off: load exactly what was asked
+  std::optional<uint32_t> fit_ctx_min;  // --fit-ctx-min: the context is not shrunk below it
+  std::vector<uint64_t> budgets;  // --memory-budget: pretend each device has this much memory
 };
 
-// Consumes args[i] (and its value) if it is a placement flag; returns whether it was.
-bool parse_placement_flag(const std::vector<std::string>& args, size_t& i, Placement& p);
-// The --help lines of the placement flags.
-extern const char* const kPlacementHelp;
+// What the command's context will need; the planner checks it against the devices before loading.
+struct ContextRequest {
+  uint32_t n_ctx = 0;        // 0: the model's trained length, at most 4096
+  uint32_t n_seq = 1;
+  uint32_t n_ubatch = 512;
+  uint32_t logit_rows = 1;   // logits rows per forward pass
+  bool shrinkable = true;    // false: n_ctx is part of the result (perplexity's chunk size)
+};
+
+// Declares the placement options (--device/-dev, -sm, -ts, -mg, --force-staging, and llama.cpp's
+// -ngl, -t, -tb, -v, -fa, --no-mmap, --mlock: accepted, with a note where ignored) in `p`.
+// Without `with_layout`, --device, -sm and -ts are left for the caller to declare (bench takes
+// several of each).
+void add_placement_options(cli::Parser& p, Placement& placement, bool with_layout = true);
+// -sm's value (none | layer | tensor; llama.cpp's row is refused with the reason).
+split::SplitMode parse_split_mode_flag(const std::string& text);
+// -ts's value: "3,1" or "3/1", positive numbers, scaled so the largest is 1.
+std::vector<double> parse_ratios(const std::string& flag, std::string text);
 
 struct LoadedModel {
   std::unique_ptr<vk::Instance> instance;
   std::vector<std::unique_ptr<vk::Device>> devices;  // logical devices, in --device order
   std::unique_ptr<Model> model;
+  ContextOptions context;  // the request, fitted (n_ctx may have shrunk)
+  std::vector<split::DeviceMemory> planned;  // bytes per device of the plan
 };
 
-// Opens the logical devices, plans the split (printing it when there are several devices),
-// loads the model with a progress bar on stderr and prints what was loaded.
-LoadedModel load_model(const std::string& path, const Placement& placement, bool validation);
+// Opens the logical devices, plans the split and every device's bytes for the model and the
+// context (split/memory.h), fits them into the devices' free memory (rebalancing ratios that
+// were not given, shrinking a shrinkable context) or refuses before anything is uploaded,
+// prints the per-device table, then loads with a progress bar on stderr.
+LoadedModel load_model(const std::string& path, const Placement& placement, bool validation,
+                       const ContextRequest& context = {});
+
+// The planner's request for a model, placement and context on devices with `free_bytes` each.
+split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file, const Placement& placement,
+                              const ContextRequest& context, const std::vector<uint64_t>& free_bytes,
+                              bool collective_per_device);
+
+// The plan's per-device table: weights, KV cache, scratch, total, usable, left (MiB).
+std::string describe_memory(const split::FitResult& fit, const std::vector<vk::Device*>& devices);
 
 // "<device>: weights 93.81 MiB, KV cache 45.00 MiB, scratch 12.34 MiB" per device, on stderr.
 void print_memory_use(const Context& ctx);
 
-// Consumes args[i] (and its value) if it is a sampling flag (--temp, --top-k, --top-p,
-// --min-p, --repeat-penalty, --repeat-last-n, --seed); returns whether it was.
-bool parse_sampling_flag(const std::vector<std::string>& args, size_t& i, SamplerParams& sp,
-                         std::optional<uint64_t>& seed);
+// Declares the sampling options (--temp, --top-k, --top-p, --min-p, --repeat-penalty,
+// --repeat-last-n, --seed/-s) in `p`, their defaults taken from `sp`.
+void add_sampling_options(cli::Parser& p, SamplerParams& sp, std::optional<uint64_t>& seed);
+// A default value for help text: 0.8, 40, 1e-05.
+std::string format_default(double v);
 
 // The positive count a flag takes (1 .. 2^24), or a UsageError.
 uint32_t parse_positive(const std::string& flag, const std::string& text);

@@ -1,0 +1,196 @@
+#include "split/memory.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
+namespace chorus::split {
+namespace {
+
+uint64_t f32(uint64_t n) { return std::max<uint64_t>(n, 1) * 4; }  // as Context's scratch buffers
+
+uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+std::string mib(uint64_t bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
+// Devices of the plan that hold something (the executor's members).
+std::vector<uint32_t> members(const Plan& plan) {
+  std::vector<uint32_t> out;
+  for (uint32_t d = 0; d < plan.devices.size(); ++d)
+    if (!plan.devices[d].empty()) out.push_back(d);
+  return out;
+}
+
+}  // namespace
+
+std::vector<DeviceMemory> plan_memory(const Plan& plan, const ContextShape& ctx) {
+  const ModelShape& m = plan.model;
+  std::vector<DeviceMemory> out(plan.devices.size());
+  const std::vector<DeviceBytes> weights = weight_bytes(plan);
+  const std::vector<uint32_t> active = members(plan);
+  const uint64_t T = ctx.n_ubatch;
+  const bool tensor = plan.mode == SplitMode::tensor && active.size() > 1;
+  for (uint32_t d : active) {
+    const DeviceShard& s = plan.devices[d];
+    DeviceMemory& dm = out[d];
+    dm.weights = weights[d].total();
+    dm.kv_cache = kv_cache_bytes(plan, d, ctx.n_ctx, 2) * ctx.n_seq;
+    // The forward pass's buffers (engine/forward.cpp, make_state and grow_logits).
+    const uint64_t n_q = s.q_rows.size(), n_kv = s.kv_rows.size(), n_ff = s.ffn.size(), n_vocab = s.vocab.size();
+    dm.scratch = 2 * f32(T)                 // ids, pos
+                 + 3 * f32(T * m.n_embd)    // x, h, sel
+                 + 2 * f32(T * n_q)         // q, att
+                 + 2 * f32(T * n_kv)        // k, v
+                 + 2 * f32(T * n_ff);       // gate, up
+    if (n_vocab > 0) dm.scratch += 2 * uint64_t(ctx.logit_rows) * n_vocab * 4;  // logits, readback
+    // The executor's (split/executor.cpp).
+    const uint64_t hidden = T * m.n_embd * 4;
+    if (!tensor) {
+      dm.scratch += hidden;                                // partial
+      if (active.size() > 1) dm.scratch += 2 * hidden;     // inbox, outbox
+    } else if (ctx.collective_per_device) {
+      // [results: slots][partials: slots] per device (split/collective.cpp); 256-byte slots at least.
+      const uint64_t slots = std::min<uint64_t>(2, 2ull * m.n_layer);
+      dm.collective = 2 * slots * align_up(hidden, 256);
+    }
+  }
+  return out;
+}
+
+uint64_t usable_bytes(uint64_t free_bytes) {
+  const uint64_t margin = std::max<uint64_t>(kMarginMin, static_cast<uint64_t>(static_cast<double>(free_bytes) * kMarginFraction));
+  return free_bytes > margin ? free_bytes - margin : 0;
+}
+
+namespace {
+
+// Which devices are short and by how much; empty when everything fits.
+std::vector<std::pair<uint32_t, uint64_t>> shortfalls(const std::vector<DeviceMemory>& mem,
+                                                      const std::vector<uint64_t>& usable) {
+  std::vector<std::pair<uint32_t, uint64_t>> out;
+  for (uint32_t d = 0; d < mem.size(); ++d)
+    if (mem[d].total() > usable[d]) out.emplace_back(d, mem[d].total() - usable[d]);
+  return out;
+}
+
+// Ratios ∝ what each device has left for its share after the costs it pays whatever its share
+// (the replicated embedding, norms, fixed scratch): estimated from a plan with `ratios`.
+std::vector<double> balanced_ratios(const ModelShape& model, const SplitRequest& split, const ContextShape& ctx,
+                                    const std::vector<uint64_t>& usable) {
+  SplitRequest probe = split;
+  probe.ratios.assign(usable.size(), 1.0);
+  const Plan p = plan_split(model, probe);
+  const std::vector<DeviceMemory> mem = plan_memory(p, ctx);
+  const std::vector<DeviceBytes> wb = weight_bytes(p);
+  std::vector<double> r(usable.size());
+  double sum = 0;
+  for (size_t d = 0; d < usable.size(); ++d) {
+    const uint64_t proportional = wb[d].split() + mem[d].kv_cache;
+    const uint64_t fixed = mem[d].total() > proportional ? mem[d].total() - proportional : 0;
+    r[d] = usable[d] > fixed ? static_cast<double>(usable[d] - fixed) : 0.0;
+    sum += r[d];
+  }
+  if (!(sum > 0)) return std::vector<double>(usable.size(), 1.0);
+  for (double& x : r) x = std::max(x / sum, 1e-6);  // a device with no room keeps a token share
+  return r;
+}
+
+// What is missing on which device, and the largest context this plan would fit.
+std::string refusal(const FitRequest& req, const FitResult& r) {
+  std::string why;
+  for (const auto& [d, missing] : shortfalls(r.memory, r.usable))
+    why += (why.empty() ? "" : "; ") + std::string("device ") + std::to_string(d) + " needs " + mib(r.memory[d].total()) +
+           " of its usable " + mib(r.usable[d]) + " (" + mib(missing) + " missing)";
+  // The largest context that would fit with this plan, if the weights alone fit.
+  ContextShape one = r.ctx;
+  one.n_ctx = 1;
+  std::string largest;
+  if (shortfalls(plan_memory(r.plan, one), r.usable).empty()) {
+    uint32_t lo = 1, hi = r.ctx.n_ctx;
+    while (hi - lo > 1) {
+      const uint32_t mid = lo + (hi - lo) / 2;
+      ContextShape c = r.ctx;
+      c.n_ctx = mid;
+      if (shortfalls(plan_memory(r.plan, c), r.usable).empty()) lo = mid;
+      else hi = mid;
+    }
+    largest = "; the largest context that fits is " + std::to_string(lo) + " tokens (-c " + std::to_string(lo) +
+              (lo < req.n_ctx_min ? ", with --fit-ctx-min " + std::to_string(lo) : std::string()) + ")";
+  } else {
+    bool weights_fit = true;
+    for (size_t d = 0; d < r.memory.size(); ++d) weights_fit = weights_fit && r.memory[d].weights <= r.usable[d];
+    largest = weights_fit ? "; the buffers for " + std::to_string(r.ctx.n_ubatch) +
+                                " tokens per forward pass do not fit even with a context of 1: lower -ub"
+                          : "; the weights alone do not fit: add a device or free memory";
+  }
+  return "the model does not fit: " + why + largest;
+}
+
+}  // namespace
+
+FitResult fit(const FitRequest& req) {
+  const size_t n = req.free_bytes.size();
+  if (n == 0) throw std::invalid_argument("fit: no devices");
+  FitResult r;
+  r.ctx = req.ctx;
+  for (uint64_t f : req.free_bytes) r.usable.push_back(usable_bytes(f));
+  SplitRequest split = req.split;
+  const bool ratios_given = !split.ratios.empty();
+  if (!ratios_given) {  // each device's usable memory
+    for (uint64_t u : r.usable) split.ratios.push_back(static_cast<double>(std::max<uint64_t>(u, 1)));
+  }
+  const auto evaluate = [&] {
+    r.plan = plan_split(req.model, split);
+    r.memory = plan_memory(r.plan, r.ctx);
+    return shortfalls(r.memory, r.usable).empty();
+  };
+  r.fits = evaluate();
+  if (r.fits) return r;
+  if (!req.fit) {  // --fit off: keep the request; say what is missing
+    r.refusal = refusal(req, r);
+    return r;
+  }
+  // 1. Rebalance the ratios (unless the user gave them) so each device's share fits its memory.
+  if (!ratios_given && split.mode != SplitMode::none && n > 1) {
+    split.ratios = balanced_ratios(req.model, split, r.ctx, r.usable);
+    if ((r.fits = evaluate())) {
+      r.notes.push_back("ratios rebalanced to each device's free memory after the bytes every device holds in full");
+      return r;
+    }
+  }
+  // 2. Shrink the context, halving, down to the floor.
+  {
+    const uint32_t floor = std::min(req.n_ctx_min, req.ctx.n_ctx);
+    const uint32_t asked = r.ctx.n_ctx;
+    while (!r.fits && r.ctx.n_ctx > floor) {
+      r.ctx.n_ctx = std::max(floor, r.ctx.n_ctx / 2);
+      if (!ratios_given && split.mode != SplitMode::none && n > 1) split.ratios = balanced_ratios(req.model, split, r.ctx, r.usable);
+      r.fits = evaluate();
+    }
+    if (r.fits) {
+      // Grow back to the largest context that fits (binary search between the halvings).
+      uint32_t lo = r.ctx.n_ctx, hi = std::min(asked, r.ctx.n_ctx * 2);
+      while (hi - lo > 16) {
+        const uint32_t mid = lo + (hi - lo) / 2 / 16 * 16;
+        ContextShape c = r.ctx;
+        c.n_ctx = mid;
+        if (shortfalls(plan_memory(r.plan, c), r.usable).empty()) lo = mid;
+        else hi = mid;
+      }
+      r.ctx.n_ctx = lo;
+      r.memory = plan_memory(r.plan, r.ctx);
+      r.notes.push_back("context shrunk from " + std::to_string(asked) + " to " + std::to_string(r.ctx.n_ctx) +
+                        " tokens to fit the devices' memory (--fit-ctx-min sets the floor, --fit off keeps -c)");
+      return r;
+    }
+  }
+  r.refusal = refusal(req, r);
+  return r;
+}
+
+}  // namespace chorus::split

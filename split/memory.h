@@ -1,0 +1,75 @@
+// split/memory.h — every device's bytes for a plan and a context, before anything is allocated,
+// and fitting a request into the devices' free memory.
+//
+// The byte counts mirror what Model::load and Context allocate (engine/model.cpp,
+// engine/forward.cpp, split/executor.cpp, split/collective.cpp) buffer by buffer, from the
+// plan's ranges alone: weights (each device's shard, Q6_K rows padded as on the device), the
+// F16 KV cache of its KV heads for every sequence, the forward pass's scratch buffers and the
+// executor's (partials, pipeline in/outboxes), and the collective's host-visible slots when
+// they are allocated per device. tests/test_memory_plan.cpp holds the two to within 2% on real
+// models; `chorus fit` prints them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "split/plan.h"
+
+namespace chorus::split {
+
+// What a context needs besides the weights.
+struct ContextShape {
+  uint32_t n_ctx = 4096;     // positions per sequence
+  uint32_t n_seq = 1;        // sequences (server slots, perplexity chunks per batch)
+  uint32_t n_ubatch = 512;   // tokens per forward pass
+  uint32_t logit_rows = 1;   // logits rows per forward pass (1 for generation; n_ubatch for perplexity)
+  bool collective_per_device = false;  // the collective's slots in each device's memory (no host import)
+};
+
+struct DeviceMemory {
+  uint64_t weights = 0;
+  uint64_t kv_cache = 0;
+  uint64_t scratch = 0;     // forward pass and executor buffers
+  uint64_t collective = 0;  // the collective's slots, when held in this device's memory
+  uint64_t total() const { return weights + kv_cache + scratch + collective; }
+};
+
+// Bytes per device (index = device of the plan); a device holding nothing needs nothing.
+std::vector<DeviceMemory> plan_memory(const Plan& plan, const ContextShape& ctx);
+
+// Per device, the bytes it may use: its free memory less a margin for the driver, pipelines
+// and descriptor pools (kMarginFraction of the free memory, at least kMarginMin).
+inline constexpr double kMarginFraction = 0.05;
+inline constexpr uint64_t kMarginMin = 8ull << 20;
+uint64_t usable_bytes(uint64_t free_bytes);
+
+// A request to fit: the model, the devices' free memory, and what the user asked for.
+struct FitRequest {
+  ModelShape model;
+  std::vector<uint64_t> free_bytes;  // per device
+  SplitRequest split;                // mode and main device; ratios empty = choose them
+  ContextShape ctx;
+  uint32_t n_ctx_min = 4096;         // --fit-ctx-min (capped at the requested n_ctx)
+  bool fit = true;                   // false: --fit off, keep exactly what was asked
+};
+
+struct FitResult {
+  Plan plan;
+  ContextShape ctx;
+  std::vector<DeviceMemory> memory;
+  std::vector<uint64_t> usable;      // per device
+  bool fits = false;
+  std::vector<std::string> notes;    // every change made to the request, one sentence each
+  std::string refusal;               // when !fits: what is missing on which device, what would fit
+};
+
+// Plans the split and checks every device's bytes against its usable memory. When it does not
+// fit and fitting is on: ratios not given are rebalanced to each device's usable memory less
+// its fixed costs; then the context shrinks (halving, not below n_ctx_min); if it still does
+// not fit, `refusal` names each device short of memory and by how much, and the largest
+// context that would fit if any does.
+FitResult fit(const FitRequest& request);
+
+}  // namespace chorus::split

@@ -1,0 +1,216 @@
+// The memory planner (split/memory.h) against what Model::load and Context really allocate, and
+// fitting a model into devices of unequal memory (simulated with per-device budgets).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <array>
+#include <cstdio>
+#include <memory>
+
+#include <sys/wait.h>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/gguf.h"
+#include "engine/model.h"
+#include "engine/model_config.h"
+#include "engine/tokenizer.h"
+#include "engine/vocab.h"
+#include "split/memory.h"
+#include "tests/gpu.h"
+#include "vkdevice/host_memory.h"
+
+namespace chorus {
+namespace {
+
+struct Case {
+  const char* name;
+  std::vector<double> ratios;  // one per logical device
+  split::SplitMode mode;
+  split::ContextShape ctx;
+};
+
+std::string smollm2() { return test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2"); }
+
+// Within 2% (and a few KiB for tiny buffers, whose alignment padding is a larger fraction).
+void expect_close(uint64_t planned, uint64_t allocated, const std::string& what) {
+  const double slack = std::max(0.02 * static_cast<double>(allocated), 16.0 * 1024);
+  EXPECT_LE(std::fabs(static_cast<double>(planned) - static_cast<double>(allocated)), slack)
+      << what << ": planned " << planned << " bytes, allocated " << allocated;
+}
+
+class MemoryPlan : public ::testing::TestWithParam<Case> {};
+
+TEST_P(MemoryPlan, PredictsEveryDevicesBytesWithinTwoPercentOfWhatIsAllocated) {
+  const Case& c = GetParam();
+  std::vector<std::unique_ptr<vk::Device>> owned;  // fresh devices: their allocators start empty
+  std::vector<vk::Device*> devices;
+  for (size_t d = 0; d < c.ratios.size(); ++d) {
+    vk::DeviceOptions o;
+    o.physical_index = test::test_device_index();
+    o.opening = static_cast<uint32_t>(d);
+    owned.push_back(std::make_unique<vk::Device>(test::instance(), o));
+    devices.push_back(owned.back().get());
+  }
+  const std::string path = smollm2();
+  const gguf::File f = gguf::File::open(path);
+  const ModelConfig config = ModelConfig::from_gguf(f);
+  const split::SplitRequest req{c.mode, c.ratios, 0};
+  const split::Plan plan = split::plan_split(model_shape(config, f), req);
+  split::ContextShape ctx = c.ctx;
+  for (vk::Device* d : devices) ctx.collective_per_device = ctx.collective_per_device || !vk::host_import_unavailable(*d).empty();
+  const std::vector<split::DeviceMemory> planned = split::plan_memory(plan, ctx);
+
+  auto model = Model::load(path, devices, req);
+  Context context(*model, ContextOptions{ctx.n_ctx, ctx.n_seq, ctx.n_ubatch});
+  // Grow the logits rows to what the shape says (a perplexity-style pass), so they are allocated.
+  std::vector<int32_t> tokens(ctx.logit_rows, 1);
+  (void)context.decode(0, tokens, ctx.logit_rows > 1);
+  ASSERT_EQ(planned.size(), devices.size());
+  for (size_t d = 0; d < devices.size(); ++d) {
+    const vk::Allocator& a = devices[d]->allocator();
+    const std::string who = std::string(c.name) + ", device " + std::to_string(d);
+    expect_close(planned[d].weights, a.in_use("weights"), who + " weights");
+    expect_close(planned[d].kv_cache, a.in_use("kv cache"), who + " KV cache");
+    expect_close(planned[d].scratch, a.in_use("scratch"), who + " scratch");
+    expect_close(planned[d].collective, a.in_use("collective"), who + " collective");
+    expect_close(planned[d].total(), a.in_use(), who + " total");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    SmolLM2, MemoryPlan,
+    ::testing::Values(Case{"one device", {1}, split::SplitMode::none, {2048, 1, 512, 1}},
+                      // 3 KV heads on two devices: 2 and 1, so the KV caches differ by two to one.
+                      Case{"tensor 1:1", {1, 1}, split::SplitMode::tensor, {4096, 1, 512, 1}},
+                      Case{"tensor 5:3:1, 2 sequences, all logits", {5, 3, 1}, split::SplitMode::tensor, {1024, 2, 256, 256}},
+                      Case{"layer 1:2:1", {1, 2, 1}, split::SplitMode::layer, {1024, 1, 128, 1}}),
+    [](const auto& param_info) {
+      std::string n = param_info.param.name;
+      for (char& ch : n)
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      return n;
+    });
+
+std::vector<int32_t> greedy(Model& model, uint32_t n_ctx, int n) {
+  Context ctx(model, ContextOptions{n_ctx, 1, 64});
+  const Tokenizer tok(load_vocab(model.file()));
+  const std::vector<int32_t> prompt = tok.encode("Once upon a time", EncodeOptions{true, true});
+  std::vector<float> logits = ctx.decode(0, prompt);
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) {
+    const int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    out.push_back(next);
+    logits = ctx.decode(0, std::span(&next, 1));
+  }
+  return out;
+}
+
+TEST(Fit, UnequalBudgetsPutThreeQuartersOnTheLargerDeviceAndGiveOneDevicesTokens) {
+  const std::string path = smollm2();
+  const gguf::File f = gguf::File::open(path);
+  const ModelConfig config = ModelConfig::from_gguf(f);
+  std::vector<std::unique_ptr<vk::Device>> owned;
+  std::vector<vk::Device*> devices;
+  split::FitRequest fr;
+  fr.model = model_shape(config, f);
+  fr.split.mode = split::SplitMode::tensor;
+  fr.ctx = split::ContextShape{1024, 1, 64, 1};
+  for (const uint64_t budget : {384ull << 20, 128ull << 20}) {
+    vk::DeviceOptions o;
+    o.physical_index = test::test_device_index();
+    o.opening = static_cast<uint32_t>(owned.size());
+    o.memory_budget = budget;
+    owned.push_back(std::make_unique<vk::Device>(test::instance(), o));
+    devices.push_back(owned.back().get());
+    fr.free_bytes.push_back(budget);
+    fr.ctx.collective_per_device = fr.ctx.collective_per_device || !vk::host_import_unavailable(*devices.back()).empty();
+  }
+  const split::FitResult fitted = split::fit(fr);
+  ASSERT_TRUE(fitted.fits) << fitted.refusal;
+  const double first = static_cast<double>(fitted.memory[0].total()) /
+                       static_cast<double>(fitted.memory[0].total() + fitted.memory[1].total());
+  EXPECT_GT(first, 0.6) << "the 384 MiB device should hold about three quarters";
+  std::vector<double> ratios;
+  for (const auto& s : fitted.plan.devices) ratios.push_back(s.ratio);
+  auto model = Model::load(path, devices, split::SplitRequest{split::SplitMode::tensor, ratios, 0});
+  const std::vector<int32_t> split_tokens = greedy(*model, fitted.ctx.n_ctx, 12);
+  for (size_t d = 0; d < devices.size(); ++d)
+    EXPECT_LE(devices[d]->allocator().reserved(), devices[d]->allocator().budget()) << "device " << d;
+  model.reset();
+
+  auto alone = Model::load(path, test::device(0));
+  EXPECT_EQ(split_tokens, greedy(*alone, 1024, 12));
+}
+
+struct Output {
+  int exit_code = -1;
+  std::string text;  // stdout and stderr
+};
+
+Output chorus(const std::string& args) {
+  Output r;
+  FILE* p = popen((std::string(CHORUS_BINARY) + " " + args + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf{};
+  for (size_t n; (n = fread(buf.data(), 1, buf.size(), p)) > 0;) r.text.append(buf.data(), n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+TEST(FitTool, AContextTooLargeShrinksWithAOneLineNoteAndAModelThatCannotFitIsRefusedBeforeUpload) {
+  const std::string model = smollm2();
+  Output r = chorus("run -m " + model + " --device 0 --memory-budget 160M -c 8192 --fit-ctx-min 512 -n 2 --temp 0 -p Hi");
+  EXPECT_EQ(r.exit_code, 0) << r.text;
+  EXPECT_NE(r.text.find("fit: context shrunk from 8192 to "), std::string::npos) << r.text;
+  EXPECT_NE(r.text.find("context: "), std::string::npos) << r.text;
+
+  r = chorus("run -m " + model + " --device 0,0 --memory-budget 60M,60M -n 2 -p Hi");
+  EXPECT_EQ(r.exit_code, 1) << r.text;
+  EXPECT_NE(r.text.find("device 0 needs"), std::string::npos) << r.text;
+  EXPECT_NE(r.text.find("device 1 needs"), std::string::npos) << r.text;
+  EXPECT_NE(r.text.find("missing"), std::string::npos) << r.text;
+  EXPECT_EQ(r.text.find("loading weights"), std::string::npos) << "refused before any upload\n" << r.text;
+
+  r = chorus("run -m " + model + " --device 0,0 --memory-budget 60M -n 2 -p Hi");
+  EXPECT_EQ(r.exit_code, 2) << r.text;
+  EXPECT_NE(r.text.find("--memory-budget gives 1 sizes for 2 devices"), std::string::npos) << r.text;
+}
+
+// "device 0/1 (...): weights 57.83 MiB, KV cache 30.00 MiB, scratch 7.57 MiB" lines of `chorus run`, in order.
+std::vector<std::array<double, 3>> allocated_mib(const std::string& log) {
+  std::vector<std::array<double, 3>> out;
+  for (size_t at = log.find("): weights "); at != std::string::npos; at = log.find("): weights ", at + 1)) {
+    std::array<double, 3> v{};
+    if (std::sscanf(log.c_str() + at, "): weights %lf MiB, KV cache %lf MiB, scratch %lf MiB", &v[0], &v[1], &v[2]) == 3)
+      out.push_back(v);
+  }
+  return out;
+}
+
+TEST(FitTool, FitPredictsWhatRunThenAllocatesOnEveryDeviceWithinTwoPercent) {
+  const std::string model = smollm2();
+  for (const std::string& placement : {std::string("--device 0"), std::string("--device 0,0 -ts 1,1"),
+                                       std::string("--device 0,0,0 -ts 5,3,1"), std::string("--device 0,0 -sm layer")}) {
+    const Output fit = chorus("fit -m " + model + " -c 1024 -o json " + placement);
+    ASSERT_EQ(fit.exit_code, 0) << fit.text;
+    const nlohmann::json plan = nlohmann::json::parse(fit.text);
+    const Output run = chorus("run -m " + model + " -c 1024 -n 1 -p Hi " + placement);
+    ASSERT_EQ(run.exit_code, 0) << run.text;
+    const auto got = allocated_mib(run.text);
+    ASSERT_EQ(got.size(), plan["devices"].size()) << placement << "\n" << run.text;
+    for (size_t d = 0; d < got.size(); ++d) {
+      const auto& dev = plan["devices"][d];
+      const double mib = 1 << 20;
+      const std::string who = placement + ", device " + std::to_string(d);
+      EXPECT_NEAR(dev["weights_bytes"].get<double>() / mib, got[d][0], 0.02 * got[d][0] + 0.01) << who;
+      EXPECT_NEAR(dev["kv_cache_bytes"].get<double>() / mib, got[d][1], 0.02 * got[d][1] + 0.01) << who;
+      EXPECT_NEAR(dev["scratch_bytes"].get<double>() / mib, got[d][2], 0.02 * got[d][2] + 0.05) << who;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace chorus

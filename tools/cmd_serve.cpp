@@ -104,7 +104,8 @@ int cmd_serve(const std::vector<std::string>& args) {
   tok.emplace(load_vocab(*file));
   const ModelChatFormat format = choose_chat_template(*file, template_arg, "");
   model.emplace(load_model(model_path, placement, validation,
-                           ContextRequest{o.scheduler.n_ctx, o.scheduler.n_slots, o.scheduler.n_ubatch}));
+                           // one logits row per slot in a step
+                           ContextRequest{o.scheduler.n_ctx, o.scheduler.n_slots, o.scheduler.n_ubatch, o.scheduler.n_slots}));
   srv.attach(*model->model, *tok, format, model->context.n_ctx);  // the memory planner may have shrunk it
   loaded = true;
   const server::SchedulerStats st = srv.scheduler()->stats();

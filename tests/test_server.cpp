@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -309,6 +310,30 @@ TEST_F(ServerTest, LogprobsNameTheChosenTokenAndItsMostLikelyAlternatives) {
     joined += t["token"].get<std::string>();
   }
   EXPECT_NE(joined.find(j["choices"][0]["message"]["content"].get<std::string>()), std::string::npos);
+}
+
+// OpenAI's penalties act on the tokens generated so far: greedy decoding with them repeats
+// fewer tokens, and the first token (nothing generated yet) is unchanged.
+TEST_F(ServerTest, PresenceAndFrequencyPenaltiesReduceRepeatedTokens) {
+  auto c = s().client();
+  const auto tokens = [&](double presence, double frequency) {
+    const auto [st, j] = post(*c, "/v1/chat/completions",
+                              json{{"messages", {{{"role", "user"}, {"content", "Tell me a story"}}}}, {"max_tokens", 48},
+                                   {"temperature", 0}, {"ignore_eos", true}, {"logprobs", true},
+                                   {"presence_penalty", presence}, {"frequency_penalty", frequency}});
+    EXPECT_EQ(st, 200) << j.dump();
+    std::vector<std::string> out;
+    for (const json& t : j["choices"][0]["logprobs"]["content"]) out.push_back(t["token"]);
+    return out;
+  };
+  const auto repeats = [](const std::vector<std::string>& t) {
+    return t.size() - std::set<std::string>(t.begin(), t.end()).size();
+  };
+  const auto plain = tokens(0, 0), penalised = tokens(2, 2);
+  ASSERT_EQ(plain.size(), 48u);
+  ASSERT_EQ(penalised.size(), 48u);
+  EXPECT_EQ(plain[0], penalised[0]);
+  EXPECT_LT(repeats(penalised), repeats(plain)) << "without: " << repeats(plain) << " repeated tokens";
 }
 
 TEST_F(ServerTest, TheSameSeedSamplesTheSameText) {

@@ -244,31 +244,38 @@ json Reply::chunk(const json& choice) const {
               {"choices", json::array({choice})}};
 }
 
-json Reply::wait() {
-  std::string text;
-  std::vector<TokenLogprob> lps;
+bool Reply::next_whole(std::string& out) {
+  if (finished_) return false;
   std::vector<Event> events;
-  for (;;) {
-    events.clear();
-    job_->next(events, std::chrono::seconds(1));
-    for (Event& e : events) {
-      text += e.text;
-      lps.insert(lps.end(), e.logprobs.begin(), e.logprobs.end());
-      if (!e.done) continue;
-      if (!e.error.empty()) throw ApiError(500, e.error, "server_error", "generation_failed");
-      json choice{{"index", 0}, {"finish_reason", e.finish_reason}, {"logprobs", logprobs_ ? logprobs_json(lps) : json(nullptr)}};
-      if (chat_)
-        choice["message"] = {{"role", "assistant"}, {"content", text}};
-      else
-        choice["text"] = text;
-      return json{{"id", id_},
-                  {"object", chat_ ? "chat.completion" : "text_completion"},
-                  {"created", created_},
-                  {"model", model_},
-                  {"choices", json::array({choice})},
-                  {"usage", usage_json(e.usage)}};
-    }
+  if (!job_->next(events, std::chrono::seconds(1))) {
+    out += ' ';  // JSON allows leading whitespace: a closed connection fails the write
+    return true;
   }
+  for (Event& e : events) {
+    whole_text_ += e.text;
+    whole_logprobs_.insert(whole_logprobs_.end(), e.logprobs.begin(), e.logprobs.end());
+    if (!e.done) continue;
+    finished_ = true;
+    if (!e.error.empty()) {  // the status (200) is sent already: the body says what happened
+      out += dump(error_body(ApiError(500, e.error, "server_error", "generation_failed")));
+      return false;
+    }
+    json choice{{"index", 0},
+                {"finish_reason", e.finish_reason},
+                {"logprobs", logprobs_ ? logprobs_json(whole_logprobs_) : json(nullptr)}};
+    if (chat_)
+      choice["message"] = {{"role", "assistant"}, {"content", whole_text_}};
+    else
+      choice["text"] = whole_text_;
+    out += dump(json{{"id", id_},
+                     {"object", chat_ ? "chat.completion" : "text_completion"},
+                     {"created", created_},
+                     {"model", model_},
+                     {"choices", json::array({choice})},
+                     {"usage", usage_json(e.usage)}});
+    return false;
+  }
+  return true;
 }
 
 bool Reply::next_sse(std::string& out) {

@@ -50,9 +50,11 @@ class Reply {
  public:
   Reply(std::shared_ptr<Job> job, bool chat, bool stream, const std::string& model, bool logprobs);
   bool stream() const { return stream_; }
-  // Non-streaming: waits for the whole reply and returns the response object (or throws
-  // ApiError 500 if the job failed).
-  nlohmann::json wait();
+  // Non-streaming: appends to `out` the response object once the reply is complete (returns
+  // false then), or a space after a second of waiting (leading whitespace is valid JSON; a
+  // client that left is noticed when it cannot be written). A job that failed gives an error
+  // object (the 200 status is sent by then).
+  bool next_whole(std::string& out);
   // Streaming: appends the next server-sent events to `out` (waits up to a second; with
   // nothing new, a comment line, so a client that left is noticed). Returns false after the
   // last event ("data: [DONE]").
@@ -70,6 +72,8 @@ class Reply {
   int64_t created_;
   bool started_ = false, finished_ = false;
   size_t text_offset_ = 0;  // completions' logprobs.text_offset
+  std::string whole_text_;                    // next_whole: the reply so far
+  std::vector<TokenLogprob> whole_logprobs_;
 };
 
 class Api {

@@ -159,18 +159,17 @@ void Server::Impl::routes() {
   const auto generation = [](Api::Endpoint endpoint) {
     return [endpoint](Api& a, const json& body, httplib::Response& res) {
       std::shared_ptr<Reply> reply = a.start(endpoint, body);
-      if (!reply->stream()) {
-        send_json(res, 200, reply->wait());
-        return;
-      }
+      // Both forms are written as the reply comes (events, or one JSON object preceded by a space
+      // per second of waiting), so a client that leaves is noticed at the next write either way.
+      const bool stream = reply->stream();
       res.status = 200;
       res.set_header("Cache-Control", "no-cache");
       res.set_chunked_content_provider(
-          "text/event-stream",
-          [reply](size_t, httplib::DataSink& sink) {
+          stream ? "text/event-stream" : "application/json",
+          [reply, stream](size_t, httplib::DataSink& sink) {
             // One call per batch of events; a failed write means the client went away.
             std::string out;
-            const bool more = reply->next_sse(out);
+            const bool more = stream ? reply->next_sse(out) : reply->next_whole(out);
             if (!out.empty() && !sink.write(out.data(), out.size())) {
               reply->cancel();
               return false;

@@ -595,6 +595,32 @@ TEST_F(ServerTest, AClientThatDisconnectsMidStreamFreesItsSlot) {
   EXPECT_EQ(post(*again, "/v1/completions", json{{"prompt", "Once"}, {"max_tokens", 2}}).first, 200);
 }
 
+// A whole (non-streamed) reply is written as it comes too (a space per second of waiting), so a
+// client that leaves before it is done frees its place as well: here while it is queued.
+TEST_F(ServerTest, AClientThatLeavesBeforeAWholeReplyIsDoneFreesItsPlace) {
+  server::Scheduler& sched = s().sched();
+  ASSERT_TRUE(sched.wait_idle(kHangGuard));
+  const auto before = sched.stats();
+  sched.hold(true);
+  const int fd = connect_to(s().port);
+  ASSERT_GE(fd, 0);
+  const std::string body = json{{"prompt", "Once upon a time"}, {"max_tokens", 900}, {"ignore_eos", true}}.dump();
+  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
+                              std::string(kKey) + "\r\nContent-Type: application/json\r\nContent-Length: " +
+                              std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+  ASSERT_TRUE(sched.wait_queued(1, kHangGuard));
+  ::close(fd);
+  const auto t0 = std::chrono::steady_clock::now();
+  while (sched.cancelled_pending() == 0 && std::chrono::steady_clock::now() - t0 < kHangGuard)
+    std::this_thread::sleep_for(10ms);
+  sched.hold(false);
+  ASSERT_TRUE(sched.wait_idle(kHangGuard));
+  const auto after = sched.stats();
+  EXPECT_EQ(after.jobs_cancelled - before.jobs_cancelled, 1u);
+  EXPECT_EQ(after.generated_tokens, before.generated_tokens) << "nothing was generated for a client that left";
+}
+
 TEST_F(ServerTest, MoreClientsThanSlotsAndQueueGet503) {
   server::Scheduler& sched = s().sched();
   ASSERT_TRUE(sched.wait_idle(kHangGuard));

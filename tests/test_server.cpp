@@ -567,6 +567,17 @@ TEST_F(ServerTest, SlowHeadersAreDroppedAfterTheReadTimeoutWhileOthersAreServed)
   ::close(fd);
 }
 
+// With the scheduler held and a client gone: waits until the server has noticed (a job
+// cancelled), releases the scheduler, and returns its counters once every slot is idle.
+server::SchedulerStats release_when_cancelled(server::Scheduler& sched) {
+  const auto t0 = std::chrono::steady_clock::now();
+  while (sched.cancelled_pending() == 0 && std::chrono::steady_clock::now() - t0 < kHangGuard)
+    std::this_thread::sleep_for(10ms);  // polls a condition; the bound is only a hang guard
+  sched.hold(false);
+  EXPECT_TRUE(sched.wait_idle(kHangGuard));
+  return sched.stats();
+}
+
 TEST_F(ServerTest, AClientThatDisconnectsMidStreamFreesItsSlot) {
   server::Scheduler& sched = s().sched();
   ASSERT_TRUE(sched.wait_idle(kHangGuard));
@@ -582,12 +593,7 @@ TEST_F(ServerTest, AClientThatDisconnectsMidStreamFreesItsSlot) {
   c.reset();
   ASSERT_EQ(chunks, 2u);
   // The server notices at its next write (a token, or the keep-alive comment a second later).
-  const auto t0 = std::chrono::steady_clock::now();
-  while (sched.cancelled_pending() == 0 && std::chrono::steady_clock::now() - t0 < kHangGuard)
-    std::this_thread::sleep_for(10ms);
-  sched.hold(false);
-  ASSERT_TRUE(sched.wait_idle(kHangGuard));
-  const auto after = sched.stats();
+  const auto after = release_when_cancelled(sched);
   EXPECT_EQ(after.jobs_cancelled - before.jobs_cancelled, 1u);
   EXPECT_EQ(after.active, 0u);
   EXPECT_LT(after.generated_tokens - before.generated_tokens, 900u) << "the job stopped when its client left";
@@ -611,12 +617,7 @@ TEST_F(ServerTest, AClientThatLeavesBeforeAWholeReplyIsDoneFreesItsPlace) {
   ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
   ASSERT_TRUE(sched.wait_queued(1, kHangGuard));
   ::close(fd);
-  const auto t0 = std::chrono::steady_clock::now();
-  while (sched.cancelled_pending() == 0 && std::chrono::steady_clock::now() - t0 < kHangGuard)
-    std::this_thread::sleep_for(10ms);
-  sched.hold(false);
-  ASSERT_TRUE(sched.wait_idle(kHangGuard));
-  const auto after = sched.stats();
+  const auto after = release_when_cancelled(sched);
   EXPECT_EQ(after.jobs_cancelled - before.jobs_cancelled, 1u);
   EXPECT_EQ(after.generated_tokens, before.generated_tokens) << "nothing was generated for a client that left";
 }

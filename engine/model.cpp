@@ -1,4 +1,7 @@
 #include "engine/model.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
 #include "engine/weights.h"
 
 #include <algorithm>
@@ -51,6 +54,7 @@ class Uploader {
       }
     }
     advance(drb * r.size());
+    release(t.data.subspan(rb * r.begin, rb * r.size()));
     return d;
   }
 
@@ -76,6 +80,7 @@ class Uploader {
     d.buf = dev_.create_buffer(shard.size(), vk::BufferKind::Device, kWeights);
     dev_.upload(d.buf, std::span<const uint8_t>(shard));
     advance(shard.size());
+    release(t.data);
     return d;
   }
 
@@ -104,6 +109,16 @@ class Uploader {
   }
 
  private:
+  // Drops the file's pages once they are on the device: a read-only file mapping refills them
+  // from the file if read again, and the process's peak memory then holds one tensor of the
+  // file at a time instead of the whole file next to the weights.
+  static void release(std::span<const uint8_t> bytes) {
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(bytes.data()) + page - 1) / page * page;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(bytes.data()) + bytes.size()) / page * page;
+    if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
+
   void advance(uint64_t bytes) {
     done_ += bytes;
     if (progress_.on_upload) progress_.on_upload(std::min(done_, total_), total_);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 #include "vkdevice/host_memory.h"
 
@@ -451,6 +452,12 @@ void Collective::run_token(const Work& w) {
     append_capped(stats_.latency_ns, latency);
     append_capped(stats_.wait_ns, waited);
     append_capped(stats_.sum_ns, summed);
+    stats_.device_wait_ns.resize(members_.size(), 0);
+    stats_.device_last.resize(members_.size(), 0);
+    for (size_t d = 0; d < proxy_device_wait_ns_.size(); ++d) {
+      stats_.device_wait_ns[d] += std::exchange(proxy_device_wait_ns_[d], 0);
+      stats_.device_last[d] += std::exchange(proxy_device_last_[d], 0);
+    }
   }
   done_cv_.notify_all();
 }
@@ -458,8 +465,19 @@ void Collective::run_token(const Work& w) {
 void Collective::wait_all(uint64_t value, const Work& w, uint32_t k, uint64_t& blocks) {
   const uint64_t deadline = now_ns() + timeout_ns_;
   const uint32_t n_points = static_cast<uint32_t>(w.floats.size());
+  proxy_device_wait_ns_.resize(members_.size(), 0);  // the proxy's own; merged into stats_ per token
+  proxy_device_last_.resize(members_.size(), 0);
+  size_t last = members_.size();
   for (size_t d = 0; d < members_.size(); ++d) {
-    if (wait_one(d, value, deadline, blocks)) continue;
+    const uint64_t t0 = now_ns();
+    const bool delivered = wait_one(d, value, deadline, blocks);
+    const uint64_t waited = now_ns() - t0;
+    proxy_device_wait_ns_[d] += waited;
+    if (waited >= 1000) last = d;
+    if (delivered) {
+      if (d + 1 == members_.size() && last < members_.size()) ++proxy_device_last_[last];
+      continue;
+    }
     if (failed_) throw vk::Error("collective stopped while waiting for " + member_name(d));
     const uint64_t at = vk::timeline_value(*members_[d].device, *members_[d].partials_ready);
     const std::string what = k < n_points ? "deliver its partial for reduce point " + std::to_string(k) + " of token " +

@@ -95,6 +95,12 @@ struct CollectiveStats {
   std::vector<uint32_t> wait_ns;
   // Per reduce point: nanoseconds of the sum alone (the rest of latency_ns is the signals).
   std::vector<uint32_t> sum_ns;
+  // Per device, in total: nanoseconds the proxy waited for this device's partial after the
+  // devices before it had delivered theirs — the time this device held the others back.
+  std::vector<uint64_t> device_wait_ns;
+  // Per device: reduce points at which it was the last whose partial the proxy had to wait
+  // for (waits under a microsecond count as already delivered).
+  std::vector<uint64_t> device_last;
 
   // The q-quantile (0..1) of latency_ns in microseconds (0 if there are none).
   double latency_us(double q) const;
@@ -221,6 +227,8 @@ class Collective {
   bool stop_ = false;
   std::atomic<bool> failed_{false};     // read by the proxy between its waits, without the lock
   std::exception_ptr error_;
+  std::vector<uint64_t> proxy_device_wait_ns_;  // the proxy thread's per-device waits of the current token
+  std::vector<uint64_t> proxy_device_last_;     // and the points at which each was last
   CollectiveStats stats_;
   bool leak_ = false;                   // a device never finished: keep its objects
   bool drained_ = false;                // drain() ran (abandoned() or the destructor)

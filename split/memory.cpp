@@ -133,6 +133,23 @@ std::string refusal(const FitRequest& req, const FitResult& r) {
 
 }  // namespace
 
+double predict_token_seconds(const Plan& plan, const std::vector<double>& speed) {
+  const std::vector<DeviceBytes> wb = weight_bytes(plan);
+  double slowest = 0, sum = 0;
+  for (size_t d = 0; d < plan.devices.size() && d < speed.size(); ++d) {
+    if (plan.devices[d].empty() || !(speed[d] > 0)) continue;
+    // Per token a device reads its split matrices and norms whole, one embedding row only.
+    double bytes = static_cast<double>(wb[d].split() + wb[d].norms);
+    if (wb[d].lm_head == 0 && plan.model.n_vocab > 0)  // a tied head reads its vocabulary rows of token_embd
+      bytes += static_cast<double>(model_bytes(plan.model).embedding) * static_cast<double>(plan.devices[d].vocab.size()) /
+               plan.model.n_vocab;
+    const double t = bytes / speed[d];
+    slowest = std::max(slowest, t);
+    sum += t;
+  }
+  return plan.mode == SplitMode::tensor ? slowest : sum;
+}
+
 FitResult fit(const FitRequest& req) {
   const size_t n = req.free_bytes.size();
   if (n == 0) throw std::invalid_argument("fit: no devices");
@@ -141,54 +158,104 @@ FitResult fit(const FitRequest& req) {
   for (uint64_t f : req.free_bytes) r.usable.push_back(usable_bytes(f));
   SplitRequest split = req.split;
   const bool ratios_given = !split.ratios.empty();
-  if (!ratios_given) {  // each device's usable memory
+  const bool by_speed = !ratios_given && req.speed.size() == n &&
+                        std::all_of(req.speed.begin(), req.speed.end(), [](double v) { return v > 0; });
+  if (by_speed) {  // every reduce waits for the slowest device: shares follow speed
+    split.ratios = req.speed;
+  } else if (!ratios_given) {  // each device's usable memory
     for (uint64_t u : r.usable) split.ratios.push_back(static_cast<double>(std::max<uint64_t>(u, 1)));
   }
+  const auto predict = [&] {
+    if (req.speed.size() == n) r.predicted_token_seconds = predict_token_seconds(r.plan, req.speed);
+  };
   const auto evaluate = [&] {
     r.plan = plan_split(req.model, split);
     r.memory = plan_memory(r.plan, r.ctx);
     return shortfalls(r.memory, r.usable).empty();
   };
   r.fits = evaluate();
-  if (r.fits) return r;
+  predict();
+  if (r.fits) {
+    if (by_speed && n > 1 && split.mode == SplitMode::tensor) r.notes.push_back("ratios follow each device's calibrated speed");
+    return r;
+  }
   if (!req.fit) {  // --fit off: keep the request; say what is missing
     r.refusal = refusal(req, r);
     return r;
   }
-  // 1. Rebalance the ratios (unless the user gave them) so each device's share fits its memory.
-  if (!ratios_given && split.mode != SplitMode::none && n > 1) {
-    split.ratios = balanced_ratios(req.model, split, r.ctx, r.usable);
-    if ((r.fits = evaluate())) {
-      r.notes.push_back("ratios rebalanced to each device's free memory after the bytes every device holds in full");
-      return r;
+  const uint32_t asked = r.ctx.n_ctx;
+  const uint32_t floor = std::min(req.n_ctx_min, asked);
+  const Plan asked_plan = r.plan;  // a refusal describes the placement asked for
+  const std::vector<DeviceMemory> asked_memory = r.memory;
+  // The largest context in [floor, asked] the current plan fits (a multiple of 16 unless it is
+  // the floor or the request), or 0. Sets r.ctx and r.memory to it.
+  const auto largest_context = [&]() -> uint32_t {
+    ContextShape c = r.ctx;
+    c.n_ctx = floor;
+    if (!shortfalls(plan_memory(r.plan, c), r.usable).empty()) return 0;
+    uint32_t lo = floor, hi = asked;
+    c.n_ctx = asked;
+    if (shortfalls(plan_memory(r.plan, c), r.usable).empty()) lo = asked;
+    while (hi - lo > 16) {
+      c.n_ctx = lo + (hi - lo) / 2 / 16 * 16;
+      if (c.n_ctx == lo) break;
+      if (shortfalls(plan_memory(r.plan, c), r.usable).empty()) lo = c.n_ctx;
+      else hi = c.n_ctx;
     }
-  }
-  // 2. Shrink the context, halving, down to the floor.
-  {
-    const uint32_t floor = std::min(req.n_ctx_min, req.ctx.n_ctx);
-    const uint32_t asked = r.ctx.n_ctx;
-    while (!r.fits && r.ctx.n_ctx > floor) {
-      r.ctx.n_ctx = std::max(floor, r.ctx.n_ctx / 2);
-      if (!ratios_given && split.mode != SplitMode::none && n > 1) split.ratios = balanced_ratios(req.model, split, r.ctx, r.usable);
-      r.fits = evaluate();
-    }
-    if (r.fits) {
-      // Grow back to the largest context that fits (binary search between the halvings).
-      uint32_t lo = r.ctx.n_ctx, hi = std::min(asked, r.ctx.n_ctx * 2);
-      while (hi - lo > 16) {
-        const uint32_t mid = lo + (hi - lo) / 2 / 16 * 16;
-        ContextShape c = r.ctx;
-        c.n_ctx = mid;
-        if (shortfalls(plan_memory(r.plan, c), r.usable).empty()) lo = mid;
-        else hi = mid;
-      }
-      r.ctx.n_ctx = lo;
-      r.memory = plan_memory(r.plan, r.ctx);
+    r.ctx.n_ctx = lo;
+    r.memory = plan_memory(r.plan, r.ctx);
+    r.fits = true;
+    predict();
+    return lo;
+  };
+  const auto shrunk_note = [&] {
+    if (r.ctx.n_ctx < asked)
       r.notes.push_back("context shrunk from " + std::to_string(asked) + " to " + std::to_string(r.ctx.n_ctx) +
                         " tokens to fit the devices' memory (--fit-ctx-min sets the floor, --fit off keeps -c)");
+  };
+  // 1. Shrink the context, not below the floor.
+  if (largest_context()) {
+    shrunk_note();
+    return r;
+  }
+  // 2. Rebalance the ratios (unless the user gave them) so each device's share fits its memory.
+  if (!ratios_given && split.mode != SplitMode::none && n > 1) {
+    r.ctx.n_ctx = asked;
+    split.ratios = balanced_ratios(req.model, split, r.ctx, r.usable);
+    evaluate();
+    if (largest_context()) {
+      r.notes.push_back(std::string(by_speed ? "ratios by speed do not fit; " : "") +
+                        "ratios rebalanced to each device's free memory after the bytes every device holds in full");
+      shrunk_note();
       return r;
     }
   }
+  // 3. Whole layers instead: a layer split holds the embedding and the head once, not on every
+  // device (only when the user did not choose the mode).
+  if (!req.mode_given && !ratios_given && split.mode == SplitMode::tensor && n > 1) {
+    split.mode = SplitMode::layer;
+    split.ratios.clear();
+    for (uint64_t u : r.usable) split.ratios.push_back(static_cast<double>(std::max<uint64_t>(u, 1)));
+    r.ctx.n_ctx = asked;
+    evaluate();
+    if (!largest_context()) {  // shares of layers by what is left after the fixed parts
+      split.ratios = balanced_ratios(req.model, split, r.ctx, r.usable);
+      evaluate();
+      largest_context();
+    }
+    if (r.fits) {
+      r.notes.push_back("a tensor split does not fit (every device would hold the embedding); whole layers per device "
+                        "(-sm layer) instead");
+      shrunk_note();
+      return r;
+    }
+  }
+  r.plan = asked_plan;
+  r.memory = asked_memory;
+  r.ctx.n_ctx = asked;
+  r.fits = false;
+  r.predicted_token_seconds = 0;
+  predict();
   r.refusal = refusal(req, r);
   return r;
 }

@@ -50,9 +50,13 @@ struct FitRequest {
   ModelShape model;
   std::vector<uint64_t> free_bytes;  // per device
   SplitRequest split;                // mode and main device; ratios empty = choose them
+  bool mode_given = false;           // the user chose the mode: fitting never changes it
   ContextShape ctx;
   uint32_t n_ctx_min = 4096;         // --fit-ctx-min (capped at the requested n_ctx)
   bool fit = true;                   // false: --fit off, keep exactly what was asked
+  // Weight bytes each device reads per second (engine/calibration.h); empty when unknown. With
+  // it, ratios not given follow speed (within memory) and the time per token is predicted.
+  std::vector<double> speed;
 };
 
 struct FitResult {
@@ -63,13 +67,20 @@ struct FitResult {
   bool fits = false;
   std::vector<std::string> notes;    // every change made to the request, one sentence each
   std::string refusal;               // when !fits: what is missing on which device, what would fit
+  // With speeds: seconds per decode token, the weight bytes each device reads at its speed (the
+  // slowest device of a tensor split, the sum along a layer split; reduce waits not included).
+  double predicted_token_seconds = 0;
 };
 
+// Seconds per decode token of `plan` on devices reading weights at `speed` bytes per second.
+double predict_token_seconds(const Plan& plan, const std::vector<double>& speed);
+
 // Plans the split and checks every device's bytes against its usable memory. When it does not
-// fit and fitting is on: ratios not given are rebalanced to each device's usable memory less
-// its fixed costs; then the context shrinks (halving, not below n_ctx_min); if it still does
-// not fit, `refusal` names each device short of memory and by how much, and the largest
-// context that would fit if any does.
+// fit and fitting is on: the context shrinks (to the largest that fits, not below n_ctx_min);
+// then ratios not given are rebalanced to each device's usable memory less its fixed costs;
+// then, unless the user chose the mode, a tensor split becomes a layer split; each time the
+// context is the largest that fits up to the request. If nothing fits, `refusal` names each
+// device short of memory and by how much, and the largest context that would fit if any does.
 FitResult fit(const FitRequest& request);
 
 }  // namespace chorus::split

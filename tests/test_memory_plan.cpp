@@ -212,5 +212,37 @@ TEST(FitTool, FitPredictsWhatRunThenAllocatesOnEveryDeviceWithinTwoPercent) {
   }
 }
 
+TEST(FitTool, AHalfSpeedDeviceGetsAThirdOfTheWorkTheSameTokensAndPredictedBesideMeasuredTime) {
+  const std::string model = smollm2();
+  const std::string common = "run -m " + model + " -c 512 -n 12 --temp 0 -p 'Once upon a time' ";
+  const Output alone = chorus(common + "--device 0");
+  ASSERT_EQ(alone.exit_code, 0) << alone.text;
+  const Output split = chorus(common + "--device 0,0 --device-speed 1,0.5 --show-devices");
+  ASSERT_EQ(split.exit_code, 0) << split.text;
+  EXPECT_NE(split.text.find("fit: ratios follow each device's calibrated speed"), std::string::npos) << split.text;
+  EXPECT_NE(split.text.find("x0.5 by --device-speed"), std::string::npos) << split.text;
+  EXPECT_NE(split.text.find("device 1 (33.3%)"), std::string::npos) << split.text;
+  EXPECT_NE(split.text.find("generation: predicted "), std::string::npos) << split.text;
+  EXPECT_NE(split.text.find(" ms per token (weight reads at the calibrated speeds), measured "), std::string::npos) << split.text;
+  // --show-devices: each device's memory and how often the reduces waited for it.
+  const size_t view = split.text.find("devices: memory in use; how often each device was the one the reduces waited for");
+  ASSERT_NE(view, std::string::npos) << split.text;
+  size_t lines = 0;
+  for (size_t at = split.text.find("% of reduce points", view); at != std::string::npos;
+       at = split.text.find("% of reduce points", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 2u) << split.text;
+  // stdout (the completion) is the text before the first stderr line of the timings; compare
+  // the generated text as a whole instead: both runs print it once.
+  const auto completion = [](const std::string& log) {
+    const size_t at = log.find("prompt: ");
+    const size_t start = log.find("\n\n", at);
+    const size_t end = log.find("\n\nstopped at", start);
+    return start == std::string::npos || end == std::string::npos ? std::string() : log.substr(start + 2, end - start - 2);
+  };
+  EXPECT_FALSE(completion(alone.text).empty()) << alone.text;
+  EXPECT_EQ(completion(alone.text), completion(split.text));
+}
+
 }  // namespace
 }  // namespace chorus

@@ -630,5 +630,65 @@ TEST(Fit, RatiosFollowFreeMemoryAndAreRebalancedWhenTheReplicatedPartsWouldOverf
   EXPECT_NE(kept.refusal.find("device 1 needs"), std::string::npos) << kept.refusal;
 }
 
+TEST(Fit, RatiosFollowSpeedWithinMemoryAndTheTokenTimeIsPredicted) {
+  FitRequest fr;
+  fr.model = smollm2_q4_1();
+  fr.split.mode = SplitMode::tensor;
+  fr.ctx.n_ctx = 1024;
+  fr.free_bytes = {1ull << 30, 1ull << 30};
+  fr.speed = {2e9, 1e9};  // the second device reads weights at half the speed
+  FitResult r = fit(fr);
+  ASSERT_TRUE(r.fits) << r.refusal;
+  EXPECT_NEAR(r.plan.devices[0].ratio, 2.0 / 3, 1e-9);
+  EXPECT_NEAR(r.plan.devices[1].ratio, 1.0 / 3, 1e-9);
+  EXPECT_DOUBLE_EQ(r.predicted_token_seconds, predict_token_seconds(r.plan, fr.speed));
+  // The slower device's share takes about as long as the faster one's: neither waits much.
+  const std::vector<DeviceBytes> wb = weight_bytes(r.plan);
+  EXPECT_NEAR(static_cast<double>(wb[0].split()) / 2e9, static_cast<double>(wb[1].split()) / 1e9,
+              0.25 * static_cast<double>(wb[0].split()) / 2e9);
+  EXPECT_GT(r.predicted_token_seconds, static_cast<double>(wb[1].split()) / 1e9 * 0.99);
+
+  // A layer split runs its devices one after another: the prediction is the sum.
+  fr.split.mode = SplitMode::layer;
+  r = fit(fr);
+  const std::vector<DeviceBytes> lb = weight_bytes(r.plan);
+  EXPECT_GT(r.predicted_token_seconds, static_cast<double>(lb[0].split()) / 2e9 + static_cast<double>(lb[1].split()) / 1e9 * 0.99);
+
+  // Speed never overrides memory: a fast device too small for its share gets what fits.
+  fr.split.mode = SplitMode::tensor;
+  fr.free_bytes = {1ull << 30, 90ull << 20};
+  fr.speed = {1e9, 4e9};
+  r = fit(fr);
+  ASSERT_TRUE(r.fits) << r.refusal;
+  for (size_t d = 0; d < 2; ++d) EXPECT_LE(r.memory[d].total(), r.usable[d]) << d;
+  EXPECT_LT(r.plan.devices[1].ratio, 0.8);
+}
+
+TEST(Fit, WhenATensorSplitCannotFitWholeLayersAreTriedUnlessTheUserChoseTheMode) {
+  FitRequest fr;
+  fr.model = llama_gqa_k_quant();  // an untied head: a layer split holds the embedding once
+  fr.split.mode = SplitMode::tensor;
+  fr.ctx.n_ctx = 512;
+  fr.n_ctx_min = 512;
+  // Each device holds the whole embedding (128k rows) in a tensor split; layer shares hold it once.
+  FitRequest single = fr;
+  single.split.mode = SplitMode::none;
+  single.free_bytes = {4ull << 30};
+  const uint64_t one = fit(single).memory[0].total();
+  fr.free_bytes = {one * 6 / 10 + (8ull << 20), one * 6 / 10 + (8ull << 20)};
+  const FitResult r = fit(fr);
+  ASSERT_TRUE(r.fits) << r.refusal << "\none device: " << one;
+  EXPECT_EQ(r.plan.mode, SplitMode::layer);
+  ASSERT_FALSE(r.notes.empty());
+  EXPECT_NE(r.notes.back().find("-sm layer"), std::string::npos) << r.notes.back();
+  for (size_t d = 0; d < 2; ++d) EXPECT_LE(r.memory[d].total(), r.usable[d]) << d;
+
+  fr.mode_given = true;  // -sm tensor on the command line: refused, describing the tensor split
+  const FitResult refused = fit(fr);
+  EXPECT_FALSE(refused.fits);
+  EXPECT_EQ(refused.plan.mode, SplitMode::tensor);
+  EXPECT_NE(refused.refusal.find("missing"), std::string::npos) << refused.refusal;
+}
+
 }  // namespace
 }  // namespace chorus::split

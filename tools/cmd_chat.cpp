@@ -31,7 +31,7 @@ namespace chorus::tools {
 namespace {
 
 constexpr const char* kCommands =
-    "commands: /exit, /clear, /regen, /save FILE, /load FILE, /help; a line ending in \\ continues;\n"
+    "commands: /exit, /clear, /regen, /save FILE, /load FILE, /devices, /help; a line ending in \\ continues;\n"
     "Ctrl-C stops a reply, Ctrl-C at the prompt or Ctrl-D leaves\n";
 
 // SIGINT in chat: every press sets the flag (a reply checks it before each token; a prompt
@@ -99,6 +99,7 @@ int cmd_chat(const std::vector<std::string>& args) {
                 "  /clear                 forget the conversation (the system prompt stays)\n"
                 "  /regen                 generate the last reply again\n"
                 "  /save FILE, /load FILE the conversation as JSON\n"
+                "  /devices               each device's memory in use and how often the split waited for it\n"
                 "  /help                  these commands\n"
                 "  Ctrl-C                 while a reply streams: stop it and return to the prompt");
   p.option({"-m", "--model"}, "FILE", "a GGUF model", model_path)
@@ -201,6 +202,8 @@ int cmd_chat(const std::vector<std::string>& args) {
       if (cmd == "/exit" || cmd == "/quit") break;
       if (cmd == "/help") {
         std::fputs(kCommands, stderr);
+      } else if (cmd == "/devices") {
+        std::fputs(device_view(ctx).c_str(), stderr);
       } else if (cmd == "/clear") {
         chat.clear();
         std::fprintf(stderr, "[ conversation cleared ]\n");
@@ -239,6 +242,7 @@ int cmd_chat(const std::vector<std::string>& args) {
   const auto rate = [](size_t n, double ms) { return ms > 0 ? 1000.0 * static_cast<double>(n) / ms : 0.0; };
   std::fprintf(stderr, "\nprompt: %zu tokens, %.1f t/s | generation: %zu tokens, %.1f t/s\n", total_prompt,
                rate(total_prompt, total_prompt_ms), total_generated, rate(total_generated, total_generation_ms));
+  if (placement.show_devices) std::fprintf(stderr, "%s", device_view(ctx).c_str());
   if (loaded.instance->validation_errors() > 0) {
     std::fprintf(stderr, "chorus chat: the validation layer reported %" PRIu64 " error(s)\n", loaded.instance->validation_errors());
     return 1;

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/calibration.h"
 #include "engine/gguf.h"
 #include "engine/model.h"
 #include "engine/model_config.h"
@@ -86,8 +87,21 @@ int cmd_fit(const std::vector<std::string>& args) {
     free_bytes.push_back(placement.budgets.empty() ? survey_free_bytes(d) : placement.budgets[i]);
     per_device = per_device || !d.external_memory_host;
   }
-  const split::FitRequest fr =
+  split::FitRequest fr =
       fit_request(config, header, placement, ContextRequest{n_ctx, n_seq, n_ubatch, n_seq}, free_bytes, per_device);
+  if (!placement.speed_factors.empty() && placement.speed_factors.size() != infos.size())
+    throw UsageError("--device-speed gives " + std::to_string(placement.speed_factors.size()) + " factors for " +
+                     std::to_string(infos.size()) + " devices");
+  // Speeds from earlier calibrations only (fit opens no device); without every one, ratios follow memory.
+  const GgmlType main_type = main_weight_type(header);
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const std::optional<double> v = cached_device_speed(*infos[i], main_type);
+    if (!v) {
+      fr.speed.clear();
+      break;
+    }
+    fr.speed.push_back(*v * (placement.speed_factors.empty() ? 1.0 : placement.speed_factors[i]));
+  }
   const split::FitResult r = split::fit(fr);
 
   if (format == "json") {
@@ -100,6 +114,7 @@ int cmd_fit(const std::vector<std::string>& args) {
     j["n_seq"] = r.ctx.n_seq;
     j["n_ubatch"] = r.ctx.n_ubatch;
     j["notes"] = r.notes;
+    if (r.predicted_token_seconds > 0) j["predicted_tokens_per_second"] = 1.0 / r.predicted_token_seconds;
     if (!r.fits) j["refusal"] = r.refusal;
     j["devices"] = nlohmann::ordered_json::array();
     for (size_t d = 0; d < infos.size(); ++d) {
@@ -133,6 +148,11 @@ int cmd_fit(const std::vector<std::string>& args) {
     std::printf("\n(MiB; 'left' is after a margin of %.0f%% of free memory, at least %" PRIu64 " MiB, for the driver)\n",
                 split::kMarginFraction * 100, split::kMarginMin >> 20);
     for (const std::string& note : r.notes) std::printf("fit: %s\n", note.c_str());
+    if (r.predicted_token_seconds > 0)
+      std::printf("predicted generation: %.1f t/s (the weight reads at the calibrated speeds; dispatch and reduce costs "
+                  "not included)\n", 1.0 / r.predicted_token_seconds);
+    else
+      std::printf("predicted generation: unknown until every device is calibrated (any `chorus run` on it does that)\n");
     for (const std::string& w : r.plan.warnings) std::printf("plan: %s\n", w.c_str());
     if (!r.fits) std::printf("%s\n", r.refusal.c_str());
   }

@@ -1,6 +1,7 @@
 #include "tools/model_setup.h"
 
 #include <limits>
+#include <map>
 
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "engine/calibration.h"
 #include "tools/commands.h"
 #include "vkdevice/host_memory.h"
 
@@ -99,6 +101,20 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
            });
   p.option({"--fit-ctx-min"}, "N", "the smallest context fitting may shrink to (default 4096, or the model's own if smaller)",
            [&placement](const std::string& flag, const std::string& v) { placement.fit_ctx_min = parse_positive(flag, v); });
+  p.option({"--device-speed"}, "LIST",
+           "multiply each device's calibrated speed, e.g. 1,0.5 (one per device; to simulate a slower GPU)",
+           [&placement](const std::string& flag, const std::string& v) {
+             placement.speed_factors.clear();
+             for (const std::string& item : split_list(flag, v, "1,0.5")) {
+               const double f = parse_number(flag, item);
+               if (!(f > 0) || f > 1e6) throw UsageError(flag + " expects positive factors, got '" + item + "'");
+               placement.speed_factors.push_back(f);
+             }
+           });
+  p.flag({"--show-devices"}, "after the work, print each device's memory in use and how often the split waited for it",
+         placement.show_devices);
+  p.flag({"--recalibrate"}, "measure each device's weight-reading speed again (it is cached per device and driver)",
+         placement.recalibrate);
   p.option({"--memory-budget"}, "LIST",
            "pretend each device has this much memory, e.g. 384M,128M (one per device; to simulate unequal GPUs)",
            [&placement](const std::string& flag, const std::string& v) {
@@ -129,6 +145,14 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
       .flag({"--no-mmap", "--mlock"}, std::string("accepted and ignored: ") + once, [f = ignored(once)] { f("--no-mmap/--mlock"); });
 }
 
+GgmlType main_weight_type(const gguf::File& file) {
+  std::map<GgmlType, uint64_t> bytes;
+  for (const auto& t : file.tensors())
+    if (t.n_dims >= 2 && t.name != "token_embd.weight") bytes[t.type] += t.size;
+  const auto best = std::max_element(bytes.begin(), bytes.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+  return best == bytes.end() ? GgmlType::F32 : best->first;
+}
+
 split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file, const Placement& placement,
                               const ContextRequest& context, const std::vector<uint64_t>& free_bytes,
                               bool collective_per_device) {
@@ -138,6 +162,7 @@ split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file,
   fr.free_bytes = free_bytes;
   fr.split.mode = n == 1 ? split::SplitMode::none : placement.mode;
   if (placement.mode_given) fr.split.mode = placement.mode;
+  fr.mode_given = placement.mode_given;
   fr.split.main_device = placement.main_device;
   if (fr.split.main_device >= n)
     throw UsageError("-mg " + std::to_string(fr.split.main_device) + " is not one of the " + std::to_string(n) + " devices");
@@ -195,9 +220,29 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
     free_bytes.push_back(a.budget() > a.reserved() ? a.budget() - a.reserved() : 0);
     per_device = per_device || !vk::host_import_unavailable(*d).empty();
   }
-  const split::FitRequest fr = fit_request(config, header, placement, context, free_bytes, per_device);
+  split::FitRequest fr = fit_request(config, header, placement, context, free_bytes, per_device);
+  if (!placement.speed_factors.empty() && placement.speed_factors.size() != devices.size())
+    throw UsageError("--device-speed gives " + std::to_string(placement.speed_factors.size()) + " factors for " +
+                     std::to_string(devices.size()) + " devices");
+  const GgmlType main_type = main_weight_type(header);
+  std::vector<uint32_t> recalibrated;  // logical devices of one GPU share its calibration
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const bool again = placement.recalibrate &&
+                       std::find(recalibrated.begin(), recalibrated.end(), indices[i]) == recalibrated.end();
+    if (again) recalibrated.push_back(indices[i]);
+    const DeviceSpeed sp = device_speed(*devices[i], main_type, again);
+    const double factor = placement.speed_factors.empty() ? 1.0 : placement.speed_factors[i];
+    fr.speed.push_back(sp.weight_bytes_per_second * factor);
+    std::fprintf(stderr, "speed: %s reads %s weights at %.2f GB/s (%s%s)\n", devices[i]->label().c_str(),
+                 type_traits(main_type).name, fr.speed.back() / 1e9, sp.source.c_str(),
+                 factor != 1.0 ? (", x" + format_default(factor) + " by --device-speed").c_str() : "");
+  }
   const split::FitResult fitted = split::fit(fr);
   for (const std::string& note : fitted.notes) std::fprintf(stderr, "fit: %s\n", note.c_str());
+  if (fitted.predicted_token_seconds > 0)
+    std::fprintf(stderr, "predicted generation: %.2f ms per token (%.1f t/s): the weight reads at the calibrated speeds; dispatch and "
+                 "reduce costs not included\n",
+                 fitted.predicted_token_seconds * 1e3, 1.0 / fitted.predicted_token_seconds);
   std::fprintf(stderr, "%s", describe_memory(fitted, devices).c_str());
   if (!fitted.fits && placement.fit) throw std::runtime_error(fitted.refusal);
   if (!fitted.fits) std::fprintf(stderr, "fit: --fit off: loading as asked although %s\n", fitted.refusal.c_str());
@@ -215,6 +260,7 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
   if (devices.size() > 1) std::fprintf(stderr, "%s", split::describe(m.model->plan()).c_str());
   m.context = ContextOptions{fitted.ctx.n_ctx, context.n_seq, context.n_ubatch};
   m.planned = fitted.memory;
+  m.predicted_token_seconds = fitted.predicted_token_seconds;
   return m;
 }
 
@@ -236,6 +282,31 @@ std::string describe_memory(const split::FitResult& f, const std::vector<vk::Dev
                   mib(dm.scratch + dm.collective), mib(dm.total()), mib(f.usable[d]), left);
     out += line;
   }
+  return out;
+}
+
+std::string device_view(const Context& ctx) {
+  const std::optional<split::CollectiveStats> cs = ctx.collective_stats();
+  const std::vector<DeviceMemoryUse> use = ctx.memory_use();
+  std::string out = "devices: memory in use";
+  out += cs ? "; how often each device was the one the reduces waited for (it holds the others back), over " +
+                  std::to_string(cs->reduces) + " reduce points so far\n"
+            : "\n";
+  char line[512];
+  for (size_t d = 0; d < use.size(); ++d) {
+    const DeviceMemoryUse& u = use[d];
+    std::snprintf(line, sizeof line, "  %-46.46s %8.1f MiB (weights %.1f, KV %.1f, scratch %.1f)", u.device.c_str(),
+                  static_cast<double>(u.weights + u.kv_cache + u.scratch) / (1 << 20), static_cast<double>(u.weights) / (1 << 20),
+                  static_cast<double>(u.kv_cache) / (1 << 20), static_cast<double>(u.scratch) / (1 << 20));
+    out += line;
+    if (cs && d < cs->device_last.size() && cs->reduces > 0) {
+      std::snprintf(line, sizeof line, "; last to deliver at %.0f%% of reduce points",
+                    100.0 * static_cast<double>(cs->device_last[d]) / static_cast<double>(cs->reduces));
+      out += line;
+    }
+    out += "\n";
+  }
+  if (!cs && use.size() > 1) out += "  (wait times are measured on tensor splits, where every reduce waits for the slowest device)\n";
   return out;
 }
 

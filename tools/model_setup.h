@@ -31,7 +31,13 @@ struct Placement {
   bool fit = true;                // --fit off: load exactly what was asked
   std::optional<uint32_t> fit_ctx_min;  // --fit-ctx-min: the context is not shrunk below it
   std::vector<uint64_t> budgets;  // --memory-budget: pretend each device has this much memory
+  std::vector<double> speed_factors;  // --device-speed: multiply each device's calibrated speed
+  bool recalibrate = false;       // --recalibrate: measure every device's speed again
+  bool show_devices = false;      // --show-devices: the per-device view after the work
 };
+
+// The weight format holding most of a model's matrix bytes (what calibration measures).
+GgmlType main_weight_type(const gguf::File& file);
 
 // What the command's context will need; the planner checks it against the devices before loading.
 struct ContextRequest {
@@ -58,6 +64,7 @@ struct LoadedModel {
   std::unique_ptr<Model> model;
   ContextOptions context;  // the request, fitted (n_ctx may have shrunk)
   std::vector<split::DeviceMemory> planned;  // bytes per device of the plan
+  double predicted_token_seconds = 0;        // from the calibrated speeds (0: unknown)
 };
 
 // Opens the logical devices, plans the split and every device's bytes for the model and the
@@ -74,6 +81,10 @@ split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file,
 
 // The plan's per-device table: weights, KV cache, scratch, total, usable, left (MiB).
 std::string describe_memory(const split::FitResult& fit, const std::vector<vk::Device*>& devices);
+
+// The per-device view (--show-devices, chat's /devices): memory in use, and on a tensor split
+// how long the reduces waited on each device per token (which device holds the others back).
+std::string device_view(const Context& ctx);
 
 // "<device>: weights 93.81 MiB, KV cache 45.00 MiB, scratch 12.34 MiB" per device, on stderr.
 void print_memory_use(const Context& ctx);

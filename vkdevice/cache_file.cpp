@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <utility>
@@ -12,6 +13,17 @@
 #include "vkdevice/file_type.h"
 
 namespace chorus::vk {
+
+std::string cache_dir() {
+  std::filesystem::path dir;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
+    dir = xdg;
+  else if (const char* home = std::getenv("HOME"); home && *home)
+    dir = std::filesystem::path(home) / ".cache";
+  else
+    dir = std::filesystem::temp_directory_path();
+  return (dir / "chorus").string();
+}
 namespace {
 
 struct Fd {

@@ -15,6 +15,9 @@
 
 namespace chorus::vk {
 
+// chorus's cache folder: $XDG_CACHE_HOME/chorus, else ~/.cache/chorus, else <tmp>/chorus.
+std::string cache_dir();
+
 // Largest pipeline cache file read: a cache of every chorus kernel is a few MiB.
 inline constexpr uint64_t kMaxCacheFileBytes = 256ull << 20;
 

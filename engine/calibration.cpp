@@ -1,0 +1,124 @@
+#include "engine/calibration.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "engine/ops/kernels.h"
+#include "engine/ops/matvec.h"
+#include "vkdevice/cache_file.h"
+#include "vkdevice/commands.h"
+
+namespace chorus {
+namespace {
+
+constexpr uint32_t kK = 2048, kN = 2048, kDispatches = 8, kRuns = 5;
+constexpr uint64_t kMaxCalibrationFile = 1u << 20;
+
+std::string key(const vk::DeviceInfo& i, GgmlType type) {
+  std::string k = i.name + "|" + i.vendor + "|" + i.driver_name + "|" + i.driver_info + "|" + std::to_string(i.driver_version) +
+                  "|" + type_traits(type).name;
+  for (char& c : k)
+    if (c == '\t' || c == '\n') c = ' ';
+  return k;
+}
+
+// "key\tbytes_per_second" lines.
+std::vector<std::pair<std::string, double>> read_cache() {
+  std::string warning;
+  const std::vector<char> bytes = vk::read_cache_file(calibration_cache_path(), warning, kMaxCalibrationFile);
+  if (!warning.empty()) std::fprintf(stderr, "chorus: warning: %s\n", warning.c_str());
+  std::vector<std::pair<std::string, double>> out;
+  std::istringstream in(std::string(bytes.begin(), bytes.end()));
+  for (std::string line; std::getline(in, line);) {
+    const size_t tab = line.rfind('\t');
+    if (tab == std::string::npos) continue;
+    char* end = nullptr;
+    const double v = std::strtod(line.c_str() + tab + 1, &end);
+    if (end && *end == 0 && v > 0 && v < 1e15) out.emplace_back(line.substr(0, tab), v);  // anything else is ignored
+  }
+  return out;
+}
+
+double measure(vk::Device& dev, GgmlType type) {
+  const uint64_t rb = *row_bytes(type, kK);
+  std::vector<uint8_t> w(rb * kN);
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  std::vector<float> row(kK);
+  for (uint32_t n = 0; n < 16; ++n) {  // 16 distinct rows, repeated
+    for (float& v : row) v = dist(rng);
+    quantize_row(type, row.data(), w.data() + n * rb, kK);
+  }
+  for (uint32_t n = 16; n < kN; ++n) std::copy_n(w.data() + (n % 16) * rb, rb, w.data() + n * rb);
+  std::vector<uint8_t> dw = rows_to_device(type, w, kK, kN);
+  dw.resize((dw.size() + 3) / 4 * 4, 0);
+  const uint64_t device_bytes = dw.size();
+  vk::Buffer wb = dev.create_buffer(dw.size(), vk::BufferKind::Device, "calibration");
+  dev.upload(wb, std::span<const uint8_t>(dw));
+  std::vector<float> xh(kK, 0.5f);
+  vk::Buffer x = dev.create_buffer(kK * 4, vk::BufferKind::Device, "calibration");
+  dev.upload(x, std::span<const float>(xh));
+  vk::Buffer y = dev.create_buffer(kN * 4, vk::BufferKind::Device, "calibration");
+  ops::Kernels k(dev);
+  vk::CommandBuffer cb(dev);
+  cb.begin();
+  for (uint32_t i = 0; i < kDispatches; ++i) {
+    ops::mul_mv(k, cb, type, wb, 0, kK, kN, x, 0, y, 0);
+    cb.barrier();
+  }
+  cb.end();
+  dev.run(cb);  // warm-up (and pipeline creation)
+  std::vector<double> s;
+  for (uint32_t r = 0; r < kRuns; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    dev.run(cb);
+    s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(s.begin(), s.end());
+  return static_cast<double>(device_bytes) * kDispatches / std::max(s[s.size() / 2], 1e-9);
+}
+
+}  // namespace
+
+std::optional<double> cached_device_speed(const vk::DeviceInfo& device, GgmlType type) {
+  const std::string k = key(device, type);
+  for (const auto& [ck, v] : read_cache())
+    if (ck == k) return v;
+  return std::nullopt;
+}
+
+std::string calibration_cache_path() {
+  return (std::filesystem::path(vk::cache_dir()) / "calibration.tsv").string();
+}
+
+DeviceSpeed device_speed(vk::Device& device, GgmlType type, bool recalibrate) {
+  const std::string k = key(device.info(), type);
+  std::vector<std::pair<std::string, double>> cache = read_cache();
+  if (!recalibrate)
+    for (const auto& [ck, v] : cache)
+      if (ck == k) return DeviceSpeed{v, "cached"};
+  const double v = measure(device, type);
+  std::erase_if(cache, [&](const auto& e) { return e.first == k; });
+  cache.emplace_back(k, v);
+  std::string text;
+  for (const auto& [ck, cv] : cache) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "\t%.6g\n", cv);
+    text += ck + buf;
+  }
+  std::string warning;
+  if (!vk::write_cache_file(calibration_cache_path(), std::span<const char>(text.data(), text.size()),
+                            std::to_string(::getpid()), warning))
+    std::fprintf(stderr, "chorus: warning: %s\n", warning.c_str());
+  return DeviceSpeed{v, "measured"};
+}
+
+}  // namespace chorus

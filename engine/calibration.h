@@ -1,0 +1,37 @@
+// engine/calibration.h — how fast each device reads weights, for speed-aware split ratios.
+//
+// Every reduce of a tensor split waits for the slowest device, so a device's share should follow
+// its speed as well as its memory. A calibration times the matrix-vector kernel of the model's
+// main weight format on the device (a few dispatches of a 2048 x 2048 matrix, about a tenth of
+// a second on lavapipe) and keeps weight bytes read per second. It runs on first use and is
+// cached per device identity (name, vendor, driver version) and format in
+// $XDG_CACHE_HOME/chorus/calibration.tsv (else ~/.cache/chorus); logical devices of one GPU
+// therefore share one value. Timing is only ever used to choose ratios and predict speed,
+// never to decide a result.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "engine/quant.h"
+#include "vkdevice/device.h"
+
+namespace chorus {
+
+struct DeviceSpeed {
+  double weight_bytes_per_second = 0;
+  std::string source;  // "measured", "cached"
+};
+
+// The device's matrix-vector throughput for `type`; measured (and cached) unless the cache
+// holds it and `recalibrate` is false.
+DeviceSpeed device_speed(vk::Device& device, GgmlType type, bool recalibrate = false);
+
+// The cached throughput of a device not opened (`chorus fit`), if it was ever calibrated.
+std::optional<double> cached_device_speed(const vk::DeviceInfo& device, GgmlType type);
+
+// The cache file's path.
+std::string calibration_cache_path();
+
+}  // namespace chorus

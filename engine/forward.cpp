@@ -58,6 +58,7 @@ struct DeviceState {
   vk::Buffer logits;    // [rows][n_vocab local], grown on demand
   vk::Buffer readback;  // host-visible copy of logits
   uint32_t logits_rows = 0;
+  vk::Buffer hidden;    // [T][n_embd] host-visible copy of the final-norm output (Context::embed)
 
   vk::CommandBuffer& cb() const { return exec->cb(index); }  // changes at reduce points
 };
@@ -97,6 +98,9 @@ struct Context::Impl {
   // Declared after devs: destroyed first, it waits for the devices before their buffers go.
   std::unique_ptr<split::Executor> exec;
   Recorded recorded;
+  // Context::embed: the sum over tokens of the final-norm hidden state, read back from the
+  // first device that runs the head (every such device holds the same rows).
+  std::vector<double>* hidden_sum = nullptr;  // [n_embd] while embed() runs
 
   Impl(Model& m, const ContextOptions& o)
       : model(m), c(m.config()), plan(m.plan()),
@@ -342,10 +346,13 @@ struct Context::Impl {
 
   // Final norm and this device's vocabulary rows of the LM head for the wanted rows.
   void head(DeviceState& d, const std::vector<Piece>& pieces, uint32_t T, uint32_t n_out) {
-    if (d.n_vocab == 0 || n_out == 0) return;
+    const bool capture = hidden_sum && &d == hidden_device();
+    if (d.n_vocab == 0 || (n_out == 0 && !capture)) return;
     const Shard& s = *d.shard;
     vk::CommandBuffer& cb = d.cb();
     norm(d, s.output_norm, T);
+    if (capture) cb.copy(d.h, 0, d.hidden, 0, uint64_t(T) * c.n_embd * 4);  // norm's barrier orders the write
+    if (n_out == 0) return;
     const vk::Buffer* in = &d.h;
     if (n_out != T) {  // gather the rows whose logits are wanted
       const uint64_t row = uint64_t(c.n_embd) * 4;
@@ -360,6 +367,19 @@ struct Context::Impl {
     linear(d, s.head(), s.head_offset(), d.n_vocab, *in, n_out, split::Slice{&d.logits, 0});
     cb.barrier();  // logits complete before the copy to host-visible memory
     cb.copy(d.logits, 0, d.readback, 0, uint64_t(n_out) * d.n_vocab * 4);
+  }
+
+  DeviceState* hidden_device() {
+    for (DeviceState& d : devs)
+      if (d.n_vocab > 0) return &d;
+    return nullptr;
+  }
+
+  // Adds the last forward pass's T hidden rows into *hidden_sum.
+  void collect_hidden(uint32_t T) {
+    const float* src = reinterpret_cast<const float*>(hidden_device()->hidden.mapped());
+    for (uint32_t r = 0; r < T; ++r)
+      for (uint32_t i = 0; i < c.n_embd; ++i) (*hidden_sum)[i] += src[size_t(r) * c.n_embd + i];
   }
 
   // Appends the logits rows of the last forward pass: each device's vocabulary slice, in order.
@@ -437,8 +457,32 @@ std::vector<float> Context::decode(std::span<const Segment> segments) {
       }
     }
     m.collect_logits(m.forward(pieces, T), out);
+    if (m.hidden_sum) m.collect_hidden(T);
   }
   return out;
+}
+
+std::vector<float> Context::embed(uint32_t seq, std::span<const int32_t> tokens) {
+  Impl& m = *impl_;
+  DeviceState* d = m.hidden_device();
+  if (!d) throw std::logic_error("embed: no device runs the model's head");
+  if (d->hidden.size() < uint64_t(m.n_ubatch) * m.c.n_embd * 4)
+    d->hidden = d->dev->create_buffer(uint64_t(m.n_ubatch) * m.c.n_embd * 4, vk::BufferKind::Host, kScratch);
+  std::vector<double> sum(m.c.n_embd, 0.0);
+  m.hidden_sum = &sum;
+  m.recorded.valid = false;  // recordings without the copy must not be replayed, nor this one later
+  try {
+    decode(seq, tokens);
+  } catch (...) {
+    m.hidden_sum = nullptr;
+    m.recorded.valid = false;
+    throw;
+  }
+  m.hidden_sum = nullptr;
+  m.recorded.valid = false;
+  std::vector<float> mean(m.c.n_embd);
+  for (size_t i = 0; i < mean.size(); ++i) mean[i] = static_cast<float>(sum[i] / static_cast<double>(tokens.size()));
+  return mean;
 }
 
 void Context::clear(uint32_t seq) { impl_->lengths.at(seq) = 0; }

@@ -118,6 +118,9 @@ class Context {
   std::vector<float> decode(std::span<const Segment> segments);
   // One segment.
   std::vector<float> decode(uint32_t seq, std::span<const int32_t> tokens, bool all_logits = false);
+  // Evaluates `tokens` into sequence `seq` as decode does and returns the mean over them of the
+  // hidden state after the final RMSNorm ([n_embd], the input of the LM head): an embedding.
+  std::vector<float> embed(uint32_t seq, std::span<const int32_t> tokens);
 
   void clear(uint32_t seq);                // forget a sequence's tokens
   // Keeps only a sequence's first n tokens (n at most its length): the next decode continues

@@ -22,6 +22,7 @@
 #include "engine/chat.h"
 #include "engine/gguf.h"
 #include "engine/vocab.h"
+#include "tools/chat_format.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/model_setup.h"
@@ -65,45 +66,6 @@ std::optional<std::string> read_line(bool tty, const char* prompt) {
 // A template or saved conversation: a regular file (or a pipe given on purpose) of bounded
 // size; a device such as /dev/zero, a directory or a FIFO without a writer is refused by name.
 std::string read_file(const std::string& what, const std::string& path) { return read_text_input(what, path); }
-
-// The template to use: --chat-template, else the model's, else chatml; one that does not
-// parse or render falls back to the built-in format it resembles, with a warning.
-ModelChatFormat choose_template(const gguf::File& f, const std::string& requested, const std::string& system) {
-  ModelChatFormat fmt = model_chat_format(f);
-  std::string origin = "the model's template";
-  if (!requested.empty()) {
-    if (auto b = builtin_chat_template(requested)) {
-      fmt.chat_template = *b;
-      origin = "the built-in '" + requested + "' format";
-    } else if (::access(requested.c_str(), R_OK) == 0) {
-      fmt.chat_template = read_file("--chat-template", requested);
-      origin = requested;
-    } else {
-      std::string names;
-      for (const std::string& n : builtin_chat_template_names()) names += (names.empty() ? "" : ", ") + n;
-      throw UsageError("--chat-template '" + requested + "' is neither a built-in format (" + names + ") nor a readable file");
-    }
-  } else if (fmt.chat_template.empty()) {
-    std::fprintf(stderr, "chat: the model has no chat template; using the built-in chatml format\n");
-    fmt.chat_template = *builtin_chat_template("chatml");
-    origin = "the built-in 'chatml' format";
-  }
-  try {  // a probe render: parse errors and templates that refuse a plain conversation
-    std::vector<ChatMessage> probe;
-    if (!system.empty()) probe.push_back({"system", system});
-    probe.push_back({"user", "hi"});
-    ChatTemplateOptions o;
-    o.bos_token = fmt.bos_token;
-    o.eos_token = fmt.eos_token;
-    (void)ChatTemplate::parse(fmt.chat_template).render(probe, o);
-  } catch (const TemplateError& e) {
-    const std::string fallback = guess_builtin_chat_template(fmt.chat_template);
-    std::fprintf(stderr, "chat: warning: %s cannot be rendered (%s); using the built-in '%s' format instead\n",
-                 origin.c_str(), e.what(), fallback.c_str());
-    fmt.chat_template = *builtin_chat_template(fallback);
-  }
-  return fmt;
-}
 
 void print_turn_stats(const ChatTurnStats& st, const ChatSession& chat) {
   const auto rate = [](size_t n, double ms) { return ms > 0 ? 1000.0 * static_cast<double>(n) / ms : 0.0; };
@@ -171,7 +133,7 @@ int cmd_chat(const std::vector<std::string>& args) {
 
   const gguf::File file = gguf::File::open(model_path);
   const Tokenizer tok(load_vocab(file));
-  const ModelChatFormat format = choose_template(file, template_arg, system);
+  const ModelChatFormat format = choose_chat_template(file, template_arg, system);
 
   const LoadedModel loaded = load_model(model_path, placement, validation, ContextRequest{n_ctx, 1, n_ubatch});
   Context ctx(*loaded.model, loaded.context);

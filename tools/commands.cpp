@@ -32,6 +32,7 @@ std::span<const Command> all_commands() {
       {"run", "generate text from a prompt (the completion on stdout)", cmd_run},
       {"fit", "plan a model on the devices without loading it: bytes per device, split, context", cmd_fit},
       {"perplexity", "measure a model's perplexity over a text file (llama-perplexity's method)", cmd_perplexity},
+      {"serve", "an OpenAI-compatible HTTP server with parallel slots (chat, completions, embeddings)", cmd_serve},
   };
   return table;
 }

@@ -39,6 +39,7 @@ int cmd_run(const std::vector<std::string>& args);
 int cmd_chat(const std::vector<std::string>& args);  // also `chorus run -cnv`
 int cmd_perplexity(const std::vector<std::string>& args);
 int cmd_fit(const std::vector<std::string>& args);
+int cmd_serve(const std::vector<std::string>& args);  // the HTTP server (server/)
 
 // Argument helpers for the options' values (tools/cli.h declares the options themselves).
 // Every number on the command line is parsed strictly: no sign (unless allowed), no spaces,

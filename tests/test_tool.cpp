@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <sys/stat.h>
@@ -253,9 +254,14 @@ TEST(ChorusTool, BenchMeasuresTheCrossProductOfDevicesAndSplitModesInEveryOutput
     EXPECT_TRUE(row["test"] == "pp8" || row["test"] == "tg4") << row;
     const bool two = row["devices"] == "0,0";
     EXPECT_EQ(row["ratios"].get<std::string>().size(), two ? 9u : 4u) << row;  // "0.50/0.50" or "1.00"
+    EXPECT_GT(row["dispatches_per_token"].get<double>(), 0) << row;
+    EXPECT_GT(row["barriers_per_token"].get<double>(), 0) << row;
     if (row["test"] == "tg4") {
       // One submit per device per token on every split; a tensor split reduces through the collective.
       EXPECT_EQ(row["submits_per_token"].get<double>(), 1.0) << row;
+      // Every decode token replays one recording: a whole number of dispatches per token.
+      const double d = row["dispatches_per_token"].get<double>();
+      EXPECT_EQ(d, std::floor(d)) << row;
       if (two && row["split_mode"] == "tensor") {
         ++tensor_tg_on_two;
         EXPECT_EQ(row["host_waits_per_token"].get<double>(), 1.0) << row;

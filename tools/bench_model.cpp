@@ -100,6 +100,7 @@ struct Row {
   Stat tps;
   std::vector<double> samples;
   double submits_per_token = 0, waits_per_token = 0;
+  double dispatches_per_token = 0, barriers_per_token = 0;  // the busiest device's
   std::optional<double> reduce_p50_us;
 };
 
@@ -125,6 +126,8 @@ nlohmann::ordered_json to_json(const Row& r) {
   j["samples_ts"] = r.samples;
   j["submits_per_token"] = r.submits_per_token;
   j["host_waits_per_token"] = r.waits_per_token;
+  j["dispatches_per_token"] = r.dispatches_per_token;
+  j["barriers_per_token"] = r.barriers_per_token;
   j["reduce_p50_us"] = r.reduce_p50_us ? nlohmann::ordered_json(*r.reduce_p50_us) : nlohmann::ordered_json(nullptr);
   return j;
 }
@@ -146,28 +149,30 @@ class Printer {
     rows_.push_back(r);
     if (f_ == Format::md) {
       if (rows_.size() == 1) {
-        std::printf("| %-24s | %-6s | %10s | %8s | %-7s | %-6s | %-14s | %4s | %7s | %18s | %7s | %8s | %10s |\n", "model",
-                    "type", "size", "params", "devices", "split", "ratios", "ub", "test", "t/s", "sub/tok", "wait/tok",
-                    "reduce p50");
-        std::printf("| %.24s | %.6s | %.9s: | %.7s: | %.7s | %.6s | %.14s | %.3s: | %.6s: | %.17s: | %.6s: | %.7s: | %.9s: |\n",
-                    kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash);
+        std::printf("| %-24s | %-6s | %10s | %8s | %-7s | %-6s | %-14s | %4s | %7s | %18s | %7s | %8s | %8s | %8s | %10s |\n",
+                    "model", "type", "size", "params", "devices", "split", "ratios", "ub", "test", "t/s", "sub/tok", "wait/tok",
+                    "disp/tok", "barr/tok", "reduce p50");
+        std::printf("| %.24s | %.6s | %.9s: | %.7s: | %.7s | %.6s | %.14s | %.3s: | %.6s: | %.17s: | %.6s: | %.7s: | %.7s: | %.7s: | %.9s: |\n",
+                    kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash);
       }
-      std::printf("| %-24.24s | %-6s | %6.2f MiB | %6.2f M | %-7s | %-6s | %-14s | %4u | %7s | %8.2f ± %7.2f | %7.2f | %8.2f | %10s |\n",
+      std::printf("| %-24.24s | %-6s | %6.2f MiB | %6.2f M | %-7s | %-6s | %-14s | %4u | %7s | %8.2f ± %7.2f | %7.2f | %8.2f | %8.1f | %8.1f | %10s |\n",
                   r.model.c_str(), r.type.c_str(), static_cast<double>(r.size) / (1 << 20), static_cast<double>(r.params) / 1e6,
                   r.devices.c_str(), r.split.c_str(), r.ratios.c_str(), r.n_ubatch,
-                  r.test.c_str(), r.tps.mean, r.tps.sd, r.submits_per_token, r.waits_per_token,
-                  r.reduce_p50_us ? (fixed(*r.reduce_p50_us, 1) + " us").c_str() : "-");
+                  r.test.c_str(), r.tps.mean, r.tps.sd, r.submits_per_token, r.waits_per_token, r.dispatches_per_token,
+                  r.barriers_per_token, r.reduce_p50_us ? (fixed(*r.reduce_p50_us, 1) + " us").c_str() : "-");
     } else if (f_ == Format::jsonl) {
       std::printf("%s\n", to_json(r).dump().c_str());
     } else if (f_ == Format::csv) {
       if (rows_.size() == 1)
         std::printf("model,arch,type,size_bytes,params,backend,devices,device_names,split_mode,ratios,n_ubatch,n_prompt,n_gen,"
-                    "test,repetitions,avg_ts,stddev_ts,submits_per_token,host_waits_per_token,reduce_p50_us\n");
-      std::printf("%s,%s,%s,%" PRIu64 ",%" PRIu64 ",%s,%s,%s,%s,%s,%u,%u,%u,%s,%u,%.6f,%.6f,%.4f,%.4f,%s\n",
+                    "test,repetitions,avg_ts,stddev_ts,submits_per_token,host_waits_per_token,dispatches_per_token,barriers_per_token,"
+                    "reduce_p50_us\n");
+      std::printf("%s,%s,%s,%" PRIu64 ",%" PRIu64 ",%s,%s,%s,%s,%s,%u,%u,%u,%s,%u,%.6f,%.6f,%.4f,%.4f,%.2f,%.2f,%s\n",
                   csv_field(r.model).c_str(), csv_field(r.arch).c_str(), r.type.c_str(), r.size, r.params, r.backend.c_str(),
                   csv_field(r.devices).c_str(), csv_field(r.device_names).c_str(), r.split.c_str(), csv_field(r.ratios).c_str(),
                   r.n_ubatch, r.n_prompt, r.n_gen, r.test.c_str(), r.reps, r.tps.mean, r.tps.sd, r.submits_per_token,
-                  r.waits_per_token, r.reduce_p50_us ? fixed(*r.reduce_p50_us, 3).c_str() : "");
+                  r.waits_per_token, r.dispatches_per_token, r.barriers_per_token,
+                  r.reduce_p50_us ? fixed(*r.reduce_p50_us, 3).c_str() : "");
     }
     flush_stdout();
   }
@@ -231,13 +236,17 @@ void bench_config(const Config& cfg, const std::vector<uint32_t>& pp, const std:
   // Times `reps` runs after one warm-up; each run's work is `run` over `n` tokens. The counters
   // cover the timed runs.
   const auto measure = [&](Row row, uint32_t n, const std::function<void()>& prepare, const std::function<void()>& run) {
-    std::vector<uint64_t> submits(devs.size(), 0);
+    std::vector<uint64_t> submits(devs.size(), 0), dispatches(devs.size(), 0), barriers(devs.size(), 0);
     uint64_t waits = 0;
     std::vector<uint32_t> latency_ns;
     for (uint32_t r = 0; r <= reps && !interrupted(); ++r) {
       prepare();
-      std::vector<uint64_t> submits0;
-      for (vk::Device* d : devs) submits0.push_back(d->counters().submits.load());
+      std::vector<uint64_t> submits0, dispatches0, barriers0;
+      for (vk::Device* d : devs) {
+        submits0.push_back(d->counters().submits.load());
+        dispatches0.push_back(d->counters().dispatches.load());
+        barriers0.push_back(d->counters().barriers.load());
+      }
       const uint64_t waits0 = ctx.counters().host_waits;
       const std::optional<split::CollectiveStats> cs0 = ctx.collective_stats();
       const auto t0 = std::chrono::steady_clock::now();
@@ -245,7 +254,11 @@ void bench_config(const Config& cfg, const std::vector<uint32_t>& pp, const std:
       const double ms = ms_since(t0);
       if (r == 0) continue;  // run 0 warms up
       row.samples.push_back(1000.0 * n / ms);
-      for (size_t k = 0; k < devs.size(); ++k) submits[k] += devs[k]->counters().submits.load() - submits0[k];
+      for (size_t k = 0; k < devs.size(); ++k) {
+        submits[k] += devs[k]->counters().submits.load() - submits0[k];
+        dispatches[k] += devs[k]->counters().dispatches.load() - dispatches0[k];
+        barriers[k] += devs[k]->counters().barriers.load() - barriers0[k];
+      }
       waits += ctx.counters().host_waits - waits0;
       if (const auto cs1 = ctx.collective_stats(); cs0 && cs1 && cs1->latency_ns.size() > cs0->latency_ns.size())
         latency_ns.insert(latency_ns.end(), cs1->latency_ns.begin() + static_cast<std::ptrdiff_t>(cs0->latency_ns.size()),
@@ -256,6 +269,10 @@ void bench_config(const Config& cfg, const std::vector<uint32_t>& pp, const std:
     for (uint64_t k : submits)  // the busiest device's submits
       row.submits_per_token = std::max(row.submits_per_token, static_cast<double>(k) / tokens);
     row.waits_per_token = static_cast<double>(waits) / tokens;
+    for (size_t k = 0; k < devs.size(); ++k) {
+      row.dispatches_per_token = std::max(row.dispatches_per_token, static_cast<double>(dispatches[k]) / tokens);
+      row.barriers_per_token = std::max(row.barriers_per_token, static_cast<double>(barriers[k]) / tokens);
+    }
     if (!latency_ns.empty()) {
       split::CollectiveStats d;
       d.latency_ns = std::move(latency_ns);
@@ -320,7 +337,8 @@ int bench_model(const std::vector<std::string>& args) {
       "\n"
       "Columns beyond llama-bench's: devices and split as loaded, ratios = each device's share of\n"
       "the weights it holds (as planned, not as requested), sub/tok = vkQueueSubmit calls per token\n"
-      "on the busiest device, wait/tok = host waits per token of the calling thread, reduce p50 =\n"
+      "on the busiest device, wait/tok = host waits per token of the calling thread, disp/tok and\n"
+      "barr/tok = compute dispatches and barriers executed per token on the busiest device, reduce p50 =\n"
       "the collective's reduce latency (tensor split; the proxy's sum and signals).");
   p.option({"-m", "--model"}, "FILE", "a GGUF model (repeat for several)",
            [&](const std::string&, const std::string& v) { models.push_back(v); })

@@ -41,6 +41,7 @@ void CommandBuffer::begin() {
   VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
   check(vkBeginCommandBuffer(cb_, &bi), device_->label() + ": beginning a command buffer");
   dispatches_ = 0;
+  barriers_ = 0;
 }
 
 void CommandBuffer::end() { check(vkEndCommandBuffer(cb_), device_->label() + ": ending a command buffer"); }
@@ -82,6 +83,7 @@ void CommandBuffer::dispatch(const Pipeline& pipeline, std::span<const BufferWin
 }
 
 void CommandBuffer::barrier() {
+  ++barriers_;
   VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
   mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
   mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |

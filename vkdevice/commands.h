@@ -46,6 +46,7 @@ class CommandBuffer {
 
   VkCommandBuffer handle() const { return cb_; }
   uint32_t dispatches() const { return dispatches_; }
+  uint32_t barriers() const { return barriers_; }  // barrier() calls since begin()
   Device& device() const { return *device_; }
   // The device may still run this command buffer (it stopped answering): the destructor
   // leaves its pool alone (a deliberate leak, reported on stderr) instead of destroying it in
@@ -58,6 +59,7 @@ class CommandBuffer {
   VkCommandPool pool_ = VK_NULL_HANDLE;
   VkCommandBuffer cb_ = VK_NULL_HANDLE;
   uint32_t dispatches_ = 0;
+  uint32_t barriers_ = 0;
 };
 
 // A timeline semaphore. Values only grow; each use names the value it stands for.

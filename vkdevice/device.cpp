@@ -238,6 +238,10 @@ void Device::submit(std::span<const Batch> batches) {
   std::lock_guard lock(queue_mutex_);
   check(vkQueueSubmit(queue_, static_cast<uint32_t>(sis.size()), sis.data(), VK_NULL_HANDLE), label_ + ": submitting work");
   counters_.submits.fetch_add(1);
+  for (const auto& b : batches) {
+    counters_.dispatches.fetch_add(b.cb->dispatches());
+    counters_.barriers.fetch_add(b.cb->barriers());
+  }
 }
 
 void Device::run(const CommandBuffer& cb) {

@@ -60,6 +60,8 @@ struct DeviceCounters {
   std::atomic<uint64_t> submits{0};      // vkQueueSubmit calls
   std::atomic<uint64_t> host_waits{0};   // host waits on a timeline value
   std::atomic<uint64_t> pipelines{0};    // compute pipelines created
+  std::atomic<uint64_t> dispatches{0};   // dispatches in the command buffers submitted
+  std::atomic<uint64_t> barriers{0};     // CommandBuffer::barrier()s in the command buffers submitted
 };
 
 class Device {

@@ -94,6 +94,12 @@ ModelConfig ModelConfig::from_gguf(const gguf::File& f) {
     fail(f, a + "rope.scaling.type '" + scaling + "' is not supported (chorus supports none and linear)");
   }
   c.rope_neox = c.spec->rope_neox;
+  c.glu = c.spec->glu;
+  c.sliding = c.spec->sliding;
+  if (c.spec->embd_scale_sqrt) c.embd_scale = std::sqrt(static_cast<float>(c.n_embd));
+  if (c.sliding.enabled) c.sliding_window = f.get_u32(a + "attention.sliding_window").value_or(0);
+  if (f.get_f32(a + "final_logit_softcapping") || f.get_f32(a + "attn_logit_softcapping"))
+    fail(f, a + "final_logit_softcapping / attn_logit_softcapping is set; chorus does not apply logit soft-capping");
 
   const gguf::TensorInfo& embd = f.require_tensor("token_embd.weight");
   if (embd.n_dims != 2 || embd.ne[0] != c.n_embd || embd.ne[1] == 0 || embd.ne[1] > (1u << 24))
@@ -113,6 +119,9 @@ ModelConfig ModelConfig::from_gguf(const gguf::File& f) {
   }
   c.qkv_bias = c.has(LayerTensor::attn_q_bias);
   c.qk_norm = c.has(LayerTensor::attn_q_norm);
+  c.post_norms = c.has(LayerTensor::post_attention_norm);
+  if (c.has(LayerTensor::post_ffw_norm) != c.post_norms)
+    fail(f, "blk.0 has one of post_attention_norm.weight and post_ffw_norm.weight but not both");
   if (c.has(LayerTensor::attn_k_bias) != c.qkv_bias || c.has(LayerTensor::attn_v_bias) != c.qkv_bias)
     fail(f, "blk.0 has some of attn_q.bias, attn_k.bias, attn_v.bias but not all three");
   if (c.has(LayerTensor::attn_k_norm) != c.qk_norm)

@@ -224,14 +224,16 @@ const std::string kSmolData = std::string(CHORUS_SOURCE_DIR) + "/tests/data/smol
 
 // Format of logits.bin (little-endian, written by make_reference.py):
 //   "CHRL" | u32 n_vocab | u32 n_positions | i32 positions[n_positions] | f32 logits[n_positions][n_vocab]
-SmolExpected read_smol_expected(uint32_t n_vocab) {
-  SmolExpected e;
+SmolExpected read_smol_expected(uint32_t n_vocab) { return read_expected_logits(kSmolData, n_vocab); }
+
+ExpectedLogits read_expected_logits(const std::string& dir, uint32_t n_vocab) {
+  ExpectedLogits e;
   {
-    std::ifstream ids(kSmolData + "prompt.ids.txt");
+    std::ifstream ids(dir + "/prompt.ids.txt");
     int32_t v = 0;
     while (ids >> v) e.ids.push_back(v);
   }
-  std::ifstream in(kSmolData + "logits.bin", std::ios::binary);
+  std::ifstream in(dir + "/logits.bin", std::ios::binary);
   char magic[4] = {};
   uint32_t nv = 0, np = 0;
   in.read(magic, 4);

@@ -91,14 +91,17 @@ class ReferenceModel {
 // Reads a whole tensor as F32 rows (dequantised): [n_rows][ne0].
 std::vector<float> dequantize_tensor(const gguf::TensorInfo& t);
 
-// The NumPy reference's output for SmolLM2-135M-Instruct Q4_1 (tests/data/smollm2/, made by
-// make_reference.py): the prompt ids and the logits of a few positions. Empty ids when the
-// files are missing or malformed.
-struct SmolExpected {
+// An independent NumPy reference's output (tests/data/<model>/, written by make_reference.py or
+// scripts/numpy_reference.py): the prompt ids and the logits of a few positions.
+struct ExpectedLogits {
   std::vector<int32_t> ids;        // the prompt
   std::vector<int32_t> positions;  // positions whose logits were stored
   std::vector<float> logits;       // [positions][n_vocab]
 };
+using SmolExpected = ExpectedLogits;
+// Reads dir/prompt.ids.txt and dir/logits.bin; empty ids when missing or malformed.
+ExpectedLogits read_expected_logits(const std::string& dir, uint32_t n_vocab);
+// SmolLM2-135M-Instruct Q4_1 (tests/data/smollm2/).
 SmolExpected read_smol_expected(uint32_t n_vocab);
 
 }  // namespace chorus::ref

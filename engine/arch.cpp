@@ -44,6 +44,20 @@ constexpr std::array<TensorSpec, 13> kGemma3Layer{{
     {L::post_ffw_norm, "post_ffw_norm.weight", Dim::embd, Dim::one, Cut::reduced, false},
 }};
 
+// The phi3 layer: attn_qkv holds Q, K and V rows, ffn_up holds gate then up rows; each is cut
+// segment by segment (a device's Q heads, KV heads and FFN range of each part).
+constexpr Segment kQkv[] = {{L::attn_q, Dim::q, Cut::q_rows}, {L::attn_k, Dim::kv, Cut::kv_rows},
+                            {L::attn_v, Dim::kv, Cut::kv_rows}};
+constexpr Segment kGateUp[] = {{L::ffn_gate, Dim::ff, Cut::ffn_rows}, {L::ffn_up, Dim::ff, Cut::ffn_rows}};
+constexpr std::array<TensorSpec, 6> kPhi3Layer{{
+    {L::attn_norm, "attn_norm.weight", Dim::embd, Dim::one, Cut::whole, false},
+    {L::attn_q, "attn_qkv.weight", Dim::embd, Dim::qkv, Cut::q_rows, false, kQkv},
+    {L::attn_output, "attn_output.weight", Dim::q, Dim::embd, Cut::q_cols, false},
+    {L::ffn_norm, "ffn_norm.weight", Dim::embd, Dim::one, Cut::whole, false},
+    {L::ffn_gate, "ffn_up.weight", Dim::embd, Dim::ff2, Cut::ffn_rows, false, kGateUp},
+    {L::ffn_down, "ffn_down.weight", Dim::ff, Dim::embd, Cut::ffn_cols, false},
+}};
+
 constexpr Architecture kArchitectures[] = {
     // Mistral's sliding window ({arch}.attention.sliding_window) applies to every layer.
     {"llama", "Llama 2/3, Mistral, TinyLlama, SmolLM2", false, kLlamaLayer, Glu::swiglu, false, {true, 0, 0}},
@@ -52,6 +66,9 @@ constexpr Architecture kArchitectures[] = {
     // Gemma 3: GeGLU, embedding scaled by sqrt(n_embd), post-norms, QK-norm, five windowed
     // layers (RoPE base 10000) to each global one (RoPE base from the metadata).
     {"gemma3", "Gemma 3: GeGLU, post-norms, sliding window", true, kGemma3Layer, Glu::geglu, true, {true, 6, 10000.0f}},
+    // Phi-3: fused QKV and gate/up, NeoX RoPE. Its sliding_window metadata is ignored, as
+    // llama.cpp ignores it for phi3.
+    {"phi3", "Phi-3 mini/medium: fused QKV and gate/up", true, kPhi3Layer},
 };
 
 }  // namespace

@@ -39,7 +39,11 @@ enum class LayerTensor : uint8_t {
 constexpr size_t kLayerTensors = static_cast<size_t>(LayerTensor::count);
 
 // A dimension of a tensor, in the model's terms.
-enum class Dim : uint8_t { one, embd, q, kv, ff, head_dim };
+enum class Dim : uint8_t {
+  one, embd, q, kv, ff, head_dim,
+  qkv,     // q + 2 kv: a fused [Q|K|V] tensor's rows (phi3 attn_qkv)
+  ff2,     // 2 ff: a fused [gate|up] tensor's rows (phi3 ffn_up)
+};
 
 // How a tensor is divided between the devices of a tensor split (a layer split moves whole
 // layers, so every tensor of a layer goes with it).
@@ -54,12 +58,23 @@ enum class Cut : uint8_t {
   ffn_cols,  // input columns by FFN range: ffn_down
 };
 
+// One part of a fused tensor: the rows of one role, cut between devices as that role is.
+struct Segment {
+  LayerTensor id;
+  Dim rows;
+  Cut cut;
+};
+
 struct TensorSpec {
   LayerTensor id;
   const char* name;   // "attn_q.weight"
   Dim ne0, ne1;       // GGUF ne[0] (contiguous) and ne[1] (Dim::one for a vector)
   Cut cut;
   bool optional;      // may be absent; then absent in every layer
+  // A fused tensor: its rows are these roles' rows one after another ([Q|K|V], [gate|up]).
+  // Each device loads its rows of every segment into that role's slot, so the forward pass
+  // sees separate tensors; `id` and `cut` are the first segment's.
+  std::span<const Segment> segments = {};
 };
 
 // The FFN's gated activation.

@@ -34,8 +34,11 @@ float require_positive_finite(const gguf::File& f, const std::string& key, float
 std::string layer_tensor(uint32_t layer, const char* name) { return "blk." + std::to_string(layer) + "." + name; }
 
 const TensorSpec& tensor_spec(const ModelConfig& c, LayerTensor t) {
-  for (const TensorSpec& s : c.spec->layer)
+  for (const TensorSpec& s : c.spec->layer) {
     if (s.id == t) return s;
+    for (const Segment& g : s.segments)
+      if (g.id == t) return s;
+  }
   throw std::logic_error("architecture " + c.arch + " has no tensor of that role");
 }
 
@@ -51,6 +54,8 @@ uint64_t dim(const ModelConfig& c, Dim d) {
     case Dim::kv: return c.n_kv();
     case Dim::ff: return c.n_ff;
     case Dim::head_dim: return c.head_dim;
+    case Dim::qkv: return uint64_t(c.n_q()) + 2 * uint64_t(c.n_kv());
+    case Dim::ff2: return 2 * uint64_t(c.n_ff);
   }
   return 0;
 }
@@ -116,7 +121,12 @@ ModelConfig ModelConfig::from_gguf(const gguf::File& f) {
     const bool here = f.find_tensor(layer_tensor(0, s.name)) != nullptr;
     if (!here && !s.optional) f.require_tensor(layer_tensor(0, s.name));  // throws naming it
     c.present[static_cast<size_t>(s.id)] = here;
+    for (const Segment& g : s.segments) c.present[static_cast<size_t>(g.id)] = here;
   }
+  for (const char* name : {"rope_factors_long.weight", "rope_factors_short.weight", "rope_freqs.weight"})
+    if (f.find_tensor(name))
+      fail(f, "tensor '" + std::string(name) + "' asks for per-dimension RoPE factors (LongRoPE / Llama 3.1 scaling), "
+              "which chorus does not apply");
   c.qkv_bias = c.has(LayerTensor::attn_q_bias);
   c.qk_norm = c.has(LayerTensor::attn_q_norm);
   c.post_norms = c.has(LayerTensor::post_attention_norm);

@@ -90,9 +90,21 @@ ReferenceModel::ReferenceModel(const std::string& gguf_path, const ReferenceOpti
     Layer& L = layers_[l];
     auto layer = [&](const char* name) { return load(layer_tensor(l, name)); };
     L.attn_norm = layer("attn_norm.weight");
-    L.wq = layer("attn_q.weight");
-    L.wk = layer("attn_k.weight");
-    L.wv = layer("attn_v.weight");
+    // Rows [r0, r0 + n) of a dequantised [rows][n_embd] matrix.
+    auto rows = [E = size_t{config_.n_embd}](const std::vector<float>& m, size_t r0, size_t n) {
+      return std::vector<float>(m.begin() + std::ptrdiff_t(r0 * E), m.begin() + std::ptrdiff_t((r0 + n) * E));
+    };
+    const size_t n_q = config_.n_q(), n_kv = config_.n_kv(), n_ff = config_.n_ff;
+    if (f.find_tensor(layer_tensor(l, "attn_qkv.weight"))) {  // phi3: Q, K and V rows in one tensor
+      const std::vector<float> qkv = layer("attn_qkv.weight");
+      L.wq = rows(qkv, 0, n_q);
+      L.wk = rows(qkv, n_q, n_kv);
+      L.wv = rows(qkv, n_q + n_kv, n_kv);
+    } else {
+      L.wq = layer("attn_q.weight");
+      L.wk = layer("attn_k.weight");
+      L.wv = layer("attn_v.weight");
+    }
     if (config_.qkv_bias) {
       L.bq = layer("attn_q.bias");
       L.bk = layer("attn_k.bias");
@@ -104,8 +116,14 @@ ReferenceModel::ReferenceModel(const std::string& gguf_path, const ReferenceOpti
     }
     L.wo = layer("attn_output.weight");
     L.ffn_norm = layer("ffn_norm.weight");
-    L.w_gate = layer("ffn_gate.weight");
-    L.w_up = layer("ffn_up.weight");
+    if (f.find_tensor(layer_tensor(l, "ffn_gate.weight"))) {
+      L.w_gate = layer("ffn_gate.weight");
+      L.w_up = layer("ffn_up.weight");
+    } else {  // phi3: ffn_up holds the gate rows, then the up rows
+      const std::vector<float> gate_up = layer("ffn_up.weight");
+      L.w_gate = rows(gate_up, 0, n_ff);
+      L.w_up = rows(gate_up, n_ff, n_ff);
+    }
     L.w_down = layer("ffn_down.weight");
     if (config_.post_norms) {
       L.post_attn_norm = layer("post_attention_norm.weight");

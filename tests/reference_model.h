@@ -6,7 +6,8 @@
 //   x = token_embd[token] * embd_scale                  (gemma: sqrt(n_embd), else 1)
 //   per layer l:
 //     h = RMSNorm(x, eps) * attn_norm
-//     q, k, v = Wq h (+bq), Wk h (+bk), Wv h (+bv)         (biases: qwen2)
+//     q, k, v = Wq h (+bq), Wk h (+bk), Wv h (+bv)         (biases: qwen2; phi3: the rows of
+//       the fused attn_qkv, and Wgate / Wup the two halves of the fused ffn_up)
 //     q, k = RMSNorm of each head * attn_q_norm / attn_k_norm (QK-norm: qwen3, gemma3)
 //     RoPE on q and k (llama: pairs (2i, 2i+1); qwen2/NeoX: (i, i + d/2)),
 //       theta_i = pos * freq_scale * base^(-2i / rope_dims), base and scale of the layer

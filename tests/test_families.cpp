@@ -4,7 +4,7 @@
 // gemma3 (GeGLU, scaled embedding, post-norms, one KV head, a tied head, windowed layers with
 // their own RoPE base around a global one with linear RoPE scaling) and llama with Mistral's
 // sliding window: the GPU forward pass against the C++ reference, on one device, on tensor
-// splits and on a layer split.
+// splits and on a layer split; phi3 (fused attn_qkv and gate|up ffn_up, cut segment by segment).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -49,6 +49,10 @@ constexpr TinyQwen2 kQwen3{64, 4, 2, 32, 96, 100, GgmlType::F16, GgmlType::Q8_0,
 // layers (5 is the global one), a window of 5 positions, Q8_0 tied head/embedding.
 constexpr TinyQwen2 kGemma3{64, 4, 1, 32, 96, 100, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::F16,
                             GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::F16, GgmlType::Q8_0, "gemma3", "gemma3", 7, 5};
+// phi3: fused attn_qkv (4 Q heads of 16, 2 KV heads: segments 64 | 32 | 32 rows) and fused
+// ffn_up (gate | up, 96 rows each), Q8_0/F16.
+constexpr TinyQwen2 kPhi3{64, 4, 2, 16, 96, 100, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::F16,
+                          GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, "phi3", "phi3"};
 // llama with Mistral's sliding window of 4 positions in every layer.
 constexpr TinyQwen2 kMistral{64, 4, 2, 16, 96, 100, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::F16,
                              GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::F16, GgmlType::Q8_0, "mistral", "llama", 2, 4};
@@ -56,7 +60,7 @@ constexpr TinyQwen2 kMistral{64, 4, 2, 16, 96, 100, GgmlType::F16, GgmlType::Q8_
 std::string write_tiny_qwen2(const TinyQwen2& m) {
   const uint32_t E = m.E, H = m.H, KV = m.KV, D = m.D, F = m.F, V = m.V, L = m.layers;
   const std::string a = m.arch;
-  const bool gemma3 = a == "gemma3", qk_norm = a == "qwen3" || gemma3, bias = a == "qwen2";
+  const bool gemma3 = a == "gemma3", qk_norm = a == "qwen3" || gemma3, bias = a == "qwen2", phi3 = a == "phi3";
   std::mt19937 rng(7);
   test::ModelWriter w;
   w.kv_str("general.architecture", a);
@@ -82,9 +86,13 @@ std::string write_tiny_qwen2(const TinyQwen2& m) {
   for (uint32_t l = 0; l < L; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     w.tensor(b + "attn_norm.weight", E, 1, GgmlType::F32, 1.0f, rng);
-    w.tensor(b + "attn_q.weight", E, H * D, m.q, 0.2f, rng);
-    w.tensor(b + "attn_k.weight", E, KV * D, m.k, 0.2f, rng);
-    w.tensor(b + "attn_v.weight", E, KV * D, GgmlType::F32, 0.2f, rng);
+    if (phi3) {
+      w.tensor(b + "attn_qkv.weight", E, (H + 2 * KV) * D, m.q, 0.2f, rng);
+    } else {
+      w.tensor(b + "attn_q.weight", E, H * D, m.q, 0.2f, rng);
+      w.tensor(b + "attn_k.weight", E, KV * D, m.k, 0.2f, rng);
+      w.tensor(b + "attn_v.weight", E, KV * D, GgmlType::F32, 0.2f, rng);
+    }
     if (qk_norm) {
       w.tensor(b + "attn_q_norm.weight", D, 1, GgmlType::F32, 1.0f, rng);
       w.tensor(b + "attn_k_norm.weight", D, 1, GgmlType::F32, 1.0f, rng);
@@ -96,8 +104,12 @@ std::string write_tiny_qwen2(const TinyQwen2& m) {
     }
     w.tensor(b + "attn_output.weight", H * D, E, m.o, 0.2f, rng);
     w.tensor(b + "ffn_norm.weight", E, 1, GgmlType::F32, 1.0f, rng);
-    w.tensor(b + "ffn_gate.weight", E, F, m.gate, 0.2f, rng);
-    w.tensor(b + "ffn_up.weight", E, F, m.up, 0.2f, rng);
+    if (phi3) {
+      w.tensor(b + "ffn_up.weight", E, 2 * F, m.up, 0.2f, rng);
+    } else {
+      w.tensor(b + "ffn_gate.weight", E, F, m.gate, 0.2f, rng);
+      w.tensor(b + "ffn_up.weight", E, F, m.up, 0.2f, rng);
+    }
     w.tensor(b + "ffn_down.weight", F, E, m.down, 0.2f, rng);
     if (gemma3) {
       w.tensor(b + "post_attention_norm.weight", E, 1, GgmlType::F32, 1.0f, rng);
@@ -177,6 +189,10 @@ INSTANTIATE_TEST_SUITE_P(Qwen3, Families,
 INSTANTIATE_TEST_SUITE_P(Gemma3, Families,
                          ::testing::Combine(::testing::Values(&kOne, &kHalves, &kFiveThreeOne, &kLayerHalves),
                                             ::testing::Values(&kGemma3)),
+                         [](const auto& p) { return ratio_name(*std::get<0>(p.param)); });
+INSTANTIATE_TEST_SUITE_P(Phi3, Families,
+                         ::testing::Combine(::testing::Values(&kOne, &kHalves, &kFiveThreeOne, &kLayerHalves),
+                                            ::testing::Values(&kPhi3)),
                          [](const auto& p) { return ratio_name(*std::get<0>(p.param)); });
 INSTANTIATE_TEST_SUITE_P(MistralSlidingWindow, Families,
                          ::testing::Combine(::testing::Values(&kOne, &kHalves, &kFiveThreeOne, &kLayerHalves),

@@ -355,7 +355,7 @@ struct Context::Impl {
     norm(d, W[L::ffn_norm], T);
     linear(d, W[L::ffn_gate], d.h, T, d.gate);
     linear(d, W[L::ffn_up], d.h, T, d.up);
-    d.cb().barrier();  // gate and up complete before SwiGLU
+    d.cb().barrier();  // gate and up complete before the GLU
     const auto glu = c.glu == Glu::geglu ? ops::geglu : ops::swiglu;
     glu(*d.k, d.cb(), d.gate, 0, d.up, 0, d.gate, 0, ops::GluShape{d.n_ff, T});
     d.cb().barrier();  // activation feeds the down projection

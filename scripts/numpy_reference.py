@@ -4,9 +4,9 @@
 Reads and dequantises the model with the `gguf` Python package (gguf.GGUFReader,
 gguf.quants.dequantize) -- none of chorus's C++ -- and runs each chunk as one causal batch in
 float64 (F32 weights as dequantised, K and V rounded through float16 as chorus's F16 KV cache
-unless --f32-kv). Architectures: llama (SmolLM2, Mistral-style sliding window) and gemma3
+unless --f32-kv). Architectures: llama (SmolLM2, Mistral-style sliding window), gemma3
 (GeGLU, embedding * sqrt(n_embd), QK-norm, post-norms, 5 windowed layers at RoPE base 10000
-to each global one, NeoX RoPE).
+to each global one, NeoX RoPE) and phi3 (fused attn_qkv and gate|up ffn_up, NeoX RoPE).
 
 Two modes:
 
@@ -52,8 +52,8 @@ class Model:
         r = gguf.GGUFReader(path)
         self.reader = r
         self.arch = field(r, "general.architecture")
-        if self.arch not in ("llama", "gemma3"):
-            sys.exit(f"{path}: architecture {self.arch}; this reference runs llama and gemma3")
+        if self.arch not in ("llama", "gemma3", "phi3"):
+            sys.exit(f"{path}: architecture {self.arch}; this reference runs llama, gemma3 and phi3")
         a = self.arch + "."
         self.n_embd = int(field(r, a + "embedding_length"))
         self.n_layer = int(field(r, a + "block_count"))
@@ -67,9 +67,10 @@ class Model:
         self.freq_scale = 1.0 / float(field(r, a + "rope.scaling.factor")) if scaling == "linear" else 1.0
         if scaling not in ("none", "linear"):
             sys.exit(f"rope scaling {scaling} is not supported here")
-        self.window = int(field(r, a + "attention.sliding_window", 0))
+        # phi3's sliding_window metadata is not applied (as llama.cpp does not apply it).
+        self.window = 0 if self.arch == "phi3" else int(field(r, a + "attention.sliding_window", 0))
         self.gemma = self.arch == "gemma3"
-        self.neox = self.gemma
+        self.neox = self.arch in ("gemma3", "phi3")
         self.bos = int(field(r, "tokenizer.ggml.bos_token_id", -1))
         self.add_bos = bool(field(r, "tokenizer.ggml.add_bos_token", self.arch == "llama"))
         self.f16_kv = f16_kv
@@ -125,9 +126,15 @@ class Model:
         for l in range(self.n_layer):
             p = f"blk.{l}."
             h = self.rms_norm(x, self.vec(p + "attn_norm.weight"))
-            q = (h @ self.W(p + "attn_q.weight").T).reshape(T, H, hd)
-            k = (h @ self.W(p + "attn_k.weight").T).reshape(T, KV, hd)
-            v = (h @ self.W(p + "attn_v.weight").T).reshape(T, KV, hd)
+            if p + "attn_qkv.weight" in self.tensors:  # phi3: rows Q, then K, then V
+                qkv = h @ self.W(p + "attn_qkv.weight").T
+                q = qkv[:, :H * hd].reshape(T, H, hd)
+                k = qkv[:, H * hd:(H + KV) * hd].reshape(T, KV, hd)
+                v = qkv[:, (H + KV) * hd:].reshape(T, KV, hd)
+            else:
+                q = (h @ self.W(p + "attn_q.weight").T).reshape(T, H, hd)
+                k = (h @ self.W(p + "attn_k.weight").T).reshape(T, KV, hd)
+                v = (h @ self.W(p + "attn_v.weight").T).reshape(T, KV, hd)
             if p + "attn_q_norm.weight" in self.tensors:
                 q = self.rms_norm(q, self.vec(p + "attn_q_norm.weight"))
                 k = self.rms_norm(k, self.vec(p + "attn_k_norm.weight"))
@@ -151,8 +158,11 @@ class Model:
                 o = self.rms_norm(o, self.vec(p + "post_attention_norm.weight"))
             x = x + o
             h = self.rms_norm(x, self.vec(p + "ffn_norm.weight"))
-            g = h @ self.W(p + "ffn_gate.weight").T
-            u = h @ self.W(p + "ffn_up.weight").T
+            if p + "ffn_gate.weight" in self.tensors:
+                g = h @ self.W(p + "ffn_gate.weight").T
+                u = h @ self.W(p + "ffn_up.weight").T
+            else:  # phi3: ffn_up holds the gate rows, then the up rows
+                g, u = np.split(h @ self.W(p + "ffn_up.weight").T, 2, axis=1)
             if self.gemma:
                 act = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3)))
             else:
@@ -254,10 +264,10 @@ def cmd_logits(a):
         f.write(b"CHRL" + struct.pack("<II", logits.shape[1], len(positions)))
         f.write(np.asarray(positions, dtype="<i4").tobytes())
         f.write(logits.astype("<f4").tobytes())
-    tokens = field(m.reader, "tokenizer.ggml.tokens")
+    tokens = field(m.reader, "tokenizer.ggml.tokens")  # absent from the tests' tiny models
     for k, p in enumerate(positions):
-        top = np.argsort(-logits[k])[:3]
-        print(f"position {p}: top-3 next tokens {[(int(t), tokens[t]) for t in top]}", file=sys.stderr)
+        top = [int(t) for t in np.argsort(-logits[k])[:3]]
+        print(f"position {p}: top-3 next tokens {[(t, tokens[t] if tokens else None) for t in top]}", file=sys.stderr)
 
 
 def main():

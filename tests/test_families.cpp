@@ -5,8 +5,11 @@
 // their own RoPE base around a global one with linear RoPE scaling) and llama with Mistral's
 // sliding window: the GPU forward pass against the C++ reference, on one device, on tensor
 // splits and on a layer split; phi3 (fused attn_qkv and gate|up ffn_up, cut segment by segment).
+// gemma3, phi3 and the Mistral window are also checked against the independent NumPy reference
+// (scripts/numpy_reference.py, run by the test: python3 with gguf and numpy).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -174,6 +177,38 @@ TEST_P(Families, LogitsMatchTheCppReferenceOnOneDeviceAndOnSplits) {
   std::filesystem::remove_all(std::filesystem::path(path).parent_path());
 }
 
+// The same tiny models against the independent NumPy reference (scripts/numpy_reference.py: float64,
+// K and V rounded through f16 as the GPU's cache, no chorus code) at three positions of the prompt.
+class FamiliesNumPy : public test::GpuTestP<std::tuple<const Split*, const TinyQwen2*>> {};
+
+TEST_P(FamiliesNumPy, LogitsMatchTheIndependentNumPyReferenceWithin1e3) {
+  const Split& sp = *std::get<0>(GetParam());
+  const TinyQwen2& tiny = *std::get<1>(GetParam());
+  const std::string path = write_tiny_qwen2(tiny);
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  const std::vector<int32_t> prompt{3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26};
+  std::string ids;
+  for (int32_t t : prompt) ids += (ids.empty() ? "" : " ") + std::to_string(t);
+  const std::string cmd = "python3 '" + std::string(CHORUS_SOURCE_DIR) + "/scripts/numpy_reference.py' logits -m '" +
+                          path + "' --ids '" + ids + "' --positions 0,5,11 --out '" + (dir / "numpy").string() +
+                          "' >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0)
+      << cmd << "\nfailed: it needs python3 with the gguf and numpy packages (scripts/install-deps.sh installs them)";
+  std::vector<vk::Device*> devices;
+  for (size_t i = 0; i < sp.ratios.size(); ++i) devices.push_back(&test::device(static_cast<int>(i)));
+  auto model = Model::load(path, devices, split::SplitRequest{sp.mode, sp.ratios, 0});
+  const uint32_t V = model->config().n_vocab;
+  const ref::ExpectedLogits e = ref::read_expected_logits((dir / "numpy").string(), V);
+  ASSERT_EQ(e.ids, prompt) << "cannot read the reference's output in " << dir / "numpy";
+  Context ctx(*model, ContextOptions{64, 1, 512});
+  const auto got = ctx.decode(0, prompt, true);
+  for (size_t k = 0; k < e.positions.size(); ++k) {
+    const std::span<const float> want(e.logits.data() + k * V, V), row(got.data() + size_t(e.positions[k]) * V, V);
+    EXPECT_LE(test::nmse(want, row), 1e-6) << "position " << e.positions[k] << " (relative L2 error above 1e-3)";
+  }
+  std::filesystem::remove_all(dir);
+}
+
 std::string ratio_name(const Split& sp) {
   std::string s;
   for (double v : sp.ratios) s += (s.empty() ? "" : "_") + std::to_string(static_cast<int>(v));
@@ -194,6 +229,12 @@ INSTANTIATE_TEST_SUITE_P(Phi3, Families,
                          ::testing::Combine(::testing::Values(&kOne, &kHalves, &kFiveThreeOne, &kLayerHalves),
                                             ::testing::Values(&kPhi3)),
                          [](const auto& p) { return ratio_name(*std::get<0>(p.param)); });
+INSTANTIATE_TEST_SUITE_P(NumPy, FamiliesNumPy,
+                         ::testing::Combine(::testing::Values(&kOne, &kFiveThreeOne),
+                                            ::testing::Values(&kGemma3, &kPhi3, &kMistral)),
+                         [](const auto& p) {
+                           return std::string(std::get<1>(p.param)->name) + "_" + ratio_name(*std::get<0>(p.param));
+                         });
 INSTANTIATE_TEST_SUITE_P(MistralSlidingWindow, Families,
                          ::testing::Combine(::testing::Values(&kOne, &kHalves, &kFiveThreeOne, &kLayerHalves),
                                             ::testing::Values(&kMistral)),

@@ -9,7 +9,7 @@ using L = LayerTensor;
 
 // The llama layer: pre-norm attention and SwiGLU FFN. Q/K/V biases (qwen2) and QK-norm
 // (qwen3) are optional tensors: a model has them or not, in every layer.
-constexpr std::array<TensorSpec, kLayerTensors> kLlamaLayer{{
+constexpr std::array<TensorSpec, 14> kLlamaLayer{{
     {L::attn_norm, "attn_norm.weight", Dim::embd, Dim::one, Cut::whole, false},
     {L::attn_q, "attn_q.weight", Dim::embd, Dim::q, Cut::q_rows, false},
     {L::attn_k, "attn_k.weight", Dim::embd, Dim::kv, Cut::kv_rows, false},
@@ -26,10 +26,49 @@ constexpr std::array<TensorSpec, kLayerTensors> kLlamaLayer{{
     {L::ffn_down, "ffn_down.weight", Dim::ff, Dim::embd, Cut::ffn_cols, false},
 }};
 
+// The gemma3 layer: the llama layer with QK-norm, plus an RMSNorm of each block's reduced
+// output before it joins the residual (post_attention_norm, post_ffw_norm).
+constexpr std::array<TensorSpec, 13> kGemma3Layer{{
+    {L::attn_norm, "attn_norm.weight", Dim::embd, Dim::one, Cut::whole, false},
+    {L::attn_q, "attn_q.weight", Dim::embd, Dim::q, Cut::q_rows, false},
+    {L::attn_k, "attn_k.weight", Dim::embd, Dim::kv, Cut::kv_rows, false},
+    {L::attn_v, "attn_v.weight", Dim::embd, Dim::kv, Cut::kv_rows, false},
+    {L::attn_q_norm, "attn_q_norm.weight", Dim::head_dim, Dim::one, Cut::whole, false},
+    {L::attn_k_norm, "attn_k_norm.weight", Dim::head_dim, Dim::one, Cut::whole, false},
+    {L::attn_output, "attn_output.weight", Dim::q, Dim::embd, Cut::q_cols, false},
+    {L::post_attention_norm, "post_attention_norm.weight", Dim::embd, Dim::one, Cut::reduced, false},
+    {L::ffn_norm, "ffn_norm.weight", Dim::embd, Dim::one, Cut::whole, false},
+    {L::ffn_gate, "ffn_gate.weight", Dim::embd, Dim::ff, Cut::ffn_rows, false},
+    {L::ffn_up, "ffn_up.weight", Dim::embd, Dim::ff, Cut::ffn_rows, false},
+    {L::ffn_down, "ffn_down.weight", Dim::ff, Dim::embd, Cut::ffn_cols, false},
+    {L::post_ffw_norm, "post_ffw_norm.weight", Dim::embd, Dim::one, Cut::reduced, false},
+}};
+
+// The phi3 layer: attn_qkv holds Q, K and V rows, ffn_up holds gate then up rows; each is cut
+// segment by segment (a device's Q heads, KV heads and FFN range of each part).
+constexpr Segment kQkv[] = {{L::attn_q, Dim::q, Cut::q_rows}, {L::attn_k, Dim::kv, Cut::kv_rows},
+                            {L::attn_v, Dim::kv, Cut::kv_rows}};
+constexpr Segment kGateUp[] = {{L::ffn_gate, Dim::ff, Cut::ffn_rows}, {L::ffn_up, Dim::ff, Cut::ffn_rows}};
+constexpr std::array<TensorSpec, 6> kPhi3Layer{{
+    {L::attn_norm, "attn_norm.weight", Dim::embd, Dim::one, Cut::whole, false},
+    {L::attn_q, "attn_qkv.weight", Dim::embd, Dim::qkv, Cut::q_rows, false, kQkv},
+    {L::attn_output, "attn_output.weight", Dim::q, Dim::embd, Cut::q_cols, false},
+    {L::ffn_norm, "ffn_norm.weight", Dim::embd, Dim::one, Cut::whole, false},
+    {L::ffn_gate, "ffn_up.weight", Dim::embd, Dim::ff2, Cut::ffn_rows, false, kGateUp},
+    {L::ffn_down, "ffn_down.weight", Dim::ff, Dim::embd, Cut::ffn_cols, false},
+}};
+
 constexpr Architecture kArchitectures[] = {
-    {"llama", "Llama 2/3, Mistral, TinyLlama, SmolLM2", false, kLlamaLayer},
+    // Mistral's sliding window ({arch}.attention.sliding_window) applies to every layer.
+    {"llama", "Llama 2/3, Mistral, TinyLlama, SmolLM2", false, kLlamaLayer, Glu::swiglu, false, {true, 0, 0}},
     {"qwen2", "Qwen 2/2.5: Q/K/V biases, NeoX RoPE", true, kLlamaLayer},
     {"qwen3", "Qwen 3 dense: QK-norm, NeoX RoPE", true, kLlamaLayer},
+    // Gemma 3: GeGLU, embedding scaled by sqrt(n_embd), post-norms, QK-norm, five windowed
+    // layers (RoPE base 10000) to each global one (RoPE base from the metadata).
+    {"gemma3", "Gemma 3: GeGLU, post-norms, sliding window", true, kGemma3Layer, Glu::geglu, true, {true, 6, 10000.0f}},
+    // Phi-3: fused QKV and gate/up, NeoX RoPE. Its sliding_window metadata is ignored, as
+    // llama.cpp ignores it for phi3.
+    {"phi3", "Phi-3 mini/medium: fused QKV and gate/up", true, kPhi3Layer},
 };
 
 }  // namespace

@@ -28,26 +28,41 @@ enum class LayerTensor : uint8_t {
   attn_q_norm,  // [head_dim]          RMSNorm of every Q head before RoPE (QK-norm)
   attn_k_norm,  // [head_dim]          RMSNorm of every K head before RoPE
   attn_output,  // [n_q, n_embd]
+  post_attention_norm,  // [n_embd]    RMSNorm of the reduced attention output (gemma3)
   ffn_norm,     // [n_embd]
   ffn_gate,     // [n_embd, n_ff]
   ffn_up,       // [n_embd, n_ff]
   ffn_down,     // [n_ff, n_embd]
+  post_ffw_norm,  // [n_embd]          RMSNorm of the reduced FFN output (gemma3)
   count
 };
 constexpr size_t kLayerTensors = static_cast<size_t>(LayerTensor::count);
 
 // A dimension of a tensor, in the model's terms.
-enum class Dim : uint8_t { one, embd, q, kv, ff, head_dim };
+enum class Dim : uint8_t {
+  one, embd, q, kv, ff, head_dim,
+  qkv,     // q + 2 kv: a fused [Q|K|V] tensor's rows (phi3 attn_qkv)
+  ff2,     // 2 ff: a fused [gate|up] tensor's rows (phi3 ffn_up)
+};
 
 // How a tensor is divided between the devices of a tensor split (a layer split moves whole
 // layers, so every tensor of a layer goes with it).
 enum class Cut : uint8_t {
-  whole,     // every device holding the layer has all of it (norm weights)
+  whole,     // every device with a share of the tensor's block has all of it (norm weights)
+  reduced,   // every device running the layer has all of it, even with no share of the
+             // block: it applies to the reduced sum (post-norms)
   q_rows,    // output rows (or vector elements) by Q head: attn_q and its bias
   kv_rows,   // output rows by KV head: attn_k, attn_v and their biases
   q_cols,    // input columns by Q head, whole quantisation blocks: attn_output
   ffn_rows,  // output rows by FFN range: ffn_gate, ffn_up
   ffn_cols,  // input columns by FFN range: ffn_down
+};
+
+// One part of a fused tensor: the rows of one role, cut between devices as that role is.
+struct Segment {
+  LayerTensor id;
+  Dim rows;
+  Cut cut;
 };
 
 struct TensorSpec {
@@ -56,6 +71,27 @@ struct TensorSpec {
   Dim ne0, ne1;       // GGUF ne[0] (contiguous) and ne[1] (Dim::one for a vector)
   Cut cut;
   bool optional;      // may be absent; then absent in every layer
+  // A fused tensor: its rows are these roles' rows one after another ([Q|K|V], [gate|up]).
+  // Each device loads its rows of every segment into that role's slot, so the forward pass
+  // sees separate tensors; `id` and `cut` are the first segment's.
+  std::span<const Segment> segments = {};
+};
+
+// The FFN's gated activation.
+enum class Glu : uint8_t {
+  swiglu,  // silu(gate) * up
+  geglu,   // gelu_tanh(gate) * up
+};
+
+// Sliding-window attention layered with global attention (gemma3): which layers use the
+// window and what RoPE base those layers use. The window itself is metadata
+// ({arch}.attention.sliding_window).
+struct SlidingLayers {
+  bool enabled = false;    // the family reads {arch}.attention.sliding_window (else ignores it)
+  uint32_t period = 0;     // 0: every layer uses the window when there is one; else layer l is
+                           // global when (l + 1) % period == 0 and windowed otherwise
+  float rope_base = 0;     // RoPE base of windowed layers, which then use no RoPE scaling
+                           // (0: the global layers' base and scaling)
 };
 
 struct Architecture {
@@ -63,6 +99,9 @@ struct Architecture {
   const char* examples;   // for messages: "Llama 2/3, Mistral, SmolLM2"
   bool rope_neox;         // RoPE rotates pairs (i, i + d/2) instead of (2i, 2i+1)
   std::span<const TensorSpec> layer;
+  Glu glu = Glu::swiglu;
+  bool embd_scale_sqrt = false;  // the embedding is multiplied by sqrt(n_embd) (gemma)
+  SlidingLayers sliding{};
 };
 
 // The architecture of that name, or null.

@@ -55,6 +55,7 @@ struct DeviceState {
   vk::Buffer gate;  // [T][n_ff]
   vk::Buffer up;    // [T][n_ff]
   vk::Buffer sel;   // [T][n_embd] rows whose logits are wanted
+  vk::Buffer embd_scale;  // [1] the embedding's scale (when it is not 1)
   vk::Buffer logits;    // [rows][n_vocab local], grown on demand
   vk::Buffer readback;  // host-visible copy of logits
   uint32_t logits_rows = 0;
@@ -160,6 +161,10 @@ struct Context::Impl {
     d.gate = f32(uint64_t(T) * d.n_ff);
     d.up = f32(uint64_t(T) * d.n_ff);
     d.sel = f32(uint64_t(T) * c.n_embd);
+    if (c.embd_scale != 1.0f) {
+      d.embd_scale = f32(1);
+      dev.upload(d.embd_scale, std::span<const float>(&c.embd_scale, 1));
+    }
     grow_logits(d, 1);
     return d;
   }
@@ -210,10 +215,11 @@ struct Context::Impl {
       exec->receive(d.index, d.x);
     for (uint32_t l = static_cast<uint32_t>(sp.layers.begin); l < sp.layers.end; ++l) {
       const uint32_t k = 2 * l;
+      const Layer& W = d.shard->layers[l];
       if (d.n_q) attention(d, l, pieces, T, exec->partial(d.index, k), replay);
-      add_to_residual(d, exec->reduce(d.index, k, d.n_q > 0), T);
+      add_to_residual(d, post_norm(d, W[L::post_attention_norm], exec->reduce(d.index, k, d.n_q > 0), T), T);
       if (d.n_ff) ffn(d, l, T, exec->partial(d.index, k + 1));
-      add_to_residual(d, exec->reduce(d.index, k + 1, d.n_ff > 0), T);
+      add_to_residual(d, post_norm(d, W[L::post_ffw_norm], exec->reduce(d.index, k + 1, d.n_ff > 0), T), T);
     }
     head(d, pieces, T, n_out);
     exec->send(d.index, d.x);  // the hidden state on to the next device of a pipeline
@@ -226,7 +232,20 @@ struct Context::Impl {
     gr.n_rows = c.n_vocab;
     gr.n_ids = T;
     ops::get_rows(*d.k, d.cb(), d.shard->tok_embd.buf, 0, d.ids, 0, d.x, 0, gr);
-    d.cb().barrier();  // x is read by the first norm
+    d.cb().barrier();  // x is read by the first norm (or the scale)
+    if (c.embd_scale != 1.0f) {  // gemma: x *= sqrt(n_embd)
+      ops::mul(*d.k, d.cb(), d.x, 0, d.embd_scale, 0, d.x, 0, T * c.n_embd, 1);
+      d.cb().barrier();  // scaled x is read by the first norm
+    }
+  }
+
+  // The reduced sum of a block, RMSNormed into h when the family has post-norms (gemma3):
+  // every device norms the same sum, so the residuals stay identical.
+  split::Slice post_norm(DeviceState& d, const DeviceTensor& weight, split::Slice sum, uint32_t T) {
+    if (!c.post_norms) return sum;
+    ops::rms_norm(*d.k, d.cb(), *sum.buffer, sum.offset, &weight.buf, 0, d.h, 0, ops::RmsNormShape{c.n_embd, T, c.rms_eps});
+    d.cb().barrier();  // the normed sum joins the residual
+    return split::Slice{&d.h, 0};
   }
 
   // x += the reduced sum.
@@ -283,8 +302,8 @@ struct Context::Impl {
     rope.head_dim = c.head_dim;
     rope.n_dims = c.rope_dims;
     rope.neox = c.rope_neox;
-    rope.freq_base = c.rope_base;
-    rope.freq_scale = c.rope_freq_scale;
+    rope.freq_base = c.rope_base_of(l);
+    rope.freq_scale = c.rope_freq_scale_of(l);
     rope.n_heads = d.n_q / c.head_dim;
     ops::rope(k, cb, d.q, 0, d.pos, 0, d.q, 0, rope);
     rope.n_heads = d.n_kv_heads;
@@ -311,6 +330,7 @@ struct Context::Impl {
     const uint64_t q_off = uint64_t(p.row) * d.n_q * 4;
     const uint32_t skew = sp.q_skew(g);
     ops::AttentionShape shape{p.n, n_qh, p.p0, scale};
+    shape.window = c.window(l);
     if (replay) shape.p0_buffer = &d.pos;  // the token's position, written by the host per token
     if (skew == 0 && n_qh == d.n_kv_heads * g) {
       ops::attention(*d.k, d.cb(), cache(d, l, p.seq), shape, d.q, q_off, d.att, q_off);
@@ -332,14 +352,16 @@ struct Context::Impl {
     }
   }
 
-  // Feed-forward block: this device's partial of ffn_down(swiglu(gate, up)(norm(x))).
+  // Feed-forward block: this device's partial of ffn_down(glu(gate, up)(norm(x))), the GLU
+  // being SwiGLU or GeGLU (gemma).
   void ffn(DeviceState& d, uint32_t l, uint32_t T, split::Slice out) {
     const Layer& W = d.shard->layers[l];
     norm(d, W[L::ffn_norm], T);
     linear(d, W[L::ffn_gate], d.h, T, d.gate);
     linear(d, W[L::ffn_up], d.h, T, d.up);
-    d.cb().barrier();  // gate and up complete before SwiGLU
-    ops::swiglu(*d.k, d.cb(), d.gate, 0, d.up, 0, d.gate, 0, ops::GluShape{d.n_ff, T});
+    d.cb().barrier();  // gate and up complete before the GLU
+    const auto glu = c.glu == Glu::geglu ? ops::geglu : ops::swiglu;
+    glu(*d.k, d.cb(), d.gate, 0, d.up, 0, d.gate, 0, ops::GluShape{d.n_ff, T});
     d.cb().barrier();  // activation feeds the down projection
     linear(d, W[L::ffn_down], 0, c.n_embd, d.gate, T, out);
   }

@@ -131,6 +131,16 @@ class Uploader {
   uint64_t total_;
 };
 
+// The output rows (or vector elements) a device holds of a tensor cut by rows.
+Range device_rows(const split::DeviceShard& sp, Cut cut) {
+  switch (cut) {
+    case Cut::q_rows: return sp.q_rows;
+    case Cut::kv_rows: return sp.kv_rows;
+    case Cut::ffn_rows: return sp.ffn;
+    default: throw std::logic_error("device_rows: not a row cut");
+  }
+}
+
 split::MatrixFormat matrix_format(const gguf::File& f, const std::string& name) {
   const gguf::TensorInfo& t = f.require_tensor(name);
   return split::MatrixFormat{t.traits->block_elems, device_block_bytes(t.type), 1};
@@ -149,6 +159,7 @@ split::ModelShape model_shape(const ModelConfig& c, const gguf::File& f) {
   m.n_vocab = c.n_vocab;
   m.qkv_bias = c.qkv_bias;
   m.qk_norm = c.qk_norm;
+  m.post_norms = c.post_norms;
   m.tied_output = c.tied_output;
   m.token_embd = matrix_format(f, "token_embd.weight");
   if (!c.tied_output) m.output = matrix_format(f, "output.weight");
@@ -202,18 +213,33 @@ std::unique_ptr<Model> Model::load(const std::string& path, const std::vector<vk
     if (sp.embedding) s.tok_embd = up.rows("token_embd.weight", Range{0, c.n_vocab});
     for (uint64_t l = sp.layers.begin; l < sp.layers.end; ++l)
       for (const TensorSpec& t : c.spec->layer) {
-        // A device with no share of a block (a tensor split's rounding) holds none of its tensors.
+        // A device with no share of a block (a tensor split's rounding) holds none of its
+        // tensors, except those applied to the reduced sum, which every device adds.
         const bool attention = t.id < LayerTensor::ffn_norm;
-        if (!c.has(t.id) || (attention ? sp.q_rows : sp.ffn).size() == 0) continue;
+        if (!c.has(t.id) || (t.cut != Cut::reduced && (attention ? sp.q_rows : sp.ffn).size() == 0)) continue;
         const std::string name = layer_tensor(static_cast<uint32_t>(l), t.name);
+        if (!t.segments.empty()) {  // fused: each segment's rows of this device into its role's slot
+          uint64_t base = 0;
+          for (const Segment& g : t.segments) {
+            const Range r = device_rows(sp, g.cut);
+            s.layers[l][g.id] = up.rows(name, Range{base + r.begin, base + r.end});
+            base += dim(c, g.rows);
+          }
+          continue;
+        }
         DeviceTensor& dst = s.layers[l][t.id];
         const bool vector = t.ne1 == Dim::one;
         switch (t.cut) {
-          case Cut::whole: dst = up.vector(name); break;
-          case Cut::q_rows: dst = vector ? up.vector(name, sp.q_rows) : up.rows(name, sp.q_rows); break;
-          case Cut::kv_rows: dst = vector ? up.vector(name, sp.kv_rows) : up.rows(name, sp.kv_rows); break;
+          case Cut::whole:
+          case Cut::reduced: dst = up.vector(name); break;
+          case Cut::q_rows:
+          case Cut::kv_rows:
+          case Cut::ffn_rows: {
+            const Range r = device_rows(sp, t.cut);
+            dst = vector ? up.vector(name, r) : up.rows(name, r);
+            break;
+          }
           case Cut::q_cols: dst = up.cols(name, sp.q_rows); break;
-          case Cut::ffn_rows: dst = up.rows(name, sp.ffn); break;
           case Cut::ffn_cols: dst = up.cols(name, sp.ffn); break;
         }
       }

@@ -34,8 +34,11 @@ float require_positive_finite(const gguf::File& f, const std::string& key, float
 std::string layer_tensor(uint32_t layer, const char* name) { return "blk." + std::to_string(layer) + "." + name; }
 
 const TensorSpec& tensor_spec(const ModelConfig& c, LayerTensor t) {
-  for (const TensorSpec& s : c.spec->layer)
+  for (const TensorSpec& s : c.spec->layer) {
     if (s.id == t) return s;
+    for (const Segment& g : s.segments)
+      if (g.id == t) return s;
+  }
   throw std::logic_error("architecture " + c.arch + " has no tensor of that role");
 }
 
@@ -51,6 +54,8 @@ uint64_t dim(const ModelConfig& c, Dim d) {
     case Dim::kv: return c.n_kv();
     case Dim::ff: return c.n_ff;
     case Dim::head_dim: return c.head_dim;
+    case Dim::qkv: return uint64_t(c.n_q()) + 2 * uint64_t(c.n_kv());
+    case Dim::ff2: return 2 * uint64_t(c.n_ff);
   }
   return 0;
 }
@@ -94,6 +99,12 @@ ModelConfig ModelConfig::from_gguf(const gguf::File& f) {
     fail(f, a + "rope.scaling.type '" + scaling + "' is not supported (chorus supports none and linear)");
   }
   c.rope_neox = c.spec->rope_neox;
+  c.glu = c.spec->glu;
+  c.sliding = c.spec->sliding;
+  if (c.spec->embd_scale_sqrt) c.embd_scale = std::sqrt(static_cast<float>(c.n_embd));
+  if (c.sliding.enabled) c.sliding_window = f.get_u32(a + "attention.sliding_window").value_or(0);
+  if (f.get_f32(a + "final_logit_softcapping") || f.get_f32(a + "attn_logit_softcapping"))
+    fail(f, a + "final_logit_softcapping / attn_logit_softcapping is set; chorus does not apply logit soft-capping");
 
   const gguf::TensorInfo& embd = f.require_tensor("token_embd.weight");
   if (embd.n_dims != 2 || embd.ne[0] != c.n_embd || embd.ne[1] == 0 || embd.ne[1] > (1u << 24))
@@ -110,9 +121,17 @@ ModelConfig ModelConfig::from_gguf(const gguf::File& f) {
     const bool here = f.find_tensor(layer_tensor(0, s.name)) != nullptr;
     if (!here && !s.optional) f.require_tensor(layer_tensor(0, s.name));  // throws naming it
     c.present[static_cast<size_t>(s.id)] = here;
+    for (const Segment& g : s.segments) c.present[static_cast<size_t>(g.id)] = here;
   }
+  for (const char* name : {"rope_factors_long.weight", "rope_factors_short.weight", "rope_freqs.weight"})
+    if (f.find_tensor(name))
+      fail(f, "tensor '" + std::string(name) + "' asks for per-dimension RoPE factors (LongRoPE / Llama 3.1 scaling), "
+              "which chorus does not apply");
   c.qkv_bias = c.has(LayerTensor::attn_q_bias);
   c.qk_norm = c.has(LayerTensor::attn_q_norm);
+  c.post_norms = c.has(LayerTensor::post_attention_norm);
+  if (c.has(LayerTensor::post_ffw_norm) != c.post_norms)
+    fail(f, "blk.0 has one of post_attention_norm.weight and post_ffw_norm.weight but not both");
   if (c.has(LayerTensor::attn_k_bias) != c.qkv_bias || c.has(LayerTensor::attn_v_bias) != c.qkv_bias)
     fail(f, "blk.0 has some of attn_q.bias, attn_k.bias, attn_v.bias but not all three");
   if (c.has(LayerTensor::attn_k_norm) != c.qk_norm)

@@ -34,9 +34,24 @@ struct ModelConfig {
   bool qkv_bias = false;       // blk.N.attn_{q,k,v}.bias present (qwen2)
   bool qk_norm = false;        // blk.N.attn_{q,k}_norm.weight present (qwen3)
   bool tied_output = false;    // no output.weight: the LM head is token_embd.weight
+  bool post_norms = false;     // blk.N.post_attention_norm / post_ffw_norm present (gemma3)
+  Glu glu = Glu::swiglu;       // the FFN's activation (the architecture's)
+  float embd_scale = 1;        // the embedding row is multiplied by this (gemma: sqrt(n_embd))
+  uint32_t sliding_window = 0; // {arch}.attention.sliding_window where the family reads it: a
+                               // windowed layer's query at p attends to positions > p - window
+                               // (0: none)
+  SlidingLayers sliding{};     // the architecture's windowed/global layer pattern
   bool present[kLayerTensors] = {};  // which of the table's tensors the file has (every layer alike)
 
   bool has(LayerTensor t) const { return present[static_cast<size_t>(t)]; }
+
+  // The attention window of layer l (0: the whole context).
+  uint32_t window(uint32_t l) const {
+    return sliding_window != 0 && (sliding.period == 0 || (l + 1) % sliding.period != 0) ? sliding_window : 0;
+  }
+  // RoPE base and scale of layer l: windowed layers of a family with their own base use it unscaled.
+  float rope_base_of(uint32_t l) const { return window(l) && sliding.rope_base ? sliding.rope_base : rope_base; }
+  float rope_freq_scale_of(uint32_t l) const { return window(l) && sliding.rope_base ? 1.0f : rope_freq_scale; }
 
   uint32_t n_q() const { return n_head * head_dim; }      // width of Q
   uint32_t n_kv() const { return n_head_kv * head_dim; }  // width of K and of V

@@ -24,3 +24,12 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get update -qq
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# The independent NumPy reference (scripts/numpy_reference.py), which test_families runs: the
+# `gguf` reader/dequantiser and NumPy from PyPI (pinned gguf; a Debian-managed Python refuses a
+# plain pip install, hence the second form).
+if ! python3 -c "import gguf, numpy" 2>/dev/null; then
+  echo "chorus: installing the Python packages gguf and numpy" >&2
+  python3 -m pip install --disable-pip-version-check -q "gguf==0.19.0" numpy ||
+    python3 -m pip install --disable-pip-version-check -q --break-system-packages "gguf==0.19.0" numpy
+fi

@@ -22,7 +22,7 @@ stage "install and build"
 scripts/install-deps.sh
 scripts/build.sh
 # Real quantised models some tests need, fetched once into a cache outside the repository.
-scripts/fetch-models.sh smollm2 >/dev/null
+scripts/fetch-models.sh all >/dev/null
 export CHORUS_NO_PIPELINE_CACHE=1
 
 if want 2; then

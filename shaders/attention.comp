@@ -16,6 +16,9 @@
 // Shared arrays written in a block are double-buffered by block parity, so each block needs
 // three barriers (fallback) or two (subgroup).
 //
+// With a sliding window (p.window > 0) a row at position p attends to positions > p - window
+// only: each tile starts at its first row's window and masks the positions before each row's.
+//
 // p0 comes from the push constants or, with P0_FROM_BUFFER, from binding 4 (a recorded
 // dispatch then serves every decode step: its size depends on the rows, never on p0). Last
 // positions are clamped to n_ctx - 1, so no p0 makes the kernel read past a head's cache.
@@ -51,6 +54,9 @@ shared float red_sum[2u * R * WG];
 shared float row_m[2u * R];      // [parity][row]: running maximum after this block
 #endif
 
+// The first position a query at position `last` attends to.
+uint window_start(uint last) { return p.window != 0u && last >= p.window ? last + 1u - p.window : 0u; }
+
 void main() {
   const uint t = gl_LocalInvocationID.x;
   const uint g = gl_WorkGroupID.y;
@@ -75,6 +81,11 @@ void main() {
   uint last[R];
   [[unroll]] for (uint r = 0u; r < R; ++r) last[r] = min(p0 + (row0 + min(r, nr - 1u)) / p.ratio, p.n_ctx - 1u);
   const uint tile_len = last[R - 1u] + 1u;  // positions any row of the tile reads
+  // First position each row attends to: 0, or with a sliding window the window's start. Rows
+  // ascend in position, so row 0's is the tile's first, and no K/V row before it is read.
+  uint first[R];
+  [[unroll]] for (uint r = 0u; r < R; ++r) first[r] = window_start(last[r]);
+  const uint tile_first = first[0];
 
   float m_own = NEG_INF;  // running max / sum of row t, kept by its owner invocation t < nr
   float l_own = 0.0;
@@ -87,7 +98,7 @@ void main() {
   barrier();  // qs complete
 
   uint par = 0u;
-  for (uint j0 = 0u; j0 < tile_len; j0 += WG, par ^= 1u) {
+  for (uint j0 = tile_first; j0 < tile_len; j0 += WG, par ^= 1u) {
     const uint pb = par * R * WG;
     // Scores of position j for every row.
     const uint j = j0 + t;
@@ -101,7 +112,7 @@ void main() {
       }
     }
     [[unroll]] for (uint r = 0u; r < R; ++r)
-      if (j > last[r] || r >= nr) s[r] = NEG_INF;
+      if (j > last[r] || j < first[r] || r >= nr) s[r] = NEG_INF;
 
 #if CHORUS_SUBGROUP
     [[unroll]] for (uint r = 0u; r < R; ++r) {
@@ -156,8 +167,10 @@ void main() {
         const uint w = e % DW;
         const uint row_last = min(p0 + (row0 + r) / p.ratio, p.n_ctx - 1u);  // last[r], r < nr
         const uint cnt = row_last < j0 ? 0u : min(WG, row_last + 1u - j0);
+        const uint row_first = window_start(row_last);                      // first[r]
+        const uint lo = row_first > j0 ? row_first - j0 : 0u;
         vec2 sum = vec2(0.0);
-        for (uint jj = 0u; jj < cnt; ++jj)
+        for (uint jj = lo; jj < cnt; ++jj)
           sum += ps[pb + r * WG + jj] * unpackHalf2x16(vc[vbase + (j0 + jj) * DW + w]);
         acc[k] = acc[k] * row_alpha[par * R + r] + sum;
       }

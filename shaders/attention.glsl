@@ -34,7 +34,8 @@ struct KvStorePush {
   uint p0_off;      // P0_FROM_BUFFER == 1: words to the p0 value in binding 4
 };
 
-// attention: out[i][hq] = softmax_j(scale * q[i][hq] . K[g][j]) V[g][j] over j <= p0 + i,
+// attention: out[i][hq] = softmax_j(scale * q[i][hq] . K[g][j]) V[g][j] over j <= p0 + i
+// (and, with a window, j > p0 + i - window),
 // with g = hq / ratio. Workgroup (x, y): row tile x of the rows (token, q head of the group)
 // of kv head head0 + y. head_dim is specialisation constant 2. Bindings: 0 q, 1 K cache,
 // 2 V cache, 3 out, 4 p0 word.
@@ -50,4 +51,5 @@ struct AttentionPush {
   uint q_off, o_off;  // floats
   uint k_off, v_off;  // words: where head `head0` starts in the cache bindings
   uint p0_off;        // P0_FROM_BUFFER == 1: words to the p0 value in binding 4
+  uint window;        // 0: every position <= the query's; else only the last `window` of them
 };

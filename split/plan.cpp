@@ -359,6 +359,7 @@ std::vector<DeviceBytes> weight_bytes(const Plan& plan) {
     DeviceBytes& b = out[d];
     for (uint64_t l = s.layers.begin; l < s.layers.end; ++l) {
       const LayerFormats& f = m.layers[l];
+      if (m.post_norms) b.norms += 2 * norm_bytes;  // post_attention_norm, post_ffw_norm
       if (s.q_heads.size()) {
         b.attention += rows_bytes(f.attn_q, m.n_embd, s.q_rows.size()) +
                        rows_bytes(f.attn_k, m.n_embd, s.kv_rows.size()) +

@@ -79,6 +79,8 @@ struct ModelShape {
   uint32_t n_vocab = 0;
   bool qkv_bias = false;     // F32 biases on attn_q/k/v (qwen2), split with their rows
   bool qk_norm = false;      // F32 [head_dim] RMSNorm weights of Q and K heads (qwen3), replicated
+  bool post_norms = false;   // F32 [n_embd] RMSNorms of both reduced block outputs (gemma3), on
+                             // every device running the layer
   bool tied_output = false;  // no output.weight: the LM head is token_embd
   MatrixFormat token_embd;   // [n_embd -> n_vocab] (get_rows; the LM head when tied)
   MatrixFormat output;       // [n_embd -> n_vocab]; ignored when tied_output
@@ -164,7 +166,7 @@ struct DeviceBytes {
   uint64_t ffn = 0;        // ffn_gate/up rows and ffn_down K slice, over its layers
   uint64_t lm_head = 0;    // output rows; 0 when tied and the whole token_embd is already held
   uint64_t embedding = 0;  // whole token_embd
-  uint64_t norms = 0;      // F32 RMSNorm weights (attn/ffn norm of its layers, output_norm)
+  uint64_t norms = 0;      // F32 RMSNorm weights (attn/ffn norm and post-norms of its layers, output_norm)
   uint64_t split() const { return attention + ffn + lm_head; }  // the parts divided between devices
   uint64_t total() const { return split() + embedding + norms; }
   bool operator==(const DeviceBytes&) const = default;

@@ -18,8 +18,10 @@ struct KvShape {
 void kv_store(std::span<const float> src, uint32_t n_tokens, uint32_t p0, const KvShape& s, std::span<uint16_t> cache);
 
 // out[i][h][d] for q f32 [n_tokens][n_q_heads][head_dim] against the caches given as f32
-// values (already f16-rounded) [n_kv_heads][n_ctx][head_dim]; query i attends to 0..p0+i.
+// values (already f16-rounded) [n_kv_heads][n_ctx][head_dim]; query i attends to 0..p0+i, or
+// with a sliding window (window > 0) to max(0, p0+i-window+1)..p0+i.
 std::vector<float> attention(std::span<const float> q, std::span<const float> k, std::span<const float> v,
-                             const KvShape& s, uint32_t n_tokens, uint32_t n_q_heads, uint32_t p0, float scale);
+                             const KvShape& s, uint32_t n_tokens, uint32_t n_q_heads, uint32_t p0, float scale,
+                             uint32_t window = 0);
 
 }  // namespace chorus::ref

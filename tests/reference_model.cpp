@@ -32,13 +32,15 @@ std::vector<float> rms_norm(const std::vector<float>& x, const std::vector<float
   return y;
 }
 
-// Rotates each head of x ([n_heads][head_dim]) by position pos; dimensions past rope_dims stay.
-void rope(std::vector<float>& x, uint32_t n_heads, const ModelConfig& c, uint32_t pos) {
+// Rotates each head of x ([n_heads][head_dim]) by position pos with layer l's base and scale;
+// dimensions past rope_dims stay.
+void rope(std::vector<float>& x, uint32_t n_heads, const ModelConfig& c, uint32_t l, uint32_t pos) {
+  const double base = c.rope_base_of(l), freq_scale = c.rope_freq_scale_of(l);
   const uint32_t d = c.rope_dims;
   for (uint32_t h = 0; h < n_heads; ++h) {
     float* v = x.data() + size_t{h} * c.head_dim;
     for (uint32_t i = 0; i < d / 2; ++i) {
-      const double theta = double(pos) * double(c.rope_freq_scale) * std::pow(double(c.rope_base), -2.0 * i / d);
+      const double theta = double(pos) * freq_scale * std::pow(base, -2.0 * i / d);
       const uint32_t i0 = c.rope_neox ? i : 2 * i;
       const uint32_t i1 = c.rope_neox ? i + d / 2 : 2 * i + 1;
       const double a = v[i0], b = v[i1];
@@ -49,6 +51,12 @@ void rope(std::vector<float>& x, uint32_t n_heads, const ModelConfig& c, uint32_
 }
 
 double silu(double x) { return x / (1.0 + std::exp(-x)); }
+
+// GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+double gelu_tanh(double x) {
+  const double sqrt_2_over_pi = 0.79788456080286535588;
+  return 0.5 * x * (1.0 + std::tanh(sqrt_2_over_pi * (x + 0.044715 * x * x * x)));
+}
 
 float round_f16(float x) { return fp16_to_fp32(fp32_to_fp16(x)); }
 
@@ -82,9 +90,21 @@ ReferenceModel::ReferenceModel(const std::string& gguf_path, const ReferenceOpti
     Layer& L = layers_[l];
     auto layer = [&](const char* name) { return load(layer_tensor(l, name)); };
     L.attn_norm = layer("attn_norm.weight");
-    L.wq = layer("attn_q.weight");
-    L.wk = layer("attn_k.weight");
-    L.wv = layer("attn_v.weight");
+    // Rows [r0, r0 + n) of a dequantised [rows][n_embd] matrix.
+    auto rows = [E = size_t{config_.n_embd}](const std::vector<float>& m, size_t r0, size_t n) {
+      return std::vector<float>(m.begin() + std::ptrdiff_t(r0 * E), m.begin() + std::ptrdiff_t((r0 + n) * E));
+    };
+    const size_t n_q = config_.n_q(), n_kv = config_.n_kv(), n_ff = config_.n_ff;
+    if (f.find_tensor(layer_tensor(l, "attn_qkv.weight"))) {  // phi3: Q, K and V rows in one tensor
+      const std::vector<float> qkv = layer("attn_qkv.weight");
+      L.wq = rows(qkv, 0, n_q);
+      L.wk = rows(qkv, n_q, n_kv);
+      L.wv = rows(qkv, n_q + n_kv, n_kv);
+    } else {
+      L.wq = layer("attn_q.weight");
+      L.wk = layer("attn_k.weight");
+      L.wv = layer("attn_v.weight");
+    }
     if (config_.qkv_bias) {
       L.bq = layer("attn_q.bias");
       L.bk = layer("attn_k.bias");
@@ -96,9 +116,19 @@ ReferenceModel::ReferenceModel(const std::string& gguf_path, const ReferenceOpti
     }
     L.wo = layer("attn_output.weight");
     L.ffn_norm = layer("ffn_norm.weight");
-    L.w_gate = layer("ffn_gate.weight");
-    L.w_up = layer("ffn_up.weight");
+    if (f.find_tensor(layer_tensor(l, "ffn_gate.weight"))) {
+      L.w_gate = layer("ffn_gate.weight");
+      L.w_up = layer("ffn_up.weight");
+    } else {  // phi3: ffn_up holds the gate rows, then the up rows
+      const std::vector<float> gate_up = layer("ffn_up.weight");
+      L.w_gate = rows(gate_up, 0, n_ff);
+      L.w_up = rows(gate_up, n_ff, n_ff);
+    }
     L.w_down = layer("ffn_down.weight");
+    if (config_.post_norms) {
+      L.post_attn_norm = layer("post_attention_norm.weight");
+      L.post_ffw_norm = layer("post_ffw_norm.weight");
+    }
   }
 }
 
@@ -125,8 +155,10 @@ std::vector<float> ReferenceModel::forward_one(int32_t token, uint32_t pos) {
   // x = token_embd[token]
   const float* row = token_embd_.data() + size_t(token) * E;
   std::vector<float> x(row, row + E);
+  for (float& v : x) v *= c.embd_scale;
 
-  for (Layer& L : layers_) {
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    Layer& L = layers_[l];
     // Attention block.
     const std::vector<float> h = rms_norm(x, L.attn_norm, c.rms_eps);
     std::vector<float> q = matvec(L.wq, h, L.bq);  // [n_head][D]
@@ -136,8 +168,8 @@ std::vector<float> ReferenceModel::forward_one(int32_t token, uint32_t pos) {
       for (uint32_t hh = 0; hh < c.n_head; ++hh) head_norm(q, hh, L.q_norm, c.rms_eps);
       for (uint32_t hh = 0; hh < c.n_head_kv; ++hh) head_norm(k, hh, L.k_norm, c.rms_eps);
     }
-    rope(q, c.n_head, c, pos);
-    rope(k, c.n_head_kv, c, pos);
+    rope(q, c.n_head, c, l, pos);
+    rope(k, c.n_head_kv, c, l, pos);
     if (options_.f16_kv_cache)
       for (size_t i = 0; i < n_kv; ++i) k[i] = round_f16(k[i]), v[i] = round_f16(v[i]);
     L.k_cache.resize(size_t{pos} * n_kv);  // forget anything past pos (after reset())
@@ -147,11 +179,13 @@ std::vector<float> ReferenceModel::forward_one(int32_t token, uint32_t pos) {
 
     std::vector<float> attn(c.n_q());  // [n_head][D]
     std::vector<double> score(pos + 1);
+    const uint32_t window = c.window(l);
+    const uint32_t first = window != 0 && pos + 1 > window ? pos + 1 - window : 0;  // first position attended
     for (uint32_t hq = 0; hq < c.n_head; ++hq) {
       const size_t hk = hq / group;
       const float* qh = q.data() + hq * D;
       double mx = -INFINITY;
-      for (uint32_t p = 0; p <= pos; ++p) {
+      for (uint32_t p = first; p <= pos; ++p) {
         const float* kp = L.k_cache.data() + p * n_kv + hk * D;
         double dot = 0;
         for (size_t d = 0; d < D; ++d) dot += double(qh[d]) * double(kp[d]);
@@ -159,22 +193,25 @@ std::vector<float> ReferenceModel::forward_one(int32_t token, uint32_t pos) {
         mx = std::max(mx, score[p]);
       }
       double sum = 0;
-      for (double& s : score) sum += (s = std::exp(s - mx));
+      for (uint32_t p = first; p <= pos; ++p) sum += (score[p] = std::exp(score[p] - mx));
       for (size_t d = 0; d < D; ++d) {
         double acc = 0;
-        for (uint32_t p = 0; p <= pos; ++p) acc += score[p] * double(L.v_cache[p * n_kv + hk * D + d]);
+        for (uint32_t p = first; p <= pos; ++p) acc += score[p] * double(L.v_cache[p * n_kv + hk * D + d]);
         attn[hq * D + d] = static_cast<float>(acc / sum);
       }
     }
-    const std::vector<float> o = matvec(L.wo, attn);
+    std::vector<float> o = matvec(L.wo, attn);
+    if (c.post_norms) o = rms_norm(o, L.post_attn_norm, c.rms_eps);
     for (size_t i = 0; i < E; ++i) x[i] += o[i];
 
     // Feed-forward block.
     const std::vector<float> hf = rms_norm(x, L.ffn_norm, c.rms_eps);
     std::vector<float> gate = matvec(L.w_gate, hf);
     const std::vector<float> up = matvec(L.w_up, hf);
-    for (size_t i = 0; i < gate.size(); ++i) gate[i] = static_cast<float>(silu(gate[i]) * double(up[i]));
-    const std::vector<float> down = matvec(L.w_down, gate);
+    const auto act = c.glu == Glu::geglu ? gelu_tanh : silu;
+    for (size_t i = 0; i < gate.size(); ++i) gate[i] = static_cast<float>(act(gate[i]) * double(up[i]));
+    std::vector<float> down = matvec(L.w_down, gate);
+    if (c.post_norms) down = rms_norm(down, L.post_ffw_norm, c.rms_eps);
     for (size_t i = 0; i < E; ++i) x[i] += down[i];
   }
 
@@ -205,14 +242,16 @@ const std::string kSmolData = std::string(CHORUS_SOURCE_DIR) + "/tests/data/smol
 
 // Format of logits.bin (little-endian, written by make_reference.py):
 //   "CHRL" | u32 n_vocab | u32 n_positions | i32 positions[n_positions] | f32 logits[n_positions][n_vocab]
-SmolExpected read_smol_expected(uint32_t n_vocab) {
-  SmolExpected e;
+SmolExpected read_smol_expected(uint32_t n_vocab) { return read_expected_logits(kSmolData, n_vocab); }
+
+ExpectedLogits read_expected_logits(const std::string& dir, uint32_t n_vocab) {
+  ExpectedLogits e;
   {
-    std::ifstream ids(kSmolData + "prompt.ids.txt");
+    std::ifstream ids(dir + "/prompt.ids.txt");
     int32_t v = 0;
     while (ids >> v) e.ids.push_back(v);
   }
-  std::ifstream in(kSmolData + "logits.bin", std::ios::binary);
+  std::ifstream in(dir + "/logits.bin", std::ios::binary);
   char magic[4] = {};
   uint32_t nv = 0, np = 0;
   in.read(magic, 4);

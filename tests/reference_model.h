@@ -3,17 +3,22 @@
 //
 // Owns: nothing but clarity. Weights are dequantised once with dequantize_row (engine/quant.h)
 // into F32; every dot product, norm and softmax accumulates in double. The steps, in order:
-//   x = token_embd[token]
+//   x = token_embd[token] * embd_scale                  (gemma: sqrt(n_embd), else 1)
 //   per layer l:
 //     h = RMSNorm(x, eps) * attn_norm
-//     q, k, v = Wq h (+bq), Wk h (+bk), Wv h (+bv)         (biases: qwen2)
+//     q, k, v = Wq h (+bq), Wk h (+bk), Wv h (+bv)         (biases: qwen2; phi3: the rows of
+//       the fused attn_qkv, and Wgate / Wup the two halves of the fused ffn_up)
+//     q, k = RMSNorm of each head * attn_q_norm / attn_k_norm (QK-norm: qwen3, gemma3)
 //     RoPE on q and k (llama: pairs (2i, 2i+1); qwen2/NeoX: (i, i + d/2)),
-//       theta_i = pos * freq_scale * base^(-2i / rope_dims)
+//       theta_i = pos * freq_scale * base^(-2i / rope_dims), base and scale of the layer
+//       (gemma3's windowed layers: their own base, unscaled)
 //     append k, v to the KV cache (values rounded through fp16 when f16_kv_cache)
-//     a = causal GQA attention, softmax(q.k / sqrt(head_dim)) over positions 0..pos
-//     x = x + Wo a
+//     a = causal GQA attention, softmax(q.k / sqrt(head_dim)) over positions 0..pos (a
+//       windowed layer: pos - window + 1..pos)
+//     x = x + Wo a                      (gemma3: x + RMSNorm(Wo a) * post_attention_norm)
 //     h = RMSNorm(x, eps) * ffn_norm
-//     x = x + Wdown (silu(Wgate h) * Wup h)
+//     x = x + Wdown (act(Wgate h) * Wup h)   act = silu, or gelu_tanh (gemma3);
+//                                       (gemma3: the sum RMSNormed * post_ffw_norm first)
 //   logits = Wout RMSNorm(x, eps) * output_norm      (Wout = output.weight or token_embd.weight)
 // The KV cache is incremental: forward() appends its tokens after the ones already seen, so
 // greedy decoding costs one token per step. Nothing here is fast.
@@ -69,6 +74,7 @@ class ReferenceModel {
     std::vector<float> ffn_norm;            // [n_embd]
     std::vector<float> w_gate, w_up;        // [n_ff][n_embd]
     std::vector<float> w_down;              // [n_embd][n_ff]
+    std::vector<float> post_attn_norm, post_ffw_norm;  // [n_embd] each (empty without post_norms)
     std::vector<float> k_cache, v_cache;    // [n_ctx][n_kv], grown as positions arrive
   };
 
@@ -86,14 +92,17 @@ class ReferenceModel {
 // Reads a whole tensor as F32 rows (dequantised): [n_rows][ne0].
 std::vector<float> dequantize_tensor(const gguf::TensorInfo& t);
 
-// The NumPy reference's output for SmolLM2-135M-Instruct Q4_1 (tests/data/smollm2/, made by
-// make_reference.py): the prompt ids and the logits of a few positions. Empty ids when the
-// files are missing or malformed.
-struct SmolExpected {
+// An independent NumPy reference's output (tests/data/<model>/, written by make_reference.py or
+// scripts/numpy_reference.py): the prompt ids and the logits of a few positions.
+struct ExpectedLogits {
   std::vector<int32_t> ids;        // the prompt
   std::vector<int32_t> positions;  // positions whose logits were stored
   std::vector<float> logits;       // [positions][n_vocab]
 };
+using SmolExpected = ExpectedLogits;
+// Reads dir/prompt.ids.txt and dir/logits.bin; empty ids when missing or malformed.
+ExpectedLogits read_expected_logits(const std::string& dir, uint32_t n_vocab);
+// SmolLM2-135M-Instruct Q4_1 (tests/data/smollm2/).
 SmolExpected read_smol_expected(uint32_t n_vocab);
 
 }  // namespace chorus::ref

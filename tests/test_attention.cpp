@@ -54,10 +54,11 @@ using KvStoreVariant = AttentionVariant;
 struct Case {
   uint32_t n_kv_heads, ratio, head_dim, n_ctx, n_tokens, p0;
   uint64_t seed;
+  uint32_t window = 0;  // sliding window (0: none); positions no query attends to hold f16 NaN
   std::string text() const {
     return "kv_heads=" + std::to_string(n_kv_heads) + " ratio=" + std::to_string(ratio) + " head_dim=" +
            std::to_string(head_dim) + " n_ctx=" + std::to_string(n_ctx) + " n_tokens=" + std::to_string(n_tokens) +
-           " p0=" + std::to_string(p0) + " seed=" + std::to_string(seed);
+           " p0=" + std::to_string(p0) + " seed=" + std::to_string(seed) + " window=" + std::to_string(window);
   }
 };
 
@@ -88,6 +89,12 @@ Result run_case(ops::Kernels& k, const Case& c, const ops::AttentionOptions& opt
   std::vector<uint16_t> k_cache(cache_elems, kF16Nan), v_cache(cache_elems, kF16Nan);
   ref::kv_store(test::random_floats(c.p0 * row, c.seed + 1, 2.0f), c.p0, 0, s, k_cache);
   ref::kv_store(test::random_floats(c.p0 * row, c.seed + 2), c.p0, 0, s, v_cache);
+  // A sliding window: positions before query 0's window hold NaN, so reading any of them (even
+  // with a zero weight) would show in the output.
+  const uint32_t unread = c.window != 0 && c.p0 + 1 > c.window ? c.p0 + 1 - c.window : 0;
+  for (uint32_t h = 0; h < c.n_kv_heads; ++h)
+    for (size_t e = 0; e < size_t(unread) * c.head_dim; ++e)
+      k_cache[size_t(h) * c.n_ctx * c.head_dim + e] = v_cache[size_t(h) * c.n_ctx * c.head_dim + e] = kF16Nan;
   const std::vector<float> k_new = test::random_floats(c.n_tokens * row, c.seed + 3, 2.0f);
   const std::vector<float> v_new = test::random_floats(c.n_tokens * row, c.seed + 4);
   const std::vector<float> q = test::random_floats(size_t(c.n_tokens) * n_q_heads * c.head_dim, c.seed + 5);
@@ -105,6 +112,7 @@ Result run_case(ops::Kernels& k, const Case& c, const ops::AttentionOptions& opt
   vk::Buffer ob = dev.create_buffer(4ull * q.size(), vk::BufferKind::Device, "out");
   const ops::KvCache cache{c.n_kv_heads, c.n_ctx, c.head_dim, &kb, kCacheOffset, &vb, kCacheOffset};
   ops::AttentionShape shape{c.n_tokens, n_q_heads, c.p0, 1.0f / std::sqrt(float(c.head_dim))};
+  shape.window = c.window;
   const uint32_t p0_word[] = {c.p0};
   vk::Buffer p0b = host_words(dev, p0_word, 4, "p0");
   uint32_t host_p0 = c.p0;
@@ -132,7 +140,7 @@ Result run_case(ops::Kernels& k, const Case& c, const ops::AttentionOptions& opt
     vf[i] = fp16_to_fp32(v_cache[i]);
   }
   Result r;
-  r.want = ref::attention(q, kf, vf, s, c.n_tokens, n_q_heads, c.p0, shape.scale);
+  r.want = ref::attention(q, kf, vf, s, c.n_tokens, n_q_heads, c.p0, shape.scale, c.window);
   r.got = dev.download<float>(ob, q.size());
   return r;
 }
@@ -185,6 +193,29 @@ TEST_P(AttentionVariant, ALongPrefillOf512TokensMatchesTheReference) {
   const Case c{1, 3, 64, 600, 512, 40, 11};
   SCOPED_TRACE(c.text());
   expect_close(run_case(k, c));
+}
+
+TEST_P(AttentionVariant, ASlidingWindowReadsOnlyTheLastWindowPositionsOfEachQuery) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  // Decode past the window (one or several blocks of positions skipped), decode inside it,
+  // prefill rows whose windows start in different blocks, a window of 1, and Gemma 3's shape
+  // (head_dim 256, 4 q heads on 1 kv head).
+  for (const Case& c : {Case{2, 2, 64, 400, 1, 300, 21, 64}, Case{1, 3, 64, 400, 1, 30, 22, 64},
+                        Case{2, 2, 64, 300, 70, 100, 23, 50}, Case{1, 4, 256, 200, 1, 150, 24, 1},
+                        Case{1, 4, 256, 700, 40, 600, 25, 512}, Case{3, 1, 80, 200, 100, 0, 26, 17}}) {
+    SCOPED_TRACE(c.text());
+    const Result r = run_case(k, c);
+    for (float v : r.got) ASSERT_TRUE(std::isfinite(v)) << "a position outside every window was read";
+    expect_close(r);
+  }
+}
+
+TEST_P(AttentionVariant, ASlidingWindowWithADeviceP0GivesTheSameBitsAsThePushConstantP0) {
+  ops::Kernels k(test::device(), GetParam()->requires_caps);
+  const Case c{2, 2, 64, 400, 1, 333, 27, 100};
+  const Result host = run_case(k, c);
+  expect_close(host);
+  EXPECT_EQ(run_case(k, c, {}, {}, true).got, host.got);
 }
 
 TEST_P(AttentionVariant, RowsPerWorkgroupDoNotChangeTheResult) {

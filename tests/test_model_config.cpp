@@ -22,6 +22,9 @@ struct Meta {
   uint32_t head_count = 4, head_count_kv = 2, key_length = 0, context_length = 64;
   float eps = 1e-5f, rope_base = 10000.0f;
   uint32_t vocab_tokens = 0;  // tokenizer.ggml.tokens entries (0: none written)
+  float softcap = 0;          // llama.final_logit_softcapping (0: absent)
+  bool rope_factors = false;  // a rope_factors_long.weight tensor (LongRoPE)
+  uint32_t sliding_window = 0;  // llama.attention.sliding_window (0: absent)
 };
 
 // A 1-layer llama with n_embd 32, 4 heads of 8, n_ff 64, 40 tokens, whose metadata is `m`.
@@ -38,9 +41,12 @@ std::string write_model(const Meta& m, const std::string& name) {
   if (m.key_length) w.kv_u32("llama.attention.key_length", m.key_length);
   w.kv_f32("llama.attention.layer_norm_rms_epsilon", m.eps);
   w.kv_f32("llama.rope.freq_base", m.rope_base);
+  if (m.softcap) w.kv_f32("llama.final_logit_softcapping", m.softcap);
+  if (m.sliding_window) w.kv_u32("llama.attention.sliding_window", m.sliding_window);
   if (m.vocab_tokens) w.kv_str_array("tokenizer.ggml.tokens", std::vector<std::string>(m.vocab_tokens, "t"));
   w.tensor("token_embd.weight", 32, 40, GgmlType::F32, 1.0f, rng);
   w.tensor("output_norm.weight", 32, 1, GgmlType::F32, 1.0f, rng);
+  if (m.rope_factors) w.tensor("rope_factors_long.weight", 4, 1, GgmlType::F32, 1.0f, rng);
   w.tensor("blk.0.attn_norm.weight", 32, 1, GgmlType::F32, 1.0f, rng);
   w.tensor("blk.0.attn_q.weight", 32, 32, GgmlType::F32, 0.2f, rng);
   w.tensor("blk.0.attn_k.weight", 32, 16, GgmlType::F32, 0.2f, rng);
@@ -74,6 +80,21 @@ TEST(ModelConfigChecks, AWellFormedTinyModelLoads) {
   const ModelConfig c = ModelConfig::from_gguf(gguf::File::open(path));
   EXPECT_EQ(c.n_q(), 32u);
   EXPECT_EQ(c.n_vocab, 40u);
+  std::filesystem::remove(path);
+}
+
+TEST(ModelConfigChecks, LogitSoftCappingAndPerDimensionRopeFactorsAreRefusedRatherThanIgnored) {
+  expect_refused(Meta{.softcap = 30.0f}, "softcap", {"final_logit_softcapping", "soft-capping"});
+  expect_refused(Meta{.rope_factors = true}, "rope-factors", {"rope_factors_long.weight", "RoPE factors"});
+}
+
+TEST(ModelConfigChecks, AMistralSlidingWindowAppliesToEveryLayerWithTheModelsRope) {
+  const std::string path = write_model(Meta{.sliding_window = 16}, "swa");
+  const ModelConfig c = ModelConfig::from_gguf(gguf::File::open(path));
+  EXPECT_EQ(c.sliding_window, 16u);
+  EXPECT_EQ(c.window(0), 16u);
+  EXPECT_EQ(c.window(5), 16u);
+  EXPECT_EQ(c.rope_base_of(5), 10000.0f);
   std::filesystem::remove(path);
 }
 

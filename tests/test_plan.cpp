@@ -383,6 +383,21 @@ TEST(SplitPlan, ThousandToOneGivesTheSmallDeviceNoHeadsNorFfnAndReportsEachDimen
   EXPECT_TRUE(mentions(p, "device 1 (0.1%) gets no FFN rows")) << describe(p);
 }
 
+TEST(SplitPlan, PostNormsAreCountedOnEveryDeviceRunningTheLayerEvenWithoutAShareOfItsBlocks) {
+  ModelShape m = stories260k();
+  m.post_norms = true;  // gemma3: the reduced sums are normed on every device that adds them
+  const Plan p = tensor_plan(m, {1000, 1});
+  ASSERT_EQ(p.devices[1].q_heads.size(), 0u);
+  ASSERT_EQ(p.devices[1].ffn.size(), 0u);
+  ASSERT_EQ(p.devices[1].layers.size(), 5u);
+  const std::vector<DeviceBytes> b = weight_bytes(p);
+  // Device 0: attn_norm, ffn_norm and both post-norms per layer, output_norm.
+  EXPECT_EQ(b[0].norms, (5 * 4 + 1) * 64u * 4);
+  // Device 1: both post-norms per layer, output_norm (it has vocabulary rows).
+  EXPECT_EQ(b[1].norms, (5 * 2 + 1) * 64u * 4);
+  EXPECT_EQ(weight_bytes(tensor_plan(stories260k(), {1000, 1}))[1].norms, 64u * 4) << "without post-norms";
+}
+
 TEST(SplitPlan, ADeviceWhoseShareRoundsToNothingEverywhereIsListedAsEmpty) {
   const Plan p = tensor_plan(stories260k(), {100000, 1});
   EXPECT_EQ(p.empty_devices, (std::vector<uint32_t>{1}));

@@ -158,7 +158,7 @@ void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const At
                        cache.n_ctx,       host_p0,     shape.scale,
                        q_stride,          o_stride,    skip_elems(qw, 4),
                        skip_elems(ow, 4), skip_elems(kc, 4), skip_elems(vc, 4),
-                       pw.offset_words};
+                       pw.offset_words,   shape.window};
     k.dispatch(cb, "attention", {qw, kc, vc, ow, pw.window}, push, {kAttnWg, rows, D, pw.from_buffer}, gx, nh);
   }
 }

@@ -60,8 +60,9 @@ struct AttentionPush {
   uint32_t q_off, o_off;  // floats
   uint32_t k_off, v_off;  // words to head `head0` in the cache bindings
   uint32_t p0_off;        // words to the p0 value in its binding (p0 from a buffer)
+  uint32_t window;        // 0: causal over the whole cache; else query p reads positions > p - window
 };
-static_assert(sizeof(AttentionPush) == 52, "AttentionPush must match shaders/attention.glsl");
+static_assert(sizeof(AttentionPush) == 56, "AttentionPush must match shaders/attention.glsl");
 
 // One layer's cache on one device: shape, and where its K and V tensors live.
 struct KvCache {
@@ -102,6 +103,10 @@ struct AttentionShape {
   uint32_t n_q_heads = 0;  // a multiple of the cache's n_kv_heads; q head h uses kv head h / ratio
   uint32_t p0 = 0;         // query 0's position; the cache holds positions 0 .. p0 + n_tokens - 1
   float scale = 0;         // score scale, usually 1 / sqrt(head_dim)
+  // Sliding-window attention (Mistral, Gemma 3's local layers): when non-zero, the query at
+  // position p attends to positions max(0, p - window + 1) .. p only, and the kernel reads no
+  // K/V row before that.
+  uint32_t window = 0;
   // When set, p0 is the uint32 at byte p0_offset (a multiple of 4) of *p0_buffer, read when
   // the dispatch runs, and the field p0 is ignored.
   const vk::Buffer* p0_buffer = nullptr;
@@ -115,7 +120,8 @@ struct AttentionOptions {
   uint64_t max_window = 0;  // largest cache binding in bytes; 0: the device's maxStorageBufferRange
 };
 
-// Records out[i][h] = sum_{j <= p0+i} softmax_j(scale * q[i][h] . K[g][j]) V[g][j], g = h / ratio,
+// Records out[i][h] = sum_{j0(i) <= j <= p0+i} softmax_j(scale * q[i][h] . K[g][j]) V[g][j],
+// g = h / ratio, j0(i) = 0 or, with shape.window, max(0, p0 + i - window + 1),
 // for q and out f32 [n_tokens][n_q_heads][head_dim] at byte offsets q_offset / out_offset
 // (multiples of 4). The cache must already hold positions 0 .. p0 + n_tokens - 1 (kv_store
 // before, with a barrier). f32 accumulation, online softmax; one dispatch (per window of KV

@@ -61,7 +61,7 @@ void rope(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_off
 // vector over rows (n must then be a multiple of ny), ny == 1 a scalar. z may be x or y.
 void add(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
          uint64_t y_offset, const vk::Buffer& z, uint64_t z_offset, uint32_t n, uint32_t ny);
-// z[i] = x[i] * y[i % ny], as add (no model path uses it; the collective's tests do).
+// z[i] = x[i] * y[i % ny], as add (the embedding's scale, gemma: ny == 1).
 void mul(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
          uint64_t y_offset, const vk::Buffer& z, uint64_t z_offset, uint32_t n, uint32_t ny);
 // ---- gated linear units ----------------------------------------------------------------

@@ -9,7 +9,8 @@ packages=(
   nlohmann-json3-dev libedit-dev tmux   # chat: JSON, line editing; the chat test drives a real terminal
   stress-ng                             # the CPU hog of the test stage that proves no test is timing-sensitive
   python3 python3-pip ca-certificates
-  libcpp-httplib-dev curl python3-venv nodejs  # serve: HTTP; its tests: curl, a venv for the openai client, Node for the chat page's script
+  libcpp-httplib-dev curl python3-venv nodejs  # serve: HTTP; its tests: curl, a venv for the openai client and Selenium, Node for the chat page's script
+  chromium chromium-driver   # serve: the chat page test drives a real headless browser
   clang libclang-rt-14-dev   # libFuzzer and its sanitizer runtimes (scripts/fuzz.sh)
 )
 missing=()

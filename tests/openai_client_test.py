@@ -14,54 +14,10 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 
-
-def ensure_openai(venv):
-    try:
-        import openai  # noqa: F401
-        return
-    except ImportError:
-        pass
-    if os.environ.get("CHORUS_OPENAI_VENV_ACTIVE"):
-        sys.exit("the venv at %s has no usable openai package" % venv)
-    python = os.path.join(venv, "bin", "python")
-    if not os.path.exists(python):
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-    check = subprocess.run([python, "-c", "import openai"], capture_output=True)
-    if check.returncode != 0:
-        pip = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "openai"])
-        if pip.returncode != 0:
-            sys.exit("pip install openai failed in %s (is PyPI reachable?)" % venv)
-    env = dict(os.environ, CHORUS_OPENAI_VENV_ACTIVE="1")
-    os.execve(python, [python] + sys.argv, env)
-
-
-def fail(message):
-    print("FAIL: " + message, file=sys.stderr)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
-
-
-def start_server(chorus, model, key):
-    proc = subprocess.Popen(
-        [chorus, "serve", "-m", model, "--port", "0", "-np", "2", "-c", "2048", "--api-key", key, "--alias", "tiny"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    port = []
-    reader = threading.Thread(target=lambda: port.append(proc.stdout.readline()))
-    reader.start()
-    reader.join(timeout=600)  # a hang guard only: the line comes when the model is loaded
-    if not port or not port[0].strip().isdigit():
-        proc.kill()
-        fail("chorus serve did not report its port; stderr:\n" + proc.stderr.read())
-    return proc, int(port[0])
+from client_tests import check, ensure_venv, fail, serve
 
 
 def main():
@@ -70,12 +26,11 @@ def main():
     chorus, model, venv = sys.argv[1:4]
     if not os.path.exists(model):
         fail("model %s is missing (../shared/models holds stories260K.gguf)" % model)
-    ensure_openai(venv)
+    ensure_venv(venv, {"openai": "openai"})
     import openai
 
     key = "sk-chorus-test"
-    proc, port = start_server(chorus, model, key)
-    try:
+    with serve(chorus, model, "-np", "2", "-c", "2048", "--api-key", key, "--alias", "tiny") as port:
         base = "http://127.0.0.1:%d/v1" % port
         client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=300)
 
@@ -144,14 +99,6 @@ def main():
         print("openai %s: models, chat, stream, completions, embeddings, errors: OK" % openai.__version__)
         client.close()  # its kept-alive connections would hold server threads until their timeout
         bad_key.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            fail("chorus serve did not stop on SIGTERM")
-    check(proc.returncode == 0, "chorus serve exited with %d after SIGTERM; stderr:\n%s" % (proc.returncode, proc.stderr.read()))
 
 
 if __name__ == "__main__":

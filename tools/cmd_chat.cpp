@@ -242,12 +242,7 @@ int cmd_chat(const std::vector<std::string>& args) {
   const auto rate = [](size_t n, double ms) { return ms > 0 ? 1000.0 * static_cast<double>(n) / ms : 0.0; };
   std::fprintf(stderr, "\nprompt: %zu tokens, %.1f t/s | generation: %zu tokens, %.1f t/s\n", total_prompt,
                rate(total_prompt, total_prompt_ms), total_generated, rate(total_generated, total_generation_ms));
-  if (placement.show_devices) std::fprintf(stderr, "%s", device_view(ctx).c_str());
-  if (loaded.instance->validation_errors() > 0) {
-    std::fprintf(stderr, "chorus chat: the validation layer reported %" PRIu64 " error(s)\n", loaded.instance->validation_errors());
-    return 1;
-  }
-  return 0;
+  return finish_command("chat", loaded, ctx, placement, false);
 }
 
 }  // namespace chorus::tools

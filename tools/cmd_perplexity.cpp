@@ -74,13 +74,7 @@ int compare_with_base(const std::string& model_path, KlBaseReader& base, const P
                  r.n_chunks, n_chunks);
   std::fprintf(stderr, "perplexity: %u chunks, %" PRIu64 " tokens compared, %.2f s\n", r.n_chunks, r.stats.count,
                seconds_since(t_start));
-  if (placement.show_devices) std::fprintf(stderr, "%s", device_view(ctx).c_str());
-  if (loaded.instance->validation_errors() > 0) {
-    std::fprintf(stderr, "chorus perplexity: the validation layer reported %" PRIu64 " error(s)\n",
-                 loaded.instance->validation_errors());
-    return 1;
-  }
-  return r.interrupted ? kInterruptedExit : 0;
+  return finish_command("perplexity", loaded, ctx, placement, r.interrupted);
 }
 
 }  // namespace
@@ -214,13 +208,7 @@ int cmd_perplexity(const std::vector<std::string>& args) {
   std::fprintf(stderr, "perplexity: %u chunks, %" PRIu64 " tokens scored, %.2f s (%.2f tokens/s evaluated)\n",
                r.n_chunks, r.stats.count, total,
                total > 0 ? static_cast<double>(r.n_chunks) * (n_ctx - 1) / total : 0.0);
-  if (placement.show_devices) std::fprintf(stderr, "%s", device_view(ctx).c_str());
-  if (loaded.instance->validation_errors() > 0) {
-    std::fprintf(stderr, "chorus perplexity: the validation layer reported %" PRIu64 " error(s)\n",
-                 loaded.instance->validation_errors());
-    return 1;
-  }
-  return r.interrupted ? kInterruptedExit : 0;
+  return finish_command("perplexity", loaded, ctx, placement, r.interrupted);
 }
 
 }  // namespace chorus::tools

@@ -212,12 +212,7 @@ int cmd_run(const std::vector<std::string>& args) {
   if (loaded.predicted_token_seconds > 0 && evaluated > 0)
     std::fprintf(stderr, "generation: predicted %.2f ms per token (weight reads at the calibrated speeds), measured %.2f ms per token\n",
                  loaded.predicted_token_seconds * 1e3, gen_ms / static_cast<double>(evaluated));
-  if (placement.show_devices) std::fprintf(stderr, "%s", device_view(ctx).c_str());
-  if (loaded.instance->validation_errors() > 0) {
-    std::fprintf(stderr, "chorus run: the validation layer reported %" PRIu64 " error(s)\n", loaded.instance->validation_errors());
-    return 1;
-  }
-  return interrupted() ? kInterruptedExit : 0;
+  return finish_command("run", loaded, ctx, placement, interrupted());
 }
 
 }  // namespace chorus::tools

@@ -334,6 +334,17 @@ std::string device_view(const Context& ctx) {
   return out;
 }
 
+int finish_command(const char* name, const LoadedModel& loaded, const Context& ctx, const Placement& placement,
+                   bool was_interrupted) {
+  if (placement.show_devices) std::fprintf(stderr, "%s", device_view(ctx).c_str());
+  if (const uint64_t errors = loaded.instance->validation_errors(); errors > 0) {
+    std::fprintf(stderr, "chorus %s: the validation layer reported %llu error(s)\n", name,
+                 static_cast<unsigned long long>(errors));
+    return 1;
+  }
+  return was_interrupted ? kInterruptedExit : 0;
+}
+
 void print_memory_use(const Context& ctx) {
   for (const DeviceMemoryUse& u : ctx.memory_use())
     std::fprintf(stderr, "%s: weights %.2f MiB, KV cache %.2f MiB, scratch %.2f MiB\n", u.device.c_str(),

@@ -90,6 +90,11 @@ std::string describe_memory(const split::FitResult& fit, const std::vector<vk::D
 // how long the reduces waited on each device per token (which device holds the others back).
 std::string device_view(const Context& ctx);
 
+// The end of a model command: the device view if asked for, then its exit status — 1 if the
+// validation layer reported errors (said on stderr), kInterruptedExit after Ctrl-C, else 0.
+int finish_command(const char* name, const LoadedModel& loaded, const Context& ctx, const Placement& placement,
+                   bool was_interrupted);
+
 // "<device>: weights 93.81 MiB, KV cache 45.00 MiB, scratch 12.34 MiB" per device, on stderr.
 void print_memory_use(const Context& ctx);
 

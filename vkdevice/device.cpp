@@ -144,14 +144,7 @@ Device::~Device() {
 }
 
 std::string Device::pipeline_cache_path() const {
-  std::filesystem::path dir;
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
-    dir = xdg;
-  else if (const char* home = std::getenv("HOME"); home && *home)
-    dir = std::filesystem::path(home) / ".cache";
-  else
-    dir = std::filesystem::temp_directory_path();
-  return (dir / "chorus" / ("pipelines-" + hex(info_.pipeline_cache_uuid, VK_UUID_SIZE) + ".bin")).string();
+  return (std::filesystem::path(cache_dir()) / ("pipelines-" + hex(info_.pipeline_cache_uuid, VK_UUID_SIZE) + ".bin")).string();
 }
 
 void Device::save_pipeline_cache() {

@@ -15,6 +15,7 @@
 
 #include "engine/ops/kernels.h"
 #include "engine/ops/matvec.h"
+#include "split/collective.h"
 #include "vkdevice/cache_file.h"
 #include "vkdevice/commands.h"
 
@@ -89,6 +90,41 @@ double measure(vk::Device& dev, GgmlType type) {
 }
 
 }  // namespace
+
+double reduce_round_trip_seconds(const std::vector<vk::Device*>& devices) {
+  if (devices.size() < 2) return 0;
+  constexpr uint32_t kPoints = 32, kTokens = 5, kFloats = 64;
+  // Declared before the collective: its drain runs while they still exist.
+  std::vector<std::vector<std::unique_ptr<vk::CommandBuffer>>> cbs(devices.size());
+  std::vector<std::vector<split::Collective::Segment>> segments(devices.size());
+  split::CollectiveOptions co;
+  co.max_points = kPoints;
+  co.max_floats = kFloats;
+  co.ring = 2;
+  split::Collective coll(devices, co);
+  for (size_t d = 0; d < devices.size(); ++d)
+    for (uint32_t j = 0; j <= kPoints; ++j) {
+      cbs[d].push_back(std::make_unique<vk::CommandBuffer>(*devices[d]));
+      vk::CommandBuffer& cb = *cbs[d].back();
+      cb.begin();
+      if (j > 0) split::Collective::record_acquire(cb);
+      if (j < kPoints) {
+        cb.fill(coll.partials(d), coll.partial_offset(d, j), kFloats * 4, 0);  // a partial of zeros
+        split::Collective::record_publish(cb);
+      }
+      cb.end();
+      segments[d].push_back(split::Collective::Segment{&cb});
+    }
+  const std::vector<uint32_t> floats(kPoints, kFloats);
+  std::vector<double> per_point;
+  for (uint32_t t = 0; t <= kTokens; ++t) {
+    const auto t0 = std::chrono::steady_clock::now();
+    coll.wait(coll.submit(segments, floats));
+    if (t > 0) per_point.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / kPoints);
+  }
+  std::sort(per_point.begin(), per_point.end());
+  return per_point[per_point.size() / 2];
+}
 
 std::optional<double> cached_device_speed(const vk::DeviceInfo& device, GgmlType type) {
   const std::string k = key(device, type);

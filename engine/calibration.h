@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "engine/quant.h"
 #include "vkdevice/device.h"
@@ -30,6 +31,11 @@ DeviceSpeed device_speed(vk::Device& device, GgmlType type, bool recalibrate = f
 
 // The cached throughput of a device not opened (`chorus fit`), if it was ever calibrated.
 std::optional<double> cached_device_speed(const vk::DeviceInfo& device, GgmlType type);
+
+// Seconds of one reduce point's round trip through the collective on `devices` (median over a
+// few tokens of 32 points with empty segments: the signals, waits and the proxy's sum alone).
+// Measured each time (tens of milliseconds); 0 for fewer than two devices.
+double reduce_round_trip_seconds(const std::vector<vk::Device*>& devices);
 
 // The cache file's path.
 std::string calibration_cache_path();

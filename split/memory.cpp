@@ -158,9 +158,17 @@ std::string refusal(const FitRequest& req, const FitResult& r) {
 
 }  // namespace
 
-double predict_token_seconds(const Plan& plan, const std::vector<double>& speed) {
+double predict_token_seconds(const Plan& plan, const std::vector<double>& speed, double reduce_seconds) {
   const std::vector<DeviceBytes> wb = weight_bytes(plan);
-  double slowest = 0, sum = 0;
+  // Per group of devices that run the same layers at once: the slowest one's time, and its
+  // reduce points when several share the layers. A tensor split is one group; a layer split,
+  // a group per device.
+  std::vector<uint32_t> group(plan.devices.size());
+  for (uint32_t d = 0; d < group.size(); ++d)
+    group[d] = plan.mode == SplitMode::hybrid ? plan.groups.at(d) : plan.mode == SplitMode::tensor ? 0 : d;
+  std::vector<double> slowest(plan.devices.size() + 1, 0);
+  std::vector<uint32_t> members(plan.devices.size() + 1, 0);
+  std::vector<uint64_t> layers(plan.devices.size() + 1, 0);
   for (size_t d = 0; d < plan.devices.size() && d < speed.size(); ++d) {
     if (plan.devices[d].empty() || !(speed[d] > 0)) continue;
     // Per token a device reads its split matrices and norms whole, one embedding row only.
@@ -168,11 +176,22 @@ double predict_token_seconds(const Plan& plan, const std::vector<double>& speed)
     if (wb[d].lm_head == 0 && plan.model.n_vocab > 0)  // a tied head reads its vocabulary rows of token_embd
       bytes += static_cast<double>(model_bytes(plan.model).embedding) * static_cast<double>(plan.devices[d].vocab.size()) /
                plan.model.n_vocab;
-    const double t = bytes / speed[d];
-    slowest = std::max(slowest, t);
-    sum += t;
+    const uint32_t g = group[d];
+    slowest[g] = std::max(slowest[g], bytes / speed[d]);
+    ++members[g];
+    layers[g] = std::max<uint64_t>(layers[g], plan.devices[d].layers.size());
   }
-  return plan.mode == SplitMode::tensor ? slowest : sum;
+  double t = 0;
+  for (size_t g = 0; g < slowest.size(); ++g)
+    t += slowest[g] + (members[g] > 1 ? 2.0 * static_cast<double>(layers[g]) * reduce_seconds : 0.0);
+  return t;
+}
+
+std::vector<uint32_t> speed_groups(const std::vector<double>& speed) {
+  std::vector<uint32_t> g;
+  for (size_t i = 0; i < speed.size(); ++i)
+    g.push_back(i == 0 ? 0 : g.back() + (std::fabs(speed[i] - speed[i - 1]) > 0.1 * std::max(speed[i], speed[i - 1])));
+  return g;
 }
 
 FitResult fit(const FitRequest& req) {
@@ -191,7 +210,7 @@ FitResult fit(const FitRequest& req) {
     for (uint64_t u : r.usable) split.ratios.push_back(static_cast<double>(std::max<uint64_t>(u, 1)));
   }
   const auto predict = [&] {
-    if (req.speed.size() == n) r.predicted_token_seconds = predict_token_seconds(r.plan, req.speed);
+    if (req.speed.size() == n) r.predicted_token_seconds = predict_token_seconds(r.plan, req.speed, req.reduce_seconds);
   };
   const auto evaluate = [&] {
     r.plan = plan_split(req.model, split);
@@ -202,6 +221,31 @@ FitResult fit(const FitRequest& req) {
   predict();
   if (r.fits) {
     if (by_speed && n > 1 && split.mode == SplitMode::tensor) r.notes.push_back("ratios follow each device's calibrated speed");
+    // Devices of different speeds: would tensor groups of similar devices, one group after
+    // another, be faster? Only when the user chose neither the mode nor the ratios.
+    const std::vector<uint32_t> groups = by_speed ? speed_groups(req.speed) : std::vector<uint32_t>{};
+    if (by_speed && !req.mode_given && split.mode == SplitMode::tensor && n >= 3 && groups.back() > 0 &&
+        groups.back() + 1 < n) {
+      SplitRequest h = split;
+      h.mode = SplitMode::hybrid;
+      h.groups = groups;
+      const Plan hp = plan_split(req.model, h);
+      const std::vector<DeviceMemory> hm = plan_memory(hp, r.ctx);
+      const double th = predict_token_seconds(hp, req.speed, req.reduce_seconds);
+      char why[256];
+      std::snprintf(why, sizeof why, "predicted %.2f ms per token as a tensor split, %.2f ms as a hybrid split (groups",
+                    r.predicted_token_seconds * 1e3, th * 1e3);
+      std::string g;
+      for (uint32_t x : groups) g += (g.empty() ? " " : ",") + std::to_string(x);
+      if (th < r.predicted_token_seconds && shortfalls(hm, r.usable).empty()) {
+        r.plan = hp;
+        r.memory = hm;
+        r.predicted_token_seconds = th;
+        r.notes.push_back(std::string(why) + g + "): hybrid chosen");
+      } else {
+        r.notes.push_back(std::string(why) + g + "): tensor kept");
+      }
+    }
     return r;
   }
   if (!req.fit) {  // --fit off: keep the request; say what is missing

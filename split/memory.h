@@ -58,6 +58,9 @@ struct FitRequest {
   // Weight bytes each device reads per second (engine/calibration.h); empty when unknown. With
   // it, ratios not given follow speed (within memory) and the time per token is predicted.
   std::vector<double> speed;
+  // Seconds of one reduce point's round trip through the collective on these devices (0:
+  // unknown); the prediction adds it per reduce point of a tensor group.
+  double reduce_seconds = 0;
 };
 
 struct FitResult {
@@ -68,13 +71,17 @@ struct FitResult {
   bool fits = false;
   std::vector<std::string> notes;    // every change made to the request, one sentence each
   std::string refusal;               // when !fits: what is missing on which device, what would fit
-  // With speeds: seconds per decode token, the weight bytes each device reads at its speed (the
-  // slowest device of a tensor split, the sum along a layer split; reduce waits not included).
+  // With speeds: seconds per decode token (predict_token_seconds).
   double predicted_token_seconds = 0;
 };
 
-// Seconds per decode token of `plan` on devices reading weights at `speed` bytes per second.
-double predict_token_seconds(const Plan& plan, const std::vector<double>& speed);
+// Seconds per decode token of `plan` on devices reading weights at `speed` bytes per second:
+// the slowest device of each tensor group plus `reduce_seconds` per reduce point of a group of
+// several devices, the groups (or a layer split's devices) one after another.
+double predict_token_seconds(const Plan& plan, const std::vector<double>& speed, double reduce_seconds = 0);
+
+// Hybrid groups from speeds: consecutive devices within 10% of each other share a group.
+std::vector<uint32_t> speed_groups(const std::vector<double>& speed);
 
 // Plans the split and checks every device's bytes against its usable memory. When it does not
 // fit and fitting is on: the context shrinks (to the largest that fits, not below n_ctx_min);

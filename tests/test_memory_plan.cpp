@@ -235,7 +235,7 @@ TEST(FitTool, AHalfSpeedDeviceGetsAThirdOfTheWorkTheSameTokensAndPredictedBeside
   EXPECT_NE(split.text.find("x0.5 by --device-speed"), std::string::npos) << split.text;
   EXPECT_NE(split.text.find("device 1 (33.3%)"), std::string::npos) << split.text;
   EXPECT_NE(split.text.find("generation: predicted "), std::string::npos) << split.text;
-  EXPECT_NE(split.text.find(" ms per token (weight reads at the calibrated speeds), measured "), std::string::npos) << split.text;
+  EXPECT_NE(split.text.find(" ms per token (weight reads at the calibrated speeds, reduce round trips), measured "), std::string::npos) << split.text;
   // --show-devices: each device's memory and how often the reduces waited for it.
   const size_t view = split.text.find("devices: memory in use; how often each device was the one the reduces waited for");
   ASSERT_NE(view, std::string::npos) << split.text;

@@ -747,5 +747,34 @@ TEST(Hybrid, GroupsSplitTheLayersAndATensorSplitInsideEachGroup) {
   EXPECT_THROW(plan_split(stories260k(), r), std::invalid_argument);
 }
 
+TEST(Fit, HybridIsChosenOnlyWhenPredictedFasterAndTheNoteSaysWhy) {
+  FitRequest fr;
+  fr.model = smollm2_q4_1();
+  fr.split.mode = SplitMode::tensor;
+  fr.ctx.n_ctx = 512;
+  fr.free_bytes = {1ull << 30, 1ull << 30, 1ull << 30};
+  fr.speed = {2e9, 2e9, 0.2e9};  // two alike, one ten times slower
+  // Cheap reduces: a tensor split over all three (shares by speed) is predicted faster.
+  fr.reduce_seconds = 10e-6;
+  FitResult r = fit(fr);
+  ASSERT_TRUE(r.fits) << r.refusal;
+  EXPECT_EQ(r.plan.mode, SplitMode::tensor);
+  ASSERT_FALSE(r.notes.empty());
+  EXPECT_NE(r.notes.back().find("as a hybrid split (groups 0,0,1): tensor kept"), std::string::npos) << r.notes.back();
+  // Costly reduces: the lone slow device takes its layers with no reduce at all; the hybrid
+  // split saves more than its pipeline costs.
+  fr.reduce_seconds = 0.1;
+  r = fit(fr);
+  ASSERT_TRUE(r.fits) << r.refusal;
+  EXPECT_EQ(r.plan.mode, SplitMode::hybrid);
+  EXPECT_NE(r.notes.back().find("hybrid chosen"), std::string::npos) << r.notes.back();
+  EXPECT_LT(r.predicted_token_seconds, predict_token_seconds(plan_split(fr.model, {SplitMode::tensor, fr.speed, 0}), fr.speed,
+                                                             fr.reduce_seconds));
+  // The user's mode is kept whatever the prediction.
+  fr.mode_given = true;
+  r = fit(fr);
+  EXPECT_EQ(r.plan.mode, SplitMode::tensor);
+}
+
 }  // namespace
 }  // namespace chorus::split

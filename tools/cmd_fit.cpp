@@ -104,7 +104,7 @@ int cmd_fit(const std::vector<std::string>& args) {
   }
   if (fr.split.mode == split::SplitMode::hybrid) {
     if (!placement.groups.empty()) fr.split.groups = placement.groups;
-    else if (!fr.speed.empty()) fr.split.groups = speed_groups(fr.speed);
+    else if (!fr.speed.empty()) fr.split.groups = split::speed_groups(fr.speed);
     else
       throw UsageError("-sm hybrid needs --groups here: the devices have not been calibrated yet (a `chorus run` on "
                        "them does it), so fit cannot group them by speed");

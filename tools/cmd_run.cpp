@@ -210,7 +210,8 @@ int cmd_run(const std::vector<std::string>& args) {
   print_perf("eval time", gen_ms, evaluated, "runs");
   print_perf("total time", ms_since(t_start), input.size() + evaluated, "tokens");
   if (loaded.predicted_token_seconds > 0 && evaluated > 0)
-    std::fprintf(stderr, "generation: predicted %.2f ms per token (weight reads at the calibrated speeds), measured %.2f ms per token\n",
+    std::fprintf(stderr, "generation: predicted %.2f ms per token (weight reads at the calibrated speeds, reduce round trips), measured "
+                 "%.2f ms per token\n",
                  loaded.predicted_token_seconds * 1e3, gen_ms / static_cast<double>(evaluated));
   return finish_command("run", loaded, ctx, placement, interrupted());
 }

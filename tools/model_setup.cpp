@@ -150,13 +150,6 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
       .flag({"--no-mmap", "--mlock"}, std::string("accepted and ignored: ") + once, [f = ignored(once)] { f("--no-mmap/--mlock"); });
 }
 
-std::vector<uint32_t> speed_groups(const std::vector<double>& speed) {
-  std::vector<uint32_t> g;
-  for (size_t i = 0; i < speed.size(); ++i)
-    g.push_back(i == 0 ? 0 : g.back() + (std::fabs(speed[i] - speed[i - 1]) > 0.1 * std::max(speed[i], speed[i - 1])));
-  return g;
-}
-
 GgmlType main_weight_type(const gguf::File& file) {
   std::map<GgmlType, uint64_t> bytes;
   for (const auto& t : file.tensors())
@@ -249,8 +242,12 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
                  type_traits(main_type).name, fr.speed.back() / 1e9, sp.source.c_str(),
                  factor != 1.0 ? (", x" + format_default(factor) + " by --device-speed").c_str() : "");
   }
+  if (devices.size() > 1 && fr.split.mode != split::SplitMode::layer) {
+    fr.reduce_seconds = reduce_round_trip_seconds(devices);
+    std::fprintf(stderr, "speed: a reduce point's round trip through the collective takes %.1f us\n", fr.reduce_seconds * 1e6);
+  }
   if (fr.split.mode == split::SplitMode::hybrid) {
-    fr.split.groups = placement.groups.empty() ? speed_groups(fr.speed) : placement.groups;
+    fr.split.groups = placement.groups.empty() ? split::speed_groups(fr.speed) : placement.groups;
     if (fr.split.groups.size() != devices.size())
       throw UsageError("--groups gives " + std::to_string(fr.split.groups.size()) + " groups for " +
                        std::to_string(devices.size()) + " devices");
@@ -264,8 +261,8 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
                  g.c_str());
   }
   if (fitted.predicted_token_seconds > 0)
-    std::fprintf(stderr, "predicted generation: %.2f ms per token (%.1f t/s): the weight reads at the calibrated speeds; dispatch and "
-                 "reduce costs not included\n",
+    std::fprintf(stderr, "predicted generation: %.2f ms per token (%.1f t/s): the weight reads at the calibrated speeds and the "
+                 "reduce round trips; dispatch costs not included\n",
                  fitted.predicted_token_seconds * 1e3, 1.0 / fitted.predicted_token_seconds);
   std::fprintf(stderr, "%s", describe_memory(fitted, devices).c_str());
   if (!fitted.fits && placement.fit) throw std::runtime_error(fitted.refusal);

@@ -37,9 +37,6 @@ struct Placement {
   std::vector<uint32_t> groups;   // --groups: each device's group in a hybrid split
 };
 
-// Hybrid groups when --groups is not given: consecutive devices whose speeds are within 10%.
-std::vector<uint32_t> speed_groups(const std::vector<double>& speed);
-
 // The weight format holding most of a model's matrix bytes (what calibration measures).
 GgmlType main_weight_type(const gguf::File& file);
 

@@ -293,6 +293,14 @@ TEST(QuantizeCommand, RefusesTheInputAsOutputAndUnknownTypesAndRequantising) {
   EXPECT_NE(unknown.output.find("Q4_K_M"), std::string::npos) << unknown.output;
   EXPECT_FALSE(std::filesystem::exists(temp_dir() + "/x.gguf"));
 
+  const test::CommandResult help = chorus_cmd("quantize --help");
+  EXPECT_EQ(help.exit_code, 0) << help.output;
+  EXPECT_NE(help.output.find("usage: chorus quantize"), std::string::npos) << help.output;
+  EXPECT_NE(help.output.find("Q4_K_M"), std::string::npos) << help.output;
+  const test::CommandResult misspelt = chorus_cmd("quantize " + in + " " + temp_dir() + "/x.gguf Q8_0 --pur");
+  EXPECT_EQ(misspelt.exit_code, 2) << misspelt.output;
+  EXPECT_NE(misspelt.output.find("did you mean '--pure'?"), std::string::npos) << misspelt.output;
+
   const std::string q8 = temp_dir() + "/requant-src.gguf";
   ASSERT_EQ(chorus_cmd("quantize " + in + " " + q8 + " Q8_0").exit_code, 0);
   const std::string q4 = temp_dir() + "/requant.gguf";

@@ -1,6 +1,10 @@
 #include "tests/gpu.h"
 
+#include <sys/wait.h>
+
+#include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
@@ -70,6 +74,18 @@ std::string shared_model(const std::string& name) {
     throw std::runtime_error(path + " is missing: the tests need ../shared beside the repository (or CHORUS_SHARED_DIR) "
                              "with its models/ folder");
   return path;
+}
+
+CommandResult run_command(const std::string& command) {
+  CommandResult r{-1, ""};
+  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf{};
+  size_t n = 0;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  const int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
 }
 
 std::vector<float> random_floats(size_t n, uint64_t seed, float scale) {

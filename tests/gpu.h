@@ -40,6 +40,14 @@ std::string fetched_model(const std::string& file_name, const std::string& fetch
 // Path of a file in shared_dir()/models; a missing file throws as fetched_model does.
 std::string shared_model(const std::string& name);
 
+// Runs `command` through the shell with stderr merged into stdout (for suites that drive the
+// chorus binary). exit_code is -1 when the command did not exit normally.
+struct CommandResult {
+  int exit_code;
+  std::string output;
+};
+CommandResult run_command(const std::string& command);
+
 // Uniform random floats in [-scale, scale], deterministic per seed.
 std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f);
 // Normalised mean squared error sum((a-b)^2)/sum(a^2); +inf if any value is NaN or inf.

@@ -31,6 +31,7 @@ std::span<const Command> all_commands() {
       {"chat", "talk to a model in its own chat format (interactive)", cmd_chat},
       {"run", "generate text from a prompt (the completion on stdout)", cmd_run},
       {"fit", "plan a model on the devices without loading it: bytes per device, split, context", cmd_fit},
+      {"quantize", "write a model in another weight format (Q8_0, Q4_K_M, F16 ...: llama.cpp's type mixes)", cmd_quantize},
       {"perplexity", "measure a model's perplexity over a text file (llama-perplexity's method)", cmd_perplexity},
       {"serve", "an OpenAI-compatible HTTP server with parallel slots (chat, completions, embeddings)", cmd_serve},
   };

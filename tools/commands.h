@@ -38,6 +38,7 @@ int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_run(const std::vector<std::string>& args);
 int cmd_chat(const std::vector<std::string>& args);  // also `chorus run -cnv`
 int cmd_perplexity(const std::vector<std::string>& args);
+int cmd_quantize(const std::vector<std::string>& args);
 int cmd_fit(const std::vector<std::string>& args);
 int cmd_serve(const std::vector<std::string>& args);  // the HTTP server (server/)
 

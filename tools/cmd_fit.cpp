@@ -159,8 +159,8 @@ int cmd_fit(const std::vector<std::string>& args) {
                 split::kMarginFraction * 100, split::kMarginMin >> 20);
     for (const std::string& note : r.notes) std::printf("fit: %s\n", note.c_str());
     if (r.predicted_token_seconds > 0)
-      std::printf("predicted generation: %.1f t/s (the weight reads at the calibrated speeds; dispatch and reduce costs "
-                  "not included)\n", 1.0 / r.predicted_token_seconds);
+      std::printf("predicted generation: %.1f t/s (the weight reads at the calibrated speeds; reduce round trips, timed "
+                  "only when devices are opened, and dispatch costs not included)\n", 1.0 / r.predicted_token_seconds);
     else
       std::printf("predicted generation: unknown until every device is calibrated (any `chorus run` on it does that)\n");
     for (const std::string& w : r.plan.warnings) std::printf("plan: %s\n", w.c_str());

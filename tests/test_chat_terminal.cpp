@@ -50,17 +50,22 @@ class ChatTerminal : public ::testing::Test {
     session_ = "chorus-chat-" + std::to_string(::getpid());
   }
   void TearDown() override {
-    sh("tmux kill-session -t " + session_ + " 2>/dev/null");
+    stop();
     std::filesystem::remove_all(dir_);
   }
+  // "tmux -L SOCKET": every start() has a tmux server of its own, so a new pane never meets the
+  // previous server while it is still shutting down (the last session's end stops a server).
+  std::string tmux() const { return "tmux -L " + session_ + "-" + std::to_string(starts_); }
   // Runs `cmd` (no single quotes in it) in a new 200x60 tmux pane.
-  void start(const std::string& cmd) const {
+  void start(const std::string& cmd) {
     ASSERT_EQ(cmd.find('\''), std::string::npos);
-    ASSERT_EQ(std::system(("tmux new-session -d -x 200 -y 60 -s " + session_ + " '" + cmd + "'").c_str()), 0);
+    ++starts_;
+    ASSERT_EQ(std::system((tmux() + " new-session -d -x 200 -y 60 -s " + session_ + " '" + cmd + "'").c_str()), 0);
   }
-  std::string screen() const { return sh("tmux capture-pane -p -J -S -200 -t " + session_ + " 2>/dev/null"); }
+  void stop() const { sh(tmux() + " kill-server 2>/dev/null"); }
+  std::string screen() const { return sh(tmux() + " capture-pane -p -J -S -200 -t " + session_ + " 2>/dev/null"); }
   std::string err() const { return read_file((dir_ / "stderr.txt").string()); }
-  void keys(const std::string& k) const { sh("tmux send-keys -t " + session_ + " " + k); }
+  void keys(const std::string& k) const { sh(tmux() + " send-keys -t " + session_ + " " + k); }
   void type(const std::string& line) const { keys("-l '" + line + "'"); keys("Enter"); }
   // Polls until `done` holds; fails after the deadline (a hang guard, not a speed requirement).
   bool wait_for(const std::function<bool()>& done, const char* what) const {
@@ -101,6 +106,7 @@ class ChatTerminal : public ::testing::Test {
 
   std::filesystem::path dir_;
   std::string session_;
+  int starts_ = 0;
 };
 
 TEST_F(ChatTerminal, TwoTurnsThatBuildOnEachOtherCtrlCMidReplyClearAndCtrlD) {
@@ -125,7 +131,7 @@ TEST_F(ChatTerminal, TwoTurnsThatBuildOnEachOtherCtrlCMidReplyClearAndCtrlD) {
   ASSERT_TRUE(keys_at_prompt("C-d"));
   ASSERT_TRUE(wait_for([&] { return screen().find("[exit 0]") != std::string::npos; }, "the exit after Ctrl-D"));
   EXPECT_NE(err().find("generation:"), std::string::npos) << "the timings at exit\n" << err();
-  sh("tmux kill-session -t " + session_ + " 2>/dev/null");
+  stop();
 
   // Two turns at temperature 0: the second question only makes sense with the first answer.
   const std::string cmd2 = std::string(CHORUS_BINARY) + " chat -m " + model + " --temp 0 -n 60 -c 1024 2>" +

@@ -347,9 +347,9 @@ int bench_model(const std::vector<std::string>& args) {
       .option({"-n", "--n-gen"}, "LIST", "generation lengths (default 128; 0 skips)",
               [&](const std::string& flag, const std::string& v) { tg = parse_counts(flag, v); })
       .option({"-r", "--repetitions"}, "N", "runs per test (default 5)",
-              [&](const std::string& flag, const std::string& v) { reps = parse_positive(flag, v); })
+              store_positive(reps))
       .option({"-ub", "--ubatch-size"}, "N", "tokens per forward pass (default 512)",
-              [&](const std::string& flag, const std::string& v) { n_ubatch = parse_positive(flag, v); })
+              store_positive(n_ubatch))
       .option({"-o", "--output"}, "FORMAT", "md | json | jsonl | csv (default md)",
               [&](const std::string& flag, const std::string& v) {
                 if (v == "md") format = Format::md;

@@ -114,11 +114,11 @@ int cmd_chat(const std::vector<std::string>& args) {
       .option({"-n", "--n-predict"}, "N", "at most N tokens per reply (default: until the model ends it)",
               [&](const std::string& flag, const std::string& v) { n_predict = static_cast<int32_t>(parse_int(flag, v, -1, 1 << 24)); })
       .option({"-c", "--ctx-size"}, "N", "context length in tokens (default: the model's, at most 4096)",
-              [&](const std::string& flag, const std::string& v) { n_ctx = parse_positive(flag, v); })
+              store_positive(n_ctx))
       .flag({"--context-shift"}, "when the context fills, drop the oldest turns (the system prompt stays) instead of asking for /clear",
             context_shift)
       .option({"-ub", "--ubatch-size"}, "N", "prompt tokens per forward pass (default 512)",
-              [&](const std::string& flag, const std::string& v) { n_ubatch = parse_positive(flag, v); })
+              store_positive(n_ubatch))
       .flag({"-cnv", "--conversation", "-i", "--interactive"}, "accepted: chat is always a conversation", [] {})
       .flag({"--validation"}, "enable VK_LAYER_KHRONOS_validation (also CHORUS_VALIDATION=1)", validation);
   add_sampling_options(p, sp, seed);

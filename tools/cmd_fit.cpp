@@ -50,11 +50,11 @@ int cmd_fit(const std::vector<std::string>& args) {
                 "devices do.");
   p.option({"-m", "--model"}, "FILE", "a GGUF model", model_path)
       .option({"-c", "--ctx-size"}, "N", "context length in tokens (default: the model's, at most 4096)",
-              [&](const std::string& flag, const std::string& v) { n_ctx = parse_positive(flag, v); })
+              store_positive(n_ctx))
       .option({"-np", "--parallel"}, "N", "sequences, each with its own KV cache (server slots; default 1)",
-              [&](const std::string& flag, const std::string& v) { n_seq = parse_positive(flag, v); })
+              store_positive(n_seq))
       .option({"-ub", "--ubatch-size"}, "N", "tokens per forward pass (default 512)",
-              [&](const std::string& flag, const std::string& v) { n_ubatch = parse_positive(flag, v); })
+              store_positive(n_ubatch))
       .option({"-o", "--output"}, "FORMAT", "md (a table, default) or json", [&](const std::string& flag, const std::string& v) {
         if (v != "md" && v != "json") throw UsageError(flag + " is md or json, not '" + v + "'");
         format = v;

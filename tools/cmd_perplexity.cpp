@@ -96,9 +96,6 @@ int cmd_perplexity(const std::vector<std::string>& args) {
       "\n"
       "FILE is read as is: CRLF line endings stay CRLF (they tokenize differently from LF, so\n"
       "convert the file first to compare with numbers measured on an LF copy).");
-  const auto count = [](uint32_t& target) {
-    return [&target](const std::string& flag, const std::string& v) { target = parse_positive(flag, v); };
-  };
   p.option({"-m", "--model"}, "FILE", "a GGUF model", model_path)
       .option({"-f", "--file"}, "FILE", "the text (- is standard input; a pipe such as <(command) works)", text_path)
       .option({"-c", "--ctx-size"}, "N", "tokens per chunk (default 512)",
@@ -106,12 +103,12 @@ int cmd_perplexity(const std::vector<std::string>& args) {
                 n_ctx = parse_positive(flag, v);
                 ctx_given = true;
               })
-      .option({"--chunks"}, "N", "score only the first N chunks (default: all)", count(max_chunks))
+      .option({"--chunks"}, "N", "score only the first N chunks (default: all)", store_positive(max_chunks))
       .option({"-b", "--batch-size"}, "N",
               "tokens per decode call: N / N_CTX chunks are evaluated together as independent sequences (default "
               "2048); results do not depend on it",
-              count(n_batch))
-      .option({"-ub", "--ubatch-size"}, "N", "tokens per forward pass (default 512)", count(n_ubatch))
+              store_positive(n_batch))
+      .option({"-ub", "--ubatch-size"}, "N", "tokens per forward pass (default 512)", store_positive(n_ubatch))
       .option({"--kl-divergence-base"}, "F",
               "save every scored row's log-probabilities to F (llama-perplexity's format) for a later "
               "--kl-divergence run of another model or split",

@@ -90,9 +90,9 @@ int cmd_run(const std::vector<std::string>& args) {
                 n_predict = static_cast<uint32_t>(n);
               })
       .option({"-c", "--ctx-size"}, "N", "context length in tokens (default: the model's, at most 4096)",
-              [&](const std::string& flag, const std::string& v) { n_ctx = parse_positive(flag, v); })
+              store_positive(n_ctx))
       .option({"-ub", "--ubatch-size"}, "N", "prompt tokens per forward pass (default 512)",
-              [&](const std::string& flag, const std::string& v) { n_ubatch = parse_positive(flag, v); })
+              store_positive(n_ubatch))
       .option({"-b", "--batch-size"}, "N", "accepted and ignored (the prompt is one batch; -ub sets the tokens per forward pass)",
               [](const std::string& flag, const std::string& v) {
                 (void)parse_positive(flag, v);

@@ -41,13 +41,13 @@ int cmd_serve(const std::vector<std::string>& args) {
       .option({"--api-key"}, "KEY",
               "require \"Authorization: Bearer KEY\" on every request but /health and / (also CHORUS_API_KEY)", o.api_key)
       .option({"-np", "--parallel"}, "N", "parallel slots, each its own sequence in the KV cache (default 4)",
-              [&](const std::string& flag, const std::string& v) { o.scheduler.n_slots = parse_positive(flag, v); })
+              store_positive(o.scheduler.n_slots))
       .option({"-c", "--ctx-size"}, "N",
               "total context in tokens, shared equally by the slots (default: the model's trained length, at most "
               "4096, per slot)",
-              [&](const std::string& flag, const std::string& v) { n_ctx_total = parse_positive(flag, v); })
+              store_positive(n_ctx_total))
       .option({"-ub", "--ubatch-size"}, "N", "tokens per step: one forward pass (default 512)",
-              [&](const std::string& flag, const std::string& v) { o.scheduler.n_ubatch = parse_positive(flag, v); })
+              store_positive(o.scheduler.n_ubatch))
       .option({"--queue"}, "N", "requests that may wait for a slot; more get 503 (default 16)",
               [&](const std::string& flag, const std::string& v) {
                 o.scheduler.max_queue = static_cast<uint32_t>(parse_int(flag, v, 0, 1 << 16));

@@ -103,6 +103,10 @@ std::string format_default(double v);
 
 // The positive count a flag takes (1 .. 2^24), or a UsageError.
 uint32_t parse_positive(const std::string& flag, const std::string& text);
+// An option action that stores parse_positive's count in `target`.
+inline auto store_positive(uint32_t& target) {
+  return [&target](const std::string& flag, const std::string& v) { target = parse_positive(flag, v); };
+}
 
 inline double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

@@ -48,12 +48,9 @@ struct DeviceState {
   vk::Buffer pos;   // [T] i32 positions, host-visible
   vk::Buffer x;     // [T][n_embd] residual stream (every device keeps the whole of it)
   vk::Buffer h;     // [T][n_embd] normed input
-  vk::Buffer q;     // [T][n_q]
-  vk::Buffer kk;    // [T][n_kv]
-  vk::Buffer vv;    // [T][n_kv]
+  vk::Buffer qkv;   // Q [T][n_q], then K [T][n_kv], then V [T][n_kv] (for one token: one row [Q|K|V])
   vk::Buffer att;   // [T][n_q]
-  vk::Buffer gate;  // [T][n_ff]
-  vk::Buffer up;    // [T][n_ff]
+  vk::Buffer gu;    // gate [T][n_ff], then up [T][n_ff]; the activation overwrites gate
   vk::Buffer sel;   // [T][n_embd] rows whose logits are wanted
   vk::Buffer embd_scale;  // [1] the embedding's scale (when it is not 1)
   vk::Buffer logits;    // [rows][n_vocab local], grown on demand
@@ -62,6 +59,18 @@ struct DeviceState {
   vk::Buffer hidden;    // [T][n_embd] host-visible copy of the final-norm output (Context::embed)
 
   vk::CommandBuffer& cb() const { return exec->cb(index); }  // changes at reduce points
+
+  // Byte offsets of K and V in qkv, and of up in gu, for a step of T tokens.
+  uint64_t k_at(uint32_t T) const { return uint64_t(T) * n_q * 4; }
+  uint64_t v_at(uint32_t T) const { return uint64_t(T) * (n_q + n_kv) * 4; }
+  uint64_t up_at(uint32_t T) const { return uint64_t(T) * n_ff * 4; }
+};
+
+// Where a block (attention or FFN) puts its output, and what then remains to do.
+struct BlockOutput {
+  split::Slice out;      // the device's partial of the reduce point, or the residual x itself
+  bool add;              // out is x: the block adds its output into it (the reduce is local)
+  split::Slice scratch;  // (add) room for the output when it cannot be added in the product
 };
 
 // The forward pass recorded for one token of one sequence, replayable while this holds.
@@ -154,12 +163,9 @@ struct Context::Impl {
     d.pos = f32(T, vk::BufferKind::Host);
     d.x = f32(uint64_t(T) * c.n_embd);
     d.h = f32(uint64_t(T) * c.n_embd);
-    d.q = f32(uint64_t(T) * d.n_q);
-    d.kk = f32(uint64_t(T) * d.n_kv);
-    d.vv = f32(uint64_t(T) * d.n_kv);
+    d.qkv = f32(uint64_t(T) * (d.n_q + 2 * d.n_kv));
     d.att = f32(uint64_t(T) * d.n_q);
-    d.gate = f32(uint64_t(T) * d.n_ff);
-    d.up = f32(uint64_t(T) * d.n_ff);
+    d.gu = f32(uint64_t(T) * 2 * d.n_ff);
     d.sel = f32(uint64_t(T) * c.n_embd);
     if (c.embd_scale != 1.0f) {
       d.embd_scale = f32(1);
@@ -216,10 +222,10 @@ struct Context::Impl {
     for (uint32_t l = static_cast<uint32_t>(sp.layers.begin); l < sp.layers.end; ++l) {
       const uint32_t k = 2 * l;
       const Layer& W = d.shard->layers[l];
-      if (d.n_q) attention(d, l, pieces, T, exec->partial(d.index, k), replay);
-      add_to_residual(d, post_norm(d, W[L::post_attention_norm], exec->reduce(d.index, k, d.n_q > 0), T), T);
-      if (d.n_ff) ffn(d, l, T, exec->partial(d.index, k + 1));
-      add_to_residual(d, post_norm(d, W[L::post_ffw_norm], exec->reduce(d.index, k + 1, d.n_ff > 0), T), T);
+      if (d.n_q) attention(d, l, pieces, T, block_output(d, k), replay);
+      join(d, k, d.n_q > 0, W[L::post_attention_norm], T);
+      if (d.n_ff) ffn(d, l, T, block_output(d, k + 1));
+      join(d, k + 1, d.n_ff > 0, W[L::post_ffw_norm], T);
     }
     head(d, pieces, T, n_out);
     exec->send(d.index, d.x);  // the hidden state on to the next device of a pipeline
@@ -231,7 +237,7 @@ struct Context::Impl {
     gr.n = c.n_embd;
     gr.n_rows = c.n_vocab;
     gr.n_ids = T;
-    ops::get_rows(*d.k, d.cb(), d.shard->tok_embd.buf, 0, d.ids, 0, d.x, 0, gr);
+    ops::get_rows(*d.k, d.cb(), d.shard->tok_embd.buf(), d.shard->tok_embd.offset, d.ids, 0, d.x, 0, gr);
     d.cb().barrier();  // x is read by the first norm (or the scale)
     if (c.embd_scale != 1.0f) {  // gemma: x *= sqrt(n_embd)
       ops::mul(*d.k, d.cb(), d.x, 0, d.embd_scale, 0, d.x, 0, T * c.n_embd, 1);
@@ -239,11 +245,27 @@ struct Context::Impl {
     }
   }
 
+  // Where block k's output goes: straight into the residual when the reduce is local and no
+  // post-norm comes between (one device, a layer split), else the reduce point's partial.
+  BlockOutput block_output(DeviceState& d, uint32_t k) {
+    const split::Slice partial = exec->partial(d.index, k);
+    if (exec->sums_locally(d.index) && !c.post_norms) return BlockOutput{split::Slice{&d.x, 0}, true, partial};
+    return BlockOutput{partial, false, {}};
+  }
+
+  // Ends block k: the reduce point, then x += the (post-normed) sum unless the block added it.
+  void join(DeviceState& d, uint32_t k, bool wrote, const DeviceTensor& post_norm_weight, uint32_t T) {
+    const bool added = exec->sums_locally(d.index) && !c.post_norms;
+    const split::Slice sum = exec->reduce(d.index, k, wrote);  // orders x's update before the next reader
+    if (!added) add_to_residual(d, post_norm(d, post_norm_weight, sum, T), T);
+  }
+
   // The reduced sum of a block, RMSNormed into h when the family has post-norms (gemma3):
   // every device norms the same sum, so the residuals stay identical.
   split::Slice post_norm(DeviceState& d, const DeviceTensor& weight, split::Slice sum, uint32_t T) {
     if (!c.post_norms) return sum;
-    ops::rms_norm(*d.k, d.cb(), *sum.buffer, sum.offset, &weight.buf, 0, d.h, 0, ops::RmsNormShape{c.n_embd, T, c.rms_eps});
+    ops::rms_norm(*d.k, d.cb(), *sum.buffer, sum.offset, &weight.buf(), weight.offset, d.h, 0,
+                  ops::RmsNormShape{c.n_embd, T, c.rms_eps});
     d.cb().barrier();  // the normed sum joins the residual
     return split::Slice{&d.h, 0};
   }
@@ -258,66 +280,123 @@ struct Context::Impl {
   static void linear(DeviceState& d, const DeviceTensor& w, uint64_t w_offset, uint32_t rows, const vk::Buffer& in,
                      uint32_t T, split::Slice out) {
     if (T == 1)
-      ops::mul_mv(*d.k, d.cb(), w.type, w.buf, w_offset, w.cols, rows, in, 0, *out.buffer, out.offset);
+      ops::mul_mv(*d.k, d.cb(), w.type, w.buf(), w.offset + w_offset, w.cols, rows, in, 0, *out.buffer, out.offset);
     else
-      ops::mul_mm(*d.k, d.cb(), w.type, w.buf, w_offset, w.cols, rows, in, 0, T, *out.buffer, out.offset);
+      ops::mul_mm(*d.k, d.cb(), w.type, w.buf(), w.offset + w_offset, w.cols, rows, in, 0, T, *out.buffer, out.offset);
   }
-  static void linear(DeviceState& d, const DeviceTensor& w, const vk::Buffer& in, uint32_t T, const vk::Buffer& out) {
-    linear(d, w, 0, w.rows, in, T, split::Slice{&out, 0});
+  static void linear(DeviceState& d, const DeviceTensor& w, const vk::Buffer& in, uint32_t T, split::Slice out) {
+    linear(d, w, 0, w.rows, in, T, out);
   }
 
   // RMSNorm of x with a weight, into h.
   void norm(DeviceState& d, const DeviceTensor& weight, uint32_t T) {
-    ops::rms_norm(*d.k, d.cb(), d.x, 0, &weight.buf, 0, d.h, 0, ops::RmsNormShape{c.n_embd, T, c.rms_eps});
+    ops::rms_norm(*d.k, d.cb(), d.x, 0, &weight.buf(), weight.offset, d.h, 0, ops::RmsNormShape{c.n_embd, T, c.rms_eps});
     d.cb().barrier();  // h feeds the projections
   }
 
-  // Attention block: this device's partial of attn_output(attention(norm(x))) [T][n_embd].
-  // With `replay`, positions come from d.pos, so the recording serves any position.
-  void attention(DeviceState& d, uint32_t l, const std::vector<Piece>& pieces, uint32_t T, split::Slice out,
+  // A product with the work around it: out (+)= W . norm(x) (with norm_weight; else of `in`),
+  // the output per `how`: stored, added into out (then `scratch` holds the product if the
+  // kernel cannot add), or gated (W's rows: gate rows, then as many up rows; out gets the
+  // activation and, when not fused, the up rows at out + up_offset). One dispatch where the
+  // kernel fuses it (one token on the texel kernels, ops::mul_mv_fuses), else the separate
+  // ops. Records no barrier after.
+  using Out = ops::MatVecFusion::Out;
+  void product(DeviceState& d, const DeviceTensor* norm_weight, const vk::Buffer& in, const DeviceTensor& w,
+               uint32_t rows, uint32_t T, split::Slice out, Out how, split::Slice scratch = {}, uint64_t up_offset = 0) {
+    ops::MatVecFusion f;
+    f.out = how;
+    if (norm_weight) {
+      f.norm = &norm_weight->buf();
+      f.norm_offset = norm_weight->offset;
+      f.eps = c.rms_eps;
+    }
+    const vk::Buffer& x = norm_weight ? d.x : in;
+    if (T == 1 && ops::mul_mv_fuses(*d.k, w.type, w.cols, rows, w.buf(), w.offset, x, 0, f)) {
+      ops::mul_mv(*d.k, d.cb(), w.type, w.buf(), w.offset, w.cols, rows, x, 0, *out.buffer, out.offset, f);
+      return;
+    }
+    if (norm_weight) norm(d, *norm_weight, T);
+    const vk::Buffer& src = norm_weight ? d.h : in;
+    switch (how) {
+      case Out::store: linear(d, w, 0, rows, src, T, out); return;
+      case Out::add:
+        linear(d, w, 0, rows, src, T, scratch);
+        d.cb().barrier();  // the product is complete before it is added
+        ops::add(*d.k, d.cb(), *out.buffer, out.offset, *scratch.buffer, scratch.offset, *out.buffer, out.offset,
+                 T * rows, T * rows);
+        return;
+      case Out::swiglu:
+      case Out::geglu: {
+        const split::Slice up{out.buffer, out.offset + up_offset};
+        linear(d, w, 0, rows, src, T, out);
+        linear(d, w, uint64_t(rows) * (*device_row_bytes(w.type, w.cols)), rows, src, T, up);
+        d.cb().barrier();  // gate and up complete before the activation
+        (how == Out::geglu ? ops::geglu : ops::swiglu)(*d.k, d.cb(), *out.buffer, out.offset, *up.buffer, up.offset,
+                                                       *out.buffer, out.offset, ops::GluShape{rows, T});
+        return;
+      }
+    }
+  }
+
+  // The block's output projection into `o` (see BlockOutput).
+  void output_product(DeviceState& d, const DeviceTensor& w, const vk::Buffer& in, uint32_t T, const BlockOutput& o) {
+    product(d, nullptr, in, w, c.n_embd, T, o.out, o.add ? Out::add : Out::store, o.scratch);
+  }
+
+  // Attention block: this device's part of attn_output(attention(norm(x))) [T][n_embd], into o.
+  // With `replay`, positions come from d.pos, so the recording serves any position. For one
+  // token whose Q, K and V rows the loader put one after another, one product makes all
+  // three (with the norm, where the kernel fuses it); rope_store rotates Q and K and fills the
+  // cache in one dispatch.
+  void attention(DeviceState& d, uint32_t l, const std::vector<Piece>& pieces, uint32_t T, const BlockOutput& o,
                  bool replay) {
     const Layer& W = d.shard->layers[l];
     ops::Kernels& k = *d.k;
     vk::CommandBuffer& cb = d.cb();
-    norm(d, W[L::attn_norm], T);
-    linear(d, W[L::attn_q], d.h, T, d.q);
-    linear(d, W[L::attn_k], d.h, T, d.kk);
-    linear(d, W[L::attn_v], d.h, T, d.vv);
+    const DeviceTensor &wq = W[L::attn_q], &wk = W[L::attn_k], &wv = W[L::attn_v];
+    const uint64_t k_at = d.k_at(T), v_at = d.v_at(T);
+    if (T == 1 && wq.followed_by(wk) && wk.followed_by(wv)) {
+      product(d, &W[L::attn_norm], d.x, wq, d.n_q + 2 * d.n_kv, T, split::Slice{&d.qkv, 0}, Out::store);
+    } else {
+      norm(d, W[L::attn_norm], T);
+      linear(d, wq, d.h, T, split::Slice{&d.qkv, 0});
+      linear(d, wk, d.h, T, split::Slice{&d.qkv, k_at});
+      linear(d, wv, d.h, T, split::Slice{&d.qkv, v_at});
+    }
     cb.barrier();  // Q, K, V complete before bias / QK-norm / RoPE
     if (c.qkv_bias) {
-      ops::add(k, cb, d.q, 0, W[L::attn_q_bias].buf, 0, d.q, 0, T * d.n_q, d.n_q);
-      ops::add(k, cb, d.kk, 0, W[L::attn_k_bias].buf, 0, d.kk, 0, T * d.n_kv, d.n_kv);
-      ops::add(k, cb, d.vv, 0, W[L::attn_v_bias].buf, 0, d.vv, 0, T * d.n_kv, d.n_kv);
+      const auto bias = [&](const DeviceTensor& b, uint64_t at, uint32_t n) {
+        ops::add(k, cb, d.qkv, at, b.buf(), b.offset, d.qkv, at, T * n, n);
+      };
+      bias(W[L::attn_q_bias], 0, d.n_q);
+      bias(W[L::attn_k_bias], k_at, d.n_kv);
+      bias(W[L::attn_v_bias], v_at, d.n_kv);
       cb.barrier();  // biased Q, K, V before QK-norm, RoPE and the cache store
     }
     if (c.qk_norm) {  // every head of Q and K normed over head_dim, with its own weight
-      ops::rms_norm(k, cb, d.q, 0, &W[L::attn_q_norm].buf, 0, d.q, 0,
+      const DeviceTensor &qn = W[L::attn_q_norm], &kn = W[L::attn_k_norm];
+      ops::rms_norm(k, cb, d.qkv, 0, &qn.buf(), qn.offset, d.qkv, 0,
                     ops::RmsNormShape{c.head_dim, T * (d.n_q / c.head_dim), c.rms_eps});
-      ops::rms_norm(k, cb, d.kk, 0, &W[L::attn_k_norm].buf, 0, d.kk, 0,
+      ops::rms_norm(k, cb, d.qkv, k_at, &kn.buf(), kn.offset, d.qkv, k_at,
                     ops::RmsNormShape{c.head_dim, T * d.n_kv_heads, c.rms_eps});
       cb.barrier();  // normed Q, K before RoPE
     }
-    ops::RopeShape rope;
-    rope.n_tokens = T;
-    rope.head_dim = c.head_dim;
+    ops::RopeStoreShape rope;
+    rope.n_q_heads = d.n_q / c.head_dim;
     rope.n_dims = c.rope_dims;
     rope.neox = c.rope_neox;
     rope.freq_base = c.rope_base_of(l);
     rope.freq_scale = c.rope_freq_scale_of(l);
-    rope.n_heads = d.n_q / c.head_dim;
-    ops::rope(k, cb, d.q, 0, d.pos, 0, d.q, 0, rope);
-    rope.n_heads = d.n_kv_heads;
-    ops::rope(k, cb, d.kk, 0, d.pos, 0, d.kk, 0, rope);
-    cb.barrier();  // rotated K goes into the cache; rotated Q into attention
-    ops::KvStoreOptions ko;
-    if (replay) ko.p0_buffer = &d.pos;
-    for (const Piece& p : pieces)
-      ops::kv_store(k, cb, cache(d, l, p.seq), d.kk, uint64_t(p.row) * d.n_kv * 4, d.vv, uint64_t(p.row) * d.n_kv * 4, p.n,
-                    p.p0, ko);
-    cb.barrier();  // the cache holds every position attention reads
+    for (const Piece& p : pieces) {  // Q rotated, K rotated and V into the piece's cache rows
+      rope.n_tokens = p.n;
+      ops::rope_store(k, cb, cache(d, l, p.seq), d.qkv, uint64_t(p.row) * d.n_q * 4,
+                      k_at + uint64_t(p.row) * d.n_kv * 4, v_at + uint64_t(p.row) * d.n_kv * 4, d.pos,
+                      uint64_t(p.row) * 4, rope);
+    }
+    cb.barrier();  // the cache holds every position attention reads; Q is rotated
     for (const Piece& p : pieces) attend(d, l, p, replay);
     cb.barrier();  // attention output feeds the output projection
-    linear(d, W[L::attn_output], 0, c.n_embd, d.att, T, out);
+    output_product(d, W[L::attn_output], d.att, T, o);
   }
 
   // Attention of one piece over this device's heads. Q head j (local) uses local KV head
@@ -333,7 +412,7 @@ struct Context::Impl {
     shape.window = c.window(l);
     if (replay) shape.p0_buffer = &d.pos;  // the token's position, written by the host per token
     if (skew == 0 && n_qh == d.n_kv_heads * g) {
-      ops::attention(*d.k, d.cb(), cache(d, l, p.seq), shape, d.q, q_off, d.att, q_off);
+      ops::attention(*d.k, d.cb(), cache(d, l, p.seq), shape, d.qkv, q_off, d.att, q_off);
       return;
     }
     ops::AttentionOptions opt;
@@ -348,45 +427,60 @@ struct Context::Impl {
       one.v_offset += j * one.head_bytes();
       const uint64_t off = q_off + (h0 - sp.q_heads.begin) * c.head_dim * 4;
       shape.n_q_heads = static_cast<uint32_t>(h1 - h0);
-      ops::attention(*d.k, d.cb(), one, shape, d.q, off, d.att, off, opt);
+      ops::attention(*d.k, d.cb(), one, shape, d.qkv, off, d.att, off, opt);
     }
   }
 
-  // Feed-forward block: this device's partial of ffn_down(glu(gate, up)(norm(x))), the GLU
-  // being SwiGLU or GeGLU (gemma).
-  void ffn(DeviceState& d, uint32_t l, uint32_t T, split::Slice out) {
+  // Feed-forward block: this device's part of ffn_down(glu(gate, up)(norm(x))), the GLU
+  // being SwiGLU or GeGLU (gemma), into o. For one token whose gate and up rows lie one
+  // after another, one product makes the activation (with the norm, where the kernel fuses).
+  void ffn(DeviceState& d, uint32_t l, uint32_t T, const BlockOutput& o) {
     const Layer& W = d.shard->layers[l];
-    norm(d, W[L::ffn_norm], T);
-    linear(d, W[L::ffn_gate], d.h, T, d.gate);
-    linear(d, W[L::ffn_up], d.h, T, d.up);
-    d.cb().barrier();  // gate and up complete before the GLU
-    const auto glu = c.glu == Glu::geglu ? ops::geglu : ops::swiglu;
-    glu(*d.k, d.cb(), d.gate, 0, d.up, 0, d.gate, 0, ops::GluShape{d.n_ff, T});
+    const DeviceTensor &gate = W[L::ffn_gate], &up = W[L::ffn_up];
+    const Out act = c.glu == Glu::geglu ? Out::geglu : Out::swiglu;
+    if (gate.followed_by(up)) {
+      product(d, &W[L::ffn_norm], d.x, gate, d.n_ff, T, split::Slice{&d.gu, 0}, act, {}, d.up_at(T));
+    } else {
+      norm(d, W[L::ffn_norm], T);
+      linear(d, gate, d.h, T, split::Slice{&d.gu, 0});
+      linear(d, up, d.h, T, split::Slice{&d.gu, d.up_at(T)});
+      d.cb().barrier();  // gate and up complete before the GLU
+      (act == Out::geglu ? ops::geglu : ops::swiglu)(*d.k, d.cb(), d.gu, 0, d.gu, d.up_at(T), d.gu, 0,
+                                                    ops::GluShape{d.n_ff, T});
+    }
     d.cb().barrier();  // activation feeds the down projection
-    linear(d, W[L::ffn_down], 0, c.n_embd, d.gate, T, out);
+    output_product(d, W[L::ffn_down], d.gu, T, o);
   }
 
-  // Final norm and this device's vocabulary rows of the LM head for the wanted rows.
+  // Final norm and this device's vocabulary rows of the LM head for the wanted rows (for one
+  // wanted row of one token, the norm fused into the product where the kernel can).
   void head(DeviceState& d, const std::vector<Piece>& pieces, uint32_t T, uint32_t n_out) {
     const bool capture = hidden_sum && &d == hidden_device();
     if (d.n_vocab == 0 || (n_out == 0 && !capture)) return;
     const Shard& s = *d.shard;
     vk::CommandBuffer& cb = d.cb();
-    norm(d, s.output_norm, T);
-    if (capture) cb.copy(d.h, 0, d.hidden, 0, uint64_t(T) * c.n_embd * 4);  // norm's barrier orders the write
-    if (n_out == 0) return;
-    const vk::Buffer* in = &d.h;
-    if (n_out != T) {  // gather the rows whose logits are wanted
-      const uint64_t row = uint64_t(c.n_embd) * 4;
-      uint32_t out = 0;
-      for (const Piece& p : pieces) {
-        if (p.out_rows) cb.copy(d.h, (p.row + p.n - p.out_rows) * row, d.sel, out * row, p.out_rows * row);
-        out += p.out_rows;
+    DeviceTensor head = s.head();  // this device's vocabulary rows
+    head.offset += s.head_offset();
+    head.rows = d.n_vocab;
+    if (n_out == T && !capture) {
+      product(d, &s.output_norm, d.x, head, d.n_vocab, T, split::Slice{&d.logits, 0}, Out::store);
+    } else {
+      norm(d, s.output_norm, T);
+      if (capture) cb.copy(d.h, 0, d.hidden, 0, uint64_t(T) * c.n_embd * 4);  // norm's barrier orders the write
+      if (n_out == 0) return;
+      const vk::Buffer* in = &d.h;
+      if (n_out != T) {  // gather the rows whose logits are wanted
+        const uint64_t row = uint64_t(c.n_embd) * 4;
+        uint32_t out = 0;
+        for (const Piece& p : pieces) {
+          if (p.out_rows) cb.copy(d.h, (p.row + p.n - p.out_rows) * row, d.sel, out * row, p.out_rows * row);
+          out += p.out_rows;
+        }
+        cb.barrier();  // gathered rows feed the LM head
+        in = &d.sel;
       }
-      cb.barrier();  // gathered rows feed the LM head
-      in = &d.sel;
+      linear(d, head, *in, n_out, split::Slice{&d.logits, 0});
     }
-    linear(d, s.head(), s.head_offset(), d.n_vocab, *in, n_out, split::Slice{&d.logits, 0});
     cb.barrier();  // logits complete before the copy to host-visible memory
     cb.copy(d.logits, 0, d.readback, 0, uint64_t(n_out) * d.n_vocab * 4);
   }

@@ -5,6 +5,9 @@
 #include "engine/weights.h"
 
 #include <algorithm>
+#include <array>
+#include <optional>
+#include <span>
 #include <cstring>
 #include <stdexcept>
 
@@ -26,6 +29,12 @@ void check_weight_type(const gguf::File& f, const gguf::TensorInfo& t) {
                       ", which chorus has no kernels for (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K)");
 }
 
+// Where a matrix shard goes: a buffer shared with other shards, at a byte offset.
+struct Place {
+  std::shared_ptr<vk::Buffer> mem;
+  uint64_t offset = 0;
+};
+
 // Copies shards of the file's tensors to one device.
 class Uploader {
  public:
@@ -33,7 +42,8 @@ class Uploader {
       : file_(f), dev_(d), progress_(p), done_(done), total_(total) {}
 
   // Rows [rows.begin, rows.end) of a matrix (ne1 is the row index): contiguous in the file.
-  DeviceTensor rows(const std::string& name, Range r) {
+  // Into a buffer of its own, or at `into` (a buffer the caller sized).
+  DeviceTensor rows(const std::string& name, Range r, const Place* into = nullptr) {
     const gguf::TensorInfo& t = file_.require_tensor(name);
     DeviceTensor d;
     if (r.size() == 0) return d;
@@ -41,16 +51,19 @@ class Uploader {
     d.cols = static_cast<uint32_t>(t.ne[0]);
     d.rows = static_cast<uint32_t>(r.size());
     const uint64_t rb = t.row_bytes(), drb = *device_row_bytes(t.type, t.ne[0]);
-    d.buf = dev_.create_buffer(drb * r.size(), vk::BufferKind::Device, kWeights);
+    std::shared_ptr<vk::Buffer> mem =
+        into ? into->mem : std::make_shared<vk::Buffer>(dev_.create_buffer(drb * r.size(), vk::BufferKind::Device, kWeights));
+    d.offset = into ? into->offset : 0;
+    d.mem = mem;
     if (drb == rb) {
-      dev_.upload(d.buf, 0, std::as_bytes(t.data.subspan(rb * r.begin, rb * r.size())));
+      dev_.upload(*mem, d.offset, std::as_bytes(t.data.subspan(rb * r.begin, rb * r.size())));
     } else {  // the device layout differs (Q6_K): converted in pieces of about 16 MiB
       const uint64_t step = std::max<uint64_t>(1, (16u << 20) / drb);
       for (uint64_t r0 = 0; r0 < r.size(); r0 += step) {
         const uint64_t n = std::min(step, r.size() - r0);
         const std::vector<uint8_t> piece =
             rows_to_device(t.type, t.data.subspan(rb * (r.begin + r0), rb * n), t.ne[0], n);
-        dev_.upload(d.buf, drb * r0, std::as_bytes(std::span<const uint8_t>(piece)));
+        dev_.upload(*mem, d.offset + drb * r0, std::as_bytes(std::span<const uint8_t>(piece)));
       }
     }
     advance(drb * r.size());
@@ -77,8 +90,9 @@ class Uploader {
     std::vector<uint8_t> shard(piece * d.rows);
     for (uint64_t r = 0; r < d.rows; ++r)
       blocks_to_device(t.type, t.data.data() + r * rb + skip, blocks, shard.data() + r * piece);
-    d.buf = dev_.create_buffer(shard.size(), vk::BufferKind::Device, kWeights);
-    dev_.upload(d.buf, std::span<const uint8_t>(shard));
+    auto mem = std::make_shared<vk::Buffer>(dev_.create_buffer(shard.size(), vk::BufferKind::Device, kWeights));
+    dev_.upload(*mem, std::span<const uint8_t>(shard));
+    d.mem = std::move(mem);
     advance(shard.size());
     release(t.data);
     return d;
@@ -99,8 +113,9 @@ class Uploader {
     }
     d.cols = static_cast<uint32_t>(r.size());
     d.rows = 1;
-    d.buf = dev_.create_buffer(r.size() * 4, vk::BufferKind::Device, kWeights);
-    dev_.upload(d.buf, std::span<const float>(all).subspan(r.begin, r.size()));
+    auto mem = std::make_shared<vk::Buffer>(dev_.create_buffer(r.size() * 4, vk::BufferKind::Device, kWeights));
+    dev_.upload(*mem, std::span<const float>(all).subspan(r.begin, r.size()));
+    d.mem = std::move(mem);
     advance(r.size() * 4);
     return d;
   }
@@ -139,6 +154,50 @@ Range device_rows(const split::DeviceShard& sp, Cut cut) {
     case Cut::ffn_rows: return sp.ffn;
     default: throw std::logic_error("device_rows: not a row cut");
   }
+}
+
+// Row-cut matrices a decode step multiplies by one vector: the loader puts a device's rows of
+// each group one after another into one buffer when their formats agree, so that one product
+// reads them all (engine/forward.cpp fuses what it finds adjacent; DeviceTensor::followed_by).
+constexpr LayerTensor kQkvGroup[] = {LayerTensor::attn_q, LayerTensor::attn_k, LayerTensor::attn_v};
+constexpr LayerTensor kGateUpGroup[] = {LayerTensor::ffn_gate, LayerTensor::ffn_up};
+constexpr std::span<const LayerTensor> kAdjacentGroups[] = {kQkvGroup, kGateUpGroup};
+
+// Where each grouped matrix of layer l goes on a device; empty for matrices loaded alone.
+std::array<std::optional<Place>, kLayerTensors> adjacent_places(const gguf::File& f, const ModelConfig& c,
+                                                                const split::DeviceShard& sp, uint32_t l,
+                                                                vk::Device& dev) {
+  std::array<std::optional<Place>, kLayerTensors> places;
+  for (std::span<const LayerTensor> group : kAdjacentGroups) {
+    struct Part {
+      LayerTensor id;
+      const gguf::TensorInfo* t;
+      Range r;
+    };
+    std::vector<Part> parts;
+    for (LayerTensor id : group)
+      for (const TensorSpec& spec : c.spec->layer) {
+        if (spec.id == id && spec.segments.empty() && c.has(id))
+          parts.push_back({id, &f.require_tensor(layer_tensor(l, spec.name)), device_rows(sp, spec.cut)});
+        for (const Segment& g : spec.segments)
+          if (g.id == id) parts.push_back({id, &f.require_tensor(layer_tensor(l, spec.name)), device_rows(sp, g.cut)});
+      }
+    if (parts.size() != group.size()) continue;
+    uint64_t total = 0;
+    bool same = true;
+    for (const Part& p : parts) {
+      same = same && p.r.size() > 0 && p.t->type == parts[0].t->type && p.t->ne[0] == parts[0].t->ne[0];
+      total += p.r.size() * (*device_row_bytes(p.t->type, p.t->ne[0]));
+    }
+    if (!same) continue;
+    auto mem = std::make_shared<vk::Buffer>(dev.create_buffer(total, vk::BufferKind::Device, kWeights));
+    uint64_t offset = 0;
+    for (const Part& p : parts) {
+      places[static_cast<size_t>(p.id)] = Place{mem, offset};
+      offset += p.r.size() * (*device_row_bytes(p.t->type, p.t->ne[0]));
+    }
+  }
+  return places;
 }
 
 split::MatrixFormat matrix_format(const gguf::File& f, const std::string& name) {
@@ -211,7 +270,9 @@ std::unique_ptr<Model> Model::load(const std::string& path, const std::vector<vk
     Uploader up(m->file_, *devices[d], progress, done, total);
     const split::DeviceShard& sp = s.spec;
     if (sp.embedding) s.tok_embd = up.rows("token_embd.weight", Range{0, c.n_vocab});
-    for (uint64_t l = sp.layers.begin; l < sp.layers.end; ++l)
+    for (uint64_t l = sp.layers.begin; l < sp.layers.end; ++l) {
+      const auto places = adjacent_places(m->file_, c, sp, static_cast<uint32_t>(l), *devices[d]);
+      const auto place = [&](LayerTensor id) { return places[static_cast<size_t>(id)] ? &*places[static_cast<size_t>(id)] : nullptr; };
       for (const TensorSpec& t : c.spec->layer) {
         // A device with no share of a block (a tensor split's rounding) holds none of its
         // tensors, except those applied to the reduced sum, which every device adds.
@@ -222,7 +283,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const std::vector<vk
           uint64_t base = 0;
           for (const Segment& g : t.segments) {
             const Range r = device_rows(sp, g.cut);
-            s.layers[l][g.id] = up.rows(name, Range{base + r.begin, base + r.end});
+            s.layers[l][g.id] = up.rows(name, Range{base + r.begin, base + r.end}, place(g.id));
             base += dim(c, g.rows);
           }
           continue;
@@ -236,13 +297,14 @@ std::unique_ptr<Model> Model::load(const std::string& path, const std::vector<vk
           case Cut::kv_rows:
           case Cut::ffn_rows: {
             const Range r = device_rows(sp, t.cut);
-            dst = vector ? up.vector(name, r) : up.rows(name, r);
+            dst = vector ? up.vector(name, r) : up.rows(name, r, place(t.id));
             break;
           }
           case Cut::q_cols: dst = up.cols(name, sp.q_rows); break;
           case Cut::ffn_cols: dst = up.cols(name, sp.ffn); break;
         }
       }
+    }
     if (sp.output_norm) s.output_norm = up.vector("output_norm.weight");
     // Tied LM heads read their rows from the whole token_embd when the device holds it.
     if (sp.vocab.size() && !(c.tied_output && sp.embedding))

@@ -19,13 +19,23 @@
 namespace chorus {
 
 // A weight on one device: `rows` rows of `cols` elements in the device block layout (a
-// matrix shard), or an F32 vector (norms, biases; rows = 1). Empty when the device holds none.
+// matrix shard), or an F32 vector (norms, biases; rows = 1), at byte `offset` of its buffer.
+// Empty when the device holds none. Matrices a decode step multiplies by the same vector
+// (Q, K, V; gate, up) share one buffer, one after another, when their formats agree
+// (engine/model.cpp), so that one product reads them all (engine/forward.cpp).
 struct DeviceTensor {
   GgmlType type = GgmlType::F32;
   uint32_t cols = 0;  // ne[0] of the shard
   uint32_t rows = 0;  // ne[1] of the shard
-  vk::Buffer buf;
-  explicit operator bool() const { return static_cast<bool>(buf); }
+  std::shared_ptr<const vk::Buffer> mem;
+  uint64_t offset = 0;
+  const vk::Buffer& buf() const { return *mem; }
+  explicit operator bool() const { return mem && *mem; }
+  // Whether `next` starts where this tensor's rows end, in the same buffer and format.
+  bool followed_by(const DeviceTensor& next) const {
+    return *this && next && mem == next.mem && type == next.type && cols == next.cols &&
+           next.offset == offset + uint64_t(rows) * (*device_row_bytes(type, cols));
+  }
 };
 
 // One layer's shard on one device, indexed by LayerTensor. Matrices cut by rows hold the

@@ -5,3 +5,4 @@
 chorus_shader(OP kv_store SOURCE kv_store.comp)
 chorus_shader(OP attention SOURCE attention.comp)
 chorus_shader(OP attention SOURCE attention.comp REQUIRES subgroup)
+chorus_shader(OP rope_store SOURCE rope_store.comp)

@@ -53,3 +53,21 @@ struct AttentionPush {
   uint p0_off;        // P0_FROM_BUFFER == 1: words to the p0 value in binding 4
   uint window;        // 0: every position <= the query's; else only the last `window` of them
 };
+
+// rope_store: RoPE of Q in place, and of K into the cache, V into the cache, for n_tokens
+// tokens at positions pos[pos_off + t] (the decode step's fused path between the Q/K/V products
+// and attention). Binding 0 holds Q [t][n_q_heads][head_dim] at q_off and K, V
+// [t][kv heads][head_dim] at k_off, v_off (floats; token strides q_stride, kv_stride); this
+// dispatch stores kv heads [head0, head0 + n_heads) at words k_off / v_off of bindings 2 and 3.
+// Bindings: 0 Q|K|V, 1 positions, 2 K cache, 3 V cache.
+struct RopeStorePush {
+  uint q_off, k_off, v_off;   // floats in binding 0
+  uint q_stride, kv_stride;   // floats between tokens
+  uint pos_off;               // ints in binding 1
+  uint n_tokens, n_q_heads;   // Q heads rotated by this dispatch (0: none)
+  uint n_heads, head0;        // kv heads stored by this dispatch, the first as a source head index
+  uint head_dim, n_dims, neox;
+  uint n_ctx;
+  uint kc_off, vc_off;        // words: where head `head0` starts in the cache bindings
+  float freq_base, freq_scale;
+};

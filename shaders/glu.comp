@@ -1,14 +1,12 @@
 // Gated linear units over rows (strided): y[r][i] = act(gate[r][i]) * up[r][i], i < n.
-// GLU_ACT 0 = SwiGLU: act(g) = silu(g) = g / (1 + exp(-g)).
-// GLU_ACT 1 = GeGLU with the tanh approximation of GELU:
-//   gelu(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))), evaluated as the identical
-//   g * sigmoid(2 sqrt(2/pi) (g + 0.044715 g^3)), which cannot form inf/inf for large |g|.
+// GLU_ACT 0 = SwiGLU (act = silu), 1 = GeGLU (act = GELU, tanh approximation): glu.glsl.
 // One invocation per element; y may alias gate or up.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 layout(local_size_x_id = 0) in;  // before ops.glsl: its shared arrays are sized by it
 #include "ops.glsl"
+#include "glu.glsl"
 
 layout(push_constant) uniform Push { GluPush p; };
 layout(std430, set = 0, binding = 0) readonly buffer G { float g[]; };
@@ -17,10 +15,9 @@ layout(std430, set = 0, binding = 2) writeonly buffer Y { float y[]; };
 
 float act(float v) {
 #if GLU_ACT == 0
-  return v / (1.0 + exp(-v));
+  return glu_silu(v);
 #else
-  const float k = 1.5957691216057308;  // 2 * sqrt(2 / pi)
-  return v / (1.0 + exp(-k * (v + 0.044715 * v * v * v)));
+  return glu_gelu_tanh(v);
 #endif
 }
 

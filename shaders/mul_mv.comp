@@ -16,16 +16,25 @@ layout(set = 0, binding = 0, std430) readonly buffer W16 { float16_t wdata16[]; 
 layout(set = 0, binding = 0, std430) readonly buffer W4 { uvec4 wdata4[]; };
 layout(set = 0, binding = 1, std430) readonly buffer X { float xdata[]; };
 layout(set = 0, binding = 1, std430) readonly buffer X4 { vec4 xdata4[]; };
-layout(set = 0, binding = 2, std430) writeonly buffer Y { float ydata[]; };
+layout(set = 0, binding = 2, std430) buffer Y { float ydata[]; };
+layout(set = 0, binding = 3, std430) readonly buffer G { float gdata[]; };  // NORM's weight (else x again)
 #define MV_KERNEL 1
 #include "matvec.glsl"
 
 #define QBUF wdata
 #include "quant.glsl"
 
+// x[e], normed when NORM (x * x_inv * g, as rms_norm.comp).
+float x1(uint e) {
+  const float v = xdata[p.x_base + e];
+  return NORM ? v * x_inv * gdata[p.g_base + e] : v;
+}
 vec4 x4(uint e) {
   const uint i = p.x_base + e;
-  return vec4(xdata[i], xdata[i + 1u], xdata[i + 2u], xdata[i + 3u]);
+  const vec4 v = vec4(xdata[i], xdata[i + 1u], xdata[i + 2u], xdata[i + 3u]);
+  if (!NORM) return v;
+  const uint g = p.g_base + e;
+  return v * x_inv * vec4(gdata[g], gdata[g + 1u], gdata[g + 2u], gdata[g + 3u]);
 }
 
 
@@ -207,7 +216,7 @@ void sb_load(uint b, out uint W[SB_WORDS]) {
 
 void sb_x(uint e0, out vec4 xs[64], out float xsum[SB_GROUPS]) {
   [[unroll]] for (uint j = 0u; j < 64u; ++j) {
-    if (X_ALIGNED16) {
+    if (X_ALIGNED16 && !NORM) {
       xs[j] = xdata4[(p.x_base + e0) / 4u + j];
     } else {
       xs[j] = x4(e0 + 4u * j);
@@ -227,7 +236,7 @@ layout(constant_id = 2) const bool ROW_PER_INVOCATION = false;
 void main() {
   const uint WG = gl_WorkGroupSize.x;
   const uint tid = gl_LocalInvocationID.x;
-  const uint row0 = ROW_PER_INVOCATION ? gl_WorkGroupID.x * WG * ROWS + tid : gl_WorkGroupID.x * ROWS;
+  const uint row0 = ROW_PER_INVOCATION ? gl_WorkGroupID.x * WG * OUT_ROWS + tid : gl_WorkGroupID.x * OUT_ROWS;
   const uint row_step = ROW_PER_INVOCATION ? WG : 1u;
   const uint k_first = ROW_PER_INVOCATION ? 0u : tid;
   const uint k_step = ROW_PER_INVOCATION ? 1u : WG;
@@ -235,8 +244,17 @@ void main() {
   uint rb[MV_MAX_ROWS];  // first byte of each row
   float acc[MV_MAX_ROWS];
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
-    rb[r] = p.w_base + min(row0 + r * row_step, p.N - 1u) * p.row_bytes;
+    rb[r] = p.w_base + mv_row(r, row0, row_step) * p.row_bytes;
     acc[r] = 0.0;
+  }
+  if (NORM) {  // the sum of squares of x (each invocation alone, or the workgroup together)
+    float ss = 0.0;
+    for (uint e = k_first; e < p.K; e += k_step) {
+      const float v = xdata[p.x_base + e];
+      ss += v * v;
+    }
+    if (!ROW_PER_INVOCATION) ss = mv_wg_sum(ss);
+    x_inv = 1.0 / sqrt(ss / float(p.K) + p.eps);
   }
 
 #if FMT_PLAIN
@@ -248,7 +266,7 @@ void main() {
     }
   }
   for (uint e = 4u * nvec + k_first; e < p.K; e += k_step) {
-    const float xs = xdata[p.x_base + e];
+    const float xs = x1(e);
     [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
       if (r < ROWS) acc[r] += dq_elem(rb[r], e) * xs;
     }
@@ -300,7 +318,8 @@ void main() {
 
   if (ROW_PER_INVOCATION) {
     [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
-      if (r < ROWS && row0 + r * WG < p.N) ydata[p.y_base + row0 + r * WG] = acc[r];
+      if (r < OUT_ROWS && row0 + r * WG < p.N)
+        ydata[p.y_base + row0 + r * WG] = mv_epilogue(acc[r], GLU ? acc[min(r + OUT_ROWS, MV_MAX_ROWS - 1u)] : 0.0, row0 + r * WG);
     }
   } else {
     mv_reduce_store(acc, row0);

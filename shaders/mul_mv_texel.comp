@@ -18,11 +18,17 @@
 // common.glsl's all-storage-buffer convention; engine/ops/matvec.cpp binds the views).
 // Push constants (MatVecPush): w_base = bytes from the W view's start to row 0, x_base =
 // elements (a multiple of 4) from the x view's start, y_base = elements.
+//
+// Fused forms (decode: one dispatch instead of three; matvec.glsl): NORM reads the norm weight
+// through binding 3, a view of R32G32B32A32_SFLOAT (always bound: the host binds x again when
+// NORM is off); every invocation forms the sum of squares itself (K/4 fetches, small next to
+// its ROWS rows of weights).
 #include "common.glsl"
 
 layout(set = 0, binding = 0) uniform usamplerBuffer wtex;
 layout(set = 0, binding = 1) uniform samplerBuffer xtex;
-layout(set = 0, binding = 2, std430) writeonly buffer Y { float ydata[]; };
+layout(set = 0, binding = 2, std430) buffer Y { float ydata[]; };
+layout(set = 0, binding = 3) uniform samplerBuffer gtex;
 #define MV_KERNEL 1
 #include "matvec.glsl"
 #define SB_Q4K_MASKED_SCALES 1  // Q4_K: scales masked in place (x scaled to match)
@@ -30,6 +36,12 @@ layout(set = 0, binding = 2, std430) writeonly buffer Y { float ydata[]; };
 
 layout(constant_id = 2) const bool W_TEXEL16 = false;  // W view of R32G32B32A32_UINT texels, else R32_UINT
 layout(constant_id = 3) const bool W_ALIGNED16 = false;  // (W_TEXEL16) every superblock starts 16-aligned
+// Texel e of x (4 elements from x0), normed when NORM; clamped to the views at `last`.
+vec4 x_texel(uint x0, uint e, int last) {
+  const vec4 v = texelFetch(xtex, min(int(x0 + e), last));
+  if (!NORM) return v;
+  return v * x_inv * texelFetch(gtex, min(int(p.g_base / 4u + e), textureSize(gtex) - 1));
+}
 
 // Texels of 16 bytes that hold a superblock at any even offset within its first texel, and
 // the words the realignment below reads (4 more than the block's: the shift by up to 3 words
@@ -97,7 +109,8 @@ void sb_load(uint b, out uint W[SB_WORDS]) { sb_load_c(b, W, false); }
 void sb_step(uint sb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS]) {
   vec4 xs[64];
   float xsum[SB_GROUPS];
-  [[unroll]] for (uint j = 0u; j < 64u; ++j) xs[j] = texelFetch(xtex, int(x0 + 64u * sb + j));
+  const int xlast = textureSize(xtex) - 1;
+  [[unroll]] for (uint j = 0u; j < 64u; ++j) xs[j] = x_texel(x0, 64u * sb + j, xlast);
   sb_x_finish(xs, xsum);
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
     if (r < ROWS) {
@@ -117,7 +130,7 @@ void sb_tail_step(uint sb, uint nblk, uint x0, const uint rb[MV_MAX_ROWS], inout
   vec4 xs[64];
   float xsum[SB_GROUPS];
   [[unroll]] for (uint j = 0u; j < 64u; ++j) {
-    const vec4 v = texelFetch(xtex, min(int(x0 + 64u * sb + j), xlast));
+    const vec4 v = x_texel(x0, 64u * sb + j, xlast);
     xs[j] = j < 8u * nblk ? v : vec4(0.0);
   }
   sb_x_finish(xs, xsum);
@@ -133,21 +146,32 @@ void sb_tail_step(uint sb, uint nblk, uint x0, const uint rb[MV_MAX_ROWS], inout
 
 void main() {
   const uint WG = gl_WorkGroupSize.x;
-  const uint row0 = gl_WorkGroupID.x * WG * ROWS + gl_LocalInvocationID.x;
-  uint rb[MV_MAX_ROWS];  // first byte of each row
+  const uint row0 = gl_WorkGroupID.x * WG * OUT_ROWS + gl_LocalInvocationID.x;
+  uint rb[MV_MAX_ROWS];  // first byte of each row: output rows, then (GLU) their up rows N further
   float acc[MV_MAX_ROWS];
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
-    rb[r] = p.w_base + min(row0 + r * WG, p.N - 1u) * p.row_bytes;
+    rb[r] = p.w_base + mv_row(r, row0, WG) * p.row_bytes;
     acc[r] = 0.0;
   }
-  const uint nsb = p.K / 256u;
   const uint x0 = p.x_base / 4u;
+  if (NORM) {  // the sum of squares as rms_norm.comp forms it, then its scale
+    float ss = 0.0;
+    for (uint e = 0u; e < p.K / 4u; ++e) {
+      const vec4 v = texelFetch(xtex, int(x0 + e));
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    x_inv = 1.0 / sqrt(ss / float(p.K) + p.eps);
+  }
+  const uint nsb = p.K / 256u;
   for (uint sb = 0u; sb < nsb; ++sb) sb_step(sb, x0, rb, acc);
 #ifdef SB_TAIL
   const uint tail = (p.K % 256u) / 32u;  // blocks of a last, partial superblock
   if (tail != 0u) sb_tail_step(nsb, tail, x0, rb, acc);
 #endif
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
-    if (r < ROWS && row0 + r * WG < p.N) ydata[p.y_base + row0 + r * WG] = acc[r];
+    if (r < OUT_ROWS && row0 + r * WG < p.N) {
+      const uint n = row0 + r * WG;
+      ydata[p.y_base + n] = mv_epilogue(acc[r], GLU ? acc[min(r + OUT_ROWS, MV_MAX_ROWS - 1u)] : 0.0, n);
+    }
   }
 }

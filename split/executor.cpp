@@ -77,6 +77,7 @@ class PipelineExecutor final : public Executor {
   }
   vk::CommandBuffer& cb(size_t d) override { return *members_[d].segments[members_[d].at]; }
   Slice partial(size_t d, uint32_t) override { return {&members_[d].partial, 0}; }
+  bool sums_locally(size_t) const override { return true; }
   Slice reduce(size_t d, uint32_t k, bool wrote) override {
     Member& m = members_[d];
     vk::CommandBuffer& seg = *m.segments[m.at];
@@ -205,6 +206,7 @@ class TensorExecutor final : public Executor {
   }
   vk::CommandBuffer& cb(size_t d) override { return *members_[d].segments[members_[d].at]; }
   Slice partial(size_t d, uint32_t k) override { return {&coll_->partials(d), coll_->partial_offset(d, k)}; }
+  bool sums_locally(size_t) const override { return false; }
   Slice reduce(size_t d, uint32_t k, bool wrote) override {
     Member& m = members_[d];
     if (k != m.at || k >= o_.max_points)
@@ -304,6 +306,7 @@ class HybridExecutor final : public Executor {
   vk::CommandBuffer& cb(size_t d) override { return group(d).exec->cb(where_[d].second); }
   Slice partial(size_t d, uint32_t k) override { return group(d).exec->partial(where_[d].second, local(d, k)); }
   Slice reduce(size_t d, uint32_t k, bool wrote) override { return group(d).exec->reduce(where_[d].second, local(d, k), wrote); }
+  bool sums_locally(size_t d) const override { return group(d).exec->sums_locally(where_[d].second); }
   void receive(size_t d, const vk::Buffer& x) override {
     const Group& g = group(d);
     if (where_[d].first == 0) throw std::logic_error("hybrid executor: the first group embeds; nothing is handed to it");
@@ -369,6 +372,7 @@ class HybridExecutor final : public Executor {
     vk::Buffer outbox;                  // the first member's (groups before the last), host-visible
   };
   Group& group(size_t d) { return groups_[where_.at(d).first]; }
+  const Group& group(size_t d) const { return groups_[where_.at(d).first]; }
   uint32_t local(size_t d, uint32_t k) const {
     const Group& g = groups_[where_.at(d).first];
     if (k < g.first_point) throw std::logic_error("hybrid executor: reduce point " + std::to_string(k) + " is before device " +

@@ -74,6 +74,10 @@ class Executor {
   // Ends reduce point k on device d (`wrote`: d wrote a partial; else it adds nothing) and
   // returns where the sum of every device's partial of k is, for d's next commands.
   virtual Slice reduce(size_t d, uint32_t k, bool wrote) = 0;
+  // Whether device d's reduce points are local: the sum is d's own partial (one device runs
+  // the whole block), so d may add its block output to the hidden state itself; reduce(d, ...)
+  // is still called (it orders the step and marks progress).
+  virtual bool sums_locally(size_t d) const = 0;
   // Records: the hidden state [tokens][width] from the previous device into x (at offset 0).
   virtual void receive(size_t d, const vk::Buffer& x) = 0;
   // Records: device d's hidden state x on to the next device, if one follows in a pipeline

@@ -51,9 +51,9 @@ std::vector<DeviceMemory> plan_memory(const Plan& plan, const ContextShape& ctx)
     const uint64_t n_q = s.q_rows.size(), n_kv = s.kv_rows.size(), n_ff = s.ffn.size(), n_vocab = s.vocab.size();
     dm.scratch = 2 * f32(T)                 // ids, pos
                  + 3 * f32(T * m.n_embd)    // x, h, sel
-                 + 2 * f32(T * n_q)         // q, att
-                 + 2 * f32(T * n_kv)        // k, v
-                 + 2 * f32(T * n_ff);       // gate, up
+                 + f32(T * (n_q + 2 * n_kv))  // qkv
+                 + f32(T * n_q)             // att
+                 + f32(T * 2 * n_ff);       // gate and up
     if (n_vocab > 0) dm.scratch += 2 * uint64_t(ctx.logit_rows) * n_vocab * 4;  // logits, readback
     // The executor's (split/executor.cpp).
     const uint64_t hidden = T * m.n_embd * 4;

@@ -24,6 +24,7 @@
 #include "shaders/registry.h"
 #include "tests/gpu.h"
 #include "tests/reference_attention.h"
+#include "tests/reference_ops.h"
 
 namespace chorus {
 namespace {
@@ -573,6 +574,68 @@ TEST_P(KvStoreVariant, RejectsAMisplacedP0Word) {
   o.p0_buffer = &p0b;
   EXPECT_THROW(ops::kv_store(k, cb, cache, src, 0, src, 0, 9, 0, o), vk::Error) << "more tokens than the context";
   cb.end();
+}
+
+// rope_store (the decode step's fused RoPE + cache store): Q rotated in place as ops::rope's
+// reference does, K rotated and V stored as f16 at each token's position (ref::rope then
+// ref::kv_store), both RoPE styles, a partial rotation (n_dims < head_dim), tokens at
+// non-consecutive positions, one position outside the context (stores nothing), and the
+// cache words of other positions untouched. Q within the rope tolerance of test_ops (nmse
+// 1e-8); the f16 caches within one rounding of the reference (nmse 1e-6 of their values).
+class RopeStore : public test::GpuTest {};
+
+TEST_F(RopeStore, RotatesQInPlaceAndStoresRotatedKAndVAtEachTokensPosition) {
+  vk::Device& dev = test::device();
+  ops::Kernels k(dev);
+  const uint32_t n_q = 4, n_kv = 2, D = 16, n_ctx = 40, T = 3;
+  const ref::KvShape s{n_kv, n_ctx, D};
+  for (bool neox : {false, true}) {
+    for (uint32_t n_dims : {D, 8u}) {
+      SCOPED_TRACE(std::string(neox ? "neox" : "normal") + " n_dims=" + std::to_string(n_dims));
+      const std::vector<int32_t> positions = {5, 45, 17};  // 45: outside the context
+      const uint32_t qn = T * n_q * D, kvn = T * n_kv * D;
+      const std::vector<float> qkv = test::random_floats(qn + 2 * kvn, 71 + n_dims + (neox ? 1 : 0));
+      vk::Buffer xb = test::make_buffer(dev, qkv, "qkv");
+      vk::Buffer pb = test::make_buffer(dev, positions, "positions");
+      std::vector<uint16_t> kwant(size_t(n_kv) * n_ctx * D, 0xABCD), vwant = kwant;
+      vk::Buffer kb = test::make_buffer(dev, kwant, "K cache");
+      vk::Buffer vb = test::make_buffer(dev, vwant, "V cache");
+      ops::RopeStoreShape shape;
+      shape.n_tokens = T;
+      shape.n_q_heads = n_q;
+      shape.n_dims = n_dims;
+      shape.neox = neox;
+      shape.freq_base = 10000.0f;
+      const ops::KvCache cache{n_kv, n_ctx, D, &kb, 0, &vb, 0};
+      test::run_on(dev, [&](vk::CommandBuffer& cb) {
+        ops::rope_store(k, cb, cache, xb, 0, 4ull * qn, 4ull * (qn + kvn), pb, 0, shape);
+      });
+      const std::span<const float> q(qkv.data(), qn), kk(qkv.data() + qn, kvn), vv(qkv.data() + qn + kvn, kvn);
+      const std::vector<float> q_want = ref::rope(q, positions, n_q, D, n_dims, neox, 10000.0f, 1.0f);
+      const std::vector<float> k_rot = ref::rope(kk, positions, n_kv, D, n_dims, neox, 10000.0f, 1.0f);
+      for (uint32_t t = 0; t < T; ++t) {
+        if (positions[t] >= static_cast<int32_t>(n_ctx)) continue;  // outside the context: not stored
+        ref::kv_store(std::span<const float>(k_rot).subspan(size_t(t) * n_kv * D, n_kv * D), 1, positions[t], s, kwant);
+        ref::kv_store(vv.subspan(size_t(t) * n_kv * D, n_kv * D), 1, positions[t], s, vwant);
+      }
+      EXPECT_LE(test::nmse(q_want, dev.download<float>(xb, qn)), 1e-8);
+      EXPECT_EQ(dev.download<float>(xb, 2 * kvn, 4ull * qn), std::vector<float>(qkv.begin() + qn, qkv.end()))
+          << "K and V sources must be left as they were";
+      const std::vector<uint16_t> kgot = dev.download<uint16_t>(kb, kwant.size()),
+                                  vgot = dev.download<uint16_t>(vb, vwant.size());
+      EXPECT_EQ(vgot, vwant) << "V is stored unrotated, converted as kv_store converts";
+      std::vector<float> kw, kg;  // the written K values
+      for (size_t i = 0; i < kwant.size(); ++i)
+        if (kwant[i] != 0xABCD) {
+          kw.push_back(fp16_to_fp32(kwant[i]));
+          kg.push_back(fp16_to_fp32(kgot[i]));
+        }
+      ASSERT_EQ(kw.size(), size_t(2) * n_kv * D) << "two of the three tokens are inside the context";
+      EXPECT_LE(test::nmse(kw, kg), 1e-6);
+      for (size_t i = 0; i < kwant.size(); ++i)
+        ASSERT_EQ(kwant[i] == 0xABCD, kgot[i] == 0xABCD) << "cache word " << i << " written where it should not be, or not written";
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryVariant, AttentionVariant, ::testing::ValuesIn(shaders::variants_of("attention")),

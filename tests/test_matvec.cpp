@@ -21,6 +21,7 @@
 #include "shaders/registry.h"
 #include "tests/gpu.h"
 #include "tests/reference.h"
+#include "tests/reference_ops.h"
 
 namespace chorus {
 namespace {
@@ -373,6 +374,144 @@ TEST_P(MulMvTexelTail, MatchesTheReferenceInWindowsAndGivesBitwiseIdenticalRepea
 
 INSTANTIATE_TEST_SUITE_P(TexelBlockFormats, MulMvTexelTail,
                          ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1),
+                         [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
+
+// Fused forms (ops::MatVecFusion, texel kernels only): RMSNorm of x before the product, and an
+// epilogue after (add into y, SwiGLU / GeGLU of [gate | up] rows), against the separate CPU
+// references (ref::rms_norm, ref::matvec, ref::swiglu / geglu). K of 576 (a partial last
+// superblock for the 32-element formats) and 512 / 768; rows not a multiple of the invocation's.
+// The fused norm sums x^2 in another order than rms_norm.comp: tolerance 1e-10 as above.
+// y (+)= the fused product over N output rows on kernels k, checked against the separate
+// references; returns y.
+std::vector<float> run_fused(ops::Kernels& k, GgmlType t, uint32_t K, uint32_t N, bool with_norm,
+                             ops::MatVecFusion::Out out, uint64_t seed, const ops::MatVecOptions& o,
+                             const std::string& kernel) {
+  vk::Device& dev = test::device(0);
+  const bool glu = out == ops::MatVecFusion::Out::swiglu || out == ops::MatVecFusion::Out::geglu;
+  const uint32_t w_rows = glu ? 2 * N : N;
+  const Weights w = make_weights(t, K, w_rows, seed, 0, 16);
+  const std::vector<float> x = test::random_floats(K, seed + 1), g = test::random_floats(K, seed + 2),
+                           y0 = test::random_floats(N, seed + 3);
+  vk::Buffer wb = test::make_buffer(dev, w.bytes, "W");
+  vk::Buffer xb = test::make_buffer(dev, x, "x");
+  vk::Buffer gb = test::make_buffer(dev, g, "norm");
+  vk::Buffer yb = test::make_buffer(dev, y0, "y");
+  ops::MatVecFusion f;
+  f.out = out;
+  if (with_norm) {
+    f.norm = &gb;
+    f.eps = 1e-5f;
+  }
+  const std::string what = std::string(type_traits(t).name) + " K=" + std::to_string(K) + " N=" + std::to_string(N) +
+                           " norm=" + std::to_string(with_norm) + " out=" + std::to_string(static_cast<int>(out)) +
+                           " kernel=" + ops::mul_mv_kernel_name(k, t, K, wb, 0, xb, 0, o);
+  EXPECT_EQ(ops::mul_mv_kernel_name(k, t, K, wb, 0, xb, 0, o), kernel) << what;
+  EXPECT_TRUE(ops::mul_mv_fuses(k, t, K, N, wb, 0, xb, 0, f, o)) << what;
+  test::run_on(dev, [&](vk::CommandBuffer& cb) {
+    ops::mul_mv(k, cb, t, wb, 0, K, N, xb, 0, yb, 0, f, o);
+    cb.barrier_to_host();  // y is read by the host below
+  });
+  const std::vector<float> y = dev.download<float>(yb, N);
+  const std::vector<float> in = with_norm ? ref::rms_norm(x, g, K, 1, 1e-5f) : x;
+  const std::vector<float> prod = ref::matvec(w.values, in, K, w_rows);
+  std::vector<float> want(prod.begin(), prod.begin() + N);
+  if (out == ops::MatVecFusion::Out::add)
+    for (uint32_t n = 0; n < N; ++n) want[n] += y0[n];
+  if (glu) {
+    const std::span<const float> gate(prod.data(), N), up(prod.data() + N, N);
+    want = out == ops::MatVecFusion::Out::swiglu ? ref::swiglu(gate, up) : ref::geglu(gate, up);
+  }
+  EXPECT_LE(test::nmse(want, y), 1e-10) << what;
+  return y;
+}
+
+// The fused forms on every storage variant and format, in both work splits (a workgroup
+// sharing rows, as on GPUs, and rows per invocation).
+TEST_P(MulMv, FusedNormAndEpiloguesMatchTheSeparateReferencesInBothWorkSplits) {
+  using Out = ops::MatVecFusion::Out;
+  const Case& c = GetParam();
+  ops::Kernels k(test::device(0), c.variant->requires_caps);
+  const uint32_t K = k_quant() ? 512 : (plain() ? 98 : 96);
+  for (int per_inv : {0, 1}) {
+    ops::MatVecOptions o;
+    o.texel = 0;
+    o.row_per_invocation = per_inv;
+    const std::string kernel(c.variant->name);
+    run_fused(k, c.type, K, 13, true, Out::store, 501 + per_inv, o, kernel);
+    run_fused(k, c.type, K, 13, false, Out::add, 503 + per_inv, o, kernel);
+    run_fused(k, c.type, K, 13, true, Out::swiglu, 505 + per_inv, o, kernel);
+  }
+}
+
+// Fused forms (ops::MatVecFusion) on the texel kernels: RMSNorm of x before the product, and an
+// epilogue after (add into y, SwiGLU / GeGLU of [gate | up] rows), against the separate CPU
+// references (ref::rms_norm, ref::matvec, ref::swiglu / geglu). K of 576 (a partial last
+// superblock for the 32-element formats) and 512 / 768; rows not a multiple of the invocation's.
+// The fused norm sums x^2 in another order than rms_norm.comp: tolerance 1e-10 as above.
+class MulMvFused : public MulMvTexel {
+ protected:
+  std::vector<float> fused(uint32_t K, uint32_t N, bool with_norm, ops::MatVecFusion::Out out, uint64_t seed,
+                           uint32_t rows = 0) {
+    ops::Kernels k(test::device(0));
+    ops::MatVecOptions o;
+    o.rows = rows;
+    return run_fused(k, GetParam(), K, N, with_norm, out, seed, o, texel_kernel(GetParam()));
+  }
+};
+
+TEST_P(MulMvFused, NormThenProductMatchesRmsNormAndMatvec) {
+  using Out = ops::MatVecFusion::Out;
+  for (uint32_t K : {576u, 768u}) {
+    if (K % 256 != 0 && type_traits(GetParam()).block_elems == 256) continue;
+    fused(K, 61, true, Out::store, K);
+    fused(K, 61, true, Out::store, K + 1, 1);
+  }
+}
+
+TEST_P(MulMvFused, AddEpilogueAddsTheProductIntoY) {
+  using Out = ops::MatVecFusion::Out;
+  fused(512, 45, false, Out::add, 401);
+  fused(512, 45, true, Out::add, 402);
+}
+
+TEST_P(MulMvFused, GatedEpiloguesMatchSwigluAndGegluOfTheGateAndUpRows) {
+  using Out = ops::MatVecFusion::Out;
+  const uint32_t K = type_traits(GetParam()).block_elems == 256 ? 512 : 576;
+  for (Out out : {Out::swiglu, Out::geglu}) {
+    fused(K, 67, true, out, 411);   // 8 rows per invocation: 4 gate rows and their up rows
+    fused(K, 67, false, out, 412, 2);
+  }
+}
+
+TEST_P(MulMvFused, IsRefusedWhereOnlyTheSeparateOpsApply) {
+  vk::Device& dev = test::device(0);
+  const GgmlType t = GetParam();
+  const Weights w = make_weights(t, 512, 8, 5, 0, 16);
+  vk::Buffer wb = test::make_buffer(dev, w.bytes, "W");
+  vk::Buffer xb = test::make_buffer(dev, test::random_floats(512, 6), "x");
+  vk::Buffer yb = dev.create_buffer(64, vk::BufferKind::Device, "y");
+  ops::MatVecFusion f;
+  f.out = ops::MatVecFusion::Out::swiglu;
+  ops::Kernels k(dev);
+  EXPECT_TRUE(ops::mul_mv_fuses(k, t, 512, 4, wb, 0, xb, 0, f));
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, 512, 5, wb, 0, xb, 0, f)) << "10 rows of W do not exist";
+  ops::MatVecOptions odd;
+  odd.rows = 3;  // gate and up rows pair up only with an even number of rows per invocation
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, 512, 4, wb, 0, xb, 0, f, odd));
+  ops::MatVecOptions windows;
+  windows.max_window = 256 + 32 + 3 * *device_row_bytes(t, 512);  // W bound in several windows
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, 512, 4, wb, 0, xb, 0, f, windows));
+  ops::MatVecFusion norm;
+  norm.norm = &xb;
+  norm.norm_offset = 4;  // not a multiple of 16
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, 512, 4, wb, 0, xb, 0, norm));
+  EXPECT_THROW(test::run_on(dev, [&](vk::CommandBuffer& cb) { ops::mul_mv(k, cb, t, wb, 0, 512, 5, xb, 0, yb, 0, f); }),
+               vk::Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(TexelFormats, MulMvFused,
+                         ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q4_K,
+                                           GgmlType::Q6_K),
                          [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
 
 class MulMvQ6K : public test::GpuTest {};

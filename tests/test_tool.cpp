@@ -256,7 +256,11 @@ TEST(ChorusTool, BenchMeasuresTheCrossProductOfDevicesAndSplitModesInEveryOutput
     EXPECT_EQ(row["ratios"].get<std::string>().size(), two ? 9u : 4u) << row;  // "0.50/0.50" or "1.00"
     EXPECT_GT(row["dispatches_per_token"].get<double>(), 0) << row;
     EXPECT_GT(row["barriers_per_token"].get<double>(), 0) << row;
+    // Weight bandwidth and its share of memcpy for generation rows only (bytes x t/s / memcpy).
+    EXPECT_EQ(row["weight_gbps"].is_null(), row["test"] == "pp8") << row;
     if (row["test"] == "tg4") {
+      EXPECT_NEAR(row["weight_gbps"].get<double>(), 1171200e-9 * row["avg_ts"].get<double>(), 1e-9) << row;
+      EXPECT_GT(row["memcpy_fraction"].get<double>(), 0) << row;
       // One submit per device per token on every split; a tensor split reduces through the collective.
       EXPECT_EQ(row["submits_per_token"].get<double>(), 1.0) << row;
       // Every decode token replays one recording: a whole number of dispatches per token.

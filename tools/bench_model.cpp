@@ -102,6 +102,9 @@ struct Row {
   double submits_per_token = 0, waits_per_token = 0;
   double dispatches_per_token = 0, barriers_per_token = 0;  // the busiest device's
   std::optional<double> reduce_p50_us;
+  // Generation: the model's weight bytes read per second (bytes x t/s) and that as a share of
+  // the host's memcpy bandwidth measured in the same run (the roofline on a CPU device).
+  std::optional<double> weight_gbps, memcpy_share;
 };
 
 nlohmann::ordered_json to_json(const Row& r) {
@@ -129,6 +132,8 @@ nlohmann::ordered_json to_json(const Row& r) {
   j["dispatches_per_token"] = r.dispatches_per_token;
   j["barriers_per_token"] = r.barriers_per_token;
   j["reduce_p50_us"] = r.reduce_p50_us ? nlohmann::ordered_json(*r.reduce_p50_us) : nlohmann::ordered_json(nullptr);
+  j["weight_gbps"] = r.weight_gbps ? nlohmann::ordered_json(*r.weight_gbps) : nlohmann::ordered_json(nullptr);
+  j["memcpy_fraction"] = r.memcpy_share ? nlohmann::ordered_json(*r.memcpy_share) : nlohmann::ordered_json(nullptr);
   return j;
 }
 
@@ -149,30 +154,34 @@ class Printer {
     rows_.push_back(r);
     if (f_ == Format::md) {
       if (rows_.size() == 1) {
-        std::printf("| %-24s | %-6s | %10s | %8s | %-7s | %-6s | %-14s | %4s | %7s | %18s | %7s | %8s | %8s | %8s | %10s |\n",
+        std::printf("| %-24s | %-6s | %10s | %8s | %-7s | %-6s | %-14s | %4s | %7s | %18s | %7s | %8s | %8s | %8s | %10s | %7s | %6s |\n",
                     "model", "type", "size", "params", "devices", "split", "ratios", "ub", "test", "t/s", "sub/tok", "wait/tok",
-                    "disp/tok", "barr/tok", "reduce p50");
-        std::printf("| %.24s | %.6s | %.9s: | %.7s: | %.7s | %.6s | %.14s | %.3s: | %.6s: | %.17s: | %.6s: | %.7s: | %.7s: | %.7s: | %.9s: |\n",
-                    kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash);
+                    "disp/tok", "barr/tok", "reduce p50", "wt GB/s", "memcpy");
+        std::printf("| %.24s | %.6s | %.9s: | %.7s: | %.7s | %.6s | %.14s | %.3s: | %.6s: | %.17s: | %.6s: | %.7s: | %.7s: | %.7s: | %.9s: | %.6s: | %.5s: |\n",
+                    kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash, kDash,
+                    kDash);
       }
-      std::printf("| %-24.24s | %-6s | %6.2f MiB | %6.2f M | %-7s | %-6s | %-14s | %4u | %7s | %8.2f ± %7.2f | %7.2f | %8.2f | %8.1f | %8.1f | %10s |\n",
+      std::printf("| %-24.24s | %-6s | %6.2f MiB | %6.2f M | %-7s | %-6s | %-14s | %4u | %7s | %8.2f ± %7.2f | %7.2f | %8.2f | %8.1f | %8.1f | %10s | %7s | %6s |\n",
                   r.model.c_str(), r.type.c_str(), static_cast<double>(r.size) / (1 << 20), static_cast<double>(r.params) / 1e6,
                   r.devices.c_str(), r.split.c_str(), r.ratios.c_str(), r.n_ubatch,
                   r.test.c_str(), r.tps.mean, r.tps.sd, r.submits_per_token, r.waits_per_token, r.dispatches_per_token,
-                  r.barriers_per_token, r.reduce_p50_us ? (fixed(*r.reduce_p50_us, 1) + " us").c_str() : "-");
+                  r.barriers_per_token, r.reduce_p50_us ? (fixed(*r.reduce_p50_us, 1) + " us").c_str() : "-",
+                  r.weight_gbps ? fixed(*r.weight_gbps, 2).c_str() : "-",
+                  r.memcpy_share ? (fixed(100.0 * *r.memcpy_share, 1) + "%").c_str() : "-");
     } else if (f_ == Format::jsonl) {
       std::printf("%s\n", to_json(r).dump().c_str());
     } else if (f_ == Format::csv) {
       if (rows_.size() == 1)
         std::printf("model,arch,type,size_bytes,params,backend,devices,device_names,split_mode,ratios,n_ubatch,n_prompt,n_gen,"
                     "test,repetitions,avg_ts,stddev_ts,submits_per_token,host_waits_per_token,dispatches_per_token,barriers_per_token,"
-                    "reduce_p50_us\n");
-      std::printf("%s,%s,%s,%" PRIu64 ",%" PRIu64 ",%s,%s,%s,%s,%s,%u,%u,%u,%s,%u,%.6f,%.6f,%.4f,%.4f,%.2f,%.2f,%s\n",
+                    "reduce_p50_us,weight_gbps,memcpy_fraction\n");
+      std::printf("%s,%s,%s,%" PRIu64 ",%" PRIu64 ",%s,%s,%s,%s,%s,%u,%u,%u,%s,%u,%.6f,%.6f,%.4f,%.4f,%.2f,%.2f,%s,%s,%s\n",
                   csv_field(r.model).c_str(), csv_field(r.arch).c_str(), r.type.c_str(), r.size, r.params, r.backend.c_str(),
                   csv_field(r.devices).c_str(), csv_field(r.device_names).c_str(), r.split.c_str(), csv_field(r.ratios).c_str(),
                   r.n_ubatch, r.n_prompt, r.n_gen, r.test.c_str(), r.reps, r.tps.mean, r.tps.sd, r.submits_per_token,
                   r.waits_per_token, r.dispatches_per_token, r.barriers_per_token,
-                  r.reduce_p50_us ? fixed(*r.reduce_p50_us, 3).c_str() : "");
+                  r.reduce_p50_us ? fixed(*r.reduce_p50_us, 3).c_str() : "", r.weight_gbps ? fixed(*r.weight_gbps, 4).c_str() : "",
+                  r.memcpy_share ? fixed(*r.memcpy_share, 4).c_str() : "");
     }
     flush_stdout();
   }
@@ -193,7 +202,7 @@ class Printer {
 
 // Runs one configuration's tests, printing a row per test.
 void bench_config(const Config& cfg, const std::vector<uint32_t>& pp, const std::vector<uint32_t>& tg, uint32_t reps,
-                  uint32_t n_ubatch, Printer& out) {
+                  uint32_t n_ubatch, double memcpy_bps, Printer& out) {
   const uint32_t longest = std::max(*std::max_element(pp.begin(), pp.end()), *std::max_element(tg.begin(), tg.end()) + 1);
   const LoadedModel loaded =
       load_model(cfg.model, cfg.placement, false, ContextRequest{std::max(longest, 16u), 1, n_ubatch, 1, false});
@@ -279,6 +288,10 @@ void bench_config(const Config& cfg, const std::vector<uint32_t>& pp, const std:
       row.reduce_p50_us = d.latency_us(0.5);
     }
     row.tps = stat(row.samples);
+    if (row.n_gen > 0 && memcpy_bps > 0) {
+      row.weight_gbps = static_cast<double>(row.size) * row.tps.mean / 1e9;
+      row.memcpy_share = *row.weight_gbps * 1e9 / memcpy_bps;
+    }
     out.row(row);
   };
 
@@ -339,7 +352,9 @@ int bench_model(const std::vector<std::string>& args) {
       "the weights it holds (as planned, not as requested), sub/tok = vkQueueSubmit calls per token\n"
       "on the busiest device, wait/tok = host waits per token of the calling thread, disp/tok and\n"
       "barr/tok = compute dispatches and barriers executed per token on the busiest device, reduce p50 =\n"
-      "the collective's reduce latency (tensor split; the proxy's sum and signals).");
+      "the collective's reduce latency (tensor split; the proxy's sum and signals), wt GB/s = the\n"
+      "model's weight bytes x t/s of a generation test, memcpy = that as a share of the host's memcpy\n"
+      "bandwidth measured at the start of the run (the roofline where device memory is host memory).");
   p.option({"-m", "--model"}, "FILE", "a GGUF model (repeat for several)",
            [&](const std::string&, const std::string& v) { models.push_back(v); })
       .option({"-p", "--n-prompt"}, "LIST", "prompt lengths (default 512; 0 skips)",
@@ -420,11 +435,18 @@ int bench_model(const std::vector<std::string>& args) {
                static_cast<size_t>(std::count_if(pp.begin(), pp.end(), [](uint32_t n) { return n > 0; }) +
                                    std::count_if(tg.begin(), tg.end(), [](uint32_t n) { return n > 0; })),
                reps);
+  // The roofline of generation on a CPU device: measured once, in the same run as the rows.
+  double memcpy_bps = 0;
+  if (std::any_of(tg.begin(), tg.end(), [](uint32_t n) { return n > 0; })) {
+    memcpy_bps = memcpy_bandwidth(reps);
+    std::fprintf(stderr, "bench: host memcpy %.2f GB/s (median of %u copies of 256 MiB): the memcpy column's base\n",
+                 memcpy_bps / 1e9, std::max(reps, 3u));
+  }
   Printer out(format);
   for (size_t k = 0; k < configs.size() && !interrupted(); ++k) {
     std::fprintf(stderr, "bench: configuration %zu/%zu: %s, devices %s\n", k + 1, configs.size(), configs[k].model.c_str(),
                  configs[k].devices_text.c_str());
-    bench_config(configs[k], pp, tg, reps, n_ubatch, out);
+    bench_config(configs[k], pp, tg, reps, n_ubatch, memcpy_bps, out);
   }
   out.finish();
   if (interrupted()) {

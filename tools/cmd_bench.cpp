@@ -35,20 +35,6 @@ double median(std::vector<double> v) {
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Host memcpy bandwidth in bytes copied per second (median of reps over a 256 MiB buffer).
-double memcpy_bandwidth(uint32_t reps) {
-  const size_t bytes = size_t(256) << 20;
-  std::vector<char> a(bytes, 1), b(bytes, 2);
-  std::vector<double> rates;
-  for (uint32_t r = 0; r < std::max(reps, 3u); ++r) {
-    const auto t0 = Clock::now();
-    std::memcpy(b.data(), a.data(), bytes);
-    const double s = seconds_since(t0);
-    rates.push_back(double(bytes) / s);
-    a[r % bytes] = b[(r * 7919) % bytes];  // keep the copies observable
-  }
-  return median(rates);
-}
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -246,6 +232,21 @@ int bench_kernels(const BenchOptions& o) {
 }
 
 }  // namespace
+
+// Host memcpy bandwidth in bytes copied per second (median of reps over a 256 MiB buffer).
+double memcpy_bandwidth(uint32_t reps) {
+  const size_t bytes = size_t(256) << 20;
+  std::vector<char> a(bytes, 1), b(bytes, 2);
+  std::vector<double> rates;
+  for (uint32_t r = 0; r < std::max(reps, 3u); ++r) {
+    const auto t0 = Clock::now();
+    std::memcpy(b.data(), a.data(), bytes);
+    const double s = seconds_since(t0);
+    rates.push_back(double(bytes) / s);
+    a[r % bytes] = b[(r * 7919) % bytes];  // keep the copies observable
+  }
+  return median(rates);
+}
 
 int cmd_bench(const std::vector<std::string>& args) {
   if (!args.empty() && args[0] == "collective") return bench_collective(args);

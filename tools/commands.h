@@ -31,7 +31,10 @@ size_t edit_distance(const std::string& a, const std::string& b);
 int cmd_devices(const std::vector<std::string>& args);
 int cmd_selftest(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
-int bench_model(const std::vector<std::string>& args);       // `chorus bench -m MODEL`
+int bench_model(const std::vector<std::string>& args);
+// Host memcpy bandwidth in bytes copied per second (median of at least 3 copies of 256 MiB):
+// the roofline `chorus bench` and `chorus bench kernels` compare weight reads with.
+double memcpy_bandwidth(uint32_t reps);       // `chorus bench -m MODEL`
 int bench_collective(const std::vector<std::string>& args);  // `chorus bench collective`
 int cmd_inspect(const std::vector<std::string>& args);
 int cmd_tokenize(const std::vector<std::string>& args);

@@ -116,6 +116,43 @@ void kv_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const vk:
   }
 }
 
+void rope_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const vk::Buffer& qkv, uint64_t q_offset,
+                uint64_t k_offset, uint64_t v_offset, const vk::Buffer& positions, uint64_t positions_offset,
+                const RopeStoreShape& s) {
+  const std::string what = "rope_store(" + cache_text(cache) + ", " + std::to_string(s.n_tokens) + " tokens x " +
+                           std::to_string(s.n_q_heads) + " q heads)";
+  check_cache(cache, what);
+  const uint32_t D = cache.head_dim, n_dims = s.n_dims ? s.n_dims : D;
+  if (n_dims % 2 != 0 || n_dims > D) throw vk::Error(what + ": n_dims must be even and at most head_dim");
+  if (q_offset % 4 != 0 || k_offset % 4 != 0 || v_offset % 4 != 0 || positions_offset % 4 != 0)
+    throw vk::Error(what + ": offsets must be multiples of 4 bytes");
+  if (s.n_tokens == 0) return;
+  const uint32_t q_stride = s.n_q_heads * D, kv_stride = cache.n_kv_heads * D;
+  // One binding over Q, K and V of every token.
+  const uint64_t lo = std::min({q_offset, k_offset, v_offset});
+  const uint64_t hi = std::max({q_offset + uint64_t(s.n_tokens) * q_stride * 4, k_offset + uint64_t(s.n_tokens) * kv_stride * 4,
+                                v_offset + uint64_t(s.n_tokens) * kv_stride * 4});
+  if (hi > qkv.size()) throw vk::Error(what + ": Q, K or V overruns buffer '" + qkv.tag() + "'");
+  const vk::BufferWindow xw = qkv.window(lo, hi - lo);
+  const uint32_t base = skip_elems(xw, 4);
+  const auto floats = [&](uint64_t offset) { return static_cast<uint32_t>(base + (offset - lo) / 4); };
+  const vk::BufferWindow pw = positions.window(positions_offset, uint64_t(s.n_tokens) * 4);
+  const uint32_t per = heads_per_window(cache, 0, what);
+  for (uint32_t h0 = 0; h0 < cache.n_kv_heads; h0 += per) {
+    const uint32_t nh = std::min(per, cache.n_kv_heads - h0);
+    const uint32_t nq = h0 == 0 ? s.n_q_heads : 0;  // the first dispatch rotates Q
+    const uint64_t head_off = uint64_t(h0) * cache.head_bytes();
+    const vk::BufferWindow kc = cache.k->window(cache.k_offset + head_off, nh * cache.head_bytes());
+    const vk::BufferWindow vc = cache.v->window(cache.v_offset + head_off, nh * cache.head_bytes());
+    const RopeStorePush push{floats(q_offset), floats(k_offset), floats(v_offset), q_stride, kv_stride,
+                             skip_elems(pw, 4), s.n_tokens, nq, nh, h0, D, n_dims, s.neox ? 1u : 0u, cache.n_ctx,
+                             skip_elems(kc, 4), skip_elems(vc, 4), s.freq_base, s.freq_scale};
+    const uint32_t gx = groups(uint64_t(s.n_tokens) * (nq + 2 * nh) * (D / 2), kStoreWg);
+    if (gx > kMaxGroups) throw vk::Error(what + ": too many tokens for one dispatch");
+    k.dispatch(cb, "rope_store", {xw, pw, kc, vc}, push, {kStoreWg}, gx);
+  }
+}
+
 void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const AttentionShape& shape,
                const vk::Buffer& q, uint64_t q_offset, const vk::Buffer& out, uint64_t out_offset,
                const AttentionOptions& options) {

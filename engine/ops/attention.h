@@ -47,6 +47,20 @@ struct KvStorePush {
 };
 static_assert(sizeof(KvStorePush) == 48, "KvStorePush must match shaders/attention.glsl");
 
+// Mirrors `RopeStorePush` in shaders/attention.glsl.
+struct RopeStorePush {
+  uint32_t q_off, k_off, v_off;
+  uint32_t q_stride, kv_stride;
+  uint32_t pos_off;
+  uint32_t n_tokens, n_q_heads;
+  uint32_t n_heads, head0;
+  uint32_t head_dim, n_dims, neox;
+  uint32_t n_ctx;
+  uint32_t kc_off, vc_off;
+  float freq_base, freq_scale;
+};
+static_assert(sizeof(RopeStorePush) == 72, "RopeStorePush must match shaders/attention.glsl");
+
 // Mirrors `AttentionPush` in shaders/attention.glsl.
 struct AttentionPush {
   uint32_t n_tokens;
@@ -97,6 +111,25 @@ struct KvStoreOptions {
 void kv_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const vk::Buffer& k_src,
               uint64_t k_src_offset, const vk::Buffer& v_src, uint64_t v_src_offset, uint32_t n_tokens, uint32_t p0,
               const KvStoreOptions& options = {});
+
+// rope_store: the step between the Q/K/V products and attention in one dispatch.
+struct RopeStoreShape {
+  uint32_t n_tokens = 1;
+  uint32_t n_q_heads = 0;   // Q heads of each token (their rows: n_q_heads * head_dim floats)
+  uint32_t n_dims = 0;      // rotated dimensions, even, <= head_dim (0: head_dim)
+  bool neox = false;        // as RopeShape
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;
+};
+// Records, for t < n_tokens at position pos = positions[t] (int32 at byte positions_offset):
+//   Q[t] rotated in place (ops::rope's rotation) — q at byte q_offset of qkv, [t][n_q_heads][head_dim];
+//   cache K[h][pos] = f16(rope(K[t][h])), V[h][pos] = f16(V[t][h]) for the cache's heads — K and
+//   V at bytes k_offset and v_offset of qkv, [t][cache.n_kv_heads][head_dim].
+// Positions outside [0, n_ctx) store nothing. One dispatch (more only when the cache needs
+// several bindings). Records no barrier. Throws vk::Error for bad shapes or offsets.
+void rope_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const vk::Buffer& qkv, uint64_t q_offset,
+                uint64_t k_offset, uint64_t v_offset, const vk::Buffer& positions, uint64_t positions_offset,
+                const RopeStoreShape& shape);
 
 struct AttentionShape {
   uint32_t n_tokens = 1;   // queries; query i sits at position p0 + i

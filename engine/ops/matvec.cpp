@@ -81,65 +81,92 @@ std::string mul_mv_op(GgmlType type) { return "mul_mv_" + lower_name(type); }
 
 namespace {
 
+// The texel kernel's workgroup shape: invocations and rows per invocation.
+std::pair<uint32_t, uint32_t> texel_shape(const Kernels& k, const MatVecOptions& options) {
+  const uint32_t wg = options.workgroup ? options.workgroup : std::max(k.device().info().subgroup_size, 1u);
+  return {wg, options.rows ? options.rows : kCpuRows};
+}
+
+// Rows of W per texel dispatch: each W view within maxTexelBufferElements (or
+// options.max_window bytes) and 65535 workgroups of rows_per_group rows. 0 if one row does not fit.
+uint64_t texel_chunk(const Kernels& k, const vk::Buffer& w, uint64_t rb, bool w16, uint32_t rows_per_group,
+                     const MatVecOptions& options) {
+  const uint32_t tb = w16 ? 16 : 4;  // bytes per W texel
+  const uint64_t texel_limit = w.max_texel_elements() * tb;
+  const uint64_t limit = options.max_window ? std::min(options.max_window, texel_limit) : texel_limit;
+  // Room for the view's aligned-down start (at most one alignment unit, or the offset's
+  // rounding to a texel) and the word read past an odd superblock.
+  const uint64_t slack =
+      std::max<uint64_t>(k.device().info().min_texel_buffer_offset_alignment, kMaxBindAlignment) + 2 * tb;
+  const uint64_t usable = limit > slack ? limit - slack : 0;
+  uint64_t chunk = std::min<uint64_t>(usable / rb, uint64_t(kMaxGroupsX) * rows_per_group);
+  if (chunk > rows_per_group) chunk = chunk / rows_per_group * rows_per_group;
+  return chunk;
+}
+
+// Whether the W view may be of 16-byte texels: rows 16-aligned (no realignment), or any rows
+// when the buffer holds the last row's final texel whole (its end padded to 16 bytes).
+bool texel_w16(const vk::Buffer& w, uint64_t w_offset, uint64_t rows, uint64_t rb) {
+  const bool aligned16 = w_offset % 16 == 0 && rb % 16 == 0;
+  return aligned16 || (w_offset + rows * rb + 15) / 16 * 16 <= (w.size() + 3) / 4 * 4 / 16 * 16;
+}
+
 // mul_mv through mul_mv_texel.comp (use_texel() said yes; shapes and offsets are checked).
 // W is bound as R32G32B32A32_UINT views when every row starts 16-aligned, else as R32_UINT
-// views; x as one R32G32B32A32_SFLOAT view. Row chunks keep each W view within
-// maxTexelBufferElements (or options.max_window bytes) and 65535 workgroups.
+// views; x (and a fused norm weight) as one R32G32B32A32_SFLOAT view. Row chunks keep each W
+// view within maxTexelBufferElements (or options.max_window bytes) and 65535 workgroups; with
+// fusion work the caller checked that one chunk holds all of W.
 void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
                   uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y, uint64_t y_offset,
-                  uint64_t rb, const MatVecOptions& options) {
+                  uint64_t rb, const MatVecFusion& fusion, const MatVecOptions& options) {
   const std::string op = texel_op(type);
-  const vk::DeviceInfo& info = k.device().info();
-  const uint32_t wg = options.workgroup ? options.workgroup : std::max(info.subgroup_size, 1u);
-  const uint32_t rows = options.rows ? options.rows : kCpuRows;
-  if (wg < 1 || wg > 256 || rows < 1 || rows > kMaxRows)
+  const auto [wg, rows] = texel_shape(k, options);
+  const bool glu = fusion.out == MatVecFusion::Out::swiglu || fusion.out == MatVecFusion::Out::geglu;
+  if (wg < 1 || wg > 256 || rows < 1 || rows > kMaxRows || (glu && rows % 2 != 0))
     throw vk::Error(op + ": workgroup " + std::to_string(wg) + " x rows " + std::to_string(rows) + " outside 1..256 x 1.." +
-                    std::to_string(kMaxRows));
-  const uint32_t rows_per_group = wg * rows;
-  // 16-byte texels: rows 16-aligned (no realignment), or any rows when the buffer holds the
-  // last row's final texel whole (its end padded to 16 bytes); else 4-byte texels.
+                    std::to_string(kMaxRows) + (glu ? " (an even number of rows for a gated epilogue)" : ""));
+  const uint32_t rows_per_group = wg * (glu ? rows / 2 : rows);
+  const uint64_t w_rows = glu ? 2 * uint64_t(N) : N;  // rows of W the dispatch reads
   const bool aligned16 = w_offset % 16 == 0 && rb % 16 == 0;
-  const bool w16 = aligned16 || (w_offset + uint64_t(N) * rb + 15) / 16 * 16 <= (w.size() + 3) / 4 * 4 / 16 * 16;
+  const bool w16 = texel_w16(w, w_offset, w_rows, rb);
   const uint32_t tb = w16 ? 16 : 4;  // bytes per W texel
   const VkFormat wfmt = w16 ? VK_FORMAT_R32G32B32A32_UINT : VK_FORMAT_R32_UINT;
 
   const vk::BufferWindow xw = x.texel_window(x_offset, uint64_t(K) * 4, VK_FORMAT_R32G32B32A32_SFLOAT, 16);
   const uint32_t x_base = skip_elems(xw, 4);
+  const vk::BufferWindow gw =
+      fusion.norm ? fusion.norm->texel_window(fusion.norm_offset, uint64_t(K) * 4, VK_FORMAT_R32G32B32A32_SFLOAT, 16) : xw;
 
-  const uint64_t texel_limit = w.max_texel_elements() * tb;
-  const uint64_t limit = options.max_window ? std::min(options.max_window, texel_limit) : texel_limit;
-  // Room for the view's aligned-down start (at most one alignment unit, or the offset's
-  // rounding to a texel) and the word read past an odd superblock.
-  const uint64_t slack = std::max<uint64_t>(info.min_texel_buffer_offset_alignment, kMaxBindAlignment) + 2 * tb;
-  const uint64_t usable = limit > slack ? limit - slack : 0;
-  uint64_t chunk = std::min<uint64_t>(usable / rb, uint64_t(kMaxGroupsX) * rows_per_group);
+  const uint64_t chunk = texel_chunk(k, w, rb, w16, rows_per_group, options);
   if (chunk == 0)
     throw vk::Error(op + ": one row of " + shape_text(type, K, N) + " (" + std::to_string(rb) +
-                    " bytes) does not fit a texel buffer view of " + std::to_string(limit) + " bytes");
-  if (chunk > rows_per_group) chunk = chunk / rows_per_group * rows_per_group;
+                    " bytes) does not fit a texel buffer view");
+  if (fusion.any() && chunk < w_rows)
+    throw vk::Error(op + ": " + shape_text(type, K, N) + " does not fit one texel buffer view, so it cannot be fused");
 
   for (uint64_t row0 = 0; row0 < N; row0 += chunk) {
     const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(chunk, N - row0));
     const uint64_t off = w_offset + row0 * rb;
-    if (off + uint64_t(n) * rb > w.size())
+    const uint64_t view_rows = glu ? w_rows : n;
+    if (off + view_rows * rb > w.size())
       throw vk::Error(op + ": weights " + shape_text(type, K, N) + " at byte " + std::to_string(w_offset) +
                       " run past the end of buffer '" + w.tag() + "'");
     const uint64_t start = off / tb * tb;  // the view starts at a whole texel
-    const uint64_t end = std::min(w16 ? (off + uint64_t(n) * rb + 15) / 16 * 16 : round_up4(off + uint64_t(n) * rb), w.size());
+    const uint64_t end = std::min(w16 ? (off + view_rows * rb + 15) / 16 * 16 : round_up4(off + view_rows * rb), w.size());
     const vk::BufferWindow ww = w.texel_window(start, end - start, wfmt, tb);
     const vk::BufferWindow yw = y.window(y_offset + row0 * 4, uint64_t(n) * 4);
     const MatVecPush push{K, n, static_cast<uint32_t>(rb), static_cast<uint32_t>(ww.skip + (off - start)), x_base,
-                          skip_elems(yw, 4)};
-    k.dispatch(cb, op, {ww, xw, yw}, push, {wg, rows, w16 ? 1u : 0u, w16 && aligned16 ? 1u : 0u},
+                          skip_elems(yw, 4), skip_elems(gw, 4), fusion.eps};
+    // Specialisation constant 4 is the storage kernel's (X_ALIGNED16); 5 and 6 the fusion's.
+    k.dispatch(cb, op, {ww, xw, yw, gw}, push,
+               {wg, rows, w16 ? 1u : 0u, w16 && aligned16 ? 1u : 0u, 0u, fusion.norm ? 1u : 0u,
+                static_cast<uint32_t>(fusion.out)},
                groups(n, rows_per_group));
   }
 }
 
-}  // namespace
-
-void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
-            uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y, uint64_t y_offset,
-            const MatVecOptions& options) {
+// Shape and offset checks common to every mul_mv; returns W's device row bytes.
+uint64_t check_mul_mv(GgmlType type, uint64_t w_offset, uint32_t K, uint32_t N, uint64_t x_offset, uint64_t y_offset) {
   const std::string op = mul_mv_op(type);
   if (!is_weight_type(type)) throw vk::Error(op + ": " + type_traits(type).name + " is not a weight format");
   if (K == 0 || N == 0) throw vk::Error(op + ": empty shape " + shape_text(type, K, N));
@@ -150,54 +177,138 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
     throw vk::Error(op + ": weights " + shape_text(type, K, N) + " start at byte " + std::to_string(w_offset) +
                     ", which is not a multiple of " + (word_aligned ? "4" : "2"));
   if (x_offset % 4 != 0 || y_offset % 4 != 0) throw vk::Error(op + ": x and y offsets must be multiples of 4");
+  return *rb;
+}
 
-  if (use_texel(k, type, K, w, x, x_offset, options)) {
-    mul_mv_texel(k, cb, type, w, w_offset, K, N, x, x_offset, y, y_offset, *rb, options);
-    return;
-  }
-
+// The storage kernel's shape: invocations, rows (per invocation or per workgroup), whether each
+// invocation computes whole rows, and the rows a workgroup covers (output rows for a gated
+// epilogue).
+struct StorageShape {
+  uint32_t wg, rows;
+  bool per_inv;
+  uint32_t rows_per_group;
+};
+StorageShape storage_shape(const Kernels& k, const MatVecOptions& options, bool glu) {
   const vk::DeviceInfo& info = k.device().info();
   const bool per_inv = options.row_per_invocation < 0 ? (k.caps() & shaders::kCpu) != 0 : options.row_per_invocation > 0;
   const uint32_t wg = options.workgroup ? options.workgroup : (per_inv ? std::max(info.subgroup_size, 1u) : kGpuWorkgroup);
   // Row-per-invocation mode: several rows per invocation, so that x (which every lane loads
   // itself on a CPU device) is loaded and prepared once for all of them.
   const uint32_t rows = options.rows ? options.rows : (per_inv ? kCpuRows : kGpuRows);
-  const uint32_t max_rows = per_inv ? kMaxRows : kMaxSharedRows;
-  if (wg < 1 || wg > 256 || rows < 1 || rows > max_rows)
-    throw vk::Error(op + ": workgroup " + std::to_string(wg) + " x rows " + std::to_string(rows) +
-                    " outside 1..256 x 1.." + std::to_string(max_rows));
-  const uint32_t rows_per_group = per_inv ? wg * rows : rows;
+  const uint32_t out_rows = glu ? rows / 2 : rows;
+  return StorageShape{wg, rows, per_inv, per_inv ? wg * out_rows : out_rows};
+}
+
+// Rows of W per storage dispatch: each W window (rows * row_bytes, plus the aligned-down skip,
+// plus rounding to whole words) fits the binding limit, and each dispatch stays within 65535
+// workgroups. 0 if one row does not fit.
+uint64_t storage_chunk(const vk::Buffer& w, uint64_t rb, uint32_t rows_per_group, const MatVecOptions& options) {
+  const uint64_t limit = options.max_window ? std::min(options.max_window, w.max_range()) : w.max_range();
+  const uint64_t usable = limit > kMaxBindAlignment + 4 ? limit - kMaxBindAlignment - 4 : 0;
+  uint64_t chunk = std::min<uint64_t>(usable / rb, uint64_t(kMaxGroupsX) * rows_per_group);
+  if (chunk > rows_per_group) chunk = chunk / rows_per_group * rows_per_group;
+  return chunk;
+}
+
+// mul_mv through mul_mv.comp (storage buffers): every format, GPUs and CPU devices alike.
+void mul_mv_storage(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset,
+                    uint32_t K, uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
+                    uint64_t y_offset, uint64_t rb, const MatVecFusion& fusion, const MatVecOptions& options) {
+  const std::string op = mul_mv_op(type);
+  const bool glu = fusion.out == MatVecFusion::Out::swiglu || fusion.out == MatVecFusion::Out::geglu;
+  const StorageShape sh = storage_shape(k, options, glu);
+  const uint32_t max_rows = sh.per_inv ? kMaxRows : kMaxSharedRows;
+  if (sh.wg < 1 || sh.wg > 256 || sh.rows < 1 || sh.rows > max_rows || (glu && sh.rows % 2 != 0))
+    throw vk::Error(op + ": workgroup " + std::to_string(sh.wg) + " x rows " + std::to_string(sh.rows) +
+                    " outside 1..256 x 1.." + std::to_string(max_rows) +
+                    (glu ? " (an even number of rows for a gated epilogue)" : ""));
+  const uint64_t w_rows = glu ? 2 * uint64_t(N) : N;  // rows of W the dispatch reads
 
   const vk::BufferWindow xw = x.window(x_offset, uint64_t(K) * 4);
   const uint32_t x_base = skip_elems(xw, 4);
+  const vk::BufferWindow gw = fusion.norm ? fusion.norm->window(fusion.norm_offset, uint64_t(K) * 4) : xw;
 
-  // Row chunks: each W window (rows * row_bytes, plus the aligned-down skip, plus rounding to
-  // whole words) fits the binding limit, and each dispatch stays within 65535 workgroups.
-  const uint64_t limit = options.max_window ? std::min(options.max_window, w.max_range()) : w.max_range();
-  const uint64_t usable = limit > kMaxBindAlignment + 4 ? limit - kMaxBindAlignment - 4 : 0;
-  uint64_t chunk = std::min<uint64_t>(usable / *rb, uint64_t(kMaxGroupsX) * rows_per_group);
+  const uint64_t chunk = storage_chunk(w, rb, sh.rows_per_group, options);
   if (chunk == 0)
-    throw vk::Error(op + ": one row of " + shape_text(type, K, N) + " (" + std::to_string(*rb) +
-                    " bytes) does not fit a binding of " + std::to_string(limit) + " bytes");
-  if (chunk > rows_per_group) chunk = chunk / rows_per_group * rows_per_group;
+    throw vk::Error(op + ": one row of " + shape_text(type, K, N) + " (" + std::to_string(rb) +
+                    " bytes) does not fit a binding");
+  if (fusion.any() && chunk < w_rows)
+    throw vk::Error(op + ": " + shape_text(type, K, N) + " does not fit one binding, so it cannot be fused");
 
   for (uint64_t row0 = 0; row0 < N; row0 += chunk) {
     const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(chunk, N - row0));
-    const uint64_t off = w_offset + row0 * *rb;
-    if (off + uint64_t(n) * *rb > w.size())
+    const uint64_t off = w_offset + row0 * rb;
+    const uint64_t view_rows = glu ? w_rows : n;
+    if (off + view_rows * rb > w.size())
       throw vk::Error(op + ": weights " + shape_text(type, K, N) + " at byte " + std::to_string(w_offset) +
                       " run past the end of buffer '" + w.tag() + "'");
-    const uint64_t size = std::min(round_up4(uint64_t(n) * *rb), w.size() - off);
+    const uint64_t size = std::min(round_up4(view_rows * rb), w.size() - off);
     const vk::BufferWindow ww = w.window(off, size);
     const vk::BufferWindow yw = y.window(y_offset + row0 * 4, uint64_t(n) * 4);
-    const MatVecPush push{K, n, static_cast<uint32_t>(*rb), static_cast<uint32_t>(ww.skip), x_base, skip_elems(yw, 4)};
+    const MatVecPush push{K, n, static_cast<uint32_t>(rb), static_cast<uint32_t>(ww.skip), x_base, skip_elems(yw, 4),
+                          skip_elems(gw, 4), fusion.eps};
     // The superblock path reads W as uvec4 when every row starts 16-aligned (Q6_K too: its
     // device blocks are padded to 224 bytes), x as vec4 when it starts 16-aligned.
-    const bool w16 = loads_w16(ww.skip, *rb);
+    const bool w16 = loads_w16(ww.skip, rb);
     const bool x16 = x_base % 4 == 0;
-    const std::vector<uint32_t> spec{wg, rows, per_inv ? 1u : 0u, per_inv && w16 ? 1u : 0u, per_inv && x16 ? 1u : 0u};
-    k.dispatch(cb, op, {ww, xw, yw}, push, spec, groups(n, rows_per_group));
+    const std::vector<uint32_t> spec{sh.wg, sh.rows, sh.per_inv ? 1u : 0u, sh.per_inv && w16 ? 1u : 0u,
+                                     sh.per_inv && x16 ? 1u : 0u, fusion.norm ? 1u : 0u,
+                                     static_cast<uint32_t>(fusion.out)};
+    k.dispatch(cb, op, {ww, xw, yw, gw}, push, spec, groups(n, sh.rows_per_group));
   }
+}
+
+}  // namespace
+
+void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
+            uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y, uint64_t y_offset,
+            const MatVecOptions& options) {
+  const uint64_t rb = check_mul_mv(type, w_offset, K, N, x_offset, y_offset);
+  if (use_texel(k, type, K, w, x, x_offset, options))
+    mul_mv_texel(k, cb, type, w, w_offset, K, N, x, x_offset, y, y_offset, rb, MatVecFusion{}, options);
+  else
+    mul_mv_storage(k, cb, type, w, w_offset, K, N, x, x_offset, y, y_offset, rb, MatVecFusion{}, options);
+}
+
+}  // namespace chorus::ops
+
+namespace chorus::ops {
+
+bool mul_mv_fuses(const Kernels& k, GgmlType type, uint32_t K, uint32_t N, const vk::Buffer& w, uint64_t w_offset,
+                  const vk::Buffer& x, uint64_t x_offset, const MatVecFusion& fusion, const MatVecOptions& options) {
+  if (!fusion.any()) return true;
+  const std::optional<uint64_t> rb = device_row_bytes(type, K);
+  if (!rb || K == 0 || N == 0 || !is_weight_type(type)) return false;
+  const bool glu = fusion.out == MatVecFusion::Out::swiglu || fusion.out == MatVecFusion::Out::geglu;
+  const uint64_t w_rows = glu ? 2 * uint64_t(N) : N;
+  if (w_offset + w_rows * *rb > w.size()) return false;
+  if (fusion.norm && (fusion.norm_offset % 16 != 0 || fusion.norm_offset + uint64_t(K) * 4 > fusion.norm->size()))
+    return false;
+  if (use_texel(k, type, K, w, x, x_offset, options)) {
+    const auto [wg, rows] = texel_shape(k, options);
+    if (glu && rows % 2 != 0) return false;
+    if (fusion.norm && fusion.norm->max_texel_elements() < K / 4) return false;
+    const uint32_t rows_per_group = wg * (glu ? rows / 2 : rows);
+    return texel_chunk(k, w, *rb, texel_w16(w, w_offset, w_rows, *rb), rows_per_group, options) >= w_rows;
+  }
+  const StorageShape sh = storage_shape(k, options, glu);
+  if (glu && sh.rows % 2 != 0) return false;
+  return storage_chunk(w, *rb, sh.rows_per_group, options) >= w_rows;
+}
+
+void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
+            uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y, uint64_t y_offset,
+            const MatVecFusion& fusion, const MatVecOptions& options) {
+  if (!fusion.any()) return mul_mv(k, cb, type, w, w_offset, K, N, x, x_offset, y, y_offset, options);
+  const uint64_t rb = check_mul_mv(type, w_offset, K, N, x_offset, y_offset);
+  if (!mul_mv_fuses(k, type, K, N, w, w_offset, x, x_offset, fusion, options))
+    throw vk::Error(mul_mv_op(type) + ": " + shape_text(type, K, N) +
+                    " cannot take a fused norm or epilogue here (W must fit one binding, the norm weight start at a multiple "
+                    "of 16 bytes, a gated epilogue have an even number of rows per invocation)");
+  if (use_texel(k, type, K, w, x, x_offset, options))
+    mul_mv_texel(k, cb, type, w, w_offset, K, N, x, x_offset, y, y_offset, rb, fusion, options);
+  else
+    mul_mv_storage(k, cb, type, w, w_offset, K, N, x, x_offset, y, y_offset, rb, fusion, options);
 }
 
 }  // namespace chorus::ops

@@ -24,8 +24,27 @@ struct MatVecPush {
   uint32_t w_base;     // bytes from the W binding's start to row 0
   uint32_t x_base;     // elements from the x binding's start to x[0]
   uint32_t y_base;     // elements from the y binding's start to y[0]
+  uint32_t g_base = 0; // elements from the norm weight's binding start (fused NORM)
+  float eps = 0;       // RMSNorm epsilon (fused NORM)
 };
-static_assert(sizeof(MatVecPush) == 24, "MatVecPush must match shaders/matvec.glsl");
+static_assert(sizeof(MatVecPush) == 32, "MatVecPush must match shaders/matvec.glsl");
+
+// Work a matrix-vector product can do in the same dispatch (decode fusion; shaders/matvec.glsl):
+// RMSNorm of x before, and an epilogue after. Every matvec kernel fuses (storage kernels in
+// both work splits, texel kernels) when W is bound whole; mul_mv_fuses() says whether a call
+// can, and the caller records the separate ops otherwise (engine/forward.cpp).
+struct MatVecFusion {
+  const vk::Buffer* norm = nullptr;  // x is first RMS-normed with this F32 weight of K elements
+  uint64_t norm_offset = 0;          // bytes, a multiple of 16
+  float eps = 0;
+  enum class Out : uint32_t {
+    store = 0,   // y[n] = W_n . x
+    add = 1,     // y[n] += W_n . x (a residual add)
+    swiglu = 2,  // W holds 2N rows [gate | up]: y[n] = silu(gate_n . x) * (up_n . x)
+    geglu = 3,   // the same with GELU (tanh approximation)
+  } out = Out::store;
+  bool any() const { return norm != nullptr || out != Out::store; }
+};
 
 struct MatVecOptions {
   uint64_t max_window = 0;   // largest W binding in bytes; 0 = the device's maxStorageBufferRange
@@ -71,5 +90,18 @@ bool mul_mv_loads_w16(const Kernels& k, GgmlType type, uint32_t K, const vk::Buf
 void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
             uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y, uint64_t y_offset,
             const MatVecOptions& options = {});
+
+// Whether mul_mv with `fusion` can record these arguments as one dispatch: W (2N rows for a
+// gated epilogue) fits one binding (one texel view for the texel kernels), the norm weight
+// starts at a 16-byte multiple, a gated epilogue has an even number of rows per invocation or
+// workgroup. Without fusion work, always true.
+bool mul_mv_fuses(const Kernels& k, GgmlType type, uint32_t K, uint32_t N, const vk::Buffer& w, uint64_t w_offset,
+                  const vk::Buffer& x, uint64_t x_offset, const MatVecFusion& fusion, const MatVecOptions& options = {});
+
+// mul_mv with fusion work (see MatVecFusion; N is the number of output rows). Throws vk::Error
+// when !mul_mv_fuses(...) for the same arguments.
+void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
+            uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y, uint64_t y_offset,
+            const MatVecFusion& fusion, const MatVecOptions& options = {});
 
 }  // namespace chorus::ops

@@ -154,6 +154,7 @@ int cmd_run(const std::vector<std::string>& args) {
   const auto t_prompt = std::chrono::steady_clock::now();
   std::vector<float> logits = ctx.decode(0, input);
   const double prompt_ms = ms_since(t_prompt);
+  if (placement.verbose) print_startup(loaded, load_ms, ms_since(t_start));
 
   const auto t_gen = std::chrono::steady_clock::now();
   size_t generated = 0, evaluated = 0;

@@ -3,9 +3,12 @@
 #include <limits>
 #include <map>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +20,28 @@
 
 namespace chorus::tools {
 namespace {
+
+// --verbose: the weights' upload speed beside the file's own read speed (read(2) of the whole
+// file right after the load, so from the page cache when it fits there, as the upload read it).
+void report_upload(const std::string& path, const std::vector<split::DeviceMemory>& planned, double upload_ms) {
+  uint64_t weights = 0;
+  for (const split::DeviceMemory& d : planned) weights += d.weights;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  std::vector<char> buf(size_t(16) << 20);
+  uint64_t read_bytes = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (ssize_t n; (n = ::read(fd, buf.data(), buf.size())) > 0;) read_bytes += static_cast<uint64_t>(n);
+  const double read_ms = ms_since(t0);
+  ::close(fd);
+  const double upload_bps = upload_ms > 0 ? static_cast<double>(weights) / (upload_ms / 1e3) : 0;
+  const double read_bps = read_ms > 0 ? static_cast<double>(read_bytes) / (read_ms / 1e3) : 0;
+  std::fprintf(stderr,
+               "start-up: %.1f MiB of weights on the device(s) in %.0f ms (%.2f GB/s, the whole load); the file alone "
+               "reads at %.2f GB/s (%.1f MiB in %.0f ms): the load runs at %.0f%% of the file's read speed\n",
+               static_cast<double>(weights) / (1 << 20), upload_ms, upload_bps / 1e9, read_bps / 1e9,
+               static_cast<double>(read_bytes) / (1 << 20), read_ms, read_bps > 0 ? 100.0 * upload_bps / read_bps : 0.0);
+}
 
 // "loading weights [#####.....]  50%  0.6 / 1.2 MiB": redrawn in place on a terminal, once at
 // the end otherwise.
@@ -142,10 +167,12 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
       std::fprintf(stderr, "note: %s is accepted and ignored (%s)\n", flag.c_str(), why);
     };
   };
-  const char* const log = "the load log and timings are always on stderr";
   const char* const fused = "chorus's attention kernel is always fused";
   const char* const once = "chorus reads the file once into device memory";
-  p.flag({"--verbose", "-v"}, std::string("accepted and ignored: ") + log, [f = ignored(log)] { f("--verbose"); })
+  p.flag({"--verbose", "-v"},
+         "the start-up report: weight upload speed beside the file's read speed, pipelines built and "
+         "the pipeline cache, time to the first token",
+         placement.verbose)
       .flag({"-fa", "--flash-attn"}, std::string("accepted and ignored: ") + fused, [f = ignored(fused)] { f("-fa"); })
       .flag({"--no-mmap", "--mlock"}, std::string("accepted and ignored: ") + once, [f = ignored(once)] { f("--no-mmap/--mlock"); });
 }
@@ -276,13 +303,30 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
   const auto t0 = std::chrono::steady_clock::now();
   m.model = Model::load(path, devices, req, LoadProgress{upload_progress});
   const ModelConfig& c = m.model->config();
+  const double upload_ms = ms_since(t0);
   std::fprintf(stderr, "loaded %s (%s, %u layers, n_embd %u, n_vocab %u) in %.0f ms\n", c.name.empty() ? "model" : c.name.c_str(),
-               c.arch.c_str(), c.n_layer, c.n_embd, c.n_vocab, ms_since(t0));
+               c.arch.c_str(), c.n_layer, c.n_embd, c.n_vocab, upload_ms);
+  if (placement.verbose) report_upload(path, fitted.memory, upload_ms);
   if (devices.size() > 1) std::fprintf(stderr, "%s", split::describe(m.model->plan()).c_str());
   m.context = ContextOptions{fitted.ctx.n_ctx, context.n_seq, context.n_ubatch};
   m.planned = fitted.memory;
   m.predicted_token_seconds = fitted.predicted_token_seconds;
   return m;
+}
+
+void print_startup(const LoadedModel& m, double load_ms, double first_token_ms) {
+  uint64_t built = 0, ns = 0, cache = 0;
+  for (const auto& d : m.devices) {
+    built += d->counters().pipelines.load();
+    ns += d->counters().pipeline_ns.load();
+    cache += d->pipeline_cache_loaded_bytes();
+  }
+  std::fprintf(stderr,
+               "start-up: first token %.0f ms after the start: load %.0f ms, %" PRIu64 " pipelines created in %.0f ms "
+               "(pipeline cache: %s)\n",
+               first_token_ms, load_ms, built, static_cast<double>(ns) / 1e6,
+               cache ? (std::to_string(cache >> 10) + " KiB read from disk").c_str()
+                     : "empty: a first run, or CHORUS_NO_PIPELINE_CACHE");
 }
 
 std::string describe_memory(const split::FitResult& f, const std::vector<vk::Device*>& devices) {

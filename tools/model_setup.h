@@ -35,6 +35,7 @@ struct Placement {
   bool recalibrate = false;       // --recalibrate: measure every device's speed again
   bool show_devices = false;      // --show-devices: the per-device view after the work
   std::vector<uint32_t> groups;   // --groups: each device's group in a hybrid split
+  bool verbose = false;           // --verbose: the start-up report (upload speed, pipelines)
 };
 
 // The weight format holding most of a model's matrix bytes (what calibration measures).
@@ -67,6 +68,10 @@ struct LoadedModel {
   std::vector<split::DeviceMemory> planned;  // bytes per device of the plan
   double predicted_token_seconds = 0;        // from the calibrated speeds (0: unknown)
 };
+
+// --verbose: what the time to the first token went into, printed once it is there: the load
+// (from load_model), pipelines built and whether the pipeline cache had them.
+void print_startup(const LoadedModel& m, double load_ms, double first_token_ms);
 
 // Opens the logical devices, plans the split and every device's bytes for the model and the
 // context (split/memory.h), fits them into the devices' free memory (rebalancing ratios that

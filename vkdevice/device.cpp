@@ -113,7 +113,9 @@ Device::Device(const Instance& instance, const DeviceOptions& options) : options
   VkPipelineCacheCreateInfo pci{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
   pci.initialDataSize = cache_data.size();
   pci.pInitialData = cache_data.empty() ? nullptr : cache_data.data();
+  pipeline_cache_loaded_ = cache_data.size();
   if (vkCreatePipelineCache(device_, &pci, nullptr, &pipeline_cache_) != VK_SUCCESS) {
+    pipeline_cache_loaded_ = 0;
     pci.initialDataSize = 0;
     pci.pInitialData = nullptr;
     check(vkCreatePipelineCache(device_, &pci, nullptr, &pipeline_cache_), label_ + ": creating the pipeline cache");

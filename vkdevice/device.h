@@ -60,6 +60,7 @@ struct DeviceCounters {
   std::atomic<uint64_t> submits{0};      // vkQueueSubmit calls
   std::atomic<uint64_t> host_waits{0};   // host waits on a timeline value
   std::atomic<uint64_t> pipelines{0};    // compute pipelines created
+  std::atomic<uint64_t> pipeline_ns{0};  // time spent creating them (wall clock, the creating thread)
   std::atomic<uint64_t> dispatches{0};   // dispatches in the command buffers submitted
   std::atomic<uint64_t> barriers{0};     // CommandBuffer::barrier()s in the command buffers submitted
 };
@@ -85,6 +86,8 @@ class Device {
   VkQueue queue() const { return queue_; }
   uint32_t queue_family() const { return queue_family_; }
   VkPipelineCache pipeline_cache() const { return pipeline_cache_; }
+  // Bytes of pipeline cache read from disk when the device opened (0: none, or the cache is off).
+  uint64_t pipeline_cache_loaded_bytes() const { return pipeline_cache_loaded_; }
 
   Allocator& allocator() { return *allocator_; }
   DeviceCounters& counters() { return counters_; }
@@ -150,6 +153,7 @@ class Device {
   VkQueue queue_ = VK_NULL_HANDLE;
   uint32_t queue_family_ = 0;
   VkPipelineCache pipeline_cache_ = VK_NULL_HANDLE;
+  uint64_t pipeline_cache_loaded_ = 0;
   std::unique_ptr<Allocator> allocator_;
   DeviceCounters counters_;
   std::mutex queue_mutex_;

@@ -1,5 +1,7 @@
 #include "vkdevice/pipeline.h"
 
+#include <chrono>
+
 #include "vkdevice/device.h"
 
 namespace chorus::vk {
@@ -54,7 +56,10 @@ Pipeline::Pipeline(Device& device, const PipelineDesc& desc)
     ci.stage.pName = "main";
     ci.stage.pSpecializationInfo = desc.spec.empty() ? nullptr : &si;
     ci.layout = layout_;
+    const auto t0 = std::chrono::steady_clock::now();
     check(vkCreateComputePipelines(device_, device.pipeline_cache(), 1, &ci, nullptr, &pipeline_), where);
+    device.counters().pipeline_ns.fetch_add(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()));
     device.counters().pipelines.fetch_add(1);
   } catch (...) {
     if (layout_) vkDestroyPipelineLayout(device_, layout_, nullptr);

@@ -325,7 +325,7 @@ void print_startup(const LoadedModel& m, double load_ms, double first_token_ms) 
                "start-up: first token %.0f ms after the start: load %.0f ms, %" PRIu64 " pipelines created in %.0f ms "
                "(pipeline cache: %s)\n",
                first_token_ms, load_ms, built, static_cast<double>(ns) / 1e6,
-               cache ? (std::to_string(cache >> 10) + " KiB read from disk").c_str()
+               cache ? (std::to_string(cache) + " bytes read from disk").c_str()
                      : "empty: a first run, or CHORUS_NO_PIPELINE_CACHE");
 }
 

@@ -24,7 +24,11 @@ struct ModelConfig {
   uint32_t n_head = 0;         // {arch}.attention.head_count
   uint32_t n_head_kv = 0;      // {arch}.attention.head_count_kv (default n_head)
   uint32_t head_dim = 0;       // {arch}.attention.key_length (default n_embd / n_head)
-  uint32_t n_ff = 0;           // {arch}.feed_forward_length
+  uint32_t n_ff = 0;           // {arch}.feed_forward_length; an expert family's
+                               // {arch}.expert_feed_forward_length (each expert's FFN width)
+  uint32_t n_expert = 0;       // {arch}.expert_count (0: a dense FFN)
+  uint32_t n_expert_used = 0;  // {arch}.expert_used_count: experts run per token (k)
+  bool expert_norm_top_k = false;  // the k routing weights are renormalised to sum to 1
   uint32_t n_ctx_train = 0;    // {arch}.context_length
   float rms_eps = 1e-5f;       // {arch}.attention.layer_norm_rms_epsilon
   float rope_base = 10000.0f;  // {arch}.rope.freq_base

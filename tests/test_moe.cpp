@@ -1,0 +1,252 @@
+// A mixture-of-experts family (qwen3moe) on small random models written by the test with
+// qwen3moe's real tensor layout and metadata (blk.N.ffn_gate_inp [n_embd, n_expert], the expert
+// stacks ffn_{gate,up,down}_exps [.., .., n_expert], qwen3moe.expert_count / expert_used_count /
+// expert_feed_forward_length, QK-norm): the GPU forward pass against the independent NumPy
+// reference (scripts/numpy_reference.py: float64, written from the model's definition) on one
+// device and on tensor splits 1:1 and 5:3:1, for a prefill long enough that every expert gets
+// several tokens (the grouped products) and for decode tokens after it (one product per slot).
+// Also: a decode token is one submit per device and the layer reduces twice whatever k is; each
+// device holds its planned bytes of every expert.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <unistd.h>
+
+#include "engine/model.h"
+#include "engine/quant.h"
+#include "split/memory.h"
+#include "tests/gpu.h"
+#include "tests/model_writer.h"
+#include "tests/reference_model.h"
+
+namespace chorus {
+namespace {
+
+struct TinyMoe {
+  const char* name;
+  uint32_t E, H, KV, D, F, V, n_expert, k;  // F: each expert's FFN width
+  GgmlType router, gate, up, down, attn;
+};
+// n_expert 8, k 2; F16/Q8_0 experts with an F16 ffn_down (K slices of any width, so 5:3:1
+// gives every device rows of every expert), an F32 router.
+constexpr TinyMoe kMixed{"mixed", 64, 4, 2, 32, 96, 100, 8, 2, GgmlType::F32, GgmlType::Q8_0, GgmlType::F16,
+                         GgmlType::F16, GgmlType::Q8_0};
+// K-quants as in a Q4_K_M file (Q4_K gate/up, Q6_K down, Q8_0 router), n_ff of two 256-blocks,
+// n_expert 6, k 3.
+constexpr TinyMoe kKQuants{"kquants", 256, 4, 2, 64, 512, 100, 6, 3, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q4_K,
+                           GgmlType::Q6_K, GgmlType::Q4_K};
+
+std::string write_tiny_moe(const TinyMoe& m) {
+  const std::string a = "qwen3moe";
+  std::mt19937 rng(11);
+  test::ModelWriter w;
+  w.kv_str("general.architecture", a);
+  w.kv_str("general.name", std::string("tiny random qwen3moe, ") + m.name + " (chorus test)");
+  w.kv_u32(a + ".context_length", 256);
+  w.kv_u32(a + ".embedding_length", m.E);
+  w.kv_u32(a + ".block_count", 2);
+  w.kv_u32(a + ".feed_forward_length", 4 * m.E);  // the dense width, unused by an all-MoE model
+  w.kv_u32(a + ".expert_feed_forward_length", m.F);
+  w.kv_u32(a + ".expert_count", m.n_expert);
+  w.kv_u32(a + ".expert_used_count", m.k);
+  w.kv_u32(a + ".attention.head_count", m.H);
+  w.kv_u32(a + ".attention.head_count_kv", m.KV);
+  w.kv_u32(a + ".attention.key_length", m.D);
+  w.kv_u32(a + ".attention.value_length", m.D);
+  w.kv_f32(a + ".attention.layer_norm_rms_epsilon", 1e-6f);
+  w.kv_f32(a + ".rope.freq_base", 1000000.0f);
+  w.tensor("token_embd.weight", m.E, m.V, GgmlType::F16, 1.0f, rng);
+  w.tensor("output_norm.weight", m.E, 1, GgmlType::F32, 1.0f, rng);
+  w.tensor("output.weight", m.E, m.V, GgmlType::Q8_0, 0.2f, rng);
+  for (uint32_t l = 0; l < 2; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    w.tensor(b + "attn_norm.weight", m.E, 1, GgmlType::F32, 1.0f, rng);
+    w.tensor(b + "attn_q.weight", m.E, m.H * m.D, m.attn, 0.2f, rng);
+    w.tensor(b + "attn_k.weight", m.E, m.KV * m.D, m.attn, 0.2f, rng);
+    w.tensor(b + "attn_v.weight", m.E, m.KV * m.D, GgmlType::F16, 0.2f, rng);
+    w.tensor(b + "attn_q_norm.weight", m.D, 1, GgmlType::F32, 1.0f, rng);
+    w.tensor(b + "attn_k_norm.weight", m.D, 1, GgmlType::F32, 1.0f, rng);
+    w.tensor(b + "attn_output.weight", m.H * m.D, m.E, m.attn, 0.2f, rng);
+    w.tensor(b + "ffn_norm.weight", m.E, 1, GgmlType::F32, 1.0f, rng);
+    // Router logits of a few units: a softmax neither flat nor one-hot, the k-th and (k+1)-th
+    // experts of every token well apart (relative gap above 1e-4, far above f32 rounding).
+    w.tensor(b + "ffn_gate_inp.weight", m.E, m.n_expert, m.router, 4.0f / std::sqrt(static_cast<float>(m.E)), rng);
+    w.tensor(b + "ffn_gate_exps.weight", m.E, m.F, m.n_expert, m.gate, 0.2f, rng);
+    w.tensor(b + "ffn_up_exps.weight", m.E, m.F, m.n_expert, m.up, 0.2f, rng);
+    w.tensor(b + "ffn_down_exps.weight", m.F, m.E, m.n_expert, m.down, 0.2f, rng);
+  }
+  const auto dir = std::filesystem::temp_directory_path() / ("chorus-moe-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return w.write((dir / (std::string("tiny-qwen3moe-") + m.name + ".gguf")).string());
+}
+
+// A prompt of 48 tokens: 96 slots over the experts, several tokens for each.
+std::vector<int32_t> long_prompt(uint32_t n_vocab) {
+  std::vector<int32_t> p;
+  for (uint32_t i = 0; i < 48; ++i) p.push_back(static_cast<int32_t>((i * 37 + 11) % n_vocab));
+  return p;
+}
+const std::vector<int32_t> kDecoded{42, 7, 99};
+
+struct Split {
+  split::SplitMode mode;
+  std::vector<double> ratios;
+};
+const Split kOne{split::SplitMode::none, {1}}, kHalves{split::SplitMode::tensor, {1, 1}},
+    kFiveThreeOne{split::SplitMode::tensor, {5, 3, 1}};
+
+std::string split_name(const Split& sp) {
+  std::string s;
+  for (double v : sp.ratios) s += (s.empty() ? "" : "_") + std::to_string(static_cast<int>(v));
+  return sp.mode == split::SplitMode::none ? "one_device" : "tensor_" + s;
+}
+
+std::vector<vk::Device*> devices_for(const Split& sp) {
+  std::vector<vk::Device*> out;
+  for (size_t i = 0; i < sp.ratios.size(); ++i) out.push_back(&test::device(static_cast<int>(i)));
+  return out;
+}
+
+// The NumPy reference's logits of `ids` at `positions` (it runs python3 with gguf and numpy).
+ref::ExpectedLogits numpy_logits(const std::string& path, const std::vector<int32_t>& ids,
+                                 const std::vector<int32_t>& positions, uint32_t n_vocab) {
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path() / "numpy";
+  std::string list, pos;
+  for (int32_t t : ids) list += (list.empty() ? "" : " ") + std::to_string(t);
+  for (int32_t p : positions) pos += (pos.empty() ? "" : ",") + std::to_string(p);
+  const std::string cmd = "python3 '" + std::string(CHORUS_SOURCE_DIR) + "/scripts/numpy_reference.py' logits -m '" +
+                          path + "' --ids '" + list + "' --positions " + pos + " --out '" + dir.string() +
+                          "' >/dev/null 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0)
+      << cmd << "\nfailed: it needs python3 with the gguf and numpy packages (scripts/install-deps.sh installs them)";
+  return ref::read_expected_logits(dir.string(), n_vocab);
+}
+
+// (split, model)
+class Qwen3Moe : public test::GpuTestP<std::tuple<const Split*, const TinyMoe*>> {};
+
+TEST_P(Qwen3Moe, PrefillAndDecodeLogitsMatchTheIndependentNumPyReferenceWithin1e3) {
+  const Split& sp = *std::get<0>(GetParam());
+  const TinyMoe& tiny = *std::get<1>(GetParam());
+  const std::string path = write_tiny_moe(tiny);
+  const std::vector<int32_t> prompt = long_prompt(tiny.V);
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), kDecoded.begin(), kDecoded.end());
+  const int32_t P = static_cast<int32_t>(prompt.size());
+  // Prefill rows 0, 17 and P-1; then each decoded token's row.
+  const std::vector<int32_t> positions{0, 17, P - 1, P, P + 1, P + 2};
+  const ref::ExpectedLogits e = numpy_logits(path, all, positions, tiny.V);
+  ASSERT_EQ(e.ids, all) << "cannot read the NumPy reference's output";
+
+  auto model = Model::load(path, devices_for(sp), split::SplitRequest{sp.mode, sp.ratios, 0});
+  const ModelConfig& c = model->config();
+  ASSERT_EQ(c.n_expert, tiny.n_expert);
+  ASSERT_EQ(c.n_expert_used, tiny.k);
+  ASSERT_EQ(c.n_ff, tiny.F);
+  ASSERT_TRUE(c.qk_norm);
+  ASSERT_TRUE(c.expert_norm_top_k);
+  for (const split::DeviceShard& s : model->plan().devices)
+    EXPECT_GT(s.ffn.size(), 0u) << "every device holds rows of every expert";
+  const uint32_t V = c.n_vocab;
+  Context ctx(*model, ContextOptions{128, 1, 512});
+  const std::vector<float> got = ctx.decode(0, prompt, true);  // one micro-batch: grouped by expert
+  for (size_t k = 0; k < 3; ++k) {
+    const std::span<const float> want(e.logits.data() + k * V, V), row(got.data() + size_t(e.positions[k]) * V, V);
+    EXPECT_LE(test::nmse(want, row), 1e-6) << "prefill position " << e.positions[k] << " (relative L2 above 1e-3)";
+  }
+  for (size_t i = 0; i < kDecoded.size(); ++i) {
+    const std::vector<int32_t> next{kDecoded[i]};
+    const std::vector<float> row = ctx.decode(0, next);
+    const std::span<const float> want(e.logits.data() + (3 + i) * V, V);
+    EXPECT_LE(test::nmse(want, row), 1e-6) << "decoding token " << kDecoded[i] << " at position " << P + i;
+  }
+  std::filesystem::remove_all(std::filesystem::path(path).parent_path());
+}
+
+const auto kTestName = [](const auto& p) {
+  return std::string(std::get<1>(p.param)->name) + "_" + split_name(*std::get<0>(p.param));
+};
+INSTANTIATE_TEST_SUITE_P(NumPy, Qwen3Moe,
+                         ::testing::Combine(::testing::Values(&kOne, &kHalves, &kFiveThreeOne), ::testing::Values(&kMixed)),
+                         kTestName);
+// K-quant experts: ffn_down's 256-element blocks cut n_ff 512 in halves at most.
+INSTANTIATE_TEST_SUITE_P(NumPyKQuants, Qwen3Moe,
+                         ::testing::Combine(::testing::Values(&kOne, &kHalves), ::testing::Values(&kKQuants)),
+                         kTestName);
+
+class Qwen3MoeSplit : public test::GpuTestP<const Split*> {};
+
+TEST_P(Qwen3MoeSplit, DecodeIsOneSubmitPerDeviceAndTwoReducePointsPerLayerWhateverK) {
+  const Split& sp = *GetParam();
+  const std::string path = write_tiny_moe(kMixed);
+  const std::vector<vk::Device*> devices = devices_for(sp);
+  auto model = Model::load(path, devices, split::SplitRequest{sp.mode, sp.ratios, 0});
+  const uint32_t n_layer = model->config().n_layer;
+  Context ctx(*model, ContextOptions{128, 1, 64});
+  const std::vector<int32_t> prompt = long_prompt(model->config().n_vocab);
+  const auto stats_p = *ctx.collective_stats();
+  ctx.decode(0, prompt);  // one micro-batch of 48 tokens (64 per micro-batch)
+  EXPECT_EQ(ctx.collective_stats()->reduces - stats_p.reduces, 2u * n_layer) << "the prefill's reduce points";
+  int32_t token = 5;
+  ctx.decode(0, std::span(&token, 1));  // the first decode token records the step
+  std::vector<uint64_t> submits0;
+  for (vk::Device* d : devices) submits0.push_back(d->counters().submits.load());
+  const uint64_t recordings0 = ctx.counters().recordings, waits0 = ctx.counters().host_waits;
+  const auto stats0 = *ctx.collective_stats();
+  constexpr uint64_t kTokens = 8;
+  for (uint64_t i = 0; i < kTokens; ++i) {
+    const auto logits = ctx.decode(0, std::span(&token, 1));
+    token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  for (size_t d = 0; d < devices.size(); ++d)
+    EXPECT_EQ(devices[d]->counters().submits.load() - submits0[d], kTokens) << "vkQueueSubmit calls of device " << d;
+  EXPECT_EQ(ctx.counters().host_waits - waits0, kTokens) << "host waits of the main thread";
+  EXPECT_EQ(ctx.counters().recordings, recordings0) << "decode re-recorded its command buffers";
+  const auto stats = *ctx.collective_stats();
+  EXPECT_EQ(stats.reduce_submits, 0u);
+  EXPECT_EQ(stats.reduces - stats0.reduces, kTokens * 2 * n_layer) << "reduce points: 2 per layer per token, k = 2";
+  std::filesystem::remove_all(std::filesystem::path(path).parent_path());
+}
+
+TEST_P(Qwen3MoeSplit, EachDeviceHoldsItsPlannedBytesOfEveryExpertAndItsPlannedScratch) {
+  const Split& sp = *GetParam();
+  const std::string path = write_tiny_moe(kMixed);
+  const std::vector<vk::Device*> devices = devices_for(sp);
+  std::vector<uint64_t> weights0, scratch0;
+  for (vk::Device* d : devices) {
+    weights0.push_back(d->allocator().in_use("weights"));
+    scratch0.push_back(d->allocator().in_use("scratch"));
+  }
+  auto model = Model::load(path, devices, split::SplitRequest{sp.mode, sp.ratios, 0});
+  const split::ModelShape& m = model->plan().model;
+  ASSERT_EQ(m.n_expert, 8u);
+  const auto planned = split::weight_bytes(model->plan());
+  uint64_t experts = 0;
+  for (size_t d = 0; d < devices.size(); ++d) {
+    const uint64_t held = devices[d]->allocator().in_use("weights") - weights0[d];
+    // Allocations are rounded up to the device's alignment: a few hundred bytes per tensor at most.
+    EXPECT_GE(held, planned[d].total()) << "device " << d;
+    EXPECT_LE(held, planned[d].total() + 64 * 256) << "device " << d << " holds more than its shard";
+    EXPECT_GT(planned[d].router, 0u) << "device " << d << " holds the router";
+    experts += planned[d].ffn;
+  }
+  EXPECT_EQ(experts, split::model_bytes(m).ffn) << "the experts' slices add up to one copy of every expert";
+  const split::ContextShape cs{128, 1, 64, 1, false};
+  Context ctx(*model, ContextOptions{cs.n_ctx, cs.n_seq, cs.n_ubatch});
+  const auto mem = split::plan_memory(model->plan(), cs);
+  for (size_t d = 0; d < devices.size(); ++d) {
+    const double held = static_cast<double>(devices[d]->allocator().in_use("scratch") - scratch0[d]);
+    EXPECT_NEAR(held, static_cast<double>(mem[d].scratch), 0.02 * static_cast<double>(mem[d].scratch))
+        << "device " << d << "'s scratch against split/memory.cpp's count";
+  }
+  std::filesystem::remove_all(std::filesystem::path(path).parent_path());
+}
+
+INSTANTIATE_TEST_SUITE_P(Splits, Qwen3MoeSplit, ::testing::Values(&kHalves, &kFiveThreeOne),
+                         [](const auto& p) { return split_name(*p.param); });
+
+}  // namespace
+}  // namespace chorus

@@ -6,16 +6,25 @@
 // device and on tensor splits 1:1 and 5:3:1, for a prefill long enough that every expert gets
 // several tokens (the grouped products) and for decode tokens after it (one product per slot).
 // Also: a decode token is one submit per device and the layer reduces twice whatever k is; each
-// device holds its planned bytes of every expert.
+// device holds its planned bytes of every expert. And the kernels alone (engine/ops/moe.h)
+// against plain C++: moe_route (softmax, top-k with ties to the lower index, renormalised or
+// not) and mul_mm_id for every weight format in slot mode and grouped mode, also with the expert
+// stack bound in windows of whole experts. Tolerance of mul_mm_id: normalised MSE 1e-10 against
+// a double-precision product of the dequantised weights (every dequantised value is exact in f32,
+// so only the f32 summation order counts), as for mul_mv.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <numeric>
 #include <filesystem>
 #include <random>
 #include <unistd.h>
 
 #include "engine/model.h"
+#include "engine/ops/moe.h"
 #include "engine/quant.h"
 #include "split/memory.h"
 #include "tests/gpu.h"
@@ -247,6 +256,112 @@ TEST_P(Qwen3MoeSplit, EachDeviceHoldsItsPlannedBytesOfEveryExpertAndItsPlannedSc
 
 INSTANTIATE_TEST_SUITE_P(Splits, Qwen3MoeSplit, ::testing::Values(&kHalves, &kFiveThreeOne),
                          [](const auto& p) { return split_name(*p.param); });
+
+// ---- the kernels alone -------------------------------------------------------------------------
+
+using MoeKernels = test::GpuTest;
+
+TEST_F(MoeKernels, RouteTakesTheTopKOfTheSoftmaxWithTiesToTheLowerIndexAndRenormalises) {
+  vk::Device& dev = test::device(0);
+  ops::Kernels k(dev);
+  constexpr uint32_t E = 7, K = 3, T = 5;
+  std::vector<float> logits = test::random_floats(T * E, 3, 4.0f);
+  logits[2 * E + 1] = logits[2 * E + 4] = 9.0f;  // token 2: a tie for first place, expert 1 before 4
+  const vk::Buffer lb = test::make_buffer(dev, logits);
+  for (bool norm : {true, false}) {
+    vk::Buffer ids = dev.create_buffer(T * K * 4, vk::BufferKind::Host, "test"),
+               wts = dev.create_buffer(T * K * 4, vk::BufferKind::Host, "test");
+    test::run_on(dev, [&](vk::CommandBuffer& cb) { ops::moe_route(k, cb, lb, 0, ids, 0, wts, 0, {E, K, T, norm}); });
+    const auto* gi = reinterpret_cast<const uint32_t*>(ids.mapped());
+    const auto* gw = reinterpret_cast<const float*>(wts.mapped());
+    for (uint32_t t = 0; t < T; ++t) {
+      std::vector<double> p(E);
+      double mx = -1e30, sum = 0;
+      for (uint32_t e = 0; e < E; ++e) mx = std::max<double>(mx, logits[t * E + e]);
+      for (uint32_t e = 0; e < E; ++e) sum += p[e] = std::exp(logits[t * E + e] - mx);
+      std::vector<uint32_t> order(E);
+      std::iota(order.begin(), order.end(), 0u);
+      std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return p[a] > p[b]; });
+      double chosen = 0;
+      for (uint32_t j = 0; j < K; ++j) chosen += p[order[j]] / sum;
+      for (uint32_t j = 0; j < K; ++j) {
+        EXPECT_EQ(gi[t * K + j], order[j]) << "token " << t << " slot " << j;
+        const double want = p[order[j]] / sum / (norm ? chosen : 1.0);
+        EXPECT_NEAR(gw[t * K + j], want, 1e-6 * want + 1e-9) << "token " << t << " slot " << j << " norm " << norm;
+      }
+    }
+    EXPECT_EQ(gi[2 * K], 1u);
+    EXPECT_EQ(gi[2 * K + 1], 4u);
+  }
+}
+
+// A stack of E experts of N rows of K weights of `type` in the device layout, and their values.
+struct ExpertStack {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;  // [E][N][K]
+};
+ExpertStack make_stack(GgmlType type, uint32_t E, uint32_t N, uint32_t K, uint64_t seed) {
+  const uint64_t rb = *row_bytes(type, K), drb = *device_row_bytes(type, K), rows = uint64_t(E) * N;
+  ExpertStack s;
+  s.bytes.assign((drb * rows + 3) / 4 * 4, 0);
+  s.values.resize(rows * K);
+  const std::vector<float> src = test::random_floats(rows * K, seed);
+  std::vector<uint8_t> row(rb);
+  for (uint64_t r = 0; r < rows; ++r) {
+    quantize_row(type, src.data() + r * K, row.data(), K);
+    dequantize_row(type, row.data(), s.values.data() + r * K, K);
+    blocks_to_device(type, row.data(), K / type_traits(type).block_elems, s.bytes.data() + r * drb);
+  }
+  return s;
+}
+
+class MulMatId : public test::GpuTestP<GgmlType> {};
+
+TEST_P(MulMatId, SlotAndGroupedProductsMatchTheDequantisedReferenceAlsoInExpertWindows) {
+  const GgmlType type = GetParam();
+  vk::Device& dev = test::device(0);
+  ops::Kernels k(dev);
+  const uint32_t qk = type_traits(type).block_elems;
+  const uint32_t E = 5, N = 37, K = qk == 1 ? 45 : 2 * qk, T = 19, used = 2, slots = T * used;
+  const ExpertStack w = make_stack(type, E, N, K, 100 + static_cast<uint32_t>(type));
+  const std::vector<float> x = test::random_floats(size_t(T) * K, 7);
+  std::vector<uint32_t> ids(slots);
+  for (uint32_t t = 0; t < T; ++t) {  // two different experts per token, unevenly spread
+    ids[t * used] = (t * t) % E;
+    ids[t * used + 1] = (ids[t * used] + 1 + t % 3) % E;
+  }
+  std::vector<float> want(size_t(slots) * N);
+  for (uint32_t s = 0; s < slots; ++s)
+    for (uint32_t r = 0; r < N; ++r) {
+      double acc = 0;
+      for (uint32_t c = 0; c < K; ++c)
+        acc += double(w.values[(size_t(ids[s]) * N + r) * K + c]) * x[size_t(s / used) * K + c];
+      want[size_t(s) * N + r] = static_cast<float>(acc);
+    }
+  const vk::Buffer wb = test::make_buffer(dev, w.bytes), xb = test::make_buffer(dev, x), ib = test::make_buffer(dev, ids);
+  const vk::Buffer gb = dev.create_buffer(ops::moe_groups_bytes(E, T), vk::BufferKind::Device, "test");
+  const uint64_t expert_bytes = *device_row_bytes(type, K) * N;
+  for (bool grouped : {false, true})
+    for (uint64_t window : {uint64_t{0}, 2 * expert_bytes + 260}) {  // 0: one binding; else 2 experts each
+      vk::Buffer yb = dev.create_buffer(uint64_t(slots) * N * 4, vk::BufferKind::Host, "test");
+      ops::ExpertRouting r{&ib, 0, grouped ? &gb : nullptr, 0, E, slots, grouped ? T : 0};
+      test::run_on(dev, [&](vk::CommandBuffer& cb) {
+        if (grouped) {
+          ops::moe_group(k, cb, ib, 0, gb, 0, E, slots, T);
+          cb.barrier();
+        }
+        ops::mul_mm_id(k, cb, type, wb, K, N, xb, 0, yb, 0, ops::ExpertRows{K, used, N}, r, window);
+      });
+      const std::span<const float> got(reinterpret_cast<const float*>(yb.mapped()), want.size());
+      EXPECT_LE(test::nmse(want, got), 1e-10) << (grouped ? "grouped" : "slot") << " mode, window " << window;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryWeightFormat, MulMatId, ::testing::ValuesIn(weight_types()), [](const auto& p) {
+  std::string n = type_traits(p.param).name;
+  for (char& ch : n) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return n;
+});
 
 }  // namespace
 }  // namespace chorus

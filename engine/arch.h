@@ -100,13 +100,17 @@ struct SlidingLayers {
                            // (0: the global layers' base and scaling)
 };
 
-// A mixture of experts in place of the FFN (qwen3moe): the router ffn_gate_inp scores every
-// expert, a softmax over all of them gives probabilities, the top `expert_used_count` are run and
-// their outputs summed weighted by those probabilities (renormalised to sum to 1 when
+// A mixture of experts in place of the FFN (qwen3moe, Mixtral): the router ffn_gate_inp scores
+// every expert, a softmax over all of them gives probabilities, the top `expert_used_count` are
+// run and their outputs summed weighted by those probabilities (renormalised to sum to 1 when
 // `norm_top_k`). Metadata: {arch}.expert_count, {arch}.expert_used_count and the experts' FFN
-// width {arch}.expert_feed_forward_length (ModelConfig::n_ff).
+// width {arch}.expert_feed_forward_length (ModelConfig::n_ff; a family that is not always one
+// falls back to feed_forward_length, as Mixtral's files have it).
 struct Experts {
-  bool enabled = false;
+  bool always = false;  // every model of the family is one (qwen3moe): Architecture::layer is its table
+  // Or: the layer table of the family's models whose file declares {arch}.expert_count > 0
+  // (Mixtral in llama); empty: none are.
+  std::span<const TensorSpec> layer = {};
   bool norm_top_k = true;
 };
 

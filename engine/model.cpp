@@ -224,7 +224,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const std::vector<vk
     const split::DeviceShard& sp = s.spec;
     if (sp.embedding) s.tok_embd = up.rows("token_embd.weight", Range{0, c.n_vocab});
     for (uint64_t l = sp.layers.begin; l < sp.layers.end; ++l)
-      for (const TensorSpec& t : c.spec->layer) {
+      for (const TensorSpec& t : c.layer_table) {
         // A device with no share of a block (a tensor split's rounding) holds none of its
         // tensors, except those applied to the reduced sum, which every device adds.
         const bool attention = t.id < LayerTensor::ffn_norm;

@@ -17,6 +17,8 @@ namespace chorus {
 struct ModelConfig {
   std::string arch;            // general.architecture (a name engine/arch.h knows)
   const Architecture* spec = nullptr;  // its table
+  std::span<const TensorSpec> layer_table;  // the layer table of this model: spec->layer, or
+                                            // spec->experts.layer for a family's MoE models
   std::string name;            // general.name, if present
   uint32_t n_vocab = 0;        // rows of token_embd.weight
   uint32_t n_embd = 0;         // {arch}.embedding_length

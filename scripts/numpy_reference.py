@@ -10,7 +10,7 @@ to each global one, NeoX RoPE), phi3 (fused attn_qkv and gate|up ffn_up, NeoX Ro
 (QK-norm, NeoX RoPE, and a mixture of experts in place of the FFN: softmax over the router's
 logits, the expert_used_count most probable experts, their probabilities renormalised to sum to 1,
 each chosen expert's SwiGLU FFN weighted by them; written from the model's definition, one token
-and one expert at a time).
+and one expert at a time; llama files with llama.expert_count, Mixtral's layout, run the same).
 
 Two modes:
 

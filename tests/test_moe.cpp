@@ -1,7 +1,7 @@
-// A mixture-of-experts family (qwen3moe) on small random models written by the test with
-// qwen3moe's real tensor layout and metadata (blk.N.ffn_gate_inp [n_embd, n_expert], the expert
-// stacks ffn_{gate,up,down}_exps [.., .., n_expert], qwen3moe.expert_count / expert_used_count /
-// expert_feed_forward_length, QK-norm): the GPU forward pass against the independent NumPy
+// The mixture-of-experts families (qwen3moe, and Mixtral's layout in llama) on small random models
+// written by the test with their real tensor layout and metadata (blk.N.ffn_gate_inp [n_embd,
+// n_expert], the expert stacks ffn_{gate,up,down}_exps [.., .., n_expert], {arch}.expert_count /
+// expert_used_count, qwen3moe's expert_feed_forward_length and QK-norm): the GPU forward pass against the independent NumPy
 // reference (scripts/numpy_reference.py: float64, written from the model's definition) on one
 // device and on tensor splits 1:1 and 5:3:1, for a prefill long enough that every expert gets
 // several tokens (the grouped products) and for decode tokens after it (one product per slot).
@@ -18,8 +18,8 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
-#include <numeric>
 #include <filesystem>
+#include <numeric>
 #include <random>
 #include <unistd.h>
 
@@ -38,6 +38,8 @@ struct TinyMoe {
   const char* name;
   uint32_t E, H, KV, D, F, V, n_expert, k;  // F: each expert's FFN width
   GgmlType router, gate, up, down, attn;
+  const char* arch = "qwen3moe";  // or "llama": Mixtral's layout (llama attention, no QK-norm, the
+                                  // experts' width in feed_forward_length)
 };
 // n_expert 8, k 2; F16/Q8_0 experts with an F16 ffn_down (K slices of any width, so 5:3:1
 // gives every device rows of every expert), an F32 router.
@@ -47,24 +49,35 @@ constexpr TinyMoe kMixed{"mixed", 64, 4, 2, 32, 96, 100, 8, 2, GgmlType::F32, Gg
 // n_expert 6, k 3.
 constexpr TinyMoe kKQuants{"kquants", 256, 4, 2, 64, 512, 100, 6, 3, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q4_K,
                            GgmlType::Q6_K, GgmlType::Q4_K};
+// Mixtral's layout in llama: 8 experts, k 2, Q8_0/F16 experts.
+constexpr TinyMoe kMixtral{"mixtral", 64, 4, 2, 16, 96, 100, 8, 2, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q8_0,
+                           GgmlType::F16, GgmlType::Q8_0, "llama"};
 
-std::string write_tiny_moe(const TinyMoe& m) {
-  const std::string a = "qwen3moe";
+// `used`: expert_used_count to write instead of m.k (0: m.k); `with_count`: write expert_count.
+std::string write_tiny_moe(const TinyMoe& m, uint32_t used = 0, bool with_count = true) {
+  const std::string a = m.arch;
+  const bool qwen = a == "qwen3moe";
   std::mt19937 rng(11);
   test::ModelWriter w;
   w.kv_str("general.architecture", a);
-  w.kv_str("general.name", std::string("tiny random qwen3moe, ") + m.name + " (chorus test)");
+  w.kv_str("general.name", "tiny random " + a + " with experts, " + m.name + " (chorus test)");
   w.kv_u32(a + ".context_length", 256);
   w.kv_u32(a + ".embedding_length", m.E);
   w.kv_u32(a + ".block_count", 2);
-  w.kv_u32(a + ".feed_forward_length", 4 * m.E);  // the dense width, unused by an all-MoE model
-  w.kv_u32(a + ".expert_feed_forward_length", m.F);
-  w.kv_u32(a + ".expert_count", m.n_expert);
-  w.kv_u32(a + ".expert_used_count", m.k);
+  if (qwen) {
+    w.kv_u32(a + ".feed_forward_length", 4 * m.E);  // the dense width, unused by an all-MoE model
+    w.kv_u32(a + ".expert_feed_forward_length", m.F);
+  } else {
+    w.kv_u32(a + ".feed_forward_length", m.F);  // Mixtral: the experts' width
+  }
+  if (with_count) w.kv_u32(a + ".expert_count", m.n_expert);
+  w.kv_u32(a + ".expert_used_count", used ? used : m.k);
   w.kv_u32(a + ".attention.head_count", m.H);
   w.kv_u32(a + ".attention.head_count_kv", m.KV);
-  w.kv_u32(a + ".attention.key_length", m.D);
-  w.kv_u32(a + ".attention.value_length", m.D);
+  if (qwen) {
+    w.kv_u32(a + ".attention.key_length", m.D);
+    w.kv_u32(a + ".attention.value_length", m.D);
+  }
   w.kv_f32(a + ".attention.layer_norm_rms_epsilon", 1e-6f);
   w.kv_f32(a + ".rope.freq_base", 1000000.0f);
   w.tensor("token_embd.weight", m.E, m.V, GgmlType::F16, 1.0f, rng);
@@ -76,8 +89,10 @@ std::string write_tiny_moe(const TinyMoe& m) {
     w.tensor(b + "attn_q.weight", m.E, m.H * m.D, m.attn, 0.2f, rng);
     w.tensor(b + "attn_k.weight", m.E, m.KV * m.D, m.attn, 0.2f, rng);
     w.tensor(b + "attn_v.weight", m.E, m.KV * m.D, GgmlType::F16, 0.2f, rng);
-    w.tensor(b + "attn_q_norm.weight", m.D, 1, GgmlType::F32, 1.0f, rng);
-    w.tensor(b + "attn_k_norm.weight", m.D, 1, GgmlType::F32, 1.0f, rng);
+    if (qwen) {
+      w.tensor(b + "attn_q_norm.weight", m.D, 1, GgmlType::F32, 1.0f, rng);
+      w.tensor(b + "attn_k_norm.weight", m.D, 1, GgmlType::F32, 1.0f, rng);
+    }
     w.tensor(b + "attn_output.weight", m.H * m.D, m.E, m.attn, 0.2f, rng);
     w.tensor(b + "ffn_norm.weight", m.E, 1, GgmlType::F32, 1.0f, rng);
     // Router logits of a few units: a softmax neither flat nor one-hot, the k-th and (k+1)-th
@@ -89,7 +104,7 @@ std::string write_tiny_moe(const TinyMoe& m) {
   }
   const auto dir = std::filesystem::temp_directory_path() / ("chorus-moe-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
-  return w.write((dir / (std::string("tiny-qwen3moe-") + m.name + ".gguf")).string());
+  return w.write((dir / ("tiny-" + a + "-" + m.name + ".gguf")).string());
 }
 
 // A prompt of 48 tokens: 96 slots over the experts, several tokens for each.
@@ -135,9 +150,9 @@ ref::ExpectedLogits numpy_logits(const std::string& path, const std::vector<int3
 }
 
 // (split, model)
-class Qwen3Moe : public test::GpuTestP<std::tuple<const Split*, const TinyMoe*>> {};
+class MoeFamilies : public test::GpuTestP<std::tuple<const Split*, const TinyMoe*>> {};
 
-TEST_P(Qwen3Moe, PrefillAndDecodeLogitsMatchTheIndependentNumPyReferenceWithin1e3) {
+TEST_P(MoeFamilies, PrefillAndDecodeLogitsMatchTheIndependentNumPyReferenceWithin1e3) {
   const Split& sp = *std::get<0>(GetParam());
   const TinyMoe& tiny = *std::get<1>(GetParam());
   const std::string path = write_tiny_moe(tiny);
@@ -155,7 +170,8 @@ TEST_P(Qwen3Moe, PrefillAndDecodeLogitsMatchTheIndependentNumPyReferenceWithin1e
   ASSERT_EQ(c.n_expert, tiny.n_expert);
   ASSERT_EQ(c.n_expert_used, tiny.k);
   ASSERT_EQ(c.n_ff, tiny.F);
-  ASSERT_TRUE(c.qk_norm);
+  ASSERT_EQ(c.qk_norm, std::string(tiny.arch) == "qwen3moe");
+  ASSERT_EQ(c.rope_neox, std::string(tiny.arch) == "qwen3moe");
   ASSERT_TRUE(c.expert_norm_top_k);
   for (const split::DeviceShard& s : model->plan().devices)
     EXPECT_GT(s.ffn.size(), 0u) << "every device holds rows of every expert";
@@ -178,17 +194,18 @@ TEST_P(Qwen3Moe, PrefillAndDecodeLogitsMatchTheIndependentNumPyReferenceWithin1e
 const auto kTestName = [](const auto& p) {
   return std::string(std::get<1>(p.param)->name) + "_" + split_name(*std::get<0>(p.param));
 };
-INSTANTIATE_TEST_SUITE_P(NumPy, Qwen3Moe,
-                         ::testing::Combine(::testing::Values(&kOne, &kHalves, &kFiveThreeOne), ::testing::Values(&kMixed)),
+INSTANTIATE_TEST_SUITE_P(NumPy, MoeFamilies,
+                         ::testing::Combine(::testing::Values(&kOne, &kHalves, &kFiveThreeOne),
+                                            ::testing::Values(&kMixed, &kMixtral)),
                          kTestName);
 // K-quant experts: ffn_down's 256-element blocks cut n_ff 512 in halves at most.
-INSTANTIATE_TEST_SUITE_P(NumPyKQuants, Qwen3Moe,
+INSTANTIATE_TEST_SUITE_P(NumPyKQuants, MoeFamilies,
                          ::testing::Combine(::testing::Values(&kOne, &kHalves), ::testing::Values(&kKQuants)),
                          kTestName);
 
-class Qwen3MoeSplit : public test::GpuTestP<const Split*> {};
+class MoeSplit : public test::GpuTestP<const Split*> {};
 
-TEST_P(Qwen3MoeSplit, DecodeIsOneSubmitPerDeviceAndTwoReducePointsPerLayerWhateverK) {
+TEST_P(MoeSplit, DecodeIsOneSubmitPerDeviceAndTwoReducePointsPerLayerWhateverK) {
   const Split& sp = *GetParam();
   const std::string path = write_tiny_moe(kMixed);
   const std::vector<vk::Device*> devices = devices_for(sp);
@@ -220,7 +237,7 @@ TEST_P(Qwen3MoeSplit, DecodeIsOneSubmitPerDeviceAndTwoReducePointsPerLayerWhatev
   std::filesystem::remove_all(std::filesystem::path(path).parent_path());
 }
 
-TEST_P(Qwen3MoeSplit, EachDeviceHoldsItsPlannedBytesOfEveryExpertAndItsPlannedScratch) {
+TEST_P(MoeSplit, EachDeviceHoldsItsPlannedBytesOfEveryExpertAndItsPlannedScratch) {
   const Split& sp = *GetParam();
   const std::string path = write_tiny_moe(kMixed);
   const std::vector<vk::Device*> devices = devices_for(sp);
@@ -254,8 +271,37 @@ TEST_P(Qwen3MoeSplit, EachDeviceHoldsItsPlannedBytesOfEveryExpertAndItsPlannedSc
   std::filesystem::remove_all(std::filesystem::path(path).parent_path());
 }
 
-INSTANTIATE_TEST_SUITE_P(Splits, Qwen3MoeSplit, ::testing::Values(&kHalves, &kFiveThreeOne),
+INSTANTIATE_TEST_SUITE_P(Splits, MoeSplit, ::testing::Values(&kHalves, &kFiveThreeOne),
                          [](const auto& p) { return split_name(*p.param); });
+
+// ---- the metadata ------------------------------------------------------------------------------
+
+// Loading fails with a gguf::Error naming `what`.
+void expect_refused(const std::string& path, const std::string& what) {
+  try {
+    (void)ModelConfig::from_gguf(gguf::File::open(path));
+    ADD_FAILURE() << path << " loaded";
+  } catch (const gguf::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(std::filesystem::path(path).parent_path());
+}
+
+TEST(MoeConfig, Qwen3MoeWithoutExpertCountOrWithMoreExpertsUsedThanThereAreIsRefusedNamingTheKey) {
+  expect_refused(write_tiny_moe(kMixed, 0, false), "qwen3moe.expert_count");
+  expect_refused(write_tiny_moe(kMixed, 9), "qwen3moe.expert_used_count (9) is more than expert_count (8)");
+}
+
+TEST(MoeConfig, LlamaWithExpertCountReadsTheExpertTableAndWithoutItTheDenseOne) {
+  const std::string path = write_tiny_moe(kMixtral);
+  const ModelConfig c = ModelConfig::from_gguf(gguf::File::open(path));
+  EXPECT_EQ(c.n_expert, 8u);
+  EXPECT_EQ(c.n_ff, 96u);
+  EXPECT_EQ(layer_tensor(c, 3, LayerTensor::ffn_down), "blk.3.ffn_down_exps.weight");
+  std::filesystem::remove_all(std::filesystem::path(path).parent_path());
+  // Without llama.expert_count the file is a dense llama, whose blk.0.ffn_gate.weight it lacks.
+  expect_refused(write_tiny_moe(kMixtral, 0, false), "blk.0.ffn_gate.weight");
+}
 
 // ---- the kernels alone -------------------------------------------------------------------------
 

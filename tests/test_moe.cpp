@@ -368,7 +368,11 @@ TEST_P(MulMatId, SlotAndGroupedProductsMatchTheDequantisedReferenceAlsoInExpertW
   vk::Device& dev = test::device(0);
   ops::Kernels k(dev);
   const uint32_t qk = type_traits(type).block_elems;
-  const uint32_t E = 5, N = 37, K = qk == 1 ? 45 : 2 * qk, T = 19, used = 2, slots = T * used;
+  // K of two blocks, and of 512 (rows of several blocks).
+  const std::vector<uint32_t> widths = qk == 1 ? std::vector<uint32_t>{45} : qk == 32 ? std::vector<uint32_t>{64, 512}
+                                                                                 : std::vector<uint32_t>{512};
+  for (const uint32_t K : widths) {
+  const uint32_t E = 5, N = 37, T = 19, used = 2, slots = T * used;
   const ExpertStack w = make_stack(type, E, N, K, 100 + static_cast<uint32_t>(type));
   const std::vector<float> x = test::random_floats(size_t(T) * K, 7);
   std::vector<uint32_t> ids(slots);
@@ -399,8 +403,9 @@ TEST_P(MulMatId, SlotAndGroupedProductsMatchTheDequantisedReferenceAlsoInExpertW
         ops::mul_mm_id(k, cb, type, wb, K, N, xb, 0, yb, 0, ops::ExpertRows{K, used, N}, r, window);
       });
       const std::span<const float> got(reinterpret_cast<const float*>(yb.mapped()), want.size());
-      EXPECT_LE(test::nmse(want, got), 1e-10) << (grouped ? "grouped" : "slot") << " mode, window " << window;
+      EXPECT_LE(test::nmse(want, got), 1e-10) << (grouped ? "grouped" : "slot") << " mode, window " << window << ", K " << K;
     }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryWeightFormat, MulMatId, ::testing::ValuesIn(weight_types()), [](const auto& p) {

@@ -41,6 +41,7 @@ static_assert(sizeof(MulMatIdPush) == 68);
 constexpr uint32_t kWorkgroup = 64;
 constexpr uint32_t kElemWorkgroup = 256;
 constexpr uint32_t kCols = 8;                  // shaders/mul_mm_id.comp's COLS
+constexpr uint32_t kRows = 4;                  // its ROWS
 constexpr uint32_t kMaxGroups = 65535;         // the minimum maxComputeWorkGroupCount Vulkan guarantees
 constexpr uint64_t kMaxBindAlignment = 256;    // Vulkan's upper bound on minStorageBufferOffsetAlignment
 
@@ -116,9 +117,9 @@ void mul_mm_id(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffe
                          skip_elems(xw, 4), rows.x_stride, rows.x_div, skip_elems(yw, 4), rows.y_stride,
                          route_off, route_off, r.n_expert, r.cap, r.n_slots};
     if (r.groups)
-      k.dispatch(cb, op, {ww, xw, yw, rw}, p, {kWorkgroup, 1u}, groups(N, kWorkgroup), groups(r.cap, kCols), n_e);
+      k.dispatch(cb, op, {ww, xw, yw, rw}, p, {kWorkgroup, 1u}, groups(N, kWorkgroup * kRows), groups(r.cap, kCols), n_e);
     else
-      k.dispatch(cb, op, {ww, xw, yw, rw}, p, {kWorkgroup, 0u}, groups(N, kWorkgroup), r.n_slots);
+      k.dispatch(cb, op, {ww, xw, yw, rw}, p, {kWorkgroup, 0u}, groups(N, kWorkgroup * kRows), r.n_slots);
   }
 }
 

@@ -394,6 +394,7 @@ TEST_P(MulMatId, SlotAndGroupedProductsMatchTheDequantisedReferenceAlsoInExpertW
   for (bool grouped : {false, true})
     for (uint64_t window : {uint64_t{0}, 2 * expert_bytes + 260}) {  // 0: one binding; else 2 experts each
       vk::Buffer yb = dev.create_buffer(uint64_t(slots) * N * 4, vk::BufferKind::Host, "test");
+      std::fill_n(reinterpret_cast<float*>(yb.mapped()), size_t(slots) * N, std::nanf(""));  // every row must be written
       ops::ExpertRouting r{&ib, 0, grouped ? &gb : nullptr, 0, E, slots, grouped ? T : 0};
       test::run_on(dev, [&](vk::CommandBuffer& cb) {
         if (grouped) {

@@ -30,9 +30,10 @@ enum class LayerTensor : uint8_t {
   attn_output,  // [n_q, n_embd]
   post_attention_norm,  // [n_embd]    RMSNorm of the reduced attention output (gemma3)
   ffn_norm,     // [n_embd]
-  ffn_gate,     // [n_embd, n_ff]
-  ffn_up,       // [n_embd, n_ff]
-  ffn_down,     // [n_ff, n_embd]
+  ffn_gate_inp, // [n_embd, n_expert]  the router of a mixture of experts (qwen3moe)
+  ffn_gate,     // [n_embd, n_ff]      (an expert family: [n_embd, n_ff, n_expert], every expert's)
+  ffn_up,       // [n_embd, n_ff]      (likewise)
+  ffn_down,     // [n_ff, n_embd]      (likewise [n_ff, n_embd, n_expert])
   post_ffw_norm,  // [n_embd]          RMSNorm of the reduced FFN output (gemma3)
   count
 };
@@ -41,6 +42,7 @@ constexpr size_t kLayerTensors = static_cast<size_t>(LayerTensor::count);
 // A dimension of a tensor, in the model's terms.
 enum class Dim : uint8_t {
   one, embd, q, kv, ff, head_dim,
+  expert,  // n_expert: the router's rows, the expert stacks' ne[2]
   qkv,     // q + 2 kv: a fused [Q|K|V] tensor's rows (phi3 attn_qkv)
   ff2,     // 2 ff: a fused [gate|up] tensor's rows (phi3 ffn_up)
 };
@@ -48,7 +50,8 @@ enum class Dim : uint8_t {
 // How a tensor is divided between the devices of a tensor split (a layer split moves whole
 // layers, so every tensor of a layer goes with it).
 enum class Cut : uint8_t {
-  whole,     // every device with a share of the tensor's block has all of it (norm weights)
+  whole,     // every device with a share of the tensor's block has all of it (norm weights, the
+             // MoE router)
   reduced,   // every device running the layer has all of it, even with no share of the
              // block: it applies to the reduced sum (post-norms)
   q_rows,    // output rows (or vector elements) by Q head: attn_q and its bias
@@ -75,6 +78,9 @@ struct TensorSpec {
   // Each device loads its rows of every segment into that role's slot, so the forward pass
   // sees separate tensors; `id` and `cut` are the first segment's.
   std::span<const Segment> segments = {};
+  // GGUF ne[2]: Dim::expert for a stack of experts ([ne0, ne1] per expert, one after another),
+  // each expert cut by `cut` alike (every device holds its rows or K slice of every expert).
+  Dim ne2 = Dim::one;
 };
 
 // The FFN's gated activation.
@@ -94,6 +100,20 @@ struct SlidingLayers {
                            // (0: the global layers' base and scaling)
 };
 
+// A mixture of experts in place of the FFN (qwen3moe, Mixtral): the router ffn_gate_inp scores
+// every expert, a softmax over all of them gives probabilities, the top `expert_used_count` are
+// run and their outputs summed weighted by those probabilities (renormalised to sum to 1 when
+// `norm_top_k`). Metadata: {arch}.expert_count, {arch}.expert_used_count and the experts' FFN
+// width {arch}.expert_feed_forward_length (ModelConfig::n_ff; a family that is not always one
+// falls back to feed_forward_length, as Mixtral's files have it).
+struct Experts {
+  bool always = false;  // every model of the family is one (qwen3moe): Architecture::layer is its table
+  // Or: the layer table of the family's models whose file declares {arch}.expert_count > 0
+  // (Mixtral in llama); empty: none are.
+  std::span<const TensorSpec> layer = {};
+  bool norm_top_k = true;
+};
+
 struct Architecture {
   const char* name;       // general.architecture
   const char* examples;   // for messages: "Llama 2/3, Mistral, SmolLM2"
@@ -102,6 +122,7 @@ struct Architecture {
   Glu glu = Glu::swiglu;
   bool embd_scale_sqrt = false;  // the embedding is multiplied by sqrt(n_embd) (gemma)
   SlidingLayers sliding{};
+  Experts experts{};
 };
 
 // The architecture of that name, or null.

@@ -15,6 +15,7 @@
 #include "engine/ops/attention.h"
 #include "engine/ops/matmul.h"
 #include "engine/ops/matvec.h"
+#include "engine/ops/moe.h"
 #include "engine/ops/ops.h"
 #include "engine/weights.h"
 #include "split/executor.h"
@@ -30,6 +31,17 @@ using L = LayerTensor;
 struct Piece {
   uint32_t seq, p0, n, row;
   uint32_t out_rows;  // logits rows wanted: n (all logits), 1 (the segment's last token) or 0
+};
+
+// A mixture of experts' buffers for T tokens of k slots each (moe_ffn; split/memory.cpp counts them).
+struct MoeScratch {
+  vk::Buffer logits;   // [T][n_expert] router output
+  vk::Buffer ids;      // [T][k] u32 the chosen experts (slot t k + j), written on the device
+  vk::Buffer weights;  // [T][k] their routing weights
+  vk::Buffer groups;   // [n_expert] u32 counts, then [n_expert][T] u32 each expert's slots
+  vk::Buffer gate;     // [T k][n_ff] this device's FFN rows of each slot's expert
+  vk::Buffer up;       // [T k][n_ff]
+  vk::Buffer down;     // [T k][n_embd] each slot's partial down projection
 };
 
 // What one device keeps for a context: its KV cache and scratch for n_ubatch tokens.
@@ -52,6 +64,7 @@ struct DeviceState {
   vk::Buffer att;   // [T][n_q]
   vk::Buffer gu;    // gate [T][n_ff], then up [T][n_ff]; the activation overwrites gate
   vk::Buffer sel;   // [T][n_embd] rows whose logits are wanted
+  MoeScratch moe;   // a mixture of experts' buffers (c.n_expert > 0)
   vk::Buffer embd_scale;  // [1] the embedding's scale (when it is not 1)
   vk::Buffer logits;    // [rows][n_vocab local], grown on demand
   vk::Buffer readback;  // host-visible copy of logits
@@ -167,12 +180,20 @@ struct Context::Impl {
     d.att = f32(uint64_t(T) * d.n_q);
     d.gu = f32(uint64_t(T) * 2 * d.n_ff);
     d.sel = f32(uint64_t(T) * c.n_embd);
+    if (c.n_expert) d.moe = make_moe_scratch(dev, T, d.n_ff);
     if (c.embd_scale != 1.0f) {
       d.embd_scale = f32(1);
       dev.upload(d.embd_scale, std::span<const float>(&c.embd_scale, 1));
     }
     grow_logits(d, 1);
     return d;
+  }
+
+  MoeScratch make_moe_scratch(vk::Device& dev, uint64_t T, uint64_t n_ff) const {
+    const auto f32 = [&](uint64_t n) { return dev.create_buffer(std::max<uint64_t>(n, 1) * 4, vk::BufferKind::Device, kScratch); };
+    const uint64_t slots = T * c.n_expert_used;
+    return MoeScratch{f32(T * c.n_expert), f32(slots), f32(slots), f32(uint64_t(c.n_expert) * (T + 1)),
+                      f32(slots * n_ff), f32(slots * n_ff), f32(slots * c.n_embd)};
   }
 
   void grow_logits(DeviceState& d, uint32_t rows) {
@@ -224,7 +245,8 @@ struct Context::Impl {
       const Layer& W = d.shard->layers[l];
       if (d.n_q) attention(d, l, pieces, T, block_output(d, k), replay);
       join(d, k, d.n_q > 0, W[L::post_attention_norm], T);
-      if (d.n_ff) ffn(d, l, T, block_output(d, k + 1));
+      if (d.n_ff && c.n_expert) moe_ffn(d, l, T, block_output(d, k + 1));
+      else if (d.n_ff) ffn(d, l, T, block_output(d, k + 1));
       join(d, k + 1, d.n_ff > 0, W[L::post_ffw_norm], T);
     }
     head(d, pieces, T, n_out);
@@ -450,6 +472,50 @@ struct Context::Impl {
     }
     d.cb().barrier();  // activation feeds the down projection
     output_product(d, W[L::ffn_down], d.gu, T, o);
+  }
+
+  // Mixture-of-experts block (qwen3moe): this device's partial of sum_j w_j ffn_down_j(glu(
+  // ffn_gate_j(h), ffn_up_j(h))) over the k experts j the router chose for each token. The router
+  // runs whole on every device (the same x, so the same choice), on the device: the expert
+  // products read the chosen experts from d.moe.ids, so a decode token stays one submit. Each
+  // device computes its FFN rows of every chosen expert and sums its k weighted partials into o
+  // (through o.scratch when the block adds into the residual); the layer reduces once, after. A batch groups its slots by expert (one product per expert over
+  // the tokens that chose it); a decode token runs one product per slot.
+  void moe_ffn(DeviceState& d, uint32_t l, uint32_t T, const BlockOutput& o) {
+    const Layer& W = d.shard->layers[l];
+    const MoeScratch& m = d.moe;
+    ops::Kernels& k = *d.k;
+    const uint32_t used = c.n_expert_used, slots = T * used;
+    norm(d, W[L::ffn_norm], T);
+    linear(d, W[L::ffn_gate_inp], d.h, T, split::Slice{&m.logits, 0});
+    d.cb().barrier();  // router logits complete before routing
+    ops::moe_route(k, d.cb(), m.logits, 0, m.ids, 0, m.weights, 0,
+                   ops::MoeRouteShape{c.n_expert, used, T, c.expert_norm_top_k});
+    d.cb().barrier();  // expert ids and weights before the lists, the products and the sum read them
+    ops::ExpertRouting r{&m.ids, 0, nullptr, 0, c.n_expert, slots, 0};
+    if (T > 1) {
+      ops::moe_group(k, d.cb(), m.ids, 0, m.groups, 0, c.n_expert, slots, T);
+      d.cb().barrier();  // each expert's slot list before the grouped products read it
+      r.groups = &m.groups;
+      r.cap = T;
+    }
+    const DeviceTensor &gate = W[L::ffn_gate], &up = W[L::ffn_up], &down = W[L::ffn_down];
+    const ops::ExpertRows per_token{c.n_embd, used, d.n_ff}, per_slot{d.n_ff, 1, c.n_embd};
+    ops::mul_mm_id(k, d.cb(), gate.type, gate.buf(), c.n_embd, d.n_ff, d.h, 0, m.gate, 0, per_token, r);
+    ops::mul_mm_id(k, d.cb(), up.type, up.buf(), c.n_embd, d.n_ff, d.h, 0, m.up, 0, per_token, r);
+    d.cb().barrier();  // every slot's gate and up before the GLU
+    const auto glu = c.glu == Glu::geglu ? ops::geglu : ops::swiglu;
+    glu(k, d.cb(), m.gate, 0, m.up, 0, m.gate, 0, ops::GluShape{d.n_ff, slots});
+    d.cb().barrier();  // activations before the down projections
+    ops::mul_mm_id(k, d.cb(), down.type, down.buf(), d.n_ff, c.n_embd, m.gate, 0, m.down, 0, per_slot, r);
+    d.cb().barrier();  // every slot's down projection before the weighted sum
+    const split::Slice sum = o.add ? o.scratch : o.out;
+    ops::moe_combine(k, d.cb(), m.down, 0, m.weights, 0, *sum.buffer, sum.offset, c.n_embd, T, used);
+    if (o.add) {
+      d.cb().barrier();  // the weighted sum is complete before it joins the residual
+      ops::add(k, d.cb(), *o.out.buffer, o.out.offset, *sum.buffer, sum.offset, *o.out.buffer, o.out.offset,
+               T * c.n_embd, T * c.n_embd);
+    }
   }
 
   // Final norm and this device's vocabulary rows of the LM head for the wanted rows (for one

@@ -44,6 +44,12 @@ class Uploader {
   // Rows [rows.begin, rows.end) of a matrix (ne1 is the row index): contiguous in the file.
   // Into a buffer of its own, or at `into` (a buffer the caller sized).
   DeviceTensor rows(const std::string& name, Range r, const Place* into = nullptr) {
+    return expert_rows(name, r, 1, into);
+  }
+
+  // Rows [r.begin, r.end) of each of `experts` matrices of ne1 rows stored one after another
+  // (a 3-D expert stack; 1: a plain matrix): on the device expert after expert, r.size() rows each.
+  DeviceTensor expert_rows(const std::string& name, Range r, uint64_t experts, const Place* into = nullptr) {
     const gguf::TensorInfo& t = file_.require_tensor(name);
     DeviceTensor d;
     if (r.size() == 0) return d;
@@ -51,27 +57,33 @@ class Uploader {
     d.cols = static_cast<uint32_t>(t.ne[0]);
     d.rows = static_cast<uint32_t>(r.size());
     const uint64_t rb = t.row_bytes(), drb = *device_row_bytes(t.type, t.ne[0]);
+    const uint64_t per_expert = experts == 1 ? 0 : t.ne[1];  // file rows between experts
     std::shared_ptr<vk::Buffer> mem =
-        into ? into->mem : std::make_shared<vk::Buffer>(dev_.create_buffer(drb * r.size(), vk::BufferKind::Device, kWeights));
+        into ? into->mem
+             : std::make_shared<vk::Buffer>(dev_.create_buffer(drb * r.size() * experts, vk::BufferKind::Device, kWeights));
     d.offset = into ? into->offset : 0;
     d.mem = mem;
-    if (drb == rb) {
-      dev_.upload(*mem, d.offset, std::as_bytes(t.data.subspan(rb * r.begin, rb * r.size())));
-    } else {  // the device layout differs (Q6_K): converted in pieces of about 16 MiB
-      const uint64_t step = std::max<uint64_t>(1, (16u << 20) / drb);
-      for (uint64_t r0 = 0; r0 < r.size(); r0 += step) {
-        const uint64_t n = std::min(step, r.size() - r0);
-        const std::vector<uint8_t> piece =
-            rows_to_device(t.type, t.data.subspan(rb * (r.begin + r0), rb * n), t.ne[0], n);
-        dev_.upload(*mem, d.offset + drb * r0, std::as_bytes(std::span<const uint8_t>(piece)));
+    for (uint64_t e = 0; e < experts; ++e) {
+      const uint64_t first = e * per_expert + r.begin, dst = d.offset + e * drb * r.size();
+      if (drb == rb) {
+        dev_.upload(*mem, dst, std::as_bytes(t.data.subspan(rb * first, rb * r.size())));
+      } else {  // the device layout differs (Q6_K): converted in pieces of about 16 MiB
+        const uint64_t step = std::max<uint64_t>(1, (16u << 20) / drb);
+        for (uint64_t r0 = 0; r0 < r.size(); r0 += step) {
+          const uint64_t n = std::min(step, r.size() - r0);
+          const std::vector<uint8_t> piece =
+              rows_to_device(t.type, t.data.subspan(rb * (first + r0), rb * n), t.ne[0], n);
+          dev_.upload(*mem, dst + drb * r0, std::as_bytes(std::span<const uint8_t>(piece)));
+        }
       }
+      release(t.data.subspan(rb * first, rb * r.size()));
     }
-    advance(drb * r.size());
-    release(t.data.subspan(rb * r.begin, rb * r.size()));
+    advance(drb * r.size() * experts);
     return d;
   }
 
-  // Columns [k.begin, k.end) of every row (a K slice, whole quantisation blocks).
+  // Columns [k.begin, k.end) of every row (a K slice, whole quantisation blocks); of a 3-D
+  // expert stack, every row of every expert (rows = ne1 * ne2, expert after expert).
   DeviceTensor cols(const std::string& name, Range k) {
     const gguf::TensorInfo& t = file_.require_tensor(name);
     DeviceTensor d;
@@ -176,7 +188,8 @@ std::array<std::optional<Place>, kLayerTensors> adjacent_places(const gguf::File
     };
     std::vector<Part> parts;
     for (LayerTensor id : group)
-      for (const TensorSpec& spec : c.spec->layer) {
+      for (const TensorSpec& spec : c.layer_table) {
+        if (spec.ne2 != Dim::one) continue;  // expert stacks are read per expert, not as one product
         if (spec.id == id && spec.segments.empty() && c.has(id))
           parts.push_back({id, &f.require_tensor(layer_tensor(l, spec.name)), device_rows(sp, spec.cut)});
         for (const Segment& g : spec.segments)
@@ -216,6 +229,8 @@ split::ModelShape model_shape(const ModelConfig& c, const gguf::File& f) {
   m.head_dim = c.head_dim;
   m.n_ff = c.n_ff;
   m.n_vocab = c.n_vocab;
+  m.n_expert = c.n_expert;
+  m.n_expert_used = c.n_expert_used;
   m.qkv_bias = c.qkv_bias;
   m.qk_norm = c.qk_norm;
   m.post_norms = c.post_norms;
@@ -226,7 +241,8 @@ split::ModelShape model_shape(const ModelConfig& c, const gguf::File& f) {
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     const auto fmt = [&](L t) { return matrix_format(f, layer_tensor(c, l, t)); };
     m.layers.push_back(split::LayerFormats{fmt(L::attn_q), fmt(L::attn_k), fmt(L::attn_v), fmt(L::attn_output),
-                                           fmt(L::ffn_gate), fmt(L::ffn_up), fmt(L::ffn_down)});
+                                           fmt(L::ffn_gate), fmt(L::ffn_up), fmt(L::ffn_down),
+                                           c.n_expert ? fmt(L::ffn_gate_inp) : split::MatrixFormat{}});
   }
   return m;
 }
@@ -273,7 +289,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const std::vector<vk
     for (uint64_t l = sp.layers.begin; l < sp.layers.end; ++l) {
       const auto places = adjacent_places(m->file_, c, sp, static_cast<uint32_t>(l), *devices[d]);
       const auto place = [&](LayerTensor id) { return places[static_cast<size_t>(id)] ? &*places[static_cast<size_t>(id)] : nullptr; };
-      for (const TensorSpec& t : c.spec->layer) {
+      for (const TensorSpec& t : c.layer_table) {
         // A device with no share of a block (a tensor split's rounding) holds none of its
         // tensors, except those applied to the reduced sum, which every device adds.
         const bool attention = t.id < LayerTensor::ffn_norm;
@@ -292,12 +308,12 @@ std::unique_ptr<Model> Model::load(const std::string& path, const std::vector<vk
         const bool vector = t.ne1 == Dim::one;
         switch (t.cut) {
           case Cut::whole:
-          case Cut::reduced: dst = up.vector(name); break;
+          case Cut::reduced: dst = vector ? up.vector(name) : up.rows(name, Range{0, dim(c, t.ne1)}); break;
           case Cut::q_rows:
           case Cut::kv_rows:
           case Cut::ffn_rows: {
             const Range r = device_rows(sp, t.cut);
-            dst = vector ? up.vector(name, r) : up.rows(name, r, place(t.id));
+            dst = vector ? up.vector(name, r) : up.expert_rows(name, r, dim(c, t.ne2), place(t.id));
             break;
           }
           case Cut::q_cols: dst = up.cols(name, sp.q_rows); break;

@@ -8,12 +8,13 @@ namespace {
 
 [[noreturn]] void fail(const gguf::File& f, const std::string& what) { throw gguf::Error(f.path() + ": " + what); }
 
-// Checks a weight's shape [ne0, ne1] against the configuration.
-void expect_shape(const gguf::File& f, const std::string& name, uint64_t ne0, uint64_t ne1) {
+// Checks a weight's shape [ne0, ne1, ne2] against the configuration.
+void expect_shape(const gguf::File& f, const std::string& name, uint64_t ne0, uint64_t ne1, uint64_t ne2 = 1) {
   const gguf::TensorInfo& t = f.require_tensor(name);
-  if (t.ne[0] != ne0 || t.ne[1] != ne1 || t.ne[2] != 1 || t.ne[3] != 1)
+  if (t.ne[0] != ne0 || t.ne[1] != ne1 || t.ne[2] != ne2 || t.ne[3] != 1)
     fail(f, "tensor '" + name + "' has shape " + gguf::describe_tensor(t) + ", expected [" + std::to_string(ne0) +
-                (ne1 > 1 ? ", " + std::to_string(ne1) : std::string()) + "] from the model's metadata");
+                (ne1 > 1 || ne2 > 1 ? ", " + std::to_string(ne1) : std::string()) +
+                (ne2 > 1 ? ", " + std::to_string(ne2) : std::string()) + "] from the model's metadata");
 }
 
 // A positive count no larger than `max` (bounds keep every product far from overflow).
@@ -34,7 +35,7 @@ float require_positive_finite(const gguf::File& f, const std::string& key, float
 std::string layer_tensor(uint32_t layer, const char* name) { return "blk." + std::to_string(layer) + "." + name; }
 
 const TensorSpec& tensor_spec(const ModelConfig& c, LayerTensor t) {
-  for (const TensorSpec& s : c.spec->layer) {
+  for (const TensorSpec& s : c.layer_table) {
     if (s.id == t) return s;
     for (const Segment& g : s.segments)
       if (g.id == t) return s;
@@ -54,6 +55,7 @@ uint64_t dim(const ModelConfig& c, Dim d) {
     case Dim::kv: return c.n_kv();
     case Dim::ff: return c.n_ff;
     case Dim::head_dim: return c.head_dim;
+    case Dim::expert: return c.n_expert;
     case Dim::qkv: return uint64_t(c.n_q()) + 2 * uint64_t(c.n_kv());
     case Dim::ff2: return 2 * uint64_t(c.n_ff);
   }
@@ -76,7 +78,23 @@ ModelConfig ModelConfig::from_gguf(const gguf::File& f) {
   if (c.n_head_kv == 0 || c.n_head % c.n_head_kv != 0)
     fail(f, a + "attention.head_count_kv is " + std::to_string(c.n_head_kv) + "; expected a divisor of head_count (" +
                 std::to_string(c.n_head) + ")");
-  c.n_ff = require_count(f, a + "feed_forward_length", 1u << 24);
+  c.layer_table = c.spec->layer;
+  const Experts& ex = c.spec->experts;
+  const bool counted = !ex.layer.empty() && f.get_u32(a + "expert_count").value_or(0) > 0;
+  if (ex.always || counted) {  // a mixture of experts: n_ff is each expert's FFN width
+    if (counted) c.layer_table = ex.layer;
+    c.n_expert = require_count(f, a + "expert_count", 4096);
+    c.n_expert_used = require_count(f, a + "expert_used_count", 64);
+    if (c.n_expert_used > c.n_expert)
+      fail(f, a + "expert_used_count (" + std::to_string(c.n_expert_used) + ") is more than expert_count (" +
+                  std::to_string(c.n_expert) + ")");
+    c.n_ff = ex.always || f.get_u32(a + "expert_feed_forward_length")
+                 ? require_count(f, a + "expert_feed_forward_length", 1u << 24)
+                 : require_count(f, a + "feed_forward_length", 1u << 24);
+    c.expert_norm_top_k = ex.norm_top_k;
+  } else {
+    c.n_ff = require_count(f, a + "feed_forward_length", 1u << 24);
+  }
   c.n_ctx_train = f.require_u32(a + "context_length");
   if (c.n_ctx_train == 0) fail(f, a + "context_length is 0; expected the trained context length (at least 1)");
   c.rms_eps = require_positive_finite(f, a + "attention.layer_norm_rms_epsilon",
@@ -117,7 +135,7 @@ ModelConfig ModelConfig::from_gguf(const gguf::File& f) {
   c.tied_output = f.find_tensor("output.weight") == nullptr;
   if (!c.tied_output) expect_shape(f, "output.weight", c.n_embd, c.n_vocab);
   expect_shape(f, "output_norm.weight", c.n_embd, 1);
-  for (const TensorSpec& s : c.spec->layer) {
+  for (const TensorSpec& s : c.layer_table) {
     const bool here = f.find_tensor(layer_tensor(0, s.name)) != nullptr;
     if (!here && !s.optional) f.require_tensor(layer_tensor(0, s.name));  // throws naming it
     c.present[static_cast<size_t>(s.id)] = here;
@@ -137,13 +155,13 @@ ModelConfig ModelConfig::from_gguf(const gguf::File& f) {
   if (c.has(LayerTensor::attn_k_norm) != c.qk_norm)
     fail(f, "blk.0 has one of attn_q_norm.weight and attn_k_norm.weight but not both");
   for (uint32_t l = 0; l < c.n_layer; ++l)
-    for (const TensorSpec& s : c.spec->layer) {
+    for (const TensorSpec& s : c.layer_table) {
       const std::string name = layer_tensor(l, s.name);
       if (!c.has(s.id)) {
         if (f.find_tensor(name)) fail(f, "tensor '" + name + "' is present but absent from blk.0; expected every layer alike");
         continue;
       }
-      expect_shape(f, name, dim(c, s.ne0), dim(c, s.ne1));
+      expect_shape(f, name, dim(c, s.ne0), dim(c, s.ne1), dim(c, s.ne2));
     }
   return c;
 }

@@ -17,6 +17,8 @@ namespace chorus {
 struct ModelConfig {
   std::string arch;            // general.architecture (a name engine/arch.h knows)
   const Architecture* spec = nullptr;  // its table
+  std::span<const TensorSpec> layer_table;  // the layer table of this model: spec->layer, or
+                                            // spec->experts.layer for a family's MoE models
   std::string name;            // general.name, if present
   uint32_t n_vocab = 0;        // rows of token_embd.weight
   uint32_t n_embd = 0;         // {arch}.embedding_length
@@ -24,7 +26,11 @@ struct ModelConfig {
   uint32_t n_head = 0;         // {arch}.attention.head_count
   uint32_t n_head_kv = 0;      // {arch}.attention.head_count_kv (default n_head)
   uint32_t head_dim = 0;       // {arch}.attention.key_length (default n_embd / n_head)
-  uint32_t n_ff = 0;           // {arch}.feed_forward_length
+  uint32_t n_ff = 0;           // {arch}.feed_forward_length; an expert family's
+                               // {arch}.expert_feed_forward_length (each expert's FFN width)
+  uint32_t n_expert = 0;       // {arch}.expert_count (0: a dense FFN)
+  uint32_t n_expert_used = 0;  // {arch}.expert_used_count: experts run per token (k)
+  bool expert_norm_top_k = false;  // the k routing weights are renormalised to sum to 1
   uint32_t n_ctx_train = 0;    // {arch}.context_length
   float rms_eps = 1e-5f;       // {arch}.attention.layer_norm_rms_epsilon
   float rope_base = 10000.0f;  // {arch}.rope.freq_base

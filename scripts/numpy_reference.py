@@ -6,7 +6,11 @@ gguf.quants.dequantize) -- none of chorus's C++ -- and runs each chunk as one ca
 float64 (F32 weights as dequantised, K and V rounded through float16 as chorus's F16 KV cache
 unless --f32-kv). Architectures: llama (SmolLM2, Mistral-style sliding window), gemma3
 (GeGLU, embedding * sqrt(n_embd), QK-norm, post-norms, 5 windowed layers at RoPE base 10000
-to each global one, NeoX RoPE) and phi3 (fused attn_qkv and gate|up ffn_up, NeoX RoPE).
+to each global one, NeoX RoPE), phi3 (fused attn_qkv and gate|up ffn_up, NeoX RoPE) and qwen3moe
+(QK-norm, NeoX RoPE, and a mixture of experts in place of the FFN: softmax over the router's
+logits, the expert_used_count most probable experts, their probabilities renormalised to sum to 1,
+each chosen expert's SwiGLU FFN weighted by them; written from the model's definition, one token
+and one expert at a time; llama files with llama.expert_count, Mixtral's layout, run the same).
 
 Two modes:
 
@@ -52,8 +56,8 @@ class Model:
         r = gguf.GGUFReader(path)
         self.reader = r
         self.arch = field(r, "general.architecture")
-        if self.arch not in ("llama", "gemma3", "phi3"):
-            sys.exit(f"{path}: architecture {self.arch}; this reference runs llama, gemma3 and phi3")
+        if self.arch not in ("llama", "gemma3", "phi3", "qwen3moe"):
+            sys.exit(f"{path}: architecture {self.arch}; this reference runs llama, gemma3, phi3 and qwen3moe")
         a = self.arch + "."
         self.n_embd = int(field(r, a + "embedding_length"))
         self.n_layer = int(field(r, a + "block_count"))
@@ -70,7 +74,9 @@ class Model:
         # phi3's sliding_window metadata is not applied (as llama.cpp does not apply it).
         self.window = 0 if self.arch == "phi3" else int(field(r, a + "attention.sliding_window", 0))
         self.gemma = self.arch == "gemma3"
-        self.neox = self.arch in ("gemma3", "phi3")
+        self.neox = self.arch in ("gemma3", "phi3", "qwen3moe")
+        self.n_expert = int(field(r, a + "expert_count", 0))
+        self.n_expert_used = int(field(r, a + "expert_used_count", 0))
         self.bos = int(field(r, "tokenizer.ggml.bos_token_id", -1))
         self.add_bos = bool(field(r, "tokenizer.ggml.add_bos_token", self.arch == "llama"))
         self.f16_kv = f16_kv
@@ -83,6 +89,28 @@ class Model:
 
     def vec(self, name):
         return self.W(name)[0]
+
+    def experts(self, name):  # [ne2][ne1][ne0]: one matrix per expert
+        t = self.tensors[name]
+        ne0, ne1, ne2 = (int(v) for v in t.shape[:3])
+        return gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64).reshape(ne2, ne1, ne0)
+
+    def moe_ffn(self, p, h):
+        """The mixture of experts of layer prefix p on normed inputs h [T][n_embd]."""
+        logits = h @ self.W(p + "ffn_gate_inp.weight").T  # [T][n_expert]
+        gate = self.experts(p + "ffn_gate_exps.weight")    # [n_expert][n_ff][n_embd]
+        up = self.experts(p + "ffn_up_exps.weight")
+        down = self.experts(p + "ffn_down_exps.weight")    # [n_expert][n_embd][n_ff]
+        out = np.zeros_like(h)
+        for t in range(h.shape[0]):
+            z = np.exp(logits[t] - logits[t].max())
+            prob = z / z.sum()
+            chosen = sorted(range(self.n_expert), key=lambda e: (-prob[e], e))[:self.n_expert_used]
+            weight = prob[chosen] / prob[chosen].sum()  # norm_top_k_prob
+            for e, w in zip(chosen, weight):
+                g, u = gate[e] @ h[t], up[e] @ h[t]
+                out[t] += w * (down[e] @ (g / (1.0 + np.exp(-g)) * u))
+        return out
 
     # Layer l's window (0: none), RoPE base and scale.
     def layer_window(self, l):
@@ -158,6 +186,9 @@ class Model:
                 o = self.rms_norm(o, self.vec(p + "post_attention_norm.weight"))
             x = x + o
             h = self.rms_norm(x, self.vec(p + "ffn_norm.weight"))
+            if p + "ffn_gate_inp.weight" in self.tensors:
+                x = x + self.moe_ffn(p, h)
+                continue
             if p + "ffn_gate.weight" in self.tensors:
                 g = h @ self.W(p + "ffn_gate.weight").T
                 u = h @ self.W(p + "ffn_up.weight").T

@@ -54,6 +54,14 @@ std::vector<DeviceMemory> plan_memory(const Plan& plan, const ContextShape& ctx)
                  + f32(T * (n_q + 2 * n_kv))  // qkv
                  + f32(T * n_q)             // att
                  + f32(T * 2 * n_ff);       // gate and up
+    if (m.n_expert) {  // the mixture of experts' (forward.cpp, make_moe_scratch): per token k slots
+      const uint64_t slots = T * m.n_expert_used;
+      dm.scratch += f32(T * m.n_expert)              // router logits
+                    + 2 * f32(slots)                 // expert ids, weights
+                    + f32(m.n_expert * (T + 1))      // per-expert counts and slot lists
+                    + 2 * f32(slots * n_ff)          // expert gate, up
+                    + f32(slots * m.n_embd);         // expert down projections
+    }
     if (n_vocab > 0) dm.scratch += 2 * uint64_t(ctx.logit_rows) * n_vocab * 4;  // logits, readback
     // The executor's (split/executor.cpp).
     const uint64_t hidden = T * m.n_embd * 4;
@@ -171,8 +179,12 @@ double predict_token_seconds(const Plan& plan, const std::vector<double>& speed,
   std::vector<uint64_t> layers(plan.devices.size() + 1, 0);
   for (size_t d = 0; d < plan.devices.size() && d < speed.size(); ++d) {
     if (plan.devices[d].empty() || !(speed[d] > 0)) continue;
-    // Per token a device reads its split matrices and norms whole, one embedding row only.
-    double bytes = static_cast<double>(wb[d].split() + wb[d].norms);
+    // Per token a device reads its split matrices and norms whole (of a mixture of experts, only
+    // the k experts chosen: k / n_expert of its expert bytes, and the router), one embedding row only.
+    const ModelShape& ms = plan.model;
+    const double ffn_share = ms.n_expert ? static_cast<double>(ms.n_expert_used) / ms.n_expert : 1.0;
+    double bytes = static_cast<double>(wb[d].attention + wb[d].lm_head + wb[d].norms + wb[d].router) +
+                   static_cast<double>(wb[d].ffn) * ffn_share;
     if (wb[d].lm_head == 0 && plan.model.n_vocab > 0)  // a tied head reads its vocabulary rows of token_embd
       bytes += static_cast<double>(model_bytes(plan.model).embedding) * static_cast<double>(plan.devices[d].vocab.size()) /
                plan.model.n_vocab;

@@ -82,6 +82,7 @@ void check_shape(const ModelShape& m) {
     check_format(f.ffn_gate, blk + "ffn_gate", m.n_embd);
     check_format(f.ffn_up, blk + "ffn_up", m.n_embd);
     check_format(f.ffn_down, blk + "ffn_down", m.n_ff);
+    if (m.n_expert) check_format(f.ffn_gate_inp, blk + "ffn_gate_inp", m.n_embd);
     for (const auto& [fmt, name] : {std::pair{&f.attn_q, "attn_q"}, {&f.attn_k, "attn_k"}, {&f.attn_v, "attn_v"}})
       if (m.head_dim % fmt->row_align != 0)
         throw std::invalid_argument("split plan: " + blk + name + " row alignment " + str(fmt->row_align) +
@@ -370,8 +371,10 @@ std::vector<DeviceBytes> weight_bytes(const Plan& plan) {
         b.norms += norm_bytes;  // attn_norm
       }
       if (s.ffn.size()) {
-        b.ffn += rows_bytes(f.ffn_gate, m.n_embd, s.ffn.size()) + rows_bytes(f.ffn_up, m.n_embd, s.ffn.size()) +
-                 k_slice_bytes(f.ffn_down, s.ffn, m.n_embd);
+        const uint64_t experts = m.n_expert ? m.n_expert : 1;  // its rows of every expert alike
+        b.ffn += experts * (rows_bytes(f.ffn_gate, m.n_embd, s.ffn.size()) + rows_bytes(f.ffn_up, m.n_embd, s.ffn.size()) +
+                            k_slice_bytes(f.ffn_down, s.ffn, m.n_embd));
+        if (m.n_expert) b.router += rows_bytes(f.ffn_gate_inp, m.n_embd, m.n_expert);
         b.norms += norm_bytes;  // ffn_norm
       }
     }
@@ -424,12 +427,13 @@ std::string describe(const Plan& plan) {
       out += ", q heads " + range_str(s.q_heads) + " " + str(s.q_heads.size()) + "/" + str(m.n_head);
       out += ", kv heads " + range_str(s.kv_heads) + " " + str(s.kv_heads.size()) + "/" + str(m.n_head_kv);
       out += ", ffn " + range_str(s.ffn) + " " + str(s.ffn.size()) + "/" + str(m.n_ff);
+      if (m.n_expert) out += " of each of " + str(m.n_expert) + " experts";
     }
     out += ", vocab " + range_str(s.vocab) + " " + str(s.vocab.size()) + "/" + str(m.n_vocab);
     if (s.embedding) out += ", embedding";
     const DeviceBytes& b = bytes[d];
     out += ", " + human_bytes(b.total()) + " (" + str(b.total()) + " B: split " + str(b.split()) + ", embedding " +
-           str(b.embedding) + ", norms " + str(b.norms) + ")\n";
+           str(b.embedding) + ", norms " + str(b.norms) + (m.n_expert ? ", router " + str(b.router) : "") + ")\n";
   }
   for (const LayerTransfer& t : plan.transfers)
     out += "hidden state moves from device " + str(t.from) + " to device " + str(t.to) + " before layer " +

@@ -66,6 +66,7 @@ struct LayerFormats {
   MatrixFormat ffn_gate;     // [n_embd -> n_ff]
   MatrixFormat ffn_up;       // [n_embd -> n_ff]
   MatrixFormat ffn_down;     // [n_ff -> n_embd]
+  MatrixFormat ffn_gate_inp; // [n_embd -> n_expert], the router of a mixture of experts (replicated)
 };
 
 // A model's shape: everything the planner needs, nothing else.
@@ -75,8 +76,12 @@ struct ModelShape {
   uint32_t n_head = 0;
   uint32_t n_head_kv = 0;  // divides n_head
   uint32_t head_dim = 0;
-  uint32_t n_ff = 0;
+  uint32_t n_ff = 0;         // with experts: each expert's FFN width
   uint32_t n_vocab = 0;
+  uint32_t n_expert = 0;     // a mixture of experts (0: dense): ffn_gate/up/down are n_expert
+                             // matrices each, every one cut by the one ffn range; the router is
+                             // held whole by every device with an ffn range
+  uint32_t n_expert_used = 0;  // experts run per token
   bool qkv_bias = false;     // F32 biases on attn_q/k/v (qwen2), split with their rows
   bool qk_norm = false;      // F32 [head_dim] RMSNorm weights of Q and K heads (qwen3), replicated
   bool post_norms = false;   // F32 [n_embd] RMSNorms of both reduced block outputs (gemma3), on
@@ -163,12 +168,13 @@ Plan plan_split(const ModelShape& model, const SplitRequest& request);
 // Weight bytes one device holds, by family.
 struct DeviceBytes {
   uint64_t attention = 0;  // attn_q/k/v rows (+ F32 bias), attn_output K slice, over its layers
-  uint64_t ffn = 0;        // ffn_gate/up rows and ffn_down K slice, over its layers
+  uint64_t ffn = 0;        // ffn_gate/up rows and ffn_down K slice (of every expert), over its layers
+  uint64_t router = 0;     // the whole MoE router (ffn_gate_inp) of its layers with an ffn range
   uint64_t lm_head = 0;    // output rows; 0 when tied and the whole token_embd is already held
   uint64_t embedding = 0;  // whole token_embd
   uint64_t norms = 0;      // F32 RMSNorm weights (attn/ffn norm and post-norms of its layers, output_norm)
   uint64_t split() const { return attention + ffn + lm_head; }  // the parts divided between devices
-  uint64_t total() const { return split() + embedding + norms; }
+  uint64_t total() const { return split() + embedding + norms + router; }
   bool operator==(const DeviceBytes&) const = default;
 };
 

@@ -1,5 +1,5 @@
 // tests/model_writer.h — writing small GGUF models with random weights for tests (qwen2/qwen3
-// families, hostile metadata for the model-config checks).
+// families, qwen3moe's 3-D expert stacks, hostile metadata for the model-config checks).
 #pragma once
 
 #include <cstdint>
@@ -28,19 +28,26 @@ class ModelWriter {
   // A tensor of `type` (any weight format; ne0 a whole number of its blocks) with shape
   // [ne0, ne1] filled from N(0, scale^2).
   void tensor(const std::string& name, uint64_t ne0, uint64_t ne1, GgmlType type, float scale, std::mt19937& rng) {
+    tensor(name, ne0, ne1, 1, type, scale, rng);
+  }
+  // A 3-D tensor [ne0, ne1, ne2] (a mixture of experts' stack: ne2 matrices of ne1 rows).
+  void tensor(const std::string& name, uint64_t ne0, uint64_t ne1, uint64_t ne2, GgmlType type, float scale,
+              std::mt19937& rng) {
     std::normal_distribution<float> normal(0.0f, scale);
-    std::vector<float> v(ne0 * ne1);
+    const uint64_t rows = ne1 * ne2;
+    std::vector<float> v(ne0 * rows);
     for (auto& x : v) x = normal(rng);
     const uint64_t rb = *row_bytes(type, ne0);
-    std::vector<uint8_t> bytes(rb * ne1);
-    for (uint64_t r = 0; r < ne1; ++r) quantize_row(type, v.data() + r * ne0, bytes.data() + r * rb, static_cast<int64_t>(ne0));
+    std::vector<uint8_t> bytes(rb * rows);
+    for (uint64_t r = 0; r < rows; ++r) quantize_row(type, v.data() + r * ne0, bytes.data() + r * rb, static_cast<int64_t>(ne0));
     while (data_.size() % 32) data_.push_back(0);
     ++n_tensors_;
     str(infos_, name);
-    const uint32_t n_dims = ne1 > 1 ? 2 : 1;
+    const uint32_t n_dims = ne2 > 1 ? 3 : ne1 > 1 ? 2 : 1;
     pod(infos_, n_dims);
     pod(infos_, ne0);
-    if (n_dims == 2) pod(infos_, ne1);
+    if (n_dims >= 2) pod(infos_, ne1);
+    if (n_dims == 3) pod(infos_, ne2);
     pod(infos_, static_cast<uint32_t>(type));
     pod(infos_, static_cast<uint64_t>(data_.size()));
     data_.insert(data_.end(), bytes.begin(), bytes.end());

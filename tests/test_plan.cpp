@@ -398,6 +398,32 @@ TEST(SplitPlan, PostNormsAreCountedOnEveryDeviceRunningTheLayerEvenWithoutAShare
   EXPECT_EQ(weight_bytes(tensor_plan(stories260k(), {1000, 1}))[1].norms, 64u * 4) << "without post-norms";
 }
 
+TEST(SplitPlan, ExpertsHoldTheirFfnSliceOfEveryExpertAndTheWholeRouterOnEveryDeviceWithAnFfnRange) {
+  // Qwen3-30B-A3B's shape (Q4_K everywhere for the arithmetic): 128 experts of n_ff 768, k 8.
+  ModelShape m = shape(48, 2048, 32, 4, 128, 768, 151936, Q4_K, false);
+  m.n_expert = 128;
+  m.n_expert_used = 8;
+  for (LayerFormats& f : m.layers) f.ffn_gate_inp = F32;
+  const Plan p = tensor_plan(m, {2, 1});
+  ASSERT_EQ(p.ffn_unit, 256u);  // ffn_down's K blocks
+  const std::vector<DeviceBytes> b = weight_bytes(p);
+  const uint64_t router = 48ull * 2048 * 128 * 4;
+  uint64_t ffn = 0;
+  for (size_t d = 0; d < 2; ++d) {
+    const uint64_t rows = p.devices[d].ffn.size();
+    ASSERT_GT(rows, 0u);
+    // gate and up: `rows` rows of 2048 (8 Q4_K blocks); down: 2048 rows of rows / 256 blocks; per expert.
+    EXPECT_EQ(b[d].ffn, 48ull * 128 * (2 * rows * 8 * 144 + 2048 * (rows / 256) * 144)) << "device " << d;
+    EXPECT_EQ(b[d].router, router) << "device " << d << " holds the whole router";
+    ffn += b[d].ffn;
+  }
+  const DeviceBytes one = model_bytes(m);
+  EXPECT_EQ(ffn, one.ffn) << "the slices add up to one copy of every expert";
+  EXPECT_EQ(one.router, router);
+  EXPECT_EQ(one.total() - one.split(), one.embedding + one.norms + router);
+  EXPECT_TRUE(describe(p).find("of each of 128 experts") != std::string::npos) << describe(p);
+}
+
 TEST(SplitPlan, ADeviceWhoseShareRoundsToNothingEverywhereIsListedAsEmpty) {
   const Plan p = tensor_plan(stories260k(), {100000, 1});
   EXPECT_EQ(p.empty_devices, (std::vector<uint32_t>{1}));

@@ -1,14 +1,14 @@
 #include "tools/model_setup.h"
 
-#include <limits>
-#include <map>
-
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
+#include <map>
 #include <stdexcept>
 
 #include "engine/calibration.h"
@@ -347,6 +347,18 @@ std::string device_view(const LoadedModel& loaded, const Context& ctx) {
     }
     out += "\n";
   }
+  // On a CPU device the devices' memory is this process's: its peak follows the plan plus the
+  // fixed overhead docs/memory.md measures (libraries, the driver, its kernel compiler).
+  uint64_t planned = 0;
+  for (const split::DeviceMemory& m : loaded.planned) planned += m.total();
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  std::snprintf(line, sizeof line, "process: peak resident memory %.1f MiB; the plan's device bytes %.1f MiB%s\n",
+                static_cast<double>(ru.ru_maxrss) / 1024.0, static_cast<double>(planned) / (1 << 20),
+                !loaded.devices.empty() && loaded.devices[0]->info().type == vk::DeviceType::cpu
+                    ? " (a CPU device's memory is this process's memory)"
+                    : "");
+  out += line;
   return out;
 }
 

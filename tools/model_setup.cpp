@@ -309,6 +309,16 @@ std::string describe_memory(const split::FitResult& f, const std::vector<vk::Dev
 std::string device_view(const LoadedModel& loaded, const Context& ctx) {
   const std::optional<split::CollectiveStats> cs = ctx.collective_stats();
   const std::vector<DeviceMemoryUse> use = ctx.memory_use();
+  // Which of the devices holding anything (memory_use's order) reduce through a collective: all
+  // of a tensor split's, and on a hybrid split those whose group has several devices.
+  std::vector<bool> reduces(use.size(), cs.has_value());
+  if (const split::Plan& plan = loaded.model->plan(); cs && plan.mode == split::SplitMode::hybrid) {
+    std::vector<uint32_t> groups;
+    for (size_t d = 0; d < plan.devices.size(); ++d)
+      if (!plan.devices[d].empty()) groups.push_back(plan.groups.at(d));
+    for (size_t d = 0; d < reduces.size() && d < groups.size(); ++d)
+      reduces[d] = std::count(groups.begin(), groups.end(), groups[d]) > 1;
+  }
   std::vector<vk::ActivitySummary> activity(use.size());
   for (size_t d = 0; d < use.size(); ++d)
     for (const auto& dev : loaded.devices)
@@ -340,7 +350,7 @@ std::string device_view(const LoadedModel& loaded, const Context& ctx) {
     } else if (a.steps > 0) {
       out += "; busy: n/a (device has no timestamps)";
     }
-    if (cs && d < cs->device_last.size() && cs->reduces > 0) {
+    if (cs && reduces[d] && d < cs->device_last.size() && cs->reduces > 0) {
       std::snprintf(line, sizeof line, "; last to deliver at %.0f%% of reduce points",
                     100.0 * static_cast<double>(cs->device_last[d]) / static_cast<double>(cs->reduces));
       out += line;

@@ -9,7 +9,8 @@ namespace chorus::vk {
 
 TimestampPool::TimestampPool(Device& device, uint32_t count) : device_(&device), count_(count) {
   const uint32_t bits = device.timestamp_bits();
-  if (bits == 0 || count == 0 || !device.options().timestamps) return;
+  // A period of 0 (never valid, but reported by broken drivers) would make every duration 0.
+  if (bits == 0 || count == 0 || !device.options().timestamps || !(device.info().timestamp_period > 0)) return;
   mask_ = bits >= 64 ? ~uint64_t(0) : (uint64_t(1) << bits) - 1;
   period_ns_ = device.info().timestamp_period;
   VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};

@@ -270,6 +270,13 @@ std::pair<double, double> peak_and_planned(const std::string& log) {
 // 339 MiB (363 MiB with the validation layer) in docs/memory.md. The bound leaves room for
 // other driver and library versions; the comparison between contexts holds whatever it is.
 constexpr double kLavapipeOverheadMiB = 448;
+// Sanitizer builds add shadow memory and a quarantine of freed blocks: no bound on the
+// overhead holds there, but the comparison between contexts does.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
 
 TEST(FitTool, PeakResidentMemoryStaysWithinThePlanPlusTheFixedOverheadAndGrowsWithTheContext) {
   const std::string model = smollm2();
@@ -281,7 +288,9 @@ TEST(FitTool, PeakResidentMemoryStaysWithinThePlanPlusTheFixedOverheadAndGrowsWi
     ASSERT_EQ(r.exit_code, 0) << r.text;
     runs.push_back(peak_and_planned(r.text));
     ASSERT_GT(runs.back().second, 0) << r.text;
-    EXPECT_LE(runs.back().first, runs.back().second + kLavapipeOverheadMiB) << "-c " << ctx << "\n" << r.text;
+    if (!kSanitized) {
+      EXPECT_LE(runs.back().first, runs.back().second + kLavapipeOverheadMiB) << "-c " << ctx << "\n" << r.text;
+    }
   }
   const double planned_more = runs[1].second - runs[0].second;  // the KV cache of 3840 more positions: 84 MiB
   EXPECT_GT(planned_more, 64);

@@ -475,7 +475,8 @@ void Collective::wait_all(uint64_t value, const Work& w, uint32_t k, uint64_t& b
     proxy_device_wait_ns_[d] += waited;
     if (waited >= 1000) last = d;
     if (delivered) {
-      if (d + 1 == members_.size() && last < members_.size()) ++proxy_device_last_[last];
+      // Reduce points only: the token's end (k == n_points) is no reduce point.
+      if (d + 1 == members_.size() && last < members_.size() && k < n_points) ++proxy_device_last_[last];
       continue;
     }
     if (failed_) throw vk::Error("collective stopped while waiting for " + member_name(d));

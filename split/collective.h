@@ -99,7 +99,7 @@ struct CollectiveStats {
   // devices before it had delivered theirs — the time this device held the others back.
   std::vector<uint64_t> device_wait_ns;
   // Per device: reduce points at which it was the last whose partial the proxy had to wait
-  // for (waits under a microsecond count as already delivered).
+  // for (waits under a microsecond count as already delivered); they add up to at most reduces.
   std::vector<uint64_t> device_last;
 
   // The q-quantile (0..1) of latency_ns in microseconds (0 if there are none).

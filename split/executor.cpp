@@ -1,9 +1,12 @@
 #include "split/executor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+
+#include "vkdevice/timestamps.h"
 
 namespace chorus::split {
 namespace {
@@ -14,11 +17,67 @@ constexpr const char* kScratch = "scratch";
 // behaviour, and a device that timed out may only be slow.
 constexpr uint64_t kTeardownNs = 120'000'000'000ull;
 
+// A device's clock over a step's segments: a timestamp where each segment starts and one
+// where it ends (vkdevice/timestamps.h), so the gaps between segments (waiting for a reduce,
+// for the host) are not counted as busy. The step's first segment resets the pool: query
+// commands run in submission order on the queue, and the host read the previous step's
+// values after its wait, before this step was submitted. Read after the step's host wait
+// (no wait of its own, no submit of its own).
+class SegmentClock {
+ public:
+  SegmentClock(vk::Device& dev, uint32_t segments) : pool_(std::make_unique<vk::TimestampPool>(dev, 2 * segments)) {}
+  void start(vk::CommandBuffer& cb, uint32_t segment) const {
+    if (segment == 0) pool_->record_reset(cb, 0, pool_->size());
+    pool_->record_write(cb, 2 * segment, false);
+  }
+  void stop(vk::CommandBuffer& cb, uint32_t segment) const { pool_->record_write(cb, 2 * segment + 1, true); }
+  // The sum of the first `segments` segments' durations of the step that last finished
+  // (nullopt: the device has no timestamps, or they are not all written).
+  std::optional<uint64_t> busy_ns(uint32_t segments) {
+    ticks_.resize(2 * size_t(segments));
+    if (!pool_->read(0, ticks_)) return std::nullopt;
+    uint64_t busy = 0;
+    for (uint32_t j = 0; j < segments; ++j) busy += pool_->elapsed_ns(ticks_[2 * j], ticks_[2 * j + 1]);
+    return busy;
+  }
+
+ private:
+  std::unique_ptr<vk::TimestampPool> pool_;
+  std::vector<uint64_t> ticks_;
+};
+
+// An executor that reports each step to its devices (vk::Device::record_activity): the wall
+// time from the step's first submit to the end of its host wait, and each device's busy time
+// in it. A hybrid split's groups run as parts of its steps (run_step) and report nothing
+// themselves.
+class StepExecutor : public Executor {
+ public:
+  void run() final {
+    const auto t0 = std::chrono::steady_clock::now();
+    run_step();
+    const auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0);
+    for (size_t d = 0; d < n_devices(); ++d)
+      device(d).record_activity(vk::ActivityStep{static_cast<uint64_t>(wall.count()), step_tokens(), step_busy_ns(d)});
+    if (std::exchange(fresh_, false))  // a new recording may have compiled kernels (vk::Device::release_freed_heap)
+      for (size_t d = 0; d < n_devices(); ++d) device(d).release_freed_heap();
+  }
+  // Runs the recorded step and waits for it (Executor::run without the report).
+  virtual void run_step() = 0;
+  virtual size_t n_devices() const = 0;
+  virtual vk::Device& device(size_t d) const = 0;
+  virtual uint32_t step_tokens() const = 0;
+  // Device d's busy time in the step that last finished, by its timestamps.
+  virtual std::optional<uint64_t> step_busy_ns(size_t d) = 0;
+
+ protected:
+  bool fresh_ = false;  // begin() was called since the last run()
+};
+
 // One device after another; reduce points are local, the hidden state moves through the host.
 // A device's step is a few segments (a new one every `stride` reduce points) submitted as the
 // batches of ONE vkQueueSubmit, each signalling the device's `progress` timeline: the host's
 // wait tells a slow device (progress moving) from a stuck one (vkdevice/watchdog.h).
-class PipelineExecutor final : public Executor {
+class PipelineExecutor final : public StepExecutor {
  public:
   PipelineExecutor(std::vector<vk::Device*> devices, const ExecutorOptions& o)
       : o_(o), stride_(std::max<uint32_t>(1, (o.max_points + kSegments - 1) / kSegments)) {
@@ -32,6 +91,7 @@ class PipelineExecutor final : public Executor {
         m.outbox = dev->create_buffer(bytes, vk::BufferKind::Host, kScratch);
       }
       for (uint32_t j = 0; j <= kSegments + 1; ++j) m.segments.push_back(std::make_unique<vk::CommandBuffer>(*dev));
+      m.clock = std::make_unique<SegmentClock>(*dev, kSegments + 2);
       m.progress = std::make_unique<vk::Timeline>(*dev, "progress");
       members_.push_back(std::move(m));
     }
@@ -68,11 +128,13 @@ class PipelineExecutor final : public Executor {
 
   void begin(uint32_t tokens) override {
     tokens_ = tokens;
+    fresh_ = true;
     for (Member& m : members_) {
       m.sends = false;
       m.at = 0;
       m.stall_segment = -1;
       m.segments[0]->begin();
+      m.clock->start(*m.segments[0], 0);
     }
   }
   vk::CommandBuffer& cb(size_t d) override { return *members_[d].segments[members_[d].at]; }
@@ -84,8 +146,10 @@ class PipelineExecutor final : public Executor {
     if (!wrote) seg.fill(m.partial, 0, bytes(), 0);
     if (stall_ && o_.stall->first == d && o_.stall->second == k) m.stall_segment = static_cast<int>(m.at);
     if ((k + 1) % stride_ == 0 && m.at + 1 < m.segments.size()) {  // a new segment: a progress mark
+      m.clock->stop(seg, m.at);
       seg.end();
       m.segments[++m.at]->begin();  // the queue orders the segments; the barrier below orders within one
+      m.clock->start(*m.segments[m.at], m.at);
     }
     cb(d).barrier();  // the partial is complete before it is read as the sum
     return {&m.partial, 0};
@@ -107,10 +171,11 @@ class PipelineExecutor final : public Executor {
   void end() override {
     for (Member& m : members_) {
       m.segments[m.at]->barrier_to_host();  // the host reads the outbox and logits after the last signal
+      m.clock->stop(*m.segments[m.at], m.at);
       m.segments[m.at]->end();
     }
   }
-  void run() override {
+  void run_step() override {
     for (size_t d = 0; d < members_.size(); ++d) {
       Member& m = members_[d];
       const uint64_t base = m.done_value;
@@ -131,6 +196,10 @@ class PipelineExecutor final : public Executor {
     }
   }
   uint64_t host_waits() const override { return host_waits_; }
+  size_t n_devices() const override { return members_.size(); }
+  vk::Device& device(size_t d) const override { return *members_[d].dev; }
+  uint32_t step_tokens() const override { return tokens_; }
+  std::optional<uint64_t> step_busy_ns(size_t d) override { return members_[d].clock->busy_ns(members_[d].at + 1); }
 
  private:
   static constexpr uint32_t kSegments = 8;  // progress marks per step (about)
@@ -142,6 +211,7 @@ class PipelineExecutor final : public Executor {
     std::vector<std::unique_ptr<vk::CommandBuffer>> segments;
     uint32_t at = 0;         // the segment being recorded; after end(), the last one
     int stall_segment = -1;  // the segment that waits for the injected stall
+    std::unique_ptr<SegmentClock> clock;     // timestamps around each segment
     std::unique_ptr<vk::Timeline> progress;  // + 1 per segment run
     uint64_t done_value = 0;                 // its value when the last submitted step is done
     bool sends = false;
@@ -171,7 +241,7 @@ class PipelineExecutor final : public Executor {
 };
 
 // Every device works on every layer; the partials meet through the collective.
-class TensorExecutor final : public Executor {
+class TensorExecutor final : public StepExecutor {
  public:
   TensorExecutor(std::vector<vk::Device*> devices, const ExecutorOptions& o) : o_(o) {
     CollectiveOptions co;
@@ -183,9 +253,11 @@ class TensorExecutor final : public Executor {
     co.stall = o.stall;
     coll_ = std::make_unique<Collective>(devices, co);
     members_.resize(devices.size());
-    for (size_t d = 0; d < devices.size(); ++d)
+    for (size_t d = 0; d < devices.size(); ++d) {
       for (uint32_t j = 0; j <= o.max_points; ++j)
         members_[d].segments.push_back(std::make_unique<vk::CommandBuffer>(*devices[d]));
+      members_[d].clock = std::make_unique<SegmentClock>(*devices[d], o.max_points + 1);
+    }
   }
 
   // The collective drains the devices after a failure; if one may still run segments, the
@@ -199,9 +271,11 @@ class TensorExecutor final : public Executor {
 
   void begin(uint32_t tokens) override {
     tokens_ = tokens;
+    fresh_ = true;
     for (Member& m : members_) {
       m.at = 0;
       m.segments[0]->begin();
+      m.clock->start(*m.segments[0], 0);
     }
   }
   vk::CommandBuffer& cb(size_t d) override { return *members_[d].segments[members_[d].at]; }
@@ -215,9 +289,11 @@ class TensorExecutor final : public Executor {
     vk::CommandBuffer& seg = *m.segments[m.at];
     if (!wrote) seg.fill(coll_->partials(d), coll_->partial_offset(d, k), bytes(), 0);  // adds nothing
     Collective::record_publish(seg);  // the partial is visible to the proxy
+    m.clock->stop(seg, m.at);
     seg.end();
     vk::CommandBuffer& next = *m.segments[++m.at];
     next.begin();
+    m.clock->start(next, m.at);
     Collective::record_acquire(next);  // the proxy's sum is visible before it is read
     return {&coll_->results(d), coll_->result_offset(d, k)};
   }
@@ -232,11 +308,12 @@ class TensorExecutor final : public Executor {
         throw std::logic_error("tensor executor: device " + std::to_string(d) + " recorded " + std::to_string(m.at) +
                                " reduce points, device 0 " + std::to_string(members_[0].at));
       m.segments[m.at]->barrier_to_host();  // the host reads logits after the step's end
+      m.clock->stop(*m.segments[m.at], m.at);
       m.segments[m.at]->end();
     }
     points_ = members_[0].at;
   }
-  void run() override {
+  void run_step() override {
     std::vector<std::vector<Collective::Segment>> segments(members_.size());
     for (size_t d = 0; d < members_.size(); ++d)
       for (uint32_t j = 0; j <= points_; ++j) segments[d].push_back(Collective::Segment{members_[d].segments[j].get()});
@@ -246,10 +323,15 @@ class TensorExecutor final : public Executor {
   }
   uint64_t host_waits() const override { return host_waits_; }
   std::optional<CollectiveStats> collective_stats() const override { return coll_->stats(); }
+  size_t n_devices() const override { return members_.size(); }
+  vk::Device& device(size_t d) const override { return coll_->device(d); }
+  uint32_t step_tokens() const override { return tokens_; }
+  std::optional<uint64_t> step_busy_ns(size_t d) override { return members_[d].clock->busy_ns(points_ + 1); }
 
  private:
   struct Member {
     std::vector<std::unique_ptr<vk::CommandBuffer>> segments;  // max_points + 1
+    std::unique_ptr<SegmentClock> clock;                       // timestamps around each segment
     uint32_t at = 0;                                           // the segment being recorded
   };
   uint64_t bytes() const { return uint64_t(tokens_) * o_.width * 4; }
@@ -266,7 +348,7 @@ class TensorExecutor final : public Executor {
 // Groups of devices one after another over the layers, a tensor split (or one device) inside
 // each: one executor per group, and the hidden state handed from a group's first device to
 // every device of the next through host memory between the groups' steps.
-class HybridExecutor final : public Executor {
+class HybridExecutor final : public StepExecutor {
  public:
   // `groups`: the group of each device (0, 1, 2 ...); `first_point`: each group's first reduce
   // point (twice its first layer); `points`: its reduce points.
@@ -294,6 +376,7 @@ class HybridExecutor final : public Executor {
         g.exec = std::make_unique<TensorExecutor>(g.devices, go);
       else
         g.exec = std::make_unique<PipelineExecutor>(g.devices, go);
+      all_.insert(all_.end(), g.devices.begin(), g.devices.end());
       for (vk::Device* dev : g.devices) g.inbox.push_back(gi > 0 ? dev->create_buffer(bytes, vk::BufferKind::Host, kScratch) : vk::Buffer());
       if (gi + 1 < groups_.size()) g.outbox = g.devices[0]->create_buffer(bytes, vk::BufferKind::Host, kScratch);
     }
@@ -301,6 +384,7 @@ class HybridExecutor final : public Executor {
 
   void begin(uint32_t tokens) override {
     tokens_ = tokens;
+    fresh_ = true;
     for (Group& g : groups_) g.exec->begin(tokens);
   }
   vk::CommandBuffer& cb(size_t d) override { return group(d).exec->cb(where_[d].second); }
@@ -322,9 +406,9 @@ class HybridExecutor final : public Executor {
   void end() override {
     for (Group& g : groups_) g.exec->end();  // ends with a barrier to the host: the outbox is readable after the wait
   }
-  void run() override {
+  void run_step() override {
     for (size_t gi = 0; gi < groups_.size(); ++gi) {
-      groups_[gi].exec->run();
+      groups_[gi].exec->run_step();
       if (gi + 1 < groups_.size())
         for (vk::Buffer& in : groups_[gi + 1].inbox) std::memcpy(in.mapped(), groups_[gi].outbox.mapped(), bytes());
     }
@@ -334,6 +418,11 @@ class HybridExecutor final : public Executor {
     for (const Group& g : groups_) n += g.exec->host_waits();
     return n;
   }
+  size_t n_devices() const override { return all_.size(); }
+  vk::Device& device(size_t d) const override { return *all_[d]; }
+  uint32_t step_tokens() const override { return tokens_; }
+  std::optional<uint64_t> step_busy_ns(size_t d) override { return group(d).exec->step_busy_ns(where_[d].second); }
+
   // The groups' collectives together, per device in the executor's device order.
   std::optional<CollectiveStats> collective_stats() const override {
     std::optional<CollectiveStats> all;
@@ -366,7 +455,7 @@ class HybridExecutor final : public Executor {
   struct Group {
     std::vector<size_t> members;        // executor device indices
     std::vector<vk::Device*> devices;
-    std::unique_ptr<Executor> exec;
+    std::unique_ptr<StepExecutor> exec;
     uint32_t first_point = 0;
     std::vector<vk::Buffer> inbox;      // per member (groups after the first), host-visible
     vk::Buffer outbox;                  // the first member's (groups before the last), host-visible
@@ -384,6 +473,7 @@ class HybridExecutor final : public Executor {
   ExecutorOptions o_;
   uint32_t tokens_ = 0;
   std::vector<std::pair<size_t, size_t>> where_;  // device -> (group, index in the group)
+  std::vector<vk::Device*> all_;                  // the devices, in the executor's order
   std::vector<Group> groups_;
 };
 

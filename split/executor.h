@@ -86,7 +86,10 @@ class Executor {
   // Ends the recording on every device.
   virtual void end() = 0;
   // Runs the recorded step (again, for a replayed decode step) and waits until every device
-  // has finished it. Throws vk::TimeoutError naming a device that stopped answering.
+  // has finished it. Throws vk::TimeoutError naming a device that stopped answering. Then
+  // reports the step to every device (vk::Device::record_activity): its wall time and the
+  // device's busy time by the GPU timestamps written around each of its segments (read after
+  // the wait: no host wait or submit of their own).
   virtual void run() = 0;
 
   // Host waits of the calling thread so far (one per step, one per device in a pipeline).

@@ -8,6 +8,7 @@
 
 #include "engine/model.h"
 #include "tests/gpu.h"
+#include "vkdevice/activity.h"
 
 namespace chorus {
 namespace {
@@ -152,6 +153,94 @@ TEST_P(SplitCounters, PrefillIsOneSubmitPerDeviceAndOneHostWaitPerMicroBatchAndN
 }
 
 INSTANTIATE_TEST_SUITE_P(TwoAndThreeDevices, SplitCounters, ::testing::Values(size_t{2}, size_t{3}));
+
+// Every step an executor runs is reported to each of its devices (vk::Device::activity): the
+// step's wall time and the device's busy time by its GPU timestamps. The properties below hold
+// whatever the speed of anything: a busy time lies inside its step's wall time (the wall time
+// runs from the first submit to the end of the host wait), and where the devices run one after
+// another — a layer split, the serialised tensor split — their busy times never overlap, so the
+// fractions add up to at most 1.
+struct ActivityCase {
+  const char* name;
+  split::SplitMode mode;
+  std::vector<double> ratios;
+  bool serialise = false;
+  bool one_after_another = false;
+};
+class SplitActivity : public test::GpuTestP<ActivityCase> {};
+
+TEST_P(SplitActivity, EveryDeviceReportsItsBusyFractionOverTheLastStepsWithinTheWallTime) {
+  const ActivityCase& c = GetParam();
+  std::vector<std::unique_ptr<vk::Device>> owned;
+  const auto devices = fresh_devices(owned, c.ratios.size());
+  if (devices[0]->timestamp_bits() == 0) GTEST_SKIP() << devices[0]->label() << " writes no timestamps";
+  auto model = Model::load(test::shared_model("stories260K.gguf"), devices, split::SplitRequest{c.mode, c.ratios, 0});
+  ContextOptions o{128, 1, 64};
+  o.serialise = c.serialise;
+  Context ctx(*model, o);
+  const std::vector<int32_t> prompt{1, 400, 300, 200};
+  ctx.decode(0, prompt);  // one step of 4 tokens
+  int32_t token = 1;
+  constexpr uint64_t kTokens = vk::kActivitySteps + 8;
+  for (uint64_t i = 0; i < kTokens; ++i) {
+    const auto logits = ctx.decode(0, std::span(&token, 1));
+    token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  uint64_t busy_sum = 0;
+  const uint64_t wall = devices[0]->activity().timed_wall_ns;
+  for (size_t d = 0; d < devices.size(); ++d) {
+    const vk::ActivitySummary a = devices[d]->activity();
+    EXPECT_EQ(a.steps, vk::kActivitySteps) << "device " << d << ": the window holds the last steps";
+    EXPECT_EQ(a.tokens, vk::kActivitySteps) << "device " << d << ": one decode token per step";
+    EXPECT_EQ(a.timed_steps, a.steps) << "device " << d << ": every step has timestamps";
+    EXPECT_EQ(a.timed_wall_ns, wall) << "device " << d << ": the devices of a step share its wall time";
+    EXPECT_GT(a.busy_ns, 0u) << "device " << d;
+    EXPECT_LE(a.busy_ns, a.timed_wall_ns) << "device " << d;
+    EXPECT_GT(a.busy_fraction(), 0.0) << "device " << d;
+    EXPECT_LE(a.busy_fraction(), 1.0) << "device " << d;
+    busy_sum += a.busy_ns;
+  }
+  if (c.one_after_another) {
+    EXPECT_LE(static_cast<double>(busy_sum), static_cast<double>(wall) * 1.001)
+        << "devices that run one after another are busy at most the wall time together";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Splits, SplitActivity,
+    ::testing::Values(ActivityCase{"tensor_1_1", split::SplitMode::tensor, {1, 1}},
+                      ActivityCase{"tensor_5_3_1", split::SplitMode::tensor, {5, 3, 1}},
+                      ActivityCase{"tensor_serialised", split::SplitMode::tensor, {1, 1}, true, true},
+                      ActivityCase{"layer_1_2_1", split::SplitMode::layer, {1, 2, 1}, false, true},
+                      ActivityCase{"one_device", split::SplitMode::none, {1}, false, true}),
+    [](const ::testing::TestParamInfo<ActivityCase>& i) { return std::string(i.param.name); });
+
+TEST_F(SplitGpuTest, ADeviceWithoutTimestampsReportsItsStepsButNoBusyTimeAndTheSubmitsStayOnePerToken) {
+  std::vector<std::unique_ptr<vk::Device>> owned;
+  std::vector<vk::Device*> devices;
+  for (bool timestamps : {true, false}) {
+    vk::DeviceOptions o;
+    o.physical_index = test::test_device_index();
+    o.timestamps = timestamps;
+    owned.push_back(std::make_unique<vk::Device>(test::instance(), o));
+    devices.push_back(owned.back().get());
+  }
+  auto model = Model::load(test::shared_model("stories260K.gguf"), devices,
+                           split::SplitRequest{split::SplitMode::tensor, {1, 1}, 0});
+  Context ctx(*model, ContextOptions{64, 1, 16});
+  int32_t token = 1;
+  ctx.decode(0, std::span(&token, 1));
+  const uint64_t submits0 = devices[1]->counters().submits.load();
+  for (int i = 0; i < 4; ++i) ctx.decode(0, std::span(&token, 1));
+  EXPECT_EQ(devices[1]->counters().submits.load() - submits0, 4u);
+  const vk::ActivitySummary without = devices[1]->activity();
+  EXPECT_EQ(without.steps, 5u);
+  EXPECT_FALSE(without.timed());
+  EXPECT_EQ(without.busy_fraction(), 0.0);
+  if (devices[0]->timestamp_bits() > 0) {
+    EXPECT_EQ(devices[0]->activity().timed_steps, 5u);
+  }
+}
 
 TEST_F(SplitGpuTest, EachDeviceHoldsExactlyItsPlannedShareOfTheWeights) {
   std::vector<std::unique_ptr<vk::Device>> owned;

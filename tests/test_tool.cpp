@@ -302,6 +302,32 @@ TEST(ChorusTool, BenchMeasuresTheCrossProductOfDevicesAndSplitModesInEveryOutput
   EXPECT_NE(r.output.find("md, json, jsonl or csv"), std::string::npos) << r.output;
 }
 
+TEST(ChorusTool, ShowDevicesGivesEveryDeviceItsBusyFractionOrSaysItHasNoTimestamps) {
+  const std::string args = "run -m " + kStories + " -n 4 --temp 0 -p 'Once' --device 0,0 -sm layer --show-devices";
+  Result r = run(args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("devices: memory in use; over the last "), std::string::npos) << r.output;
+  size_t busy = 0;
+  for (size_t at = r.output.find("; busy "); at != std::string::npos; at = r.output.find("; busy ", at + 1)) ++busy;
+  EXPECT_EQ(busy, 2u) << r.output;
+  EXPECT_NE(r.output.find("process: peak resident memory "), std::string::npos) << r.output;
+  r = run(args, "CHORUS_NO_TIMESTAMPS=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  size_t na = 0;
+  for (size_t at = r.output.find("busy: n/a (device has no timestamps)"); at != std::string::npos;
+       at = r.output.find("busy: n/a (device has no timestamps)", at + 1))
+    ++na;
+  EXPECT_EQ(na, 2u) << r.output;
+  // chat's /devices, after a reply on a tensor split: the same view, with the reduces' share.
+  r = bash("printf \"Hello\\n/devices\\n/exit\\n\" | " + std::string(CHORUS_BINARY) + " chat -m " + kStories +
+           " -n 4 --temp 0 --device 0,0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  busy = 0;
+  for (size_t at = r.output.find("; busy "); at != std::string::npos; at = r.output.find("; busy ", at + 1)) ++busy;
+  EXPECT_EQ(busy, 2u) << r.output;
+  EXPECT_NE(r.output.find("% of reduce points"), std::string::npos) << r.output;
+}
+
 TEST(ChorusTool, HelpListsEveryCommand) {
   const Result r = run("--help");
   EXPECT_EQ(r.exit_code, 0) << r.output;

@@ -328,7 +328,7 @@ void bench_config(const Config& cfg, const std::vector<uint32_t>& pp, const std:
           for (uint32_t i = 0; i < n; ++i) ctx.decode(0, std::span(&tokens[i], 1));
         });
   }
-  if (cfg.placement.show_devices) std::fprintf(stderr, "%s", device_view(ctx).c_str());
+  if (cfg.placement.show_devices) std::fprintf(stderr, "%s", device_view(loaded, ctx).c_str());
 }
 
 }  // namespace

@@ -99,7 +99,7 @@ int cmd_chat(const std::vector<std::string>& args) {
                 "  /clear                 forget the conversation (the system prompt stays)\n"
                 "  /regen                 generate the last reply again\n"
                 "  /save FILE, /load FILE the conversation as JSON\n"
-                "  /devices               each device's memory in use and how often the split waited for it\n"
+                "  /devices               each device's memory in use, busy fraction and wait times over the last tokens\n"
                 "  /help                  these commands\n"
                 "  Ctrl-C                 while a reply streams: stop it and return to the prompt");
   p.option({"-m", "--model"}, "FILE", "a GGUF model", model_path)
@@ -203,7 +203,7 @@ int cmd_chat(const std::vector<std::string>& args) {
       if (cmd == "/help") {
         std::fputs(kCommands, stderr);
       } else if (cmd == "/devices") {
-        std::fputs(device_view(ctx).c_str(), stderr);
+        std::fputs(device_view(loaded, ctx).c_str(), stderr);
       } else if (cmd == "/clear") {
         chat.clear();
         std::fprintf(stderr, "[ conversation cleared ]\n");

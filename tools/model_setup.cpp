@@ -1,9 +1,7 @@
 #include "tools/model_setup.h"
 
-#include <limits>
-#include <map>
-
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +10,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
+#include <map>
 #include <stdexcept>
 
 #include "engine/calibration.h"
@@ -141,7 +141,7 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
                placement.speed_factors.push_back(f);
              }
            });
-  p.flag({"--show-devices"}, "after the work, print each device's memory in use and how often the split waited for it",
+  p.flag({"--show-devices"}, "after the work, print each device's memory in use, busy fraction and wait times over the last tokens",
          placement.show_devices);
   p.flag({"--recalibrate"}, "measure each device's weight-reading speed again (it is cached per device and driver)",
          placement.recalibrate);
@@ -350,34 +350,75 @@ std::string describe_memory(const split::FitResult& f, const std::vector<vk::Dev
   return out;
 }
 
-std::string device_view(const Context& ctx) {
+std::string device_view(const LoadedModel& loaded, const Context& ctx) {
   const std::optional<split::CollectiveStats> cs = ctx.collective_stats();
   const std::vector<DeviceMemoryUse> use = ctx.memory_use();
+  // Which of the devices holding anything (memory_use's order) reduce through a collective: all
+  // of a tensor split's, and on a hybrid split those whose group has several devices.
+  std::vector<bool> reduces(use.size(), cs.has_value());
+  if (const split::Plan& plan = loaded.model->plan(); cs && plan.mode == split::SplitMode::hybrid) {
+    std::vector<uint32_t> groups;
+    for (size_t d = 0; d < plan.devices.size(); ++d)
+      if (!plan.devices[d].empty()) groups.push_back(plan.groups.at(d));
+    for (size_t d = 0; d < reduces.size() && d < groups.size(); ++d)
+      reduces[d] = std::count(groups.begin(), groups.end(), groups[d]) > 1;
+  }
+  std::vector<vk::ActivitySummary> activity(use.size());
+  for (size_t d = 0; d < use.size(); ++d)
+    for (const auto& dev : loaded.devices)
+      if (dev->label() == use[d].device) activity[d] = dev->activity();
   std::string out = "devices: memory in use";
-  out += cs ? "; how often each device was the one the reduces waited for (it holds the others back), over " +
-                  std::to_string(cs->reduces) + " reduce points so far\n"
-            : "\n";
-  char line[512];
+  char line[640];
+  if (!activity.empty() && activity[0].steps > 0) {
+    const vk::ActivitySummary& a = activity[0];
+    std::snprintf(line, sizeof line,
+                  "; over the last %zu step(s) (%llu token(s), %.2f ms per token): busy = the share of the wall time the "
+                  "device ran its work (GPU timestamps), waiting = the rest (for the other devices, the reduces or the host)",
+                  a.steps, static_cast<unsigned long long>(a.tokens),
+                  a.tokens ? static_cast<double>(a.wall_ns) / 1e6 / static_cast<double>(a.tokens) : 0.0);
+    out += line;
+    if (cs) out += "; and at what share of the reduce points so far each was the last the reduces waited for";
+  }
+  out += "\n";
   for (size_t d = 0; d < use.size(); ++d) {
     const DeviceMemoryUse& u = use[d];
     std::snprintf(line, sizeof line, "  %-46.46s %8.1f MiB (weights %.1f, KV %.1f, scratch %.1f)", u.device.c_str(),
                   static_cast<double>(u.weights + u.kv_cache + u.scratch) / (1 << 20), static_cast<double>(u.weights) / (1 << 20),
                   static_cast<double>(u.kv_cache) / (1 << 20), static_cast<double>(u.scratch) / (1 << 20));
     out += line;
-    if (cs && d < cs->device_last.size() && cs->reduces > 0) {
+    const vk::ActivitySummary& a = activity[d];
+    if (a.timed()) {
+      std::snprintf(line, sizeof line, "; busy %.0f%% (%.2f ms per token), waiting %.2f ms per token", 100.0 * a.busy_fraction(),
+                    a.busy_ms_per_token(), a.wait_ms_per_token());
+      out += line;
+    } else if (a.steps > 0) {
+      out += "; busy: n/a (device has no timestamps)";
+    }
+    if (cs && reduces[d] && d < cs->device_last.size() && cs->reduces > 0) {
       std::snprintf(line, sizeof line, "; last to deliver at %.0f%% of reduce points",
                     100.0 * static_cast<double>(cs->device_last[d]) / static_cast<double>(cs->reduces));
       out += line;
     }
     out += "\n";
   }
-  if (!cs && use.size() > 1) out += "  (wait times are measured on tensor splits, where every reduce waits for the slowest device)\n";
+  // On a CPU device the devices' memory is this process's: its peak follows the plan plus the
+  // fixed overhead docs/memory.md measures (libraries, the driver, its kernel compiler).
+  uint64_t planned = 0;
+  for (const split::DeviceMemory& m : loaded.planned) planned += m.total();
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  std::snprintf(line, sizeof line, "process: peak resident memory %.1f MiB; the plan's device bytes %.1f MiB%s\n",
+                static_cast<double>(ru.ru_maxrss) / 1024.0, static_cast<double>(planned) / (1 << 20),
+                !loaded.devices.empty() && loaded.devices[0]->info().type == vk::DeviceType::cpu
+                    ? " (a CPU device's memory is this process's memory)"
+                    : "");
+  out += line;
   return out;
 }
 
 int finish_command(const char* name, const LoadedModel& loaded, const Context& ctx, const Placement& placement,
                    bool was_interrupted) {
-  if (placement.show_devices) std::fprintf(stderr, "%s", device_view(ctx).c_str());
+  if (placement.show_devices) std::fprintf(stderr, "%s", device_view(loaded, ctx).c_str());
   if (const uint64_t errors = loaded.instance->validation_errors(); errors > 0) {
     std::fprintf(stderr, "chorus %s: the validation layer reported %llu error(s)\n", name,
                  static_cast<unsigned long long>(errors));

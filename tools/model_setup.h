@@ -88,9 +88,11 @@ split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file,
 // The plan's per-device table: weights, KV cache, scratch, total, usable, left (MiB).
 std::string describe_memory(const split::FitResult& fit, const std::vector<vk::Device*>& devices);
 
-// The per-device view (--show-devices, chat's /devices): memory in use, and on a tensor split
-// how long the reduces waited on each device per token (which device holds the others back).
-std::string device_view(const Context& ctx);
+// The per-device view (--show-devices, chat's /devices): each device's memory in use and,
+// over the last steps (vk::Device::activity), its busy fraction by GPU timestamps ("n/a" where
+// the device has none), its idle time per token and, on a tensor split, how long the reduces
+// waited for it per token — which device holds the others back.
+std::string device_view(const LoadedModel& loaded, const Context& ctx);
 
 // The end of a model command: the device view if asked for, then its exit status — 1 if the
 // validation layer reported errors (said on stderr), kInterruptedExit after Ctrl-C, else 0.

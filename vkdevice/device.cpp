@@ -1,6 +1,9 @@
 #include "vkdevice/device.h"
 
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <cstdio>
@@ -70,6 +73,8 @@ Device::Device(const Instance& instance, const DeviceOptions& options) : options
   queue_family_ = UINT32_MAX;
   for (uint32_t i = 0; i < n_families && queue_family_ == UINT32_MAX; ++i)
     if (families[i].queueFlags & VK_QUEUE_COMPUTE_BIT) queue_family_ = i;
+  if (queue_family_ != UINT32_MAX) timestamp_bits_ = families[queue_family_].timestampValidBits;
+  if (env_uint("CHORUS_NO_TIMESTAMPS", 0, 1).value_or(0) == 1) options_.timestamps = false;
 
   std::vector<const char*> exts = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
   if (info_.memory_budget_ext) exts.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
@@ -149,6 +154,23 @@ std::string Device::pipeline_cache_path() const {
   return (std::filesystem::path(cache_dir()) / ("pipelines-" + hex(info_.pipeline_cache_uuid, VK_UUID_SIZE) + ".bin")).string();
 }
 
+void Device::release_freed_heap() const {
+  if (info_.type != DeviceType::cpu) return;
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
+void Device::record_activity(const ActivityStep& step) {
+  std::lock_guard lock(activity_mutex_);
+  activity_.add(step);
+}
+
+ActivitySummary Device::activity() const {
+  std::lock_guard lock(activity_mutex_);
+  return activity_.summary();
+}
+
 void Device::save_pipeline_cache() {
   if (!options_.pipeline_cache || std::getenv("CHORUS_NO_PIPELINE_CACHE")) return;
   size_t size = 0;
@@ -182,6 +204,12 @@ Buffer Device::create_buffer(uint64_t size, BufferKind kind, const std::string& 
   Buffer b(*allocator_, device_, size, kind, name, info_.min_storage_buffer_offset_alignment,
            info_.max_storage_buffer_range);
   b.allow_texel_views(info_.min_texel_buffer_offset_alignment, info_.max_texel_buffer_elements);
+  // On a CPU device, device memory is this process's memory, and the driver's allocation is
+  // only reserved: a page becomes resident when first written. Writing the buffer now commits
+  // it as a GPU's allocation is, so the process's memory follows the plan (a KV cache for -c
+  // positions is resident from the start, not as positions fill) and a shortage shows at load,
+  // not in the middle of a reply (docs/memory.md, "Process memory on lavapipe").
+  if (info_.type == DeviceType::cpu && b.mapped()) std::memset(b.mapped(), 0, size);
   return b;
 }
 

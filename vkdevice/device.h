@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "vkdevice/activity.h"
 #include "vkdevice/instance.h"
 #include "vkdevice/memory.h"
 #include "vkdevice/vk.h"
@@ -45,6 +46,9 @@ struct DeviceOptions {
   // given here wins over the variable (a test that wants a 50 ms timeout gets one), but a
   // malformed variable is refused either way.
   uint64_t timeout_ns = 0;
+  // Write GPU timestamps around the work executors submit (vkdevice/timestamps.h), where the
+  // queue has them. false (or CHORUS_NO_TIMESTAMPS=1): pretend it has none.
+  bool timestamps = true;
 };
 
 inline constexpr uint64_t kDefaultTimeoutMs = 60'000;
@@ -85,6 +89,8 @@ class Device {
   VkPhysicalDevice physical() const { return physical_; }
   VkQueue queue() const { return queue_; }
   uint32_t queue_family() const { return queue_family_; }
+  // Valid bits of the queue's timestamps (0: the queue writes none; vkdevice/timestamps.h).
+  uint32_t timestamp_bits() const { return timestamp_bits_; }
   VkPipelineCache pipeline_cache() const { return pipeline_cache_; }
   // Bytes of pipeline cache read from disk when the device opened (0: none, or the cache is off).
   uint64_t pipeline_cache_loaded_bytes() const { return pipeline_cache_loaded_; }
@@ -137,6 +143,18 @@ class Device {
   // Submits and waits on the host (the simple path used by tests and uploads).
   void run(const CommandBuffer& cb);
 
+  // The steps executors ran on this device (vkdevice/activity.h): recorded by the executor
+  // after each step, summed over the last kActivitySteps for the per-device view.
+  void record_activity(const ActivityStep& step);
+  ActivitySummary activity() const;
+
+  // On a CPU device: hands back to the system the heap memory this process has freed but the
+  // C library still holds (glibc's malloc_trim). lavapipe compiles a kernel at its first
+  // dispatch, and LLVM frees what it used for that (about 190 MB for SmolLM2's kernels) into
+  // the heap, where it would stay resident. Executors call it after the first run of a freshly
+  // recorded step (a decode replay never calls it). On other devices: nothing.
+  void release_freed_heap() const;
+
   // Writes the pipeline cache to disk now (also done by the destructor).
   void save_pipeline_cache();
 
@@ -152,10 +170,13 @@ class Device {
   VkDevice device_ = VK_NULL_HANDLE;
   VkQueue queue_ = VK_NULL_HANDLE;
   uint32_t queue_family_ = 0;
+  uint32_t timestamp_bits_ = 0;
   VkPipelineCache pipeline_cache_ = VK_NULL_HANDLE;
   uint64_t pipeline_cache_loaded_ = 0;
   std::unique_ptr<Allocator> allocator_;
   DeviceCounters counters_;
+  mutable std::mutex activity_mutex_;  // guards activity_ (a server's threads may read it)
+  ActivityWindow activity_;
   std::mutex queue_mutex_;
   std::unique_ptr<Timeline> transfer_timeline_;  // host waits for run()/upload()/download()
   uint64_t transfer_value_ = 0;

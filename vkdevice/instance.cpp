@@ -75,6 +75,7 @@ DeviceInfo survey_one(VkPhysicalDevice pd, uint32_t index) {
   d.max_texel_buffer_elements = base.limits.maxTexelBufferElements;
   d.max_workgroup_invocations = base.limits.maxComputeWorkGroupInvocations;
   d.max_shared_memory = base.limits.maxComputeSharedMemorySize;
+  d.timestamp_period = base.limits.timestampPeriod;
   std::memcpy(d.pipeline_cache_uuid, base.pipelineCacheUUID, VK_UUID_SIZE);
 
   if (VK_API_VERSION_MINOR(base.apiVersion) < 2 && VK_API_VERSION_MAJOR(base.apiVersion) == 1) {

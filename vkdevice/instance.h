@@ -55,6 +55,7 @@ struct DeviceInfo {
   uint64_t max_texel_buffer_elements = 0;
   uint32_t max_workgroup_invocations = 0;
   uint32_t max_shared_memory = 0;
+  float timestamp_period = 0;         // nanoseconds per timestamp tick (VkPhysicalDeviceLimits)
   uint8_t pipeline_cache_uuid[VK_UUID_SIZE] = {};
   std::string reject_reason;          // empty when chorus can use the device
 

@@ -425,23 +425,36 @@ std::vector<float> run_fused(ops::Kernels& k, GgmlType t, uint32_t K, uint32_t N
   return y;
 }
 
-// The fused forms on every storage variant and format, in both work splits (a workgroup
-// sharing rows, as on GPUs, and rows per invocation).
-TEST_P(MulMv, FusedNormAndEpiloguesMatchTheSeparateReferencesInBothWorkSplits) {
+// The fused forms on the storage kernels, every format, in both work splits (a workgroup
+// sharing rows, as on GPUs, and rows per invocation): the device's widest variant for every
+// format, and the fallback (shared-memory sums) for one plain and one block format. The fusion
+// code is common to the variants; what differs (the workgroup sum of the norm) is covered by
+// those two. Pipelines are the cost of this test on lavapipe, hence not every variant.
+class MulMvFusedStorage : public test::GpuTestP<GgmlType> {};
+
+TEST_P(MulMvFusedStorage, NormAndEpiloguesMatchTheSeparateReferencesInBothWorkSplits) {
   using Out = ops::MatVecFusion::Out;
-  const Case& c = GetParam();
-  ops::Kernels k(test::device(0), c.variant->requires_caps);
-  const uint32_t K = k_quant() ? 512 : (plain() ? 98 : 96);
-  for (int per_inv : {0, 1}) {
-    ops::MatVecOptions o;
-    o.texel = 0;
-    o.row_per_invocation = per_inv;
-    const std::string kernel(c.variant->name);
-    run_fused(k, c.type, K, 13, true, Out::store, 501 + per_inv, o, kernel);
-    run_fused(k, c.type, K, 13, false, Out::add, 503 + per_inv, o, kernel);
-    run_fused(k, c.type, K, 13, true, Out::swiglu, 505 + per_inv, o, kernel);
+  const GgmlType t = GetParam();
+  const uint32_t qk = block_elems(t), K = qk == 256 ? 512 : (qk == 1 ? 98 : 96);
+  std::vector<uint32_t> masks{shaders::kAllCapabilities};
+  if (t == GgmlType::F32 || t == GgmlType::Q4_0) masks.push_back(0);  // the fallback variant
+  for (uint32_t mask : masks) {
+    ops::Kernels k(test::device(0), mask);
+    const std::string kernel(k.variant(ops::mul_mv_op(t)).name);
+    for (int per_inv : {0, 1}) {
+      SCOPED_TRACE(kernel + (per_inv ? " rows per invocation" : " rows per workgroup"));
+      ops::MatVecOptions o;
+      o.texel = 0;
+      o.row_per_invocation = per_inv;
+      run_fused(k, t, K, 13, true, Out::store, 501 + per_inv, o, kernel);
+      run_fused(k, t, K, 13, false, Out::add, 503 + per_inv, o, kernel);
+      run_fused(k, t, K, 13, true, Out::swiglu, 505 + per_inv, o, kernel);
+    }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(EveryFormat, MulMvFusedStorage, ::testing::ValuesIn(weight_types()),
+                         [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
 
 // Fused forms (ops::MatVecFusion) on the texel kernels: RMSNorm of x before the product, and an
 // epilogue after (add into y, SwiGLU / GeGLU of [gate | up] rows), against the separate CPU
@@ -460,27 +473,20 @@ class MulMvFused : public MulMvTexel {
 };
 
 TEST_P(MulMvFused, NormThenProductMatchesRmsNormAndMatvec) {
-  using Out = ops::MatVecFusion::Out;
-  for (uint32_t K : {576u, 768u}) {
-    if (K % 256 != 0 && type_traits(GetParam()).block_elems == 256) continue;
-    fused(K, 61, true, Out::store, K);
-    fused(K, 61, true, Out::store, K + 1, 1);
-  }
+  // K = 576: a partial last superblock for the 32-element formats; 768 for the K-quants.
+  const uint32_t K = type_traits(GetParam()).block_elems == 256 ? 768 : 576;
+  fused(K, 61, true, ops::MatVecFusion::Out::store, K);
 }
 
-TEST_P(MulMvFused, AddEpilogueAddsTheProductIntoY) {
-  using Out = ops::MatVecFusion::Out;
-  fused(512, 45, false, Out::add, 401);
-  fused(512, 45, true, Out::add, 402);
+TEST_P(MulMvFused, AddEpilogueAddsTheNormedProductIntoY) {
+  fused(512, 45, true, ops::MatVecFusion::Out::add, 402, 1);  // one row per invocation
 }
 
 TEST_P(MulMvFused, GatedEpiloguesMatchSwigluAndGegluOfTheGateAndUpRows) {
   using Out = ops::MatVecFusion::Out;
   const uint32_t K = type_traits(GetParam()).block_elems == 256 ? 512 : 576;
-  for (Out out : {Out::swiglu, Out::geglu}) {
-    fused(K, 67, true, out, 411);   // 8 rows per invocation: 4 gate rows and their up rows
-    fused(K, 67, false, out, 412, 2);
-  }
+  fused(K, 67, true, Out::swiglu, 411);      // 8 rows per invocation: 4 gate rows and their up rows
+  fused(K, 67, false, Out::geglu, 412, 2);   // 1 gate row and its up row
 }
 
 TEST_P(MulMvFused, IsRefusedWhereOnlyTheSeparateOpsApply) {

@@ -267,9 +267,10 @@ std::pair<double, double> peak_and_planned(const std::string& log) {
 // On lavapipe device memory is this process's memory, committed when a buffer is created
 // (vk::Device::create_buffer): the peak RSS is the plan's bytes plus a fixed overhead — the
 // libraries, the driver, and LLVM compiling the kernels at the first forward pass — measured at
-// 339 MiB (363 MiB with the validation layer) in docs/memory.md. The bound leaves room for
-// other driver and library versions; the comparison between contexts holds whatever it is.
-constexpr double kLavapipeOverheadMiB = 448;
+// 397 MiB (448 MiB with the validation layer) in docs/memory.md since the decode kernels fuse
+// the norm and the epilogues. The bound leaves room for other driver and library versions; the
+// comparison between contexts holds whatever it is.
+constexpr double kLavapipeOverheadMiB = 512;
 // Sanitizer builds add shadow memory and a quarantine of freed blocks: no bound on the
 // overhead holds there, but the comparison between contexts does.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

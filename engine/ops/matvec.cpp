@@ -11,7 +11,7 @@ constexpr uint64_t kMaxBindAlignment = 256;     // Vulkan's upper bound on minSt
 constexpr uint32_t kMaxGroupsX = 65535;         // the guaranteed maxComputeWorkGroupCount[0]
 // Defaults, from `chorus bench kernels` (docs/performance.md): GPUs share a few rows per
 // workgroup; CPU devices (lavapipe) give each invocation whole rows.
-constexpr uint32_t kGpuWorkgroup = 32;
+constexpr uint32_t kGpuWorkgroup = 32;  // at least (and at most twice) this many invocations on GPUs
 constexpr uint32_t kGpuRows = 4;
 constexpr uint32_t kMaxSharedRows = 8;   // MV_RED_ROWS in shaders/matvec.glsl
 constexpr uint32_t kMaxRows = 8;         // MV_MAX_ROWS (more rows: slow pipeline builds, no gain)
@@ -191,7 +191,11 @@ struct StorageShape {
 StorageShape storage_shape(const Kernels& k, const MatVecOptions& options, bool glu) {
   const vk::DeviceInfo& info = k.device().info();
   const bool per_inv = options.row_per_invocation < 0 ? (k.caps() & shaders::kCpu) != 0 : options.row_per_invocation > 0;
-  const uint32_t wg = options.workgroup ? options.workgroup : (per_inv ? std::max(info.subgroup_size, 1u) : kGpuWorkgroup);
+  // GPUs: one subgroup per workgroup where it is 32 to 64 wide (a warp on NVIDIA, a wavefront on
+  // AMD), so each row's reduction is one subgroupAdd; narrower or unknown subgroups get 32
+  // (docs/performance.md, "Choices per device").
+  const uint32_t gpu_wg = std::clamp(info.subgroup_size, kGpuWorkgroup, 2 * kGpuWorkgroup);
+  const uint32_t wg = options.workgroup ? options.workgroup : (per_inv ? std::max(info.subgroup_size, 1u) : gpu_wg);
   // Row-per-invocation mode: several rows per invocation, so that x (which every lane loads
   // itself on a CPU device) is loaded and prepared once for all of them.
   const uint32_t rows = options.rows ? options.rows : (per_inv ? kCpuRows : kGpuRows);

@@ -267,19 +267,21 @@ struct Context::Impl {
     }
   }
 
-  // Where block k's output goes: straight into the residual when the reduce is local and no
-  // post-norm comes between (one device, a layer split), else the reduce point's partial.
+  // Whether device d's blocks add their output into the residual themselves: the reduce is
+  // local (one device, a layer split) and no post-norm comes between.
+  bool adds_in_place(const DeviceState& d) const { return exec->sums_locally(d.index) && !c.post_norms; }
+
+  // Where block k's output goes: straight into the residual, else the reduce point's partial.
   BlockOutput block_output(DeviceState& d, uint32_t k) {
     const split::Slice partial = exec->partial(d.index, k);
-    if (exec->sums_locally(d.index) && !c.post_norms) return BlockOutput{split::Slice{&d.x, 0}, true, partial};
+    if (adds_in_place(d)) return BlockOutput{split::Slice{&d.x, 0}, true, partial};
     return BlockOutput{partial, false, {}};
   }
 
   // Ends block k: the reduce point, then x += the (post-normed) sum unless the block added it.
   void join(DeviceState& d, uint32_t k, bool wrote, const DeviceTensor& post_norm_weight, uint32_t T) {
-    const bool added = exec->sums_locally(d.index) && !c.post_norms;
     const split::Slice sum = exec->reduce(d.index, k, wrote);  // orders x's update before the next reader
-    if (!added) add_to_residual(d, post_norm(d, post_norm_weight, sum, T), T);
+    if (!adds_in_place(d)) add_to_residual(d, post_norm(d, post_norm_weight, sum, T), T);
   }
 
   // The reduced sum of a block, RMSNormed into h when the family has post-norms (gemma3):
@@ -320,8 +322,8 @@ struct Context::Impl {
   // the output per `how`: stored, added into out (then `scratch` holds the product if the
   // kernel cannot add), or gated (W's rows: gate rows, then as many up rows; out gets the
   // activation and, when not fused, the up rows at out + up_offset). One dispatch where the
-  // kernel fuses it (one token on the texel kernels, ops::mul_mv_fuses), else the separate
-  // ops. Records no barrier after.
+  // kernel fuses it (one token, W bound whole: ops::mul_mv_fuses), else the separate ops.
+  // Records no barrier after.
   using Out = ops::MatVecFusion::Out;
   void product(DeviceState& d, const DeviceTensor* norm_weight, const vk::Buffer& in, const DeviceTensor& w,
                uint32_t rows, uint32_t T, split::Slice out, Out how, split::Slice scratch = {}, uint64_t up_offset = 0) {

@@ -21,8 +21,9 @@
 namespace chorus::tools {
 namespace {
 
-// --verbose: the weights' upload speed beside the file's own read speed (read(2) of the whole
-// file right after the load, so from the page cache when it fits there, as the upload read it).
+// --verbose: the weights' upload speed beside the file's own read speed (read(2) of the file's
+// first GiB right after the load, so from the page cache when it fits there, as the upload read
+// it; a sample, so that a large model does not wait for a second full read).
 void report_upload(const std::string& path, const std::vector<split::DeviceMemory>& planned, double upload_ms) {
   uint64_t weights = 0;
   for (const split::DeviceMemory& d : planned) weights += d.weights;
@@ -31,7 +32,8 @@ void report_upload(const std::string& path, const std::vector<split::DeviceMemor
   std::vector<char> buf(size_t(16) << 20);
   uint64_t read_bytes = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  for (ssize_t n; (n = ::read(fd, buf.data(), buf.size())) > 0;) read_bytes += static_cast<uint64_t>(n);
+  for (ssize_t n; read_bytes < (uint64_t(1) << 30) && (n = ::read(fd, buf.data(), buf.size())) > 0;)
+    read_bytes += static_cast<uint64_t>(n);
   const double read_ms = ms_since(t0);
   ::close(fd);
   const double upload_bps = upload_ms > 0 ? static_cast<double>(weights) / (upload_ms / 1e3) : 0;

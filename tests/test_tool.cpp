@@ -328,6 +328,16 @@ TEST(ChorusTool, ShowDevicesGivesEveryDeviceItsBusyFractionOrSaysItHasNoTimestam
   EXPECT_NE(r.output.find("% of reduce points"), std::string::npos) << r.output;
 }
 
+TEST(ChorusTool, RunVerboseReportsTheUploadThePipelinesAndTheFirstToken) {
+  const Result r = run("run -m " + kStories + " -n 2 --temp 0 -p 'Once' --verbose");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("MiB of weights on the device(s) in "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("of the file's read speed"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("start-up: first token "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" pipelines created in "), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("accepted and ignored"), std::string::npos) << r.output;
+}
+
 TEST(ChorusTool, HelpListsEveryCommand) {
   const Result r = run("--help");
   EXPECT_EQ(r.exit_code, 0) << r.output;

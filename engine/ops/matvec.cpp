@@ -121,7 +121,7 @@ void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Bu
                   uint64_t rb, const MatVecFusion& fusion, const MatVecOptions& options) {
   const std::string op = texel_op(type);
   const auto [wg, rows] = texel_shape(k, options);
-  const bool glu = fusion.out == MatVecFusion::Out::swiglu || fusion.out == MatVecFusion::Out::geglu;
+  const bool glu = fusion.gated();
   if (wg < 1 || wg > 256 || rows < 1 || rows > kMaxRows || (glu && rows % 2 != 0))
     throw vk::Error(op + ": workgroup " + std::to_string(wg) + " x rows " + std::to_string(rows) + " outside 1..256 x 1.." +
                     std::to_string(kMaxRows) + (glu ? " (an even number of rows for a gated epilogue)" : ""));
@@ -219,7 +219,7 @@ void mul_mv_storage(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::
                     uint32_t K, uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y,
                     uint64_t y_offset, uint64_t rb, const MatVecFusion& fusion, const MatVecOptions& options) {
   const std::string op = mul_mv_op(type);
-  const bool glu = fusion.out == MatVecFusion::Out::swiglu || fusion.out == MatVecFusion::Out::geglu;
+  const bool glu = fusion.gated();
   const StorageShape sh = storage_shape(k, options, glu);
   const uint32_t max_rows = sh.per_inv ? kMaxRows : kMaxSharedRows;
   if (sh.wg < 1 || sh.wg > 256 || sh.rows < 1 || sh.rows > max_rows || (glu && sh.rows % 2 != 0))
@@ -283,7 +283,7 @@ bool mul_mv_fuses(const Kernels& k, GgmlType type, uint32_t K, uint32_t N, const
   if (!fusion.any()) return true;
   const std::optional<uint64_t> rb = device_row_bytes(type, K);
   if (!rb || K == 0 || N == 0 || !is_weight_type(type)) return false;
-  const bool glu = fusion.out == MatVecFusion::Out::swiglu || fusion.out == MatVecFusion::Out::geglu;
+  const bool glu = fusion.gated();
   const uint64_t w_rows = glu ? 2 * uint64_t(N) : N;
   if (w_offset + w_rows * *rb > w.size()) return false;
   if (fusion.norm && (fusion.norm_offset % 16 != 0 || fusion.norm_offset + uint64_t(K) * 4 > fusion.norm->size()))

@@ -44,6 +44,7 @@ struct MatVecFusion {
     geglu = 3,   // the same with GELU (tanh approximation)
   } out = Out::store;
   bool any() const { return norm != nullptr || out != Out::store; }
+  bool gated() const { return out == Out::swiglu || out == Out::geglu; }  // W holds 2N rows
 };
 
 struct MatVecOptions {

@@ -1,18 +1,30 @@
 #include "engine/model.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "engine/weights.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
 #include <array>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
 #include <optional>
 #include <span>
+#include <cerrno>
 #include <cstring>
 #include <stdexcept>
 
 #include "engine/ops/kernels.h"
 #include "engine/quant.h"
+#include "vkdevice/cache_file.h"
 
 namespace chorus {
 
@@ -35,11 +47,138 @@ struct Place {
   uint64_t offset = 0;
 };
 
+// Reads pieces of a file straight into mapped device memory on every core at once: one core's
+// copy out of the page cache (and the first touch of the fresh memory) runs at a fraction of
+// the memory's bandwidth. read() queues a piece (blocking while kMaxQueued bytes wait) and
+// returns; finish() waits for every piece and rethrows the first failure.
+class ReadPool {
+ public:
+  ReadPool(const std::string& path, int fd, unsigned threads) : path_(path), fd_(fd) {
+    for (unsigned t = 0; t < std::max(1u, threads); ++t) workers_.emplace_back([this] { work(); });
+  }
+  ~ReadPool() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    changed_.notify_all();
+    for (std::thread& t : workers_) t.join();  // a worker finishes its piece first: the memory outlives it
+  }
+  ReadPool(const ReadPool&) = delete;
+  ReadPool& operator=(const ReadPool&) = delete;
+
+  // `keep` holds the memory alive until the piece is read.
+  void read(std::shared_ptr<vk::Buffer> keep, std::byte* dst, uint64_t file_offset, uint64_t bytes) {
+    constexpr uint64_t kPiece = 4ull << 20;
+    for (uint64_t done = 0; done < bytes; done += kPiece) {
+      const uint64_t n = std::min(kPiece, bytes - done);
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return queued_bytes_ < kMaxQueued || error_; });
+      if (error_) break;  // finish() reports it
+      queue_.push_back(Piece{keep, dst + done, file_offset + done, n});
+      queued_bytes_ += n;
+      changed_.notify_all();
+    }
+  }
+
+  void finish() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return (queue_.empty() && busy_ == 0) || error_; });
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  static constexpr uint64_t kMaxQueued = 64ull << 20;
+  struct Piece {
+    std::shared_ptr<vk::Buffer> keep;
+    std::byte* dst;
+    uint64_t at, n;
+  };
+
+  void work() {
+    for (;;) {
+      Piece p;
+      {
+        std::unique_lock lock(mutex_);
+        changed_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping
+        p = std::move(queue_.front());
+        queue_.pop_front();
+        ++busy_;
+      }
+      std::exception_ptr failed;
+      try {
+        read_piece(p);
+      } catch (...) {
+        failed = std::current_exception();
+      }
+      std::lock_guard lock(mutex_);
+      --busy_;
+      queued_bytes_ -= p.n;
+      if (failed && !error_) {
+        error_ = failed;
+        queue_.clear();
+        queued_bytes_ = 0;
+      }
+      changed_.notify_all();
+    }
+  }
+
+  void read_piece(const Piece& p) const {
+#ifdef MADV_POPULATE_WRITE
+    // Fresh device memory (lavapipe: this process's memory, not yet resident): its pages are
+    // mapped in one call rather than by one fault per 4 KiB page during the read, which made
+    // the upload 1.6x slower (docs/performance.md). Linux 5.14+; elsewhere, or for memory the
+    // call does not apply to, the read faults them in as before.
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(p.dst) + page - 1) / page * page;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(p.dst) + p.n) / page * page;
+    if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+#endif
+    std::byte* out = p.dst;
+    uint64_t at = p.at, left = p.n;
+    while (left > 0) {
+      const ssize_t n = ::pread(fd_, out, left, static_cast<off_t>(at));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0)
+        throw gguf::Error(path_ + ": reading tensor data at byte " + std::to_string(at) + ": " +
+                          (n < 0 ? std::strerror(errno) : "the file ended early (was it truncated while loading?)"));
+      out += n;
+      at += static_cast<uint64_t>(n);
+      left -= static_cast<uint64_t>(n);
+    }
+  }
+
+  const std::string path_;
+  const int fd_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<Piece> queue_;
+  uint64_t queued_bytes_ = 0;
+  unsigned busy_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  std::vector<std::thread> workers_;
+};
+
 // Copies shards of the file's tensors to one device.
 class Uploader {
  public:
   Uploader(const gguf::File& f, vk::Device& d, const LoadProgress& p, uint64_t& done, uint64_t total)
-      : file_(f), dev_(d), progress_(p), done_(done), total_(total) {}
+      : file_(f), dev_(d), progress_(p), done_(done), total_(total), fd_(reopen(f)) {
+    if (fd_ >= 0) reads_.emplace(f.path(), fd_, std::max(1u, std::thread::hardware_concurrency()));
+  }
+  ~Uploader() {
+    reads_.reset();  // joins its threads before the file closes
+    if (fd_ >= 0) ::close(fd_);
+  }
+  // Waits for the reads still under way (and reports their failure): call before the weights
+  // are used, and before the next device's upload.
+  void finish() {
+    if (reads_) reads_->finish();
+  }
+  Uploader(const Uploader&) = delete;
+  Uploader& operator=(const Uploader&) = delete;
 
   // Rows [rows.begin, rows.end) of a matrix (ne1 is the row index): contiguous in the file.
   // Into a buffer of its own, or at `into` (a buffer the caller sized).
@@ -60,13 +199,15 @@ class Uploader {
     const uint64_t per_expert = experts == 1 ? 0 : t.ne[1];  // file rows between experts
     std::shared_ptr<vk::Buffer> mem =
         into ? into->mem
-             : std::make_shared<vk::Buffer>(dev_.create_buffer(drb * r.size() * experts, vk::BufferKind::Device, kWeights));
+             : std::make_shared<vk::Buffer>(dev_.create_buffer(drb * r.size() * experts, vk::BufferKind::Device, kWeights, vk::Device::Fill::by_caller));
     d.offset = into ? into->offset : 0;
     d.mem = mem;
     for (uint64_t e = 0; e < experts; ++e) {
       const uint64_t first = e * per_expert + r.begin, dst = d.offset + e * drb * r.size();
+      const std::span<const uint8_t> bytes = t.data.subspan(rb * first, rb * r.size());
+      if (drb == rb && read_into(mem, dst, bytes)) continue;
       if (drb == rb) {
-        dev_.upload(*mem, dst, std::as_bytes(t.data.subspan(rb * first, rb * r.size())));
+        dev_.upload(*mem, dst, std::as_bytes(bytes));
       } else {  // the device layout differs (Q6_K): converted in pieces of about 16 MiB
         const uint64_t step = std::max<uint64_t>(1, (16u << 20) / drb);
         for (uint64_t r0 = 0; r0 < r.size(); r0 += step) {
@@ -76,7 +217,7 @@ class Uploader {
           dev_.upload(*mem, dst + drb * r0, std::as_bytes(std::span<const uint8_t>(piece)));
         }
       }
-      release(t.data.subspan(rb * first, rb * r.size()));
+      release(bytes);
     }
     advance(drb * r.size() * experts);
     return d;
@@ -102,7 +243,7 @@ class Uploader {
     std::vector<uint8_t> shard(piece * d.rows);
     for (uint64_t r = 0; r < d.rows; ++r)
       blocks_to_device(t.type, t.data.data() + r * rb + skip, blocks, shard.data() + r * piece);
-    auto mem = std::make_shared<vk::Buffer>(dev_.create_buffer(shard.size(), vk::BufferKind::Device, kWeights));
+    auto mem = std::make_shared<vk::Buffer>(dev_.create_buffer(shard.size(), vk::BufferKind::Device, kWeights, vk::Device::Fill::by_caller));
     dev_.upload(*mem, std::span<const uint8_t>(shard));
     d.mem = std::move(mem);
     advance(shard.size());
@@ -125,7 +266,7 @@ class Uploader {
     }
     d.cols = static_cast<uint32_t>(r.size());
     d.rows = 1;
-    auto mem = std::make_shared<vk::Buffer>(dev_.create_buffer(r.size() * 4, vk::BufferKind::Device, kWeights));
+    auto mem = std::make_shared<vk::Buffer>(dev_.create_buffer(r.size() * 4, vk::BufferKind::Device, kWeights, vk::Device::Fill::by_caller));
     dev_.upload(*mem, std::span<const float>(all).subspan(r.begin, r.size()));
     d.mem = std::move(mem);
     advance(r.size() * 4);
@@ -136,6 +277,33 @@ class Uploader {
   }
 
  private:
+  // The file opened again for read_into, if it is still a regular file of the size parsed
+  // (else -1: the uploads copy from the mapping, which holds the bytes that were checked).
+  static int reopen(const gguf::File& f) {
+    const int fd = ::open(f.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) return -1;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != f.bytes().size()) {
+      ::close(fd);
+      return -1;
+    }
+    return fd;
+  }
+
+  // Where device memory is mapped (a CPU device, a GPU's host-visible heap), has the bytes
+  // (which lie in the file's mapping) read from the file straight into it, by reads_'s threads:
+  // one copy out of the page cache, where copying from the mapping also faults its pages in and
+  // then drops them. False (the caller copies) when memory is not mapped or the file could not
+  // be opened a second time.
+  bool read_into(const std::shared_ptr<vk::Buffer>& mem, uint64_t offset, std::span<const uint8_t> bytes) {
+    if (!reads_ || !mem->mapped() || bytes.empty()) return false;
+    if (offset + bytes.size() > mem->size())
+      throw std::logic_error("weights of " + std::to_string(bytes.size()) + " bytes at offset " + std::to_string(offset) +
+                             " overrun a buffer of " + std::to_string(mem->size()));
+    reads_->read(mem, mem->mapped() + offset, static_cast<uint64_t>(bytes.data() - file_.bytes().data()), bytes.size());
+    return true;
+  }
+
   // Drops the file's pages once they are on the device: a read-only file mapping refills them
   // from the file if read again, and the process's peak memory then holds one tensor of the
   // file at a time instead of the whole file next to the weights.
@@ -156,6 +324,8 @@ class Uploader {
   const LoadProgress& progress_;
   uint64_t& done_;
   uint64_t total_;
+  int fd_;  // the file again, for read_into; -1 if it could not be opened
+  std::optional<ReadPool> reads_;  // when fd_ is open
 };
 
 // The output rows (or vector elements) a device holds of a tensor cut by rows.
@@ -203,7 +373,7 @@ std::array<std::optional<Place>, kLayerTensors> adjacent_places(const gguf::File
       total += p.r.size() * (*device_row_bytes(p.t->type, p.t->ne[0]));
     }
     if (!same) continue;
-    auto mem = std::make_shared<vk::Buffer>(dev.create_buffer(total, vk::BufferKind::Device, kWeights));
+    auto mem = std::make_shared<vk::Buffer>(dev.create_buffer(total, vk::BufferKind::Device, kWeights, vk::Device::Fill::by_caller));
     uint64_t offset = 0;
     for (const Part& p : parts) {
       places[static_cast<size_t>(p.id)] = Place{mem, offset};
@@ -211,6 +381,24 @@ std::array<std::optional<Place>, kLayerTensors> adjacent_places(const gguf::File
     }
   }
   return places;
+}
+
+// Starts building, on every core at once and while the weights upload, the pipelines the last
+// run of this model with this device's shard built one after another (its list, kept beside
+// the pipeline cache). On a CPU device building a pipeline is LLVM compiling a kernel: most of
+// the time to the first token.
+void prepare_pipelines(Shard& s, const gguf::File& f, size_t d, size_t n_devices, Model::Impl& w) {
+  const split::DeviceShard& sp = s.spec;
+  std::string context = std::filesystem::path(f.path()).filename().string() + " " + std::to_string(f.bytes().size());
+  for (const uint64_t v : {uint64_t(d), uint64_t(n_devices), uint64_t(s.kernels->caps()), sp.layers.begin, sp.layers.end,
+                           sp.q_rows.begin, sp.q_rows.end, sp.ffn.begin, sp.ffn.end, sp.vocab.begin, sp.vocab.end,
+                           uint64_t(sp.embedding), uint64_t(sp.output_norm)})
+    context += " " + std::to_string(v);
+  s.pipeline_list = s.dev->pipeline_list_path(context);
+  std::string warning;
+  s.listed = ops::read_pipeline_list(s.pipeline_list, warning);
+  if (!warning.empty()) std::fprintf(stderr, "chorus: warning: %s\n", warning.c_str());
+  if (!s.listed.empty()) w.queued += s.kernels->prepare(s.listed, std::max(1u, std::thread::hardware_concurrency()));
 }
 
 split::MatrixFormat matrix_format(const gguf::File& f, const std::string& name) {
@@ -250,7 +438,30 @@ split::ModelShape model_shape(const ModelConfig& c, const gguf::File& f) {
 Model::Model(gguf::File file, ModelConfig config)
     : file_(std::move(file)), config_(std::move(config)), impl_(std::make_unique<Impl>()) {}
 
-Model::~Model() = default;
+Model::~Model() {
+  // The pipelines this run built, for the next run's prepare: the listed ones first, then the
+  // new ones. A list is an optimisation: failing to write it is a warning.
+  for (const Shard& s : impl_->shards) {
+    if (s.pipeline_list.empty() || !s.kernels) continue;
+    std::vector<ops::PipelineKey> keys = s.listed;
+    for (const ops::PipelineKey& k : s.kernels->built())
+      if (keys.size() < ops::kMaxListedPipelines && std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
+    if (keys.size() == s.listed.size()) continue;
+    const std::string text = ops::format_pipeline_list(keys);
+    std::string warning;
+    if (!vk::write_cache_file(s.pipeline_list, std::span<const char>(text.data(), text.size()),
+                              std::to_string(::getpid()) + "-" + std::to_string(reinterpret_cast<uintptr_t>(&s)), warning))
+      std::fprintf(stderr, "chorus: warning: %s\n", warning.c_str());
+  }
+}
+
+size_t Model::pipelines_queued() const { return impl_->queued; }
+double Model::upload_ms() const { return impl_->upload_ms; }
+size_t Model::pipelines_prepared() const {
+  size_t n = 0;
+  for (const Shard& s : impl_->shards) n += s.kernels ? s.kernels->prepared() : 0;
+  return n;
+}
 
 const split::Plan& Model::plan() const { return impl_->plan; }
 size_t Model::n_devices() const { return impl_->shards.size(); }
@@ -277,11 +488,13 @@ std::unique_ptr<Model> Model::load(const std::string& path, const std::vector<vk
 
   uint64_t total = 0, done = 0;
   for (const split::DeviceBytes& b : split::weight_bytes(w.plan)) total += b.total();
+  const auto t0 = std::chrono::steady_clock::now();
   for (size_t d = 0; d < devices.size(); ++d) {
     Shard s;
     s.dev = devices[d];
     s.kernels = std::make_unique<ops::Kernels>(*devices[d]);
     s.spec = w.plan.devices[d];
+    if (devices[d]->disk_caches()) prepare_pipelines(s, m->file_, d, devices.size(), w);
     s.layers.resize(c.n_layer);
     Uploader up(m->file_, *devices[d], progress, done, total);
     const split::DeviceShard& sp = s.spec;
@@ -325,8 +538,10 @@ std::unique_ptr<Model> Model::load(const std::string& path, const std::vector<vk
     // Tied LM heads read their rows from the whole token_embd when the device holds it.
     if (sp.vocab.size() && !(c.tied_output && sp.embedding))
       s.lm_head = up.rows(c.tied_output ? "token_embd.weight" : "output.weight", sp.vocab);
+    up.finish();
     w.shards.push_back(std::move(s));
   }
+  w.upload_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   m->file_.drop_tensor_pages();  // the weights live on the devices now
   return m;
 }

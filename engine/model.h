@@ -59,6 +59,12 @@ class Model {
   const split::Plan& plan() const;
   size_t n_devices() const;
   vk::Device& device(size_t i = 0) const;
+  // Pipelines the lists of earlier runs named, queued at load for background threads
+  // (ops::Kernels::prepare), and how many of them those threads have built so far.
+  size_t pipelines_queued() const;
+  size_t pipelines_prepared() const;
+  // Time the load spent putting the weights on the devices (not parsing the file or planning).
+  double upload_ms() const;
 
   struct Impl;
   Impl& impl() const { return *impl_; }

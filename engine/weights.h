@@ -55,6 +55,8 @@ struct Shard {
   DeviceTensor output_norm;   // [n_embd] f32, when spec.output_norm
   DeviceTensor lm_head;       // [n_embd, vocab rows]; empty when the rows are read from tok_embd
   std::vector<Layer> layers;  // n_layer entries, filled for spec.layers
+  std::string pipeline_list;                // where this shard's pipeline list is kept ("": nowhere)
+  std::vector<ops::PipelineKey> listed;     // what it held at load
 
   // The LM head rows of this device and where they start in their buffer.
   const DeviceTensor& head() const { return lm_head ? lm_head : tok_embd; }
@@ -66,6 +68,8 @@ struct Shard {
 struct Model::Impl {
   split::Plan plan;
   std::vector<Shard> shards;
+  size_t queued = 0;     // pipelines queued for Kernels::prepare, all devices
+  double upload_ms = 0;  // the load's uploads
 };
 
 // Allocation labels (vk::Allocator counts bytes per label).

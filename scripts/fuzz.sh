@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-45}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(fuzz_gguf fuzz_gguf_getters fuzz_vocab fuzz_tokenizer)
+((${#targets[@]})) || targets=(fuzz_gguf fuzz_gguf_getters fuzz_vocab fuzz_tokenizer fuzz_pipeline_list)
 cmake -S tests/fuzz -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ >/dev/null
 cmake --build build-fuzz -j"$(nproc)" >/dev/null
 mkdir -p build-fuzz/findings

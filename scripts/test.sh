@@ -8,7 +8,8 @@
 #      but the two kernel suites under a CPU hog that leaves half a core (stress-ng): no test may
 #      depend on the machine's speed;
 #   4. the ASan+UBSan flavour (build-asan/): the unit and GPU suites, every report fatal;
-#   5. the TSan flavour (build-tsan/): the collective, the split and the server, which run threads;
+#   5. the TSan flavour (build-tsan/): the collective, the split, the server and the kernels'
+#      ahead-of-time pipeline builds, which run threads;
 #   6. each libFuzzer harness for a bounded time from its committed seeds (scripts/fuzz.sh).
 # CHORUS_TEST_STAGES="2 4" (say) runs only those stages after stage 1.
 set -euo pipefail
@@ -69,13 +70,13 @@ if want 4; then
     ctest --test-dir build-asan --output-on-failure -j2 --timeout 1800 -L "unit|gpu"
 fi
 if want 5; then
-  stage "TSan build (test_collective, test_split, test_server)"
-  sanitizer_build build-tsan thread chorus test_collective test_split test_server
-  stage "test_collective, test_split and test_server under TSan"
+  stage "TSan build (test_collective, test_split, test_server, test_kernels)"
+  sanitizer_build build-tsan thread chorus test_collective test_split test_server test_kernels
+  stage "test_collective, test_split, test_server and test_kernels under TSan"
   # setarch -R (no address-space randomisation): kernels with more mmap randomisation bits
   # than GCC 12's TSan runtime expects make it fail to map its shadow memory.
   TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp" \
-    setarch "$(uname -m)" -R ctest --test-dir build-tsan --output-on-failure -j2 --timeout 1800 -R '^test_(collective|split|server)$'
+    setarch "$(uname -m)" -R ctest --test-dir build-tsan --output-on-failure -j2 --timeout 1800 -R '^test_(collective|split|server|kernels)$'
 fi
 if want 6; then
   stage "fuzzing, ${CHORUS_FUZZ_SECONDS:-45} s per harness"

@@ -4,7 +4,7 @@
 // devices (lavapipe), reading W and x through uniform texel buffers instead of storage
 // buffers. Q4_0, Q8_0, Q4_1, Q4_K, Q6_K in the device block layout (engine/quant.h: Q6_K blocks
 // padded to 224 bytes); K a multiple of 256, or of 32 for the formats of 32-element blocks
-// (Q4_0, Q8_0, Q4_1: the last superblock of a row may be partial, sb_tail_step). Same
+// (Q4_0, Q8_0, Q4_1: the last superblock of a row may be partial, see sb_step). Same
 // arithmetic as mul_mv.comp's superblock path (mul_mv_sb.glsl); each invocation computes ROWS
 // whole rows (rows row0, row0 + WG, ...), rows past N are computed from row N-1 and not written.
 //
@@ -50,21 +50,20 @@ vec4 x_texel(uint x0, uint e, int last) {
 #define SB_TEXELS ((SB_BYTES + 29u) / 16u)
 #define SB_AWORDS (SB_WORDS + 4)
 
-// The SB_WORDS words of the superblock at byte b of the W view (b even).
+// The SB_WORDS words of the superblock at byte b of the W view (b even). Every texel index is
+// clamped to the view: the last, partial superblock of a row (SB_TAIL) may run past its end,
+// and the clamp only repeats texels past the data (a min per fetch, next to the gathers).
 // - W_ALIGNED16 (b a multiple of 16): SB_WORDS / 4 texels, no realignment;
 // - W_TEXEL16: SB_TEXELS texels from b's texel, then shifted by b % 16 bytes with selects
-//   (the shift may differ between lanes). Texel indices are clamped to the view, whose end
-//   covers the last block's bytes (engine/ops/matvec.cpp), so the clamp only repeats texels
-//   past the data;
+//   (the shift may differ between lanes). The view's end covers the last block's bytes
+//   (engine/ops/matvec.cpp);
 // - else R32_UINT texels: one gather per word (slow on llvmpipe: the fallback for buffers
 //   whose end is not padded to 16 bytes), realigned as in mul_mv.comp's sb_load.
-// clamp (a constant at each call): every texel index is clamped to the view, for the partial
-// last superblock of a row, whose SB_WORDS words may run past the view's end.
-void sb_load_c(uint b, out uint W[SB_WORDS], bool clamp) {
+void sb_load(uint b, out uint W[SB_WORDS]) {
   const int last = textureSize(wtex) - 1;
-  if (W_ALIGNED16 && !clamp) {
+  if (W_ALIGNED16) {
     [[unroll]] for (uint i = 0u; i < uint(SB_WORDS) / 4u; ++i) {
-      const uvec4 v = texelFetch(wtex, int((b >> 4) + i));
+      const uvec4 v = texelFetch(wtex, min(int((b >> 4) + i), last));
       W[4u * i] = v.x;
       W[4u * i + 1u] = v.y;
       W[4u * i + 2u] = v.z;
@@ -92,57 +91,45 @@ void sb_load_c(uint b, out uint W[SB_WORDS], bool clamp) {
   }
   const uint w0 = b >> 2;
   uint A[SB_WORDS + 1];
-  [[unroll]] for (uint i = 0u; i < uint(SB_WORDS); ++i) {
-    A[i] = texelFetch(wtex, clamp ? min(int(w0 + i), last) : int(w0 + i)).x;
-  }
+  [[unroll]] for (uint i = 0u; i < uint(SB_WORDS); ++i) A[i] = texelFetch(wtex, min(int(w0 + i), last)).x;
   const bool odd = (b & 2u) != 0u;
   A[SB_WORDS] = 0u;
 #if !defined(FMT_Q6_K)
-  if (odd) A[SB_WORDS] = texelFetch(wtex, clamp ? min(int(w0) + SB_WORDS, last) : int(w0) + SB_WORDS).x;
+  if (odd) A[SB_WORDS] = texelFetch(wtex, min(int(w0) + SB_WORDS, last)).x;
 #endif
   [[unroll]] for (uint i = 0u; i < uint(SB_WORDS); ++i) W[i] = odd ? (A[i] >> 16) | (A[i + 1u] << 16) : A[i];
 }
 
-void sb_load(uint b, out uint W[SB_WORDS]) { sb_load_c(b, W, false); }
-
-// One superblock of the ROWS rows: x prepared once, then each row's dot product.
-void sb_step(uint sb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS]) {
+// One superblock of the ROWS rows: x prepared once, then each row's dot product. For the
+// formats of 32-element blocks (SB_TAIL) K may end in a partial superblock of nblk < 8 blocks:
+// its x past K is 0 (indices clamped to the view, values dropped by a select) and its W blocks
+// past nblk are dropped by sb_dot_n. One body serves both, where a separate tail step doubled
+// the code LLVM compiles when the pipeline is built (the selects cost little at run time).
+void sb_step(uint sb, uint nblk, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS]) {
   vec4 xs[64];
   float xsum[SB_GROUPS];
   const int xlast = textureSize(xtex) - 1;
-  [[unroll]] for (uint j = 0u; j < 64u; ++j) xs[j] = x_texel(x0, 64u * sb + j, xlast);
+  [[unroll]] for (uint j = 0u; j < 64u; ++j) {
+    const vec4 v = x_texel(x0, 64u * sb + j, xlast);
+#ifdef SB_TAIL
+    xs[j] = j < 8u * nblk ? v : vec4(0.0);
+#else
+    xs[j] = v;
+#endif
+  }
   sb_x_finish(xs, xsum);
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
     if (r < ROWS) {
       uint W[SB_WORDS];
       sb_load(rb[r] + SB_BYTES * sb, W);
-      acc[r] += sb_dot(W, xs, xsum);
-    }
-  }
-}
-
 #ifdef SB_TAIL
-// The last superblock of each row when K % 256 != 0: its first nblk blocks (32-element block
-// formats only). x past K is 0 (indices clamped to the view, values dropped by a select); W is
-// read with clamped indices and its blocks past nblk are dropped by sb_dot_n.
-void sb_tail_step(uint sb, uint nblk, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS]) {
-  const int xlast = textureSize(xtex) - 1;
-  vec4 xs[64];
-  float xsum[SB_GROUPS];
-  [[unroll]] for (uint j = 0u; j < 64u; ++j) {
-    const vec4 v = x_texel(x0, 64u * sb + j, xlast);
-    xs[j] = j < 8u * nblk ? v : vec4(0.0);
-  }
-  sb_x_finish(xs, xsum);
-  [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
-    if (r < ROWS) {
-      uint W[SB_WORDS];
-      sb_load_c(rb[r] + SB_BYTES * sb, W, true);
       acc[r] += sb_dot_n(W, xs, xsum, nblk);
+#else
+      acc[r] += sb_dot(W, xs, xsum);
+#endif
     }
   }
 }
-#endif
 
 void main() {
   const uint WG = gl_WorkGroupSize.x;
@@ -162,12 +149,8 @@ void main() {
     }
     x_inv = 1.0 / sqrt(ss / float(p.K) + p.eps);
   }
-  const uint nsb = p.K / 256u;
-  for (uint sb = 0u; sb < nsb; ++sb) sb_step(sb, x0, rb, acc);
-#ifdef SB_TAIL
-  const uint tail = (p.K % 256u) / 32u;  // blocks of a last, partial superblock
-  if (tail != 0u) sb_tail_step(nsb, tail, x0, rb, acc);
-#endif
+  const uint nblocks = p.K / 32u;  // 32-element blocks (SB_TAIL); K / 256 superblocks otherwise
+  for (uint sb = 0u; sb < (p.K + 255u) / 256u; ++sb) sb_step(sb, min(8u, nblocks - 8u * sb), x0, rb, acc);
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
     if (r < OUT_ROWS && row0 + r * WG < p.N) {
       const uint n = row0 + r * WG;

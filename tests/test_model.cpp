@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/model.h"
+#include "engine/weights.h"
 #include "shaders/registry.h"
 #include "tests/gpu.h"
 #include "tests/reference_model.h"
@@ -72,6 +73,8 @@ TEST_F(GpuTest, DecodeAllocatesNoMemoryAndBuildsNoPipelinePerToken) {
   Context ctx(*model, ContextOptions{128, 1, 512});
   int32_t token = 1;
   for (int i = 0; i < 2; ++i) token = argmax(ctx.decode(0, std::span(&token, 1)));  // warm-up builds the pipelines
+  // (and those an earlier run listed, which threads may still be building: ops::Kernels::prepare)
+  for (const Shard& s : model->impl().shards) s.kernels->wait_prepared();
   vk::Device& dev = test::device(0);
   const uint64_t allocations = dev.allocator().allocations();
   const uint64_t pipelines = dev.counters().pipelines.load();

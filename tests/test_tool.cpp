@@ -334,8 +334,44 @@ TEST(ChorusTool, RunVerboseReportsTheUploadThePipelinesAndTheFirstToken) {
   EXPECT_NE(r.output.find("MiB of weights on the device(s) in "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("of the file's read speed"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("start-up: first token "), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find(" pipelines created in "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" pipelines created ("), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("accepted and ignored"), std::string::npos) << r.output;
+}
+
+// The text a greedy run printed (its stdout alone), for comparing runs.
+std::string generated_text(const std::string& args, const std::string& env) {
+  return capture(env + " " + CHORUS_BINARY + " " + args + " 2>/dev/null").output;
+}
+
+TEST(ChorusTool, ASecondRunBuildsTheFirstRunsPipelinesAheadOfTimeAndAnswersTheSame) {
+  // Disk caches on (CI turns them off for every other test) in a cache folder of its own.
+  char dir[] = "/tmp/chorus-pipeline-list-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string env = std::string("env -u CHORUS_NO_PIPELINE_CACHE XDG_CACHE_HOME=") + dir;
+  const std::string args = "run -m " + kStories + " -n 12 --temp 0 -p 'Once upon a time'";
+
+  const Result first = run(args + " --verbose", env);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("none ahead of time"), std::string::npos) << first.output;
+  const Result lists = capture(std::string("ls ") + dir + "/chorus/ 2>&1");
+  EXPECT_NE(lists.output.find(".list"), std::string::npos) << "no pipeline list written:\n" << lists.output;
+
+  const Result second = run(args + " --verbose", env);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("the last run built"), std::string::npos) << second.output;
+  EXPECT_EQ(second.output.find("warning"), std::string::npos) << second.output;
+  const std::string expected = generated_text(args, "CHORUS_NO_PIPELINE_CACHE=1");
+  ASSERT_FALSE(expected.empty());
+  EXPECT_EQ(generated_text(args, env), expected);
+
+  // A list that is not one chorus wrote is ignored with a warning naming it; the answer holds.
+  ASSERT_EQ(capture(std::string("for f in ") + dir + "/chorus/*.list; do printf 'chorus pipeline list 1\\nmul_mv ../../x 1 2 -\\n' > $f; done").exit_code, 0);
+  const Result hostile = run(args, env);
+  ASSERT_EQ(hostile.exit_code, 0) << hostile.output;
+  EXPECT_NE(hostile.output.find("warning: "), std::string::npos) << hostile.output;
+  EXPECT_NE(hostile.output.find(".list: ignored, line 2"), std::string::npos) << hostile.output;
+  EXPECT_EQ(generated_text(args, env), expected);
+  (void)capture(std::string("rm -rf ") + dir);
 }
 
 TEST(ChorusTool, HelpListsEveryCommand) {

@@ -24,7 +24,8 @@ namespace {
 // --verbose: the weights' upload speed beside the file's own read speed (read(2) of the file's
 // first GiB right after the load, so from the page cache when it fits there, as the upload read
 // it; a sample, so that a large model does not wait for a second full read).
-void report_upload(const std::string& path, const std::vector<split::DeviceMemory>& planned, double upload_ms) {
+void report_upload(const std::string& path, const std::vector<split::DeviceMemory>& planned, double upload_ms,
+                   double load_ms) {
   uint64_t weights = 0;
   for (const split::DeviceMemory& d : planned) weights += d.weights;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -39,9 +40,9 @@ void report_upload(const std::string& path, const std::vector<split::DeviceMemor
   const double upload_bps = upload_ms > 0 ? static_cast<double>(weights) / (upload_ms / 1e3) : 0;
   const double read_bps = read_ms > 0 ? static_cast<double>(read_bytes) / (read_ms / 1e3) : 0;
   std::fprintf(stderr,
-               "start-up: %.1f MiB of weights on the device(s) in %.0f ms (%.2f GB/s, the whole load); the file alone "
-               "reads at %.2f GB/s (%.1f MiB in %.0f ms): the load runs at %.0f%% of the file's read speed\n",
-               static_cast<double>(weights) / (1 << 20), upload_ms, upload_bps / 1e9, read_bps / 1e9,
+               "start-up: %.1f MiB of weights on the device(s) in %.0f ms (%.2f GB/s; the whole load took %.0f ms); the "
+               "file alone reads at %.2f GB/s (%.1f MiB in %.0f ms): the upload runs at %.0f%% of the file's read speed\n",
+               static_cast<double>(weights) / (1 << 20), upload_ms, upload_bps / 1e9, load_ms, read_bps / 1e9,
                static_cast<double>(read_bytes) / (1 << 20), read_ms, read_bps > 0 ? 100.0 * upload_bps / read_bps : 0.0);
 }
 
@@ -305,10 +306,10 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
   const auto t0 = std::chrono::steady_clock::now();
   m.model = Model::load(path, devices, req, LoadProgress{upload_progress});
   const ModelConfig& c = m.model->config();
-  const double upload_ms = ms_since(t0);
+  const double load_ms = ms_since(t0);
   std::fprintf(stderr, "loaded %s (%s, %u layers, n_embd %u, n_vocab %u) in %.0f ms\n", c.name.empty() ? "model" : c.name.c_str(),
-               c.arch.c_str(), c.n_layer, c.n_embd, c.n_vocab, upload_ms);
-  if (placement.verbose) report_upload(path, fitted.memory, upload_ms);
+               c.arch.c_str(), c.n_layer, c.n_embd, c.n_vocab, load_ms);
+  if (placement.verbose) report_upload(path, fitted.memory, m.model->upload_ms(), load_ms);
   if (devices.size() > 1) std::fprintf(stderr, "%s", split::describe(m.model->plan()).c_str());
   m.context = ContextOptions{fitted.ctx.n_ctx, context.n_seq, context.n_ubatch};
   m.planned = fitted.memory;
@@ -323,10 +324,16 @@ void print_startup(const LoadedModel& m, double load_ms, double first_token_ms) 
     ns += d->counters().pipeline_ns.load();
     cache += d->pipeline_cache_loaded_bytes();
   }
+  const size_t queued = m.model->pipelines_queued();
+  char ahead[200] = "none ahead of time: no list from an earlier run, or CHORUS_NO_PIPELINE_CACHE";
+  if (queued)
+    std::snprintf(ahead, sizeof ahead,
+                  "%zu of them on %u threads from the load's start, from the %zu the last run built",
+                  m.model->pipelines_prepared(), std::max(1u, std::thread::hardware_concurrency()), queued);
   std::fprintf(stderr,
-               "start-up: first token %.0f ms after the start: load %.0f ms, %" PRIu64 " pipelines created in %.0f ms "
-               "(pipeline cache: %s)\n",
-               first_token_ms, load_ms, built, static_cast<double>(ns) / 1e6,
+               "start-up: first token %.0f ms after the start: load %.0f ms, %" PRIu64 " pipelines created (%.0f ms of "
+               "compiling; %s; pipeline cache: %s)\n",
+               first_token_ms, load_ms, built, static_cast<double>(ns) / 1e6, ahead,
                cache ? (std::to_string(cache) + " bytes read from disk").c_str()
                      : "empty: a first run, or CHORUS_NO_PIPELINE_CACHE");
 }

@@ -110,7 +110,7 @@ Device::Device(const Instance& instance, const DeviceOptions& options) : options
   // Pipeline cache: load what an earlier run stored; a stale or foreign file is ignored by
   // the driver (its header carries vendor, device and cache UUID).
   std::vector<char> cache_data;
-  if (options_.pipeline_cache && !std::getenv("CHORUS_NO_PIPELINE_CACHE")) {
+  if (disk_caches()) {
     std::string warning;
     cache_data = read_cache_file(pipeline_cache_path(), warning);
     if (!warning.empty()) std::fprintf(stderr, "chorus: warning: %s\n", warning.c_str());
@@ -154,6 +154,16 @@ std::string Device::pipeline_cache_path() const {
   return (std::filesystem::path(cache_dir()) / ("pipelines-" + hex(info_.pipeline_cache_uuid, VK_UUID_SIZE) + ".bin")).string();
 }
 
+bool Device::disk_caches() const { return options_.pipeline_cache && !std::getenv("CHORUS_NO_PIPELINE_CACHE"); }
+
+std::string Device::pipeline_list_path(std::string_view context) const {
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a: the same name in every run and build
+  for (const char ch : context) h = (h ^ static_cast<uint8_t>(ch)) * 0x100000001b3ull;
+  char tail[24];
+  std::snprintf(tail, sizeof tail, "-%016llx.list", static_cast<unsigned long long>(h));
+  return (std::filesystem::path(cache_dir()) / ("pipelines-" + hex(info_.pipeline_cache_uuid, VK_UUID_SIZE) + tail)).string();
+}
+
 void Device::release_freed_heap() const {
   if (info_.type != DeviceType::cpu) return;
 #if defined(__GLIBC__)
@@ -172,7 +182,7 @@ ActivitySummary Device::activity() const {
 }
 
 void Device::save_pipeline_cache() {
-  if (!options_.pipeline_cache || std::getenv("CHORUS_NO_PIPELINE_CACHE")) return;
+  if (!disk_caches()) return;
   size_t size = 0;
   if (vkGetPipelineCacheData(device_, pipeline_cache_, &size, nullptr) != VK_SUCCESS || size == 0) return;
   std::vector<char> data(size);
@@ -199,7 +209,7 @@ void Device::check_buffer_size(uint64_t size, const std::string& name) const {
   if (padded > allocator_->budget()) refuse(allocator_->budget(), "memory budget");
 }
 
-Buffer Device::create_buffer(uint64_t size, BufferKind kind, const std::string& name) {
+Buffer Device::create_buffer(uint64_t size, BufferKind kind, const std::string& name, Fill fill) {
   check_buffer_size(size, name);
   Buffer b(*allocator_, device_, size, kind, name, info_.min_storage_buffer_offset_alignment,
            info_.max_storage_buffer_range);
@@ -209,7 +219,7 @@ Buffer Device::create_buffer(uint64_t size, BufferKind kind, const std::string& 
   // it as a GPU's allocation is, so the process's memory follows the plan (a KV cache for -c
   // positions is resident from the start, not as positions fill) and a shortage shows at load,
   // not in the middle of a reply (docs/memory.md, "Process memory on lavapipe").
-  if (info_.type == DeviceType::cpu && b.mapped()) std::memset(b.mapped(), 0, size);
+  if (info_.type == DeviceType::cpu && b.mapped() && fill == Fill::commit) std::memset(b.mapped(), 0, size);
   return b;
 }
 

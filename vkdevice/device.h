@@ -14,6 +14,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "vkdevice/activity.h"
@@ -94,14 +95,24 @@ class Device {
   VkPipelineCache pipeline_cache() const { return pipeline_cache_; }
   // Bytes of pipeline cache read from disk when the device opened (0: none, or the cache is off).
   uint64_t pipeline_cache_loaded_bytes() const { return pipeline_cache_loaded_; }
+  // Whether on-disk caches are in use (DeviceOptions::pipeline_cache and no
+  // CHORUS_NO_PIPELINE_CACHE in the environment).
+  bool disk_caches() const;
+  // A file beside the pipeline cache for this device's driver and `context` (any text; hashed
+  // into the name): engine/ops/kernels.h keeps there the list of pipelines a run built.
+  std::string pipeline_list_path(std::string_view context) const;
 
   Allocator& allocator() { return *allocator_; }
   DeviceCounters& counters() { return counters_; }
 
   // A buffer usable by kernels. Kind::Device is device-local (mapped only on unified memory
   // without force_staging); Kind::Host is host-visible, coherent and mapped.
-  // Sizes are checked before anything is created (check_buffer_size).
-  Buffer create_buffer(uint64_t size, BufferKind kind, const std::string& name);
+  // Sizes are checked before anything is created (check_buffer_size). On a CPU device a
+  // mapped buffer is written once at creation so that its pages are resident (see the .cpp);
+  // `Fill::by_caller` skips that for a buffer the caller writes whole at once (weights: the
+  // upload commits the same pages, and writing them twice was a third of the load's time).
+  enum class Fill { commit, by_caller };
+  Buffer create_buffer(uint64_t size, BufferKind kind, const std::string& name, Fill fill = Fill::commit);
   // Throws Error naming this device, the buffer's purpose, its size and the limit when one
   // buffer of `size` bytes cannot exist here: above maxBufferSize (a VkBuffer), above
   // maxMemoryAllocationSize (its one allocation) or above the memory budget. Tools call it to

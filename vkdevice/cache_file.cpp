@@ -37,7 +37,7 @@ struct Fd {
 
 std::vector<char> read_cache_file(const std::string& path, std::string& warning, uint64_t max_bytes) {
   warning.clear();
-  const std::string what = "ignoring the pipeline cache " + path + ": ";
+  const std::string what = "ignoring the cache file " + path + ": ";
   // O_NONBLOCK: opening a FIFO without a writer returns at once instead of blocking.
   Fd f{::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)};
   if (f.fd < 0) {
@@ -81,7 +81,7 @@ bool write_cache_file(const std::string& path, std::span<const char> data, const
   std::error_code ec;
   std::filesystem::create_directories(p.parent_path(), ec);
   if (ec) {
-    warning = "could not write the pipeline cache " + path + ": cannot create " + p.parent_path().string() + ": " +
+    warning = "could not write the cache file " + path + ": cannot create " + p.parent_path().string() + ": " +
               ec.message();
     return false;
   }
@@ -91,7 +91,7 @@ bool write_cache_file(const std::string& path, std::span<const char> data, const
     // block the write.
     Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644)};
     if (f.fd < 0) {
-      warning = "could not write the pipeline cache " + tmp + ": " + std::strerror(errno);
+      warning = "could not write the cache file " + tmp + ": " + std::strerror(errno);
       return false;
     }
     size_t done = 0;
@@ -99,7 +99,7 @@ bool write_cache_file(const std::string& path, std::span<const char> data, const
       const ssize_t n = ::write(f.fd, data.data() + done, data.size() - done);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
-        warning = "could not write the pipeline cache " + tmp + ": " + std::strerror(n < 0 ? errno : EIO);
+        warning = "could not write the cache file " + tmp + ": " + std::strerror(n < 0 ? errno : EIO);
         ::unlink(tmp.c_str());
         return false;
       }
@@ -107,13 +107,13 @@ bool write_cache_file(const std::string& path, std::span<const char> data, const
     }
     const int fd = std::exchange(f.fd, -1);
     if (::close(fd) != 0) {
-      warning = "could not write the pipeline cache " + tmp + ": " + std::strerror(errno);
+      warning = "could not write the cache file " + tmp + ": " + std::strerror(errno);
       ::unlink(tmp.c_str());
       return false;
     }
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    warning = "could not write the pipeline cache " + path + ": " + std::strerror(errno);
+    warning = "could not write the cache file " + path + ": " + std::strerror(errno);
     ::unlink(tmp.c_str());
     return false;
   }

@@ -115,10 +115,10 @@ class ReadPool {
       std::lock_guard lock(mutex_);
       --busy_;
       queued_bytes_ -= p.n;
-      if (failed && !error_) {
+      if (failed && !error_) {  // drop what is queued; pieces other workers hold still count down
         error_ = failed;
+        for (const Piece& q : queue_) queued_bytes_ -= q.n;
         queue_.clear();
-        queued_bytes_ = 0;
       }
       changed_.notify_all();
     }

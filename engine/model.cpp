@@ -67,15 +67,21 @@ class ReadPool {
   ReadPool(const ReadPool&) = delete;
   ReadPool& operator=(const ReadPool&) = delete;
 
-  // `keep` holds the memory alive until the piece is read.
-  void read(std::shared_ptr<vk::Buffer> keep, std::byte* dst, uint64_t file_offset, uint64_t bytes) {
+  // `keep` holds the memory alive until the piece is read. With `row` set, the bytes are rows
+  // of `row` bytes that go `drow` (>= row) bytes apart at dst, the gap zeroed (rows padded on
+  // the device, engine/quant.h): each piece holds whole rows.
+  void read(std::shared_ptr<vk::Buffer> keep, std::byte* dst, uint64_t file_offset, uint64_t bytes, uint64_t row = 0,
+            uint64_t drow = 0) {
     constexpr uint64_t kPiece = 4ull << 20;
-    for (uint64_t done = 0; done < bytes; done += kPiece) {
-      const uint64_t n = std::min(kPiece, bytes - done);
+    if (row == drow) row = drow = 1;  // one run of bytes: pieces of any size
+    if (row == 0 || drow < row || bytes % row != 0) throw std::logic_error("ReadPool::read: rows that do not fit their stride");
+    const uint64_t rows_per_piece = std::max<uint64_t>(1, kPiece / row);
+    for (uint64_t r0 = 0; r0 * row < bytes; r0 += rows_per_piece) {
+      const uint64_t n = std::min(rows_per_piece * row, bytes - r0 * row);
       std::unique_lock lock(mutex_);
       changed_.wait(lock, [&] { return queued_bytes_ < kMaxQueued || error_; });
       if (error_) break;  // finish() reports it
-      queue_.push_back(Piece{keep, dst + done, file_offset + done, n});
+      queue_.push_back(Piece{keep, dst + r0 * drow, file_offset + r0 * row, n, row, drow});
       queued_bytes_ += n;
       changed_.notify_all();
     }
@@ -93,6 +99,7 @@ class ReadPool {
     std::shared_ptr<vk::Buffer> keep;
     std::byte* dst;
     uint64_t at, n;
+    uint64_t row, drow;  // rows of `row` bytes placed `drow` apart (equal: one run of bytes)
   };
 
   void work() {
@@ -132,7 +139,8 @@ class ReadPool {
     // call does not apply to, the read faults them in as before.
     const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
     const uintptr_t begin = (reinterpret_cast<uintptr_t>(p.dst) + page - 1) / page * page;
-    const uintptr_t end = (reinterpret_cast<uintptr_t>(p.dst) + p.n) / page * page;
+    const uint64_t span = p.row == p.drow ? p.n : (p.n + p.row - 1) / p.row * p.drow;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(p.dst) + span) / page * page;
     if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
 #endif
     std::byte* out = p.dst;
@@ -146,6 +154,13 @@ class ReadPool {
       out += n;
       at += static_cast<uint64_t>(n);
       left -= static_cast<uint64_t>(n);
+    }
+    if (p.row == p.drow) return;
+    // The rows were read one after another; spread them to their stride, the last first (row
+    // i's source [i row, (i+1) row) lies below its place i drow, and above no earlier row's).
+    for (uint64_t i = p.n / p.row; i-- > 0;) {
+      std::memmove(p.dst + i * p.drow, p.dst + i * p.row, p.row);
+      std::memset(p.dst + i * p.drow + p.row, 0, p.drow - p.row);
     }
   }
 
@@ -205,10 +220,12 @@ class Uploader {
     for (uint64_t e = 0; e < experts; ++e) {
       const uint64_t first = e * per_expert + r.begin, dst = d.offset + e * drb * r.size();
       const std::span<const uint8_t> bytes = t.data.subspan(rb * first, rb * r.size());
-      if (drb == rb && read_into(mem, dst, bytes)) continue;
+      // Rows padded on the device but blocks as in the file: read straight into place too.
+      const bool padded_only = drb != rb && device_block_bytes(t.type) == t.traits->block_bytes;
+      if ((drb == rb || padded_only) && read_into(mem, dst, bytes, rb, drb)) continue;
       if (drb == rb) {
         dev_.upload(*mem, dst, std::as_bytes(bytes));
-      } else {  // the device layout differs (Q6_K): converted in pieces of about 16 MiB
+      } else {  // the device layout differs (Q6_K blocks, padded rows): converted in pieces of about 16 MiB
         const uint64_t step = std::max<uint64_t>(1, (16u << 20) / drb);
         for (uint64_t r0 = 0; r0 < r.size(); r0 += step) {
           const uint64_t n = std::min(step, r.size() - r0);
@@ -239,7 +256,7 @@ class Uploader {
     d.cols = static_cast<uint32_t>(k.size());
     d.rows = static_cast<uint32_t>(t.n_rows());
     const uint64_t rb = t.row_bytes(), blocks = k.size() / qk, skip = k.begin / qk * bb;
-    const uint64_t piece = blocks * device_block_bytes(t.type);
+    const uint64_t piece = *device_row_bytes(t.type, k.size());  // the slice's row on the device
     std::vector<uint8_t> shard(piece * d.rows);
     for (uint64_t r = 0; r < d.rows; ++r)
       blocks_to_device(t.type, t.data.data() + r * rb + skip, blocks, shard.data() + r * piece);
@@ -295,12 +312,16 @@ class Uploader {
   // one copy out of the page cache, where copying from the mapping also faults its pages in and
   // then drops them. False (the caller copies) when memory is not mapped or the file could not
   // be opened a second time.
-  bool read_into(const std::shared_ptr<vk::Buffer>& mem, uint64_t offset, std::span<const uint8_t> bytes) {
+  // Rows of `row` bytes in the file go `drow` bytes apart on the device.
+  bool read_into(const std::shared_ptr<vk::Buffer>& mem, uint64_t offset, std::span<const uint8_t> bytes, uint64_t row,
+                 uint64_t drow) {
     if (!reads_ || !mem->mapped() || bytes.empty()) return false;
-    if (offset + bytes.size() > mem->size())
-      throw std::logic_error("weights of " + std::to_string(bytes.size()) + " bytes at offset " + std::to_string(offset) +
+    const uint64_t placed = bytes.size() / row * drow;
+    if (offset + placed > mem->size())
+      throw std::logic_error("weights of " + std::to_string(placed) + " bytes at offset " + std::to_string(offset) +
                              " overrun a buffer of " + std::to_string(mem->size()));
-    reads_->read(mem, mem->mapped() + offset, static_cast<uint64_t>(bytes.data() - file_.bytes().data()), bytes.size());
+    reads_->read(mem, mem->mapped() + offset, static_cast<uint64_t>(bytes.data() - file_.bytes().data()), bytes.size(),
+                 row, drow);
     return true;
   }
 
@@ -403,7 +424,7 @@ void prepare_pipelines(Shard& s, const gguf::File& f, size_t d, size_t n_devices
 
 split::MatrixFormat matrix_format(const gguf::File& f, const std::string& name) {
   const gguf::TensorInfo& t = f.require_tensor(name);
-  return split::MatrixFormat{t.traits->block_elems, device_block_bytes(t.type), 1};
+  return split::MatrixFormat{t.traits->block_elems, device_block_bytes(t.type), 1, device_row_align(t.type)};
 }
 
 }  // namespace

@@ -542,8 +542,13 @@ std::optional<uint64_t> row_bytes(GgmlType t, uint64_t n_elems) {
 uint32_t device_block_bytes(GgmlType t) { return t == GgmlType::Q6_K ? 224 : type_traits(t).block_bytes; }
 
 std::optional<uint64_t> device_row_bytes(GgmlType t, uint64_t n_elems) {
-    return blocks_bytes(t, n_elems, device_block_bytes(t));
+    const std::optional<uint64_t> b = blocks_bytes(t, n_elems, device_block_bytes(t));
+    const uint64_t align = device_row_align(t);
+    if (!b || *b > std::numeric_limits<uint64_t>::max() - (align - 1)) return std::nullopt;
+    return (*b + align - 1) / align * align;
 }
+
+uint32_t device_row_align(GgmlType t) { return type_traits(t).block_elems == 1 ? 1 : 16; }
 
 void blocks_to_device(GgmlType t, const void* src, uint64_t n_blocks, void* dst) {
     const uint64_t from = type_traits(t).block_bytes, to = device_block_bytes(t);
@@ -562,8 +567,10 @@ void blocks_to_device(GgmlType t, const void* src, uint64_t n_blocks, void* dst)
 std::vector<uint8_t> rows_to_device(GgmlType t, std::span<const uint8_t> src, uint64_t n_elems, uint64_t n_rows) {
     const TypeTraits& tt = type_traits(t);
     assert(n_elems % tt.block_elems == 0 && src.size() >= *row_bytes(t, n_elems) * n_rows);
-    std::vector<uint8_t> out(*device_row_bytes(t, n_elems) * n_rows);
-    blocks_to_device(t, src.data(), n_elems / tt.block_elems * n_rows, out.data());
+    const uint64_t rb = *row_bytes(t, n_elems), drb = *device_row_bytes(t, n_elems);
+    std::vector<uint8_t> out(drb * n_rows);
+    for (uint64_t r = 0; r < n_rows; ++r)
+        blocks_to_device(t, src.data() + r * rb, n_elems / tt.block_elems, out.data() + r * drb);
     return out;
 }
 

@@ -59,16 +59,24 @@ const TypeTraits& type_traits(GgmlType t);
 // the byte count does not fit in uint64_t.
 std::optional<uint64_t> row_bytes(GgmlType t, uint64_t n_elems);
 
-// How weights are laid out in device memory: GGUF's block layout, except that each Q6_K block
-// (210 bytes) is followed by 14 zero bytes, so that every block starts 16-byte aligned and the
-// kernels read it as whole 16-byte words (docs/performance.md, "Q6_K on the device"). Every
-// device-side size, offset and row stride of a weight comes from these; the file and the CPU
-// references keep GGUF's layout.
+// How weights are laid out in device memory: GGUF's block layout, except that
+// - each Q6_K block (210 bytes) is followed by 14 zero bytes, so that every block starts
+//   16-byte aligned and the kernels read it as whole 16-byte words (docs/performance.md,
+//   "Q6_K on the device");
+// - each row of a block-quantised format ends in zero bytes up to a multiple of 16 bytes
+//   (device_row_align), so that every row starts 16-byte aligned: SmolLM2's Q4_1 rows of 576
+//   elements are 360 bytes in the file and 368 on the device ("Rows padded to 16 bytes").
+// Every device-side size, offset and row stride of a weight comes from these; the file and
+// the CPU references keep GGUF's layout.
 uint32_t device_block_bytes(GgmlType t);
-// Bytes of a row of n_elems elements on a device; nullopt as row_bytes.
+// The multiple of bytes a device row is padded to: 16 for block-quantised formats, 1 for
+// F32, F16 and BF16 (whose kernels index elements).
+uint32_t device_row_align(GgmlType t);
+// Bytes of a row of n_elems elements on a device, padding included; nullopt as row_bytes.
 std::optional<uint64_t> device_row_bytes(GgmlType t, uint64_t n_elems);
 // Copies n_blocks whole blocks of type t from GGUF layout at src to device layout at dst
-// (n_blocks * device_block_bytes(t) bytes; padding zeroed).
+// (n_blocks * device_block_bytes(t) bytes; padding zeroed). Blocks of one row: a row's end
+// padding is the caller's (rows_to_device does both).
 void blocks_to_device(GgmlType t, const void* src, uint64_t n_blocks, void* dst);
 // The device layout of n_rows rows of n_elems elements in GGUF layout (n_elems a whole number
 // of blocks: asserted).

@@ -35,17 +35,22 @@ std::string human_bytes(uint64_t b) {
 }
 
 // Bytes of `rows` whole rows of a matrix with K = k.
-uint64_t rows_bytes(const MatrixFormat& f, uint64_t k, uint64_t rows) { return rows * (k / f.block) * f.block_bytes; }
+uint64_t rows_bytes(const MatrixFormat& f, uint64_t k, uint64_t rows) {
+  const uint64_t row = (k / f.block) * f.block_bytes;
+  return rows * ((row + f.row_bytes_align - 1) / f.row_bytes_align * f.row_bytes_align);
+}
 
 // Bytes of the K slice `k` (whole blocks) of every one of `rows` rows.
 uint64_t k_slice_bytes(const MatrixFormat& f, const Range& k, uint64_t rows) {
-  return rows * (k.end / f.block - k.begin / f.block) * f.block_bytes;
+  const uint64_t row = (k.end / f.block - k.begin / f.block) * f.block_bytes;
+  if (row == 0) return 0;
+  return rows * ((row + f.row_bytes_align - 1) / f.row_bytes_align * f.row_bytes_align);
 }
 
 Range scaled(const Range& r, uint64_t by) { return {r.begin * by, r.end * by}; }
 
 void check_format(const MatrixFormat& f, const std::string& name, uint64_t k) {
-  if (f.block == 0 || f.block_bytes == 0 || f.row_align == 0)
+  if (f.block == 0 || f.block_bytes == 0 || f.row_align == 0 || f.row_bytes_align == 0)
     throw std::invalid_argument("split plan: " + name + " has a zero block size, block bytes or row alignment");
   if (k % f.block != 0)
     throw std::invalid_argument("split plan: " + name + " has K = " + str(k) + ", not a whole number of its " +

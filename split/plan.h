@@ -55,6 +55,7 @@ struct MatrixFormat {
   uint32_t block = 1;        // elements per quantisation block along K: 1 (F32/F16/BF16), 32, 256
   uint32_t block_bytes = 4;  // bytes per block (F32: 4, F16: 2, Q4_0: 18, Q4_1: 20, Q4_K: 144, ...)
   uint32_t row_align = 1;    // output-row splits cut ne1 only at multiples of this (repacked layouts)
+  uint32_t row_bytes_align = 1;  // a row (or a K slice's row) on the device is padded to a multiple of this
 };
 
 // The formats of one layer's matrices (they may differ per layer, e.g. Q4_K_M's Q6_K layers).

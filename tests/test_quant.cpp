@@ -190,18 +190,27 @@ TEST(RowBytes, ByteCountsThatOverflowUint64AreRejected) {
     EXPECT_EQ(row_bytes(GgmlType::Q4_K, q4k_elems), max / 256 * 144);
 }
 
-TEST(DeviceLayout, OnlyQ6_KBlocksArePaddedTo16ByteMultiples) {
+TEST(DeviceLayout, Q6_KBlocksAndQuantisedRowsArePaddedTo16ByteMultiples) {
     for (GgmlType t : weight_types()) {
         const TypeTraits& tr = type_traits(t);
         EXPECT_EQ(device_block_bytes(t), t == GgmlType::Q6_K ? 224u : tr.block_bytes) << tr.name;
+        EXPECT_EQ(device_row_align(t), tr.block_elems == 1 ? 1u : 16u) << tr.name;
+        // 4096 elements: a whole number of 16-byte words in every format, no row padding.
         EXPECT_EQ(device_row_bytes(t, 4096), 4096 / tr.block_elems * uint64_t{device_block_bytes(t)}) << tr.name;
     }
+    // SmolLM2's rows of 576: Q4_1 360 -> 368 bytes, Q8_0 612 -> 624; F16 1152 as it is.
+    EXPECT_EQ(device_row_bytes(GgmlType::Q4_1, 576), 368u);
+    EXPECT_EQ(device_row_bytes(GgmlType::Q8_0, 576), 624u);
+    EXPECT_EQ(device_row_bytes(GgmlType::Q4_0, 32), 32u);
+    EXPECT_EQ(device_row_bytes(GgmlType::F16, 3), 6u);
     EXPECT_EQ(device_row_bytes(GgmlType::Q6_K, 256 + 32), std::nullopt);
 }
 
 TEST(DeviceLayout, RowsKeepEveryBlockByteAndZeroThePadding) {
-    for (GgmlType t : {GgmlType::Q6_K, GgmlType::Q4_0}) {
+    // K = 768: Q6_K pads its blocks, Q4_0 (432 bytes) and Q8_0 (816) their rows to 16 bytes.
+    for (GgmlType t : {GgmlType::Q6_K, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1}) {
         const uint64_t K = 768, N = 3, rb = *row_bytes(t, K), drb = *device_row_bytes(t, K);
+        ASSERT_EQ(drb % 16, 0u) << type_traits(t).name;
         std::vector<uint8_t> gguf(rb * N);
         std::mt19937 rng(5);
         std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -210,10 +219,14 @@ TEST(DeviceLayout, RowsKeepEveryBlockByteAndZeroThePadding) {
         for (uint64_t n = 0; n < N; ++n) quantize_row(t, src.data() + n * K, gguf.data() + n * rb, K);
         const std::vector<uint8_t> dev = rows_to_device(t, gguf, K, N);
         ASSERT_EQ(dev.size(), drb * N);
-        const uint64_t bb = type_traits(t).block_bytes, dbb = device_block_bytes(t);
-        for (uint64_t b = 0; b < K / type_traits(t).block_elems * N; ++b) {
-            EXPECT_EQ(0, std::memcmp(dev.data() + b * dbb, gguf.data() + b * bb, bb)) << "block " << b;
-            for (uint64_t i = bb; i < dbb; ++i) EXPECT_EQ(dev[b * dbb + i], 0u) << "block " << b << " byte " << i;
+        const uint64_t bb = type_traits(t).block_bytes, dbb = device_block_bytes(t), nb = K / type_traits(t).block_elems;
+        for (uint64_t n = 0; n < N; ++n) {
+            const uint8_t* row = dev.data() + n * drb;
+            for (uint64_t b = 0; b < nb; ++b) {
+                EXPECT_EQ(0, std::memcmp(row + b * dbb, gguf.data() + n * rb + b * bb, bb)) << "row " << n << " block " << b;
+                for (uint64_t i = bb; i < dbb; ++i) EXPECT_EQ(row[b * dbb + i], 0u) << "block " << b << " byte " << i;
+            }
+            for (uint64_t i = nb * dbb; i < drb; ++i) EXPECT_EQ(row[i], 0u) << "row " << n << " byte " << i;
         }
     }
 }

@@ -413,7 +413,7 @@ void prepare_pipelines(Shard& s, const gguf::File& f, size_t d, size_t n_devices
   std::string context = std::filesystem::path(f.path()).filename().string() + " " + std::to_string(f.bytes().size());
   for (const uint64_t v : {uint64_t(d), uint64_t(n_devices), uint64_t(s.kernels->caps()), sp.layers.begin, sp.layers.end,
                            sp.q_rows.begin, sp.q_rows.end, sp.ffn.begin, sp.ffn.end, sp.vocab.begin, sp.vocab.end,
-                           uint64_t(sp.embedding), uint64_t(sp.output_norm)})
+                           uint64_t(sp.embedding), uint64_t(sp.output_norm), shaders::fingerprint()})
     context += " " + std::to_string(v);
   s.pipeline_list = s.dev->pipeline_list_path(context);
   std::string warning;

@@ -52,6 +52,7 @@ struct AttentionPush {
   uint k_off, v_off;  // words: where head `head0` starts in the cache bindings
   uint p0_off;        // P0_FROM_BUFFER == 1: words to the p0 value in binding 4
   uint window;        // 0: every position <= the query's; else only the last `window` of them
+  uint n_heads;       // kv heads bound in this dispatch (attention_row)
 };
 
 // rope_store: RoPE of Q in place, and of K into the cache, V into the cache, for n_tokens

@@ -21,8 +21,11 @@
 //
 // Fused forms (decode: one dispatch instead of three; matvec.glsl): NORM reads the norm weight
 // through binding 3, a view of R32G32B32A32_SFLOAT (always bound: the host binds x again when
-// NORM is off); every invocation forms the sum of squares itself (K/4 fetches, small next to
-// its ROWS rows of weights).
+// NORM is off). The products are formed with x * g, and the sum of squares of x from the same
+// fetches as they pass (sb_step); the norm's scale 1 / sqrt(mean(x^2) + eps) multiplies each
+// row's sum at the end (the product is linear in x). A separate pass over x for the sum of
+// squares, and the scale applied per element, had made SmolLM2's normed products (K = 576)
+// slower than an rms_norm dispatch and an unfused product (docs/performance.md).
 #include "common.glsl"
 
 layout(set = 0, binding = 0) uniform usamplerBuffer wtex;
@@ -36,12 +39,8 @@ layout(set = 0, binding = 3) uniform samplerBuffer gtex;
 
 layout(constant_id = 2) const bool W_TEXEL16 = false;  // W view of R32G32B32A32_UINT texels, else R32_UINT
 layout(constant_id = 3) const bool W_ALIGNED16 = false;  // (W_TEXEL16) every superblock starts 16-aligned
-// Texel e of x (4 elements from x0), normed when NORM; clamped to the views at `last`.
-vec4 x_texel(uint x0, uint e, int last) {
-  const vec4 v = texelFetch(xtex, min(int(x0 + e), last));
-  if (!NORM) return v;
-  return v * x_inv * texelFetch(gtex, min(int(p.g_base / 4u + e), textureSize(gtex) - 1));
-}
+// Texel e of the norm weight (NORM), clamped to its view.
+vec4 g_texel(uint e) { return texelFetch(gtex, min(int(p.g_base / 4u + e), textureSize(gtex) - 1)); }
 
 // Texels of 16 bytes that hold a superblock at any even offset within its first texel, and
 // the words the realignment below reads (4 more than the block's: the shift by up to 3 words
@@ -105,17 +104,21 @@ void sb_load(uint b, out uint W[SB_WORDS]) {
 // its x past K is 0 (indices clamped to the view, values dropped by a select) and its W blocks
 // past nblk are dropped by sb_dot_n. One body serves both, where a separate tail step doubled
 // the code LLVM compiles when the pipeline is built (the selects cost little at run time).
-void sb_step(uint sb, uint nblk, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS]) {
+// NORM: ss gathers the sum of squares of x, and x is multiplied by g only.
+void sb_step(uint sb, uint nblk, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS], inout vec4 ss) {
   vec4 xs[64];
   float xsum[SB_GROUPS];
   const int xlast = textureSize(xtex) - 1;
   [[unroll]] for (uint j = 0u; j < 64u; ++j) {
-    const vec4 v = x_texel(x0, 64u * sb + j, xlast);
+    vec4 v = texelFetch(xtex, min(int(x0 + 64u * sb + j), xlast));
 #ifdef SB_TAIL
-    xs[j] = j < 8u * nblk ? v : vec4(0.0);
-#else
-    xs[j] = v;
+    v = j < 8u * nblk ? v : vec4(0.0);
 #endif
+    if (NORM) {
+      ss += v * v;
+      v *= g_texel(64u * sb + j);
+    }
+    xs[j] = v;
   }
   sb_x_finish(xs, xsum);
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
@@ -141,16 +144,13 @@ void main() {
     acc[r] = 0.0;
   }
   const uint x0 = p.x_base / 4u;
-  if (NORM) {  // the sum of squares as rms_norm.comp forms it, then its scale
-    float ss = 0.0;
-    for (uint e = 0u; e < p.K / 4u; ++e) {
-      const vec4 v = texelFetch(xtex, int(x0 + e));
-      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-    }
-    x_inv = 1.0 / sqrt(ss / float(p.K) + p.eps);
-  }
   const uint nblocks = p.K / 32u;  // 32-element blocks (SB_TAIL); K / 256 superblocks otherwise
-  for (uint sb = 0u; sb < (p.K + 255u) / 256u; ++sb) sb_step(sb, min(8u, nblocks - 8u * sb), x0, rb, acc);
+  vec4 ss = vec4(0.0);
+  for (uint sb = 0u; sb < (p.K + 255u) / 256u; ++sb) sb_step(sb, min(8u, nblocks - 8u * sb), x0, rb, acc, ss);
+  if (NORM) {  // the norm's scale, as rms_norm.comp forms it, on each row's sum
+    x_inv = 1.0 / sqrt((ss.x + ss.y + ss.z + ss.w) / float(p.K) + p.eps);
+    [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) acc[r] *= x_inv;
+  }
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
     if (r < OUT_ROWS && row0 + r * WG < p.N) {
       const uint n = row0 + r * WG;

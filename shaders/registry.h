@@ -37,6 +37,10 @@ struct Variant {
 // Every compiled variant, in registration order.
 std::span<const Variant> all_variants();
 
+// A hash of every variant's name and SPIR-V: differs between builds whose kernels differ
+// (names what is cached per build, e.g. the pipeline lists).
+uint64_t fingerprint();
+
 // The variants of one op (empty if the op is unknown).
 std::vector<const Variant*> variants_of(std::string_view op);
 

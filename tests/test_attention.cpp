@@ -80,7 +80,7 @@ vk::Buffer host_words(vk::Device& dev, std::span<const uint32_t> words, uint64_t
 // rows with kv_store, runs attention, and checks the stored rows bit for bit. device_p0: p0
 // goes to the kernels in a buffer (the host p0 passed alongside is deliberately invalid).
 Result run_case(ops::Kernels& k, const Case& c, const ops::AttentionOptions& opts = {},
-                ops::KvStoreOptions store_opts = {}, bool device_p0 = false) {
+                ops::KvStoreOptions store_opts = {}, bool device_p0 = false, uint64_t cache_offset = kCacheOffset) {
   vk::Device& dev = k.device();
   const ref::KvShape s{c.n_kv_heads, c.n_ctx, c.head_dim};
   const uint32_t n_q_heads = c.n_kv_heads * c.ratio;
@@ -101,8 +101,8 @@ Result run_case(ops::Kernels& k, const Case& c, const ops::AttentionOptions& opt
   const std::vector<float> q = test::random_floats(size_t(c.n_tokens) * n_q_heads * c.head_dim, c.seed + 5);
 
   auto padded = [&](const std::vector<uint16_t>& cache) {
-    std::vector<uint8_t> bytes(kCacheOffset + cache.size() * 2 + 4, 0);
-    std::memcpy(bytes.data() + kCacheOffset, cache.data(), cache.size() * 2);
+    std::vector<uint8_t> bytes(cache_offset + cache.size() * 2 + 4, 0);
+    std::memcpy(bytes.data() + cache_offset, cache.data(), cache.size() * 2);
     return bytes;
   };
   vk::Buffer kb = test::make_buffer(dev, padded(k_cache), "K cache");
@@ -111,7 +111,7 @@ Result run_case(ops::Kernels& k, const Case& c, const ops::AttentionOptions& opt
   vk::Buffer vnb = test::make_buffer(dev, v_new, "V new");
   vk::Buffer qb = test::make_buffer(dev, q, "Q");
   vk::Buffer ob = dev.create_buffer(4ull * q.size(), vk::BufferKind::Device, "out");
-  const ops::KvCache cache{c.n_kv_heads, c.n_ctx, c.head_dim, &kb, kCacheOffset, &vb, kCacheOffset};
+  const ops::KvCache cache{c.n_kv_heads, c.n_ctx, c.head_dim, &kb, cache_offset, &vb, cache_offset};
   ops::AttentionShape shape{c.n_tokens, n_q_heads, c.p0, 1.0f / std::sqrt(float(c.head_dim))};
   shape.window = c.window;
   const uint32_t p0_word[] = {c.p0};
@@ -130,8 +130,8 @@ Result run_case(ops::Kernels& k, const Case& c, const ops::AttentionOptions& opt
 
   ref::kv_store(k_new, c.n_tokens, c.p0, s, k_cache);
   ref::kv_store(v_new, c.n_tokens, c.p0, s, v_cache);
-  const auto k_got = dev.download<uint16_t>(kb, cache_elems, kCacheOffset);
-  const auto v_got = dev.download<uint16_t>(vb, cache_elems, kCacheOffset);
+  const auto k_got = dev.download<uint16_t>(kb, cache_elems, cache_offset);
+  const auto v_got = dev.download<uint16_t>(vb, cache_elems, cache_offset);
   EXPECT_EQ(k_got, k_cache) << "kv_store wrote different K bits";
   EXPECT_EQ(v_got, v_cache) << "kv_store wrote different V bits";
 
@@ -635,6 +635,81 @@ TEST_F(RopeStore, RotatesQInPlaceAndStoresRotatedKAndVAtEachTokensPosition) {
       for (size_t i = 0; i < kwant.size(); ++i)
         ASSERT_EQ(kwant[i] == 0xABCD, kgot[i] == 0xABCD) << "cache word " << i << " written where it should not be, or not written";
     }
+  }
+}
+
+// attention_row: the per-row kernel CPU devices decode with (AttentionOptions::per_row).
+class AttentionRow : public test::GpuTest {
+ protected:
+  void SetUp() override {
+    test::GpuTest::SetUp();
+    if (shaders::select("attention_row", test::device().capabilities()) == nullptr)
+      GTEST_SKIP() << "attention_row is registered for CPU devices only, and the test device is not one";
+  }
+  static ops::AttentionOptions per_row() {
+    ops::AttentionOptions o;
+    o.per_row = 1;
+    return o;
+  }
+};
+
+// Offsets 20 (a binding skip of a word: K and V read a word at a time) and 16 (whole 16-byte
+// words when head_dim is a multiple of 8); head_dim 6 and 100 have rows of 3 and 50 words.
+TEST_F(AttentionRow, DecodeMatchesTheReferenceForEveryGqaRatioHeadDimAndCacheAlignment) {
+  ops::Kernels k(test::device());
+  uint64_t seed = 300;
+  for (uint64_t offset : {uint64_t{20}, uint64_t{16}})
+    for (uint32_t ratio : {1u, 2u, 3u})
+      for (uint32_t head_dim : {6u, 8u, 64u, 100u, 256u})
+        for (uint32_t p0 : {0u, 63u, 64u, 200u}) {
+          const Case c{3, ratio, head_dim, 256, 1, p0, ++seed};
+          SCOPED_TRACE(c.text() + " cache offset " + std::to_string(offset));
+          expect_close(run_case(k, c, per_row(), {}, false, offset));
+        }
+}
+
+TEST_F(AttentionRow, PrefillRowsAndTheEndOfA4096PositionContextMatchTheReference) {
+  ops::Kernels k(test::device());
+  for (const Case& c : {Case{3, 3, 64, 160, 37, 0, 1}, Case{2, 2, 64, 200, 23, 45, 5}, Case{1, 1, 80, 100, 9, 90, 7},
+                        Case{2, 2, 64, 4096, 1, 4095, 8}, Case{1, 4, 128, 4096, 1, 4000, 9}})
+    for (uint64_t offset : {uint64_t{20}, uint64_t{0}}) {
+      SCOPED_TRACE(c.text() + " cache offset " + std::to_string(offset));
+      expect_close(run_case(k, c, per_row(), {}, false, offset));
+    }
+}
+
+TEST_F(AttentionRow, ASlidingWindowReadsOnlyTheLastWindowPositionsAndADeviceP0GivesTheSameBits) {
+  ops::Kernels k(test::device());
+  for (const Case& c : {Case{2, 2, 64, 400, 1, 300, 21, 64}, Case{1, 3, 64, 400, 1, 30, 22, 64},
+                        Case{1, 4, 256, 200, 1, 150, 24, 1}, Case{2, 2, 64, 300, 70, 100, 23, 50}}) {
+    SCOPED_TRACE(c.text());
+    const Result r = run_case(k, c, per_row(), {}, false, 16);
+    for (float v : r.got) ASSERT_TRUE(std::isfinite(v)) << "a position outside every window was read";
+    expect_close(r);
+    EXPECT_EQ(run_case(k, c, per_row(), {}, true, 16).got, r.got);
+  }
+}
+
+TEST_F(AttentionRow, CpuDevicesDecodeWithItAndPrefillWithTheTiledKernel) {
+  ops::Kernels k(test::device());
+  const Case decode{2, 3, 64, 100, 1, 20, 41}, prefill{2, 3, 64, 100, 11, 20, 42};
+  expect_close(run_case(k, decode));
+  const auto built = [&](const std::string& op) {
+    size_t n = 0;
+    for (const ops::PipelineKey& key : k.built()) n += key.op == op;
+    return n;
+  };
+  EXPECT_EQ(built("attention_row"), 1u);
+  EXPECT_EQ(built("attention"), 0u);
+  expect_close(run_case(k, prefill));
+  EXPECT_EQ(built("attention"), 1u);
+  // Asked for on a device that is not a CPU (its capabilities without `cpu`): a clear error.
+  ops::Kernels gpu(test::device(), test::device().capabilities() & ~shaders::kCpu);
+  try {
+    (void)run_case(gpu, decode, per_row());
+    FAIL() << "attention_row ran without the cpu capability";
+  } catch (const vk::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("CPU devices only"), std::string::npos) << e.what();
   }
 }
 

@@ -144,6 +144,28 @@ TEST_F(KernelsPrepare, SkipsUnknownOpsAndRepeatsAndWhatIsBuiltAlready) {
   EXPECT_THROW(k.prepare(list, 1), std::logic_error);
 }
 
+// A list written by another build of chorus may name an op with other push constants or
+// bindings: what it builds must not stand in for the pipeline asked for (that failed with
+// "takes 56 bytes of push constants, 60 were given" after AttentionPush grew).
+TEST_F(KernelsPrepare, AListedPipelineWithAnotherLayoutIsNotTheOneAskedFor) {
+  const std::vector<PipelineKey> keys = model_pipelines();
+  ASSERT_FALSE(keys.empty());
+  const PipelineKey& real = keys.front();
+  PipelineKey stale = real;
+  stale.push_bytes += 4;
+  PipelineKey more = real;  // (a layout may declare more than the shader uses, not less)
+  more.n_bindings += 1;
+  vk::Device& dev = test::device(0);
+  ops::Kernels k(dev);
+  const std::vector<PipelineKey> list = {stale, more};
+  EXPECT_EQ(k.prepare(list, 2), 2u);
+  EXPECT_EQ(k.wait_prepared(), 2u);
+  const vk::Pipeline& p = k.pipeline(real.op, real.n_bindings, real.push_bytes, real.spec, real.texel_bindings);
+  EXPECT_EQ(p.push_bytes(), real.push_bytes);
+  EXPECT_EQ(p.n_bindings(), real.n_bindings);
+  EXPECT_EQ(k.built().size(), 3u);  // the two listed, then the one asked for
+}
+
 TEST_F(KernelsPrepare, DestroyingKernelsWhileItsThreadsBuildStopsThem) {
   const std::vector<PipelineKey> keys = model_pipelines();
   vk::Device& dev = test::device(0);

@@ -9,6 +9,7 @@ namespace {
 
 constexpr uint32_t kStoreWg = 64;      // kv_store invocations per workgroup (one cache word each)
 constexpr uint32_t kAttnWg = 64;       // attention: invocations = cache positions per block
+constexpr uint32_t kRowWg = 8;         // attention_row: rows per workgroup (llvmpipe's 8 lanes of 256 bits)
 constexpr uint32_t kMaxHeadDim = 256;  // keeps the kernel's registers and shared memory bounded
 constexpr uint64_t kSlack = 20;        // a window may grow by up to 15 bytes of alignment skip + 3 of rounding
 constexpr uint32_t kMaxGroups = 65535;
@@ -177,6 +178,10 @@ void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const At
 
   const uint32_t ratio = shape.n_q_heads / cache.n_kv_heads;
   const uint32_t n_rows = shape.n_tokens * ratio;
+  const bool have_row_kernel = shaders::select("attention_row", k.caps()) != nullptr;
+  if (options.per_row == 1 && !have_row_kernel)
+    throw vk::Error(what + ": attention_row is registered for CPU devices only, and this device is not one");
+  const bool per_row = options.per_row == 1 || (options.per_row < 0 && have_row_kernel && shape.n_tokens == 1);
   uint32_t rows = options.rows_per_group != 0 ? options.rows_per_group : pick_rows(n_rows, D);
   if (rows > 16) throw vk::Error(what + ": at most 16 rows per workgroup");
   const uint32_t gx = groups(n_rows, rows);
@@ -195,7 +200,15 @@ void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const At
                        cache.n_ctx,       host_p0,     shape.scale,
                        q_stride,          o_stride,    skip_elems(qw, 4),
                        skip_elems(ow, 4), skip_elems(kc, 4), skip_elems(vc, 4),
-                       pw.offset_words,   shape.window};
+                       pw.offset_words,   shape.window, nh};
+    if (per_row) {  // one invocation per row of every head bound; K/V as 16-byte words when aligned
+      const uint64_t n = uint64_t(nh) * n_rows;
+      if (groups(n, kRowWg) > kMaxGroups) throw vk::Error(what + ": too many tokens for one dispatch; split the batch");
+      const uint32_t vec4 = D % 8 == 0 && push.k_off % 4 == 0 && push.v_off % 4 == 0 ? 1u : 0u;
+      k.dispatch(cb, "attention_row", {qw, kc, vc, ow, pw.window}, push, {kRowWg, 0, D, pw.from_buffer, vec4},
+                 groups(n, kRowWg));
+      continue;
+    }
     k.dispatch(cb, "attention", {qw, kc, vc, ow, pw.window}, push, {kAttnWg, rows, D, pw.from_buffer}, gx, nh);
   }
 }

@@ -75,8 +75,9 @@ struct AttentionPush {
   uint32_t k_off, v_off;  // words to head `head0` in the cache bindings
   uint32_t p0_off;        // words to the p0 value in its binding (p0 from a buffer)
   uint32_t window;        // 0: causal over the whole cache; else query p reads positions > p - window
+  uint32_t n_heads;     // kv heads bound in this dispatch
 };
-static_assert(sizeof(AttentionPush) == 56, "AttentionPush must match shaders/attention.glsl");
+static_assert(sizeof(AttentionPush) == 60, "AttentionPush must match shaders/attention.glsl");
 
 // One layer's cache on one device: shape, and where its K and V tensors live.
 struct KvCache {
@@ -151,6 +152,9 @@ struct AttentionOptions {
   uint32_t o_stride = 0;    // floats between tokens in out; 0: n_q_heads * head_dim
   uint32_t rows_per_group = 0;  // rows (token, q head) per workgroup, 1..16; 0: chosen from the shape
   uint64_t max_window = 0;  // largest cache binding in bytes; 0: the device's maxStorageBufferRange
+  // The kernel: 1 attention_row (one invocation per row, no shared memory: CPU devices), 0
+  // the tiled attention kernel, -1 chosen: attention_row on CPU devices for one token (decode).
+  int per_row = -1;
 };
 
 // Records out[i][h] = sum_{j0(i) <= j <= p0+i} softmax_j(scale * q[i][h] . K[g][j]) V[g][j],

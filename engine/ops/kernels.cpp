@@ -25,8 +25,12 @@ const vk::Pipeline& Kernels::pipeline(std::string_view op, uint32_t n_bindings, 
   return pipeline(op, n_bindings, push_bytes, spec, 0);
 }
 
-Kernels::MapKey Kernels::map_key(const shaders::Variant& v, uint32_t texel_bindings, const std::vector<uint32_t>& spec) {
+Kernels::MapKey Kernels::map_key(const shaders::Variant& v, uint32_t n_bindings, uint32_t push_bytes,
+                                 uint32_t texel_bindings, const std::vector<uint32_t>& spec) {
+  // The layout is part of the key: a list written by another build of chorus may name the
+  // same op with other bindings or push constants, and must not stand in for the one asked for.
   std::string name(v.name);
+  name += "#" + std::to_string(n_bindings) + "#" + std::to_string(push_bytes);
   if (texel_bindings) name += "#texel" + std::to_string(texel_bindings);  // a different layout
   return {std::move(name), spec};
 }
@@ -34,7 +38,7 @@ Kernels::MapKey Kernels::map_key(const shaders::Variant& v, uint32_t texel_bindi
 const vk::Pipeline& Kernels::pipeline(std::string_view op, uint32_t n_bindings, uint32_t push_bytes,
                                       const std::vector<uint32_t>& spec, uint32_t texel_bindings) {
   const shaders::Variant& v = variant(op);
-  MapKey key = map_key(v, texel_bindings, spec);
+  MapKey key = map_key(v, n_bindings, push_bytes, texel_bindings, spec);
   {
     std::unique_lock lock(mutex_);
     for (;;) {
@@ -70,7 +74,7 @@ size_t Kernels::prepare(std::span<const PipelineKey> keys, unsigned threads) {
     for (const PipelineKey& k : keys) {
       const shaders::Variant* v = shaders::select(k.op, caps_);
       if (v == nullptr) continue;
-      MapKey mk = map_key(*v, k.texel_bindings, k.spec);
+      MapKey mk = map_key(*v, k.n_bindings, k.push_bytes, k.texel_bindings, k.spec);
       if (pipelines_.count(mk) || !pending_.insert(mk).second) continue;
       jobs_.push_back(Job{k, std::move(mk),
                           vk::PipelineDesc{std::string(v->name), v->spirv(), k.n_bindings, k.push_bytes, k.spec, k.texel_bindings}});

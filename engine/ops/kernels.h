@@ -85,7 +85,8 @@ class Kernels {
   vk::Device* device_;
   uint32_t caps_;
   using MapKey = std::pair<std::string, std::vector<uint32_t>>;
-  static MapKey map_key(const shaders::Variant& v, uint32_t texel_bindings, const std::vector<uint32_t>& spec);
+  static MapKey map_key(const shaders::Variant& v, uint32_t n_bindings, uint32_t push_bytes, uint32_t texel_bindings,
+                        const std::vector<uint32_t>& spec);
   struct Job {
     PipelineKey key;
     MapKey map_key;

@@ -2,12 +2,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "engine/model.h"
+#include "engine/quant.h"
 #include "engine/weights.h"
 #include "shaders/registry.h"
 #include "tests/gpu.h"
@@ -176,6 +178,75 @@ TEST_F(GpuTest, SmolLM2Q4_1LogitsMatchTheIndependentNumPyForwardPassWithin1e3) {
     EXPECT_LE(test::nmse(std::span(logits).last(V), last), 1e-6)
         << "kernels {" << shaders::capability_names(dev->capabilities()) << "}";
   }
+}
+
+// The device holds each row of a quantised tensor as the file's bytes followed by zeros up to
+// a multiple of 16 bytes (engine/quant.h): SmolLM2's Q4_1 and Q8_0 rows of 576 elements are
+// padded, read straight from the file into mapped memory and spread to their stride
+// (engine/model.cpp, ReadPool); ffn_down's rows of 1536 need no padding. On a tensor split,
+// attn_output's K slices are padded the same way.
+std::vector<uint8_t> device_rows(vk::Device& dev, const DeviceTensor& t) {
+  const uint64_t drb = *device_row_bytes(t.type, t.cols);
+  std::vector<std::byte> bytes(drb * t.rows);
+  dev.download(*t.mem, t.offset, bytes);
+  std::vector<uint8_t> out(bytes.size());
+  std::memcpy(out.data(), bytes.data(), bytes.size());
+  return out;
+}
+
+TEST_F(GpuTest, UploadedQuantisedRowsAreTheFilesRowsPaddedTo16Bytes) {
+  const std::string path = test::fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2");
+  ASSERT_TRUE(std::filesystem::exists(path));
+  // Mapped device memory (lavapipe's: the file is read straight into it), and memory that is
+  // never mapped (a discrete GPU's: the rows are padded on the host and copied through staging).
+  vk::DeviceOptions staged;
+  staged.physical_index = test::test_device_index();
+  staged.force_staging = true;
+  vk::Device staged_dev(test::instance(), staged);
+  for (vk::Device* dev : {&test::device(0), &staged_dev}) {
+    SCOPED_TRACE(dev == &staged_dev ? "through staging" : "read into mapped memory");
+    auto model = Model::load(path, *dev);
+    const gguf::File& f = model->file();
+    const Shard& s = model->impl().shards.at(0);
+    const auto expect_rows = [&](const DeviceTensor& t, const std::string& name, uint64_t first_row) {
+      SCOPED_TRACE(name);
+      const gguf::TensorInfo& info = f.require_tensor(name);
+      ASSERT_EQ(t.type, info.type);
+      ASSERT_EQ(t.cols, info.ne[0]);
+      const uint64_t rb = info.row_bytes();
+      const std::vector<uint8_t> want = rows_to_device(info.type, info.data.subspan(first_row * rb, rb * t.rows), t.cols, t.rows);
+      const std::vector<uint8_t> got = device_rows(*dev, t);
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "byte " << i;
+    };
+    EXPECT_EQ(*device_row_bytes(s.layers[0][LayerTensor::attn_q].type, 576), 368u);
+    expect_rows(s.layers[0][LayerTensor::attn_q], "blk.0.attn_q.weight", 0);
+    expect_rows(s.layers[0][LayerTensor::attn_v], "blk.0.attn_v.weight", 0);
+    expect_rows(s.layers[29][LayerTensor::ffn_up], "blk.29.ffn_up.weight", 0);
+    expect_rows(s.layers[29][LayerTensor::ffn_down], "blk.29.ffn_down.weight", 0);
+    expect_rows(s.tok_embd, "token_embd.weight", 0);
+  }
+
+  // Tensor 1:1 over one device opened twice: each holds a K slice of attn_output, one or two of
+  // the three kv groups (192 elements: rows of 120 bytes, padded to 128; or 384: 240 bytes).
+  std::vector<vk::Device*> devices = {&test::device(0), &test::device(1)};
+  auto split_model = Model::load(path, devices, split::SplitRequest{split::SplitMode::tensor, {1, 1}, 0});
+  const gguf::TensorInfo& info = split_model->file().require_tensor("blk.3.attn_output.weight");
+  const uint64_t qk = info.traits->block_elems, bb = info.traits->block_bytes, rb = info.row_bytes();
+  bool padded = false;
+  for (size_t d = 0; d < devices.size(); ++d) {
+    SCOPED_TRACE("device " + std::to_string(d) + " of tensor 1:1");
+    const Shard& sd = split_model->impl().shards.at(d);
+    const DeviceTensor& o = sd.layers[3][LayerTensor::attn_output];
+    ASSERT_LT(o.cols, info.ne[0]);
+    const uint64_t drb = *device_row_bytes(o.type, o.cols), k0 = sd.spec.q_rows.begin;
+    padded |= drb != o.cols / qk * bb;
+    std::vector<uint8_t> want(drb * o.rows, 0);
+    for (uint64_t r = 0; r < o.rows; ++r)
+      std::memcpy(want.data() + r * drb, info.data.data() + r * rb + k0 / qk * bb, o.cols / qk * bb);
+    EXPECT_EQ(device_rows(*devices[d], o), want);
+  }
+  EXPECT_TRUE(padded) << "neither K slice needed padding: the test no longer covers it";
 }
 
 }  // namespace

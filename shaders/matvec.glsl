@@ -45,7 +45,7 @@ layout(constant_id = 5) const bool NORM = false;
 layout(constant_id = 6) const uint EPILOGUE = 0u;
 const bool GLU = EPILOGUE >= 2u;
 const uint OUT_ROWS = GLU ? ROWS / 2u : ROWS;
-float x_inv = 1.0;  // NORM: 1 / sqrt(mean(x^2) + eps), set at the start of main
+float x_inv = 1.0;  // NORM: 1 / sqrt(mean(x^2) + eps), set by main (mul_mv_texel: after the products)
 
 // Row r of the ROWS rows an invocation or workgroup computes, from its first output row and
 // the step between output rows: output rows first, then (GLU) their up rows.

@@ -690,19 +690,22 @@ TEST_F(AttentionRow, ASlidingWindowReadsOnlyTheLastWindowPositionsAndADeviceP0Gi
   }
 }
 
-TEST_F(AttentionRow, CpuDevicesDecodeWithItAndPrefillWithTheTiledKernel) {
+// Counts of the pipelines `k` built for `op`.
+size_t built(const ops::Kernels& k, const std::string& op) {
+  size_t n = 0;
+  for (const ops::PipelineKey& key : k.built()) n += key.op == op;
+  return n;
+}
+
+TEST_F(AttentionRow, CpuDevicesDecodeWithItAndPrefillWithAttentionLanes) {
   ops::Kernels k(test::device());
   const Case decode{2, 3, 64, 100, 1, 20, 41}, prefill{2, 3, 64, 100, 11, 20, 42};
   expect_close(run_case(k, decode));
-  const auto built = [&](const std::string& op) {
-    size_t n = 0;
-    for (const ops::PipelineKey& key : k.built()) n += key.op == op;
-    return n;
-  };
-  EXPECT_EQ(built("attention_row"), 1u);
-  EXPECT_EQ(built("attention"), 0u);
+  EXPECT_EQ(built(k, "attention_row"), 1u);
+  EXPECT_EQ(built(k, "attention"), 0u);
   expect_close(run_case(k, prefill));
-  EXPECT_EQ(built("attention"), 1u);
+  EXPECT_EQ(built(k, "attention_lanes"), 1u);
+  EXPECT_EQ(built(k, "attention"), 0u);
   // Asked for on a device that is not a CPU (its capabilities without `cpu`): a clear error.
   ops::Kernels gpu(test::device(), test::device().capabilities() & ~shaders::kCpu);
   try {
@@ -710,6 +713,101 @@ TEST_F(AttentionRow, CpuDevicesDecodeWithItAndPrefillWithTheTiledKernel) {
     FAIL() << "attention_row ran without the cpu capability";
   } catch (const vk::Error& e) {
     EXPECT_NE(std::string(e.what()).find("CPU devices only"), std::string::npos) << e.what();
+  }
+  // Without it, both shapes run the tiled kernel.
+  expect_close(run_case(gpu, decode));
+  expect_close(run_case(gpu, prefill));
+  EXPECT_EQ(built(gpu, "attention_row") + built(gpu, "attention_lanes"), 0u);
+  EXPECT_EQ(built(gpu, "attention"), 2u);  // the decode tile and the prefill tile
+}
+
+// attention_lanes: the kernel CPU devices prefill with (AttentionOptions::lanes): a subgroup's
+// lanes take cache positions, R rows per workgroup (4, 2, 1 by head_dim), partial softmaxes
+// combined with subgroup reductions.
+class AttentionLanes : public test::GpuTest {
+ protected:
+  void SetUp() override {
+    test::GpuTest::SetUp();
+    if (shaders::select("attention_lanes", test::device().capabilities()) == nullptr)
+      GTEST_SKIP() << "attention_lanes is registered for CPU devices with subgroups only, and the test device is not one";
+  }
+  static ops::AttentionOptions lanes() {
+    ops::AttentionOptions o;
+    o.lanes = 1;
+    return o;
+  }
+};
+
+// Row counts that fill the last tile partly (37 tokens x 3 = 111 rows), head_dim 6 and 100
+// (rows of 3 and 50 words: read a word at a time), 80 and 256 (2 and 1 rows per workgroup),
+// cache offsets 20 (a word skip) and 16 (whole 16-byte words), decode rows (one token: fewer
+// rows than a tile) and positions fewer than the subgroup's lanes.
+TEST_F(AttentionLanes, PrefillAndDecodeMatchTheReferenceForEveryGqaRatioHeadDimAndCacheAlignment) {
+  ops::Kernels k(test::device());
+  uint64_t seed = 500;
+  for (uint64_t offset : {uint64_t{20}, uint64_t{16}})
+    for (uint32_t ratio : {1u, 2u, 3u})
+      for (uint32_t head_dim : {6u, 8u, 64u, 80u, 100u, 256u})
+        for (const auto& [n_tokens, p0] : {std::pair{37u, 0u}, std::pair{5u, 2u}, std::pair{1u, 0u}, std::pair{1u, 130u},
+                                           std::pair{20u, 64u}}) {
+          const Case c{3, ratio, head_dim, 200, n_tokens, p0, ++seed};
+          SCOPED_TRACE(c.text() + " cache offset " + std::to_string(offset));
+          expect_close(run_case(k, c, lanes(), {}, false, offset));
+        }
+}
+
+TEST_F(AttentionLanes, A512TokenPrefillAndTheEndOfA4096PositionContextMatchTheReference) {
+  ops::Kernels k(test::device());
+  for (const Case& c : {Case{1, 3, 64, 600, 512, 40, 11}, Case{2, 2, 64, 4096, 1, 4095, 8},
+                        Case{1, 4, 128, 4096, 3, 4000, 9}, Case{3, 3, 64, 300, 17, 130, 6}}) {
+    SCOPED_TRACE(c.text());
+    expect_close(run_case(k, c, lanes(), {}, false, 16));
+  }
+}
+
+TEST_F(AttentionLanes, ASlidingWindowReadsOnlyTheLastWindowPositionsAndADeviceP0GivesTheSameBits) {
+  ops::Kernels k(test::device());
+  // Rows whose windows start in different blocks of lanes, a window of 1, Gemma 3's shape.
+  for (const Case& c : {Case{2, 2, 64, 300, 70, 100, 23, 50}, Case{3, 1, 80, 200, 100, 0, 26, 17},
+                        Case{1, 4, 256, 700, 40, 600, 25, 512}, Case{1, 3, 64, 400, 30, 200, 27, 1},
+                        Case{2, 2, 64, 400, 1, 300, 21, 64}}) {
+    SCOPED_TRACE(c.text());
+    const Result r = run_case(k, c, lanes(), {}, false, 16);
+    for (float v : r.got) ASSERT_TRUE(std::isfinite(v)) << "a position outside every window was read";
+    expect_close(r);
+    EXPECT_EQ(run_case(k, c, lanes(), {}, true, 16).got, r.got);
+  }
+}
+
+TEST_F(AttentionLanes, ACacheBoundInWindowsOfKvHeadsGivesTheSameBits) {
+  ops::Kernels k(test::device());
+  const Case c{5, 2, 64, 96, 7, 30, 13};
+  const Result whole = run_case(k, c, lanes());
+  expect_close(whole);
+  ops::AttentionOptions o = lanes();
+  o.max_window = 2 * 96 * 64 * 2 + 64;  // two KV heads per binding: windows of 2, 2, 1 heads
+  ops::KvStoreOptions so;
+  so.max_window = 96 * 64 * 2 + 64;     // one KV head per binding
+  EXPECT_EQ(run_case(k, c, o, so).got, whole.got);
+}
+
+TEST_F(AttentionLanes, AskingForItWithoutTheCapabilitiesOrWithAttentionRowIsAClearError) {
+  const Case c{2, 3, 64, 100, 11, 20, 42};
+  ops::Kernels gpu(test::device(), test::device().capabilities() & ~shaders::kCpu);
+  try {
+    (void)run_case(gpu, c, lanes());
+    FAIL() << "attention_lanes ran without the cpu capability";
+  } catch (const vk::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("CPU devices with subgroups"), std::string::npos) << e.what();
+  }
+  ops::Kernels k(test::device());
+  ops::AttentionOptions both = lanes();
+  both.per_row = 1;
+  try {
+    (void)run_case(k, c, both);
+    FAIL() << "attention_row and attention_lanes were both accepted";
+  } catch (const vk::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("both asked for"), std::string::npos) << e.what();
   }
 }
 

@@ -155,6 +155,10 @@ struct AttentionOptions {
   // The kernel: 1 attention_row (one invocation per row, no shared memory: CPU devices), 0
   // the tiled attention kernel, -1 chosen: attention_row on CPU devices for one token (decode).
   int per_row = -1;
+  // 1 attention_lanes (a workgroup is one subgroup of cache positions, R rows each: CPU devices
+  // with subgroups), 0 not, -1 chosen: on CPU devices for more than one token (prefill).
+  // per_row 1 wins over a chosen lanes; both 1 is an error.
+  int lanes = -1;
 };
 
 // Records out[i][h] = sum_{j0(i) <= j <= p0+i} softmax_j(scale * q[i][h] . K[g][j]) V[g][j],

@@ -33,12 +33,17 @@ Tile pick_grid_tile(uint32_t M, uint32_t max_shared, bool fp16) {
 }
 
 // Registers: TM rows of X by TN rows of W per invocation (X is loaded once per TN rows, W once per
-// TM rows); 64 invocations per workgroup. Measured on lavapipe (2 cores, K = N = 4096, M = 128):
-// TN = 8, TM = 4 suits the 32-element and plain formats; TN = 4, TM = 8 the K-quants.
-// TM shrinks for short M so few clamped rows are computed.
+// TM rows). Measured on lavapipe (2 cores, K = N = 4096, M = 128): TN = 8, TM = 4 suits the
+// 32-element and plain formats; TN = 4, TM = 8 the K-quants. TM shrinks for short M so few
+// clamped rows are computed. A workgroup is one SIMD batch of 8 invocations (kCpuBatch), so a
+// tile holds 8 * TN rows of W: the rows past N in the last tile are computed and dropped, and
+// with 64 invocations (512 rows) SmolLM2's N = 576 products computed 1024 rows. Measured
+// (`chorus bench kernels --formats q4_1 --m 512`, K x N): 1536 x 576 84.8 -> 49.1 ms, 576 x 576
+// 34.0 -> 18.3 ms, 576 x 960 35.4 -> 29.9 ms; where 512 divides N (576 x 1536, 576 x 3072, 4096 x
+// 4096) 8, 16, 32 and 64 invocations measured level.
 Tile pick_cpu_tile(uint32_t M, GgmlType type) {
   const bool k_quant = type_traits(type).block_elems == 256;
-  const uint32_t tm_max = k_quant ? 8 : 4, tn = k_quant ? 4 : 8, wg = 64;
+  const uint32_t tm_max = k_quant ? 8 : 4, tn = k_quant ? 4 : 8, wg = kCpuBatch;
   uint32_t tm = 1;
   while (tm < tm_max && tm * 2 <= M) tm *= 2;
   return Tile{tm, wg * tn, tm, tn, wg};

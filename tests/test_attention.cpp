@@ -56,6 +56,7 @@ struct Case {
   uint32_t n_kv_heads, ratio, head_dim, n_ctx, n_tokens, p0;
   uint64_t seed;
   uint32_t window = 0;  // sliding window (0: none); positions no query attends to hold f16 NaN
+  float q_amp = 1.0f;   // queries uniform in [-q_amp, q_amp]: 40 gives scores of tens (a peaked softmax)
   std::string text() const {
     return "kv_heads=" + std::to_string(n_kv_heads) + " ratio=" + std::to_string(ratio) + " head_dim=" +
            std::to_string(head_dim) + " n_ctx=" + std::to_string(n_ctx) + " n_tokens=" + std::to_string(n_tokens) +
@@ -98,7 +99,7 @@ Result run_case(ops::Kernels& k, const Case& c, const ops::AttentionOptions& opt
       k_cache[size_t(h) * c.n_ctx * c.head_dim + e] = v_cache[size_t(h) * c.n_ctx * c.head_dim + e] = kF16Nan;
   const std::vector<float> k_new = test::random_floats(c.n_tokens * row, c.seed + 3, 2.0f);
   const std::vector<float> v_new = test::random_floats(c.n_tokens * row, c.seed + 4);
-  const std::vector<float> q = test::random_floats(size_t(c.n_tokens) * n_q_heads * c.head_dim, c.seed + 5);
+  const std::vector<float> q = test::random_floats(size_t(c.n_tokens) * n_q_heads * c.head_dim, c.seed + 5, c.q_amp);
 
   auto padded = [&](const std::vector<uint16_t>& cache) {
     std::vector<uint8_t> bytes(cache_offset + cache.size() * 2 + 4, 0);
@@ -762,6 +763,22 @@ TEST_F(AttentionLanes, A512TokenPrefillAndTheEndOfA4096PositionContextMatchTheRe
                         Case{1, 4, 128, 4096, 3, 4000, 9}, Case{3, 3, 64, 300, 17, 130, 6}}) {
     SCOPED_TRACE(c.text());
     expect_close(run_case(k, c, lanes(), {}, false, 16));
+  }
+}
+
+// Scores of tens, as real models give (attention sinks): each lane's maximum differs from the
+// row's by far more than in the uniform cases, so the lanes' rescaling at the end carries weight.
+TEST_F(AttentionLanes, APeakedSoftmaxMatchesTheReferenceAsCloselyAsTheTiledKernel) {
+  ops::Kernels k(test::device());
+  ops::Kernels tiled(test::device(), test::device().capabilities() & ~shaders::kCpu);
+  for (float amp : {10.0f, 40.0f}) {
+    Case c{1, 3, 64, 600, 512, 0, 31};
+    c.q_amp = amp;
+    SCOPED_TRACE(c.text() + " q_amp " + std::to_string(amp));
+    const Result got = run_case(k, c, lanes(), {}, false, 16);
+    const Result base = run_case(tiled, c, {}, {}, false, 16);
+    expect_close(got);
+    EXPECT_LE(test::nmse(got.want, got.got), 2 * test::nmse(base.want, base.got) + 1e-14);
   }
 }
 

@@ -10,5 +10,5 @@ chorus_shader(OP rope_store SOURCE rope_store.comp)
 # registered for CPU devices only (decode there, see engine/ops/attention.cpp).
 chorus_shader(OP attention_row SOURCE attention_row.comp REQUIRES cpu)
 # attention_lanes (attention_lanes.comp): a workgroup is one subgroup whose lanes take cache
-# positions, subgroup reductions at the end; CPU devices, more than one token (prefill).
+# positions, subgroup reductions at the end; CPU devices, long prefills (engine/ops/attention.cpp).
 chorus_shader(OP attention_lanes SOURCE attention_lanes.comp REQUIRES cpu subgroup)

@@ -15,12 +15,13 @@
 // is a scalar load per lane. attention_row's lanes are rows that read the same K/V words, so a
 // prefill paid a full gather per row and position; here every lane's load is a different
 // position's word, each serves R rows, and the query rows are read once, before the loop.
-// engine/ops/attention.cpp picks it on CPU devices for more than one token.
+// engine/ops/attention.cpp picks it on CPU devices for a prefill of at least 65536 (token,
+// position) pairs.
 #include "common.glsl"
 #include "attention.glsl"
 
 layout(local_size_x_id = 0) in;                          // the subgroup size (one subgroup)
-layout(constant_id = 1) const uint R = 4u;               // rows per workgroup
+layout(constant_id = 1) const uint R = 2u;               // rows per workgroup
 layout(constant_id = 2) const uint D = 64u;              // head_dim (even)
 layout(constant_id = 3) const uint P0_FROM_BUFFER = 0u;  // 1: p0 is the uint at p0_word[p.p0_off]
 layout(constant_id = 4) const bool VEC4 = false;         // K/V rows and offsets in whole 16-byte words

@@ -698,15 +698,25 @@ size_t built(const ops::Kernels& k, const std::string& op) {
   return n;
 }
 
-TEST_F(AttentionRow, CpuDevicesDecodeWithItAndPrefillWithAttentionLanes) {
+// A decode step runs attention_row; a prefill of at least 65536 (token, position) pairs
+// attention_lanes (from an empty cache, or a shorter batch deep in one); a short one the tiled
+// kernel (its attention is cheap, and a first run need not compile attention_lanes for it).
+TEST_F(AttentionRow, CpuDevicesDecodeWithItAndPrefillWithAttentionLanesOrTheTiledKernel) {
   ops::Kernels k(test::device());
   const Case decode{2, 3, 64, 100, 1, 20, 41}, prefill{2, 3, 64, 100, 11, 20, 42};
   expect_close(run_case(k, decode));
   EXPECT_EQ(built(k, "attention_row"), 1u);
   EXPECT_EQ(built(k, "attention"), 0u);
-  expect_close(run_case(k, prefill));
+  expect_close(run_case(k, prefill));  // 11 x 31 pairs
+  EXPECT_EQ(built(k, "attention"), 1u);
+  EXPECT_EQ(built(k, "attention_lanes"), 0u);
+  expect_close(run_case(k, Case{1, 3, 64, 300, 255, 0, 43}));  // 65025 pairs
+  EXPECT_EQ(built(k, "attention_lanes"), 0u);
+  expect_close(run_case(k, Case{1, 3, 64, 300, 256, 0, 44}));  // 65536
   EXPECT_EQ(built(k, "attention_lanes"), 1u);
-  EXPECT_EQ(built(k, "attention"), 0u);
+  const size_t tiled = built(k, "attention");
+  expect_close(run_case(k, Case{1, 3, 64, 800, 100, 600, 45}));  // 70000
+  EXPECT_EQ(built(k, "attention"), tiled);
   // Asked for on a device that is not a CPU (its capabilities without `cpu`): a clear error.
   ops::Kernels gpu(test::device(), test::device().capabilities() & ~shaders::kCpu);
   try {
@@ -723,7 +733,7 @@ TEST_F(AttentionRow, CpuDevicesDecodeWithItAndPrefillWithAttentionLanes) {
 }
 
 // attention_lanes: the kernel CPU devices prefill with (AttentionOptions::lanes): a subgroup's
-// lanes take cache positions, R rows per workgroup (4, 2, 1 by head_dim), partial softmaxes
+// lanes take cache positions, R rows per workgroup (2 for head_dim up to 64, else 1), partial softmaxes
 // combined with subgroup reductions.
 class AttentionLanes : public test::GpuTest {
  protected:
@@ -740,7 +750,7 @@ class AttentionLanes : public test::GpuTest {
 };
 
 // Row counts that fill the last tile partly (37 tokens x 3 = 111 rows), head_dim 6 and 100
-// (rows of 3 and 50 words: read a word at a time), 80 and 256 (2 and 1 rows per workgroup),
+// (rows of 3 and 50 words: read a word at a time), 80 and 256 (1 row per workgroup),
 // cache offsets 20 (a word skip) and 16 (whole 16-byte words), decode rows (one token: fewer
 // rows than a tile) and positions fewer than the subgroup's lanes.
 TEST_F(AttentionLanes, PrefillAndDecodeMatchTheReferenceForEveryGqaRatioHeadDimAndCacheAlignment) {

@@ -71,9 +71,16 @@ std::string p0_text(uint32_t p0, const vk::Buffer* buffer) {
 
 // Rows per attention_lanes workgroup: each lane holds rows x head_dim floats of output and as
 // many of queries, unrolled; more rows read each K/V word for more of them but compile longer.
-// Measured on lavapipe, SmolLM2 (head_dim 64) pp512: 8 rows 52.4 t/s and 732 ms compiling the
-// first token's pipelines, 4 rows 51.7 t/s and 611 ms, 2 rows 47.8 t/s and 543 ms.
-uint32_t lanes_rows(uint32_t head_dim) { return head_dim <= 64 ? 4u : head_dim <= 128 ? 2u : 1u; }
+// lavapipe compiles a pipeline with LLVM when it first runs (Mesa's on-disk shader cache keeps
+// the result for later runs): with that cache off, SmolLM2's `run -n 1` took 2.2 s with the
+// tiled kernel for prefill, 3.1 s with 2 rows, 6.0 s with 4; pp512 measured 47.8 t/s with 2 rows
+// and 51.7 with 4 (8 rows: 52.4).
+uint32_t lanes_rows(uint32_t head_dim) { return head_dim <= 64 ? 2u : 1u; }
+
+// attention_lanes is chosen when a prefill's (row, position) pairs per q head reach this: below
+// it attention is a small part of the pass either way (SmolLM2 pp128 measured level with the
+// tiled kernel), and a short prompt need not wait for its compile on a first run.
+constexpr uint64_t kLanesMinPairs = 256 * 256;
 
 // Rows per attention workgroup: the decode group (ratio rows) in one tile when it fits,
 // otherwise 8 (prefill), as a power of two so few pipelines exist.
@@ -194,7 +201,9 @@ void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const At
   if (options.lanes == 1 && options.per_row == 1) throw vk::Error(what + ": attention_row and attention_lanes both asked for");
   if (options.lanes == 1 && !have_lanes)
     throw vk::Error(what + ": attention_lanes is registered for CPU devices with subgroups of 1-64 lanes only, and this device is not one");
-  const bool lanes = !per_row && (options.lanes == 1 || (options.lanes < 0 && have_lanes && shape.n_tokens > 1));
+  const uint64_t pairs = uint64_t(shape.n_tokens) * (uint64_t(host_p0) + shape.n_tokens);  // a device p0 counts as 0
+  const bool lanes = !per_row && (options.lanes == 1 || (options.lanes < 0 && have_lanes && shape.n_tokens > 1 &&
+                                                         pairs >= kLanesMinPairs));
   uint32_t rows = options.rows_per_group != 0 ? options.rows_per_group : pick_rows(n_rows, D);
   if (rows > 16) throw vk::Error(what + ": at most 16 rows per workgroup");
   const uint32_t gx = groups(n_rows, rows);

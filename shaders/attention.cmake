@@ -9,6 +9,8 @@ chorus_shader(OP rope_store SOURCE rope_store.comp)
 # attention_row (attention_row.comp): one invocation per row, no shared memory or barriers;
 # registered for CPU devices only (decode there, see engine/ops/attention.cpp).
 chorus_shader(OP attention_row SOURCE attention_row.comp REQUIRES cpu)
-# attention_lanes (attention_lanes.comp): a workgroup is one subgroup whose lanes take cache
-# positions, subgroup reductions at the end; CPU devices, long prefills (engine/ops/attention.cpp).
+# attention_lanes (attention_lanes.comp): lanes take cache positions, their partial softmaxes
+# combined at the end (subgroup reductions, or shared memory in the fallback); CPU devices, long
+# prefills (engine/ops/attention.cpp).
+chorus_shader(OP attention_lanes SOURCE attention_lanes.comp REQUIRES cpu)
 chorus_shader(OP attention_lanes SOURCE attention_lanes.comp REQUIRES cpu subgroup)

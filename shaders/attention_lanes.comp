@@ -1,6 +1,5 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-#extension GL_KHR_shader_subgroup_arithmetic : require
 // attention_lanes: the same attention as attention.comp (push constants and bindings in
 // attention.glsl), for CPU devices and many rows (prefill): a workgroup is one subgroup, takes
 // R rows (token, q head of the group) of kv head head0 + gl_WorkGroupID.y, and its lanes take
@@ -9,7 +8,9 @@
 // maximum m, sum l, output acc rescaled by exp(m_old - m_new)) over the positions it read; at
 // the end the lanes' partial results are combined with subgroupMax/subgroupAdd
 // (out = sum_t acc_t e^(m_t - M) / sum_t l_t e^(m_t - M), M the maximum over lanes). f32
-// throughout; no shared memory, no barriers.
+// throughout; no shared memory, no barriers. The fallback variant (a CPU device without
+// subgroup arithmetic) combines the lanes through shared memory after one barrier instead: the
+// workgroup is then any size, and the lanes' partials are summed in the same way.
 //
 // Why: on llvmpipe a storage load whose address differs per lane (or that sits inside any loop)
 // is a scalar load per lane. attention_row's lanes are rows that read the same K/V words, so a
@@ -20,7 +21,7 @@
 #include "common.glsl"
 #include "attention.glsl"
 
-layout(local_size_x_id = 0) in;                          // the subgroup size (one subgroup)
+layout(local_size_x_id = 0) in;  // subgroup variant: the subgroup size (one subgroup); fallback: any
 layout(constant_id = 1) const uint R = 2u;               // rows per workgroup
 layout(constant_id = 2) const uint D = 64u;              // head_dim (even)
 layout(constant_id = 3) const uint P0_FROM_BUFFER = 0u;  // 1: p0 is the uint at p0_word[p.p0_off]
@@ -39,6 +40,10 @@ layout(push_constant) uniform Push { AttentionPush p; };
 const uint WG = gl_WorkGroupSize.x;
 const uint DW = D / 2u;  // cache words per position
 #define NEG_INF uintBitsToFloat(0xFF800000u)
+#if !CHORUS_SUBGROUP
+shared float sh_m[R * WG], sh_l[R * WG];  // [row][lane]: each lane's running maximum and sum
+shared vec2 sh_acc[R * DW * WG];           // [row word][lane]: each lane's output
+#endif
 
 uint window_start(uint last) { return p.window != 0u && last >= p.window ? last + 1u - p.window : 0u; }
 
@@ -126,6 +131,7 @@ void main() {
   }
 
   // Combine the lanes: every row has at least one valid position (its own), so M is finite.
+#if CHORUS_SUBGROUP
   [[unroll]] for (uint r = 0u; r < R; ++r) {
     const float mx = subgroupMax(m[r]);
     const float sc = m[r] == NEG_INF ? 0.0 : exp(m[r] - mx);
@@ -140,4 +146,31 @@ void main() {
       }
     }
   }
+#else
+  [[unroll]] for (uint r = 0u; r < R; ++r) {
+    sh_m[r * WG + t] = m[r];
+    sh_l[r * WG + t] = l[r];
+  }
+  [[unroll]] for (uint e = 0u; e < R * DW; ++e) sh_acc[e * WG + t] = acc[e];
+  barrier();  // every lane's partials visible
+  for (uint e = t; e < R * DW; e += WG) {  // output word pair e of row e / DW
+    const uint r = e / DW;
+    float mx = NEG_INF;
+    for (uint u = 0u; u < WG; ++u) mx = max(mx, sh_m[r * WG + u]);
+    float sum = 0.0;
+    vec2 v = vec2(0.0);
+    for (uint u = 0u; u < WG; ++u) {
+      const float mu = sh_m[r * WG + u];
+      const float sc = mu == NEG_INF ? 0.0 : exp(mu - mx);
+      sum += sh_l[r * WG + u] * sc;
+      v += sh_acc[e * WG + u] * sc;
+    }
+    if (r < nr) {
+      const uint row = row0 + r;
+      const uint ob = p.o_off + (row / p.ratio) * p.o_stride + (hq0 + row % p.ratio) * D + 2u * (e % DW);
+      o[ob] = v.x / sum;
+      o[ob + 1u] = v.y / sum;
+    }
+  }
+#endif
 }

@@ -195,12 +195,15 @@ void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const At
   if (options.per_row == 1 && !have_row_kernel)
     throw vk::Error(what + ": attention_row is registered for CPU devices only, and this device is not one");
   const bool per_row = options.per_row == 1 || (options.per_row < 0 && have_row_kernel && shape.n_tokens == 1);
+  // attention_lanes' workgroup: one subgroup (its subgroup variant), else kRowWg lanes.
   const auto* lanes_kernel = shaders::select("attention_lanes", k.caps());
-  const uint32_t sg = k.device().info().subgroup_size;
-  const bool have_lanes = lanes_kernel != nullptr && sg >= 1 && sg <= 64;
+  const bool lanes_subgroup = lanes_kernel != nullptr && (lanes_kernel->requires_caps & shaders::kSubgroup) != 0;
+  const uint32_t lanes_wg = lanes_subgroup ? k.device().info().subgroup_size : kRowWg;
+  const bool have_lanes = lanes_kernel != nullptr && lanes_wg >= 1 && lanes_wg <= 64;
   if (options.lanes == 1 && options.per_row == 1) throw vk::Error(what + ": attention_row and attention_lanes both asked for");
   if (options.lanes == 1 && !have_lanes)
-    throw vk::Error(what + ": attention_lanes is registered for CPU devices with subgroups of 1-64 lanes only, and this device is not one");
+    throw vk::Error(what + ": attention_lanes is registered for CPU devices (with subgroups of at most 64 lanes) only, "
+                    "and this device is not one");
   const uint64_t pairs = uint64_t(shape.n_tokens) * (uint64_t(host_p0) + shape.n_tokens);  // a device p0 counts as 0
   const bool lanes = !per_row && (options.lanes == 1 || (options.lanes < 0 && have_lanes && shape.n_tokens > 1 &&
                                                          pairs >= kLanesMinPairs));
@@ -235,7 +238,7 @@ void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const At
       const uint32_t lr = lanes_rows(D);
       if (groups(n_rows, lr) > kMaxGroups) throw vk::Error(what + ": too many tokens for one dispatch; split the batch");
       const uint32_t vec4 = D % 8 == 0 && push.k_off % 4 == 0 && push.v_off % 4 == 0 ? 1u : 0u;
-      k.dispatch(cb, "attention_lanes", {qw, kc, vc, ow, pw.window}, push, {sg, lr, D, pw.from_buffer, vec4},
+      k.dispatch(cb, "attention_lanes", {qw, kc, vc, ow, pw.window}, push, {lanes_wg, lr, D, pw.from_buffer, vec4},
                  groups(n_rows, lr), nh);
       continue;
     }

@@ -77,10 +77,12 @@ std::string p0_text(uint32_t p0, const vk::Buffer* buffer) {
 // and 51.7 with 4 (8 rows: 52.4).
 uint32_t lanes_rows(uint32_t head_dim) { return head_dim <= 64 ? 2u : 1u; }
 
-// attention_lanes is chosen when a prefill's (row, position) pairs per q head reach this: below
-// it attention is a small part of the pass either way (SmolLM2 pp128 measured level with the
-// tiled kernel), and a short prompt need not wait for its compile on a first run.
-constexpr uint64_t kLanesMinPairs = 256 * 256;
+// attention_lanes is chosen when a prefill's (token, position) pairs reach this. SmolLM2 on
+// lavapipe, `bench -p 8,16,32,64,128 -n 0 -r 3` with the threshold 0 and with it out of reach,
+// two rounds each: pp64 72.1, 77.6 against 67.4, 71.4 t/s; pp128 76.9, 80.2 against 65.4, 65.3;
+// below 64 tokens the rounds disagree. Its first-run compile (~0.9 s with Mesa's shader cache
+// empty, then cached on disk) is paid once per machine.
+constexpr uint64_t kLanesMinPairs = 64 * 64;
 
 // Rows per attention workgroup: the decode group (ratio rows) in one tile when it fits,
 // otherwise 8 (prefill), as a power of two so few pipelines exist.

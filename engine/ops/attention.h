@@ -155,8 +155,9 @@ struct AttentionOptions {
   // The kernel: 1 attention_row (one invocation per row, no shared memory: CPU devices), 0
   // the tiled attention kernel, -1 chosen: attention_row on CPU devices for one token (decode).
   int per_row = -1;
-  // 1 attention_lanes (a workgroup's lanes take cache positions, R rows each: CPU devices), 0 not, -1 chosen: on CPU devices for a prefill of at least 65536 (token,
-  // position) pairs, n_tokens x (p0 + n_tokens) (a 256-token prompt from an empty cache).
+  // 1 attention_lanes (a workgroup's lanes take cache positions, R rows each: CPU devices), 0
+  // not, -1 chosen: on CPU devices for a prefill of at least 4096 (token, position) pairs,
+  // n_tokens x (p0 + n_tokens) (a 64-token prompt from an empty cache).
   // per_row 1 wins over a chosen lanes; both 1 is an error.
   int lanes = -1;
 };

@@ -4,7 +4,8 @@
 // devices (lavapipe), reading W and x through uniform texel buffers instead of storage
 // buffers. Q4_0, Q8_0, Q4_1, Q4_K, Q6_K in the device block layout (engine/quant.h: Q6_K blocks
 // padded to 224 bytes); K a multiple of 256, or of 32 for the formats of 32-element blocks
-// (Q4_0, Q8_0, Q4_1: the last superblock of a row may be partial, see sb_step). Same
+// (Q4_0, Q8_0, Q4_1: a row may end in a partial superblock, taken a block at a time by
+// blk_step). Same
 // arithmetic as mul_mv.comp's superblock path (mul_mv_sb.glsl); each invocation computes ROWS
 // whole rows (rows row0, row0 + WG, ...), rows past N are computed from row N-1 and not written.
 //
@@ -50,8 +51,8 @@ vec4 g_texel(uint e) { return texelFetch(gtex, min(int(p.g_base / 4u + e), textu
 #define SB_AWORDS (SB_WORDS + 4)
 
 // The SB_WORDS words of the superblock at byte b of the W view (b even). Every texel index is
-// clamped to the view: the last, partial superblock of a row (SB_TAIL) may run past its end,
-// and the clamp only repeats texels past the data (a min per fetch, next to the gathers).
+// clamped to the view: the realignment's extra texel may lie past its end, and the clamp only
+// repeats texels past the data (a min per fetch, next to the gathers).
 // - W_ALIGNED16 (b a multiple of 16): SB_WORDS / 4 texels, no realignment;
 // - W_TEXEL16: SB_TEXELS texels from b's texel, then shifted by b % 16 bytes with selects
 //   (the shift may differ between lanes). The view's end covers the last block's bytes
@@ -99,21 +100,14 @@ void sb_load(uint b, out uint W[SB_WORDS]) {
   [[unroll]] for (uint i = 0u; i < uint(SB_WORDS); ++i) W[i] = odd ? (A[i] >> 16) | (A[i + 1u] << 16) : A[i];
 }
 
-// One superblock of the ROWS rows: x prepared once, then each row's dot product. For the
-// formats of 32-element blocks (SB_TAIL) K may end in a partial superblock of nblk < 8 blocks:
-// its x past K is 0 (indices clamped to the view, values dropped by a select) and its W blocks
-// past nblk are dropped by sb_dot_n. One body serves both, where a separate tail step doubled
-// the code LLVM compiles when the pipeline is built (the selects cost little at run time).
+// One superblock of the ROWS rows: x prepared once, then each row's dot product.
 // NORM: ss gathers the sum of squares of x, and x is multiplied by g only.
-void sb_step(uint sb, uint nblk, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS], inout vec4 ss) {
+void sb_step(uint sb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS], inout vec4 ss) {
   vec4 xs[64];
   float xsum[SB_GROUPS];
   const int xlast = textureSize(xtex) - 1;
   [[unroll]] for (uint j = 0u; j < 64u; ++j) {
     vec4 v = texelFetch(xtex, min(int(x0 + 64u * sb + j), xlast));
-#ifdef SB_TAIL
-    v = j < 8u * nblk ? v : vec4(0.0);
-#endif
     if (NORM) {
       ss += v * v;
       v *= g_texel(64u * sb + j);
@@ -125,14 +119,113 @@ void sb_step(uint sb, uint nblk, uint x0, const uint rb[MV_MAX_ROWS], inout floa
     if (r < ROWS) {
       uint W[SB_WORDS];
       sb_load(rb[r] + SB_BYTES * sb, W);
-#ifdef SB_TAIL
-      acc[r] += sb_dot_n(W, xs, xsum, nblk);
-#else
       acc[r] += sb_dot(W, xs, xsum);
-#endif
     }
   }
 }
+
+#ifdef SB_TAIL
+// The formats of 32-element blocks: K may end in a partial superblock, whose blocks are taken
+// one at a time (a partial superblock computed whole had cost SmolLM2's K = 576 products, 2.25
+// superblocks a row, as much as 3).
+#if defined(FMT_Q8_0)
+#define BLK_BYTES 34u
+#define BLK_WORDS 9  // the block's bytes realigned to its start, and the half word past them
+#elif defined(FMT_Q4_1)
+#define BLK_BYTES 20u
+#define BLK_WORDS 5
+#else
+#define BLK_BYTES 18u
+#define BLK_WORDS 5
+#endif
+#define BLK_TEXELS ((BLK_WORDS + 7) / 4)  // 16-byte texels holding BLK_WORDS words at any word offset
+
+// One block's sum of w * x from its words realigned to its start (blk_load), x in xb (scaled by
+// sb_scale) and xsum the sum of its x: the arithmetic of sb_dot_n (mul_mv_sb.glsl) for block 0.
+float blk_dot(const uint V[BLK_WORDS], const vec4 xb[8], float xsum) {
+#if defined(FMT_Q8_0)
+  const float d = unpackHalf2x16(V[0]).x;
+  vec4 s0 = vec4(0.0), s1 = vec4(0.0);
+  [[unroll]] for (uint j = 0u; j < 8u; j += 2u) {
+    const uint v0 = ((V[j] >> 16) | (V[j + 1u] << 16)) ^ 0x80808080u;
+    const uint v1 = ((V[j + 1u] >> 16) | (V[j + 2u] << 16)) ^ 0x80808080u;
+    s0 += vec4(ivec4(v0 & 0xFFu, v0 & 0xFF00u, v0 & 0xFF0000u, (v0 >> 8) & 0xFF0000u)) * xb[j];
+    s1 += vec4(ivec4(v1 & 0xFFu, v1 & 0xFF00u, v1 & 0xFF0000u, (v1 >> 8) & 0xFF0000u)) * xb[j + 1u];
+  }
+  s0 += s1;
+  return d * (((s0.x + s0.y) + (s0.z + s0.w)) - 128.0 * xsum);
+#else
+  vec4 sl = vec4(0.0), sh = vec4(0.0);
+  [[unroll]] for (uint j = 0u; j < 4u; ++j) {
+#if defined(FMT_Q4_1)
+    const uint v = V[j + 1u];
+#else
+    const uint v = (V[j] >> 16) | (V[j + 1u] << 16);
+#endif
+    sl += nib_lo(v) * xb[j];
+    sh += nib_hi(v) * xb[4u + j];
+  }
+  sl += sh;
+  const float dot4 = (sl.x + sl.y) + (sl.z + sl.w);
+#if defined(FMT_Q4_1)
+  const vec2 dm = unpackHalf2x16(V[0]);
+  return dm.x * dot4 + dm.y * xsum;
+#else
+  return unpackHalf2x16(V[0]).x * (dot4 - 8.0 * xsum);
+#endif
+#endif
+}
+
+// The BLK_WORDS words from byte b (even) of the W view: texels shifted by whole words with
+// selects, then by a half word (b % 4 == 2); every index clamped to the view (words past the
+// view read as its last texel and land only past the block).
+void blk_load(uint b, out uint V[BLK_WORDS]) {
+  const int last = textureSize(wtex) - 1;
+  uint A[BLK_WORDS + 1];
+  if (W_TEXEL16) {
+    uint T[4 * BLK_TEXELS];
+    [[unroll]] for (uint i = 0u; i < uint(BLK_TEXELS); ++i) {
+      const uvec4 v = texelFetch(wtex, min(int((b >> 4) + i), last));
+      T[4u * i] = v.x;
+      T[4u * i + 1u] = v.y;
+      T[4u * i + 2u] = v.z;
+      T[4u * i + 3u] = v.w;
+    }
+    const uint s = (b >> 2) & 3u;
+    [[unroll]] for (uint i = 0u; i < uint(BLK_WORDS + 1); ++i)
+      A[i] = s == 0u ? T[i] : s == 1u ? T[i + 1u] : s == 2u ? T[i + 2u] : T[i + 3u];
+  } else {
+    [[unroll]] for (uint i = 0u; i < uint(BLK_WORDS + 1); ++i) A[i] = texelFetch(wtex, min(int((b >> 2) + i), last)).x;
+  }
+  const bool h = (b & 2u) != 0u;
+  [[unroll]] for (uint i = 0u; i < uint(BLK_WORDS); ++i) V[i] = h ? (A[i] >> 16) | (A[i + 1u] << 16) : A[i];
+}
+
+// Block blk of the row (at byte bb past each row's start) for the ROWS rows, x prepared as
+// sb_step prepares a superblock's first block.
+void blk_step(uint blk, uint bb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MAX_ROWS], inout vec4 ss) {
+  vec4 xb[8];
+  const int xlast = textureSize(xtex) - 1;
+  vec4 t = vec4(0.0);
+  [[unroll]] for (uint j = 0u; j < 8u; ++j) {
+    vec4 v = texelFetch(xtex, min(int(x0 + 8u * blk + j), xlast));
+    if (NORM) {
+      ss += v * v;
+      v *= g_texel(8u * blk + j);
+    }
+    t += v;
+    xb[j] = v * sb_scale(j);
+  }
+  const float xsum = (t.x + t.y) + (t.z + t.w);
+  [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
+    if (r < ROWS) {
+      uint V[BLK_WORDS];
+      blk_load(rb[r] + bb, V);
+      acc[r] += blk_dot(V, xb, xsum);
+    }
+  }
+}
+#endif
 
 void main() {
   const uint WG = gl_WorkGroupSize.x;
@@ -144,9 +237,12 @@ void main() {
     acc[r] = 0.0;
   }
   const uint x0 = p.x_base / 4u;
-  const uint nblocks = p.K / 32u;  // 32-element blocks (SB_TAIL); K / 256 superblocks otherwise
   vec4 ss = vec4(0.0);
-  for (uint sb = 0u; sb < (p.K + 255u) / 256u; ++sb) sb_step(sb, min(8u, nblocks - 8u * sb), x0, rb, acc, ss);
+  const uint nsb = p.K / 256u;  // whole superblocks
+  for (uint sb = 0u; sb < nsb; ++sb) sb_step(sb, x0, rb, acc, ss);
+#ifdef SB_TAIL
+  for (uint blk = 8u * nsb; blk < p.K / 32u; ++blk) blk_step(blk, SB_BYTES * nsb + BLK_BYTES * (blk - 8u * nsb), x0, rb, acc, ss);
+#endif
   if (NORM) {  // the norm's scale, as rms_norm.comp forms it, on each row's sum
     x_inv = 1.0 / sqrt((ss.x + ss.y + ss.z + ss.w) / float(p.K) + p.eps);
     [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) acc[r] *= x_inv;

@@ -337,8 +337,9 @@ INSTANTIATE_TEST_SUITE_P(TexelFormats, MulMvTexel,
                          [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
 
 // Q4_0, Q8_0, Q4_1 (32-element blocks): K not a multiple of 256 ends each row in a partial
-// superblock of 1 to 7 blocks, which runs past the row (and, for the last row, past the view)
-// and is read with clamped indices (sb_tail_step). SmolLM2's K = 576 is one of these.
+// superblock of 1 to 7 blocks, taken one block at a time (blk_step: each block realigned on its
+// own, at 2, 4 or 8 mod 16 bytes, differently in each lane when rows are not 16-aligned).
+// SmolLM2's K = 576 is one of these.
 class MulMvTexelTail : public MulMvTexel {};
 
 TEST_P(MulMvTexelTail, MatchesTheReferenceWhenRowsEndInAPartialSuperblock) {
@@ -348,7 +349,7 @@ TEST_P(MulMvTexelTail, MatchesTheReferenceWhenRowsEndInAPartialSuperblock) {
     uint32_t rows;
   };
   uint64_t seed = 300;
-  for (uint32_t K : {32u, 288u, 576u, 1536u + 224u}) {
+  for (uint32_t K : {32u, 224u, 288u, 416u, 576u, 1536u + 224u}) {  // tails of 1, 7, 1, 5, 2, 7 blocks
     for (const WLayout w : {WLayout{0, 0, 8}, WLayout{0, 16, 1}, WLayout{odd_offset(), 16, 8}, WLayout{odd_offset(), 0, 1}}) {
       Layout l = tl();
       l.w_offset = w.w_offset;

@@ -28,10 +28,6 @@ layout(constant_id = 3) const uint P0_FROM_BUFFER = 0u;  // 1: p0 is the uint at
 layout(constant_id = 4) const bool VEC4 = false;         // K/V rows and offsets in whole 16-byte words
 
 layout(std430, set = 0, binding = 0) readonly buffer QBuf { float q[]; };
-layout(std430, set = 0, binding = 1) readonly buffer KBuf { uint kc[]; };
-layout(std430, set = 0, binding = 1) readonly buffer KBuf4 { uvec4 kc4[]; };
-layout(std430, set = 0, binding = 2) readonly buffer VBuf { uint vc[]; };
-layout(std430, set = 0, binding = 2) readonly buffer VBuf4 { uvec4 vc4[]; };
 layout(std430, set = 0, binding = 3) writeonly buffer OBuf { float o[]; };
 layout(std430, set = 0, binding = 4) readonly buffer P0Word { uint p0_word[]; };
 
@@ -45,24 +41,7 @@ shared float sh_m[R * WG], sh_l[R * WG];  // [row][lane]: each lane's running ma
 shared vec2 sh_acc[R * DW * WG];           // [row word][lane]: each lane's output
 #endif
 
-uint window_start(uint last) { return p.window != 0u && last >= p.window ? last + 1u - p.window : 0u; }
-
-// Cache words w..w+3 of a row starting at word b (VEC4: b and w multiples of 4); words at or
-// past DW (a head_dim that is not a multiple of 8) are 0 and not read.
-uvec4 k_words(uint b, uint w) {
-  if (VEC4) return kc4[(b + w) / 4u];
-  uvec4 r = uvec4(0u);
-  [[unroll]] for (uint c = 0u; c < 4u; ++c)
-    if (w + c < DW) r[c] = kc[b + w + c];
-  return r;
-}
-uvec4 v_words(uint b, uint w) {
-  if (VEC4) return vc4[(b + w) / 4u];
-  uvec4 r = uvec4(0u);
-  [[unroll]] for (uint c = 0u; c < 4u; ++c)
-    if (w + c < DW) r[c] = vc[b + w + c];
-  return r;
-}
+#include "attention_kv.glsl"  // K, V (bindings 1, 2), k_words, v_words, window_start
 
 void main() {
   const uint t = gl_LocalInvocationID.x;

@@ -11,7 +11,8 @@
 // decode step (three barriers per block of positions, a tile per kv head: 3 of 64 lanes busy
 // for SmolLM2's 3 kv heads) cost 0.2 ms per layer on lavapipe for 64 positions. Here a decode
 // step's rows fill the 8-lane batches, K and V rows are read as 16-byte words (VEC4) and the
-// positions of a decode row are the same in every lane, so the loop does not diverge.
+// positions of a decode row are the same in every lane, so the loop does not diverge. K and V
+// are uniform texel buffers (attention_kv.glsl).
 // engine/ops/attention.cpp picks it on CPU devices for one token (AttentionOptions::per_row).
 #include "common.glsl"
 #include "attention.glsl"
@@ -22,10 +23,6 @@ layout(constant_id = 3) const uint P0_FROM_BUFFER = 0u;  // 1: p0 is the uint at
 layout(constant_id = 4) const bool VEC4 = false;         // K/V rows and offsets in whole 16-byte words
 
 layout(std430, set = 0, binding = 0) readonly buffer QBuf { float q[]; };
-layout(std430, set = 0, binding = 1) readonly buffer KBuf { uint kc[]; };
-layout(std430, set = 0, binding = 1) readonly buffer KBuf4 { uvec4 kc4[]; };
-layout(std430, set = 0, binding = 2) readonly buffer VBuf { uint vc[]; };
-layout(std430, set = 0, binding = 2) readonly buffer VBuf4 { uvec4 vc4[]; };
 layout(std430, set = 0, binding = 3) writeonly buffer OBuf { float o[]; };
 layout(std430, set = 0, binding = 4) readonly buffer P0Word { uint p0_word[]; };
 
@@ -34,24 +31,7 @@ layout(push_constant) uniform Push { AttentionPush p; };
 const uint DW = D / 2u;  // cache words per position
 #define NEG_INF uintBitsToFloat(0xFF800000u)
 
-uint window_start(uint last) { return p.window != 0u && last >= p.window ? last + 1u - p.window : 0u; }
-
-// Cache words w..w+3 of a row starting at word b (VEC4: b and w multiples of 4); words at or
-// past DW (a head_dim that is not a multiple of 8) are 0 and not read.
-uvec4 k_words(uint b, uint w) {
-  if (VEC4) return kc4[(b + w) / 4u];
-  uvec4 r = uvec4(0u);
-  [[unroll]] for (uint c = 0u; c < 4u; ++c)
-    if (w + c < DW) r[c] = kc[b + w + c];
-  return r;
-}
-uvec4 v_words(uint b, uint w) {
-  if (VEC4) return vc4[(b + w) / 4u];
-  uvec4 r = uvec4(0u);
-  [[unroll]] for (uint c = 0u; c < 4u; ++c)
-    if (w + c < DW) r[c] = vc[b + w + c];
-  return r;
-}
+#include "attention_kv.glsl"  // K, V (bindings 1, 2), k_words, v_words, window_start
 
 void main() {
   const uint per_head = p.n_tokens * p.ratio;  // rows of one kv head

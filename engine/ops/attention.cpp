@@ -193,19 +193,23 @@ void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const At
 
   const uint32_t ratio = shape.n_q_heads / cache.n_kv_heads;
   const uint32_t n_rows = shape.n_tokens * ratio;
-  const bool have_row_kernel = shaders::select("attention_row", k.caps()) != nullptr;
+  // attention_row reads K and V through texel buffer views (buffers made by Device::create_buffer allow them).
+  const bool have_row_kernel = shaders::select("attention_row", k.caps()) != nullptr &&
+                               cache.k->max_texel_elements() > 0 && cache.v->max_texel_elements() > 0;
   if (options.per_row == 1 && !have_row_kernel)
-    throw vk::Error(what + ": attention_row is registered for CPU devices only, and this device is not one");
+    throw vk::Error(what + ": attention_row is registered for CPU devices only, and reads the KV cache through texel "
+                    "buffer views; this device or cache allows neither");
   const bool per_row = options.per_row == 1 || (options.per_row < 0 && have_row_kernel && shape.n_tokens == 1);
   // attention_lanes' workgroup: one subgroup (its subgroup variant), else kRowWg lanes.
   const auto* lanes_kernel = shaders::select("attention_lanes", k.caps());
   const bool lanes_subgroup = lanes_kernel != nullptr && (lanes_kernel->requires_caps & shaders::kSubgroup) != 0;
   const uint32_t lanes_wg = lanes_subgroup ? k.device().info().subgroup_size : kRowWg;
-  const bool have_lanes = lanes_kernel != nullptr && lanes_wg >= 1 && lanes_wg <= 64;
+  const bool have_lanes = lanes_kernel != nullptr && lanes_wg >= 1 && lanes_wg <= 64 && cache.k->max_texel_elements() > 0 &&
+                          cache.v->max_texel_elements() > 0;
   if (options.lanes == 1 && options.per_row == 1) throw vk::Error(what + ": attention_row and attention_lanes both asked for");
   if (options.lanes == 1 && !have_lanes)
     throw vk::Error(what + ": attention_lanes is registered for CPU devices (with subgroups of at most 64 lanes) only, "
-                    "and this device is not one");
+                    "and reads the KV cache through texel buffer views; this device or cache allows neither");
   const uint64_t pairs = uint64_t(shape.n_tokens) * (uint64_t(host_p0) + shape.n_tokens);  // a device p0 counts as 0
   const bool lanes = !per_row && (options.lanes == 1 || (options.lanes < 0 && have_lanes && shape.n_tokens > 1 &&
                                                          pairs >= kLanesMinPairs));
@@ -228,20 +232,27 @@ void attention(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const At
                        q_stride,          o_stride,    skip_elems(qw, 4),
                        skip_elems(ow, 4), skip_elems(kc, 4), skip_elems(vc, 4),
                        pw.offset_words,   shape.window, nh};
-    if (per_row) {  // one invocation per row of every head bound; K/V as 16-byte words when aligned
-      const uint64_t n = uint64_t(nh) * n_rows;
-      if (groups(n, kRowWg) > kMaxGroups) throw vk::Error(what + ": too many tokens for one dispatch; split the batch");
-      const uint32_t vec4 = D % 8 == 0 && push.k_off % 4 == 0 && push.v_off % 4 == 0 ? 1u : 0u;
-      k.dispatch(cb, "attention_row", {qw, kc, vc, ow, pw.window}, push, {kRowWg, 0, D, pw.from_buffer, vec4},
-                 groups(n, kRowWg));
-      continue;
-    }
-    if (lanes) {  // a subgroup of positions per tile of lanes_rows rows of one kv head
-      const uint32_t lr = lanes_rows(D);
-      if (groups(n_rows, lr) > kMaxGroups) throw vk::Error(what + ": too many tokens for one dispatch; split the batch");
-      const uint32_t vec4 = D % 8 == 0 && push.k_off % 4 == 0 && push.v_off % 4 == 0 ? 1u : 0u;
-      k.dispatch(cb, "attention_lanes", {qw, kc, vc, ow, pw.window}, push, {lanes_wg, lr, D, pw.from_buffer, vec4},
-                 groups(n_rows, lr), nh);
+    if (per_row || lanes) {
+      // The CPU kernels read K and V through texel views (attention_kv.glsl): 16-byte texels
+      // when rows and offsets allow, else 4-byte ones; k_off, v_off in words from each view.
+      const uint64_t ko = cache.k_offset + head_off, vo = cache.v_offset + head_off;
+      const uint32_t vec4 = D % 8 == 0 && ko % 16 == 0 && vo % 16 == 0 ? 1u : 0u;
+      const VkFormat fmt = vec4 ? VK_FORMAT_R32G32B32A32_UINT : VK_FORMAT_R32_UINT;
+      const vk::BufferWindow kt = cache.k->texel_window(ko, nh * cache.head_bytes(), fmt, vec4 ? 16 : 4);
+      const vk::BufferWindow vt = cache.v->texel_window(vo, nh * cache.head_bytes(), fmt, vec4 ? 16 : 4);
+      push.k_off = skip_elems(kt, 4);
+      push.v_off = skip_elems(vt, 4);
+      if (per_row) {  // one invocation per row of every head bound
+        const uint64_t n = uint64_t(nh) * n_rows;
+        if (groups(n, kRowWg) > kMaxGroups) throw vk::Error(what + ": too many tokens for one dispatch; split the batch");
+        k.dispatch(cb, "attention_row", {qw, kt, vt, ow, pw.window}, push, {kRowWg, 0, D, pw.from_buffer, vec4},
+                   groups(n, kRowWg));
+      } else {  // a subgroup of positions per tile of lanes_rows rows of one kv head
+        const uint32_t lr = lanes_rows(D);
+        if (groups(n_rows, lr) > kMaxGroups) throw vk::Error(what + ": too many tokens for one dispatch; split the batch");
+        k.dispatch(cb, "attention_lanes", {qw, kt, vt, ow, pw.window}, push, {lanes_wg, lr, D, pw.from_buffer, vec4},
+                   groups(n_rows, lr), nh);
+      }
       continue;
     }
     k.dispatch(cb, "attention", {qw, kc, vc, ow, pw.window}, push, {kAttnWg, rows, D, pw.from_buffer}, gx, nh);

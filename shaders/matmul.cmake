@@ -8,9 +8,8 @@ foreach(fmt IN ITEMS f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q
   chorus_shader(OP mul_mm_${fmt} SOURCE mul_mm.comp REQUIRES fp16 DEFINES FMT_${up}=1)
 endforeach()
 # mul_mm_cpu_<fmt>: the same product for CPU devices only (mul_mm_cpu.comp): register tiles, no
-# shared memory or barriers. Plain, and subgroup (X shared across each batch of 8 lanes).
+# shared memory or barriers; X through a texel buffer.
 foreach(fmt IN ITEMS f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k)
   string(TOUPPER ${fmt} up)
   chorus_shader(OP mul_mm_cpu_${fmt} SOURCE mul_mm_cpu.comp REQUIRES cpu DEFINES FMT_${up}=1)
-  chorus_shader(OP mul_mm_cpu_${fmt} SOURCE mul_mm_cpu.comp REQUIRES cpu subgroup DEFINES FMT_${up}=1)
 endforeach()

@@ -40,7 +40,12 @@ layout(constant_id = 4) const uint TN = 4;
 #define MM_LDS 9u
 
 layout(std430, set = 0, binding = 0) readonly buffer MatmulW { uint mm_w[]; };
+#ifdef MM_X_TEXEL
+// (mul_mm_cpu.comp) X through a uniform texel buffer of vec4s: x_base and x_stride multiples of 4.
+layout(set = 0, binding = 1) uniform samplerBuffer mm_xtex;
+#else
 layout(std430, set = 0, binding = 1) readonly buffer MatmulX { float mm_x[]; };
+#endif
 layout(std430, set = 0, binding = 2) writeonly buffer MatmulY { float mm_y[]; };
 
 #if CHORUS_FP16

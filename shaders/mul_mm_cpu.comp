@@ -1,9 +1,5 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-#if defined(CHORUS_SUBGROUP) && CHORUS_SUBGROUP
-// subgroupBroadcast (the ballot class): present wherever subgroup arithmetic is (lavapipe: yes).
-#extension GL_KHR_shader_subgroup_ballot : require
-#endif
 // shaders/mul_mm_cpu.comp — matrix-matrix product Y = X * W^T for CPU drivers (lavapipe /
 // llvmpipe), one weight format per compiled kernel (quant.glsl's FMT_<TYPE> define).
 //
@@ -14,9 +10,9 @@
 //   - each invocation owns a register tile of TN rows of W (n = n0 + lid + t * wg) by TM rows of X;
 //   - W: the invocation loads each quant block of its rows as whole 32-bit words into registers
 //     (one pass over the block's bytes) and dequantises there;
-//   - X: the elements of one 8-element group are loaded once per SIMD batch — lane l loads the
-//     group's l-th element — and handed to every lane with subgroupBroadcast (the fallback
-//     variant, without subgroups, loads all 8 in every invocation).
+//   - X: a uniform texel buffer (vec4 texels where aligned): every lane fetches the same texels,
+//     a gather, where a storage load (per-lane loop) and subgroupBroadcast had cost SmolLM2's
+//     1536 x 576 x 512 Q4_1 product 44 ms against 28 ms now (docs/performance.md).
 // Rows past N or M are clamped to the last row (read, never written), so every invocation runs
 // the same loop: the subgroup stays uniform.
 //
@@ -25,6 +21,7 @@
 // BN are unused. The host (engine/ops/matmul.cpp) dispatches (ceil(M / TM), ceil(N / (wg * TN)))
 // workgroups.
 #include "common.glsl"
+#define MM_X_TEXEL 1  // X as vec4 texels (matmul.glsl)
 #include "matmul.glsl"
 
 // --- W steps in registers -------------------------------------------------------------------
@@ -216,24 +213,20 @@ void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) { dq_group(r.bb, g, 
 #endif
 
 // --- X --------------------------------------------------------------------------------------
-// Elements e..e+3 and e+MMC_HI..e+MMC_HI+3 of X row xr (element index of the row start).
-#if CHORUS_SUBGROUP
-// Lane l of each batch of 8 loads element l of the group; everyone takes the 8 from lanes 0..7.
-float mmc_x_lane(uint xr, uint e) {
-  const uint l = gl_SubgroupInvocationID & 7u;
-  return mm_x[xr + e + (l & 3u) + (l >> 2) * MMC_HI];
+// X's view: R32G32B32A32_SFLOAT texels (X_VEC4: x_base and x_stride multiples of 4), else
+// R32_SFLOAT. Elements i..i+3 (i a multiple of 4 when X_VEC4), and element i.
+layout(constant_id = 5) const bool X_VEC4 = true;
+vec4 mmc_x4(uint i) {
+  if (X_VEC4) return texelFetch(mm_xtex, int(i >> 2));
+  return vec4(texelFetch(mm_xtex, int(i)).x, texelFetch(mm_xtex, int(i + 1u)).x, texelFetch(mm_xtex, int(i + 2u)).x,
+              texelFetch(mm_xtex, int(i + 3u)).x);
 }
-void mmc_x(float xl, out vec4 lo, out vec4 hi) {
-  lo = vec4(subgroupBroadcast(xl, 0u), subgroupBroadcast(xl, 1u), subgroupBroadcast(xl, 2u),
-            subgroupBroadcast(xl, 3u));
-  hi = vec4(subgroupBroadcast(xl, 4u), subgroupBroadcast(xl, 5u), subgroupBroadcast(xl, 6u),
-            subgroupBroadcast(xl, 7u));
-}
-#endif
-void mmc_x_direct(uint xr, uint e, out vec4 lo, out vec4 hi) {
-  const uint i = xr + e, j = i + MMC_HI;
-  lo = vec4(mm_x[i], mm_x[i + 1u], mm_x[i + 2u], mm_x[i + 3u]);
-  hi = vec4(mm_x[j], mm_x[j + 1u], mm_x[j + 2u], mm_x[j + 3u]);
+float mmc_x1(uint i) { return X_VEC4 ? texelFetch(mm_xtex, int(i >> 2))[i & 3u] : texelFetch(mm_xtex, int(i)).x; }
+// Elements e..e+3 and e+MMC_HI..e+MMC_HI+3 of X row xr (element index of the row start): the
+// same addresses in every lane.
+void mmc_x(uint xr, uint e, out vec4 lo, out vec4 hi) {
+  lo = mmc_x4(xr + e);
+  hi = mmc_x4(xr + e + MMC_HI);
 }
 
 float mmc_dot8(vec4 a, vec4 b, vec4 c, vec4 d, float acc) {
@@ -275,13 +268,7 @@ void main() {
     for (uint g = 0; g < MMC_GROUPS; ++g) {
       const uint e = mmc_group_elem(s, g);
       vec4 xlo[TM], xhi[TM];
-      [[unroll]] for (uint j = 0; j < TM; ++j) {
-#if CHORUS_SUBGROUP
-        mmc_x(mmc_x_lane(xr[j], e), xlo[j], xhi[j]);
-#else
-        mmc_x_direct(xr[j], e, xlo[j], xhi[j]);
-#endif
-      }
+      [[unroll]] for (uint j = 0; j < TM; ++j) mmc_x(xr[j], e, xlo[j], xhi[j]);
       [[unroll]] for (uint t = 0; t < TN; ++t) {
         vec4 lo, hi;
         mmc_group(r[t], g, lo, hi);
@@ -295,7 +282,7 @@ void main() {
   for (uint k = steps * MMC_BK; k < pc.K; ++k) {
     [[unroll]] for (uint t = 0; t < TN; ++t) {
       const float w = dq_elem(rb[t], k);
-      [[unroll]] for (uint j = 0; j < TM; ++j) acc[t][j] = fma(w, mm_x[xr[j] + k], acc[t][j]);
+      [[unroll]] for (uint j = 0; j < TM; ++j) acc[t][j] = fma(w, mmc_x1(xr[j] + k), acc[t][j]);
     }
   }
 #endif

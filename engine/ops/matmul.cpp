@@ -9,7 +9,7 @@ namespace {
 
 constexpr uint32_t kLds = 9;      // vec4 slots per shared tile row (MM_LDS in matmul.glsl)
 constexpr uint64_t kSlack = 20;   // a window may grow by up to 15 bytes of alignment skip + 3 of rounding
-constexpr uint32_t kCpuBatch = 8; // mul_mm_cpu shares X across batches of 8 lanes (subgroup variant)
+constexpr uint32_t kCpuBatch = 8; // mul_mm_cpu's workgroup: one SIMD batch of llvmpipe's 8 lanes
 
 // One tile configuration: a workgroup covers BM rows of X by BN rows of W; Grid workgroups are
 // (BM / TM) * (BN / TN) invocations, Registers workgroups `wg` invocations of TM x TN each
@@ -77,10 +77,7 @@ namespace {
 // registry offers it (CPU devices), else mul_mm_<fmt>.
 std::string pick_op(const Kernels& k, GgmlType type, const MatmulOptions& options) {
   const shaders::Variant* cpu = shaders::select(mul_mm_cpu_op(type), k.caps());
-  bool registers = options.tiling == MatmulTiling::Auto ? cpu != nullptr : options.tiling == MatmulTiling::Registers;
-  // mul_mm_cpu's subgroup variant broadcasts from lanes 0..7: it needs subgroups of at least 8.
-  if (registers && cpu && (cpu->requires_caps & shaders::kSubgroup) != 0 && k.device().info().subgroup_size < kCpuBatch)
-    registers = false;
+  const bool registers = options.tiling == MatmulTiling::Auto ? cpu != nullptr : options.tiling == MatmulTiling::Registers;
   return registers ? mul_mm_cpu_op(type) : mul_mm_op(type);
 }
 
@@ -113,12 +110,22 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
     throw vk::Error(what + ": a tensor overruns its buffer ('" + w.tag() + "', '" + x.tag() + "', '" + y.tag() + "')");
 
   const vk::DeviceInfo& info = k.device().info();
-  const std::string op = pick_op(k, type, options);
+  std::string op = pick_op(k, type, options);
+  // mul_mm_cpu reads X through a texel view (buffers made by Device::create_buffer allow them):
+  // of vec4s when X starts at a multiple of 16 bytes in rows of whole vec4s, else of floats.
+  if (op == mul_mm_cpu_op(type) && x.max_texel_elements() == 0) {
+    if (options.tiling == MatmulTiling::Registers)
+      throw vk::Error(what + ": the register-tiled kernel reads X through a texel buffer view, which buffer '" + x.tag() +
+                      "' does not allow");
+    op = mul_mm_op(type);
+  }
+  const bool x_vec4 = x_offset % 16 == 0 && x_stride % 4 == 0;
   const MatmulTiling tiling = op == mul_mm_cpu_op(type) ? MatmulTiling::Registers : MatmulTiling::Grid;
   const bool fp16 = (k.variant(op).requires_caps & shaders::kFp16) != 0;
   const Tile tile =
       tiling == MatmulTiling::Registers ? pick_cpu_tile(M, type) : pick_grid_tile(M, info.max_shared_memory, fp16);
-  const std::vector<uint32_t> spec = {tile.wg(), tile.bm, tile.bn, tile.tm, tile.tn};
+  std::vector<uint32_t> spec = {tile.wg(), tile.bm, tile.bn, tile.tm, tile.tn};
+  if (tiling == MatmulTiling::Registers) spec.push_back(x_vec4 ? 1u : 0u);  // mul_mm_cpu's X_VEC4
 
   // Rows of W per dispatch: as many as fit one binding, in whole tiles when chunked.
   const uint64_t w_limit = window_bytes(w, options.max_window);
@@ -130,7 +137,9 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
   n_chunk = std::min<uint64_t>(n_chunk, N);
 
   // Rows of X and Y per dispatch: both windows must fit.
-  const uint64_t x_elems = window_bytes(x, options.max_window) / 4;
+  uint64_t x_elems = window_bytes(x, options.max_window) / 4;
+  if (tiling == MatmulTiling::Registers)  // a texel view: at most maxTexelBufferElements vec4s, less the alignment
+    x_elems = std::min<uint64_t>(x_elems, x.max_texel_elements() > 4 ? (x_vec4 ? 4 : 1) * (x.max_texel_elements() - 4) : 0);
   const uint64_t y_elems = window_bytes(y, options.max_window) / 4;
   const uint64_t x_fit = x_elems >= K ? (x_elems - K) / x_stride + 1 : 0;
   const uint64_t y_fit = y_elems >= n_chunk ? (y_elems - n_chunk) / y_stride + 1 : 0;
@@ -149,7 +158,12 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
     const vk::BufferWindow ww = w.window(w_start, w_end - w_start);
     for (uint64_t m0 = 0; m0 < M; m0 += m_chunk) {
       const uint64_t mc = std::min<uint64_t>(m_chunk, M - m0);
-      const vk::BufferWindow xw = x.window(x_offset + 4 * m0 * x_stride, 4 * ((mc - 1) * x_stride + K));
+      const uint64_t x_start = x_offset + 4 * m0 * x_stride, x_bytes = 4 * ((mc - 1) * x_stride + K);
+      const vk::BufferWindow xw = tiling == MatmulTiling::Registers
+                                      ? x.texel_window(x_start, x_bytes,
+                                                       x_vec4 ? VK_FORMAT_R32G32B32A32_SFLOAT : VK_FORMAT_R32_SFLOAT,
+                                                       x_vec4 ? 16 : 4)
+                                      : x.window(x_start, x_bytes);
       const vk::BufferWindow yw = y.window(y_offset + 4 * (m0 * y_stride + n0), 4 * ((mc - 1) * y_stride + nc));
       MatmulPush push{};
       push.K = K;

@@ -53,7 +53,7 @@ struct MatmulOptions {
 std::string mul_mm_op(GgmlType type);
 std::string mul_mm_cpu_op(GgmlType type);
 // The kernel variant mul_mm runs for `type` with these options on k's device (e.g.
-// "mul_mm_cpu_q4_0+subgroup" on lavapipe), for reports.
+// "mul_mm_cpu_q4_0+cpu" on lavapipe), for reports.
 std::string mul_mm_kernel_name(const Kernels& k, GgmlType type, const MatmulOptions& options = {});
 
 // Records Y[m][n] = sum_k W[n][k] * X[m][k] for m < M, n < N.

@@ -39,7 +39,14 @@ layout(constant_id = 4) const uint TN = 4;
 // vec4s per tile row in shared memory: 8 of data plus one of padding (spreads rows over banks).
 #define MM_LDS 9u
 
+#ifdef MM_W_TEXEL
+// (mul_mm_cpu.comp, formats whose words it loads itself) W through a uniform texel buffer of
+// R32_UINT texels; quant.glsl's readers, never called then, see a private array.
+layout(set = 0, binding = 0) uniform usamplerBuffer mm_wtex;
+uint mm_w_unused[1];
+#else
 layout(std430, set = 0, binding = 0) readonly buffer MatmulW { uint mm_w[]; };
+#endif
 #ifdef MM_X_TEXEL
 // (mul_mm_cpu.comp) X through a uniform texel buffer of vec4s: x_base and x_stride multiples of 4.
 layout(set = 0, binding = 1) uniform samplerBuffer mm_xtex;
@@ -48,14 +55,18 @@ layout(std430, set = 0, binding = 1) readonly buffer MatmulX { float mm_x[]; };
 #endif
 layout(std430, set = 0, binding = 2) writeonly buffer MatmulY { float mm_y[]; };
 
-#if CHORUS_FP16
+#if CHORUS_FP16 && !defined(MM_W_TEXEL)
 // The same words as fp16 values: quant.glsl reads fp16 fields through it.
 layout(std430, set = 0, binding = 0) readonly buffer MatmulW16 { float16_t mm_w16[]; };
 #define QBUF16 mm_w16
 #endif
 
 // Block layouts and dequantisation: one FMT_<TYPE> define per compiled kernel.
+#ifdef MM_W_TEXEL
+#define QBUF mm_w_unused
+#else
 #define QBUF mm_w
+#endif
 #include "quant.glsl"
 
 // Four consecutive weights W[row][k .. k + 3] (k a multiple of 4) of the row starting at byte

@@ -9,7 +9,11 @@
 // shaped to do as few lane-varying loads per multiply-add as possible:
 //   - each invocation owns a register tile of TN rows of W (n = n0 + lid + t * wg) by TM rows of X;
 //   - W: the invocation loads each quant block of its rows as whole 32-bit words into registers
-//     (one pass over the block's bytes) and dequantises there;
+//     (one pass over the block's bytes) and dequantises there; Q8_0, Q4_0, Q4_1, Q4_K and Q6_K
+//     through a texel buffer of R32_UINT texels (a gather: each lane has its own rows), which
+//     took SmolLM2's 1536 x 576 x 512 Q4_1 product from 28 to 26 ms and Q4_K / Q6_K products
+//     (1536 x 1024 x 512) from 130 / 142 ms to 37 / 42; the other formats read words through
+//     quant.glsl from a storage buffer;
 //   - X: a uniform texel buffer (vec4 texels where aligned): every lane fetches the same texels,
 //     a gather, where a storage load (per-lane loop) and subgroupBroadcast had cost SmolLM2's
 //     1536 x 576 x 512 Q4_1 product 44 ms against 28 ms now (docs/performance.md).
@@ -22,7 +26,17 @@
 // workgroups.
 #include "common.glsl"
 #define MM_X_TEXEL 1  // X as vec4 texels (matmul.glsl)
+#if defined(FMT_Q8_0) || defined(FMT_Q4_0) || defined(FMT_Q4_1) || defined(FMT_Q4_K) || defined(FMT_Q6_K)
+#define MM_W_TEXEL 1  // W as R32_UINT texels (engine/ops/matmul.cpp: cpu_w_texel)
+#endif
 #include "matmul.glsl"
+
+// Word i of binding 0.
+#ifdef MM_W_TEXEL
+uint mmw(uint i) { return texelFetch(mm_wtex, int(i)).x; }
+#else
+uint mmw(uint i) { return mm_w[i]; }
+#endif
 
 // --- W steps in registers -------------------------------------------------------------------
 // The K loop walks steps of MMC_BK elements. For each step and row an invocation loads the words
@@ -43,8 +57,8 @@
 // past the region (and maybe past the binding) is not read: the one before it is (never used).
 uint mmc_word(uint bb, uint i, uint bytes) {
   const uint w = (bb >> 2) + i;
-  if (4u * i < bytes) return mm_w[w];
-  return mm_w[(bb & 2u) != 0u ? w : w - 1u];
+  if (4u * i < bytes) return mmw(w);
+  return mmw((bb & 2u) != 0u ? w : w - 1u);
 }
 float mmc_i8(uint b) { return float(int(b << 24) >> 24); }
 
@@ -55,7 +69,7 @@ float mmc_i8(uint b) { return float(int(b << 24) >> 24); }
 struct MmcRegs { uint w[8]; };
 MmcRegs mmc_load(uint rb, uint s) {
   MmcRegs r;
-  [[unroll]] for (uint i = 0; i < 8u; ++i) r.w[i] = mm_w[(rb >> 2) + 8u * s + i];
+  [[unroll]] for (uint i = 0; i < 8u; ++i) r.w[i] = mmw((rb >> 2) + 8u * s + i);
   return r;
 }
 uint mmc_group_elem(uint s, uint g) { return MMC_BK * s; }
@@ -151,8 +165,8 @@ MmcRegs mmc_load(uint rb, uint s) {
   MmcRegs r;
   const uint bw = (rb + 144u * (s >> 2)) >> 2, c = s & 3u;
   uint h[4];
-  [[unroll]] for (uint i = 0; i < 4u; ++i) h[i] = mm_w[bw + i];
-  [[unroll]] for (uint i = 0; i < 8u; ++i) r.q[i] = mm_w[bw + 4u + 8u * c + i];
+  [[unroll]] for (uint i = 0; i < 4u; ++i) h[i] = mmw(bw + i);
+  [[unroll]] for (uint i = 0; i < 8u; ++i) r.q[i] = mmw(bw + 4u + 8u * c + i);
   r.sm0 = mmc_scale_min(h, 2u * c);
   r.sm1 = mmc_scale_min(h, 2u * c + 1u);
   return r;
@@ -177,10 +191,10 @@ MmcRegs mmc_load(uint rb, uint s) {
   const uint bb = rb + uint(BLOCK_BYTES) * (s >> 2), h = (s >> 1) & 1u;
   r.p = s & 1u;
   r.o2 = (bb & 2u) != 0u;
-  [[unroll]] for (uint i = 0; i < 9u; ++i) r.ql[i] = mm_w[((bb + 64u * h + 32u * r.p) >> 2) + i];
-  [[unroll]] for (uint i = 0; i < 9u; ++i) r.qh[i] = mm_w[((bb + 128u + 32u * h) >> 2) + i];
-  [[unroll]] for (uint i = 0; i < 3u; ++i) r.sc[i] = mm_w[((bb + 192u + 8u * h) >> 2) + i];
-  const uint dw = mm_w[(bb + 208u) >> 2];
+  [[unroll]] for (uint i = 0; i < 9u; ++i) r.ql[i] = mmw(((bb + 64u * h + 32u * r.p) >> 2) + i);
+  [[unroll]] for (uint i = 0; i < 9u; ++i) r.qh[i] = mmw(((bb + 128u + 32u * h) >> 2) + i);
+  [[unroll]] for (uint i = 0; i < 3u; ++i) r.sc[i] = mmw(((bb + 192u + 8u * h) >> 2) + i);
+  const uint dw = mmw((bb + 208u) >> 2);
   r.d = unpackHalf2x16(r.o2 ? dw >> 16 : dw).x;
   return r;
 }

@@ -73,6 +73,12 @@ std::string mul_mm_cpu_op(GgmlType type) { return "mul_mm_cpu_" + mul_mm_op(type
 
 namespace {
 
+// The formats whose W mul_mm_cpu reads through a texel view of R32_UINT texels (MM_W_TEXEL in
+// shaders/mul_mm_cpu.comp: the words it loads itself); the others through a storage buffer.
+bool cpu_w_texel(GgmlType t) {
+  return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_1 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+}
+
 // The op mul_mm records for `type` on k's device: mul_mm_cpu_<fmt> (Registers) where the
 // registry offers it (CPU devices), else mul_mm_<fmt>.
 std::string pick_op(const Kernels& k, GgmlType type, const MatmulOptions& options) {
@@ -113,10 +119,11 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
   std::string op = pick_op(k, type, options);
   // mul_mm_cpu reads X through a texel view (buffers made by Device::create_buffer allow them):
   // of vec4s when X starts at a multiple of 16 bytes in rows of whole vec4s, else of floats.
-  if (op == mul_mm_cpu_op(type) && x.max_texel_elements() == 0) {
+  const bool w_texel = cpu_w_texel(type);
+  if (op == mul_mm_cpu_op(type) && (x.max_texel_elements() == 0 || (w_texel && w.max_texel_elements() == 0))) {
     if (options.tiling == MatmulTiling::Registers)
-      throw vk::Error(what + ": the register-tiled kernel reads X through a texel buffer view, which buffer '" + x.tag() +
-                      "' does not allow");
+      throw vk::Error(what + ": the register-tiled kernel reads X (and " + type_traits(type).name +
+                      " W) through texel buffer views, which buffer '" + x.tag() + "' or '" + w.tag() + "' does not allow");
     op = mul_mm_op(type);
   }
   const bool x_vec4 = x_offset % 16 == 0 && x_stride % 4 == 0;
@@ -128,7 +135,9 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
   if (tiling == MatmulTiling::Registers) spec.push_back(x_vec4 ? 1u : 0u);  // mul_mm_cpu's X_VEC4
 
   // Rows of W per dispatch: as many as fit one binding, in whole tiles when chunked.
-  const uint64_t w_limit = window_bytes(w, options.max_window);
+  uint64_t w_limit = window_bytes(w, options.max_window);
+  if (tiling == MatmulTiling::Registers && w_texel)  // a texel view of words, less the alignment
+    w_limit = std::min<uint64_t>(w_limit, w.max_texel_elements() > 8 ? 4 * (w.max_texel_elements() - 8) : 0);
   uint64_t n_chunk = w_limit / w_row;
   if (n_chunk == 0)
     throw vk::Error(what + ": one row of W (" + std::to_string(w_row) + " bytes) does not fit a binding of " +
@@ -155,7 +164,10 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
     const uint64_t w_start = w_offset + n0 * w_row;
     // Round the end up to a whole word (reads are 32-bit) when the buffer has the bytes.
     const uint64_t w_end = std::min<uint64_t>((w_start + nc * w_row + 3) / 4 * 4, w.size());
-    const vk::BufferWindow ww = w.window(w_start, w_end - w_start);
+    const bool wt = tiling == MatmulTiling::Registers && w_texel;
+    const uint64_t w_view = wt ? w_start / 4 * 4 : w_start;  // a view starts at a whole word
+    const vk::BufferWindow ww = wt ? w.texel_window(w_view, w_end - w_view, VK_FORMAT_R32_UINT, 4)
+                                   : w.window(w_start, w_end - w_start);
     for (uint64_t m0 = 0; m0 < M; m0 += m_chunk) {
       const uint64_t mc = std::min<uint64_t>(m_chunk, M - m0);
       const uint64_t x_start = x_offset + 4 * m0 * x_stride, x_bytes = 4 * ((mc - 1) * x_stride + K);
@@ -169,7 +181,7 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
       push.K = K;
       push.N = static_cast<uint32_t>(nc);
       push.M = static_cast<uint32_t>(mc);
-      push.w_base = static_cast<uint32_t>(ww.skip);
+      push.w_base = static_cast<uint32_t>(ww.skip + (w_start - w_view));
       push.w_row_bytes = static_cast<uint32_t>(w_row);
       push.x_base = skip_elems(xw, 4);
       push.x_stride = x_stride;

@@ -16,6 +16,7 @@
 // is a scalar load per lane. attention_row's lanes are rows that read the same K/V words, so a
 // prefill paid a full gather per row and position; here every lane's load is a different
 // position's word, each serves R rows, and the query rows are read once, before the loop.
+// K and V are texel buffers (attention_kv.glsl): a texel fetch is a gather, not a loop.
 // engine/ops/attention.cpp picks it on CPU devices for a prefill of at least 4096 (token,
 // position) pairs.
 #include "common.glsl"

@@ -9,11 +9,11 @@
 // shaped to do as few lane-varying loads per multiply-add as possible:
 //   - each invocation owns a register tile of TN rows of W (n = n0 + lid + t * wg) by TM rows of X;
 //   - W: the invocation loads each quant block of its rows as whole 32-bit words into registers
-//     (one pass over the block's bytes) and dequantises there; Q8_0, Q4_0, Q4_1, Q4_K and Q6_K
-//     through a texel buffer of R32_UINT texels (a gather: each lane has its own rows), which
-//     took SmolLM2's 1536 x 576 x 512 Q4_1 product from 28 to 26 ms and Q4_K / Q6_K products
-//     (1536 x 1024 x 512) from 130 / 142 ms to 37 / 42; the other formats read words through
-//     quant.glsl from a storage buffer;
+//     (one pass over the block's bytes) and dequantises there; F32, F16, BF16, Q8_0, Q4_0,
+//     Q4_1, Q4_K and Q6_K through a texel buffer of R32_UINT texels (a gather: each lane has
+//     its own rows), which took SmolLM2's 1536 x 576 x 512 Q4_1 product from 28 to 26 ms and
+//     Q4_K / Q6_K products (1536 x 1024 x 512) from 130 / 142 ms to 37 / 42; the other formats
+//     read words through quant.glsl from a storage buffer;
 //   - X: a uniform texel buffer (vec4 texels where aligned): every lane fetches the same texels,
 //     a gather, where a storage load (per-lane loop) and subgroupBroadcast had cost SmolLM2's
 //     1536 x 576 x 512 Q4_1 product 44 ms against 28 ms now (docs/performance.md).
@@ -26,7 +26,8 @@
 // workgroups.
 #include "common.glsl"
 #define MM_X_TEXEL 1  // X as vec4 texels (matmul.glsl)
-#if defined(FMT_Q8_0) || defined(FMT_Q4_0) || defined(FMT_Q4_1) || defined(FMT_Q4_K) || defined(FMT_Q6_K)
+#if defined(FMT_F32) || defined(FMT_F16) || defined(FMT_BF16) || defined(FMT_Q8_0) || defined(FMT_Q4_0) || \
+    defined(FMT_Q4_1) || defined(FMT_Q4_K) || defined(FMT_Q6_K)
 #define MM_W_TEXEL 1  // W as R32_UINT texels (engine/ops/matmul.cpp: cpu_w_texel)
 #endif
 #include "matmul.glsl"
@@ -61,6 +62,19 @@ uint mmc_word(uint bb, uint i, uint bytes) {
   return mmw((bb & 2u) != 0u ? w : w - 1u);
 }
 float mmc_i8(uint b) { return float(int(b << 24) >> 24); }
+#if defined(FMT_F32)
+float mmc_elem(uint rb, uint k) { return uintBitsToFloat(mmw((rb >> 2) + k)); }  // element k of the row at byte rb
+#elif defined(FMT_F16) || defined(FMT_BF16)
+float mmc_elem(uint rb, uint k) {
+  const uint b = rb + 2u * k;
+  const uint h = (mmw(b >> 2) >> ((b & 2u) * 8u)) & 0xFFFFu;
+#if defined(FMT_F16)
+  return unpackHalf2x16(h).x;
+#else
+  return uintBitsToFloat(h << 16);
+#endif
+}
+#endif
 
 #if defined(FMT_F32)
 #define MMC_BK 8u
@@ -295,7 +309,7 @@ void main() {
   // The last K % 8 elements, one at a time.
   for (uint k = steps * MMC_BK; k < pc.K; ++k) {
     [[unroll]] for (uint t = 0; t < TN; ++t) {
-      const float w = dq_elem(rb[t], k);
+      const float w = mmc_elem(rb[t], k);
       [[unroll]] for (uint j = 0; j < TM; ++j) acc[t][j] = fma(w, mmc_x1(xr[j] + k), acc[t][j]);
     }
   }

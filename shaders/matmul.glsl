@@ -48,7 +48,8 @@ uint mm_w_unused[1];
 layout(std430, set = 0, binding = 0) readonly buffer MatmulW { uint mm_w[]; };
 #endif
 #ifdef MM_X_TEXEL
-// (mul_mm_cpu.comp) X through a uniform texel buffer of vec4s: x_base and x_stride multiples of 4.
+// (mul_mm_cpu.comp) X through a uniform texel buffer: vec4 texels when x_base and x_stride are
+// multiples of 4 (X_VEC4), else float texels.
 layout(set = 0, binding = 1) uniform samplerBuffer mm_xtex;
 #else
 layout(std430, set = 0, binding = 1) readonly buffer MatmulX { float mm_x[]; };

@@ -21,8 +21,8 @@
 // the same loop: the subgroup stays uniform.
 //
 // Layout, push constants and bindings: matmul.glsl. Specialisation constants: 0 workgroup size
-// (a multiple of 8), 3 TM (rows of X per invocation), 4 TN (rows of W per invocation); BM and
-// BN are unused. The host (engine/ops/matmul.cpp) dispatches (ceil(M / TM), ceil(N / (wg * TN)))
+// (a multiple of 8), 3 TM (rows of X per invocation), 4 TN (rows of W per invocation), 5 X_VEC4
+// (X's view of vec4 or float texels); BM and BN are unused. The host (engine/ops/matmul.cpp) dispatches (ceil(M / TM), ceil(N / (wg * TN)))
 // workgroups.
 #include "common.glsl"
 #define MM_X_TEXEL 1  // X as vec4 texels (matmul.glsl)

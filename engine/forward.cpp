@@ -371,7 +371,8 @@ struct Context::Impl {
   // With `replay`, positions come from d.pos, so the recording serves any position. For one
   // token whose Q, K and V rows the loader put one after another, one product makes all
   // three (with the norm, where the kernel fuses it); rope_store rotates Q and K and fills the
-  // cache in one dispatch.
+  // cache in one dispatch, or the product's epilogue does (texel kernels, normal RoPE, no bias
+  // or QK-norm between).
   void attention(DeviceState& d, uint32_t l, const std::vector<Piece>& pieces, uint32_t T, const BlockOutput& o,
                  bool replay) {
     const Layer& W = d.shard->layers[l];
@@ -379,7 +380,42 @@ struct Context::Impl {
     vk::CommandBuffer& cb = d.cb();
     const DeviceTensor &wq = W[L::attn_q], &wk = W[L::attn_k], &wv = W[L::attn_v];
     const uint64_t k_at = d.k_at(T), v_at = d.v_at(T);
-    if (T == 1 && wq.followed_by(wk) && wk.followed_by(wv)) {
+    ops::RopeStoreShape rope;
+    rope.n_q_heads = d.n_q / c.head_dim;
+    rope.n_dims = c.rope_dims;
+    rope.neox = c.rope_neox;
+    rope.freq_base = c.rope_base_of(l);
+    rope.freq_scale = c.rope_freq_scale_of(l);
+    const bool qkv_whole = T == 1 && wq.followed_by(wk) && wk.followed_by(wv);
+    if (qkv_whole && pieces.size() == 1 && !c.qkv_bias && !c.qk_norm && !rope.neox) {
+      // One dispatch from x to the cache where the kernel can (texel kernels, normal RoPE):
+      // the product's epilogue rotates Q and K and stores K and V (rope_store's work).
+      const ops::KvCache kv = cache(d, l, pieces[0].seq);
+      ops::MatVecRope r;
+      r.cache = &kv;
+      r.positions = &d.pos;
+      r.positions_offset = uint64_t(pieces[0].row) * 4;
+      r.n_q = d.n_q;
+      r.n_dims = rope.n_dims;
+      r.freq_base = rope.freq_base;
+      r.freq_scale = rope.freq_scale;
+      const DeviceTensor& norm_w = W[L::attn_norm];
+      ops::MatVecFusion f;
+      f.norm = &norm_w.buf();
+      f.norm_offset = norm_w.offset;
+      f.eps = c.rms_eps;
+      f.rope = &r;
+      const uint32_t rows = d.n_q + 2 * d.n_kv;
+      if (ops::mul_mv_fuses(k, wq.type, wq.cols, rows, wq.buf(), wq.offset, d.x, 0, f)) {
+        ops::mul_mv(k, cb, wq.type, wq.buf(), wq.offset, wq.cols, rows, d.x, 0, d.qkv, 0, f);
+        cb.barrier();  // the cache holds every position attention reads; Q is rotated
+        for (const Piece& p : pieces) attend(d, l, p, replay);
+        cb.barrier();  // attention output feeds the output projection
+        output_product(d, W[L::attn_output], d.att, T, o);
+        return;
+      }
+    }
+    if (qkv_whole) {
       product(d, &W[L::attn_norm], d.x, wq, d.n_q + 2 * d.n_kv, T, split::Slice{&d.qkv, 0}, Out::store);
     } else {
       norm(d, W[L::attn_norm], T);
@@ -405,12 +441,6 @@ struct Context::Impl {
                     ops::RmsNormShape{c.head_dim, T * d.n_kv_heads, c.rms_eps});
       cb.barrier();  // normed Q, K before RoPE
     }
-    ops::RopeStoreShape rope;
-    rope.n_q_heads = d.n_q / c.head_dim;
-    rope.n_dims = c.rope_dims;
-    rope.neox = c.rope_neox;
-    rope.freq_base = c.rope_base_of(l);
-    rope.freq_scale = c.rope_freq_scale_of(l);
     for (const Piece& p : pieces) {  // Q rotated, K rotated and V into the piece's cache rows
       rope.n_tokens = p.n;
       ops::rope_store(k, cb, cache(d, l, p.seq), d.qkv, uint64_t(p.row) * d.n_q * 4,

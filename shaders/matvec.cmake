@@ -17,4 +17,7 @@ endforeach()
 foreach(fmt IN ITEMS q8_0 q4_0 q4_1 q4_k q6_k)
   string(TOUPPER ${fmt} up)
   chorus_shader(OP mul_mv_texel_${fmt} SOURCE mul_mv_texel.comp REQUIRES cpu DEFINES FMT_${up}=1)
+  # mul_mv_texel_rope_<fmt>: the decode Q/K/V product with RoPE and the KV-cache store in its
+  # epilogue (matvec.glsl, MatVecRopePush).
+  chorus_shader(OP mul_mv_texel_rope_${fmt} SOURCE mul_mv_texel.comp REQUIRES cpu DEFINES FMT_${up}=1 MV_ROPE=1)
 endforeach()

@@ -22,11 +22,33 @@ struct QuantizeQ8Push {
   uint q_base;   // byte offset (a multiple of 4) of block 0 in binding 1
 };
 
+// mul_mv_texel_rope_<fmt> (mul_mv_texel.comp with MV_ROPE): the decode Q/K/V product of one
+// token whose epilogue does rope_store's work. The N rows are Q (n_q rows), K and V
+// ((N - n_q) / 2 rows each), in heads of head_dim rows; each pair of rows (2i, 2i + 1) of a
+// head is rotated when 2i < n_dims (normal RoPE: rotated pairs are adjacent rows), Q into y, K
+// into the cache, V stored as it is; y keeps K and V unrotated. Follows MatVecPush.
+struct MatVecRopePush {
+  uint n_q;         // Q rows
+  uint head_dim;    // rows per head (even)
+  uint n_dims;      // rotated rows of a head (even, <= head_dim)
+  uint n_ctx;       // cache positions; a position outside [0, n_ctx) stores nothing
+  uint pos_off;     // element of the token's position (int) in binding 4
+  uint kc_off;      // words from binding 5's start to head 0 of the K cache
+  uint vc_off;      // the same in binding 6 for V
+  float freq_base;
+  float freq_scale;
+};
+
 #ifdef MV_KERNEL
 // The common frame of the mul_mv kernels (mul_mv.comp, mul_mv_texel.comp). The kernel declares
-// binding 2 as `float ydata[]` before including this; the push block `p` is declared here.
+// binding 2 as `float ydata[]` before including this; the push block `p` is declared here
+// (and `rp`, MV_ROPE).
 #include "glu.glsl"
+#ifdef MV_ROPE
+layout(push_constant) uniform PushBlock { MatVecPush p; MatVecRopePush rp; };
+#else
 layout(push_constant) uniform PushBlock { MatVecPush p; };
+#endif
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint ROWS = 2;  // rows per workgroup (or per invocation), 1..MV_MAX_ROWS
 #define MV_MAX_ROWS 8

@@ -35,6 +35,12 @@ layout(set = 0, binding = 2, std430) buffer Y { float ydata[]; };
 layout(set = 0, binding = 3) uniform samplerBuffer gtex;
 #define MV_KERNEL 1
 #include "matvec.glsl"
+#ifdef MV_ROPE  // the Q/K/V product with rope_store's work in its epilogue (matvec.glsl)
+#include "rope_angle.glsl"
+layout(set = 0, binding = 4, std430) readonly buffer Pos { int posdata[]; };
+layout(set = 0, binding = 5, std430) writeonly buffer KCache { uint k_cache[]; };
+layout(set = 0, binding = 6, std430) writeonly buffer VCache { uint v_cache[]; };
+#endif
 #define SB_Q4K_MASKED_SCALES 1  // Q4_K: scales masked in place (x scaled to match)
 #include "mul_mv_sb.glsl"
 
@@ -227,13 +233,60 @@ void blk_step(uint blk, uint bb, uint x0, const uint rb[MV_MAX_ROWS], inout floa
 }
 #endif
 
+#ifdef MV_ROPE
+// Row r of this invocation: pairs of adjacent rows (a rotated pair in one invocation), the
+// invocation's pair r / 2 being pair lane + WG * (r / 2) of its workgroup's ROWS * WG rows.
+uint rope_row(uint r) {
+  const uint WG = gl_WorkGroupSize.x;
+  return gl_WorkGroupID.x * WG * ROWS + (r >> 1) * 2u * WG + 2u * gl_LocalInvocationID.x + (r & 1u);
+}
+
+// The rows' sums acc (normed) through rope_store's work: Q pairs rotated into y, K pairs
+// rotated and V pairs as they are into the caches at the token's position (rope_store.comp's
+// expressions), K and V also into y unrotated. N and head_dim are even, so a pair below N is
+// whole.
+void rope_epilogue(const float acc[MV_MAX_ROWS]) {
+  const int position = posdata[rp.pos_off];
+  const bool store = position >= 0 && uint(position) < rp.n_ctx;
+  const uint kv = (p.N - rp.n_q) / 2u;  // rows of K, and of V
+  [[unroll]] for (uint r = 0u; r + 1u < MV_MAX_ROWS; r += 2u) {
+    const uint n = rope_row(r);
+    if (r + 1u < ROWS && n < p.N) {
+      const float a = acc[r], b = acc[r + 1u];
+      const bool is_v = n >= rp.n_q + kv;
+      const uint m = n < rp.n_q ? n : is_v ? n - rp.n_q - kv : n - rp.n_q;  // row within Q, K or V
+      const uint e = m % rp.head_dim;                                         // even
+      float ra = a, rb = b;
+      if (!is_v && e < rp.n_dims) {
+        const vec2 cs = rope_angle(e / 2u, position, rp.n_dims, rp.freq_base, rp.freq_scale);
+        ra = a * cs.x - b * cs.y;
+        rb = a * cs.y + b * cs.x;
+      }
+      ydata[p.y_base + n] = n < rp.n_q ? ra : a;
+      ydata[p.y_base + n + 1u] = n < rp.n_q ? rb : b;
+      if (n >= rp.n_q && store) {
+        const uint dst = ((m / rp.head_dim) * rp.n_ctx + uint(position)) * (rp.head_dim / 2u) + e / 2u;
+        if (is_v)
+          v_cache[rp.vc_off + dst] = packHalf2x16(vec2(a, b));
+        else
+          k_cache[rp.kc_off + dst] = packHalf2x16(vec2(ra, rb));
+      }
+    }
+  }
+}
+#endif
+
 void main() {
   const uint WG = gl_WorkGroupSize.x;
   const uint row0 = gl_WorkGroupID.x * WG * OUT_ROWS + gl_LocalInvocationID.x;
   uint rb[MV_MAX_ROWS];  // first byte of each row: output rows, then (GLU) their up rows N further
   float acc[MV_MAX_ROWS];
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
+#ifdef MV_ROPE
+    rb[r] = p.w_base + min(rope_row(r), p.N - 1u) * p.row_bytes;
+#else
     rb[r] = p.w_base + mv_row(r, row0, WG) * p.row_bytes;
+#endif
     acc[r] = 0.0;
   }
   const uint x0 = p.x_base / 4u;
@@ -247,6 +300,10 @@ void main() {
     x_inv = 1.0 / sqrt((ss.x + ss.y + ss.z + ss.w) / float(p.K) + p.eps);
     [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) acc[r] *= x_inv;
   }
+#ifdef MV_ROPE
+  rope_epilogue(acc);
+  return;
+#endif
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
     if (r < OUT_ROWS && row0 + r * WG < p.N) {
       const uint n = row0 + r * WG;

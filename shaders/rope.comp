@@ -8,6 +8,7 @@
 #include "common.glsl"
 layout(local_size_x_id = 0) in;  // before ops.glsl: its shared arrays are sized by it
 #include "ops.glsl"
+#include "rope_angle.glsl"
 
 layout(push_constant) uniform Push { RopePush p; };
 layout(std430, set = 0, binding = 0) readonly buffer X { float x[]; };
@@ -33,9 +34,8 @@ void main() {
   }
   const uint i0 = p.neox != 0 ? i : 2 * i;
   const uint i1 = p.neox != 0 ? i + half_rot : 2 * i + 1;
-  const float inv_freq = exp2(-2.0 * float(i) / float(p.n_dims) * log2(p.freq_base));
-  const float theta = float(pos[p.pos_off + t]) * p.freq_scale * inv_freq;
-  const float c = cos(theta), s = sin(theta);
+  const vec2 cs = rope_angle(i, pos[p.pos_off + t], p.n_dims, p.freq_base, p.freq_scale);
+  const float c = cs.x, s = cs.y;
   const float a = x[xb + i0], b = x[xb + i1];
   y[yb + i0] = a * c - b * s;
   y[yb + i1] = a * s + b * c;

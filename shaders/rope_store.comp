@@ -9,6 +9,7 @@
 // (one invocation per cache word: elements 2w and 2w+1).
 #include "common.glsl"
 #include "attention.glsl"
+#include "rope_angle.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(push_constant) uniform Push { RopeStorePush p; };
@@ -17,12 +18,8 @@ layout(std430, set = 0, binding = 1) readonly buffer P { int pos[]; };
 layout(std430, set = 0, binding = 2) writeonly buffer KCache { uint k_cache[]; };
 layout(std430, set = 0, binding = 3) writeonly buffer VCache { uint v_cache[]; };
 
-// cos and sin of pair i's angle at position `position` (rope.comp's expression).
-vec2 angle(uint i, int position) {
-  const float inv_freq = exp2(-2.0 * float(i) / float(p.n_dims) * log2(p.freq_base));
-  const float theta = float(position) * p.freq_scale * inv_freq;
-  return vec2(cos(theta), sin(theta));
-}
+// cos and sin of pair i's angle at position `position`.
+vec2 angle(uint i, int position) { return rope_angle(i, position, p.n_dims, p.freq_base, p.freq_scale); }
 
 // Element e of the rotated head starting at float b.
 float rotated(uint b, uint e, int position) {

@@ -14,6 +14,7 @@
 #include <cctype>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/ops/matvec.h"
@@ -21,6 +22,7 @@
 #include "shaders/registry.h"
 #include "tests/gpu.h"
 #include "tests/reference.h"
+#include "tests/reference_attention.h"
 #include "tests/reference_ops.h"
 
 namespace chorus {
@@ -514,6 +516,134 @@ TEST_P(MulMvFused, IsRefusedWhereOnlyTheSeparateOpsApply) {
   EXPECT_FALSE(ops::mul_mv_fuses(k, t, 512, 4, wb, 0, xb, 0, norm));
   EXPECT_THROW(test::run_on(dev, [&](vk::CommandBuffer& cb) { ops::mul_mv(k, cb, t, wb, 0, 512, 5, xb, 0, yb, 0, f); }),
                vk::Error);
+}
+
+// The RoPE epilogue (ops::MatVecRope: the decode Q/K/V product doing rope_store's work): the
+// normed product of 3 Q heads, 2 K and 2 V heads of head_dim 16, against the same product
+// unfused followed by ops::rope_store on the device — y and both caches bit for bit (the same
+// arithmetic, rope_angle.glsl's angle) — and against the CPU references (ref::rms_norm,
+// ref::matvec, ref::rope, ref::kv_store; f16 caches within one rounding). Every rotation
+// width (n_dims 16 and 8), 8 and 2 rows per invocation, a position read at an offset, and a
+// position past the context (no cache word written).
+TEST_P(MulMvFused, RopeEpilogueDoesRopeStoresWorkBitForBit) {
+  vk::Device& dev = test::device(0);
+  const GgmlType t = GetParam();
+  const uint32_t K = type_traits(t).block_elems == 256 ? 512 : 576, D = 16, n_q = 3 * D, n_kv_heads = 2, n_ctx = 12;
+  const uint32_t kv = n_kv_heads * D, N = n_q + 2 * kv;
+  const Weights w = make_weights(t, K, N, 900, 0, 16);
+  const std::vector<float> x = test::random_floats(K, 901), g = test::random_floats(K, 902);
+  vk::Buffer wb = test::make_buffer(dev, w.bytes, "W");
+  vk::Buffer xb = test::make_buffer(dev, x, "x");
+  vk::Buffer gb = test::make_buffer(dev, g, "norm");
+  const std::vector<float> prod = ref::matvec(w.values, ref::rms_norm(x, g, K, 1, 1e-5f), K, N);
+  const ref::KvShape shape{n_kv_heads, n_ctx, D};
+  ops::Kernels k(dev);
+  for (const auto& [n_dims, rows, position] : std::vector<std::tuple<uint32_t, uint32_t, int32_t>>{
+           {D, 0, 7}, {8, 2, 3}, {D, 8, 12}}) {
+    SCOPED_TRACE("n_dims " + std::to_string(n_dims) + ", rows " + std::to_string(rows) + ", position " +
+                 std::to_string(position));
+    const std::vector<int32_t> pos{-5, position};
+    vk::Buffer pb = test::make_buffer(dev, pos, "positions");
+    const std::vector<uint16_t> blank(size_t(n_kv_heads) * n_ctx * D, 0xABCD);
+    vk::Buffer kc = test::make_buffer(dev, blank, "K cache"), vc = test::make_buffer(dev, blank, "V cache");
+    vk::Buffer kc2 = test::make_buffer(dev, blank, "K cache 2"), vc2 = test::make_buffer(dev, blank, "V cache 2");
+    vk::Buffer yb = dev.create_buffer(4ull * N, vk::BufferKind::Device, "y"), yb2 = dev.create_buffer(4ull * N, vk::BufferKind::Device, "y2");
+    const ops::KvCache cache{n_kv_heads, n_ctx, D, &kc, 0, &vc, 0}, cache2{n_kv_heads, n_ctx, D, &kc2, 0, &vc2, 0};
+    ops::MatVecOptions o;
+    o.rows = rows;
+    ops::MatVecRope r;
+    r.cache = &cache;
+    r.positions = &pb;
+    r.positions_offset = 4;
+    r.n_q = n_q;
+    r.n_dims = n_dims;
+    r.freq_base = 10000.0f;
+    ops::MatVecFusion f;
+    f.norm = &gb;
+    f.eps = 1e-5f;
+    f.rope = &r;
+    ASSERT_TRUE(ops::mul_mv_fuses(k, t, K, N, wb, 0, xb, 0, f, o));
+    ops::MatVecFusion norm_only = f;
+    norm_only.rope = nullptr;
+    ops::RopeStoreShape rs;
+    rs.n_q_heads = n_q / D;
+    rs.n_dims = n_dims;
+    test::run_on(dev, [&](vk::CommandBuffer& cb) {
+      ops::mul_mv(k, cb, t, wb, 0, K, N, xb, 0, yb, 0, f, o);
+      ops::mul_mv(k, cb, t, wb, 0, K, N, xb, 0, yb2, 0, norm_only, o);
+      cb.barrier();
+      ops::rope_store(k, cb, cache2, yb2, 0, 4ull * n_q, 4ull * (n_q + kv), pb, 4, rs);
+      cb.barrier_to_host();
+    });
+    const std::vector<float> y = dev.download<float>(yb, N);
+    EXPECT_EQ(y, dev.download<float>(yb2, N)) << "y: Q rotated, K and V as the product made them";
+    const std::vector<uint16_t> kgot = dev.download<uint16_t>(kc, blank.size()), vgot = dev.download<uint16_t>(vc, blank.size());
+    EXPECT_EQ(kgot, dev.download<uint16_t>(kc2, blank.size()));
+    EXPECT_EQ(vgot, dev.download<uint16_t>(vc2, blank.size()));
+    // Against the CPU references.
+    const std::vector<int32_t> one{position};
+    const std::span<const float> q(prod.data(), n_q), kk(prod.data() + n_q, kv), vv(prod.data() + n_q + kv, kv);
+    std::vector<float> want = ref::rope(q, one, n_q / D, D, n_dims, false, 10000.0f, 1.0f);
+    want.insert(want.end(), kk.begin(), kk.end());
+    want.insert(want.end(), vv.begin(), vv.end());
+    EXPECT_LE(test::nmse(want, y), 1e-8);
+    std::vector<uint16_t> kwant = blank, vwant = blank;
+    if (position < static_cast<int32_t>(n_ctx)) {
+      ref::kv_store(ref::rope(kk, one, n_kv_heads, D, n_dims, false, 10000.0f, 1.0f), 1, position, shape, kwant);
+      ref::kv_store(vv, 1, position, shape, vwant);
+    }
+    std::vector<float> kw, kg, vw, vg;
+    for (size_t i = 0; i < blank.size(); ++i) {
+      ASSERT_EQ(kwant[i] == 0xABCD, kgot[i] == 0xABCD) << "K cache word " << i;
+      ASSERT_EQ(vwant[i] == 0xABCD, vgot[i] == 0xABCD) << "V cache word " << i;
+      if (kwant[i] == 0xABCD) continue;
+      kw.push_back(fp16_to_fp32(kwant[i]));
+      kg.push_back(fp16_to_fp32(kgot[i]));
+      vw.push_back(fp16_to_fp32(vwant[i]));
+      vg.push_back(fp16_to_fp32(vgot[i]));
+    }
+    EXPECT_EQ(kw.size(), position < static_cast<int32_t>(n_ctx) ? size_t(kv) : 0u);
+    if (!kw.empty()) {
+      EXPECT_LE(test::nmse(kw, kg), 1e-6);
+      EXPECT_LE(test::nmse(vw, vg), 1e-6);
+    }
+  }
+}
+
+TEST_P(MulMvFused, RopeEpilogueIsRefusedWhereRopeStoreMustFollow) {
+  vk::Device& dev = test::device(0);
+  const GgmlType t = GetParam();
+  const uint32_t K = 512, D = 8, n_q = 2 * D, N = n_q + 2 * D;
+  const Weights w = make_weights(t, K, N, 5, 0, 16);
+  vk::Buffer wb = test::make_buffer(dev, w.bytes, "W");
+  vk::Buffer xb = test::make_buffer(dev, test::random_floats(K, 6), "x");
+  vk::Buffer pb = test::make_buffer(dev, std::vector<int32_t>{0}, "positions");
+  vk::Buffer cb_k = dev.create_buffer(2ull * 4 * D, vk::BufferKind::Device, "K cache");
+  vk::Buffer cb_v = dev.create_buffer(2ull * 4 * D, vk::BufferKind::Device, "V cache");
+  const ops::KvCache cache{1, 4, D, &cb_k, 0, &cb_v, 0};
+  ops::Kernels k(dev);
+  ops::MatVecRope r;
+  r.cache = &cache;
+  r.positions = &pb;
+  r.n_q = n_q;
+  ops::MatVecFusion f;
+  f.rope = &r;
+  EXPECT_TRUE(ops::mul_mv_fuses(k, t, K, N, wb, 0, xb, 0, f));
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, K, N - 2, wb, 0, xb, 0, f)) << "K and V rows do not match the cache";
+  ops::MatVecOptions odd;
+  odd.rows = 3;  // a rotated pair must lie in one invocation
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, K, N, wb, 0, xb, 0, f, odd));
+  ops::MatVecOptions storage;
+  storage.texel = 0;
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, K, N, wb, 0, xb, 0, f, storage)) << "the storage kernels have no RoPE epilogue";
+  r.positions_offset = 4;  // past the positions buffer
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, K, N, wb, 0, xb, 0, f));
+  r.positions_offset = 0;
+  r.n_dims = D + 2;  // more than head_dim
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, K, N, wb, 0, xb, 0, f));
+  r.n_dims = 0;
+  f.out = ops::MatVecFusion::Out::add;
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, K, N, wb, 0, xb, 0, f)) << "the RoPE epilogue stores";
 }
 
 INSTANTIATE_TEST_SUITE_P(TexelFormats, MulMvFused,

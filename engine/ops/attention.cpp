@@ -132,6 +132,15 @@ void kv_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const vk:
   }
 }
 
+bool kv_cache_fits_one_binding(const KvCache& cache) {
+  try {
+    check_cache(cache, "cache");
+    return heads_per_window(cache, 0, "cache") == cache.n_kv_heads;
+  } catch (const vk::Error&) {
+    return false;
+  }
+}
+
 void rope_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const vk::Buffer& qkv, uint64_t q_offset,
                 uint64_t k_offset, uint64_t v_offset, const vk::Buffer& positions, uint64_t positions_offset,
                 const RopeStoreShape& s) {

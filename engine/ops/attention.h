@@ -113,6 +113,10 @@ void kv_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const vk:
               uint64_t k_src_offset, const vk::Buffer& v_src, uint64_t v_src_offset, uint32_t n_tokens, uint32_t p0,
               const KvStoreOptions& options = {});
 
+// Whether every head of the cache's K and of its V fits one storage binding (else kernels
+// that store into it take several dispatches); false for a cache check_cache would refuse.
+bool kv_cache_fits_one_binding(const KvCache& cache);
+
 // rope_store: the step between the Q/K/V products and attention in one dispatch.
 struct RopeStoreShape {
   uint32_t n_tokens = 1;

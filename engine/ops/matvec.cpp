@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <vector>
 
 namespace chorus::ops {
 
@@ -37,6 +38,27 @@ std::string lower_name(GgmlType type) {
 }
 
 std::string texel_op(GgmlType type) { return "mul_mv_texel_" + lower_name(type); }
+std::string texel_rope_op(GgmlType type) { return "mul_mv_texel_rope_" + lower_name(type); }
+
+// The push constants of mul_mv_texel_rope_<fmt>: MatVecPush, then MatVecRopePush.
+struct MatVecRopeBlock {
+  MatVecPush mv;
+  MatVecRopePush rope;
+};
+static_assert(sizeof(MatVecRopeBlock) == 68, "the rope kernels' push block must match shaders/matvec.glsl");
+
+// Whether a RoPE epilogue applies to these texel-kernel arguments (mul_mv_fuses' RoPE rules).
+bool rope_fits(const Kernels& k, GgmlType type, uint32_t N, uint32_t rows, const MatVecFusion& f) {
+  const MatVecRope& r = *f.rope;
+  if (r.cache == nullptr || r.positions == nullptr || f.out != MatVecFusion::Out::store || rows % 2 != 0) return false;
+  if (shaders::select(texel_rope_op(type), k.caps()) == nullptr) return false;
+  const KvCache& c = *r.cache;
+  const uint32_t n_dims = r.n_dims ? r.n_dims : c.head_dim;
+  if (!kv_cache_fits_one_binding(c) || n_dims % 2 != 0 || n_dims > c.head_dim) return false;
+  const uint64_t kv_rows = uint64_t(c.n_kv_heads) * c.head_dim;
+  if (r.n_q % c.head_dim != 0 || uint64_t(N) != r.n_q + 2 * kv_rows) return false;
+  return r.positions_offset % 4 == 0 && r.positions_offset + 4 <= r.positions->size();
+}
 
 bool has_texel_kernel(GgmlType t) {
   return t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q4_1 || t == GgmlType::Q4_K ||
@@ -119,7 +141,7 @@ bool texel_w16(const vk::Buffer& w, uint64_t w_offset, uint64_t rows, uint64_t r
 void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& w, uint64_t w_offset, uint32_t K,
                   uint32_t N, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& y, uint64_t y_offset,
                   uint64_t rb, const MatVecFusion& fusion, const MatVecOptions& options) {
-  const std::string op = texel_op(type);
+  const std::string op = fusion.rope ? texel_rope_op(type) : texel_op(type);
   const auto [wg, rows] = texel_shape(k, options);
   const bool glu = fusion.gated();
   if (wg < 1 || wg > 256 || rows < 1 || rows > kMaxRows || (glu && rows % 2 != 0))
@@ -158,10 +180,20 @@ void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Bu
     const MatVecPush push{K, n, static_cast<uint32_t>(rb), static_cast<uint32_t>(ww.skip + (off - start)), x_base,
                           skip_elems(yw, 4), skip_elems(gw, 4), fusion.eps};
     // Specialisation constant 4 is the storage kernel's (X_ALIGNED16); 5 and 6 the fusion's.
-    k.dispatch(cb, op, {ww, xw, yw, gw}, push,
-               {wg, rows, w16 ? 1u : 0u, w16 && aligned16 ? 1u : 0u, 0u, fusion.norm ? 1u : 0u,
-                static_cast<uint32_t>(fusion.out)},
-               groups(n, rows_per_group));
+    const std::vector<uint32_t> spec{wg, rows, w16 ? 1u : 0u, w16 && aligned16 ? 1u : 0u, 0u, fusion.norm ? 1u : 0u,
+                                     static_cast<uint32_t>(fusion.out)};
+    if (fusion.rope) {  // one dispatch (mul_mv_fuses): the caches and the position bound whole
+      const MatVecRope& r = *fusion.rope;
+      const KvCache& c = *r.cache;
+      const vk::BufferWindow pw = r.positions->window(r.positions_offset, 4);
+      const vk::BufferWindow kc = c.k->window(c.k_offset, c.bytes()), vc = c.v->window(c.v_offset, c.bytes());
+      const MatVecRopeBlock block{push, MatVecRopePush{r.n_q, c.head_dim, r.n_dims ? r.n_dims : c.head_dim, c.n_ctx,
+                                                       skip_elems(pw, 4), skip_elems(kc, 4), skip_elems(vc, 4),
+                                                       r.freq_base, r.freq_scale}};
+      k.dispatch(cb, op, {ww, xw, yw, gw, pw, kc, vc}, block, spec, groups(n, rows_per_group));
+      continue;
+    }
+    k.dispatch(cb, op, {ww, xw, yw, gw}, push, spec, groups(n, rows_per_group));
   }
 }
 
@@ -291,10 +323,12 @@ bool mul_mv_fuses(const Kernels& k, GgmlType type, uint32_t K, uint32_t N, const
   if (use_texel(k, type, K, w, x, x_offset, options)) {
     const auto [wg, rows] = texel_shape(k, options);
     if (glu && rows % 2 != 0) return false;
+    if (fusion.rope && !rope_fits(k, type, N, rows, fusion)) return false;
     if (fusion.norm && fusion.norm->max_texel_elements() < K / 4) return false;
     const uint32_t rows_per_group = wg * (glu ? rows / 2 : rows);
     return texel_chunk(k, w, *rb, texel_w16(w, w_offset, w_rows, *rb), rows_per_group, options) >= w_rows;
   }
+  if (fusion.rope) return false;  // the storage kernels have no RoPE epilogue: rope_store follows them
   const StorageShape sh = storage_shape(k, options, glu);
   if (glu && sh.rows % 2 != 0) return false;
   return storage_chunk(w, *rb, sh.rows_per_group, options) >= w_rows;
@@ -308,7 +342,8 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
   if (!mul_mv_fuses(k, type, K, N, w, w_offset, x, x_offset, fusion, options))
     throw vk::Error(mul_mv_op(type) + ": " + shape_text(type, K, N) +
                     " cannot take a fused norm or epilogue here (W must fit one binding, the norm weight start at a multiple "
-                    "of 16 bytes, a gated epilogue have an even number of rows per invocation)");
+                    "of 16 bytes, a gated epilogue have an even number of rows per invocation; a RoPE epilogue needs the "
+                    "texel kernel, Q, K and V rows matching the cache, and the cache in one binding)");
   if (use_texel(k, type, K, w, x, x_offset, options))
     mul_mv_texel(k, cb, type, w, w_offset, K, N, x, x_offset, y, y_offset, rb, fusion, options);
   else

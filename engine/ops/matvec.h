@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/ops/attention.h"
 #include "engine/ops/kernels.h"
 #include "engine/quant.h"
 #include "vkdevice/commands.h"
@@ -29,6 +30,32 @@ struct MatVecPush {
 };
 static_assert(sizeof(MatVecPush) == 32, "MatVecPush must match shaders/matvec.glsl");
 
+// Mirrors `MatVecRopePush` in shaders/matvec.glsl (after MatVecPush, the rope kernels only).
+struct MatVecRopePush {
+  uint32_t n_q, head_dim, n_dims, n_ctx;
+  uint32_t pos_off;         // elements
+  uint32_t kc_off, vc_off;  // words
+  float freq_base, freq_scale;
+};
+static_assert(sizeof(MatVecRopePush) == 36, "MatVecRopePush must match shaders/matvec.glsl");
+
+// RoPE and the KV-cache store in the product's epilogue: rope_store's work (ops::rope_store)
+// for one token, on the texel kernels (mul_mv_texel_rope_<fmt>). The product's N rows are Q
+// (n_q rows, whole heads), then K and V (cache->n_kv_heads * cache->head_dim rows each); y
+// gets Q rotated and K, V as the product made them; the cache gets K rotated and V, as f16, at
+// the position (int32) at byte positions_offset of `positions`, read when the dispatch runs
+// (outside [0, n_ctx): stores nothing). Normal RoPE only (a rotated pair is two adjacent rows;
+// NEOX pairs lie half a head apart): for NEOX the caller records rope_store.
+struct MatVecRope {
+  const KvCache* cache = nullptr;
+  const vk::Buffer* positions = nullptr;
+  uint64_t positions_offset = 0;  // a multiple of 4
+  uint32_t n_q = 0;
+  uint32_t n_dims = 0;  // rotated rows of a head, even, <= head_dim (0: head_dim)
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;
+};
+
 // Work a matrix-vector product can do in the same dispatch (decode fusion; shaders/matvec.glsl):
 // RMSNorm of x before, and an epilogue after. Every matvec kernel fuses (storage kernels in
 // both work splits, texel kernels) when W is bound whole; mul_mv_fuses() says whether a call
@@ -43,7 +70,8 @@ struct MatVecFusion {
     swiglu = 2,  // W holds 2N rows [gate | up]: y[n] = silu(gate_n . x) * (up_n . x)
     geglu = 3,   // the same with GELU (tanh approximation)
   } out = Out::store;
-  bool any() const { return norm != nullptr || out != Out::store; }
+  const MatVecRope* rope = nullptr;  // with out == store: RoPE and the cache store (texel kernels)
+  bool any() const { return norm != nullptr || out != Out::store || rope != nullptr; }
   bool gated() const { return out == Out::swiglu || out == Out::geglu; }  // W holds 2N rows
 };
 
@@ -95,7 +123,10 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
 // Whether mul_mv with `fusion` can record these arguments as one dispatch: W (2N rows for a
 // gated epilogue) fits one binding (one texel view for the texel kernels), the norm weight
 // starts at a 16-byte multiple, a gated epilogue has an even number of rows per invocation or
-// workgroup. Without fusion work, always true.
+// workgroup; a RoPE epilogue (fusion.rope) runs on a texel kernel with an even number of rows
+// per invocation, the rows and the cache agree (n_q whole heads, N - n_q = 2 x the cache's
+// rows), the cache fits one binding and the position lies inside its buffer. Without fusion
+// work, always true.
 bool mul_mv_fuses(const Kernels& k, GgmlType type, uint32_t K, uint32_t N, const vk::Buffer& w, uint64_t w_offset,
                   const vk::Buffer& x, uint64_t x_offset, const MatVecFusion& fusion, const MatVecOptions& options = {});
 

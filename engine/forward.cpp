@@ -59,13 +59,17 @@ struct DeviceState {
   vk::Buffer ids;   // [T] u32 token ids, host-visible
   vk::Buffer pos;   // [T] i32 positions, host-visible
   vk::Buffer x;     // [T][n_embd] residual stream (every device keeps the whole of it)
-  vk::Buffer h;     // [T][n_embd] normed input
+  vk::Buffer h;     // [T][n_embd] normed input (one token: x * g for the norm xg_norm, see below)
   vk::Buffer qkv;   // Q [T][n_q], then K [T][n_kv], then V [T][n_kv] (for one token: one row [Q|K|V])
   vk::Buffer att;   // [T][n_q]
   vk::Buffer gu;    // gate [T][n_ff], then up [T][n_ff]; the activation overwrites gate
   vk::Buffer sel;   // [T][n_embd] rows whose logits are wanted
   MoeScratch moe;   // a mixture of experts' buffers (c.n_expert > 0)
   vk::Buffer embd_scale;  // [1] the embedding's scale (when it is not 1)
+  // While recording one token: h holds x * g of this norm's weight, written by the product
+  // that last updated x (MatVecFusion::next_norm), so the next product normed by it fetches
+  // one vector (raw_x); null when h holds anything else.
+  const DeviceTensor* xg_norm = nullptr;
   vk::Buffer logits;    // [rows][n_vocab local], grown on demand
   vk::Buffer readback;  // host-visible copy of logits
   uint32_t logits_rows = 0;
@@ -84,6 +88,7 @@ struct BlockOutput {
   split::Slice out;      // the device's partial of the reduce point, or the residual x itself
   bool add;              // out is x: the block adds its output into it (the reduce is local)
   split::Slice scratch;  // (add) room for the output when it cannot be added in the product
+  const DeviceTensor* next_norm = nullptr;  // (add) the norm the next product applies to x
 };
 
 // The forward pass recorded for one token of one sequence, replayable while this holds.
@@ -240,13 +245,28 @@ struct Context::Impl {
       embed(d, T);
     else
       exec->receive(d.index, d.x);
+    d.xg_norm = nullptr;
     for (uint32_t l = static_cast<uint32_t>(sp.layers.begin); l < sp.layers.end; ++l) {
       const uint32_t k = 2 * l;
       const Layer& W = d.shard->layers[l];
-      if (d.n_q) attention(d, l, pieces, T, block_output(d, k), replay);
+      // The norm the product after each block applies to x (the next block's, or the head's).
+      const bool dense_ffn = d.n_ff && !c.n_expert;
+      const DeviceTensor* after_ffn = l + 1 < sp.layers.end ? (d.n_q ? &d.shard->layers[l + 1][L::attn_norm] : nullptr)
+                                      : d.n_vocab          ? &d.shard->output_norm
+                                                           : nullptr;
+      if (d.n_q) {
+        BlockOutput o = block_output(d, k);
+        o.next_norm = dense_ffn ? &W[L::ffn_norm] : (d.n_ff ? nullptr : after_ffn);
+        attention(d, l, pieces, T, o, replay);
+      }
       join(d, k, d.n_q > 0, W[L::post_attention_norm], T);
-      if (d.n_ff && c.n_expert) moe_ffn(d, l, T, block_output(d, k + 1));
-      else if (d.n_ff) ffn(d, l, T, block_output(d, k + 1));
+      if (d.n_ff && c.n_expert) {
+        moe_ffn(d, l, T, block_output(d, k + 1));
+      } else if (d.n_ff) {
+        BlockOutput o = block_output(d, k + 1);
+        o.next_norm = after_ffn;
+        ffn(d, l, T, o);
+      }
       join(d, k + 1, d.n_ff > 0, W[L::post_ffw_norm], T);
     }
     head(d, pieces, T, n_out);
@@ -288,6 +308,7 @@ struct Context::Impl {
   // every device norms the same sum, so the residuals stay identical.
   split::Slice post_norm(DeviceState& d, const DeviceTensor& weight, split::Slice sum, uint32_t T) {
     if (!c.post_norms) return sum;
+    d.xg_norm = nullptr;  // h gets the normed sum
     ops::rms_norm(*d.k, d.cb(), *sum.buffer, sum.offset, &weight.buf(), weight.offset, d.h, 0,
                   ops::RmsNormShape{c.n_embd, T, c.rms_eps});
     d.cb().barrier();  // the normed sum joins the residual
@@ -296,6 +317,7 @@ struct Context::Impl {
 
   // x += the reduced sum.
   void add_to_residual(DeviceState& d, split::Slice sum, uint32_t T) {
+    d.xg_norm = nullptr;  // x changes
     ops::add(*d.k, d.cb(), d.x, 0, *sum.buffer, sum.offset, d.x, 0, T * c.n_embd, T * c.n_embd);
     d.cb().barrier();  // residual updated before the next norm reads it
   }
@@ -314,6 +336,7 @@ struct Context::Impl {
 
   // RMSNorm of x with a weight, into h.
   void norm(DeviceState& d, const DeviceTensor& weight, uint32_t T) {
+    d.xg_norm = nullptr;  // h gets the normed x
     ops::rms_norm(*d.k, d.cb(), d.x, 0, &weight.buf(), weight.offset, d.h, 0, ops::RmsNormShape{c.n_embd, T, c.rms_eps});
     d.cb().barrier();  // h feeds the projections
   }
@@ -325,18 +348,44 @@ struct Context::Impl {
   // kernel fuses it (one token, W bound whole: ops::mul_mv_fuses), else the separate ops.
   // Records no barrier after.
   using Out = ops::MatVecFusion::Out;
+  // One token: a fused norm of x with `weight` into f, and the vector the product reads: h when
+  // it holds x * g for this weight (the last product wrote it: raw_x), else x.
+  const vk::Buffer& fused_norm(DeviceState& d, const DeviceTensor& weight, ops::MatVecFusion& f) {
+    f.norm = &weight.buf();
+    f.norm_offset = weight.offset;
+    f.eps = c.rms_eps;
+    if (d.xg_norm != &weight) return d.x;
+    f.raw_x = &d.x;
+    return d.h;
+  }
+
+  // With next_norm (how == add, one token): where the kernel can, the product also writes the
+  // new x times next_norm's weight into h, for the next product (xg_norm).
   void product(DeviceState& d, const DeviceTensor* norm_weight, const vk::Buffer& in, const DeviceTensor& w,
-               uint32_t rows, uint32_t T, split::Slice out, Out how, split::Slice scratch = {}, uint64_t up_offset = 0) {
+               uint32_t rows, uint32_t T, split::Slice out, Out how, split::Slice scratch = {}, uint64_t up_offset = 0,
+               const DeviceTensor* next_norm = nullptr) {
+    ops::Kernels& k = *d.k;
     ops::MatVecFusion f;
     f.out = how;
-    if (norm_weight) {
-      f.norm = &norm_weight->buf();
-      f.norm_offset = norm_weight->offset;
-      f.eps = c.rms_eps;
+    const vk::Buffer* x = norm_weight ? &fused_norm(d, *norm_weight, f) : &in;
+    if (f.raw_x && !ops::mul_mv_fuses(k, w.type, w.cols, rows, w.buf(), w.offset, *x, 0, f)) {
+      f.raw_x = nullptr;  // the kernel cannot: x and g as usual
+      x = &d.x;
     }
-    const vk::Buffer& x = norm_weight ? d.x : in;
-    if (T == 1 && ops::mul_mv_fuses(*d.k, w.type, w.cols, rows, w.buf(), w.offset, x, 0, f)) {
-      ops::mul_mv(*d.k, d.cb(), w.type, w.buf(), w.offset, w.cols, rows, x, 0, *out.buffer, out.offset, f);
+    d.xg_norm = nullptr;  // h is free once this product has read it
+    if (T == 1 && next_norm && how == Out::add) {
+      ops::MatVecFusion g = f;
+      g.next_norm = &next_norm->buf();
+      g.next_norm_offset = next_norm->offset;
+      g.next_out = &d.h;
+      if (ops::mul_mv_fuses(k, w.type, w.cols, rows, w.buf(), w.offset, *x, 0, g)) {
+        ops::mul_mv(k, d.cb(), w.type, w.buf(), w.offset, w.cols, rows, *x, 0, *out.buffer, out.offset, g);
+        d.xg_norm = next_norm;
+        return;
+      }
+    }
+    if (T == 1 && ops::mul_mv_fuses(k, w.type, w.cols, rows, w.buf(), w.offset, *x, 0, f)) {
+      ops::mul_mv(k, d.cb(), w.type, w.buf(), w.offset, w.cols, rows, *x, 0, *out.buffer, out.offset, f);
       return;
     }
     if (norm_weight) norm(d, *norm_weight, T);
@@ -364,7 +413,8 @@ struct Context::Impl {
 
   // The block's output projection into `o` (see BlockOutput).
   void output_product(DeviceState& d, const DeviceTensor& w, const vk::Buffer& in, uint32_t T, const BlockOutput& o) {
-    product(d, nullptr, in, w, c.n_embd, T, o.out, o.add ? Out::add : Out::store, o.scratch);
+    product(d, nullptr, in, w, c.n_embd, T, o.out, o.add ? Out::add : Out::store, o.scratch, 0,
+            o.add ? o.next_norm : nullptr);
   }
 
   // Attention block: this device's part of attn_output(attention(norm(x))) [T][n_embd], into o.
@@ -399,15 +449,17 @@ struct Context::Impl {
       r.n_dims = rope.n_dims;
       r.freq_base = rope.freq_base;
       r.freq_scale = rope.freq_scale;
-      const DeviceTensor& norm_w = W[L::attn_norm];
       ops::MatVecFusion f;
-      f.norm = &norm_w.buf();
-      f.norm_offset = norm_w.offset;
-      f.eps = c.rms_eps;
+      const vk::Buffer* x = &fused_norm(d, W[L::attn_norm], f);
       f.rope = &r;
       const uint32_t rows = d.n_q + 2 * d.n_kv;
-      if (ops::mul_mv_fuses(k, wq.type, wq.cols, rows, wq.buf(), wq.offset, d.x, 0, f)) {
-        ops::mul_mv(k, cb, wq.type, wq.buf(), wq.offset, wq.cols, rows, d.x, 0, d.qkv, 0, f);
+      if (f.raw_x && !ops::mul_mv_fuses(k, wq.type, wq.cols, rows, wq.buf(), wq.offset, *x, 0, f)) {
+        f.raw_x = nullptr;  // the kernel cannot: x and g as usual
+        x = &d.x;
+      }
+      if (ops::mul_mv_fuses(k, wq.type, wq.cols, rows, wq.buf(), wq.offset, *x, 0, f)) {
+        d.xg_norm = nullptr;
+        ops::mul_mv(k, cb, wq.type, wq.buf(), wq.offset, wq.cols, rows, *x, 0, d.qkv, 0, f);
         cb.barrier();  // the cache holds every position attention reads; Q is rotated
         for (const Piece& p : pieces) attend(d, l, p, replay);
         cb.barrier();  // attention output feeds the output projection

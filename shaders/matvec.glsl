@@ -11,8 +11,10 @@ struct MatVecPush {
   uint x_base;     // offset of x[0] in binding 1: elements (f32 x) or bytes (q8_1 blocks, int8)
   uint y_base;     // element offset of y[0] in binding 2
   // The fused forms (mul_mv_texel.comp only; engine/ops/matvec.h MatVecFusion):
-  uint g_base;     // element offset of the RMSNorm weight in binding 3 (NORM)
+  uint g_base;     // element offset of the RMSNorm weight in binding 3 (NORM; NORM_X: of x itself;
+                   // NEXT_NORM: of the next norm's weight)
   float eps;       // RMSNorm epsilon (NORM)
+  uint xg_base;    // element offset of the x * g output in binding 4 (NEXT_NORM)
 };
 
 // quantize_q8_1: blocks of 32 x values -> {f16 d, f16 s, i8 qs[32]} (36 bytes each).

@@ -16,7 +16,8 @@
 //
 // Bindings: 0 = W, a view of format R32G32B32A32_UINT (W_TEXEL16) or R32_UINT; 1 = x, a view
 // of R32G32B32A32_SFLOAT starting 16-aligned; 2 = y, a storage buffer (the exception to
-// common.glsl's all-storage-buffer convention; engine/ops/matvec.cpp binds the views).
+// common.glsl's all-storage-buffer convention; engine/ops/matvec.cpp binds the views); 4 = the
+// x * g output of NEXT_NORM (MV_ROPE: 4 = the position, 5 and 6 = the K and V caches).
 // Push constants (MatVecPush): w_base = bytes from the W view's start to row 0, x_base =
 // elements (a multiple of 4) from the x view's start, y_base = elements.
 //
@@ -35,11 +36,20 @@ layout(set = 0, binding = 2, std430) buffer Y { float ydata[]; };
 layout(set = 0, binding = 3) uniform samplerBuffer gtex;
 #define MV_KERNEL 1
 #include "matvec.glsl"
+// NORM_X (with NORM): binding 1 holds x * g already (an earlier product's NEXT_NORM output) and
+// binding 3 x itself, of which the norm takes the sum of squares (x_sumsq): the products fetch
+// one vector, not x and g. NEXT_NORM (with EPILOGUE 1, the residual add): each output y[n] is
+// also written times the next norm's weight g[n] (binding 3) into binding 4, for that NORM_X
+// product.
+layout(constant_id = 7) const bool NORM_X = false;
+layout(constant_id = 8) const bool NEXT_NORM = false;
 #ifdef MV_ROPE  // the Q/K/V product with rope_store's work in its epilogue (matvec.glsl)
 #include "rope_angle.glsl"
 layout(set = 0, binding = 4, std430) readonly buffer Pos { int posdata[]; };
 layout(set = 0, binding = 5, std430) writeonly buffer KCache { uint k_cache[]; };
 layout(set = 0, binding = 6, std430) writeonly buffer VCache { uint v_cache[]; };
+#else
+layout(set = 0, binding = 4, std430) writeonly buffer XG { float xgdata[]; };
 #endif
 #define SB_Q4K_MASKED_SCALES 1  // Q4_K: scales masked in place (x scaled to match)
 #include "mul_mv_sb.glsl"
@@ -48,6 +58,17 @@ layout(constant_id = 2) const bool W_TEXEL16 = false;  // W view of R32G32B32A32
 layout(constant_id = 3) const bool W_ALIGNED16 = false;  // (W_TEXEL16) every superblock starts 16-aligned
 // Texel e of the norm weight (NORM), clamped to its view.
 vec4 g_texel(uint e) { return texelFetch(gtex, min(int(p.g_base / 4u + e), textureSize(gtex) - 1)); }
+
+// NORM_X: the sum of squares of x (binding 3), each invocation summing every WG-th texel, then
+// the workgroup's sum (the same value in every invocation; called in uniform control flow).
+float x_sumsq() {
+  vec4 s = vec4(0.0);
+  for (uint j = gl_LocalInvocationID.x; j < p.K / 4u; j += gl_WorkGroupSize.x) {
+    const vec4 v = g_texel(j);
+    s += v * v;
+  }
+  return mv_wg_sum((s.x + s.y) + (s.z + s.w));
+}
 
 // Texels of 16 bytes that hold a superblock at any even offset within its first texel, and
 // the words the realignment below reads (4 more than the block's: the shift by up to 3 words
@@ -114,7 +135,7 @@ void sb_step(uint sb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MA
   const int xlast = textureSize(xtex) - 1;
   [[unroll]] for (uint j = 0u; j < 64u; ++j) {
     vec4 v = texelFetch(xtex, min(int(x0 + 64u * sb + j), xlast));
-    if (NORM) {
+    if (NORM && !NORM_X) {
       ss += v * v;
       v *= g_texel(64u * sb + j);
     }
@@ -215,7 +236,7 @@ void blk_step(uint blk, uint bb, uint x0, const uint rb[MV_MAX_ROWS], inout floa
   vec4 t = vec4(0.0);
   [[unroll]] for (uint j = 0u; j < 8u; ++j) {
     vec4 v = texelFetch(xtex, min(int(x0 + 8u * blk + j), xlast));
-    if (NORM) {
+    if (NORM && !NORM_X) {
       ss += v * v;
       v *= g_texel(8u * blk + j);
     }
@@ -297,7 +318,10 @@ void main() {
   for (uint blk = 8u * nsb; blk < p.K / 32u; ++blk) blk_step(blk, SB_BYTES * nsb + BLK_BYTES * (blk - 8u * nsb), x0, rb, acc, ss);
 #endif
   if (NORM) {  // the norm's scale, as rms_norm.comp forms it, on each row's sum
-    x_inv = 1.0 / sqrt((ss.x + ss.y + ss.z + ss.w) / float(p.K) + p.eps);
+    if (NORM_X)
+      x_inv = 1.0 / sqrt(x_sumsq() / float(p.K) + p.eps);
+    else
+      x_inv = 1.0 / sqrt((ss.x + ss.y + ss.z + ss.w) / float(p.K) + p.eps);
     [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) acc[r] *= x_inv;
   }
 #ifdef MV_ROPE
@@ -307,7 +331,11 @@ void main() {
   [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) {
     if (r < OUT_ROWS && row0 + r * WG < p.N) {
       const uint n = row0 + r * WG;
-      ydata[p.y_base + n] = mv_epilogue(acc[r], GLU ? acc[min(r + OUT_ROWS, MV_MAX_ROWS - 1u)] : 0.0, n);
+      const float v = mv_epilogue(acc[r], GLU ? acc[min(r + OUT_ROWS, MV_MAX_ROWS - 1u)] : 0.0, n);
+      ydata[p.y_base + n] = v;
+#ifndef MV_ROPE
+      if (NEXT_NORM) xgdata[p.xg_base + n] = v * g_texel(n / 4u)[n % 4u];
+#endif
     }
   }
 }

@@ -610,6 +610,92 @@ TEST_P(MulMvFused, RopeEpilogueDoesRopeStoresWorkBitForBit) {
   }
 }
 
+// x * g carried between products (MatVecFusion::next_norm, raw_x): a residual-add product that
+// also writes its new x times the next norm's weight, then a normed product reading that
+// (x * g) and x itself for the sum of squares, against the separate references: the first
+// product's y within 1e-10, its x * g bit for bit the float products of that y and g, the second
+// product within 1e-10 of rms_norm then matvec. K and N of every texel format's shapes (a
+// partial superblock at 576), 8 and 2 rows per invocation, 8 and 4 invocations per workgroup
+// (the sum of squares is summed across the workgroup).
+TEST_P(MulMvFused, NextNormOutputFeedsARawXNormedProduct) {
+  vk::Device& dev = test::device(0);
+  const GgmlType t = GetParam();
+  const uint32_t K1 = type_traits(t).block_elems == 256 ? 512 : 576;  // the first product's rows: x's length
+  const uint32_t K0 = 256, N2 = 37;
+  const Weights w1 = make_weights(t, K0, K1, 950, 0, 16), w2 = make_weights(t, K1, N2, 951, 0, 16);
+  const std::vector<float> in = test::random_floats(K0, 952), x0 = test::random_floats(K1, 953),
+                           g = test::random_floats(K1, 954);
+  vk::Buffer w1b = test::make_buffer(dev, w1.bytes, "W1"), w2b = test::make_buffer(dev, w2.bytes, "W2");
+  vk::Buffer inb = test::make_buffer(dev, in, "in"), gb = test::make_buffer(dev, g, "norm");
+  ops::Kernels k(dev);
+  std::vector<float> x_want = ref::matvec(w1.values, in, K0, K1);
+  for (uint32_t n = 0; n < K1; ++n) x_want[n] += x0[n];
+  for (const auto& [rows, wg] : std::vector<std::pair<uint32_t, uint32_t>>{{8, 0}, {2, 4}}) {
+    SCOPED_TRACE("rows " + std::to_string(rows) + ", workgroup " + std::to_string(wg));
+    vk::Buffer xb = test::make_buffer(dev, x0, "x");
+    vk::Buffer xgb = dev.create_buffer(4ull * K1 + 16, vk::BufferKind::Device, "x * g");
+    vk::Buffer yb = dev.create_buffer(4ull * N2, vk::BufferKind::Device, "y");
+    ops::MatVecOptions o;
+    o.rows = rows;
+    o.workgroup = wg;
+    ops::MatVecFusion first;
+    first.out = ops::MatVecFusion::Out::add;
+    first.next_norm = &gb;
+    first.next_out = &xgb;
+    first.next_out_offset = 16;
+    ops::MatVecFusion second;
+    second.norm = &gb;
+    second.eps = 1e-5f;
+    second.raw_x = &xb;
+    ASSERT_TRUE(ops::mul_mv_fuses(k, t, K0, K1, w1b, 0, inb, 0, first, o));
+    ASSERT_TRUE(ops::mul_mv_fuses(k, t, K1, N2, w2b, 0, xgb, 16, second, o));
+    test::run_on(dev, [&](vk::CommandBuffer& cb) {
+      ops::mul_mv(k, cb, t, w1b, 0, K0, K1, inb, 0, xb, 0, first, o);
+      cb.barrier();
+      ops::mul_mv(k, cb, t, w2b, 0, K1, N2, xgb, 16, yb, 0, second, o);
+      cb.barrier_to_host();
+    });
+    const std::vector<float> x = dev.download<float>(xb, K1), xg = dev.download<float>(xgb, K1, 16);
+    EXPECT_LE(test::nmse(x_want, x), 1e-10);
+    for (uint32_t n = 0; n < K1; ++n) ASSERT_EQ(xg[n], x[n] * g[n]) << "x * g of row " << n;
+    const std::vector<float> y_want = ref::matvec(w2.values, ref::rms_norm(x, g, K1, 1, 1e-5f), K1, N2);
+    EXPECT_LE(test::nmse(y_want, dev.download<float>(yb, N2)), 1e-10);
+  }
+}
+
+TEST_P(MulMvFused, XTimesGFormsAreRefusedWhereTheyCannotRun) {
+  vk::Device& dev = test::device(0);
+  const GgmlType t = GetParam();
+  const Weights w = make_weights(t, 512, 8, 5, 0, 16);
+  vk::Buffer wb = test::make_buffer(dev, w.bytes, "W");
+  vk::Buffer xb = test::make_buffer(dev, test::random_floats(512, 6), "x");
+  ops::Kernels k(dev);
+  ops::MatVecFusion raw;
+  raw.raw_x = &xb;
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, 512, 8, wb, 0, xb, 0, raw)) << "raw_x without a norm";
+  raw.norm = &xb;
+  EXPECT_TRUE(ops::mul_mv_fuses(k, t, 512, 8, wb, 0, xb, 0, raw));
+  raw.raw_x_offset = 4;
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, 512, 8, wb, 0, xb, 0, raw)) << "raw_x not 16-aligned";
+  raw.raw_x_offset = 0;
+  ops::MatVecOptions storage;
+  storage.texel = 0;
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, 512, 8, wb, 0, xb, 0, raw, storage)) << "the storage kernels have no raw_x";
+  ops::MatVecFusion next;
+  next.next_norm = &xb;
+  next.next_out = &xb;
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, 512, 8, wb, 0, xb, 0, next)) << "next_norm needs the residual add";
+  next.out = ops::MatVecFusion::Out::add;
+  EXPECT_TRUE(ops::mul_mv_fuses(k, t, 512, 8, wb, 0, xb, 0, next));
+  next.next_out_offset = 2048 - 16;  // N floats past the buffer's end
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, 512, 8, wb, 0, xb, 0, next));
+  next.next_out_offset = 0;
+  next.next_norm_offset = 8;
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, 512, 8, wb, 0, xb, 0, next)) << "next_norm not 16-aligned";
+  next.next_norm_offset = 0;
+  EXPECT_FALSE(ops::mul_mv_fuses(k, t, 512, 8, wb, 0, xb, 0, next, storage)) << "the storage kernels have no next_norm";
+}
+
 TEST_P(MulMvFused, RopeEpilogueIsRefusedWhereRopeStoreMustFollow) {
   vk::Device& dev = test::device(0);
   const GgmlType t = GetParam();

@@ -45,7 +45,24 @@ struct MatVecRopeBlock {
   MatVecPush mv;
   MatVecRopePush rope;
 };
-static_assert(sizeof(MatVecRopeBlock) == 68, "the rope kernels' push block must match shaders/matvec.glsl");
+static_assert(sizeof(MatVecRopeBlock) == 72, "the rope kernels' push block must match shaders/matvec.glsl");
+
+// Whether the texel kernel can take fusion.raw_x and fusion.next_norm (mul_mv_fuses' rules).
+bool prescaled_fits(uint32_t K, uint32_t N, const MatVecFusion& f) {
+  if (f.raw_x) {
+    if (!f.norm || f.raw_x_offset % 16 != 0 || f.raw_x_offset + uint64_t(K) * 4 > f.raw_x->size() ||
+        f.raw_x->max_texel_elements() < K / 4)
+      return false;
+  }
+  if (f.next_norm) {
+    if (f.out != MatVecFusion::Out::add || f.rope || !f.next_out || f.next_norm_offset % 16 != 0 ||
+        f.next_norm_offset + (uint64_t(N) + 3) / 4 * 16 > f.next_norm->size() ||
+        f.next_norm->max_texel_elements() < (N + 3) / 4 ||
+        f.next_out_offset % 4 != 0 || f.next_out_offset + uint64_t(N) * 4 > f.next_out->size())
+      return false;
+  }
+  return true;
+}
 
 // Whether a RoPE epilogue applies to these texel-kernel arguments (mul_mv_fuses' RoPE rules).
 bool rope_fits(const Kernels& k, GgmlType type, uint32_t N, uint32_t rows, const MatVecFusion& f) {
@@ -156,8 +173,14 @@ void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Bu
 
   const vk::BufferWindow xw = x.texel_window(x_offset, uint64_t(K) * 4, VK_FORMAT_R32G32B32A32_SFLOAT, 16);
   const uint32_t x_base = skip_elems(xw, 4);
-  const vk::BufferWindow gw =
-      fusion.norm ? fusion.norm->texel_window(fusion.norm_offset, uint64_t(K) * 4, VK_FORMAT_R32G32B32A32_SFLOAT, 16) : xw;
+  // Binding 3: the norm weight; x itself (raw_x); the next norm's weight (next_norm); else x again.
+  const auto floats_view = [](const vk::Buffer& b, uint64_t offset, uint64_t n) {
+    return b.texel_window(offset, (n + 3) / 4 * 16, VK_FORMAT_R32G32B32A32_SFLOAT, 16);
+  };
+  const vk::BufferWindow gw = fusion.raw_x       ? floats_view(*fusion.raw_x, fusion.raw_x_offset, K)
+                              : fusion.norm      ? floats_view(*fusion.norm, fusion.norm_offset, K)
+                              : fusion.next_norm ? floats_view(*fusion.next_norm, fusion.next_norm_offset, N)
+                                                 : xw;
 
   const uint64_t chunk = texel_chunk(k, w, rb, w16, rows_per_group, options);
   if (chunk == 0)
@@ -177,11 +200,13 @@ void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Bu
     const uint64_t end = std::min(w16 ? (off + view_rows * rb + 15) / 16 * 16 : round_up4(off + view_rows * rb), w.size());
     const vk::BufferWindow ww = w.texel_window(start, end - start, wfmt, tb);
     const vk::BufferWindow yw = y.window(y_offset + row0 * 4, uint64_t(n) * 4);
-    const MatVecPush push{K, n, static_cast<uint32_t>(rb), static_cast<uint32_t>(ww.skip + (off - start)), x_base,
-                          skip_elems(yw, 4), skip_elems(gw, 4), fusion.eps};
+    const vk::BufferWindow xgw = fusion.next_norm ? fusion.next_out->window(fusion.next_out_offset, uint64_t(n) * 4) : yw;
+    const MatVecPush push{K,          n, static_cast<uint32_t>(rb), static_cast<uint32_t>(ww.skip + (off - start)),
+                          x_base,     skip_elems(yw, 4), skip_elems(gw, 4), fusion.eps, skip_elems(xgw, 4)};
     // Specialisation constant 4 is the storage kernel's (X_ALIGNED16); 5 and 6 the fusion's.
-    const std::vector<uint32_t> spec{wg, rows, w16 ? 1u : 0u, w16 && aligned16 ? 1u : 0u, 0u, fusion.norm ? 1u : 0u,
-                                     static_cast<uint32_t>(fusion.out)};
+    const std::vector<uint32_t> spec{wg,   rows, w16 ? 1u : 0u, w16 && aligned16 ? 1u : 0u, 0u, fusion.norm ? 1u : 0u,
+                                     static_cast<uint32_t>(fusion.out), fusion.raw_x ? 1u : 0u,
+                                     fusion.next_norm ? 1u : 0u};
     if (fusion.rope) {  // one dispatch (mul_mv_fuses): the caches and the position bound whole
       const MatVecRope& r = *fusion.rope;
       const KvCache& c = *r.cache;
@@ -193,7 +218,7 @@ void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Bu
       k.dispatch(cb, op, {ww, xw, yw, gw, pw, kc, vc}, block, spec, groups(n, rows_per_group));
       continue;
     }
-    k.dispatch(cb, op, {ww, xw, yw, gw}, push, spec, groups(n, rows_per_group));
+    k.dispatch(cb, op, {ww, xw, yw, gw, xgw}, push, spec, groups(n, rows_per_group));
   }
 }
 
@@ -324,11 +349,13 @@ bool mul_mv_fuses(const Kernels& k, GgmlType type, uint32_t K, uint32_t N, const
     const auto [wg, rows] = texel_shape(k, options);
     if (glu && rows % 2 != 0) return false;
     if (fusion.rope && !rope_fits(k, type, N, rows, fusion)) return false;
+    if (!prescaled_fits(K, N, fusion)) return false;
     if (fusion.norm && fusion.norm->max_texel_elements() < K / 4) return false;
     const uint32_t rows_per_group = wg * (glu ? rows / 2 : rows);
     return texel_chunk(k, w, *rb, texel_w16(w, w_offset, w_rows, *rb), rows_per_group, options) >= w_rows;
   }
-  if (fusion.rope) return false;  // the storage kernels have no RoPE epilogue: rope_store follows them
+  // The storage kernels have no RoPE epilogue (rope_store follows them) and no x * g forms.
+  if (fusion.rope || fusion.raw_x || fusion.next_norm) return false;
   const StorageShape sh = storage_shape(k, options, glu);
   if (glu && sh.rows % 2 != 0) return false;
   return storage_chunk(w, *rb, sh.rows_per_group, options) >= w_rows;

@@ -27,8 +27,9 @@ struct MatVecPush {
   uint32_t y_base;     // elements from the y binding's start to y[0]
   uint32_t g_base = 0; // elements from the norm weight's binding start (fused NORM)
   float eps = 0;       // RMSNorm epsilon (fused NORM)
+  uint32_t xg_base = 0;  // elements from the x * g output's binding start (next_norm)
 };
-static_assert(sizeof(MatVecPush) == 32, "MatVecPush must match shaders/matvec.glsl");
+static_assert(sizeof(MatVecPush) == 36, "MatVecPush must match shaders/matvec.glsl");
 
 // Mirrors `MatVecRopePush` in shaders/matvec.glsl (after MatVecPush, the rope kernels only).
 struct MatVecRopePush {
@@ -71,7 +72,21 @@ struct MatVecFusion {
     geglu = 3,   // the same with GELU (tanh approximation)
   } out = Out::store;
   const MatVecRope* rope = nullptr;  // with out == store: RoPE and the cache store (texel kernels)
-  bool any() const { return norm != nullptr || out != Out::store || rope != nullptr; }
+  // Texel kernels only. With norm: the product's x is already x * g (an earlier product's
+  // next_norm output, g this norm's weight, which is then not read) and raw_x holds x itself,
+  // whose sum of squares the norm takes: one vector fetched instead of x and g.
+  const vk::Buffer* raw_x = nullptr;
+  uint64_t raw_x_offset = 0;  // bytes, a multiple of 16
+  // Texel kernels only. With out == add: each y[n] after the add is also written times
+  // next_norm's weight (N floats at next_norm_offset, a multiple of 16) into next_out (N
+  // floats at next_out_offset): the x * g of the next normed product's raw_x form.
+  const vk::Buffer* next_norm = nullptr;
+  uint64_t next_norm_offset = 0;
+  const vk::Buffer* next_out = nullptr;
+  uint64_t next_out_offset = 0;
+  bool any() const {
+    return norm != nullptr || out != Out::store || rope != nullptr || raw_x != nullptr || next_norm != nullptr;
+  }
   bool gated() const { return out == Out::swiglu || out == Out::geglu; }  // W holds 2N rows
 };
 
@@ -125,8 +140,9 @@ void mul_mv(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
 // starts at a 16-byte multiple, a gated epilogue has an even number of rows per invocation or
 // workgroup; a RoPE epilogue (fusion.rope) runs on a texel kernel with an even number of rows
 // per invocation, the rows and the cache agree (n_q whole heads, N - n_q = 2 x the cache's
-// rows), the cache fits one binding and the position lies inside its buffer. Without fusion
-// work, always true.
+// rows), the cache fits one binding and the position lies inside its buffer; raw_x (with a
+// norm) and next_norm (with out == add) on a texel kernel, 16-aligned, inside their buffers.
+// Without fusion work, always true.
 bool mul_mv_fuses(const Kernels& k, GgmlType type, uint32_t K, uint32_t N, const vk::Buffer& w, uint64_t w_offset,
                   const vk::Buffer& x, uint64_t x_offset, const MatVecFusion& fusion, const MatVecOptions& options = {});
 

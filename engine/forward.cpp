@@ -348,15 +348,19 @@ struct Context::Impl {
   // kernel fuses it (one token, W bound whole: ops::mul_mv_fuses), else the separate ops.
   // Records no barrier after.
   using Out = ops::MatVecFusion::Out;
-  // One token: a fused norm of x with `weight` into f, and the vector the product reads: h when
-  // it holds x * g for this weight (the last product wrote it: raw_x), else x.
-  const vk::Buffer& fused_norm(DeviceState& d, const DeviceTensor& weight, ops::MatVecFusion& f) {
+  // A fused norm of x with `weight` into f (its other work already set) for a product of
+  // `rows` rows of w, and the vector the product reads: h when it holds x * g for this weight
+  // (the last product wrote it) and the kernel can take that form (raw_x), else x.
+  const vk::Buffer& fused_norm(DeviceState& d, const DeviceTensor& weight, ops::MatVecFusion& f, const DeviceTensor& w,
+                               uint32_t rows) {
     f.norm = &weight.buf();
     f.norm_offset = weight.offset;
     f.eps = c.rms_eps;
     if (d.xg_norm != &weight) return d.x;
     f.raw_x = &d.x;
-    return d.h;
+    if (ops::mul_mv_fuses(*d.k, w.type, w.cols, rows, w.buf(), w.offset, d.h, 0, f)) return d.h;
+    f.raw_x = nullptr;  // the kernel cannot: x and g as usual
+    return d.x;
   }
 
   // With next_norm (how == add, one token): where the kernel can, the product also writes the
@@ -367,11 +371,7 @@ struct Context::Impl {
     ops::Kernels& k = *d.k;
     ops::MatVecFusion f;
     f.out = how;
-    const vk::Buffer* x = norm_weight ? &fused_norm(d, *norm_weight, f) : &in;
-    if (f.raw_x && !ops::mul_mv_fuses(k, w.type, w.cols, rows, w.buf(), w.offset, *x, 0, f)) {
-      f.raw_x = nullptr;  // the kernel cannot: x and g as usual
-      x = &d.x;
-    }
+    const vk::Buffer* x = norm_weight ? &fused_norm(d, *norm_weight, f, w, rows) : &in;
     d.xg_norm = nullptr;  // h is free once this product has read it
     if (T == 1 && next_norm && how == Out::add) {
       ops::MatVecFusion g = f;
@@ -450,13 +450,9 @@ struct Context::Impl {
       r.freq_base = rope.freq_base;
       r.freq_scale = rope.freq_scale;
       ops::MatVecFusion f;
-      const vk::Buffer* x = &fused_norm(d, W[L::attn_norm], f);
       f.rope = &r;
       const uint32_t rows = d.n_q + 2 * d.n_kv;
-      if (f.raw_x && !ops::mul_mv_fuses(k, wq.type, wq.cols, rows, wq.buf(), wq.offset, *x, 0, f)) {
-        f.raw_x = nullptr;  // the kernel cannot: x and g as usual
-        x = &d.x;
-      }
+      const vk::Buffer* x = &fused_norm(d, W[L::attn_norm], f, wq, rows);
       if (ops::mul_mv_fuses(k, wq.type, wq.cols, rows, wq.buf(), wq.offset, *x, 0, f)) {
         d.xg_norm = nullptr;
         ops::mul_mv(k, cb, wq.type, wq.buf(), wq.offset, wq.cols, rows, *x, 0, d.qkv, 0, f);

@@ -43,6 +43,13 @@ layout(set = 0, binding = 3) uniform samplerBuffer gtex;
 // product.
 layout(constant_id = 7) const bool NORM_X = false;
 layout(constant_id = 8) const bool NEXT_NORM = false;
+// K_FIXED: K as a specialisation constant (0: K from the push constants, which then equal it
+// when it is set). With K fixed the loops over superblocks, blocks and the sum of squares have
+// constant trip counts and are unrolled when the pipeline is built: on llvmpipe a loop it
+// cannot prove uniform runs every assignment in it under the lanes' execution mask, which made
+// a K = 512 product ~25% slower in CPU time than the same work unrolled (docs/performance.md).
+layout(constant_id = 9) const uint K_FIXED = 0u;
+uint k_dim() { return K_FIXED != 0u ? K_FIXED : p.K; }
 #ifdef MV_ROPE  // the Q/K/V product with rope_store's work in its epilogue (matvec.glsl)
 #include "rope_angle.glsl"
 layout(set = 0, binding = 4, std430) readonly buffer Pos { int posdata[]; };
@@ -63,9 +70,13 @@ vec4 g_texel(uint e) { return texelFetch(gtex, min(int(p.g_base / 4u + e), textu
 // the workgroup's sum (the same value in every invocation; called in uniform control flow).
 float x_sumsq() {
   vec4 s = vec4(0.0);
-  for (uint j = gl_LocalInvocationID.x; j < p.K / 4u; j += gl_WorkGroupSize.x) {
-    const vec4 v = g_texel(j);
-    s += v * v;
+  const uint WG = gl_WorkGroupSize.x, n = k_dim() / 4u;
+  [[unroll]] for (uint i = 0u; i < (n + WG - 1u) / WG; ++i) {  // a constant trip count with K_FIXED
+    const uint j = gl_LocalInvocationID.x + i * WG;
+    if (j < n) {
+      const vec4 v = g_texel(j);
+      s += v * v;
+    }
   }
   return mv_wg_sum((s.x + s.y) + (s.z + s.w));
 }
@@ -312,16 +323,16 @@ void main() {
   }
   const uint x0 = p.x_base / 4u;
   vec4 ss = vec4(0.0);
-  const uint nsb = p.K / 256u;  // whole superblocks
-  for (uint sb = 0u; sb < nsb; ++sb) sb_step(sb, x0, rb, acc, ss);
+  const uint nsb = k_dim() / 256u;  // whole superblocks
+  [[unroll]] for (uint sb = 0u; sb < nsb; ++sb) sb_step(sb, x0, rb, acc, ss);
 #ifdef SB_TAIL
-  for (uint blk = 8u * nsb; blk < p.K / 32u; ++blk) blk_step(blk, SB_BYTES * nsb + BLK_BYTES * (blk - 8u * nsb), x0, rb, acc, ss);
+  [[unroll]] for (uint blk = 8u * nsb; blk < k_dim() / 32u; ++blk) blk_step(blk, SB_BYTES * nsb + BLK_BYTES * (blk - 8u * nsb), x0, rb, acc, ss);
 #endif
   if (NORM) {  // the norm's scale, as rms_norm.comp forms it, on each row's sum
     if (NORM_X)
-      x_inv = 1.0 / sqrt(x_sumsq() / float(p.K) + p.eps);
+      x_inv = 1.0 / sqrt(x_sumsq() / float(k_dim()) + p.eps);
     else
-      x_inv = 1.0 / sqrt((ss.x + ss.y + ss.z + ss.w) / float(p.K) + p.eps);
+      x_inv = 1.0 / sqrt((ss.x + ss.y + ss.z + ss.w) / float(k_dim()) + p.eps);
     [[unroll]] for (uint r = 0u; r < MV_MAX_ROWS; ++r) acc[r] *= x_inv;
   }
 #ifdef MV_ROPE

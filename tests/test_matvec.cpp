@@ -244,17 +244,22 @@ class MulMvTexel : public test::GpuTestP<GgmlType> {
 TEST_P(MulMvTexel, MatchesTheReferenceForEveryWeightAlignmentAndRowCount) {
   // w_offset 0 and 16: 16-aligned rows (Q4_1: 320-byte rows); an odd offset: realigned superblocks with w_pad (the buffer's end padded to 16 bytes), 4-byte
   // texels without; 1 or 8 rows per invocation, rows not a multiple of them.
+  // K from the push constants (fixed_k 0) and as a specialisation constant (1: its loops unrolled).
   uint64_t seed = 200;
-  for (uint64_t w_offset : {uint64_t(0), uint64_t(16), odd_offset()}) {
-    for (uint64_t w_pad : {0u, 16u}) {
-      for (uint32_t rows : {1u, 8u}) {
-        Layout l = tl();
-        l.w_offset = w_offset;
-        l.w_pad = w_pad;
-        l.x_offset = 16;
-        l.y_offset = 4;
-        l.options.rows = rows;
-        check(512, 8 * rows + 5, ++seed, l);
+  for (int fixed_k : {0, 1}) {
+    for (uint64_t w_offset : {uint64_t(0), uint64_t(16), odd_offset()}) {
+      for (uint64_t w_pad : {0u, 16u}) {
+        for (uint32_t rows : {1u, 8u}) {
+          if (fixed_k == 0 && w_pad == 0) continue;  // K read at run time: half the layouts are enough
+          Layout l = tl();
+          l.w_offset = w_offset;
+          l.w_pad = w_pad;
+          l.x_offset = 16;
+          l.y_offset = 4;
+          l.options.rows = rows;
+          l.options.fixed_k = fixed_k;
+          check(512, 8 * rows + 5, ++seed, l);
+        }
       }
     }
   }
@@ -324,6 +329,25 @@ TEST_P(MulMvTexel, FallsBackToStorageBuffersWhereItDoesNotApply) {
   check(512, 9, 272, l, false);
 }
 
+// K as a specialisation constant (the kernel's loops unrolled when the pipeline is built) or from
+// the push constants: the same arithmetic in the same order, so the same bits; a K past
+// kMaxFixedK is fixed only when asked.
+TEST_P(MulMvTexel, GivesTheSameBitsWithKFixedOrReadAtRunTime) {
+  const bool blocks32 = type_traits(GetParam()).block_elems == 32;
+  uint64_t seed = 290;
+  for (uint32_t K : {256u, 768u, blocks32 ? 576u : 512u, ops::kMaxFixedK + 256u}) {
+    Layout l = tl();
+    l.w_offset = odd_offset();
+    l.w_pad = 16;
+    ++seed;
+    l.options.fixed_k = 0;
+    const std::vector<float> a = check(K, 21, seed, l);
+    l.options.fixed_k = 1;
+    const std::vector<float> b = check(K, 21, seed, l);
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << "K " << K;
+  }
+}
+
 TEST_P(MulMvTexel, GivesBitwiseIdenticalResultsWhenRepeated) {
   Layout l = tl();
   l.w_offset = odd_offset();
@@ -353,14 +377,18 @@ TEST_P(MulMvTexelTail, MatchesTheReferenceWhenRowsEndInAPartialSuperblock) {
   uint64_t seed = 300;
   for (uint32_t K : {32u, 224u, 288u, 416u, 576u, 1536u + 224u}) {  // tails of 1, 7, 1, 5, 2, 7 blocks
     for (const WLayout w : {WLayout{0, 0, 8}, WLayout{0, 16, 1}, WLayout{odd_offset(), 16, 8}, WLayout{odd_offset(), 0, 1}}) {
-      Layout l = tl();
-      l.w_offset = w.w_offset;
-      l.w_pad = w.w_pad;
-      l.x_offset = 16;
-      l.options.rows = w.rows;
-      SCOPED_TRACE("K " + std::to_string(K) + " w_offset " + std::to_string(w.w_offset) + " w_pad " +
-                   std::to_string(w.w_pad) + " rows " + std::to_string(w.rows));
-      check(K, 8 * w.rows + 3, ++seed, l);
+      for (int fixed_k : {0, 1}) {
+        if (fixed_k == 0 && w.rows == 1) continue;  // K read at run time: two layouts are enough
+        Layout l = tl();
+        l.options.fixed_k = fixed_k;
+        l.w_offset = w.w_offset;
+        l.w_pad = w.w_pad;
+        l.x_offset = 16;
+        l.options.rows = w.rows;
+        SCOPED_TRACE("K " + std::to_string(K) + " w_offset " + std::to_string(w.w_offset) + " w_pad " +
+                     std::to_string(w.w_pad) + " rows " + std::to_string(w.rows) + " fixed_k " + std::to_string(fixed_k));
+        check(K, 8 * w.rows + 3, ++seed, l);
+      }
     }
   }
 }
@@ -630,14 +658,15 @@ TEST_P(MulMvFused, NextNormOutputFeedsARawXNormedProduct) {
   ops::Kernels k(dev);
   std::vector<float> x_want = ref::matvec(w1.values, in, K0, K1);
   for (uint32_t n = 0; n < K1; ++n) x_want[n] += x0[n];
-  for (const auto& [rows, wg] : std::vector<std::pair<uint32_t, uint32_t>>{{8, 0}, {2, 4}}) {
-    SCOPED_TRACE("rows " + std::to_string(rows) + ", workgroup " + std::to_string(wg));
+  for (const auto& [rows, wg, fixed_k] : std::vector<std::tuple<uint32_t, uint32_t, int>>{{8, 0, 1}, {2, 4, 1}, {8, 0, 0}, {2, 4, 0}}) {
+    SCOPED_TRACE("rows " + std::to_string(rows) + ", workgroup " + std::to_string(wg) + ", fixed_k " + std::to_string(fixed_k));
     vk::Buffer xb = test::make_buffer(dev, x0, "x");
     vk::Buffer xgb = dev.create_buffer(4ull * K1 + 16, vk::BufferKind::Device, "x * g");
     vk::Buffer yb = dev.create_buffer(4ull * N2, vk::BufferKind::Device, "y");
     ops::MatVecOptions o;
     o.rows = rows;
     o.workgroup = wg;
+    o.fixed_k = fixed_k;
     ops::MatVecFusion first;
     first.out = ops::MatVecFusion::Out::add;
     first.next_norm = &gb;

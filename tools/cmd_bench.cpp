@@ -295,6 +295,10 @@ int cmd_bench(const std::vector<std::string>& args) {
               "matvec through texel buffers (mul_mv_texel_*) or storage buffers only; default: both, one line each, "
               "where a texel kernel applies",
               zero_one(o.mv.texel))
+      .option({"--fixed-k"}, "0|1",
+              "texel kernels specialised for K, their loops unrolled (1), or K read at run time (0); default: 1 for K "
+              "up to " + std::to_string(ops::kMaxFixedK),
+              zero_one(o.mv.fixed_k))
       .epilog("environment: CHORUS_DISABLE_CAPS=fp16,subgroup,cpu benchmarks narrower variants;\n"
               "LP_NUM_THREADS sets lavapipe's worker threads.");
   if (!p.parse(std::vector<std::string>(args.begin() + 1, args.end()))) return 0;

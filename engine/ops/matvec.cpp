@@ -166,6 +166,8 @@ void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Bu
                     std::to_string(kMaxRows) + (glu ? " (an even number of rows for a gated epilogue)" : ""));
   const uint32_t rows_per_group = wg * (glu ? rows / 2 : rows);
   const uint64_t w_rows = glu ? 2 * uint64_t(N) : N;  // rows of W the dispatch reads
+  // Specialisation constant 9 (K_FIXED): K itself, or 0 for K from the push constants.
+  const uint32_t fixed_k = options.fixed_k == 1 || (options.fixed_k < 0 && K <= kMaxFixedK) ? K : 0;
   const bool aligned16 = w_offset % 16 == 0 && rb % 16 == 0;
   const bool w16 = texel_w16(w, w_offset, w_rows, rb);
   const uint32_t tb = w16 ? 16 : 4;  // bytes per W texel
@@ -203,10 +205,10 @@ void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Bu
     const vk::BufferWindow xgw = fusion.next_norm ? fusion.next_out->window(fusion.next_out_offset, uint64_t(n) * 4) : yw;
     const MatVecPush push{K,          n, static_cast<uint32_t>(rb), static_cast<uint32_t>(ww.skip + (off - start)),
                           x_base,     skip_elems(yw, 4), skip_elems(gw, 4), fusion.eps, skip_elems(xgw, 4)};
-    // Specialisation constant 4 is the storage kernel's (X_ALIGNED16); 5 and 6 the fusion's.
+    // Specialisation constant 4 is the storage kernel's (X_ALIGNED16); 5 to 8 the fusion's.
     const std::vector<uint32_t> spec{wg,   rows, w16 ? 1u : 0u, w16 && aligned16 ? 1u : 0u, 0u, fusion.norm ? 1u : 0u,
                                      static_cast<uint32_t>(fusion.out), fusion.raw_x ? 1u : 0u,
-                                     fusion.next_norm ? 1u : 0u};
+                                     fusion.next_norm ? 1u : 0u, fixed_k};
     if (fusion.rope) {  // one dispatch (mul_mv_fuses): the caches and the position bound whole
       const MatVecRope& r = *fusion.rope;
       const KvCache& c = *r.cache;

@@ -104,7 +104,14 @@ struct MatVecOptions {
                    // mode, x at a 16-byte multiple, buffers
                    // from Device::create_buffer): 1 = use them where they apply, 0 = never,
                    // -1 = 1 on CPU devices (where they are faster), else 0
+  int fixed_k = -1;  // (texel kernels) K as a specialisation constant, so the kernel's loops over K
+                     // are unrolled when its pipeline is built (one pipeline per K): 1 = always,
+                     // 0 = never (K from the push constants), -1 = for K up to kMaxFixedK
 };
+
+// The largest K the texel kernels are specialised for by default (MatVecOptions::fixed_k): past
+// it the unrolled kernel's build time grows with K while the gain shrinks (docs/performance.md).
+inline constexpr uint32_t kMaxFixedK = 4096;
 
 // The kernel name for a weight format: "mul_mv_q4_k".
 std::string mul_mv_op(GgmlType type);

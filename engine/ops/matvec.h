@@ -109,8 +109,9 @@ struct MatVecOptions {
                      // 0 = never (K from the push constants), -1 = for K up to kMaxFixedK
 };
 
-// The largest K the texel kernels are specialised for by default (MatVecOptions::fixed_k): past
-// it the unrolled kernel's build time grows with K while the gain shrinks (docs/performance.md).
+// The largest K the texel kernels are specialised for by default (MatVecOptions::fixed_k), a
+// judgement: the unrolled code grows with K (every superblock compiled out) while the measured
+// gain shrank with K (docs/performance.md, "Decode, sixth round").
 inline constexpr uint32_t kMaxFixedK = 4096;
 
 // The kernel name for a weight format: "mul_mv_q4_k".

@@ -87,8 +87,10 @@ struct DeviceState {
 struct BlockOutput {
   split::Slice out;      // the device's partial of the reduce point, or the residual x itself
   bool add;              // out is x: the block adds its output into it (the reduce is local)
-  split::Slice scratch;  // (add) room for the output when it cannot be added in the product
+  split::Slice scratch;  // (add, starts_as_x) room for the output when it cannot be added in the product
   const DeviceTensor* next_norm = nullptr;  // (add) the norm the next product applies to x
+  bool starts_as_x = false;  // out is the partial of the device that carries the residual
+                             // (Impl::carries_residual): x copied into it, the block's output added
 };
 
 // The forward pass recorded for one token of one sequence, replayable while this holds.
@@ -255,19 +257,19 @@ struct Context::Impl {
                                       : d.n_vocab          ? &d.shard->output_norm
                                                            : nullptr;
       if (d.n_q) {
-        BlockOutput o = block_output(d, k);
+        BlockOutput o = block_output(d, k, T, false);
         o.next_norm = dense_ffn ? &W[L::ffn_norm] : (d.n_ff ? nullptr : after_ffn);
         attention(d, l, pieces, T, o, replay);
       }
-      join(d, k, d.n_q > 0, W[L::post_attention_norm], T);
+      join(d, k, d.n_q > 0, W[L::post_attention_norm], T, false);
       if (d.n_ff && c.n_expert) {
-        moe_ffn(d, l, T, block_output(d, k + 1));
+        moe_ffn(d, l, T, block_output(d, k + 1, T, true));
       } else if (d.n_ff) {
-        BlockOutput o = block_output(d, k + 1);
+        BlockOutput o = block_output(d, k + 1, T, false);
         o.next_norm = after_ffn;
         ffn(d, l, T, o);
       }
-      join(d, k + 1, d.n_ff > 0, W[L::post_ffw_norm], T);
+      join(d, k + 1, d.n_ff > 0, W[L::post_ffw_norm], T, c.n_expert > 0);
     }
     head(d, pieces, T, n_out);
     exec->send(d.index, d.x);  // the hidden state on to the next device of a pipeline
@@ -291,17 +293,45 @@ struct Context::Impl {
   // local (one device, a layer split) and no post-norm comes between.
   bool adds_in_place(const DeviceState& d) const { return exec->sums_locally(d.index) && !c.post_norms; }
 
-  // Where block k's output goes: straight into the residual, else the reduce point's partial.
-  BlockOutput block_output(DeviceState& d, uint32_t k) {
-    const split::Slice partial = exec->partial(d.index, k);
-    if (adds_in_place(d)) return BlockOutput{split::Slice{&d.x, 0}, true, partial};
-    return BlockOutput{partial, false, {}};
+  // Whether a reduce through the collective carries the residual (one token, no post-norm, a
+  // dense block): the first device of the collective starts its partial as x and adds its
+  // block's output into it, so the sum is the new x, which every device copies back (a copy
+  // instead of an add dispatch after each reduce). Prefill keeps x += sum.
+  bool carries_residual(const DeviceState& d, uint32_t T, bool moe) const {
+    return T == 1 && !c.post_norms && !moe && !exec->sums_locally(d.index);
   }
 
-  // Ends block k: the reduce point, then x += the (post-normed) sum unless the block added it.
-  void join(DeviceState& d, uint32_t k, bool wrote, const DeviceTensor& post_norm_weight, uint32_t T) {
+  // Where block k's output goes: straight into the residual, else the reduce point's partial
+  // (which starts as x on the device that carries the residual).
+  BlockOutput block_output(DeviceState& d, uint32_t k, uint32_t T, bool moe) {
+    const split::Slice partial = exec->partial(d.index, k);
+    if (adds_in_place(d)) return BlockOutput{split::Slice{&d.x, 0}, true, partial};
+    BlockOutput o{partial, false, {}};
+    if (carries_residual(d, T, moe) && exec->holds_residual(d.index)) {
+      o.starts_as_x = true;
+      o.scratch = split::Slice{&d.h, 0};  // h is free once the block's input is read
+    }
+    return o;
+  }
+
+  // Ends block k: the reduce point, then x += the (post-normed) sum unless the block added it,
+  // or x = the sum when the reduce carries the residual (a device that ran no part of the
+  // block but carries the residual gives x as its partial).
+  void join(DeviceState& d, uint32_t k, bool wrote, const DeviceTensor& post_norm_weight, uint32_t T, bool moe) {
+    const bool carry = carries_residual(d, T, moe);
+    if (carry && !wrote && exec->holds_residual(d.index)) {
+      const split::Slice partial = exec->partial(d.index, k);
+      d.cb().copy(d.x, 0, *partial.buffer, partial.offset, uint64_t(T) * c.n_embd * 4);
+      wrote = true;
+    }
     const split::Slice sum = exec->reduce(d.index, k, wrote);  // orders x's update before the next reader
-    if (!adds_in_place(d)) add_to_residual(d, post_norm(d, post_norm_weight, sum, T), T);
+    if (carry) {
+      d.xg_norm = nullptr;  // x changes
+      d.cb().copy(*sum.buffer, sum.offset, d.x, 0, uint64_t(T) * c.n_embd * 4);
+      d.cb().barrier();  // the new x before the next norm reads it
+    } else if (!adds_in_place(d)) {
+      add_to_residual(d, post_norm(d, post_norm_weight, sum, T), T);
+    }
   }
 
   // The reduced sum of a block, RMSNormed into h when the family has post-norms (gemma3):
@@ -413,6 +443,12 @@ struct Context::Impl {
 
   // The block's output projection into `o` (see BlockOutput).
   void output_product(DeviceState& d, const DeviceTensor& w, const vk::Buffer& in, uint32_t T, const BlockOutput& o) {
+    if (o.starts_as_x) {
+      d.cb().copy(d.x, 0, *o.out.buffer, o.out.offset, uint64_t(T) * c.n_embd * 4);
+      d.cb().barrier();  // the partial holds x before the product adds into it
+      product(d, nullptr, in, w, c.n_embd, T, o.out, Out::add, o.scratch);
+      return;
+    }
     product(d, nullptr, in, w, c.n_embd, T, o.out, o.add ? Out::add : Out::store, o.scratch, 0,
             o.add ? o.next_norm : nullptr);
   }

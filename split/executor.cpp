@@ -140,6 +140,7 @@ class PipelineExecutor final : public StepExecutor {
   vk::CommandBuffer& cb(size_t d) override { return *members_[d].segments[members_[d].at]; }
   Slice partial(size_t d, uint32_t) override { return {&members_[d].partial, 0}; }
   bool sums_locally(size_t) const override { return true; }
+  bool holds_residual(size_t) const override { return true; }  // its sums are its own
   Slice reduce(size_t d, uint32_t k, bool wrote) override {
     Member& m = members_[d];
     vk::CommandBuffer& seg = *m.segments[m.at];
@@ -281,6 +282,7 @@ class TensorExecutor final : public StepExecutor {
   vk::CommandBuffer& cb(size_t d) override { return *members_[d].segments[members_[d].at]; }
   Slice partial(size_t d, uint32_t k) override { return {&coll_->partials(d), coll_->partial_offset(d, k)}; }
   bool sums_locally(size_t) const override { return false; }
+  bool holds_residual(size_t d) const override { return d == 0; }  // Collective::reduce starts from device 0's
   Slice reduce(size_t d, uint32_t k, bool wrote) override {
     Member& m = members_[d];
     if (k != m.at || k >= o_.max_points)
@@ -391,6 +393,7 @@ class HybridExecutor final : public StepExecutor {
   Slice partial(size_t d, uint32_t k) override { return group(d).exec->partial(where_[d].second, local(d, k)); }
   Slice reduce(size_t d, uint32_t k, bool wrote) override { return group(d).exec->reduce(where_[d].second, local(d, k), wrote); }
   bool sums_locally(size_t d) const override { return group(d).exec->sums_locally(where_[d].second); }
+  bool holds_residual(size_t d) const override { return group(d).exec->holds_residual(where_[d].second); }
   void receive(size_t d, const vk::Buffer& x) override {
     const Group& g = group(d);
     if (where_[d].first == 0) throw std::logic_error("hybrid executor: the first group embeds; nothing is handed to it");

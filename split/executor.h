@@ -78,6 +78,9 @@ class Executor {
   // the whole block), so d may add its block output to the hidden state itself; reduce(d, ...)
   // is still called (it orders the step and marks progress).
   virtual bool sums_locally(size_t d) const = 0;
+  // Whether device d is the first of the devices whose partials one reduce sums (the sum
+  // starts from its partial): the one that may carry the hidden state through the sum.
+  virtual bool holds_residual(size_t d) const = 0;
   // Records: the hidden state [tokens][width] from the previous device into x (at offset 0).
   virtual void receive(size_t d, const vk::Buffer& x) = 0;
   // Records: device d's hidden state x on to the next device, if one follows in a pipeline

@@ -308,6 +308,9 @@ struct Context::Impl {
     if (adds_in_place(d)) return BlockOutput{split::Slice{&d.x, 0}, true, partial};
     BlockOutput o{partial, false, {}};
     if (carries_residual(d, T, moe) && exec->holds_residual(d.index)) {
+      // x into the partial now: the block's own barriers (after Q/K/V and attention, after
+      // the activation) order this copy before the output product adds into it.
+      d.cb().copy(d.x, 0, *partial.buffer, partial.offset, uint64_t(T) * c.n_embd * 4);
       o.starts_as_x = true;
       o.scratch = split::Slice{&d.h, 0};  // h is free once the block's input is read
     }
@@ -443,9 +446,7 @@ struct Context::Impl {
 
   // The block's output projection into `o` (see BlockOutput).
   void output_product(DeviceState& d, const DeviceTensor& w, const vk::Buffer& in, uint32_t T, const BlockOutput& o) {
-    if (o.starts_as_x) {
-      d.cb().copy(d.x, 0, *o.out.buffer, o.out.offset, uint64_t(T) * c.n_embd * 4);
-      d.cb().barrier();  // the partial holds x before the product adds into it
+    if (o.starts_as_x) {  // the partial holds x (block_output)
       product(d, nullptr, in, w, c.n_embd, T, o.out, Out::add, o.scratch);
       return;
     }

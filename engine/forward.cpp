@@ -310,11 +310,16 @@ struct Context::Impl {
     if (carries_residual(d, T, moe) && exec->holds_residual(d.index)) {
       // x into the partial now: the block's own barriers (after Q/K/V and attention, after
       // the activation) order this copy before the output product adds into it.
-      d.cb().copy(d.x, 0, *partial.buffer, partial.offset, uint64_t(T) * c.n_embd * 4);
+      copy_x(d, split::Slice{&d.x, 0}, partial, T);
       o.starts_as_x = true;
       o.scratch = split::Slice{&d.h, 0};  // h is free once the block's input is read
     }
     return o;
+  }
+
+  // Records a copy of T hidden-state rows (x, a partial, a sum) from `from` to `to`.
+  void copy_x(DeviceState& d, split::Slice from, split::Slice to, uint32_t T) const {
+    d.cb().copy(*from.buffer, from.offset, *to.buffer, to.offset, uint64_t(T) * c.n_embd * 4);
   }
 
   // Ends block k: the reduce point, then x += the (post-normed) sum unless the block added it,
@@ -323,14 +328,13 @@ struct Context::Impl {
   void join(DeviceState& d, uint32_t k, bool wrote, const DeviceTensor& post_norm_weight, uint32_t T, bool moe) {
     const bool carry = carries_residual(d, T, moe);
     if (carry && !wrote && exec->holds_residual(d.index)) {
-      const split::Slice partial = exec->partial(d.index, k);
-      d.cb().copy(d.x, 0, *partial.buffer, partial.offset, uint64_t(T) * c.n_embd * 4);
+      copy_x(d, split::Slice{&d.x, 0}, exec->partial(d.index, k), T);
       wrote = true;
     }
     const split::Slice sum = exec->reduce(d.index, k, wrote);  // orders x's update before the next reader
     if (carry) {
       d.xg_norm = nullptr;  // x changes
-      d.cb().copy(*sum.buffer, sum.offset, d.x, 0, uint64_t(T) * c.n_embd * 4);
+      copy_x(d, sum, split::Slice{&d.x, 0}, T);
       d.cb().barrier();  // the new x before the next norm reads it
     } else if (!adds_in_place(d)) {
       add_to_residual(d, post_norm(d, post_norm_weight, sum, T), T);

@@ -330,8 +330,8 @@ TEST_P(MulMvTexel, FallsBackToStorageBuffersWhereItDoesNotApply) {
 }
 
 // K as a specialisation constant (the kernel's loops unrolled when the pipeline is built) or from
-// the push constants: the same arithmetic in the same order, so the same bits; a K past
-// kMaxFixedK is fixed only when asked.
+// the push constants: the same arithmetic in the same order, so the same bits (K past
+// kMaxFixedK too, fixed here because the test asks).
 TEST_P(MulMvTexel, GivesTheSameBitsWithKFixedOrReadAtRunTime) {
   const bool blocks32 = type_traits(GetParam()).block_elems == 32;
   uint64_t seed = 290;

@@ -1,5 +1,6 @@
 #include "split/plan.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <numeric>
 #include <stdexcept>
@@ -161,6 +162,33 @@ void plan_layer(Plan& p, const std::vector<double>& ratios) {
 // Smallest number of heads of width `width` whose total is a whole number of `block`s.
 uint64_t heads_per_block(uint64_t block, uint64_t width) { return block / std::gcd(block, width); }
 
+// The most attention weights a member holds per unit of its ratio (the time of the slowest
+// member, the ratios being speeds): Q rows and O columns per query head, K and V rows per KV
+// head, in head_dim x n_embd elements.
+double attention_pace(const ModelShape& m, const std::vector<double>& ratios, const std::vector<Range>& heads, bool shared) {
+  const uint64_t g = m.group();
+  double sum = 0, pace = 0;
+  for (double r : ratios) sum += r;
+  for (size_t i = 0; i < ratios.size(); ++i) {
+    const Range& h = heads[i];
+    const uint64_t q = shared ? h.size() : h.size() * g;
+    const uint64_t kv = shared ? (h.size() ? (h.end + g - 1) / g - h.begin / g : 0) : h.size();
+    pace = std::max(pace, double(2 * q + 2 * kv) / (ratios[i] / sum));
+  }
+  return pace;
+}
+
+// Whether dividing Q heads (sharing the KV heads a cut group needs) gives the slowest member at
+// least 5% less attention than whole KV heads do. Every layer's attention is followed by a
+// reduce that waits for the slowest member, so its share must be even on its own: SmolLM2's
+// 3 KV heads over two equal devices are 6 and 3 Q heads whole, 5 and 4 shared (one KV head
+// on both), 16 against 14 units on the slower device.
+bool sharing_evens_attention(const ModelShape& m, const std::vector<double>& ratios, uint64_t unit_kv, uint64_t unit_q) {
+  const double whole = attention_pace(m, ratios, partition(m.n_head_kv, ratios, unit_kv), false);
+  const double shared = attention_pace(m, ratios, partition(m.n_head, ratios, unit_q), true);
+  return shared < 0.95 * whole;
+}
+
 // A tensor split of `layers` over the devices `members` (plan indices) by `ratios` (one per
 // member): the whole of a tensor split, or one group of a hybrid split. `embed`: the members
 // look tokens up (the first group); `head`: they compute the logits (the last group).
@@ -180,7 +208,8 @@ void tensor_group(Plan& p, const std::vector<uint32_t>& members, const std::vect
   }
   const uint64_t unit_vocab = m.tied_output ? m.token_embd.row_align : m.output.row_align;
   const bool shared = sharing == KvSharing::always ||
-                      (sharing == KvSharing::automatic && m.n_head_kv / unit_kv < n_dev && g > 1);
+                      (sharing == KvSharing::automatic && g > 1 &&
+                       (m.n_head_kv / unit_kv < n_dev || sharing_evens_attention(m, ratios, unit_kv, unit_q)));
   p.kv_shared = shared;
   p.head_unit = static_cast<uint32_t>(shared ? unit_q : unit_kv);
   p.ffn_unit = static_cast<uint32_t>(unit_ff);

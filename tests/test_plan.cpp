@@ -291,6 +291,26 @@ TEST(SplitPlan, TwoToOneOnSmolLm2SplitsNineHeadsSixAndThreeOnWholeKvHeads) {
   EXPECT_EQ(p.devices[0].vocab, (Range{0, 32768}));
 }
 
+// Whole KV heads would give two equal devices 6 and 3 Q heads (2 and 1 KV heads): 16 units of
+// attention weights against 8, and every layer's reduce waits for the 16. Dividing Q heads 5 and
+// 4, KV head 1 on both, gives 14 and 12: the automatic choice shares.
+TEST(SplitPlan, EvenSplitOfSmolLm2SharesAKvHeadSoTheAttentionIsNearlyEven) {
+  const Plan p = tensor_plan(smollm2_q4_1(), {1, 1});
+  EXPECT_TRUE(p.kv_shared) << describe(p);
+  EXPECT_EQ(p.devices[0].q_heads, (Range{0, 5}));
+  EXPECT_EQ(p.devices[1].q_heads, (Range{5, 9}));
+  EXPECT_EQ(p.devices[0].kv_heads, (Range{0, 2}));
+  EXPECT_EQ(p.devices[1].kv_heads, (Range{1, 3}));
+  EXPECT_EQ(p.kv_replicas, (std::vector<uint32_t>{1, 2, 1}));
+  EXPECT_EQ(p.devices[0].ffn, (Range{0, 768}));
+  // Asked for whole heads, the plan gives them.
+  const Plan whole = tensor_plan(smollm2_q4_1(), {1, 1}, KvSharing::never);
+  EXPECT_FALSE(whole.kv_shared);
+  EXPECT_EQ(whole.devices[0].q_heads, (Range{0, 6}));
+  // Where whole heads already divide evenly (stories260K: 4 KV heads), nothing is shared.
+  EXPECT_FALSE(tensor_plan(stories260k(), {1, 1}).kv_shared);
+}
+
 TEST(SplitPlan, FiveThreeOneOnThreeKvHeadsLeavesTheSmallestDeviceWithoutHeadsAndSaysSo) {
   const Plan p = tensor_plan(smollm2_q4_1(), {5, 3, 1});
   EXPECT_FALSE(p.kv_shared);

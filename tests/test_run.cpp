@@ -131,6 +131,20 @@ std::string two_devices() {
   return " --device " + i + "," + i + " -sm tensor";
 }
 
+// A tensor split over logical devices of the CPU opens each in a Vulkan instance of its own
+// (vk::InstanceOptions::cpu_threads): the answers are the one device's, token for token.
+TEST(ChorusRun, ATensorSplitOverLogicalDevicesOfOneGpuGivesTheGoldenIds) {
+  const Result r = chorus("run -m " + kStories + " -p \"\" -n 256 --temp 0 --print-ids" + two_devices());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(parse_ids(r.out), parse_ids(slurp(kModels + "stories260K.greedy-t0.ids.txt")));
+  // On lavapipe, unless LP_NUM_THREADS is set (the user's choice wins), both say so.
+  if (r.err.find("(llvmpipe") != std::string::npos && !std::getenv("LP_NUM_THREADS")) {
+    const size_t first = r.err.find(", an instance of its own ");
+    ASSERT_NE(first, std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(", an instance of its own ", first + 1), std::string::npos) << r.err;
+  }
+}
+
 // A device that stops answering (CHORUS_FAULT_STALL makes logical device 1 wait before it
 // delivers a reduce point) must end the command within the timeout: one error naming the
 // device and the reduce point, exit code 1, everything released without validation errors.

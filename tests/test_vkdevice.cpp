@@ -34,6 +34,41 @@ TEST_F(GpuTest, SurveyListsTheTestDeviceAsUsableWithItsLimits) {
   EXPECT_GT(d.device_local_bytes(), 0u);
 }
 
+TEST(CpuThreads, TheHostsCoresAreSharedOutAndOneCoreEachRunsOnTheSubmittingThread) {
+  EXPECT_EQ(vk::cpu_threads_per_opening(2, 2), 0u);
+  EXPECT_EQ(vk::cpu_threads_per_opening(3, 2), 0u);
+  EXPECT_EQ(vk::cpu_threads_per_opening(2, 3), 0u);
+  EXPECT_EQ(vk::cpu_threads_per_opening(2, 4), 2u);
+  EXPECT_EQ(vk::cpu_threads_per_opening(3, 16), 5u);
+  EXPECT_EQ(vk::cpu_threads_per_opening(0, 8), 8u);
+}
+
+// The instance sets LP_NUM_THREADS only while it is created, and never over the user's value.
+TEST_F(GpuTest, AnInstanceWithCpuThreadsLeavesTheEnvironmentAsItFoundIt) {
+  const char* had = std::getenv("LP_NUM_THREADS");
+  const std::optional<std::string> saved = had ? std::optional<std::string>(had) : std::nullopt;
+  ::unsetenv("LP_NUM_THREADS");
+  {
+    vk::InstanceOptions o;
+    o.cpu_threads = 0;
+    const vk::Instance inst(o);
+    EXPECT_EQ(std::getenv("LP_NUM_THREADS"), nullptr);
+    EXPECT_EQ(inst.cpu_threads(), std::optional<uint32_t>(0));
+    EXPECT_FALSE(inst.devices().empty());
+  }
+  ::setenv("LP_NUM_THREADS", "1", 1);
+  {
+    vk::InstanceOptions o;
+    o.cpu_threads = 0;
+    const vk::Instance inst(o);
+    ASSERT_NE(std::getenv("LP_NUM_THREADS"), nullptr);
+    EXPECT_STREQ(std::getenv("LP_NUM_THREADS"), "1");
+    EXPECT_EQ(inst.cpu_threads(), std::nullopt) << "the user's LP_NUM_THREADS wins";
+  }
+  if (saved) ::setenv("LP_NUM_THREADS", saved->c_str(), 1);
+  else ::unsetenv("LP_NUM_THREADS");
+}
+
 TEST(DeviceSurvey, ADeviceWithoutTimelineSemaphoresIsRejectedWithTheReason) {
   vk::DeviceInfo d;
   d.api_version = VK_API_VERSION_1_3;

@@ -236,17 +236,41 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
   if (!placement.budgets.empty() && placement.budgets.size() != indices.size())
     throw UsageError("--memory-budget gives " + std::to_string(placement.budgets.size()) + " sizes for " +
                      std::to_string(indices.size()) + " devices");
+  // Devices of one instance of lavapipe share one pool of worker threads, and a lock around
+  // every dispatch: logical devices of the CPU that work at the same time (a tensor or hybrid
+  // split) get an instance each, with the host's cores shared out between them.
+  const split::SplitMode mode = indices.size() == 1 ? split::SplitMode::none : placement.mode;
+  const bool concurrent = mode == split::SplitMode::tensor || mode == split::SplitMode::hybrid;
+  const uint32_t cores = std::max(1u, std::thread::hardware_concurrency());
   std::vector<vk::Device*> devices;
   for (size_t i = 0; i < indices.size(); ++i) {
+    const vk::Instance* instance = m.instance.get();
+    const auto openings = static_cast<uint32_t>(std::count(indices.begin(), indices.end(), indices[i]));
+    if (concurrent && openings > 1 && indices[i] < m.instance->devices().size() &&
+        vk::takes_cpu_threads(m.instance->devices()[indices[i]])) {
+      vk::InstanceOptions io{validation};
+      io.cpu_threads = vk::cpu_threads_per_opening(openings, cores);
+      m.own_instances.push_back(std::make_unique<vk::Instance>(io));
+      instance = m.own_instances.back().get();
+      const vk::DeviceInfo& was = m.instance->devices()[indices[i]];
+      if (indices[i] >= instance->devices().size() || instance->devices()[indices[i]].name != was.name)
+        throw std::runtime_error("device " + std::to_string(indices[i]) + " (" + was.name +
+                                 ") is not at the same index in a second Vulkan instance; give its logical devices one "
+                                 "instance with -sm layer, or list it once");
+    }
     vk::DeviceOptions o;
     o.physical_index = indices[i];
     o.opening = static_cast<uint32_t>(std::count(indices.begin(), indices.begin() + static_cast<std::ptrdiff_t>(i), indices[i]));
     o.force_staging = placement.force_staging;
     if (!placement.budgets.empty()) o.memory_budget = placement.budgets[i];
-    m.devices.push_back(std::make_unique<vk::Device>(*m.instance, o));
+    m.devices.push_back(std::make_unique<vk::Device>(*instance, o));
     devices.push_back(m.devices.back().get());
-    std::fprintf(stderr, "device: %s%s\n", devices.back()->label().c_str(),
-                 devices.back()->uses_staging() ? " (staging copies)" : "");
+    std::string threads;
+    if (const std::optional<uint32_t> t = instance->cpu_threads())
+      threads = *t ? ", an instance of its own with " + std::to_string(*t) + " worker threads"
+                   : ", an instance of its own running dispatches on its submitting thread";
+    std::fprintf(stderr, "device: %s%s%s\n", devices.back()->label().c_str(),
+                 devices.back()->uses_staging() ? " (staging copies)" : "", threads.c_str());
   }
   std::vector<uint64_t> free_bytes;
   bool per_device = false;
@@ -315,6 +339,12 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
   m.planned = fitted.memory;
   m.predicted_token_seconds = fitted.predicted_token_seconds;
   return m;
+}
+
+uint64_t LoadedModel::validation_errors() const {
+  uint64_t n = instance ? instance->validation_errors() : 0;
+  for (const auto& i : own_instances) n += i->validation_errors();
+  return n;
 }
 
 void print_startup(const LoadedModel& m, double load_ms, double first_token_ms) {
@@ -428,7 +458,7 @@ std::string device_view(const LoadedModel& loaded, const Context& ctx) {
 int finish_command(const char* name, const LoadedModel& loaded, const Context& ctx, const Placement& placement,
                    bool was_interrupted) {
   if (placement.show_devices) std::fprintf(stderr, "%s", device_view(loaded, ctx).c_str());
-  if (const uint64_t errors = loaded.instance->validation_errors(); errors > 0) {
+  if (const uint64_t errors = loaded.validation_errors(); errors > 0) {
     std::fprintf(stderr, "chorus %s: the validation layer reported %llu error(s)\n", name,
                  static_cast<unsigned long long>(errors));
     return 1;

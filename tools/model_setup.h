@@ -61,7 +61,11 @@ split::SplitMode parse_split_mode_flag(const std::string& text);
 std::vector<double> parse_ratios(const std::string& flag, std::string text);
 
 struct LoadedModel {
-  std::unique_ptr<vk::Instance> instance;
+  std::unique_ptr<vk::Instance> instance;  // the survey, and the devices that share it
+  // Instances of their own for the logical devices of a CPU device in a tensor or hybrid split
+  // (vk::InstanceOptions::cpu_threads); declared before `devices`, so they outlive them.
+  std::vector<std::unique_ptr<vk::Instance>> own_instances;
+  uint64_t validation_errors() const;  // of every instance
   std::vector<std::unique_ptr<vk::Device>> devices;  // logical devices, in --device order
   std::unique_ptr<Model> model;
   ContextOptions context;  // the request, fitted (n_ctx may have shrunk)

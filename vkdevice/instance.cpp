@@ -1,12 +1,35 @@
 #include "vkdevice/instance.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "shaders/registry.h"
 
 namespace chorus::vk {
 namespace {
+
+// Sets an environment variable for a scope and restores what was there (set or not) after.
+// setenv is not thread-safe against getenv on other threads: used only while an instance is
+// created, before any device of it runs.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) ::setenv(name_, old_->c_str(), 1);
+    else ::unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
 
 bool has_extension(const std::vector<VkExtensionProperties>& exts, const char* name) {
   for (const auto& e : exts)
@@ -192,7 +215,21 @@ const char* to_string(DeviceType t) {
   return "other";
 }
 
+uint32_t cpu_threads_per_opening(uint32_t openings, uint32_t host_cores) {
+  const uint32_t each = host_cores / std::max(openings, 1u);
+  return each > 1 ? each : 0;
+}
+
+bool takes_cpu_threads(const DeviceInfo& d) { return d.type == DeviceType::cpu && d.driver_name == "llvmpipe"; }
+
 Instance::Instance(const InstanceOptions& options) {
+  // Lavapipe creates a device's worker pool when the instance lists it (vkEnumeratePhysicalDevices
+  // below), reading LP_NUM_THREADS then; a value the user set is left alone.
+  std::optional<ScopedEnv> lp_threads;
+  if (options.cpu_threads && !std::getenv("LP_NUM_THREADS")) {
+    lp_threads.emplace("LP_NUM_THREADS", std::to_string(*options.cpu_threads));
+    cpu_threads_ = options.cpu_threads;
+  }
   load_vulkan();
   uint32_t loader_version = VK_API_VERSION_1_0;
   if (vkEnumerateInstanceVersion) vkEnumerateInstanceVersion(&loader_version);

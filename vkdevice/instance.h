@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,7 +67,22 @@ struct DeviceInfo {
 
 struct InstanceOptions {
   bool validation = false;   // enable VK_LAYER_KHRONOS_validation (error if not installed)
+  // Worker threads lavapipe gives the devices of this instance (0: it runs every dispatch on
+  // the submitting thread). Lavapipe has no API for it: it reads LP_NUM_THREADS when an instance
+  // lists its devices, once per instance, so the constructor sets that variable while it does
+  // and restores it after. Unset, or LP_NUM_THREADS already in the environment (the user's
+  // choice wins): the driver's default. Other drivers ignore it. See cpu_threads_per_opening.
+  std::optional<uint32_t> cpu_threads;
 };
+
+// Worker threads for each of `openings` logical devices of one CPU device that run at the same
+// time (a tensor split): the host's cores shared out, and 0 where that leaves one core or less
+// each, as the submitting thread then does the work without handing it to another thread
+// (docs/performance.md, "One instance per logical device of a CPU device").
+uint32_t cpu_threads_per_opening(uint32_t openings, uint32_t host_cores);
+
+// Whether `d` is a Vulkan implementation on the CPU that takes InstanceOptions::cpu_threads.
+bool takes_cpu_threads(const DeviceInfo& d);
 
 class Instance {
  public:
@@ -83,11 +99,14 @@ class Instance {
   // Messages of severity error reported by the validation layer (or any layer) so far.
   uint64_t validation_errors() const { return validation_errors_->load(); }
   bool validation_enabled() const { return validation_; }
+  // The worker threads asked for by InstanceOptions::cpu_threads, when the instance set them.
+  std::optional<uint32_t> cpu_threads() const { return cpu_threads_; }
 
  private:
   VkInstance instance_ = VK_NULL_HANDLE;
   VkDebugUtilsMessengerEXT messenger_ = VK_NULL_HANDLE;
   bool validation_ = false;
+  std::optional<uint32_t> cpu_threads_;
   std::unique_ptr<std::atomic<uint64_t>> validation_errors_ = std::make_unique<std::atomic<uint64_t>>(0);
   std::vector<VkPhysicalDevice> physical_;
   std::vector<DeviceInfo> devices_;

@@ -166,6 +166,18 @@ TEST(ChorusTool, FlagNumbersAreParsedStrictlyAndErrorsNameTheFlag) {
   }
 }
 
+// The collective's benchmark opens its devices as a tensor split does: on lavapipe each in an
+// instance of its own (unless LP_NUM_THREADS is set), which it says; every row is printed.
+TEST(ChorusTool, BenchCollectiveRunsEveryProxyPolicyOnDevicesOpenedAsATensorSplitOpensThem) {
+  const Result r = run("bench collective --floats 64 --points 4 --tokens 2 --runs 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* row : {"\n  poll ", "\n  hybrid ", "\n  block ", "device work alone"})
+    EXPECT_NE(r.output.find(row), std::string::npos) << row << ": " << r.output;
+  if (r.output.find("(llvmpipe") != std::string::npos && !std::getenv("LP_NUM_THREADS")) {
+    EXPECT_NE(r.output.find("devices: each in a Vulkan instance of its own"), std::string::npos) << r.output;
+  }
+}
+
 TEST(ChorusTool, HugeRatiosSplitEvenlyInsteadOfOverflowing) {
   // 1e308 + 1e308 overflowed to infinity and every ratio became 0.
   const Result r = run("run -m " + kStories + " --device 0,0 -sm tensor -ts 1e308,1e308 -n 2 --temp 0");

@@ -206,13 +206,17 @@ int bench_collective(const std::vector<std::string>& args) {
   // `chorus bench collective ...` passes its own name first.
   if (!p.parse(std::vector<std::string>(args.begin() + (!args.empty() && args[0] == "collective"), args.end()))) return 0;
 
+  // As a tensor split opens them: on lavapipe, each logical device in an instance of its own.
   vk::Instance inst;
+  std::vector<std::unique_ptr<vk::Instance>> own;
   std::vector<std::unique_ptr<vk::Device>> owned;
   std::vector<vk::Device*> devs;
   for (uint32_t d = 0; d < o.devices; ++d) {
     vk::DeviceOptions dopt;
     dopt.physical_index = o.device;
-    owned.push_back(std::make_unique<vk::Device>(inst, dopt));
+    dopt.opening = d;
+    if (auto mine = vk::own_instance_for(inst, o.device, o.devices, false)) own.push_back(std::move(mine));
+    owned.push_back(std::make_unique<vk::Device>(own.empty() ? inst : *own.back(), dopt));
     devs.push_back(owned.back().get());
   }
   std::vector<Member> ms(o.devices);
@@ -230,6 +234,9 @@ int bench_collective(const std::vector<std::string>& args) {
   std::printf("collective: %u logical devices of %s, %s partials, %u reduce points per submit, %u tokens x %u runs (medians)\n",
               o.devices, devs[0]->label().c_str(), vk::format_bytes(uint64_t(o.floats) * 4).c_str(), o.points, o.tokens,
               o.runs);
+  if (!own.empty() && own.back()->cpu_threads())
+    std::printf("devices: each in a Vulkan instance of its own, as a tensor split opens them (lavapipe: %u worker threads "
+                "each; 0: the submitting thread runs the dispatch)\n", *own.back()->cpu_threads());
   std::fflush(stdout);
   bool imported = false;
   std::vector<Row> rows;

@@ -241,22 +241,13 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
   // split) get an instance each, with the host's cores shared out between them.
   const split::SplitMode mode = indices.size() == 1 ? split::SplitMode::none : placement.mode;
   const bool concurrent = mode == split::SplitMode::tensor || mode == split::SplitMode::hybrid;
-  const uint32_t cores = std::max(1u, std::thread::hardware_concurrency());
   std::vector<vk::Device*> devices;
   for (size_t i = 0; i < indices.size(); ++i) {
     const vk::Instance* instance = m.instance.get();
     const auto openings = static_cast<uint32_t>(std::count(indices.begin(), indices.end(), indices[i]));
-    if (concurrent && openings > 1 && indices[i] < m.instance->devices().size() &&
-        vk::takes_cpu_threads(m.instance->devices()[indices[i]])) {
-      vk::InstanceOptions io{validation};
-      io.cpu_threads = vk::cpu_threads_per_opening(openings, cores);
-      m.own_instances.push_back(std::make_unique<vk::Instance>(io));
+    if (auto own = concurrent ? vk::own_instance_for(*m.instance, indices[i], openings, validation) : nullptr) {
+      m.own_instances.push_back(std::move(own));
       instance = m.own_instances.back().get();
-      const vk::DeviceInfo& was = m.instance->devices()[indices[i]];
-      if (indices[i] >= instance->devices().size() || instance->devices()[indices[i]].name != was.name)
-        throw std::runtime_error("device " + std::to_string(indices[i]) + " (" + was.name +
-                                 ") is not at the same index in a second Vulkan instance; give its logical devices one "
-                                 "instance with -sm layer, or list it once");
     }
     vk::DeviceOptions o;
     o.physical_index = indices[i];

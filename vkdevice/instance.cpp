@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "shaders/registry.h"
 
@@ -221,6 +222,20 @@ uint32_t cpu_threads_per_opening(uint32_t openings, uint32_t host_cores) {
 }
 
 bool takes_cpu_threads(const DeviceInfo& d) { return d.type == DeviceType::cpu && d.driver_name == "llvmpipe"; }
+
+std::unique_ptr<Instance> own_instance_for(const Instance& survey, uint32_t index, uint32_t openings, bool validation) {
+  if (openings < 2 || index >= survey.devices().size() || !takes_cpu_threads(survey.devices()[index])) return nullptr;
+  InstanceOptions o;
+  o.validation = validation;
+  o.cpu_threads = cpu_threads_per_opening(openings, std::max(1u, std::thread::hardware_concurrency()));
+  auto own = std::make_unique<Instance>(o);
+  const DeviceInfo& was = survey.devices()[index];
+  if (index >= own->devices().size() || own->devices()[index].name != was.name ||
+      std::memcmp(own->devices()[index].pipeline_cache_uuid, was.pipeline_cache_uuid, VK_UUID_SIZE) != 0)
+    throw Error("device " + std::to_string(index) + " (" + was.name +
+                ") is not at the same index in a second Vulkan instance; list it once, or use -sm layer");
+  return own;
+}
 
 Instance::Instance(const InstanceOptions& options) {
   // Lavapipe creates a device's worker pool when the instance lists it (vkEnumeratePhysicalDevices

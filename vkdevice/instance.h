@@ -84,6 +84,7 @@ uint32_t cpu_threads_per_opening(uint32_t openings, uint32_t host_cores);
 // Whether `d` is a Vulkan implementation on the CPU that takes InstanceOptions::cpu_threads.
 bool takes_cpu_threads(const DeviceInfo& d);
 
+
 class Instance {
  public:
   // Loads Vulkan and creates the instance. Throws Error with a clear sentence on failure.
@@ -111,6 +112,13 @@ class Instance {
   std::vector<VkPhysicalDevice> physical_;
   std::vector<DeviceInfo> devices_;
 };
+
+// For one of `openings` logical devices of physical device `index` (of `survey`) that work at
+// the same time: an instance of its own with the host's cores shared out, when the device takes
+// cpu_threads and is opened more than once; else null (open it from `survey`). Devices of one
+// lavapipe instance share one pool of workers and one lock around every dispatch. Throws Error
+// if the new instance does not list the same device at `index`.
+std::unique_ptr<Instance> own_instance_for(const Instance& survey, uint32_t index, uint32_t openings, bool validation);
 
 // Why chorus cannot use a device ("" if it can): a pure function of the survey's facts.
 std::string reject_reason(const DeviceInfo& d, bool has_compute_queue);

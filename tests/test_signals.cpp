@@ -174,4 +174,23 @@ TEST(CtrlC, ASecondInterruptExitsAtOnceWithoutTheReport) {
   EXPECT_EQ(c.err_text.find("stopped at"), std::string::npos) << c.err_text;
 }
 
+// serve opens its devices before its HTTP threads start: opening lavapipe's logical devices of a
+// tensor split sets LP_NUM_THREADS for a moment (vk::InstanceOptions::cpu_threads), which is not
+// safe while other threads may read the environment. After loading, Ctrl-C stops it with 0.
+TEST(CtrlC, ServeOpensItsDevicesBeforeItListensAndStopsWithZeroOnceLoaded) {
+  const char* d = std::getenv("CHORUS_TEST_DEVICE");
+  const std::string dev = d ? d : "0";
+  Child c({"serve", "-m", kStories, "--port", "0", "-c", "256", "--device", dev + "," + dev, "-sm", "tensor"});
+  ASSERT_TRUE(c.started());
+  ASSERT_TRUE(c.wait_for_stderr("serve: ready")) << c.err_text;
+  const size_t listening = c.err_text.find("serve: listening");
+  ASSERT_NE(listening, std::string::npos) << c.err_text;
+  const size_t second_device = c.err_text.find("device: device 0/1");
+  ASSERT_NE(second_device, std::string::npos) << c.err_text;
+  EXPECT_LT(second_device, listening) << "the devices were opened after the server's threads started:\n" << c.err_text;
+  c.interrupt();
+  EXPECT_EQ(c.finish(), 0) << c.err_text;
+  EXPECT_NE(c.err_text.find("serve: interrupted: stopping"), std::string::npos) << c.err_text;
+}
+
 }  // namespace

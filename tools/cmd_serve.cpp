@@ -1,6 +1,6 @@
 // `chorus serve`: the OpenAI-compatible HTTP server (server/server.h) over a model loaded with
-// the usual split flags. Listens first (so /health answers 503 while the model loads), then
-// loads, then serves until SIGINT or SIGTERM.
+// the usual split flags. Opens the devices, listens (so /health answers 503 while the weights
+// load), then loads, then serves until SIGINT or SIGTERM.
 #include <signal.h>
 
 #include <atomic>
@@ -85,7 +85,9 @@ int cmd_serve(const std::vector<std::string>& args) {
   // Declared before the server, so its scheduler (and context) goes before the model and devices.
   std::optional<gguf::File> file;
   std::optional<Tokenizer> tok;
-  std::optional<LoadedModel> model;
+  // The devices first: opening them may set the environment for a moment (lavapipe's threads,
+  // vk::InstanceOptions::cpu_threads), which must not happen while the server's threads run.
+  std::optional<LoadedModel> model(open_devices(model_path, placement, validation));
   server::Server srv(o);
   const int port = srv.start();
   std::fprintf(stderr, "serve: listening on http://%s:%d (loading the model; /health answers 503 until it is ready)\n",
@@ -103,9 +105,9 @@ int cmd_serve(const std::vector<std::string>& args) {
   file.emplace(gguf::File::open(model_path));
   tok.emplace(load_vocab(*file));
   const ModelChatFormat format = choose_chat_template(*file, template_arg, "");
-  model.emplace(load_model(model_path, placement, validation,
-                           // one logits row per slot in a step
-                           ContextRequest{o.scheduler.n_ctx, o.scheduler.n_slots, o.scheduler.n_ubatch, o.scheduler.n_slots}));
+  load_into(*model, model_path, placement,
+            // one logits row per slot in a step
+            ContextRequest{o.scheduler.n_ctx, o.scheduler.n_slots, o.scheduler.n_ubatch, o.scheduler.n_slots});
   srv.attach(*model->model, *tok, format, model->context.n_ctx);  // the memory planner may have shrunk it
   loaded = true;
   const server::SchedulerStats st = srv.scheduler()->stats();

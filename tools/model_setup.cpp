@@ -218,7 +218,7 @@ split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file,
   return fr;
 }
 
-LoadedModel load_model(const std::string& path, const Placement& placement, bool validation, const ContextRequest& context) {
+LoadedModel open_devices(const std::string& path, const Placement& placement, bool validation) {
   // The header first: a bad file fails before any device is opened, and the plan needs its shape.
   const gguf::File header = gguf::File::open(path);
   const ModelConfig config = ModelConfig::from_gguf(header);
@@ -263,6 +263,16 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
     std::fprintf(stderr, "device: %s%s%s\n", devices.back()->label().c_str(),
                  devices.back()->uses_staging() ? " (staging copies)" : "", threads.c_str());
   }
+  m.physical = std::move(indices);
+  return m;
+}
+
+void load_into(LoadedModel& m, const std::string& path, const Placement& placement, const ContextRequest& context) {
+  const gguf::File header = gguf::File::open(path);
+  const ModelConfig config = ModelConfig::from_gguf(header);
+  const std::vector<uint32_t>& indices = m.physical;
+  std::vector<vk::Device*> devices;
+  for (const auto& d : m.devices) devices.push_back(d.get());
   std::vector<uint64_t> free_bytes;
   bool per_device = false;
   for (vk::Device* d : devices) {
@@ -329,6 +339,11 @@ LoadedModel load_model(const std::string& path, const Placement& placement, bool
   m.context = ContextOptions{fitted.ctx.n_ctx, context.n_seq, context.n_ubatch};
   m.planned = fitted.memory;
   m.predicted_token_seconds = fitted.predicted_token_seconds;
+}
+
+LoadedModel load_model(const std::string& path, const Placement& placement, bool validation, const ContextRequest& context) {
+  LoadedModel m = open_devices(path, placement, validation);
+  load_into(m, path, placement, context);
   return m;
 }
 

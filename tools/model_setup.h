@@ -67,6 +67,7 @@ struct LoadedModel {
   std::vector<std::unique_ptr<vk::Instance>> own_instances;
   uint64_t validation_errors() const;  // of every instance
   std::vector<std::unique_ptr<vk::Device>> devices;  // logical devices, in --device order
+  std::vector<uint32_t> physical;                     // each one's physical device (survey index)
   std::unique_ptr<Model> model;
   ContextOptions context;  // the request, fitted (n_ctx may have shrunk)
   std::vector<split::DeviceMemory> planned;  // bytes per device of the plan
@@ -83,6 +84,14 @@ void print_startup(const LoadedModel& m, double load_ms, double first_token_ms);
 // prints the per-device table, then loads with a progress bar on stderr.
 LoadedModel load_model(const std::string& path, const Placement& placement, bool validation,
                        const ContextRequest& context = {});
+
+// load_model in two steps, for a caller that starts threads of its own while the model loads
+// (serve): open_devices reads the model's header (a bad file fails here) and opens the logical
+// devices, which may set the process's environment for a moment (vk::InstanceOptions::cpu_threads:
+// setenv is not safe while another thread may call getenv), so call it before starting threads;
+// load_into then plans, fits and loads the model into m's devices.
+LoadedModel open_devices(const std::string& path, const Placement& placement, bool validation);
+void load_into(LoadedModel& m, const std::string& path, const Placement& placement, const ContextRequest& context);
 
 // The planner's request for a model, placement and context on devices with `free_bytes` each.
 split::FitRequest fit_request(const ModelConfig& config, const gguf::File& file, const Placement& placement,

@@ -13,7 +13,9 @@ namespace {
 
 // Sets an environment variable for a scope and restores what was there (set or not) after.
 // setenv is not thread-safe against getenv on other threads: used only while an instance is
-// created, before any device of it runs.
+// created, before any device of it runs, and chorus's commands create such instances before
+// they start threads of their own (tools/model_setup.h, open_devices; `chorus serve` opens its
+// devices before it listens).
 class ScopedEnv {
  public:
   ScopedEnv(const char* name, const std::string& value) : name_(name) {

@@ -61,6 +61,17 @@ constexpr uint32_t kRowWorkgroup = 128;
 constexpr uint32_t kElemWorkgroup = 256;
 constexpr uint32_t kMaxGroupsX = 65535;  // the minimum maxComputeWorkGroupCount[0] Vulkan guarantees
 
+// A row kernel's workgroup on a CPU device is one subgroup (lavapipe: one SIMD batch of 8
+// lanes): the row's sum is one subgroupAdd, where a workgroup of 128 costs llvmpipe a switch
+// between its 16 batches at every barrier. A prefill's 512 x 576 rms_norm took 17-20 ms on
+// one core with 128, 7-10 ms with 8 (the 576 x 576 x 512 Q4_1 product: ~24 ms; see
+// docs/performance.md). GPUs keep kRowWorkgroup.
+uint32_t row_workgroup(const Kernels& k) {
+  const uint32_t sg = k.device().info().subgroup_size;
+  const bool pow2 = sg != 0 && (sg & (sg - 1)) == 0;
+  return (k.caps() & shaders::kCpu) && pow2 && sg <= kRowWorkgroup ? sg : kRowWorkgroup;
+}
+
 // Workgroup counts (gx, gy) covering `n` groups on a 2-D grid (shaders flatten it with
 // ch_group_index() and drop the excess).
 struct Grid {
@@ -119,7 +130,7 @@ void rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x
   const RmsNormPush p{elem_offset(xw, 4), weight ? elem_offset(ww, 4) : 0u, elem_offset(yw, 4), s.n, s.rows, xs, ys,
                       weight ? 1u : 0u, s.eps};
   const Grid g = grid(s.rows);
-  k.dispatch(cb, "rms_norm", {xw, ww, yw}, p, {kRowWorkgroup}, g.x, g.y);
+  k.dispatch(cb, "rms_norm", {xw, ww, yw}, p, {row_workgroup(k)}, g.x, g.y);
 }
 
 void rope(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& positions,

@@ -39,11 +39,11 @@ if want 3; then
   trap 'kill $hog 2>/dev/null || true' EXIT
   # The kernel suites (matrix products of every format and variant: long, pure compute) run
   # after the hog, so the stage stays within CI's time; every other GPU suite runs under it.
-  LP_NUM_THREADS=1 ctest --test-dir build --output-on-failure -j2 --timeout 1800 -L gpu -E '^test_(matvec|matmul)$'
+  LP_NUM_THREADS=1 ctest --test-dir build --output-on-failure -j2 --timeout 1800 -L gpu -E '^test_(matvec|matmul)($|_shard)'
   kill $hog 2>/dev/null || true
   wait $hog 2>/dev/null || true
   trap - EXIT
-  LP_NUM_THREADS=1 ctest --test-dir build --output-on-failure -j2 --timeout 1800 -R '^test_(matvec|matmul)$'
+  LP_NUM_THREADS=1 ctest --test-dir build --output-on-failure -j2 --timeout 1800 -R '^test_(matvec|matmul)($|_shard)'
 fi
 
 sanitizer_build() {  # DIR FLAVOUR [TARGETS...]

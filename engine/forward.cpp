@@ -70,6 +70,10 @@ struct DeviceState {
   // that last updated x (MatVecFusion::next_norm), so the next product normed by it fetches
   // one vector (raw_x); null when h holds anything else.
   const DeviceTensor* xg_norm = nullptr;
+  // A reduced sum of `pending_rows` rows not yet added into x: the next norm of x adds it in
+  // the same dispatch (add_rms_norm); whatever else reads x first adds it alone (settle).
+  split::Slice pending{};
+  uint32_t pending_rows = 0;
   vk::Buffer logits;    // [rows][n_vocab local], grown on demand
   vk::Buffer readback;  // host-visible copy of logits
   uint32_t logits_rows = 0;
@@ -248,6 +252,7 @@ struct Context::Impl {
     else
       exec->receive(d.index, d.x);
     d.xg_norm = nullptr;
+    d.pending = {};
     for (uint32_t l = static_cast<uint32_t>(sp.layers.begin); l < sp.layers.end; ++l) {
       const uint32_t k = 2 * l;
       const Layer& W = d.shard->layers[l];
@@ -272,6 +277,7 @@ struct Context::Impl {
       join(d, k + 1, d.n_ff > 0, W[L::post_ffw_norm], T, c.n_expert > 0);
     }
     head(d, pieces, T, n_out);
+    settle(d);
     exec->send(d.index, d.x);  // the hidden state on to the next device of a pipeline
   }
 
@@ -308,6 +314,7 @@ struct Context::Impl {
     if (adds_in_place(d)) return BlockOutput{split::Slice{&d.x, 0}, true, partial};
     BlockOutput o{partial, false, {}};
     if (carries_residual(d, T, moe) && exec->holds_residual(d.index)) {
+      settle(d);
       // x into the partial now: the block's own barriers (after Q/K/V and attention, after
       // the activation) order this copy before the output product adds into it.
       copy_x(d, split::Slice{&d.x, 0}, partial, T);
@@ -326,6 +333,7 @@ struct Context::Impl {
   // or x = the sum when the reduce carries the residual (a device that ran no part of the
   // block but carries the residual gives x as its partial).
   void join(DeviceState& d, uint32_t k, bool wrote, const DeviceTensor& post_norm_weight, uint32_t T, bool moe) {
+    settle(d);  // a sum still pending (a device that ran no part of this block) before the next reduce
     const bool carry = carries_residual(d, T, moe);
     if (carry && !wrote && exec->holds_residual(d.index)) {
       copy_x(d, split::Slice{&d.x, 0}, exec->partial(d.index, k), T);
@@ -352,11 +360,23 @@ struct Context::Impl {
     return split::Slice{&d.h, 0};
   }
 
-  // x += the reduced sum.
+  // x += the reduced sum: left pending for the next norm of x to add (one dispatch for both,
+  // and one pass over x fewer) unless the sum lies in h, which that norm writes (post-norms).
   void add_to_residual(DeviceState& d, split::Slice sum, uint32_t T) {
+    settle(d);
     d.xg_norm = nullptr;  // x changes
-    ops::add(*d.k, d.cb(), d.x, 0, *sum.buffer, sum.offset, d.x, 0, T * c.n_embd, T * c.n_embd);
-    d.cb().barrier();  // residual updated before the next norm reads it
+    d.pending = sum;
+    d.pending_rows = T;
+    if (sum.buffer == &d.h) settle(d);
+  }
+
+  // Adds a pending sum into x now (for a reader of x other than a norm).
+  void settle(DeviceState& d) {
+    if (!d.pending.buffer) return;
+    const uint32_t n = d.pending_rows * c.n_embd;
+    ops::add(*d.k, d.cb(), d.x, 0, *d.pending.buffer, d.pending.offset, d.x, 0, n, n);
+    d.cb().barrier();  // residual updated before the next reader
+    d.pending = {};
   }
 
   // out[T][N] = in[T][K] * W^T: the matrix-vector kernel for one token, else the tiled one.
@@ -371,11 +391,18 @@ struct Context::Impl {
     linear(d, w, 0, w.rows, in, T, out);
   }
 
-  // RMSNorm of x with a weight, into h.
+  // RMSNorm of x with a weight, into h; a pending sum is added into x first, in the same dispatch.
   void norm(DeviceState& d, const DeviceTensor& weight, uint32_t T) {
     d.xg_norm = nullptr;  // h gets the normed x
-    ops::rms_norm(*d.k, d.cb(), d.x, 0, &weight.buf(), weight.offset, d.h, 0, ops::RmsNormShape{c.n_embd, T, c.rms_eps});
-    d.cb().barrier();  // h feeds the projections
+    const ops::RmsNormShape shape{c.n_embd, T, c.rms_eps};
+    if (d.pending.buffer) {
+      ops::add_rms_norm(*d.k, d.cb(), d.x, 0, *d.pending.buffer, d.pending.offset, &weight.buf(), weight.offset, d.h, 0,
+                        shape);
+      d.pending = {};
+    } else {
+      ops::rms_norm(*d.k, d.cb(), d.x, 0, &weight.buf(), weight.offset, d.h, 0, shape);
+    }
+    d.cb().barrier();  // h (and x) feed the projections
   }
 
   // A product with the work around it: out (+)= W . norm(x) (with norm_weight; else of `in`),
@@ -390,6 +417,7 @@ struct Context::Impl {
   // (the last product wrote it) and the kernel can take that form (raw_x), else x.
   const vk::Buffer& fused_norm(DeviceState& d, const DeviceTensor& weight, ops::MatVecFusion& f, const DeviceTensor& w,
                                uint32_t rows) {
+    settle(d);  // the fused kernel reads x itself
     f.norm = &weight.buf();
     f.norm_offset = weight.offset;
     f.eps = c.rms_eps;
@@ -408,7 +436,8 @@ struct Context::Impl {
     ops::Kernels& k = *d.k;
     ops::MatVecFusion f;
     f.out = how;
-    const vk::Buffer* x = norm_weight ? &fused_norm(d, *norm_weight, f, w, rows) : &in;
+    // (The fused kernels take one token; a batch norms into h below.)
+    const vk::Buffer* x = norm_weight && T == 1 ? &fused_norm(d, *norm_weight, f, w, rows) : &in;
     d.xg_norm = nullptr;  // h is free once this product has read it
     if (T == 1 && next_norm && how == Out::add) {
       ops::MatVecFusion g = f;

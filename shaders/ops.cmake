@@ -2,6 +2,8 @@
 # (engine/ops/ops.h records them; push constants in ops.glsl.)
 chorus_shader(OP rms_norm SOURCE rms_norm.comp)
 chorus_shader(OP rms_norm SOURCE rms_norm.comp REQUIRES subgroup)
+chorus_shader(OP add_rms_norm SOURCE rms_norm.comp DEFINES ADD_SUM=1)
+chorus_shader(OP add_rms_norm SOURCE rms_norm.comp REQUIRES subgroup DEFINES ADD_SUM=1)
 chorus_shader(OP rope SOURCE rope.comp)
 chorus_shader(OP add SOURCE binary.comp DEFINES BINARY_OP=0)
 chorus_shader(OP mul SOURCE binary.comp DEFINES BINARY_OP=1)

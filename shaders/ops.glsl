@@ -16,6 +16,15 @@ struct RmsNormPush {
   float eps;
 };
 
+struct AddRmsNormPush {  // RmsNormPush, then the sum's place
+  uint x_off, w_off, y_off;
+  uint n, rows;
+  uint x_stride, y_stride;
+  uint has_weight;
+  float eps;
+  uint s_off, s_stride;
+};
+
 struct RopePush {
   uint x_off, y_off, pos_off;
   uint n_tokens, n_heads, head_dim, n_dims;

@@ -144,6 +144,79 @@ TEST_F(OpsTest, RmsNormInPlaceOnStridedRowsLeavesTheGapsAlone) {
   });
 }
 
+// add_rms_norm: x += sum in place, then y = rms_norm(x); the same bits as add then rms_norm
+// with the same kernels (so a forward pass that fuses them gives the same answers).
+TEST_F(OpsTest, AddRmsNormUpdatesXAndGivesTheBitsOfAddThenRmsNorm) {
+  for_each_variant("add_rms_norm", [](ops::Kernels& k) {
+    uint64_t seed = 40;
+    for (uint32_t n : {1u, 7u, 64u, 129u, 4097u})
+      for (uint32_t rows : {1u, 3u})
+        for (bool with_weight : {true, false})
+          for (uint32_t pad : {0u, 5u}) {  // rows of x and of the sum `pad` elements apart beyond n
+            SCOPED_TRACE("n=" + std::to_string(n) + " rows=" + std::to_string(rows) + " weight=" +
+                         std::to_string(with_weight) + " pad=" + std::to_string(pad));
+            const uint32_t stride = n + pad;
+            const auto x = test::random_floats(size_t{stride} * rows, ++seed, 3.0f);
+            const auto sum = test::random_floats(size_t{stride} * rows, ++seed, 2.0f);
+            const auto w = test::random_floats(n, ++seed);
+            auto xb = placed(x, 12), sb = placed(sum, 20), wb = placed(w, 4);
+            auto yb = guarded(8 + size_t{n} * rows * 4 + 64);
+            ops::RmsNormShape shape{n, rows, 1e-5f, stride, 0};
+            const vk::Buffer* weight = with_weight ? &wb : nullptr;
+            record([&](vk::CommandBuffer& cb) { ops::add_rms_norm(k, cb, xb, 12, sb, 20, weight, 4, yb, 8, shape, stride); });
+
+            std::vector<float> new_x = x, packed;
+            for (uint32_t r = 0; r < rows; ++r)
+              for (uint32_t i = 0; i < n; ++i) {
+                new_x[size_t{r} * stride + i] = x[size_t{r} * stride + i] + sum[size_t{r} * stride + i];
+                packed.push_back(new_x[size_t{r} * stride + i]);
+              }
+            const auto got_x = read<float>(xb, 12, x.size());
+            ASSERT_EQ(std::memcmp(got_x.data(), new_x.data(), x.size() * 4), 0) << "x is not x + sum (padding untouched)";
+            const auto got_y = read<float>(yb, 8, size_t{n} * rows);
+            const auto want = ref::rms_norm(packed, with_weight ? std::span<const float>(w) : std::span<const float>(), n,
+                                            rows, 1e-5f);
+            EXPECT_LE(test::nmse(want, got_y), 1e-10);
+            expect_guards(yb, 8, 8 + size_t{n} * rows * 4);
+
+            // The separate ops on the same input, with the same kernels.
+            auto x2 = placed(x, 12), y2 = guarded(8 + size_t{n} * rows * 4 + 64);
+            record([&](vk::CommandBuffer& cb) {
+              for (uint32_t r = 0; r < rows; ++r)
+                ops::add(k, cb, x2, 12 + uint64_t{r} * stride * 4, sb, 20 + uint64_t{r} * stride * 4, x2,
+                         12 + uint64_t{r} * stride * 4, n, n);
+              cb.barrier();
+              ops::rms_norm(k, cb, x2, 12, weight, 4, y2, 8, shape);
+            });
+            const auto sep_y = read<float>(y2, 8, size_t{n} * rows);
+            EXPECT_EQ(std::memcmp(sep_y.data(), got_y.data(), sep_y.size() * 4), 0)
+                << "add_rms_norm's output differs in its bits from add then rms_norm";
+          }
+  });
+}
+
+TEST_F(OpsTest, AddRmsNormRefusesAnOutputOrSumThatOverlapsX) {
+  ops::Kernels& k = kernels(test::device().capabilities());
+  const auto x = test::random_floats(64, 3);
+  auto xb = placed(x, 0, 1024), other = placed(x, 0, 1024);  // room for every range below
+  const ops::RmsNormShape shape{32, 2, 1e-5f};                // 256 bytes per operand
+  vk::CommandBuffer cb(test::device());
+  cb.begin();
+  const auto refused = [&](const vk::Buffer& s, uint64_t s_off, const vk::Buffer& y, uint64_t y_off) {
+    try {
+      ops::add_rms_norm(k, cb, xb, 0, s, s_off, nullptr, 0, y, y_off, shape);
+    } catch (const vk::Error& e) {
+      return std::string(e.what()).find("overlap") != std::string::npos;
+    }
+    return false;
+  };
+  EXPECT_TRUE(refused(other, 0, xb, 128));     // y overlaps x
+  EXPECT_TRUE(refused(xb, 64, other, 0));      // the sum overlaps x
+  EXPECT_TRUE(refused(other, 0, other, 128));  // y overlaps the sum
+  EXPECT_FALSE(refused(other, 0, other, 256)); // three separate ranges: recorded
+  cb.end();
+}
+
 // ---------------------------------------------------------------------------------------
 struct RopeCase {
   uint32_t n_tokens, n_heads, head_dim, n_dims;

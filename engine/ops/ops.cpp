@@ -16,6 +16,12 @@ struct RmsNormPush {
 };
 static_assert(sizeof(RmsNormPush) == 36);
 
+struct AddRmsNormPush {
+  RmsNormPush norm;
+  uint32_t s_off, s_stride;
+};
+static_assert(sizeof(AddRmsNormPush) == 44);
+
 struct RopePush {
   uint32_t x_off, y_off, pos_off;
   uint32_t n_tokens, n_heads, head_dim, n_dims;
@@ -131,6 +137,31 @@ void rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x
                       weight ? 1u : 0u, s.eps};
   const Grid g = grid(s.rows);
   k.dispatch(cb, "rms_norm", {xw, ww, yw}, p, {row_workgroup(k)}, g.x, g.y);
+}
+
+void add_rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& sum,
+                  uint64_t sum_offset, const vk::Buffer* weight, uint64_t weight_offset, const vk::Buffer& y,
+                  uint64_t y_offset, const RmsNormShape& s, uint32_t sum_stride) {
+  if (s.n == 0 || s.rows == 0) return;
+  const uint32_t xs = or_default(s.x_stride, s.n), ys = or_default(s.y_stride, s.n), ss = or_default(sum_stride, s.n);
+  const uint64_t x_bytes = strided_bytes(s.rows, s.n, xs, 4), y_bytes = strided_bytes(s.rows, s.n, ys, 4);
+  const auto overlaps = [](const vk::Buffer& a, uint64_t a_off, uint64_t a_bytes, const vk::Buffer& b, uint64_t b_off,
+                           uint64_t b_bytes) { return &a == &b && a_off < b_off + b_bytes && b_off < a_off + a_bytes; };
+  const uint64_t s_bytes = strided_bytes(s.rows, s.n, ss, 4);
+  if (overlaps(x, x_offset, x_bytes, y, y_offset, y_bytes) || overlaps(sum, sum_offset, s_bytes, x, x_offset, x_bytes) ||
+      overlaps(sum, sum_offset, s_bytes, y, y_offset, y_bytes))
+    throw vk::Error("add_rms_norm: x, the sum and the output overlap; the kernel updates x in place and needs three "
+                    "separate ranges (use add, then rms_norm)");
+  const auto xw = x.window(x_offset, x_bytes);
+  const auto sw = sum.window(sum_offset, s_bytes);
+  const auto yw = y.window(y_offset, y_bytes);
+  const auto ww = weight ? weight->window(weight_offset, uint64_t{s.n} * 4) : sw;  // unused binding without weight
+  const AddRmsNormPush p{{elem_offset(xw, 4), weight ? elem_offset(ww, 4) : 0u, elem_offset(yw, 4), s.n, s.rows, xs, ys,
+                          weight ? 1u : 0u, s.eps},
+                         elem_offset(sw, 4),
+                         ss};
+  const Grid g = grid(s.rows);
+  k.dispatch(cb, "add_rms_norm", {xw, ww, yw, sw}, p, {row_workgroup(k)}, g.x, g.y);
 }
 
 void rope(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& positions,

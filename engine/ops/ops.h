@@ -35,6 +35,12 @@ struct RmsNormShape {
 // weight: [n] or null (no scaling). y may be x (in place).
 void rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* weight,
               uint64_t weight_offset, const vk::Buffer& y, uint64_t y_offset, const RmsNormShape& s);
+// x[r][i] += sum[r][i] (x updated in place), then y = rms_norm(x) as above, in one dispatch and
+// with the same bits as add followed by rms_norm. sum's rows are sum_stride elements apart
+// (0: n). x, sum and y must not overlap (vk::Error otherwise).
+void add_rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& sum,
+                  uint64_t sum_offset, const vk::Buffer* weight, uint64_t weight_offset, const vk::Buffer& y,
+                  uint64_t y_offset, const RmsNormShape& s, uint32_t sum_stride = 0);
 
 // ---- RoPE ------------------------------------------------------------------------------
 struct RopeShape {

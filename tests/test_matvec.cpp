@@ -157,9 +157,9 @@ TEST_P(MulMv, MatchesTheReferenceOnTheSuperblockPathForEveryAlignmentAndRowCount
   // K a multiple of 256 takes the superblock path in row-per-invocation mode: uvec4 weight
   // loads when rows start 16-aligned, word loads otherwise; vec4 x loads when x is
   // 16-aligned, float loads otherwise; 1..8 rows per invocation, rows not a multiple of them.
-  // Every alignment with one row per invocation; 8 rows (each such pipeline unrolls 8 rows,
-  // the slowest of this suite to build: Q6_K's took minutes on lavapipe) with both loads
-  // aligned and with neither, which covers each load path once with 8 rows.
+  // Every alignment with one row per invocation; 8 rows with both loads aligned and with
+  // neither, which covers each load path once with 8 rows (each such pipeline unrolls 8 rows,
+  // the slowest of this suite to build: Q6_K's took 54-76 s each on lavapipe, shader cache off).
   const uint32_t K = 512;
   uint64_t seed = 80;
   for (uint64_t w_offset : {uint64_t(0), uint64_t(16), even_offset(36)}) {

@@ -104,20 +104,24 @@ class OpsTest : public test::GpuTest {};
 TEST_F(OpsTest, RmsNormMatchesReferenceForAwkwardSizesWithAndWithoutWeight) {
   for_each_variant("rms_norm", [](ops::Kernels& k) {
     uint64_t seed = 1;
-    for (uint32_t n : {1u, 7u, 64u, 129u, 4097u})
+    for (uint32_t n : {1u, 7u, 64u, 129u, 576u, 4097u})
       for (uint32_t rows : {1u, 3u})
-        for (bool with_weight : {true, false}) {
-          SCOPED_TRACE("n=" + std::to_string(n) + " rows=" + std::to_string(rows) + " weight=" + std::to_string(with_weight));
-          const auto x = test::random_floats(size_t{n} * rows, ++seed, 3.0f);
-          const auto w = test::random_floats(n, ++seed);
-          const auto xb = placed(x, 12), wb = placed(w, 4);
-          auto yb = guarded(8 + x.size() * 4 + 64);
-          ops::RmsNormShape s{n, rows, 1e-5f};
-          record([&](vk::CommandBuffer& cb) { ops::rms_norm(k, cb, xb, 12, with_weight ? &wb : nullptr, 4, yb, 8, s); });
-          const auto want = ref::rms_norm(x, with_weight ? std::span<const float>(w) : std::span<const float>(), n, rows, 1e-5f);
-          EXPECT_LE(test::nmse(want, read<float>(yb, 8, x.size())), 1e-10);
-          expect_guards(yb, 8, 8 + x.size() * 4);
-        }
+        for (bool with_weight : {true, false})
+          for (bool aligned : {false, true}) {  // aligned: whole vec4s (rms_norm_vec4 where n % 4 == 0)
+            SCOPED_TRACE("n=" + std::to_string(n) + " rows=" + std::to_string(rows) + " weight=" +
+                         std::to_string(with_weight) + " aligned=" + std::to_string(aligned));
+            const auto x = test::random_floats(size_t{n} * rows, ++seed, 3.0f);
+            const auto w = test::random_floats(n, ++seed);
+            const uint64_t xo = aligned ? 16 : 12, wo = aligned ? 0 : 4, yo = aligned ? 32 : 8;
+            const auto xb = placed(x, xo), wb = placed(w, wo);
+            auto yb = guarded(yo + x.size() * 4 + 64);
+            ops::RmsNormShape s{n, rows, 1e-5f};
+            record([&](vk::CommandBuffer& cb) { ops::rms_norm(k, cb, xb, xo, with_weight ? &wb : nullptr, wo, yb, yo, s); });
+            const auto want =
+                ref::rms_norm(x, with_weight ? std::span<const float>(w) : std::span<const float>(), n, rows, 1e-5f);
+            EXPECT_LE(test::nmse(want, read<float>(yb, yo, x.size())), 1e-10);
+            expect_guards(yb, yo, yo + x.size() * 4);
+          }
   });
 }
 
@@ -152,18 +156,21 @@ TEST_F(OpsTest, AddRmsNormUpdatesXAndGivesTheBitsOfAddThenRmsNorm) {
     for (uint32_t n : {1u, 7u, 64u, 129u, 4097u})
       for (uint32_t rows : {1u, 3u})
         for (bool with_weight : {true, false})
-          for (uint32_t pad : {0u, 5u}) {  // rows of x and of the sum `pad` elements apart beyond n
+          for (uint32_t pad : {0u, 4u, 5u}) {  // rows of x and of the sum `pad` elements apart beyond n
             SCOPED_TRACE("n=" + std::to_string(n) + " rows=" + std::to_string(rows) + " weight=" +
                          std::to_string(with_weight) + " pad=" + std::to_string(pad));
             const uint32_t stride = n + pad;
             const auto x = test::random_floats(size_t{stride} * rows, ++seed, 3.0f);
             const auto sum = test::random_floats(size_t{stride} * rows, ++seed, 2.0f);
             const auto w = test::random_floats(n, ++seed);
-            auto xb = placed(x, 12), sb = placed(sum, 20), wb = placed(w, 4);
-            auto yb = guarded(8 + size_t{n} * rows * 4 + 64);
+            // pad 4: every operand at a multiple of 16 bytes (add_rms_norm_vec4 where n % 4 == 0)
+            const bool aligned = pad == 4;
+            const uint64_t xo = aligned ? 16 : 12, so = aligned ? 32 : 20, wo = aligned ? 0 : 4, yo = aligned ? 48 : 8;
+            auto xb = placed(x, xo), sb = placed(sum, so), wb = placed(w, wo);
+            auto yb = guarded(yo + size_t{n} * rows * 4 + 64);
             ops::RmsNormShape shape{n, rows, 1e-5f, stride, 0};
             const vk::Buffer* weight = with_weight ? &wb : nullptr;
-            record([&](vk::CommandBuffer& cb) { ops::add_rms_norm(k, cb, xb, 12, sb, 20, weight, 4, yb, 8, shape, stride); });
+            record([&](vk::CommandBuffer& cb) { ops::add_rms_norm(k, cb, xb, xo, sb, so, weight, wo, yb, yo, shape, stride); });
 
             std::vector<float> new_x = x, packed;
             for (uint32_t r = 0; r < rows; ++r)
@@ -171,27 +178,68 @@ TEST_F(OpsTest, AddRmsNormUpdatesXAndGivesTheBitsOfAddThenRmsNorm) {
                 new_x[size_t{r} * stride + i] = x[size_t{r} * stride + i] + sum[size_t{r} * stride + i];
                 packed.push_back(new_x[size_t{r} * stride + i]);
               }
-            const auto got_x = read<float>(xb, 12, x.size());
+            const auto got_x = read<float>(xb, xo, x.size());
             ASSERT_EQ(std::memcmp(got_x.data(), new_x.data(), x.size() * 4), 0) << "x is not x + sum (padding untouched)";
-            const auto got_y = read<float>(yb, 8, size_t{n} * rows);
+            const auto got_y = read<float>(yb, yo, size_t{n} * rows);
             const auto want = ref::rms_norm(packed, with_weight ? std::span<const float>(w) : std::span<const float>(), n,
                                             rows, 1e-5f);
             EXPECT_LE(test::nmse(want, got_y), 1e-10);
-            expect_guards(yb, 8, 8 + size_t{n} * rows * 4);
+            expect_guards(yb, yo, yo + size_t{n} * rows * 4);
 
             // The separate ops on the same input, with the same kernels.
-            auto x2 = placed(x, 12), y2 = guarded(8 + size_t{n} * rows * 4 + 64);
+            auto x2 = placed(x, xo), y2 = guarded(yo + size_t{n} * rows * 4 + 64);
             record([&](vk::CommandBuffer& cb) {
               for (uint32_t r = 0; r < rows; ++r)
-                ops::add(k, cb, x2, 12 + uint64_t{r} * stride * 4, sb, 20 + uint64_t{r} * stride * 4, x2,
-                         12 + uint64_t{r} * stride * 4, n, n);
+                ops::add(k, cb, x2, xo + uint64_t{r} * stride * 4, sb, so + uint64_t{r} * stride * 4, x2,
+                         xo + uint64_t{r} * stride * 4, n, n);
               cb.barrier();
-              ops::rms_norm(k, cb, x2, 12, weight, 4, y2, 8, shape);
+              ops::rms_norm(k, cb, x2, xo, weight, wo, y2, yo, shape);
             });
-            const auto sep_y = read<float>(y2, 8, size_t{n} * rows);
+            const auto sep_y = read<float>(y2, yo, size_t{n} * rows);
             EXPECT_EQ(std::memcmp(sep_y.data(), got_y.data(), sep_y.size() * 4), 0)
                 << "add_rms_norm's output differs in its bits from add then rms_norm";
           }
+  });
+}
+
+// rms_norm_vec4 / add_rms_norm_vec4 (every operand at a multiple of 16 bytes, rows of whole
+// vec4s) do the arithmetic of rms_norm / add_rms_norm in the same order: the same rows placed
+// at aligned and at unaligned offsets give the same bits, and the aligned run takes the vec4
+// kernels (a pipeline of theirs is built).
+TEST_F(OpsTest, RmsNormGivesTheSameBitsThroughVec4LoadsAsThroughFloatLoads) {
+  for_each_variant("rms_norm_vec4", [](ops::Kernels& k) {
+    uint64_t seed = 90;
+    for (uint32_t n : {4u, 64u, 576u, 2048u})
+      for (bool add : {false, true}) {
+        SCOPED_TRACE("n=" + std::to_string(n) + (add ? " add_rms_norm" : " rms_norm"));
+        const uint32_t rows = 3, stride = n + 8;
+        const auto x = test::random_floats(size_t{stride} * rows, ++seed, 3.0f);
+        const auto sum = test::random_floats(size_t{stride} * rows, ++seed, 2.0f);
+        const auto w = test::random_floats(n, ++seed);
+        std::vector<float> got_x[2], got_y[2];
+        for (int aligned = 0; aligned < 2; ++aligned) {
+          const uint64_t xo = aligned ? 64 : 68, so = aligned ? 16 : 4, wo = aligned ? 32 : 36, yo = aligned ? 0 : 8;
+          auto xb = placed(x, xo), sb = placed(sum, so), wb = placed(w, wo);
+          auto yb = guarded(yo + size_t{stride} * rows * 4 + 64);
+          const ops::RmsNormShape shape{n, rows, 1e-5f, stride, stride};
+          record([&](vk::CommandBuffer& cb) {
+            if (add) ops::add_rms_norm(k, cb, xb, xo, sb, so, &wb, wo, yb, yo, shape, stride);
+            else ops::rms_norm(k, cb, xb, xo, &wb, wo, yb, yo, shape);
+          });
+          got_x[aligned] = read<float>(xb, xo, x.size());
+          got_y[aligned] = read<float>(yb, yo, size_t{stride} * (rows - 1) + n);
+        }
+        EXPECT_EQ(std::memcmp(got_x[0].data(), got_x[1].data(), x.size() * 4), 0) << "x differs";
+        for (uint32_t r = 0; r < rows; ++r)
+          EXPECT_EQ(std::memcmp(&got_y[0][size_t{r} * stride], &got_y[1][size_t{r} * stride], size_t{n} * 4), 0)
+              << "row " << r << " of the output differs between the vec4 and the float kernels";
+      }
+    bool vec4_built = false, add_vec4_built = false;
+    for (const ops::PipelineKey& key : k.built()) {
+      vec4_built |= key.op == "rms_norm_vec4";
+      add_vec4_built |= key.op == "add_rms_norm_vec4";
+    }
+    EXPECT_TRUE(vec4_built && add_vec4_built) << "the aligned runs did not take the vec4 kernels";
   });
 }
 

@@ -13,6 +13,7 @@
 #include "engine/ops/kernels.h"
 #include "engine/ops/matmul.h"
 #include "engine/ops/matvec.h"
+#include "engine/ops/ops.h"
 #include "engine/quant.h"
 #include "shaders/registry.h"
 #include "tools/cli.h"
@@ -130,6 +131,7 @@ struct BenchOptions {
   std::vector<GgmlType> formats;
   ops::MatVecOptions mv;
   bool matmul = true;
+  bool row_ops = true;
 };
 
 // Refuses shapes whose buffers the device cannot hold, before any host memory is filled for
@@ -224,6 +226,40 @@ int bench_kernels(const BenchOptions& o) {
       flush_stdout();
     }
   }
+  if (o.row_ops && o.M > 0 && !interrupted()) {
+    // The row kernels a prefill runs on every token between the products (x through rms_norm;
+    // after a split's reduce, the sum added into x inside the norm; the gated unit, here over K
+    // elements per row).
+    std::printf("row kernels, M=%u rows of K=%u, %u dispatches per submit, median of %u submits\n", o.M, o.K, o.repeat,
+                o.reps);
+    std::printf("  %-28s %10s %8s %12s\n", "kernel", "us/call", "GB/s", "cpu-us/call");
+    const uint64_t bytes = uint64_t(o.K) * o.M * 4;
+    vk::Buffer s = dev.create_buffer(bytes, vk::BufferKind::Device, "bench sum");
+    dev.upload(s, std::span<const float>(xh));
+    vk::Buffer g = dev.create_buffer(uint64_t(o.K) * 4, vk::BufferKind::Device, "bench norm weight");
+    dev.upload(g, std::span<const float>(xh.data(), o.K));
+    vk::Buffer h = dev.create_buffer(bytes, vk::BufferKind::Device, "bench h");
+    const ops::RmsNormShape shape{.n = o.K, .rows = o.M};
+    const char* names[] = {"rms_norm", "add_rms_norm", "swiglu"};
+    for (int op = 0; op < 3; ++op) {
+      vk::CommandBuffer cb(dev);
+      cb.begin();
+      for (uint32_t r = 0; r < o.repeat; ++r) {
+        if (op == 0) ops::rms_norm(k, cb, x, 0, &g, 0, h, 0, shape);
+        else if (op == 1) ops::add_rms_norm(k, cb, x, 0, s, 0, &g, 0, h, 0, shape);
+        else ops::swiglu(k, cb, x, 0, s, 0, h, 0, ops::GluShape{.n = o.K, .rows = o.M});
+        cb.barrier();  // add_rms_norm updates x: the repeats run in order
+      }
+      cb.end();
+      const Timing tm = time_runs(dev, cb, o.reps);
+      // Bytes moved: rms_norm reads x and writes h; add_rms_norm also reads the sum and writes x;
+      // swiglu reads x (the gate) and the sum (up) and writes h.
+      const double moved = double(bytes) * (op == 0 ? 2 : op == 1 ? 4 : 3);
+      std::printf("  %-28s %10.1f %8.2f %12.1f\n", names[op], tm.wall / o.repeat * 1e6,
+                  moved / (tm.wall / o.repeat) / 1e9, tm.cpu / o.repeat * 1e6);
+      flush_stdout();
+    }
+  }
   if (interrupted()) {
     std::fprintf(stderr, "bench kernels: interrupted (Ctrl-C); the lines above were measured before it\n");
     return kInterruptedExit;
@@ -299,6 +335,8 @@ int cmd_bench(const std::vector<std::string>& args) {
               "texel kernels specialised for K, their loops unrolled (1), or K read at run time (0); default: 1 for K "
               "up to " + std::to_string(ops::kMaxFixedK),
               zero_one(o.mv.fixed_k))
+      .option({"--row-ops"}, "0|1", "also the row kernels (rms_norm, add_rms_norm, swiglu) over M rows of K (default 1)",
+              [&](const std::string& flag, const std::string& v) { o.row_ops = parse_int(flag, v, 0, 1) != 0; })
       .epilog("environment: CHORUS_DISABLE_CAPS=fp16,subgroup,cpu benchmarks narrower variants;\n"
               "LP_NUM_THREADS sets lavapipe's worker threads.");
   if (!p.parse(std::vector<std::string>(args.begin() + 1, args.end()))) return 0;

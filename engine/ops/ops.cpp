@@ -124,6 +124,15 @@ void glu(Kernels& k, vk::CommandBuffer& cb, const char* op, const vk::Buffer& ga
   k.dispatch(cb, op, {gw, uw, ow}, p, {kElemWorkgroup}, g.x, g.y);
 }
 
+// rms_norm.comp's VEC4 form (same bits, a quarter of the loads) applies when every row and
+// the weight start at a multiple of 4 elements of their bindings and rows are whole vec4s.
+bool vec4_rows(uint32_t n, std::initializer_list<uint32_t> offsets_and_strides) {
+  if (n % 4 != 0) return false;
+  for (uint32_t v : offsets_and_strides)
+    if (v % 4 != 0) return false;
+  return true;
+}
+
 }  // namespace
 
 void rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* weight,
@@ -136,7 +145,8 @@ void rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x
   const RmsNormPush p{elem_offset(xw, 4), weight ? elem_offset(ww, 4) : 0u, elem_offset(yw, 4), s.n, s.rows, xs, ys,
                       weight ? 1u : 0u, s.eps};
   const Grid g = grid(s.rows);
-  k.dispatch(cb, "rms_norm", {xw, ww, yw}, p, {row_workgroup(k)}, g.x, g.y);
+  const bool v4 = vec4_rows(s.n, {p.x_off, p.w_off, p.y_off, xs, ys});
+  k.dispatch(cb, v4 ? "rms_norm_vec4" : "rms_norm", {xw, ww, yw}, p, {row_workgroup(k)}, g.x, g.y);
 }
 
 void add_rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& sum,
@@ -161,7 +171,8 @@ void add_rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64
                          elem_offset(sw, 4),
                          ss};
   const Grid g = grid(s.rows);
-  k.dispatch(cb, "add_rms_norm", {xw, ww, yw, sw}, p, {row_workgroup(k)}, g.x, g.y);
+  const bool v4 = vec4_rows(s.n, {p.norm.x_off, p.norm.w_off, p.norm.y_off, xs, ys, p.s_off, ss});
+  k.dispatch(cb, v4 ? "add_rms_norm_vec4" : "add_rms_norm", {xw, ww, yw, sw}, p, {row_workgroup(k)}, g.x, g.y);
 }
 
 void rope(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& positions,

@@ -459,6 +459,12 @@ struct Context::Impl {
     switch (how) {
       case Out::store: linear(d, w, 0, rows, src, T, out); return;
       case Out::add:
+        if (T > 1) {  // the tiled product adds into out itself (the same bits as scratch, then add)
+          ops::MatmulOptions mo;
+          mo.accumulate = true;
+          ops::mul_mm(*d.k, d.cb(), w.type, w.buf(), w.offset, w.cols, rows, src, 0, T, *out.buffer, out.offset, mo);
+          return;
+        }
         linear(d, w, 0, rows, src, T, scratch);
         d.cb().barrier();  // the product is complete before it is added
         ops::add(*d.k, d.cb(), *out.buffer, out.offset, *scratch.buffer, scratch.offset, *out.buffer, out.offset,
@@ -466,6 +472,15 @@ struct Context::Impl {
         return;
       case Out::swiglu:
       case Out::geglu: {
+        if (T > 1) {  // the tiled product's epilogue makes the activation where the kernel can
+          ops::MatmulOptions mo;
+          mo.glu = how == Out::geglu ? ops::MatmulOptions::Glu::geglu : ops::MatmulOptions::Glu::swiglu;
+          mo.glu_up_offset = uint64_t(rows) * (*device_row_bytes(w.type, w.cols));
+          if (ops::mul_mm_glu_fuses(*d.k, w.type, w.cols, rows, w.buf(), w.offset, src, mo)) {
+            ops::mul_mm(*d.k, d.cb(), w.type, w.buf(), w.offset, w.cols, rows, src, 0, T, *out.buffer, out.offset, mo);
+            return;
+          }
+        }
         const split::Slice up{out.buffer, out.offset + up_offset};
         linear(d, w, 0, rows, src, T, out);
         linear(d, w, uint64_t(rows) * (*device_row_bytes(w.type, w.cols)), rows, src, T, up);

@@ -27,6 +27,7 @@ layout(push_constant) uniform MatmulPush {
   uint x_stride;     // elements between consecutive rows of X
   uint y_base;       // elements from binding 2's start to Y[0][0]
   uint y_stride;     // elements between consecutive rows of Y
+  uint w_up;         // (mul_mm_cpu with GLU) bytes from row n of W (the gate) to its up row
 } pc;
 
 layout(local_size_x_id = 0) in;
@@ -34,6 +35,9 @@ layout(constant_id = 1) const uint BM = 64;
 layout(constant_id = 2) const uint BN = 64;
 layout(constant_id = 3) const uint TM = 4;
 layout(constant_id = 4) const uint TN = 4;
+// Y_ADD: Y += X W^T (each element read, the product added, written back: the bits of a store
+// into a scratch tensor and an add), else Y = X W^T. (Constant 5 is mul_mm_cpu's X_VEC4.)
+layout(constant_id = 6) const bool Y_ADD = false;
 
 #define MM_BK 32u
 // vec4s per tile row in shared memory: 8 of data plus one of padding (spreads rows over banks).
@@ -54,7 +58,10 @@ layout(set = 0, binding = 1) uniform samplerBuffer mm_xtex;
 #else
 layout(std430, set = 0, binding = 1) readonly buffer MatmulX { float mm_x[]; };
 #endif
-layout(std430, set = 0, binding = 2) writeonly buffer MatmulY { float mm_y[]; };
+layout(std430, set = 0, binding = 2) buffer MatmulY { float mm_y[]; };
+
+// Element i of Y gets v (Y_ADD: Y's element plus v).
+void mm_store(uint i, float v) { mm_y[i] = Y_ADD ? mm_y[i] + v : v; }
 
 #if CHORUS_FP16 && !defined(MM_W_TEXEL)
 // The same words as fp16 values: quant.glsl reads fp16 fields through it.

@@ -91,7 +91,7 @@ void main() {
     if (m >= pc.M) continue;
     [[unroll]] for (uint i = 0; i < TN; ++i) {
       const uint n = n0 + tn + i * (BN / TN);
-      if (n < pc.N) mm_y[pc.y_base + m * pc.y_stride + n] = acc[j][i];
+      if (n < pc.N) mm_store(pc.y_base + m * pc.y_stride + n, acc[j][i]);
     }
   }
 }

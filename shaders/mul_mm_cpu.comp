@@ -22,7 +22,7 @@
 //
 // Layout, push constants and bindings: matmul.glsl. Specialisation constants: 0 workgroup size
 // (a multiple of 8), 3 TM (rows of X per invocation), 4 TN (rows of W per invocation), 5 X_VEC4
-// (X's view of vec4 or float texels); BM and BN are unused. The host (engine/ops/matmul.cpp) dispatches (ceil(M / TM), ceil(N / (wg * TN)))
+// (X's view of vec4 or float texels), 6 Y_ADD (matmul.glsl), 7 GLU (below); BM and BN are unused. The host (engine/ops/matmul.cpp) dispatches (ceil(M / TM), ceil(N / (wg * TN)))
 // workgroups.
 #include "common.glsl"
 #define MM_X_TEXEL 1  // X as vec4 texels (matmul.glsl)
@@ -244,6 +244,12 @@ void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) { dq_group(r.bb, g, 
 // X's view: R32G32B32A32_SFLOAT texels (X_VEC4: x_base and x_stride multiples of 4), else
 // R32_SFLOAT. Elements i..i+3 (i a multiple of 4 when X_VEC4), and element i.
 layout(constant_id = 5) const bool X_VEC4 = true;
+// GLU: 0, Y = X W^T; 1 (SwiGLU) or 2 (GeGLU), Y[m][n] = act(X W[n]) * (X W_up[n]), W_up[n] the
+// row pc.w_up bytes after W[n]: half of an invocation's TN rows are gate rows, half their up
+// rows, and the gated unit is the epilogue (glu.glsl, as glu.comp computes it from stored
+// products). A workgroup then covers wg * TN / 2 columns of Y.
+layout(constant_id = 7) const uint GLU = 0u;
+#include "glu.glsl"
 vec4 mmc_x4(uint i) {
   if (X_VEC4) return texelFetch(mm_xtex, int(i >> 2));
   return vec4(texelFetch(mm_xtex, int(i)).x, texelFetch(mm_xtex, int(i + 1u)).x, texelFetch(mm_xtex, int(i + 2u)).x,
@@ -272,12 +278,16 @@ void main() {
   const uint wg = gl_WorkGroupSize.x;
   const uint lid = gl_LocalInvocationID.x;
   // Workgroups walk M first (group.x), so consecutive ones reuse the same rows of W from cache.
+  const uint TY = GLU != 0u ? TN / 2u : TN;  // columns of Y per invocation
   const uint m0 = gl_WorkGroupID.x * TM;
-  const uint n0 = gl_WorkGroupID.y * wg * TN + lid;
+  const uint n0 = gl_WorkGroupID.y * wg * TY + lid;
 
-  uint rb[TN];   // byte of row n0 + t * wg (clamped) in binding 0
+  uint rb[TN];   // byte of row n0 + t * wg (clamped) in binding 0; with GLU, rows t >= TY are the up rows of rows t - TY
   uint xr[TM];   // element of row m0 + j (clamped) in binding 1
-  [[unroll]] for (uint t = 0; t < TN; ++t) rb[t] = pc.w_base + min(n0 + t * wg, pc.N - 1u) * pc.w_row_bytes;
+  [[unroll]] for (uint t = 0; t < TN; ++t) {
+    const uint tt = t < TY ? t : t - TY;
+    rb[t] = pc.w_base + min(n0 + tt * wg, pc.N - 1u) * pc.w_row_bytes + (t < TY ? 0u : pc.w_up);
+  }
   [[unroll]] for (uint j = 0; j < TM; ++j) xr[j] = pc.x_base + min(m0 + j, pc.M - 1u) * pc.x_stride;
 
   float acc[TN][TM];
@@ -315,12 +325,15 @@ void main() {
   }
 #endif
 
-  [[unroll]] for (uint t = 0; t < TN; ++t) {
+  [[unroll]] for (uint t = 0; t < TY; ++t) {
     const uint n = n0 + t * wg;
     if (n >= pc.N) continue;
     [[unroll]] for (uint j = 0; j < TM; ++j) {
       const uint m = m0 + j;
-      if (m < pc.M) mm_y[pc.y_base + m * pc.y_stride + n] = acc[t][j];
+      float v = acc[t][j];
+      if (GLU == 1u) v = glu_silu(v) * acc[min(t + TY, TN - 1u)][j];
+      if (GLU == 2u) v = glu_gelu_tanh(v) * acc[min(t + TY, TN - 1u)][j];
+      if (m < pc.M) mm_store(pc.y_base + m * pc.y_stride + n, v);
     }
   }
 }

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "engine/ops/matmul.h"
+#include "engine/ops/ops.h"
 #include "engine/quant.h"
 #include "shaders/registry.h"
 #include "tests/gpu.h"
@@ -197,6 +198,145 @@ TEST_P(MulMm, ChunkedBindingsStridesAndUnalignedOffsetsGiveTheSameProduct) {
 INSTANTIATE_TEST_SUITE_P(EveryFormatAndVariant, MulMm, ::testing::ValuesIn(all_cases()), case_name);
 
 using MulMmApi = test::GpuTest;
+
+// MatmulOptions::accumulate (Y_ADD, matmul.glsl's mm_store, one line shared by every format):
+// Y += the product, with the bits of the product stored into a scratch tensor and then added
+// into Y (what the forward pass did before, and still does for one token). Both kernels and
+// every variant, for a format of 32-element blocks, one of 256 and a plain one; chunked bindings,
+// strides and unaligned offsets as above; nothing outside Y written.
+TEST_F(MulMmApi, AccumulateAddsTheProductIntoYWithTheBitsOfAStoreThenAnAdd) {
+  vk::Device& dev = test::device();
+  const uint32_t K = 256, N = 70, M = 33, x_stride = K + 12, y_stride = N + 7;
+  const uint64_t x_offset = 4 * 3, y_offset = 4 * 5;
+  size_t ran = 0;
+  for (const Case& c : all_cases()) {
+    if (c.type != GgmlType::Q4_1 && c.type != GgmlType::Q4_K && c.type != GgmlType::F32) continue;
+    if ((c.variant->requires_caps & ~dev.capabilities()) != 0) continue;  // counted below
+    SCOPED_TRACE(c.variant->name);
+    ops::Kernels k(dev, c.variant->requires_caps);
+    const uint64_t w_offset = c.type == GgmlType::Q4_1 ? 18 : 20;
+    const Weights w = make_weights(c.type, K, N, 11, w_offset);
+    std::vector<float> x(x_offset / 4 + size_t(M) * x_stride, 0.0f);
+    const std::vector<float> xv = test::random_floats(size_t(M) * K, 12);
+    for (uint32_t m = 0; m < M; ++m) std::copy_n(xv.begin() + size_t(m) * K, K, x.begin() + x_offset / 4 + size_t(m) * x_stride);
+    std::vector<float> y_old = test::random_floats(y_offset / 4 + size_t(M) * y_stride + 8, 13, 4.0f);
+
+    vk::Buffer wb = test::make_buffer(dev, w.bytes, "W");
+    vk::Buffer xb = test::make_buffer(dev, x, "X");
+    vk::Buffer product = test::make_buffer(dev, std::vector<float>(y_old.size(), 0.0f), "product");
+    vk::Buffer yb = test::make_buffer(dev, y_old, "Y");
+    ops::MatmulOptions opt;
+    opt.tiling = c.tiling;
+    opt.x_stride = x_stride;
+    opt.y_stride = y_stride;
+    opt.max_window = 4096;  // several dispatches, as above
+    test::run_on(dev, [&](vk::CommandBuffer& cb) {
+      ops::mul_mm(k, cb, c.type, wb, w_offset, K, N, xb, x_offset, M, product, y_offset, opt);
+      ops::MatmulOptions acc = opt;
+      acc.accumulate = true;
+      ops::mul_mm(k, cb, c.type, wb, w_offset, K, N, xb, x_offset, M, yb, y_offset, acc);
+    });
+    std::vector<float> p(y_old.size()), got(y_old.size());
+    dev.download(product, 0, std::as_writable_bytes(std::span<float>(p)));
+    dev.download(yb, 0, std::as_writable_bytes(std::span<float>(got)));
+    size_t differ = 0, outside = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const bool inside = i >= y_offset / 4 && (i - y_offset / 4) / y_stride < M && (i - y_offset / 4) % y_stride < N;
+      const float want = inside ? y_old[i] + p[i] : y_old[i];
+      if (std::memcmp(&want, &got[i], 4) != 0) ++(inside ? differ : outside);
+    }
+    EXPECT_EQ(differ, 0u) << "elements of Y whose bits are not Y + the stored product";
+    EXPECT_EQ(outside, 0u) << "elements outside Y changed";
+    ++ran;
+  }
+  EXPECT_GE(ran, 3u) << "too few kernel variants ran on this device";
+}
+
+// MatmulOptions::glu (mul_mm_cpu's GLU epilogue): act(X W^T) * (X U^T) in one product, with the
+// bits of the gate and up products stored and then ops::swiglu / ops::geglu. Formats of 32- and
+// 256-element blocks (TN 8 and 4) and a plain one; the up rows right after the gate rows and
+// further on; M and N not multiples of the tile; every register variant the device runs.
+TEST_F(MulMmApi, GluEpilogueGivesTheBitsOfTwoProductsThenTheGatedUnit) {
+  vk::Device& dev = test::device();
+  const uint32_t K = 256, N = 70, M = 33;
+  size_t ran = 0;
+  for (const Case& c : all_cases()) {
+    if (c.tiling != ops::MatmulTiling::Registers) continue;
+    if (c.type != GgmlType::Q4_1 && c.type != GgmlType::Q4_K && c.type != GgmlType::F32) continue;
+    if ((c.variant->requires_caps & ~dev.capabilities()) != 0) continue;  // counted below
+    ops::Kernels k(dev, c.variant->requires_caps);
+    for (const uint32_t gap : {0u, 3u})  // rows between the last gate row and the first up row
+      for (const auto glu : {ops::MatmulOptions::Glu::swiglu, ops::MatmulOptions::Glu::geglu}) {
+        SCOPED_TRACE(std::string(c.variant->name) + " gap=" + std::to_string(gap) +
+                     (glu == ops::MatmulOptions::Glu::swiglu ? " swiglu" : " geglu"));
+        const Weights w = make_weights(c.type, K, 2 * N + gap, 21);
+        const std::vector<float> x = test::random_floats(size_t(M) * K, 22, 2.0f);
+        vk::Buffer wb = test::make_buffer(dev, w.bytes, "W");
+        vk::Buffer xb = test::make_buffer(dev, x, "X");
+        const size_t out = size_t(M) * N;
+        vk::Buffer gate = test::make_buffer(dev, std::vector<float>(out, 0.0f), "gate");
+        vk::Buffer up = test::make_buffer(dev, std::vector<float>(out, 0.0f), "up");
+        vk::Buffer sep = test::make_buffer(dev, std::vector<float>(out + 16, 7.0f), "separate");
+        vk::Buffer fused = test::make_buffer(dev, std::vector<float>(out + 16, 7.0f), "fused");
+        ops::MatmulOptions plain;
+        plain.tiling = ops::MatmulTiling::Registers;
+        ops::MatmulOptions g = plain;
+        g.glu = glu;
+        g.glu_up_offset = uint64_t(N + gap) * w.row_bytes;
+        ASSERT_TRUE(ops::mul_mm_glu_fuses(k, c.type, K, N, wb, 0, xb, g));
+        test::run_on(dev, [&](vk::CommandBuffer& cb) {
+          ops::mul_mm(k, cb, c.type, wb, 0, K, N, xb, 0, M, gate, 0, plain);
+          ops::mul_mm(k, cb, c.type, wb, g.glu_up_offset, K, N, xb, 0, M, up, 0, plain);
+          cb.barrier();
+          (glu == ops::MatmulOptions::Glu::swiglu ? ops::swiglu : ops::geglu)(k, cb, gate, 0, up, 0, sep, 0,
+                                                                             ops::GluShape{N, M});
+          ops::mul_mm(k, cb, c.type, wb, 0, K, N, xb, 0, M, fused, 0, g);
+        });
+        std::vector<float> want(out + 16), got(out + 16);
+        dev.download(sep, 0, std::as_writable_bytes(std::span<float>(want)));
+        dev.download(fused, 0, std::as_writable_bytes(std::span<float>(got)));
+        EXPECT_EQ(std::memcmp(want.data(), got.data(), got.size() * 4), 0)
+            << "the fused gated unit differs in its bits from the separate products and " << (glu == ops::MatmulOptions::Glu::swiglu ? "swiglu" : "geglu");
+        // And against the CPU: act(gate) * up from the double-precision products.
+        const std::vector<float> g_ref = ref::matmul(w.values, x, K, N, M);
+        const std::vector<float> u_ref(
+            ref::matmul(std::vector<float>(w.values.begin() + size_t(N + gap) * K, w.values.end()), x, K, N, M));
+        std::vector<float> act(out);
+        for (size_t i = 0; i < out; ++i) {
+          const double v = g_ref[i], a = glu == ops::MatmulOptions::Glu::swiglu
+                                              ? v / (1 + std::exp(-v))
+                                              : 0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+          act[i] = static_cast<float>(a * u_ref[i]);
+        }
+        EXPECT_LE(test::nmse(act, std::vector<float>(got.begin(), got.begin() + out)), 1e-8);
+        ++ran;
+      }
+  }
+  EXPECT_GE(ran, 12u) << "too few kernel variants ran on this device";
+}
+
+TEST_F(MulMmApi, GluEpilogueIsTheRegisterKernelsAndNeedsTheUpRowsAfterTheGateRows) {
+  vk::Device& dev = test::device();
+  ops::Kernels k(dev);
+  const uint32_t K = 256, N = 64;
+  const Weights w = make_weights(GgmlType::Q4_1, K, 2 * N, 3);
+  vk::Buffer wb = test::make_buffer(dev, w.bytes, "W");
+  vk::Buffer xb = test::make_buffer(dev, test::random_floats(size_t(4) * K, 4), "X");
+  vk::Buffer yb = test::make_buffer(dev, std::vector<float>(size_t(4) * N, 0.0f), "Y");
+  ops::MatmulOptions g;
+  g.glu = ops::MatmulOptions::Glu::swiglu;
+  g.glu_up_offset = uint64_t(N) * w.row_bytes;
+  g.tiling = ops::MatmulTiling::Grid;
+  EXPECT_FALSE(ops::mul_mm_glu_fuses(k, GgmlType::Q4_1, K, N, wb, 0, xb, g));
+  g.tiling = ops::MatmulTiling::Registers;
+  g.glu_up_offset = uint64_t(N - 1) * w.row_bytes;  // up rows overlapping the gate rows
+  EXPECT_FALSE(ops::mul_mm_glu_fuses(k, GgmlType::Q4_1, K, N, wb, 0, xb, g));
+  g.glu_up_offset = uint64_t(N + 1) * w.row_bytes;  // past W's end
+  EXPECT_FALSE(ops::mul_mm_glu_fuses(k, GgmlType::Q4_1, K, N, wb, 0, xb, g));
+  vk::CommandBuffer cb(dev);
+  cb.begin();
+  EXPECT_THROW(ops::mul_mm(k, cb, GgmlType::Q4_1, wb, 0, K, N, xb, 0, 4, yb, 0, g), vk::Error);
+}
 
 TEST_F(MulMmApi, EveryWeightFormatHasAFallbackGridKernelAndAPlainRegisterKernelForCpuDevices) {
   for (GgmlType t : weight_types()) {

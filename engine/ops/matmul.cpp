@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 #include <vector>
 
 namespace chorus::ops {
@@ -90,6 +91,30 @@ std::string pick_op(const Kernels& k, GgmlType type, const MatmulOptions& option
 
 }  // namespace
 
+namespace {
+
+// Bytes of W a GLU product binds: its gate rows through the last up row.
+std::optional<uint64_t> glu_span(GgmlType type, uint32_t K, uint32_t N, const MatmulOptions& options) {
+  const std::optional<uint64_t> rb = device_row_bytes(type, K);
+  if (!rb) return std::nullopt;
+  return options.glu_up_offset + *rb * N;
+}
+
+}  // namespace
+
+bool mul_mm_glu_fuses(const Kernels& k, GgmlType type, uint32_t K, uint32_t N, const vk::Buffer& w, uint64_t w_offset,
+                      const vk::Buffer& x, const MatmulOptions& options) {
+  if (options.glu == MatmulOptions::Glu::none || pick_op(k, type, options) != mul_mm_cpu_op(type)) return false;
+  if (x.max_texel_elements() == 0 || (cpu_w_texel(type) && w.max_texel_elements() == 0)) return false;
+  const std::optional<uint64_t> span = glu_span(type, K, N, options);
+  const std::optional<uint64_t> rb = device_row_bytes(type, K);
+  if (!span || !rb || options.glu_up_offset < *rb * N || options.glu_up_offset % (cpu_w_texel(type) ? 2 : 4) != 0)
+    return false;
+  uint64_t limit = window_bytes(w, options.max_window);
+  if (cpu_w_texel(type)) limit = std::min<uint64_t>(limit, w.max_texel_elements() > 8 ? 4 * (w.max_texel_elements() - 8) : 0);
+  return *span + 4 <= limit && w_offset + *span <= w.size();
+}
+
 std::string mul_mm_kernel_name(const Kernels& k, GgmlType type, const MatmulOptions& options) {
   return std::string(k.variant(pick_op(k, type, options)).name);
 }
@@ -133,13 +158,22 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
   const Tile tile =
       tiling == MatmulTiling::Registers ? pick_cpu_tile(M, type) : pick_grid_tile(M, info.max_shared_memory, fp16);
   std::vector<uint32_t> spec = {tile.wg(), tile.bm, tile.bn, tile.tm, tile.tn};
-  if (tiling == MatmulTiling::Registers) spec.push_back(x_vec4 ? 1u : 0u);  // mul_mm_cpu's X_VEC4
+  spec.push_back(tiling == MatmulTiling::Registers && x_vec4 ? 1u : 0u);  // mul_mm_cpu's X_VEC4 (unused by mul_mm)
+  spec.push_back(options.accumulate ? 1u : 0u);                             // Y_ADD
+  const bool glu = options.glu != MatmulOptions::Glu::none;
+  if (glu) {
+    if (!mul_mm_glu_fuses(k, type, K, N, w, w_offset, x, options))
+      throw vk::Error(what + ": the gated-unit epilogue needs the register-tiled kernel, an up row at least N rows "
+                      "after its gate row, and W's gate and up rows in one binding (see mul_mm_glu_fuses)");
+    spec.push_back(static_cast<uint32_t>(options.glu));  // GLU
+  }
+  const uint32_t cols_per_group = glu ? tile.bn / 2 : tile.bn;  // columns of Y per workgroup
 
   // Rows of W per dispatch: as many as fit one binding, in whole tiles when chunked.
   uint64_t w_limit = window_bytes(w, options.max_window);
   if (tiling == MatmulTiling::Registers && w_texel)  // a texel view of words, less the alignment
     w_limit = std::min<uint64_t>(w_limit, w.max_texel_elements() > 8 ? 4 * (w.max_texel_elements() - 8) : 0);
-  uint64_t n_chunk = w_limit / w_row;
+  uint64_t n_chunk = glu ? N : w_limit / w_row;  // (a GLU product binds its W whole: checked above)
   if (n_chunk == 0)
     throw vk::Error(what + ": one row of W (" + std::to_string(w_row) + " bytes) does not fit a binding of " +
                     std::to_string(w_limit) + " bytes");
@@ -164,7 +198,8 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
     const uint64_t nc = std::min<uint64_t>(n_chunk, N - n0);
     const uint64_t w_start = w_offset + n0 * w_row;
     // Round the end up to a whole word (reads are 32-bit) when the buffer has the bytes.
-    const uint64_t w_end = std::min<uint64_t>((w_start + nc * w_row + 3) / 4 * 4, w.size());
+    const uint64_t w_bytes = glu ? *glu_span(type, K, N, options) : nc * w_row;
+    const uint64_t w_end = std::min<uint64_t>((w_start + w_bytes + 3) / 4 * 4, w.size());
     const bool wt = tiling == MatmulTiling::Registers && w_texel;
     const uint64_t w_view = wt ? w_start / 4 * 4 : w_start;  // a view starts at a whole word
     const vk::BufferWindow ww = wt ? w.texel_window(w_view, w_end - w_view, VK_FORMAT_R32_UINT, 4)
@@ -188,8 +223,9 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
       push.x_stride = x_stride;
       push.y_base = skip_elems(yw, 4);
       push.y_stride = y_stride;
+      push.w_up = static_cast<uint32_t>(options.glu_up_offset);
       if (tiling == MatmulTiling::Registers)  // M-tiles first: see shaders/mul_mm_cpu.comp
-        k.dispatch(cb, op, {ww, xw, yw}, push, spec, groups(mc, tile.bm), groups(nc, tile.bn));
+        k.dispatch(cb, op, {ww, xw, yw}, push, spec, groups(mc, tile.bm), groups(nc, cols_per_group));
       else
         k.dispatch(cb, op, {ww, xw, yw}, push, spec, groups(nc, tile.bn), groups(mc, tile.bm));
     }

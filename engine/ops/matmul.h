@@ -29,8 +29,9 @@ struct MatmulPush {
   uint32_t x_stride;     // elements between rows of X
   uint32_t y_base;       // elements from the Y binding's start to Y[0][0]
   uint32_t y_stride;     // elements between rows of Y
+  uint32_t w_up;         // (GLU) bytes from a gate row of W to its up row
 };
-static_assert(sizeof(MatmulPush) == 36, "MatmulPush must match shaders/matmul.glsl");
+static_assert(sizeof(MatmulPush) == 40, "MatmulPush must match shaders/matmul.glsl");
 
 // Which kernel computes the product (all are correct everywhere; Auto picks by device type).
 enum class MatmulTiling {
@@ -47,6 +48,15 @@ struct MatmulOptions {
   uint64_t max_window = 0;  // largest binding in bytes; 0 means the device's maxStorageBufferRange
                             // (tests pass a small value to exercise the windowed path)
   MatmulTiling tiling = MatmulTiling::Auto;
+  bool accumulate = false;  // Y[m][n] += the product (Y read first): the bits of storing the
+                            // product into a scratch tensor and adding that into Y
+  // A gated unit as the epilogue (register-tiled kernel only; mul_mm_glu_fuses says whether a
+  // call can): Y[m][n] = act(X[m] . W[n]) * (X[m] . U[n]), U[n] the row glu_up_offset bytes
+  // after W[n] (an FFN's up rows after its gate rows: N rows of W in bytes), act SiLU (swiglu)
+  // or GELU's tanh approximation (geglu); the bits of both products stored and then
+  // ops::swiglu / ops::geglu.
+  enum class Glu : uint32_t { none = 0, swiglu = 1, geglu = 2 } glu = Glu::none;
+  uint64_t glu_up_offset = 0;
 };
 
 // The kernel names for a weight format: "mul_mm_q4_k" (Grid), "mul_mm_cpu_q4_k" (Registers).
@@ -56,7 +66,13 @@ std::string mul_mm_cpu_op(GgmlType type);
 // "mul_mm_cpu_q4_0+cpu" on lavapipe), for reports.
 std::string mul_mm_kernel_name(const Kernels& k, GgmlType type, const MatmulOptions& options = {});
 
-// Records Y[m][n] = sum_k W[n][k] * X[m][k] for m < M, n < N.
+// Whether mul_mm records options.glu in one product on k's device for these tensors: the
+// register-tiled kernel runs here and W's gate and up rows fit one binding.
+bool mul_mm_glu_fuses(const Kernels& k, GgmlType type, uint32_t K, uint32_t N, const vk::Buffer& w, uint64_t w_offset,
+                      const vk::Buffer& x, const MatmulOptions& options);
+
+// Records Y[m][n] = sum_k W[n][k] * X[m][k] (with options.accumulate: Y[m][n] += it; with
+// options.glu: the gated unit above) for m < M, n < N.
 //   W: N rows of K elements of `type` in the device block layout (engine/quant.h:
 //      device_row_bytes), row-major without padding between rows, starting at byte w_offset of w (an even offset; a multiple of 4 for F32, Q4_K, Q5_K). K is any positive
 //      number for F32, F16 and BF16 (rows of F16/BF16 may then start at 2 mod 4 bytes), and a

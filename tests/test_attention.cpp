@@ -733,7 +733,7 @@ TEST_F(AttentionRow, CpuDevicesDecodeWithItAndPrefillWithAttentionLanesOrTheTile
 }
 
 // attention_lanes: the kernel CPU devices prefill with (AttentionOptions::lanes): a subgroup's
-// lanes take cache positions, R rows per workgroup (2 for head_dim up to 64, else 1), partial softmaxes
+// lanes take cache positions, R rows per workgroup (4 for head_dim up to 64, else 1), partial softmaxes
 // combined with subgroup reductions.
 class AttentionLanes : public test::GpuTest {
  protected:

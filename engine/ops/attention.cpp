@@ -72,10 +72,12 @@ std::string p0_text(uint32_t p0, const vk::Buffer* buffer) {
 // Rows per attention_lanes workgroup: each lane holds rows x head_dim floats of output and as
 // many of queries, unrolled; more rows read each K/V word for more of them but compile longer.
 // lavapipe compiles a pipeline with LLVM when it first runs (Mesa's on-disk shader cache keeps
-// the result for later runs): with that cache off, SmolLM2's `run -n 1` took 2.2 s with the
-// tiled kernel for prefill, 3.1 s with 2 rows, 6.0 s with 4; pp512 measured 47.8 t/s with 2 rows
-// and 51.7 with 4 (8 rows: 52.4).
-uint32_t lanes_rows(uint32_t head_dim) { return head_dim <= 64 ? 2u : 1u; }
+// the result for later runs). SmolLM2 (head_dim 64), after the products' epilogue fusions,
+// pp512 on one device: 2 rows ~157 t/s, 3 rows ~159, 4 rows ~170, 6 ~172, 8 ~166 (three and
+// two runs each); the first token of a 170-token prompt with every cache off (the cost of a
+// machine's very first run) came at 4.6-4.8 s with 2 rows and 7.1-7.5 s with 4
+// (docs/performance.md, tenth round).
+uint32_t lanes_rows(uint32_t head_dim) { return head_dim <= 64 ? 4u : 1u; }
 
 // attention_lanes is chosen when a prefill's (token, position) pairs reach this. SmolLM2 on
 // lavapipe, `bench -p 8,16,32,64,128 -n 0 -r 3` with the threshold 0 and with it out of reach,

@@ -22,8 +22,9 @@
 //
 // Layout, push constants and bindings: matmul.glsl. Specialisation constants: 0 workgroup size
 // (a multiple of 8), 3 TM (rows of X per invocation), 4 TN (rows of W per invocation), 5 X_VEC4
-// (X's view of vec4 or float texels), 6 Y_ADD (matmul.glsl), 7 GLU (below); BM and BN are unused. The host (engine/ops/matmul.cpp) dispatches (ceil(M / TM), ceil(N / (wg * TN)))
-// workgroups.
+// (X's view of vec4 or float texels), 6 Y_ADD (matmul.glsl), 7 GLU (below); BM and BN are
+// unused. The host (engine/ops/matmul.cpp) dispatches (ceil(M / TM), ceil(N / (wg * TN)))
+// workgroups (wg * TN / 2 with GLU).
 #include "common.glsl"
 #define MM_X_TEXEL 1  // X as vec4 texels (matmul.glsl)
 #if defined(FMT_F32) || defined(FMT_F16) || defined(FMT_BF16) || defined(FMT_Q8_0) || defined(FMT_Q4_0) || \
@@ -331,6 +332,7 @@ void main() {
     [[unroll]] for (uint j = 0; j < TM; ++j) {
       const uint m = m0 + j;
       float v = acc[t][j];
+      // (min(): with GLU off, TY = TN and the index would pass the array in code that folds away.)
       if (GLU == 1u) v = glu_silu(v) * acc[min(t + TY, TN - 1u)][j];
       if (GLU == 2u) v = glu_gelu_tanh(v) * acc[min(t + TY, TN - 1u)][j];
       if (m < pc.M) mm_store(pc.y_base + m * pc.y_stride + n, v);

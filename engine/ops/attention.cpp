@@ -74,8 +74,9 @@ std::string p0_text(uint32_t p0, const vk::Buffer* buffer) {
 // lavapipe compiles a pipeline with LLVM when it first runs (Mesa's on-disk shader cache keeps
 // the result for later runs). SmolLM2 (head_dim 64), after the products' epilogue fusions,
 // pp512 on one device: 2 rows ~157 t/s, 3 rows ~159, 4 rows ~170, 6 ~172, 8 ~166 (three and
-// two runs each); the first token of a 170-token prompt with every cache off (the cost of a
-// machine's very first run) came at 4.6-4.8 s with 2 rows and 7.1-7.5 s with 4
+// two runs each, one binary with a switch), but only ~+3% with the binaries alternating (six
+// rounds: medians 161.8 -> 166.6); the first token of a 170-token prompt with every cache off
+// (the cost of a machine's very first run) came at 4.6-4.8 s with 2 rows and 7.1-7.5 s with 4
 // (docs/performance.md, tenth round).
 uint32_t lanes_rows(uint32_t head_dim) { return head_dim <= 64 ? 4u : 1u; }
 

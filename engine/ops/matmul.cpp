@@ -93,6 +93,14 @@ std::string pick_op(const Kernels& k, GgmlType type, const MatmulOptions& option
 
 namespace {
 
+// Usable bytes of one binding of W for the kernel: with `texel` (mul_mm_cpu reading W's words
+// through a texel view), at most maxTexelBufferElements words, less the view's alignment.
+uint64_t w_window_bytes(const vk::Buffer& w, uint64_t max_window, bool texel) {
+  const uint64_t limit = window_bytes(w, max_window);
+  if (!texel) return limit;
+  return std::min<uint64_t>(limit, w.max_texel_elements() > 8 ? 4 * (w.max_texel_elements() - 8) : 0);
+}
+
 // Bytes of W a GLU product binds: its gate rows through the last up row.
 std::optional<uint64_t> glu_span(GgmlType type, uint32_t K, uint32_t N, const MatmulOptions& options) {
   const std::optional<uint64_t> rb = device_row_bytes(type, K);
@@ -110,9 +118,7 @@ bool mul_mm_glu_fuses(const Kernels& k, GgmlType type, uint32_t K, uint32_t N, c
   const std::optional<uint64_t> rb = device_row_bytes(type, K);
   if (!span || !rb || options.glu_up_offset < *rb * N || options.glu_up_offset % (cpu_w_texel(type) ? 2 : 4) != 0)
     return false;
-  uint64_t limit = window_bytes(w, options.max_window);
-  if (cpu_w_texel(type)) limit = std::min<uint64_t>(limit, w.max_texel_elements() > 8 ? 4 * (w.max_texel_elements() - 8) : 0);
-  return *span + 4 <= limit && w_offset + *span <= w.size();
+  return *span + 4 <= w_window_bytes(w, options.max_window, cpu_w_texel(type)) && w_offset + *span <= w.size();
 }
 
 std::string mul_mm_kernel_name(const Kernels& k, GgmlType type, const MatmulOptions& options) {
@@ -170,9 +176,7 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
   const uint32_t cols_per_group = glu ? tile.bn / 2 : tile.bn;  // columns of Y per workgroup
 
   // Rows of W per dispatch: as many as fit one binding, in whole tiles when chunked.
-  uint64_t w_limit = window_bytes(w, options.max_window);
-  if (tiling == MatmulTiling::Registers && w_texel)  // a texel view of words, less the alignment
-    w_limit = std::min<uint64_t>(w_limit, w.max_texel_elements() > 8 ? 4 * (w.max_texel_elements() - 8) : 0);
+  const uint64_t w_limit = w_window_bytes(w, options.max_window, tiling == MatmulTiling::Registers && w_texel);
   uint64_t n_chunk = glu ? N : w_limit / w_row;  // (a GLU product binds its W whole: checked above)
   if (n_chunk == 0)
     throw vk::Error(what + ": one row of W (" + std::to_string(w_row) + " bytes) does not fit a binding of " +

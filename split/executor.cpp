@@ -55,6 +55,7 @@ class StepExecutor : public Executor {
   void run() final {
     const auto t0 = std::chrono::steady_clock::now();
     run_step();
+    collect_profile();
     const auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0);
     for (size_t d = 0; d < n_devices(); ++d)
       device(d).record_activity(vk::ActivityStep{static_cast<uint64_t>(wall.count()), step_tokens(), step_busy_ns(d)});
@@ -63,6 +64,8 @@ class StepExecutor : public Executor {
   }
   // Runs the recorded step and waits for it (Executor::run without the report).
   virtual void run_step() = 0;
+  // Adds the step's dispatch times to each device's profile (vkdevice/profile.h), after its wait.
+  virtual void collect_profile() = 0;
   virtual size_t n_devices() const = 0;
   virtual vk::Device& device(size_t d) const = 0;
   virtual uint32_t step_tokens() const = 0;
@@ -196,6 +199,10 @@ class PipelineExecutor final : public StepExecutor {
       if (m.sends) std::memcpy(members_[d + 1].inbox.mapped(), m.outbox.mapped(), bytes());
     }
   }
+  void collect_profile() override {
+    for (Member& m : members_)
+      for (uint32_t j = 0; j <= m.at; ++j) m.segments[j]->collect_profile();
+  }
   uint64_t host_waits() const override { return host_waits_; }
   size_t n_devices() const override { return members_.size(); }
   vk::Device& device(size_t d) const override { return *members_[d].dev; }
@@ -323,6 +330,10 @@ class TensorExecutor final : public StepExecutor {
     coll_->wait(coll_->submit(segments, floats));
     ++host_waits_;
   }
+  void collect_profile() override {
+    for (Member& m : members_)
+      for (uint32_t j = 0; j <= points_; ++j) m.segments[j]->collect_profile();
+  }
   uint64_t host_waits() const override { return host_waits_; }
   std::optional<CollectiveStats> collective_stats() const override { return coll_->stats(); }
   size_t n_devices() const override { return members_.size(); }
@@ -415,6 +426,9 @@ class HybridExecutor final : public StepExecutor {
       if (gi + 1 < groups_.size())
         for (vk::Buffer& in : groups_[gi + 1].inbox) std::memcpy(in.mapped(), groups_[gi].outbox.mapped(), bytes());
     }
+  }
+  void collect_profile() override {
+    for (Group& g : groups_) g.exec->collect_profile();
   }
   uint64_t host_waits() const override {
     uint64_t n = 0;

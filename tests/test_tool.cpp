@@ -245,6 +245,42 @@ TEST(ChorusTool, EveryCommandsHelpComesFromItsOptionsAndAMisspeltOptionGetsTheCl
   EXPECT_NE(r.output.find("/nonexistent.gguf"), std::string::npos) << r.output;
 }
 
+// --profile: per test, every device's time per kernel; its dispatches per token are the
+// column's, and a tensor split lists each device. run prints one table at its end.
+TEST(ChorusTool, ProfileListsEachDevicesKernelsWithTheDispatchesPerTokenTheBenchCounts) {
+  Result r = capture(std::string(CHORUS_BINARY) + " bench -m " + kStories +
+                     " -p 0 -n 4 -r 1 --device 0 --device 0,0 -sm tensor --profile -o jsonl 2>/tmp/chorus-profile-test.txt");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const Result err = capture("cat /tmp/chorus-profile-test.txt; rm -f /tmp/chorus-profile-test.txt");
+  std::vector<double> column;
+  for (size_t start = 0, nl; (nl = r.output.find('\n', start)) != std::string::npos; start = nl + 1)
+    column.push_back(nlohmann::json::parse(r.output.substr(start, nl - start))["dispatches_per_token"].get<double>());
+  ASSERT_EQ(column.size(), 2u) << r.output;
+  // "profile of <model> <split> tg4, <device>: X ms of dispatches per token over 4 token(s), D dispatches per token"
+  std::vector<std::pair<std::string, double>> tables;
+  for (size_t at = 0; (at = err.output.find("profile of ", at)) != std::string::npos; ++at) {
+    const size_t eol = err.output.find('\n', at);
+    const std::string line = err.output.substr(at, eol - at);
+    const size_t over = line.find(" token(s), ");
+    ASSERT_NE(over, std::string::npos) << line;
+    EXPECT_NE(line.find(" tg4, device 0"), std::string::npos) << line;
+    EXPECT_NE(line.find(" over 4 token(s)"), std::string::npos) << line;
+    tables.emplace_back(line, std::stod(line.substr(over + 11)));
+    // The table under it: at least the kernel that reads the weights.
+    const std::string rows = err.output.substr(eol, err.output.find("\nprofile of", eol) - eol);
+    EXPECT_NE(rows.find("mul_mv"), std::string::npos) << rows;
+  }
+  ASSERT_EQ(tables.size(), 3u) << err.output;  // one device, then the two of the tensor split
+  EXPECT_NE(tables[1].first.find(" tg4, device 0 ("), std::string::npos) << tables[1].first;
+  EXPECT_NE(tables[2].first.find(" tg4, device 0/1 ("), std::string::npos) << tables[2].first;
+  EXPECT_DOUBLE_EQ(tables[0].second, column[0]);
+  EXPECT_DOUBLE_EQ(std::max(tables[1].second, tables[2].second), column[1]);  // the column is the busiest device's
+
+  r = run("run -m " + kStories + " -n 4 --temp 0 -p 'Once upon' --profile");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("profile of chorus run, device 0"), std::string::npos) << r.output;
+}
+
 TEST(ChorusTool, BenchMeasuresTheCrossProductOfDevicesAndSplitModesInEveryOutputFormat) {
   // 2 device lists x 2 split modes = 4 configurations, each with a pp and a tg test.
   Result r = capture(std::string(CHORUS_BINARY) + " bench -m " + kStories +

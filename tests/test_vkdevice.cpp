@@ -358,6 +358,73 @@ TEST_F(GpuTest, DispatchWritesExactlyTheRequestedRangeThroughAnUnalignedWindow) 
   for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], (i >= 5 && i < 208) ? 2.5f : 0.0f) << "element " << i;
 }
 
+// --profile (vkdevice/profile.h): each dispatch of a run is timed once, summed per kernel and
+// workgroup count; a recording with more dispatches than its timestamps hold says how many went
+// untimed, and the next recording of that command buffer has room for all of them.
+TEST_F(GpuTest, AProfilingDeviceTimesEachDispatchOfARunOnceByKernelAndWorkgroups) {
+  vk::DeviceOptions o;
+  o.physical_index = test::test_device_index();
+  EXPECT_EQ(vk::Device(test::instance(), o).profile(), nullptr);  // off unless asked for
+  o.profile = true;
+  vk::Device dev(test::instance(), o);
+  if (!dev.profile()) {
+    ASSERT_EQ(dev.timestamp_bits(), 0u) << "profiling is on and the queue has timestamps, yet no profile";
+    GTEST_SKIP() << dev.label() << "'s queue writes no timestamps, so nothing can be profiled";
+  }
+  const shaders::Variant* v = shaders::select("fill_f32", dev.capabilities());
+  ASSERT_NE(v, nullptr);
+  vk::Pipeline p(dev, vk::PipelineDesc{std::string(v->name), v->spirv(), 1, 12, {64}});
+  EXPECT_EQ(p.label(), std::string(v->name) + " [64]");
+  vk::Buffer b = test::make_buffer(dev, std::vector<float>(64 * 4, 0.0f));
+  struct {
+    uint32_t n, y_base;
+    float value;
+  } push{64 * 4, 0, 1.0f};
+  const auto record = [&](vk::CommandBuffer& cb, uint32_t big, uint32_t small) {
+    cb.begin();
+    for (uint32_t i = 0; i < big + small; ++i) {
+      cb.dispatch(p, {b.window(0, b.size())}, &push, sizeof push, i < big ? 4 : 2);
+      cb.barrier();  // the next fill writes the same elements
+    }
+    cb.barrier_to_host();
+    cb.end();
+  };
+  const auto calls = [&](const std::string& groups) {
+    for (const vk::KernelTime& k : dev.profile()->kernels())
+      if (k.kernel == p.label() && k.groups == groups) return k.calls;
+    return uint64_t(0);
+  };
+  vk::CommandBuffer cb(dev);
+  record(cb, 2, 1);
+  dev.run(cb);
+  cb.collect_profile();
+  EXPECT_EQ(dev.profile()->kernels().size(), 2u);
+  EXPECT_EQ(calls("4x1x1"), 2u);
+  EXPECT_EQ(calls("2x1x1"), 1u);
+  uint64_t ns = 0;
+  for (const vk::KernelTime& k : dev.profile()->kernels()) ns += k.ns;
+  EXPECT_GT(ns, 0u);
+  cb.collect_profile();  // the same run again: not counted twice
+  EXPECT_EQ(calls("4x1x1"), 2u);
+  dev.run(cb);  // a second run of the same recording
+  cb.collect_profile();
+  EXPECT_EQ(calls("4x1x1"), 4u);
+  EXPECT_EQ(calls("2x1x1"), 2u);
+  EXPECT_EQ(dev.profile()->untimed(), 0u);
+
+  dev.profile()->clear();
+  record(cb, 300, 0);  // more than the first recording's room (256)
+  dev.run(cb);
+  cb.collect_profile();
+  EXPECT_EQ(calls("4x1x1"), 256u);
+  EXPECT_EQ(dev.profile()->untimed(), 44u);
+  record(cb, 300, 0);  // recorded again: room for all of them
+  dev.run(cb);
+  cb.collect_profile();
+  EXPECT_EQ(calls("4x1x1"), 556u);
+  EXPECT_EQ(dev.profile()->untimed(), 44u);
+}
+
 TEST_F(GpuTest, DisabledCapabilitiesAreHiddenFromKernelSelection) {
   vk::DeviceOptions o;
   o.physical_index = test::test_device_index();

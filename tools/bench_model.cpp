@@ -247,6 +247,8 @@ void bench_config(const Config& cfg, const std::vector<uint32_t>& pp, const std:
   const auto measure = [&](Row row, uint32_t n, const std::function<void()>& prepare, const std::function<void()>& run) {
     std::vector<uint64_t> submits(devs.size(), 0), dispatches(devs.size(), 0), barriers(devs.size(), 0);
     uint64_t waits = 0;
+    std::vector<std::map<std::pair<std::string, std::string>, vk::KernelTime>> profile(devs.size());
+    std::vector<uint64_t> untimed(devs.size(), 0);
     std::vector<uint32_t> latency_ns;
     for (uint32_t r = 0; r <= reps && !interrupted(); ++r) {
       prepare();
@@ -258,10 +260,23 @@ void bench_config(const Config& cfg, const std::vector<uint32_t>& pp, const std:
       }
       const uint64_t waits0 = ctx.counters().host_waits;
       const std::optional<split::CollectiveStats> cs0 = ctx.collective_stats();
+      for (vk::Device* d : devs)
+        if (vk::DispatchProfile* prof = d->profile()) prof->clear();
       const auto t0 = std::chrono::steady_clock::now();
       run();
       const double ms = ms_since(t0);
       if (r == 0) continue;  // run 0 warms up
+      for (size_t k = 0; k < devs.size(); ++k)  // --profile: the timed runs' dispatches, not the warm-up's or prepare's
+        if (vk::DispatchProfile* prof = devs[k]->profile()) {
+          for (const vk::KernelTime& t : prof->kernels()) {
+            vk::KernelTime& sum = profile[k][{t.kernel, t.groups}];
+            sum.kernel = t.kernel;
+            sum.groups = t.groups;
+            sum.calls += t.calls;
+            sum.ns += t.ns;
+          }
+          untimed[k] += prof->untimed();
+        }
       row.samples.push_back(1000.0 * n / ms);
       for (size_t k = 0; k < devs.size(); ++k) {
         submits[k] += devs[k]->counters().submits.load() - submits0[k];
@@ -288,6 +303,14 @@ void bench_config(const Config& cfg, const std::vector<uint32_t>& pp, const std:
       row.reduce_p50_us = d.latency_us(0.5);
     }
     row.tps = stat(row.samples);
+    for (size_t k = 0; k < devs.size(); ++k) {
+      if (!devs[k]->profile()) continue;
+      std::vector<vk::KernelTime> kernels;
+      for (const auto& [key, t] : profile[k]) kernels.push_back(t);
+      std::stable_sort(kernels.begin(), kernels.end(), [](const vk::KernelTime& a, const vk::KernelTime& b) { return a.ns > b.ns; });
+      std::fputs(profile_table(devs[k]->label(), row.model + " " + row.split + " " + row.test, kernels, untimed[k], tokens).c_str(),
+                 stderr);
+    }
     if (row.n_gen > 0 && memcpy_bps > 0) {
       row.weight_gbps = static_cast<double>(row.size) * row.tps.mean / 1e9;
       row.memcpy_share = *row.weight_gbps * 1e9 / memcpy_bps;

@@ -172,6 +172,10 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
   };
   const char* const fused = "chorus's attention kernel is always fused";
   const char* const once = "chorus reads the file once into device memory";
+  p.flag({"--profile"},
+         "time every dispatch by GPU timestamps and print, after the work, the time per kernel (bench: per "
+         "test); the timestamps cost a little time themselves",
+         placement.profile);
   p.flag({"--verbose", "-v"},
          "the start-up report: weight upload speed beside the file's read speed, pipelines built and "
          "the pipeline cache, time to the first token",
@@ -253,6 +257,7 @@ LoadedModel open_devices(const std::string& path, const Placement& placement, bo
     o.physical_index = indices[i];
     o.opening = static_cast<uint32_t>(std::count(indices.begin(), indices.begin() + static_cast<std::ptrdiff_t>(i), indices[i]));
     o.force_staging = placement.force_staging;
+    o.profile = placement.profile;
     if (!placement.budgets.empty()) o.memory_budget = placement.budgets[i];
     m.devices.push_back(std::make_unique<vk::Device>(*instance, o));
     devices.push_back(m.devices.back().get());
@@ -461,9 +466,52 @@ std::string device_view(const LoadedModel& loaded, const Context& ctx) {
   return out;
 }
 
+std::string profile_table(const std::string& device, const std::string& what, const std::vector<vk::KernelTime>& kernels,
+                          uint64_t untimed, double tokens) {
+  if (kernels.empty() && untimed == 0) return "";
+  uint64_t total_ns = 0, calls = 0;
+  for (const vk::KernelTime& k : kernels) {
+    total_ns += k.ns;
+    calls += k.calls;
+  }
+  const double per = tokens > 0 ? 1.0 / tokens : 0.0;
+  std::string out;
+  char line[1024];
+  std::snprintf(line, sizeof line,
+                "profile of %s, %s: %.3f ms of dispatches per token over %.0f token(s), %.1f dispatches per token "
+                "(GPU timestamps: each dispatch from the end of the work before it to its own end)\n",
+                what.c_str(), device.c_str(), static_cast<double>(total_ns) / 1e6 * per, tokens,
+                static_cast<double>(calls) * per);
+  out += line;
+  out += "  ms/token   share  calls/token    us/call  kernel [specialisation constants] (workgroups)\n";
+  for (const vk::KernelTime& k : kernels) {
+    std::snprintf(line, sizeof line, "  %8.3f  %5.1f%%  %11.2f  %9.1f  %s (%s)\n", static_cast<double>(k.ns) / 1e6 * per,
+                  total_ns ? 100.0 * static_cast<double>(k.ns) / static_cast<double>(total_ns) : 0.0,
+                  static_cast<double>(k.calls) * per, static_cast<double>(k.ns) / 1e3 / static_cast<double>(k.calls),
+                  k.kernel.c_str(), k.groups.c_str());
+    out += line;
+  }
+  if (untimed) {
+    std::snprintf(line, sizeof line, "  (%" PRIu64 " dispatch(es) not timed: a recording with more than its timestamps had room for)\n", untimed);
+    out += line;
+  }
+  return out;
+}
+
 int finish_command(const char* name, const LoadedModel& loaded, const Context& ctx, const Placement& placement,
                    bool was_interrupted) {
   if (placement.show_devices) std::fprintf(stderr, "%s", device_view(loaded, ctx).c_str());
+  if (placement.profile) {
+    bool any = false;
+    for (const auto& dev : loaded.devices)
+      if (vk::DispatchProfile* prof = dev->profile()) {
+        const std::string t = profile_table(dev->label(), std::string("chorus ") + name, prof->kernels(), prof->untimed(),
+                                            static_cast<double>(ctx.counters().tokens));
+        std::fputs(t.c_str(), stderr);
+        any = any || !t.empty();
+      }
+    if (!any) std::fprintf(stderr, "profile: nothing was timed (no device writes timestamps, or CHORUS_NO_TIMESTAMPS is set)\n");
+  }
   if (const uint64_t errors = loaded.validation_errors(); errors > 0) {
     std::fprintf(stderr, "chorus %s: the validation layer reported %llu error(s)\n", name,
                  static_cast<unsigned long long>(errors));

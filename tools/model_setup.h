@@ -36,6 +36,7 @@ struct Placement {
   bool show_devices = false;      // --show-devices: the per-device view after the work
   std::vector<uint32_t> groups;   // --groups: each device's group in a hybrid split
   bool verbose = false;           // --verbose: the start-up report (upload speed, pipelines)
+  bool profile = false;           // --profile: GPU time per kernel (vkdevice/profile.h)
 };
 
 // The weight format holding most of a model's matrix bytes (what calibration measures).
@@ -107,7 +108,12 @@ std::string describe_memory(const split::FitResult& fit, const std::vector<vk::D
 // waited for it per token — which device holds the others back.
 std::string device_view(const LoadedModel& loaded, const Context& ctx);
 
-// The end of a model command: the device view if asked for, then its exit status — 1 if the
+// --profile: for one device, the time per kernel over `tokens` tokens of `what` ("tg128", "the
+// run"), the kernels taking most first; "" when nothing was timed.
+std::string profile_table(const std::string& device, const std::string& what, const std::vector<vk::KernelTime>& kernels,
+                          uint64_t untimed, double tokens);
+
+// The end of a model command: the device view and the profile if asked for, then its exit status — 1 if the
 // validation layer reported errors (said on stderr), kInterruptedExit after Ctrl-C, else 0.
 int finish_command(const char* name, const LoadedModel& loaded, const Context& ctx, const Placement& placement,
                    bool was_interrupted);

@@ -7,6 +7,7 @@
 
 #include "vkdevice/device.h"
 #include "vkdevice/pipeline.h"
+#include "vkdevice/timestamps.h"
 #include "vkdevice/watchdog.h"
 
 namespace chorus::vk {
@@ -27,6 +28,12 @@ CommandBuffer::CommandBuffer(Device& device) : device_(&device) {
   }
 }
 
+namespace {
+// Dispatches a command buffer times at first (profiling); a recording that has more is timed
+// up to that, and the next recording gets a pool with room for all of them.
+constexpr uint32_t kProfileFirstRoom = 256;
+}  // namespace
+
 CommandBuffer::~CommandBuffer() {
   if (abandoned_) {
     std::fprintf(stderr, "chorus: %s did not finish a command buffer; it is left allocated, not destroyed in use\n",
@@ -42,6 +49,35 @@ void CommandBuffer::begin() {
   check(vkBeginCommandBuffer(cb_, &bi), device_->label() + ": beginning a command buffer");
   dispatches_ = 0;
   barriers_ = 0;
+  if (device_->profile()) profile_begin();
+}
+
+void CommandBuffer::profile_begin() {
+  const uint32_t wanted = std::max<uint32_t>(kProfileFirstRoom, static_cast<uint32_t>(timed_.size()) + untimed_);
+  if (!profile_pool_ || profile_pool_->size() < 2 * wanted) profile_pool_ = std::make_unique<TimestampPool>(*device_, 2 * wanted);
+  timed_.clear();
+  untimed_ = 0;
+  collected_tick_ = 0;
+}
+
+void CommandBuffer::collect_profile() {
+  DispatchProfile* profile = device_->profile();
+  if (!profile || !profile_pool_ || (timed_.empty() && untimed_ == 0)) return;
+  std::vector<uint64_t> ticks(2 * timed_.size());
+  if (!timed_.empty() && !profile_pool_->read(0, ticks)) {
+    profile->add_untimed(timed_.size() + untimed_);  // not written: the run did not finish
+    return;
+  }
+  // Each run writes new timestamps, later than the last: the same first one means this run
+  // was collected already.
+  if (!timed_.empty() && ticks[0] == collected_tick_) return;
+  if (!timed_.empty()) collected_tick_ = ticks[0];
+  for (size_t i = 0; i < timed_.size(); ++i) {
+    const Timed& t = timed_[i];
+    profile->add(t.pipeline->label(), std::to_string(t.gx) + "x" + std::to_string(t.gy) + "x" + std::to_string(t.gz),
+                 profile_pool_->elapsed_ns(ticks[2 * i], ticks[2 * i + 1]));
+  }
+  if (untimed_) profile->add_untimed(untimed_);
 }
 
 void CommandBuffer::end() { check(vkEndCommandBuffer(cb_), device_->label() + ": ending a command buffer"); }
@@ -55,6 +91,13 @@ void CommandBuffer::dispatch(const Pipeline& pipeline, std::span<const BufferWin
     throw Error(device_->label() + ": pipeline '" + pipeline.name() + "' takes " + std::to_string(pipeline.push_bytes()) +
                 " bytes of push constants, " + std::to_string(push_size) + " were given");
   if (gx == 0 || gy == 0 || gz == 0) return;  // nothing to do
+  const bool timed = profile_pool_ && device_->profile() && 2 * (timed_.size() + 1) <= profile_pool_->size();
+  if (profile_pool_ && device_->profile() && !timed) ++untimed_;
+  const uint32_t query = 2 * static_cast<uint32_t>(timed_.size());
+  if (timed) {  // both queries made writable again, then the first written once the work before is done
+    profile_pool_->record_reset(*this, query, 2);
+    profile_pool_->record_write(*this, query, true);
+  }
   vkCmdBindPipeline(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.handle());
   std::vector<VkDescriptorBufferInfo> infos(bindings.size());
   std::vector<VkWriteDescriptorSet> writes(bindings.size());
@@ -80,6 +123,10 @@ void CommandBuffer::dispatch(const Pipeline& pipeline, std::span<const BufferWin
   if (push_size) vkCmdPushConstants(cb_, pipeline.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, push_size, push);
   vkCmdDispatch(cb_, gx, gy, gz);
   ++dispatches_;
+  if (timed) {
+    profile_pool_->record_write(*this, query + 1, true);  // written once the dispatch is done
+    timed_.push_back({&pipeline, gx, gy, gz});
+  }
 }
 
 void CommandBuffer::barrier() {

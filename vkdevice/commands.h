@@ -7,8 +7,10 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "vkdevice/memory.h"
 #include "vkdevice/vk.h"
@@ -17,6 +19,7 @@ namespace chorus::vk {
 
 class Device;
 class Pipeline;
+class TimestampPool;
 
 class CommandBuffer {
  public:
@@ -53,13 +56,30 @@ class CommandBuffer {
   // use, which is undefined behaviour.
   void abandon() const { abandoned_ = true; }
 
+  // With profiling on (Device::profile), adds the time of each dispatch of the run of this
+  // command buffer that last finished to the device's profile (vkdevice/profile.h). Call once
+  // after each run, after a host wait that covered it (a run already added is not added again).
+  void collect_profile();
+
  private:
+  // The dispatches recorded since begin(), for the profile: each one's timestamps are
+  // queries 2 i (the work before it done) and 2 i + 1 (it done) of profile_pool_.
+  struct Timed {
+    const Pipeline* pipeline;
+    uint32_t gx, gy, gz;
+  };
+  void profile_begin();
+
   Device* device_;
   mutable bool abandoned_ = false;
   VkCommandPool pool_ = VK_NULL_HANDLE;
   VkCommandBuffer cb_ = VK_NULL_HANDLE;
   uint32_t dispatches_ = 0;
   uint32_t barriers_ = 0;
+  std::unique_ptr<TimestampPool> profile_pool_;  // (profiling) 2 per dispatch of the recording
+  std::vector<Timed> timed_;                     // (profiling) the recording's timed dispatches
+  uint32_t untimed_ = 0;                         // (profiling) dispatches past the pool's room
+  uint64_t collected_tick_ = 0;                  // the first timestamp of the run last collected
 };
 
 // A timeline semaphore. Values only grow; each use names the value it stands for.

@@ -75,6 +75,9 @@ Device::Device(const Instance& instance, const DeviceOptions& options) : options
     if (families[i].queueFlags & VK_QUEUE_COMPUTE_BIT) queue_family_ = i;
   if (queue_family_ != UINT32_MAX) timestamp_bits_ = families[queue_family_].timestampValidBits;
   if (env_uint("CHORUS_NO_TIMESTAMPS", 0, 1).value_or(0) == 1) options_.timestamps = false;
+  if (env_uint("CHORUS_PROFILE", 0, 1).value_or(0) == 1) options_.profile = true;
+  if (options_.profile && options_.timestamps && timestamp_bits_ > 0 && info_.timestamp_period > 0)
+    profile_ = std::make_unique<DispatchProfile>();
 
   std::vector<const char*> exts = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
   if (info_.memory_budget_ext) exts.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);

@@ -20,6 +20,7 @@
 #include "vkdevice/activity.h"
 #include "vkdevice/instance.h"
 #include "vkdevice/memory.h"
+#include "vkdevice/profile.h"
 #include "vkdevice/vk.h"
 
 namespace chorus::vk {
@@ -50,6 +51,9 @@ struct DeviceOptions {
   // Write GPU timestamps around the work executors submit (vkdevice/timestamps.h), where the
   // queue has them. false (or CHORUS_NO_TIMESTAMPS=1): pretend it has none.
   bool timestamps = true;
+  // Time every dispatch by GPU timestamps, summed per kernel (vkdevice/profile.h; `--profile`).
+  // CHORUS_PROFILE=1 turns it on too. Nothing is timed where the queue has no timestamps.
+  bool profile = false;
 };
 
 inline constexpr uint64_t kDefaultTimeoutMs = 60'000;
@@ -104,6 +108,9 @@ class Device {
 
   Allocator& allocator() { return *allocator_; }
   DeviceCounters& counters() { return counters_; }
+  // The time per kernel (DeviceOptions::profile); null when profiling is off or the queue
+  // writes no timestamps.
+  DispatchProfile* profile() { return profile_.get(); }
 
   // A buffer usable by kernels. Kind::Device is device-local (mapped only on unified memory
   // without force_staging); Kind::Host is host-visible, coherent and mapped.
@@ -186,6 +193,7 @@ class Device {
   uint64_t pipeline_cache_loaded_ = 0;
   std::unique_ptr<Allocator> allocator_;
   DeviceCounters counters_;
+  std::unique_ptr<DispatchProfile> profile_;
   mutable std::mutex activity_mutex_;  // guards activity_ (a server's threads may read it)
   ActivityWindow activity_;
   std::mutex queue_mutex_;

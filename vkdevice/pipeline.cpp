@@ -9,6 +9,9 @@ namespace chorus::vk {
 Pipeline::Pipeline(Device& device, const PipelineDesc& desc)
     : device_(device.handle()), name_(desc.name), n_bindings_(desc.n_bindings), push_bytes_(desc.push_bytes),
       texel_bindings_(desc.texel_bindings) {
+  label_ = name_ + " [";
+  for (size_t i = 0; i < desc.spec.size(); ++i) label_ += (i ? "," : "") + std::to_string(desc.spec[i]);
+  label_ += "]";
   const std::string where = device.label() + ": building pipeline '" + desc.name + "'";
   if (desc.spirv.size() < 5 || desc.spirv[0] != 0x07230203u)
     throw Error(where + ": the embedded SPIR-V is empty or lacks the SPIR-V magic number");

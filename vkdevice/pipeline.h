@@ -35,6 +35,9 @@ class Pipeline {
   VkPipeline handle() const { return pipeline_; }
   VkPipelineLayout layout() const { return layout_; }
   const std::string& name() const { return name_; }
+  // The name and the specialisation constants, "mul_mv_texel_q4_1+cpu [8,8,...]": what
+  // tells two pipelines of one kernel apart (vkdevice/profile.h).
+  const std::string& label() const { return label_; }
   uint32_t n_bindings() const { return n_bindings_; }
   uint32_t push_bytes() const { return push_bytes_; }
   uint32_t texel_bindings() const { return texel_bindings_; }  // PipelineDesc::texel_bindings
@@ -42,6 +45,7 @@ class Pipeline {
  private:
   VkDevice device_ = VK_NULL_HANDLE;
   std::string name_;
+  std::string label_;
   uint32_t n_bindings_ = 0;
   uint32_t push_bytes_ = 0;
   uint32_t texel_bindings_ = 0;

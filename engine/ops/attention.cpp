@@ -175,7 +175,7 @@ void rope_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const v
     const RopeStorePush push{floats(q_offset), floats(k_offset), floats(v_offset), q_stride, kv_stride,
                              skip_elems(pw, 4), s.n_tokens, nq, nh, h0, D, n_dims, s.neox ? 1u : 0u, cache.n_ctx,
                              skip_elems(kc, 4), skip_elems(vc, 4), s.freq_base, s.freq_scale};
-    const uint32_t gx = groups(uint64_t(s.n_tokens) * (nq + 2 * nh) * (D / 2), kStoreWg);
+    const uint32_t gx = groups(uint64_t(s.n_tokens) * (D / 2), kStoreWg);  // an invocation per (token, word)
     if (gx > kMaxGroups) throw vk::Error(what + ": too many tokens for one dispatch");
     k.dispatch(cb, "rope_store", {xw, pw, kc, vc}, push, {kStoreWg}, gx);
   }

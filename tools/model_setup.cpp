@@ -501,17 +501,16 @@ std::string profile_table(const std::string& device, const std::string& what, co
 int finish_command(const char* name, const LoadedModel& loaded, const Context& ctx, const Placement& placement,
                    bool was_interrupted) {
   if (placement.show_devices) std::fprintf(stderr, "%s", device_view(loaded, ctx).c_str());
-  if (placement.profile) {
-    bool any = false;
-    for (const auto& dev : loaded.devices)
-      if (vk::DispatchProfile* prof = dev->profile()) {
-        const std::string t = profile_table(dev->label(), std::string("chorus ") + name, prof->kernels(), prof->untimed(),
-                                            static_cast<double>(ctx.counters().tokens));
-        std::fputs(t.c_str(), stderr);
-        any = any || !t.empty();
-      }
-    if (!any) std::fprintf(stderr, "profile: nothing was timed (no device writes timestamps, or CHORUS_NO_TIMESTAMPS is set)\n");
-  }
+  bool profiled = false;  // --profile, or CHORUS_PROFILE=1
+  for (const auto& dev : loaded.devices)
+    if (vk::DispatchProfile* prof = dev->profile()) {
+      const std::string t = profile_table(dev->label(), std::string("chorus ") + name, prof->kernels(), prof->untimed(),
+                                          static_cast<double>(ctx.counters().tokens));
+      std::fputs(t.c_str(), stderr);
+      profiled = profiled || !t.empty();
+    }
+  if (placement.profile && !profiled)
+    std::fprintf(stderr, "profile: nothing was timed (no device writes timestamps, or CHORUS_NO_TIMESTAMPS is set)\n");
   if (const uint64_t errors = loaded.validation_errors(); errors > 0) {
     std::fprintf(stderr, "chorus %s: the validation layer reported %llu error(s)\n", name,
                  static_cast<unsigned long long>(errors));

@@ -37,6 +37,12 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
 #endif
 
+// Q5_0 / Q5_1 quants as whole bytes: four nibbles (bits 0..3 of each byte) with the four
+// elements' high bits (bits 0..3 of h) put at bit 4 of each byte. h * 0x00204081 places shifted
+// copies of h's 4 bits in disjoint ranges (bits 0-3, 7-10, 14-17, 21-24), so the product is their
+// OR; the mask keeps bits 0, 8, 16 and 24 (h's bits 0, 1, 2, 3).
+uint q5_bytes(uint nibbles, uint h) { return nibbles | ((((h & 0xFu) * 0x00204081u) & 0x01010101u) << 4); }
+
 // Byte-addressed reads from a `uint` array. `b` is a byte offset; CH_U16/CH_F16/CH_U32 need
 // an even offset (every field of every GGUF block sits at an even offset).
 #define CH_U8(buf, b) ((buf[(b) >> 2] >> (((b) & 3u) * 8u)) & 0xFFu)

@@ -10,9 +10,10 @@
 //   - each invocation owns a register tile of TN rows of W (n = n0 + lid + t * wg) by TM rows of X;
 //   - W: the invocation loads each quant block of its rows as whole 32-bit words into registers
 //     (one pass over the block's bytes) and dequantises there; F32, F16, BF16, Q8_0, Q4_0,
-//     Q4_1, Q4_K and Q6_K through a texel buffer of R32_UINT texels (a gather: each lane has
-//     its own rows), which took SmolLM2's 1536 x 576 x 512 Q4_1 product from 28 to 26 ms and
-//     Q4_K / Q6_K products (1536 x 1024 x 512) from 130 / 142 ms to 37 / 42; the other formats
+//     Q4_1, Q5_0, Q5_1, Q4_K and Q6_K through a texel buffer of R32_UINT texels (a gather: each
+//     lane has its own rows), which took SmolLM2's 1536 x 576 x 512 Q4_1 product from 28 to 26
+//     ms, Q4_K / Q6_K products (1536 x 1024 x 512) from 130 / 142 ms to 37 / 42 and Gemma 3's
+//     Q5_0 gate and up products (2 x 2048 x 640 x 512) from 214 to 59 ms; the other formats
 //     read words through quant.glsl from a storage buffer;
 //   - X: a uniform texel buffer (vec4 texels where aligned): every lane fetches the same texels,
 //     a gather, where a storage load (per-lane loop) and subgroupBroadcast had cost SmolLM2's
@@ -28,7 +29,7 @@
 #include "common.glsl"
 #define MM_X_TEXEL 1  // X as vec4 texels (matmul.glsl)
 #if defined(FMT_F32) || defined(FMT_F16) || defined(FMT_BF16) || defined(FMT_Q8_0) || defined(FMT_Q4_0) || \
-    defined(FMT_Q4_1) || defined(FMT_Q4_K) || defined(FMT_Q6_K)
+    defined(FMT_Q4_1) || defined(FMT_Q5_0) || defined(FMT_Q5_1) || defined(FMT_Q4_K) || defined(FMT_Q6_K)
 #define MM_W_TEXEL 1  // W as R32_UINT texels (engine/ops/matmul.cpp: cpu_w_texel)
 #endif
 #include "matmul.glsl"
@@ -116,7 +117,7 @@ void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
   lo = vec4(mmc_pair(MMC_U32(r.w, r.o2, 0u)), mmc_pair(MMC_U32(r.w, r.o2, 4u)));
   hi = vec4(mmc_pair(MMC_U32(r.w, r.o2, 8u)), mmc_pair(MMC_U32(r.w, r.o2, 12u)));
 }
-#elif defined(FMT_Q8_0) || defined(FMT_Q4_0) || defined(FMT_Q4_1)
+#elif defined(FMT_Q8_0) || defined(FMT_Q4_0) || defined(FMT_Q4_1) || defined(FMT_Q5_0) || defined(FMT_Q5_1)
 // One 32-element block per step.
 #define MMC_BK 32u
 #define MMC_GROUPS 4u
@@ -144,13 +145,21 @@ void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
   const float d = unpackHalf2x16(MMC_U16(r.w, r.o2, 0u)).x;
 #if defined(FMT_Q4_0)
   const float m = -8.0 * d;
-  const uint v = MMC_U32(r.w, r.o2, 2u + 4u * g);
+#elif defined(FMT_Q5_0)
+  const float m = -16.0 * d;
 #else
   const float m = unpackHalf2x16(MMC_U16(r.w, r.o2, 2u)).x;
-  const uint v = MMC_U32(r.w, r.o2, 4u + 4u * g);
 #endif
+  const uint v = MMC_U32(r.w, r.o2, Q_QS + 4u * g);  // quant bytes 4g..4g+3 (quant.glsl's layout)
+#if defined(FMT_Q5_0) || defined(FMT_Q5_1)
+  // the elements' fifth bits: qh bits 4g.. (low nibbles) and 16 + 4g.. (high nibbles)
+  const uint qh = MMC_U32(r.w, r.o2, uint(Q_QH));
+  lo = q_bytes_u(q5_bytes(v & 0x0F0F0F0Fu, qh >> (4u * g))) * d + m;
+  hi = q_bytes_u(q5_bytes((v >> 4) & 0x0F0F0F0Fu, qh >> (16u + 4u * g))) * d + m;
+#else
   lo = q_bytes_u(v & 0x0F0F0F0Fu) * d + m;
   hi = q_bytes_u((v >> 4) & 0x0F0F0F0Fu) * d + m;
+#endif
 }
 #endif
 #elif defined(FMT_Q4_K)
@@ -227,7 +236,7 @@ void mmc_group(MmcRegs r, uint i, out vec4 lo, out vec4 hi) {
   hi = d1 * (q_bytes_u(qh) - 32.0);
 }
 #else
-// Q5_0, Q5_1, Q2_K, Q3_K, Q5_K: quant.glsl's dq_group straight from memory, one block per step.
+// Q2_K, Q3_K, Q5_K: quant.glsl's dq_group straight from memory, one block per step.
 #define MMC_GENERIC 1
 #define MMC_BK uint(QK)
 #define MMC_GROUPS uint(DQ_GROUPS)

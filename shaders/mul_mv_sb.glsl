@@ -1,8 +1,8 @@
 // shaders/mul_mv_sb.glsl — the superblock dot products shared by mul_mv.comp (storage-buffer
 // loads) and mul_mv_texel.comp (texel-buffer loads): per 256 elements of one row, the format's
 // bytes as SB_WORDS 32-bit words W[], and x prepared once per 256 elements for all rows
-// (sb_x_finish). Q4_0, Q8_0, Q4_1 (mul_mv_texel.comp only), Q4_K and Q6_K (FMT_<TYPE>, set
-// by shaders/matvec.cmake).
+// (sb_x_finish). Q4_0, Q8_0, Q4_1 and Q5_0 (mul_mv_texel.comp only), Q4_K and Q6_K (FMT_<TYPE>,
+// set by shaders/matvec.cmake).
 // What the arithmetic does and why is in mul_mv.comp's superblock comment.
 
 // Bytes per 256 elements on the device, and 32-bit words loaded per superblock (Q6_K: GGUF's
@@ -16,6 +16,9 @@
 #elif defined(FMT_Q4_1)
 #define SB_BYTES 160u
 #define SB_WORDS 40
+#elif defined(FMT_Q5_0)
+#define SB_BYTES 176u
+#define SB_WORDS 44
 #else
 #define SB_BYTES 144u
 #define SB_WORDS 36
@@ -88,7 +91,24 @@ float nib_block_dot(const uint v[4], const vec4 xs[64], uint x0) {
 }
 #endif
 
-#if defined(FMT_Q4_0) || defined(FMT_Q8_0) || defined(FMT_Q4_1)
+#if defined(FMT_Q5_0)
+// Q5_0's quants masked in place (q5_bytes, common.glsl), a whole byte each (at most 31 << 24: exact in an int and a float);
+// x scaled by sb_scale's byte scales.
+vec4 q5_vec(uint v) { return vec4(ivec4(v & 0xFFu, v & 0xFF00u, v & 0xFF0000u, v & 0xFF000000u)); }
+// Sum of q * x over one 32-element block: qs its 16 quant bytes as words, qh its high bits
+// (bit j: element j), x in xs[x0 .. x0 + 7] (elements 0..15 the low nibbles, 16..31 the high).
+float q5_block_dot(const uint qs[4], uint qh, const vec4 xs[64], uint x0) {
+  vec4 sl = vec4(0.0), sh = vec4(0.0);
+  [[unroll]] for (uint j = 0u; j < 4u; ++j) {
+    sl += q5_vec(q5_bytes(qs[j] & 0x0F0F0F0Fu, qh >> (4u * j))) * xs[x0 + j];
+    sh += q5_vec(q5_bytes((qs[j] >> 4) & 0x0F0F0F0Fu, qh >> (16u + 4u * j))) * xs[x0 + 4u + j];
+  }
+  sl += sh;
+  return (sl.x + sl.y) + (sl.z + sl.w);
+}
+#endif
+
+#if defined(FMT_Q4_0) || defined(FMT_Q8_0) || defined(FMT_Q4_1) || defined(FMT_Q5_0)
 // Formats of 32-element blocks: K may end in a partial superblock of whole blocks. sb_dot_n
 // sums the first nblk blocks (the others, which may hold any bytes, contribute exactly 0: they
 // are dropped by a select, never multiplied); with nblk a constant 8 the selects fold away.
@@ -138,6 +158,23 @@ float sb_dot_n(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GR
     const vec2 dm = unpackHalf2x16(W[5u * b]);
     const uint v[4] = uint[4](W[5u * b + 1u], W[5u * b + 2u], W[5u * b + 3u], W[5u * b + 4u]);
     const float t = dm.x * nib_block_dot(v, xs, 8u * b) + dm.y * xsum[b];
+    tot += b < nblk ? t : 0.0;
+  }
+  return tot;
+}
+#elif defined(FMT_Q5_0)
+// 8 blocks {f16 d; u8 qh[4]; u8 qs[16]} of 22 bytes; block b at byte 22b (even blocks at 0 mod
+// 4, odd ones at 2 mod 4); x = d * (q - 16).
+float sb_dot_n(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS], uint nblk) {
+  float tot = 0.0;
+  [[unroll]] for (uint b = 0u; b < 8u; ++b) {
+    const uint w = (22u * b) / 4u;
+    const bool even = (b & 1u) == 0u;
+    const float d = unpackHalf2x16(even ? W[w] : W[w] >> 16).x;
+    const uint qh = even ? (W[w] >> 16) | (W[w + 1u] << 16) : W[w + 1u];
+    uint v[4];
+    [[unroll]] for (uint j = 0u; j < 4u; ++j) v[j] = even ? (W[w + 1u + j] >> 16) | (W[w + 2u + j] << 16) : W[w + 2u + j];
+    const float t = d * (q5_block_dot(v, qh, xs, 8u * b) - 16.0 * xsum[b]);
     tot += b < nblk ? t : 0.0;
   }
   return tot;

@@ -78,7 +78,7 @@ namespace {
 // shaders/mul_mm_cpu.comp: the words it loads itself); the others through a storage buffer.
 bool cpu_w_texel(GgmlType t) {
   return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::Q8_0 || t == GgmlType::Q4_0 ||
-         t == GgmlType::Q4_1 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+         t == GgmlType::Q4_1 || t == GgmlType::Q5_0 || t == GgmlType::Q5_1 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
 }
 
 // The op mul_mm records for `type` on k's device: mul_mm_cpu_<fmt> (Registers) where the

@@ -78,8 +78,8 @@ bool rope_fits(const Kernels& k, GgmlType type, uint32_t N, uint32_t rows, const
 }
 
 bool has_texel_kernel(GgmlType t) {
-  return t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q4_1 || t == GgmlType::Q4_K ||
-         t == GgmlType::Q6_K;
+  return t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q4_1 || t == GgmlType::Q5_0 ||
+         t == GgmlType::Q4_K || t == GgmlType::Q6_K;
 }
 
 // Whether mul_mv takes the texel-buffer kernel (mul_mv_texel.comp) for these arguments.

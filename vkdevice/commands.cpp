@@ -58,6 +58,7 @@ void CommandBuffer::profile_begin() {
   timed_.clear();
   untimed_ = 0;
   collected_tick_ = 0;
+  profile_pool_->record_reset(*this, 0, profile_pool_->size());  // every query writable again, once per recording
 }
 
 void CommandBuffer::collect_profile() {
@@ -94,10 +95,7 @@ void CommandBuffer::dispatch(const Pipeline& pipeline, std::span<const BufferWin
   const bool timed = profile_pool_ && device_->profile() && 2 * (timed_.size() + 1) <= profile_pool_->size();
   if (profile_pool_ && device_->profile() && !timed) ++untimed_;
   const uint32_t query = 2 * static_cast<uint32_t>(timed_.size());
-  if (timed) {  // both queries made writable again, then the first written once the work before is done
-    profile_pool_->record_reset(*this, query, 2);
-    profile_pool_->record_write(*this, query, true);
-  }
+  if (timed) profile_pool_->record_write(*this, query, true);  // written once the work before is done
   vkCmdBindPipeline(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.handle());
   std::vector<VkDescriptorBufferInfo> infos(bindings.size());
   std::vector<VkWriteDescriptorSet> writes(bindings.size());

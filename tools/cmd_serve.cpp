@@ -120,6 +120,11 @@ int cmd_serve(const std::vector<std::string>& args) {
   std::printf("%d\n", port);  // for scripts that asked for --port 0
   flush_stdout();
   srv.wait();
+  // --profile (or CHORUS_PROFILE=1): the time per kernel over everything the server evaluated.
+  const double tokens = static_cast<double>(srv.scheduler()->stats().context.tokens);
+  for (const auto& dev : model->devices)
+    if (vk::DispatchProfile* prof = dev->profile())
+      std::fputs(profile_table(dev->label(), "chorus serve", prof->kernels(), prof->untimed(), tokens).c_str(), stderr);
   return 0;
 }
 

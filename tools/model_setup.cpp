@@ -174,7 +174,8 @@ void add_placement_options(cli::Parser& p, Placement& placement, bool with_layou
   const char* const once = "chorus reads the file once into device memory";
   p.flag({"--profile"},
          "time every dispatch by GPU timestamps and print, after the work, the time per kernel (bench: per "
-         "test); the timestamps cost a little time themselves",
+         "test; serve: when it stops); the timestamps slow the work themselves (lavapipe's decode by about a "
+         "quarter)",
          placement.profile);
   p.flag({"--verbose", "-v"},
          "the start-up report: weight upload speed beside the file's read speed, pipelines built and "

@@ -248,10 +248,11 @@ TEST(ChorusTool, EveryCommandsHelpComesFromItsOptionsAndAMisspeltOptionGetsTheCl
 // --profile: per test, every device's time per kernel; its dispatches per token are the
 // column's, and a tensor split lists each device. run prints one table at its end.
 TEST(ChorusTool, ProfileListsEachDevicesKernelsWithTheDispatchesPerTokenTheBenchCounts) {
+  const std::string err_file = ::testing::TempDir() + "chorus-profile-" + std::to_string(getpid()) + ".txt";
   Result r = capture(std::string(CHORUS_BINARY) + " bench -m " + kStories +
-                     " -p 0 -n 4 -r 1 --device 0 --device 0,0 -sm tensor --profile -o jsonl 2>/tmp/chorus-profile-test.txt");
+                     " -p 0 -n 4 -r 1 --device 0 --device 0,0 -sm tensor --profile -o jsonl 2>" + err_file);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const Result err = capture("cat /tmp/chorus-profile-test.txt; rm -f /tmp/chorus-profile-test.txt");
+  const Result err = capture("cat " + err_file + "; rm -f " + err_file);
   std::vector<double> column;
   for (size_t start = 0, nl; (nl = r.output.find('\n', start)) != std::string::npos; start = nl + 1)
     column.push_back(nlohmann::json::parse(r.output.substr(start, nl - start))["dispatches_per_token"].get<double>());
@@ -279,6 +280,15 @@ TEST(ChorusTool, ProfileListsEachDevicesKernelsWithTheDispatchesPerTokenTheBench
   r = run("run -m " + kStories + " -n 4 --temp 0 -p 'Once upon' --profile");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("profile of chorus run, device 0"), std::string::npos) << r.output;
+
+  // Without timestamps nothing can be timed, and both say so instead of printing nothing.
+  for (const std::string& cmd : {"bench -m " + kStories + " -p 0 -n 2 -r 1 --profile -o csv",
+                                 "run -m " + kStories + " -n 2 --temp 0 -p 'Once' --profile"}) {
+    r = run(cmd, "CHORUS_NO_TIMESTAMPS=1");
+    ASSERT_EQ(r.exit_code, 0) << cmd << "\n" << r.output;
+    EXPECT_NE(r.output.find("profile: nothing was timed"), std::string::npos) << cmd << "\n" << r.output;
+    EXPECT_EQ(r.output.find("profile of"), std::string::npos) << cmd << "\n" << r.output;
+  }
 }
 
 TEST(ChorusTool, BenchMeasuresTheCrossProductOfDevicesAndSplitModesInEveryOutputFormat) {

@@ -352,6 +352,8 @@ void bench_config(const Config& cfg, const std::vector<uint32_t>& pp, const std:
         });
   }
   if (cfg.placement.show_devices) std::fprintf(stderr, "%s", device_view(loaded, ctx).c_str());
+  if (cfg.placement.profile && std::none_of(devs.begin(), devs.end(), [](vk::Device* d) { return d->profile() != nullptr; }))
+    std::fputs(kProfileNothingTimed, stderr);
 }
 
 }  // namespace

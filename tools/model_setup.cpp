@@ -510,8 +510,7 @@ int finish_command(const char* name, const LoadedModel& loaded, const Context& c
       std::fputs(t.c_str(), stderr);
       profiled = profiled || !t.empty();
     }
-  if (placement.profile && !profiled)
-    std::fprintf(stderr, "profile: nothing was timed (no device writes timestamps, or CHORUS_NO_TIMESTAMPS is set)\n");
+  if (placement.profile && !profiled) std::fputs(kProfileNothingTimed, stderr);
   if (const uint64_t errors = loaded.validation_errors(); errors > 0) {
     std::fprintf(stderr, "chorus %s: the validation layer reported %llu error(s)\n", name,
                  static_cast<unsigned long long>(errors));

@@ -112,6 +112,9 @@ std::string device_view(const LoadedModel& loaded, const Context& ctx);
 // run"), the kernels taking most first; "" when nothing was timed.
 std::string profile_table(const std::string& device, const std::string& what, const std::vector<vk::KernelTime>& kernels,
                           uint64_t untimed, double tokens);
+// What --profile prints when none of the devices can time anything.
+inline constexpr const char* kProfileNothingTimed =
+    "profile: nothing was timed (no device writes timestamps, or CHORUS_NO_TIMESTAMPS is set)\n";
 
 // The end of a model command: the device view and the profile if asked for, then its exit status — 1 if the
 // validation layer reported errors (said on stderr), kInterruptedExit after Ctrl-C, else 0.

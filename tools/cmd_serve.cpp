@@ -121,10 +121,12 @@ int cmd_serve(const std::vector<std::string>& args) {
   flush_stdout();
   srv.wait();
   // --profile (or CHORUS_PROFILE=1): the time per kernel over everything the server evaluated.
-  const double tokens = static_cast<double>(srv.scheduler()->stats().context.tokens);
   for (const auto& dev : model->devices)
     if (vk::DispatchProfile* prof = dev->profile())
-      std::fputs(profile_table(dev->label(), "chorus serve", prof->kernels(), prof->untimed(), tokens).c_str(), stderr);
+      std::fputs(profile_table(dev->label(), "chorus serve", prof->kernels(), prof->untimed(),
+                               static_cast<double>(srv.scheduler()->stats().context.tokens))
+                     .c_str(),
+                 stderr);
   return 0;
 }
 

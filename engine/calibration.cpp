@@ -15,6 +15,7 @@
 
 #include "engine/ops/kernels.h"
 #include "engine/ops/matvec.h"
+#include "shaders/registry.h"
 #include "split/collective.h"
 #include "vkdevice/cache_file.h"
 #include "vkdevice/commands.h"
@@ -25,12 +26,28 @@ namespace {
 constexpr uint32_t kK = 2048, kN = 2048, kDispatches = 8, kRuns = 5;
 constexpr uint64_t kMaxCalibrationFile = 1u << 20;
 
-std::string key(const vk::DeviceInfo& i, GgmlType type) {
+// The device's identity and the format: one line of the cache per pair.
+std::string identity(const vk::DeviceInfo& i, GgmlType type) {
   std::string k = i.name + "|" + i.vendor + "|" + i.driver_name + "|" + i.driver_info + "|" + std::to_string(i.driver_version) +
                   "|" + type_traits(type).name;
   for (char& c : k)
     if (c == '\t' || c == '\n') c = ' ';
   return k;
+}
+
+// identity() and the build's kernels (shaders::fingerprint): a speed measured with other
+// kernels (an older chorus: Q5_0's matvec became 6x faster in one change) is never reused.
+std::string key(const vk::DeviceInfo& i, GgmlType type) {
+  char fp[32];
+  std::snprintf(fp, sizeof fp, "|kernels %016llx", static_cast<unsigned long long>(shaders::fingerprint()));
+  return identity(i, type) + fp;
+}
+
+// Whether cache line key `k` is of this device and format, whatever the kernels (the line a
+// new measurement replaces; lines written before the fingerprint was part of the key too).
+bool same_identity(const std::string& k, const vk::DeviceInfo& i, GgmlType type) {
+  const std::string id = identity(i, type);
+  return k == id || (k.size() > id.size() && k.compare(0, id.size(), id) == 0 && k[id.size()] == '|');
 }
 
 // "key\tbytes_per_second" lines.
@@ -155,7 +172,7 @@ DeviceSpeed device_speed(vk::Device& device, GgmlType type, bool recalibrate) {
       }
   const double v = measure(device, type);
   seen[k] = v;
-  std::erase_if(cache, [&](const auto& e) { return e.first == k; });
+  std::erase_if(cache, [&](const auto& e) { return same_identity(e.first, device.info(), type); });
   cache.emplace_back(k, v);
   std::string text;
   for (const auto& [ck, cv] : cache) {

@@ -4,9 +4,10 @@
 // its speed as well as its memory. A calibration times the matrix-vector kernel of the model's
 // main weight format on the device (a few dispatches of a 2048 x 2048 matrix, about a tenth of
 // a second on lavapipe) and keeps weight bytes read per second. It runs on first use and is
-// cached per device identity (name, vendor, driver version) and format in
-// $XDG_CACHE_HOME/chorus/calibration.tsv (else ~/.cache/chorus); logical devices of one GPU
-// therefore share one value. Timing is only ever used to choose ratios and predict speed,
+// cached per device identity (name, vendor, driver version), format and build of the kernels
+// (shaders::fingerprint: a speed measured with another chorus's kernels is measured again, and
+// replaces that line) in $XDG_CACHE_HOME/chorus/calibration.tsv (else ~/.cache/chorus); logical
+// devices of one GPU therefore share one value. Timing is only ever used to choose ratios and predict speed,
 // never to decide a result.
 #pragma once
 

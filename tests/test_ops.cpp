@@ -9,15 +9,22 @@
 // outside the tensor; inputs sit at offsets that are not multiples of the binding alignment.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "engine/calibration.h"
 #include "engine/ops/kernels.h"
 #include "engine/ops/ops.h"
 #include "engine/quant.h"
@@ -446,6 +453,52 @@ TEST_P(GetRowsTest, LooksUpRowsExactlyAsTheReferenceDequantiserIncludingWindowed
       }
     }
   });
+}
+
+// The speed calibration (engine/calibration.h) is cached per device, format and build of the
+// kernels: a line an older chorus wrote (no fingerprint, or another one) is measured again and
+// replaced, never reused; the new line is then what a process that opens no device reads.
+TEST_F(OpsTest, ACalibratedSpeedFromOtherKernelsIsMeasuredAgainAndItsLineReplaced) {
+  struct PrivateCache {  // XDG_CACHE_HOME set to a fresh folder while the test runs
+    std::filesystem::path dir =
+        std::filesystem::temp_directory_path() / ("chorus-calibration-test-" + std::to_string(::getpid()));
+    std::optional<std::string> saved;
+    PrivateCache() {
+      if (const char* x = std::getenv("XDG_CACHE_HOME")) saved = x;
+      std::filesystem::remove_all(dir);
+      std::filesystem::create_directories(dir / "chorus");
+      ::setenv("XDG_CACHE_HOME", dir.c_str(), 1);
+    }
+    ~PrivateCache() {
+      if (saved)
+        ::setenv("XDG_CACHE_HOME", saved->c_str(), 1);
+      else
+        ::unsetenv("XDG_CACHE_HOME");
+      std::filesystem::remove_all(dir);
+    }
+  } cache;
+  vk::Device& dev = test::device();
+  const vk::DeviceInfo& i = dev.info();
+  const std::string id = i.name + "|" + i.vendor + "|" + i.driver_name + "|" + i.driver_info + "|" +
+                         std::to_string(i.driver_version) + "|Q4_0";
+  {
+    std::ofstream f(calibration_cache_path());
+    f << id << "\t1234\n" << id << "|kernels 0000000000000000\t1234\n" << "another device|Q4_0\t99\n";
+  }
+  EXPECT_FALSE(cached_device_speed(i, GgmlType::Q4_0).has_value()) << "a line of other kernels was taken";
+  const DeviceSpeed s = device_speed(dev, GgmlType::Q4_0);
+  EXPECT_EQ(s.source, "measured");
+  EXPECT_NE(s.weight_bytes_per_second, 1234.0);
+  EXPECT_GT(s.weight_bytes_per_second, 0.0);
+  const std::optional<double> cached = cached_device_speed(i, GgmlType::Q4_0);
+  ASSERT_TRUE(cached.has_value());
+  EXPECT_NEAR(*cached, s.weight_bytes_per_second, 1e-5 * s.weight_bytes_per_second);  // written with 6 digits
+  std::ifstream f(calibration_cache_path());
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(f, line);) lines.push_back(line);
+  EXPECT_EQ(lines.size(), 2u) << "the two stale lines of this device were not replaced by one";
+  EXPECT_EQ(std::count_if(lines.begin(), lines.end(), [](const std::string& l) { return l.rfind("another device|", 0) == 0; }), 1)
+      << "another device's line was lost";
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryWeightFormat, GetRowsTest, ::testing::ValuesIn(weight_types()),

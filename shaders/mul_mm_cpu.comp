@@ -10,11 +10,11 @@
 //   - each invocation owns a register tile of TN rows of W (n = n0 + lid + t * wg) by TM rows of X;
 //   - W: the invocation loads each quant block of its rows as whole 32-bit words into registers
 //     (one pass over the block's bytes) and dequantises there; F32, F16, BF16, Q8_0, Q4_0,
-//     Q4_1, Q5_0, Q5_1, Q4_K and Q6_K through a texel buffer of R32_UINT texels (a gather: each
-//     lane has its own rows), which took SmolLM2's 1536 x 576 x 512 Q4_1 product from 28 to 26
-//     ms, Q4_K / Q6_K products (1536 x 1024 x 512) from 130 / 142 ms to 37 / 42 and Gemma 3's
-//     Q5_0 gate and up products (2 x 2048 x 640 x 512) from 214 to 59 ms; the other formats
-//     read words through quant.glsl from a storage buffer;
+//     Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K through a texel buffer of R32_UINT texels
+//     (a gather: each lane has its own rows), which took SmolLM2's 1536 x 576 x 512 Q4_1 product
+//     from 28 to 26 ms, Q4_K / Q6_K products (1536 x 1024 x 512) from 130 / 142 ms to 37 / 42 and
+//     Gemma 3's Q5_0 gate and up products (2 x 2048 x 640 x 512) from 214 to 59 ms (a storage
+//     buffer's per-lane loads, through quant.glsl, had been the way for the others);
 //   - X: a uniform texel buffer (vec4 texels where aligned): every lane fetches the same texels,
 //     a gather, where a storage load (per-lane loop) and subgroupBroadcast had cost SmolLM2's
 //     1536 x 576 x 512 Q4_1 product 44 ms against 28 ms now (docs/performance.md).
@@ -28,10 +28,7 @@
 // workgroups (wg * TN / 2 with GLU).
 #include "common.glsl"
 #define MM_X_TEXEL 1  // X as vec4 texels (matmul.glsl)
-#if defined(FMT_F32) || defined(FMT_F16) || defined(FMT_BF16) || defined(FMT_Q8_0) || defined(FMT_Q4_0) || \
-    defined(FMT_Q4_1) || defined(FMT_Q5_0) || defined(FMT_Q5_1) || defined(FMT_Q4_K) || defined(FMT_Q6_K)
-#define MM_W_TEXEL 1  // W as R32_UINT texels (engine/ops/matmul.cpp: cpu_w_texel)
-#endif
+#define MM_W_TEXEL 1  // W as R32_UINT texels, every format (engine/ops/matmul.cpp: cpu_w_texel)
 #include "matmul.glsl"
 
 // Word i of binding 0.
@@ -162,13 +159,23 @@ void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
 #endif
 }
 #endif
-#elif defined(FMT_Q4_K)
+#elif defined(FMT_Q4_K) || defined(FMT_Q5_K)
 // Steps of 64 elements (c = s % 4 of super-block s / 4; always word-aligned): the 16-byte header
-// and the 32 quant bytes of sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles).
+// and the 32 quant bytes of sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles); Q5_K also
+// the 32 bytes of high bits, whose bits 2c and 2c + 1 are those two sub-blocks' (byte l: element
+// l of each).
 #define MMC_BK 64u
 #define MMC_GROUPS 8u
 #define MMC_HI 32u
+#if defined(FMT_Q5_K)
+#define MMC_SB_BYTES 176u
+#define MMC_QS_WORD 12u  // after the header and the 8 words of high bits
+struct MmcRegs { uint q[8]; uint h[8]; vec2 sm0, sm1; uint c2; };
+#else
+#define MMC_SB_BYTES 144u
+#define MMC_QS_WORD 4u
 struct MmcRegs { uint q[8]; vec2 sm0, sm1; };
+#endif
 uint mmc_hbyte(uint h[4], uint p) {  // header byte p (p < 16, not a constant)
   const uint w = p < 8u ? (p < 4u ? h[0] : h[1]) : (p < 12u ? h[2] : h[3]);
   return (w >> (8u * (p & 3u))) & 0xFFu;
@@ -187,10 +194,14 @@ vec2 mmc_scale_min(uint h[4], uint j) {  // (d * sc, dmin * m) of sub-block j
 }
 MmcRegs mmc_load(uint rb, uint s) {
   MmcRegs r;
-  const uint bw = (rb + 144u * (s >> 2)) >> 2, c = s & 3u;
+  const uint bw = (rb + MMC_SB_BYTES * (s >> 2)) >> 2, c = s & 3u;
   uint h[4];
   [[unroll]] for (uint i = 0; i < 4u; ++i) h[i] = mmw(bw + i);
-  [[unroll]] for (uint i = 0; i < 8u; ++i) r.q[i] = mmw(bw + 4u + 8u * c + i);
+  [[unroll]] for (uint i = 0; i < 8u; ++i) r.q[i] = mmw(bw + MMC_QS_WORD + 8u * c + i);
+#if defined(FMT_Q5_K)
+  [[unroll]] for (uint i = 0; i < 8u; ++i) r.h[i] = mmw(bw + 4u + i);
+  r.c2 = 2u * c;
+#endif
   r.sm0 = mmc_scale_min(h, 2u * c);
   r.sm1 = mmc_scale_min(h, 2u * c + 1u);
   return r;
@@ -198,8 +209,14 @@ MmcRegs mmc_load(uint rb, uint s) {
 uint mmc_group_elem(uint s, uint g) { return MMC_BK * s + 4u * g; }
 void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
   const uint v = r.q[g];
+#if defined(FMT_Q5_K)
+  const uint h = r.h[g] >> r.c2;  // the low nibbles' fifth bits at bit 0 of each byte, the high ones' at bit 1
+  lo = r.sm0.x * q_bytes_u((v & 0x0F0F0F0Fu) | ((h & 0x01010101u) << 4)) - r.sm0.y;
+  hi = r.sm1.x * q_bytes_u(((v >> 4) & 0x0F0F0F0Fu) | ((h & 0x02020202u) << 3)) - r.sm1.y;
+#else
   lo = r.sm0.x * q_bytes_u(v & 0x0F0F0F0Fu) - r.sm0.y;
   hi = r.sm1.x * q_bytes_u((v >> 4) & 0x0F0F0F0Fu) - r.sm1.y;
+#endif
 }
 #elif defined(FMT_Q6_K)
 // Steps of 64 elements: part p = s % 2 of half h = (s / 2) % 2 of super-block s / 4. Group i < 8
@@ -235,19 +252,89 @@ void mmc_group(MmcRegs r, uint i, out vec4 lo, out vec4 hi) {
   lo = d0 * (q_bytes_u(ql) - 32.0);
   hi = d1 * (q_bytes_u(qh) - 32.0);
 }
+#elif defined(FMT_Q2_K) || defined(FMT_Q3_K)
+// Steps of 64 elements: shifts 2p (lo) and 2p + 1 (hi), p = s % 2, of half h = (s / 2) % 2 of
+// super-block s / 4 (mul_mv_sb.glsl: element 128h + 32 shift + l sits at bits 2 shift of qs[32h + l],
+// Q3_K's third bit at bit 4h + shift of hmask[l]). Group g < 8: lo elements 128h + 64p + 4g..
+// and hi 32 further, both from quant word g of the half; their scale groups 8h + 4p + g / 4 and
+// 2 further. Every field starts at a multiple of 4 within the block, so all share the block's
+// alignment o2 (Q3_K's 110-byte blocks alternate; a Q2_K row may start at 2 mod 4); no word
+// wholly past the block is loaded.
+#define MMC_BK 64u
+#define MMC_GROUPS 8u
+#define MMC_HI 32u
+#if defined(FMT_Q2_K)
+#define MMC_QS 16u  // {u8 scales[16]; u8 qs[64]; f16 d, dmin}
 #else
-// Q2_K, Q3_K, Q5_K: quant.glsl's dq_group straight from memory, one block per step.
-#define MMC_GENERIC 1
-#define MMC_BK uint(QK)
-#define MMC_GROUPS uint(DQ_GROUPS)
-#define MMC_HI uint(DQ_GROUP_HI)
-struct MmcRegs { uint bb; };
-MmcRegs mmc_load(uint rb, uint s) { return MmcRegs(rb + uint(BLOCK_BYTES) * s); }
-uint mmc_group_elem(uint s, uint g) { return MMC_BK * s + dq_group_elem(g); }
-void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) { dq_group(r.bb, g, lo, hi); }
+#define MMC_QS 32u  // {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}
 #endif
-#ifndef MMC_GENERIC
-#define MMC_GENERIC 0
+struct MmcRegs {
+  uint q[9];
+#if defined(FMT_Q3_K)
+  uint hm[9];
+#endif
+  vec4 d;  // the scales of groups lo g < 4, lo g >= 4, hi g < 4, hi g >= 4
+#if defined(FMT_Q2_K)
+  vec4 m;  // and their mins
+#endif
+  uint sh;  // bit of the lo quants in each byte (the hi ones' 2 above); Q3_K: + 4h.. of hmask
+  bool o2;
+};
+// The 8 words from byte b (b % 4 == 2: 9 words, realigned by MMC_U32; else word 8 repeats word 7).
+void mmc_words9(uint b, out uint a[9]) {
+  const uint w = b >> 2;
+  [[unroll]] for (uint i = 0; i < 8u; ++i) a[i] = mmw(w + i);
+  a[8] = mmw((b & 2u) != 0u ? w + 8u : w + 7u);
+}
+uint mmc_u32_at(uint b) {  // the 4 bytes at byte b (even)
+  const uint w = b >> 2;
+  const bool o2 = (b & 2u) != 0u;
+  const uint a0 = mmw(w), a1 = mmw(o2 ? w + 1u : w);
+  return o2 ? (a0 >> 16) | (a1 << 16) : a0;
+}
+MmcRegs mmc_load(uint rb, uint s) {
+  MmcRegs r;
+  const uint bb = rb + uint(BLOCK_BYTES) * (s >> 2), h = (s >> 1) & 1u, p = s & 1u;
+  r.o2 = (bb & 2u) != 0u;
+  r.sh = 4u * p;
+  mmc_words9(bb + MMC_QS + 32u * h, r.q);
+#if defined(FMT_Q2_K)
+  const uint sc = mmc_u32_at(bb + 8u * h + 4u * p);  // scale bytes of groups 8h + 4p + 0..3
+  const vec2 dm = unpackHalf2x16(mmc_u32_at(bb + 80u));
+  const vec4 c = q_bytes_u(sc & 0x0F0F0F0Fu), mn = q_bytes_u((sc >> 4) & 0x0F0F0F0Fu);
+  r.d = dm.x * c;
+  r.m = dm.y * mn;
+#else
+  mmc_words9(bb, r.hm);
+  r.sh = 4u * p;
+  // group j = 8h + 4p + k: low 4 bits nibble h of scales[4p + k], top 2 bits 2 (2h + p) of scales[8 + k]
+  const uint lo4 = (mmc_u32_at(bb + 96u + 4u * p) >> (4u * h)) & 0x0F0F0F0Fu;
+  const uint hi2 = (mmc_u32_at(bb + 104u) >> (2u * (2u * h + p))) & 0x03030303u;
+  const uint dw = mmw((bb + 108u) >> 2);
+  const float d = unpackHalf2x16(r.o2 ? dw >> 16 : dw).x;
+  r.d = d * (q_bytes_u(lo4 | (hi2 << 4)) - 32.0);
+  r.sh |= (4u * h + 2u * p) << 8;  // hmask bit of the lo quants, in the second byte of sh
+#endif
+  return r;
+}
+uint mmc_group_elem(uint s, uint g) { return 256u * (s >> 2) + 128u * ((s >> 1) & 1u) + 64u * (s & 1u) + 4u * g; }
+void mmc_group(MmcRegs r, uint g, out vec4 lo, out vec4 hi) {
+  const uint v = MMC_U32(r.q, r.o2, 4u * g), sh = r.sh & 0xFFu;
+  uint ql = (v >> sh) & 0x03030303u, qh = (v >> (sh + 2u)) & 0x03030303u;
+  const uint k = g >> 2;
+#if defined(FMT_Q2_K)
+  lo = r.d[k] * q_bytes_u(ql) - r.m[k];
+  hi = r.d[2u + k] * q_bytes_u(qh) - r.m[2u + k];
+#else
+  const uint hm = MMC_U32(r.hm, r.o2, 4u * g) >> (r.sh >> 8);
+  ql |= (hm & 0x01010101u) << 2;
+  qh |= ((hm >> 1) & 0x01010101u) << 2;
+  lo = r.d[k] * (q_bytes_u(ql) - 4.0);
+  hi = r.d[2u + k] * (q_bytes_u(qh) - 4.0);
+#endif
+}
+#else
+#error "mul_mm_cpu.comp: no register path for this format"
 #endif
 
 // --- X --------------------------------------------------------------------------------------
@@ -308,12 +395,7 @@ void main() {
   for (uint s = 0; s < steps; ++s) {
     MmcRegs r[TN];
     [[unroll]] for (uint t = 0; t < TN; ++t) r[t] = mmc_load(rb[t], s);
-#if MMC_GENERIC
-    [[dont_unroll]]
-#else
-    [[unroll]]
-#endif
-    for (uint g = 0; g < MMC_GROUPS; ++g) {
+    [[unroll]] for (uint g = 0; g < MMC_GROUPS; ++g) {
       const uint e = mmc_group_elem(s, g);
       vec4 xlo[TM], xhi[TM];
       [[unroll]] for (uint j = 0; j < TM; ++j) mmc_x(xr[j], e, xlo[j], xhi[j]);

@@ -2,9 +2,9 @@
 #extension GL_GOOGLE_include_directive : require
 // mul_mv_texel_<fmt> — the decode matrix-vector product y[n] = sum_k W[n, k] * x[k] for CPU
 // devices (lavapipe), reading W and x through uniform texel buffers instead of storage
-// buffers. Q4_0, Q8_0, Q4_1, Q5_0, Q4_K, Q6_K in the device block layout (engine/quant.h: Q6_K
-// blocks padded to 224 bytes); K a multiple of 256, or of 32 for the formats of 32-element
-// blocks (Q4_0, Q8_0, Q4_1, Q5_0: a row may end in a partial superblock, taken a block at a time
+// buffers. Q4_0, Q8_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K in the device block layout
+// (engine/quant.h: Q6_K blocks padded to 224 bytes); K a multiple of 256, or of 32 for the formats
+// of 32-element blocks (Q4_0, Q8_0, Q4_1, Q5_0, Q5_1: a row may end in a partial superblock, taken a block at a time
 // by blk_step). Same
 // arithmetic as mul_mv.comp's superblock path (mul_mv_sb.glsl); each invocation computes ROWS
 // whole rows (rows row0, row0 + WG, ...), rows past N are computed from row N-1 and not written.
@@ -175,6 +175,9 @@ void sb_step(uint sb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MA
 #elif defined(FMT_Q5_0)
 #define BLK_BYTES 22u
 #define BLK_WORDS 6
+#elif defined(FMT_Q5_1)
+#define BLK_BYTES 24u
+#define BLK_WORDS 6
 #else
 #define BLK_BYTES 18u
 #define BLK_WORDS 5
@@ -195,17 +198,30 @@ float blk_dot(const uint V[BLK_WORDS], const vec4 xb[8], float xsum) {
   }
   s0 += s1;
   return d * (((s0.x + s0.y) + (s0.z + s0.w)) - 128.0 * xsum);
-#elif defined(FMT_Q5_0)
-  const float d = unpackHalf2x16(V[0]).x;
+#elif defined(FMT_Q5_0) || defined(FMT_Q5_1)
+#if defined(FMT_Q5_0)  // {f16 d; u8 qh[4]; u8 qs[16]}: qh and the quants realigned by half a word
   const uint qh = (V[0] >> 16) | (V[1] << 16);
+#else  // {f16 d, m; u8 qh[4]; u8 qs[16]}: whole words
+  const uint qh = V[1];
+#endif
   vec4 sl = vec4(0.0), sh = vec4(0.0);
   [[unroll]] for (uint j = 0u; j < 4u; ++j) {
+#if defined(FMT_Q5_0)
     const uint v = (V[j + 1u] >> 16) | (V[j + 2u] << 16);
+#else
+    const uint v = V[j + 2u];
+#endif
     sl += q5_vec(q5_bytes(v & 0x0F0F0F0Fu, qh >> (4u * j))) * xb[j];
     sh += q5_vec(q5_bytes((v >> 4) & 0x0F0F0F0Fu, qh >> (16u + 4u * j))) * xb[4u + j];
   }
   sl += sh;
-  return d * (((sl.x + sl.y) + (sl.z + sl.w)) - 16.0 * xsum);
+  const float dot5 = (sl.x + sl.y) + (sl.z + sl.w);
+#if defined(FMT_Q5_0)
+  return unpackHalf2x16(V[0]).x * (dot5 - 16.0 * xsum);
+#else
+  const vec2 dm = unpackHalf2x16(V[0]);
+  return dm.x * dot5 + dm.y * xsum;
+#endif
 #else
   vec4 sl = vec4(0.0), sh = vec4(0.0);
   [[unroll]] for (uint j = 0u; j < 4u; ++j) {

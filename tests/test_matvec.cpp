@@ -224,7 +224,9 @@ TEST_P(MulMv, GivesBitwiseIdenticalResultsWhenRepeated) {
 INSTANTIATE_TEST_SUITE_P(AllFormatsAndVariants, MulMv, ::testing::ValuesIn(all_cases()), case_name);
 
 // The texel-buffer kernels (mul_mv_texel_<fmt>, shaders/mul_mv_texel.comp): Q4_0, Q8_0, Q4_1,
-// Q5_0, Q4_K, Q6_K with K a multiple of 256 (of 32 for Q4_0, Q8_0, Q4_1, Q5_0), x at a 16-byte multiple.
+// Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K with K a multiple of 256 (of 32 for Q4_0, Q8_0, Q4_1,
+// Q5_0, Q5_1), x at a 16-byte multiple. Q2_K's and Q3_K's superblocks (84 and 110 bytes) are
+// realigned even where rows start 16-aligned.
 // Same tolerance as the other f32-x kernels (1e-10). W is read as 16-byte texels when rows start 16-aligned, as 16-byte texels
 // realigned per superblock when the buffer's end is padded to 16 bytes, else as 4-byte texels.
 std::string texel_kernel(GgmlType t) { return "mul_mv_texel_" + ops::mul_mv_op(t).substr(7) + "+cpu"; }
@@ -242,8 +244,8 @@ class MulMvTexel : public test::GpuTestP<GgmlType> {
     const std::string kernel = expect_texel ? texel_kernel(t) : std::string(k.variant(ops::mul_mv_op(t)).name);
     return run_and_check(k, t, kernel, K, N, seed, l);
   }
-  // An even offset that is 2 mod 4 (4 mod 16 for Q4_K, whose blocks must be 4-aligned).
-  uint64_t odd_offset() const { return GetParam() == GgmlType::Q4_K ? 36 : 34; }
+  // An even offset that is 2 mod 4 (4 mod 16 for Q4_K and Q5_K, whose blocks must be 4-aligned).
+  uint64_t odd_offset() const { return GetParam() == GgmlType::Q4_K || GetParam() == GgmlType::Q5_K ? 36 : 34; }
 };
 
 TEST_P(MulMvTexel, MatchesTheReferenceForEveryWeightAlignmentAndRowCount) {
@@ -364,10 +366,11 @@ TEST_P(MulMvTexel, GivesBitwiseIdenticalResultsWhenRepeated) {
 
 INSTANTIATE_TEST_SUITE_P(TexelFormats, MulMvTexel,
                          ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q5_0,
-                                           GgmlType::Q4_K, GgmlType::Q6_K),
+                                           GgmlType::Q5_1, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,
+                                           GgmlType::Q5_K, GgmlType::Q6_K),
                          [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
 
-// Q4_0, Q8_0, Q4_1, Q5_0 (32-element blocks): K not a multiple of 256 ends each row in a partial
+// Q4_0, Q8_0, Q4_1, Q5_0, Q5_1 (32-element blocks): K not a multiple of 256 ends each row in a partial
 // superblock of 1 to 7 blocks, taken one block at a time (blk_step: each block realigned on its
 // own, at 2, 4 or 8 mod 16 bytes, differently in each lane when rows are not 16-aligned).
 // SmolLM2's K = 576 is one of these.
@@ -409,7 +412,7 @@ TEST_P(MulMvTexelTail, MatchesTheReferenceInWindowsAndGivesBitwiseIdenticalRepea
 }
 
 INSTANTIATE_TEST_SUITE_P(TexelBlockFormats, MulMvTexelTail,
-                         ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q5_0),
+                         ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1),
                          [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
 
 // Fused forms (ops::MatVecFusion, texel kernels only): RMSNorm of x before the product, and an
@@ -768,7 +771,8 @@ TEST_P(MulMvFused, RopeEpilogueIsRefusedWhereRopeStoreMustFollow) {
 
 INSTANTIATE_TEST_SUITE_P(TexelFormats, MulMvFused,
                          ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q5_0,
-                                           GgmlType::Q4_K, GgmlType::Q6_K),
+                                           GgmlType::Q5_1, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,
+                                           GgmlType::Q5_K, GgmlType::Q6_K),
                          [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
 
 class MulMvQ6K : public test::GpuTest {};

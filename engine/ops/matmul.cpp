@@ -74,12 +74,6 @@ std::string mul_mm_cpu_op(GgmlType type) { return "mul_mm_cpu_" + mul_mm_op(type
 
 namespace {
 
-// The formats whose W mul_mm_cpu reads through a texel view of R32_UINT texels (MM_W_TEXEL in
-// shaders/mul_mm_cpu.comp: the words it loads itself); the others through a storage buffer.
-bool cpu_w_texel(GgmlType t) {
-  return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::Q8_0 || t == GgmlType::Q4_0 ||
-         t == GgmlType::Q4_1 || t == GgmlType::Q5_0 || t == GgmlType::Q5_1 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
-}
 
 // The op mul_mm records for `type` on k's device: mul_mm_cpu_<fmt> (Registers) where the
 // registry offers it (CPU devices), else mul_mm_<fmt>.
@@ -113,12 +107,12 @@ std::optional<uint64_t> glu_span(GgmlType type, uint32_t K, uint32_t N, const Ma
 bool mul_mm_glu_fuses(const Kernels& k, GgmlType type, uint32_t K, uint32_t N, const vk::Buffer& w, uint64_t w_offset,
                       const vk::Buffer& x, const MatmulOptions& options) {
   if (options.glu == MatmulOptions::Glu::none || pick_op(k, type, options) != mul_mm_cpu_op(type)) return false;
-  if (x.max_texel_elements() == 0 || (cpu_w_texel(type) && w.max_texel_elements() == 0)) return false;
+  if (x.max_texel_elements() == 0 || w.max_texel_elements() == 0) return false;
   const std::optional<uint64_t> span = glu_span(type, K, N, options);
   const std::optional<uint64_t> rb = device_row_bytes(type, K);
-  if (!span || !rb || options.glu_up_offset < *rb * N || options.glu_up_offset % (cpu_w_texel(type) ? 2 : 4) != 0)
+  if (!span || !rb || options.glu_up_offset < *rb * N || options.glu_up_offset % 2 != 0)
     return false;
-  return *span + 4 <= w_window_bytes(w, options.max_window, cpu_w_texel(type)) && w_offset + *span <= w.size();
+  return *span + 4 <= w_window_bytes(w, options.max_window, true) && w_offset + *span <= w.size();
 }
 
 std::string mul_mm_kernel_name(const Kernels& k, GgmlType type, const MatmulOptions& options) {
@@ -151,8 +145,7 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
   std::string op = pick_op(k, type, options);
   // mul_mm_cpu reads X through a texel view (buffers made by Device::create_buffer allow them):
   // of vec4s when X starts at a multiple of 16 bytes in rows of whole vec4s, else of floats.
-  const bool w_texel = cpu_w_texel(type);
-  if (op == mul_mm_cpu_op(type) && (x.max_texel_elements() == 0 || (w_texel && w.max_texel_elements() == 0))) {
+  if (op == mul_mm_cpu_op(type) && (x.max_texel_elements() == 0 || w.max_texel_elements() == 0)) {
     if (options.tiling == MatmulTiling::Registers)
       throw vk::Error(what + ": the register-tiled kernel reads X (and " + type_traits(type).name +
                       " W) through texel buffer views, which buffer '" + x.tag() + "' or '" + w.tag() + "' does not allow");
@@ -176,7 +169,7 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
   const uint32_t cols_per_group = glu ? tile.bn / 2 : tile.bn;  // columns of Y per workgroup
 
   // Rows of W per dispatch: as many as fit one binding, in whole tiles when chunked.
-  const uint64_t w_limit = w_window_bytes(w, options.max_window, tiling == MatmulTiling::Registers && w_texel);
+  const uint64_t w_limit = w_window_bytes(w, options.max_window, tiling == MatmulTiling::Registers);
   uint64_t n_chunk = glu ? N : w_limit / w_row;  // (a GLU product binds its W whole: checked above)
   if (n_chunk == 0)
     throw vk::Error(what + ": one row of W (" + std::to_string(w_row) + " bytes) does not fit a binding of " +
@@ -204,7 +197,7 @@ void mul_mm(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Buffer& 
     // Round the end up to a whole word (reads are 32-bit) when the buffer has the bytes.
     const uint64_t w_bytes = glu ? *glu_span(type, K, N, options) : nc * w_row;
     const uint64_t w_end = std::min<uint64_t>((w_start + w_bytes + 3) / 4 * 4, w.size());
-    const bool wt = tiling == MatmulTiling::Registers && w_texel;
+    const bool wt = tiling == MatmulTiling::Registers;  // mul_mm_cpu reads every format's W as R32_UINT texels
     const uint64_t w_view = wt ? w_start / 4 * 4 : w_start;  // a view starts at a whole word
     const vk::BufferWindow ww = wt ? w.texel_window(w_view, w_end - w_view, VK_FORMAT_R32_UINT, 4)
                                    : w.window(w_start, w_end - w_start);

@@ -78,8 +78,8 @@ bool rope_fits(const Kernels& k, GgmlType type, uint32_t N, uint32_t rows, const
 }
 
 bool has_texel_kernel(GgmlType t) {
-  return t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q4_1 || t == GgmlType::Q5_0 ||
-         t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+  return t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q4_1 || t == GgmlType::Q5_0 || t == GgmlType::Q5_1 ||
+         t == GgmlType::Q2_K || t == GgmlType::Q3_K || t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K;
 }
 
 // Whether mul_mv takes the texel-buffer kernel (mul_mv_texel.comp) for these arguments.
@@ -168,7 +168,9 @@ void mul_mv_texel(Kernels& k, vk::CommandBuffer& cb, GgmlType type, const vk::Bu
   const uint64_t w_rows = glu ? 2 * uint64_t(N) : N;  // rows of W the dispatch reads
   // Specialisation constant 9 (K_FIXED): K itself, or 0 for K from the push constants.
   const uint32_t fixed_k = options.fixed_k == 1 || (options.fixed_k < 0 && K <= kMaxFixedK) ? K : 0;
-  const bool aligned16 = w_offset % 16 == 0 && rb % 16 == 0;
+  // W_ALIGNED16: every superblock 16-aligned (not Q2_K's 84 bytes or Q3_K's 110).
+  const uint64_t sb_bytes = uint64_t(device_block_bytes(type)) * (256 / type_traits(type).block_elems);
+  const bool aligned16 = w_offset % 16 == 0 && rb % 16 == 0 && sb_bytes % 16 == 0;
   const bool w16 = texel_w16(w, w_offset, w_rows, rb);
   const uint32_t tb = w16 ? 16 : 4;  // bytes per W texel
   const VkFormat wfmt = w16 ? VK_FORMAT_R32G32B32A32_UINT : VK_FORMAT_R32_UINT;

@@ -28,6 +28,19 @@ struct Meta {
 };
 
 // A 1-layer llama with n_embd 32, 4 heads of 8, n_ff 64, 40 tokens, whose metadata is `m`.
+// This process's folder for the models it writes, removed when the tests end.
+std::filesystem::path scratch_dir() {
+  return std::filesystem::temp_directory_path() / ("chorus-config-" + std::to_string(::getpid()));
+}
+class RemoveScratchDir : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(scratch_dir(), ec);
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kRemoveScratchDir = ::testing::AddGlobalTestEnvironment(new RemoveScratchDir);
+
 std::string write_model(const Meta& m, const std::string& name) {
   std::mt19937 rng(3);
   test::ModelWriter w;
@@ -56,7 +69,7 @@ std::string write_model(const Meta& m, const std::string& name) {
   w.tensor("blk.0.ffn_gate.weight", 32, 64, GgmlType::F32, 0.2f, rng);
   w.tensor("blk.0.ffn_up.weight", 32, 64, GgmlType::F32, 0.2f, rng);
   w.tensor("blk.0.ffn_down.weight", 64, 32, GgmlType::F32, 0.2f, rng);
-  const auto dir = std::filesystem::temp_directory_path() / ("chorus-config-" + std::to_string(::getpid()));
+  const std::filesystem::path dir = scratch_dir();
   std::filesystem::create_directories(dir);
   return w.write((dir / (name + ".gguf")).string());
 }

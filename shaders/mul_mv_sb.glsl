@@ -1,8 +1,8 @@
 // shaders/mul_mv_sb.glsl — the superblock dot products shared by mul_mv.comp (storage-buffer
 // loads) and mul_mv_texel.comp (texel-buffer loads): per 256 elements of one row, the format's
 // bytes as SB_WORDS 32-bit words W[], and x prepared once per 256 elements for all rows
-// (sb_x_finish). Q4_0, Q8_0, Q4_K and Q6_K; Q4_1, Q5_0, Q5_1, Q2_K, Q3_K and Q5_K in
-// mul_mv_texel.comp only (FMT_<TYPE>, set by shaders/matvec.cmake).
+// (sb_x_finish). Q4_0, Q8_0, Q4_K and Q6_K; Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, F16 and BF16
+// in mul_mv_texel.comp only (FMT_<TYPE>, set by shaders/matvec.cmake).
 // What the arithmetic does and why is in mul_mv.comp's superblock comment.
 
 // Bytes per 256 elements on the device, and 32-bit words loaded per superblock (Q6_K: GGUF's
@@ -28,6 +28,10 @@
 #elif defined(FMT_Q3_K)
 #define SB_BYTES 110u
 #define SB_WORDS 28  // the last word's high half lies past the block (loaded, never used)
+#elif defined(FMT_F16) || defined(FMT_BF16)
+#define SB_BYTES 512u  // 256 elements of 2 bytes, taken as 8 blocks of 32 like the Q*_0 formats
+#define SB_WORDS 128
+#define SB_PLAIN 1
 #else
 #define SB_BYTES 144u
 #define SB_WORDS 36
@@ -48,7 +52,9 @@ float sb_group_scale(uint g) {
 }
 #endif
 vec4 sb_scale(uint j) {  // j: index of the vec4 in the superblock
-#if defined(FMT_Q4_0) || defined(FMT_Q4_1) || defined(FMT_Q4_K)
+#if defined(SB_PLAIN)
+  return vec4(1.0);  // whole f16 / bf16 values, nothing masked
+#elif defined(FMT_Q4_0) || defined(FMT_Q4_1) || defined(FMT_Q4_K)
   // low nibble of byte k at bit 8k; high nibble at 8k + 4, byte 3's masked after >> 4
 #if defined(FMT_Q4_0) || defined(FMT_Q4_1)
   const bool hi = (j & 4u) != 0u;  // elements 16..31 of each block
@@ -119,8 +125,20 @@ float q5_block_dot(const uint qs[4], uint qh, const vec4 xs[64], uint x0) {
 }
 #endif
 
-#if defined(FMT_Q4_0) || defined(FMT_Q8_0) || defined(FMT_Q4_1) || defined(FMT_Q5_0) || defined(FMT_Q5_1)
-// Formats of 32-element blocks: K may end in a partial superblock of whole blocks. sb_dot_n
+#if defined(SB_PLAIN)
+// Four elements from two words of f16 or bf16 pairs (element 2i in the low half of word i).
+vec4 plain4(uint w0, uint w1) {
+#if defined(FMT_F16)
+  return vec4(unpackHalf2x16(w0), unpackHalf2x16(w1));
+#else
+  return vec4(uintBitsToFloat(w0 << 16), uintBitsToFloat(w0 & 0xFFFF0000u), uintBitsToFloat(w1 << 16),
+              uintBitsToFloat(w1 & 0xFFFF0000u));
+#endif
+}
+#endif
+
+#if defined(FMT_Q4_0) || defined(FMT_Q8_0) || defined(FMT_Q4_1) || defined(FMT_Q5_0) || defined(FMT_Q5_1) || defined(SB_PLAIN)
+// Formats of 32-element blocks (F16 and BF16 taken as such): K may end in a partial superblock of whole blocks. sb_dot_n
 // sums the first nblk blocks (the others, which may hold any bytes, contribute exactly 0: they
 // are dropped by a select, never multiplied); with nblk a constant 8 the selects fold away.
 #define SB_TAIL 1
@@ -174,6 +192,22 @@ float sb_dot_n(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GR
     uint v[4];
     [[unroll]] for (uint j = 0u; j < 4u; ++j) v[j] = even ? (W[w + j] >> 16) | (W[w + j + 1u] << 16) : W[w + 1u + j];
     const float t = d * (nib_block_dot(v, xs, 8u * b) - 8.0 * xsum[b]);
+    tot += b < nblk ? t : 0.0;
+  }
+  return tot;
+}
+#elif defined(SB_PLAIN)
+// 8 blocks of 32 elements, 16 words each.
+float sb_dot_n(const uint W[SB_WORDS], const vec4 xs[64], const float xsum[SB_GROUPS], uint nblk) {
+  float tot = 0.0;
+  [[unroll]] for (uint b = 0u; b < 8u; ++b) {
+    vec4 s0 = vec4(0.0), s1 = vec4(0.0);
+    [[unroll]] for (uint j = 0u; j < 8u; j += 2u) {
+      s0 += plain4(W[16u * b + 2u * j], W[16u * b + 2u * j + 1u]) * xs[8u * b + j];
+      s1 += plain4(W[16u * b + 2u * j + 2u], W[16u * b + 2u * j + 3u]) * xs[8u * b + j + 1u];
+    }
+    s0 += s1;
+    const float t = (s0.x + s0.y) + (s0.z + s0.w);
     tot += b < nblk ? t : 0.0;
   }
   return tot;

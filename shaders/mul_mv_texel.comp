@@ -2,9 +2,10 @@
 #extension GL_GOOGLE_include_directive : require
 // mul_mv_texel_<fmt> — the decode matrix-vector product y[n] = sum_k W[n, k] * x[k] for CPU
 // devices (lavapipe), reading W and x through uniform texel buffers instead of storage
-// buffers. Q4_0, Q8_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K in the device block layout
-// (engine/quant.h: Q6_K blocks padded to 224 bytes); K a multiple of 256, or of 32 for the formats
-// of 32-element blocks (Q4_0, Q8_0, Q4_1, Q5_0, Q5_1: a row may end in a partial superblock, taken a block at a time
+// buffers. Every block format (Q4_0, Q8_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) in the
+// device block layout (engine/quant.h: Q6_K blocks padded to 224 bytes), F16 and BF16; K a
+// multiple of 256, or of 32 for the formats of 32-element blocks and F16 / BF16 (Q4_0, Q8_0,
+// Q4_1, Q5_0, Q5_1, F16, BF16: a row may end in a partial superblock, taken a block at a time
 // by blk_step). Same
 // arithmetic as mul_mv.comp's superblock path (mul_mv_sb.glsl); each invocation computes ROWS
 // whole rows (rows row0, row0 + WG, ...), rows past N are computed from row N-1 and not written.
@@ -178,6 +179,9 @@ void sb_step(uint sb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MA
 #elif defined(FMT_Q5_1)
 #define BLK_BYTES 24u
 #define BLK_WORDS 6
+#elif defined(SB_PLAIN)
+#define BLK_BYTES 64u
+#define BLK_WORDS 16
 #else
 #define BLK_BYTES 18u
 #define BLK_WORDS 5
@@ -187,7 +191,15 @@ void sb_step(uint sb, uint x0, const uint rb[MV_MAX_ROWS], inout float acc[MV_MA
 // One block's sum of w * x from its words realigned to its start (blk_load), x in xb (scaled by
 // sb_scale) and xsum the sum of its x: the arithmetic of sb_dot_n (mul_mv_sb.glsl) for block 0.
 float blk_dot(const uint V[BLK_WORDS], const vec4 xb[8], float xsum) {
-#if defined(FMT_Q8_0)
+#if defined(SB_PLAIN)
+  vec4 s0 = vec4(0.0), s1 = vec4(0.0);
+  [[unroll]] for (uint j = 0u; j < 8u; j += 2u) {
+    s0 += plain4(V[2u * j], V[2u * j + 1u]) * xb[j];
+    s1 += plain4(V[2u * j + 2u], V[2u * j + 3u]) * xb[j + 1u];
+  }
+  s0 += s1;
+  return (s0.x + s0.y) + (s0.z + s0.w);
+#elif defined(FMT_Q8_0)
   const float d = unpackHalf2x16(V[0]).x;
   vec4 s0 = vec4(0.0), s1 = vec4(0.0);
   [[unroll]] for (uint j = 0u; j < 8u; j += 2u) {

@@ -223,9 +223,9 @@ TEST_P(MulMv, GivesBitwiseIdenticalResultsWhenRepeated) {
 
 INSTANTIATE_TEST_SUITE_P(AllFormatsAndVariants, MulMv, ::testing::ValuesIn(all_cases()), case_name);
 
-// The texel-buffer kernels (mul_mv_texel_<fmt>, shaders/mul_mv_texel.comp): Q4_0, Q8_0, Q4_1,
-// Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K with K a multiple of 256 (of 32 for Q4_0, Q8_0, Q4_1,
-// Q5_0, Q5_1), x at a 16-byte multiple. Q2_K's and Q3_K's superblocks (84 and 110 bytes) are
+// The texel-buffer kernels (mul_mv_texel_<fmt>, shaders/mul_mv_texel.comp): F16, BF16, Q4_0,
+// Q8_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K with K a multiple of 256 (of 32 for F16,
+// BF16, Q4_0, Q8_0, Q4_1, Q5_0, Q5_1), x at a 16-byte multiple. Q2_K's and Q3_K's superblocks (84 and 110 bytes) are
 // realigned even where rows start 16-aligned.
 // Same tolerance as the other f32-x kernels (1e-10). W is read as 16-byte texels when rows start 16-aligned, as 16-byte texels
 // realigned per superblock when the buffer's end is padded to 16 bytes, else as 4-byte texels.
@@ -340,7 +340,7 @@ TEST_P(MulMvTexel, FallsBackToStorageBuffersWhereItDoesNotApply) {
 // the push constants: the same arithmetic in the same order, so the same bits (K past
 // kMaxFixedK too, fixed here because the test asks).
 TEST_P(MulMvTexel, GivesTheSameBitsWithKFixedOrReadAtRunTime) {
-  const bool blocks32 = type_traits(GetParam()).block_elems == 32;
+  const bool blocks32 = type_traits(GetParam()).block_elems != 256;  // F16 and BF16 as 32-element blocks
   uint64_t seed = 290;
   for (uint32_t K : {256u, 768u, blocks32 ? 576u : 512u, ops::kMaxFixedK + 256u}) {
     Layout l = tl();
@@ -365,12 +365,12 @@ TEST_P(MulMvTexel, GivesBitwiseIdenticalResultsWhenRepeated) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TexelFormats, MulMvTexel,
-                         ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q5_0,
-                                           GgmlType::Q5_1, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,
-                                           GgmlType::Q5_K, GgmlType::Q6_K),
+                         ::testing::Values(GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q8_0,
+                                           GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2_K,
+                                           GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K),
                          [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
 
-// Q4_0, Q8_0, Q4_1, Q5_0, Q5_1 (32-element blocks): K not a multiple of 256 ends each row in a partial
+// F16, BF16, Q4_0, Q8_0, Q4_1, Q5_0, Q5_1 (32-element blocks): K not a multiple of 256 ends each row in a partial
 // superblock of 1 to 7 blocks, taken one block at a time (blk_step: each block realigned on its
 // own, at 2, 4 or 8 mod 16 bytes, differently in each lane when rows are not 16-aligned).
 // SmolLM2's K = 576 is one of these.
@@ -412,7 +412,8 @@ TEST_P(MulMvTexelTail, MatchesTheReferenceInWindowsAndGivesBitwiseIdenticalRepea
 }
 
 INSTANTIATE_TEST_SUITE_P(TexelBlockFormats, MulMvTexelTail,
-                         ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1),
+                         ::testing::Values(GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1,
+                                           GgmlType::Q5_0, GgmlType::Q5_1),
                          [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
 
 // Fused forms (ops::MatVecFusion, texel kernels only): RMSNorm of x before the product, and an
@@ -770,9 +771,9 @@ TEST_P(MulMvFused, RopeEpilogueIsRefusedWhereRopeStoreMustFollow) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TexelFormats, MulMvFused,
-                         ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q5_0,
-                                           GgmlType::Q5_1, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,
-                                           GgmlType::Q5_K, GgmlType::Q6_K),
+                         ::testing::Values(GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q8_0,
+                                           GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2_K,
+                                           GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K),
                          [](const ::testing::TestParamInfo<GgmlType>& p) { return ops::mul_mv_op(p.param).substr(7); });
 
 class MulMvQ6K : public test::GpuTest {};

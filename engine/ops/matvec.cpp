@@ -77,10 +77,12 @@ bool rope_fits(const Kernels& k, GgmlType type, uint32_t N, uint32_t rows, const
   return r.positions_offset % 4 == 0 && r.positions_offset + 4 <= r.positions->size();
 }
 
-bool has_texel_kernel(GgmlType t) {
-  return t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q4_1 || t == GgmlType::Q5_0 || t == GgmlType::Q5_1 ||
-         t == GgmlType::Q2_K || t == GgmlType::Q3_K || t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K;
-}
+bool has_texel_kernel(GgmlType t) { return t != GgmlType::F32 && is_weight_type(t); }
+
+// The multiple of K the texel kernels take: whole superblocks of the K-quants, whole 32-element
+// blocks of the others (F16 and BF16 taken as such: a row ending in a partial 32 elements goes
+// to the storage kernel).
+uint32_t texel_k_multiple(GgmlType t) { return type_traits(t).block_elems == 256 ? 256 : 32; }
 
 // Whether mul_mv takes the texel-buffer kernel (mul_mv_texel.comp) for these arguments.
 bool use_texel(const Kernels& k, GgmlType type, uint32_t K, const vk::Buffer& w, const vk::Buffer& x, uint64_t x_offset,
@@ -90,7 +92,7 @@ bool use_texel(const Kernels& k, GgmlType type, uint32_t K, const vk::Buffer& w,
   if (options.row_per_invocation == 0 || (options.row_per_invocation < 0 && !cpu)) return false;
   // K: whole superblocks, or for the formats of 32-element blocks whole blocks (the last
   // superblock of a row may be partial).
-  if (!has_texel_kernel(type) || K % type_traits(type).block_elems != 0 || x_offset % 16 != 0) return false;
+  if (!has_texel_kernel(type) || K % texel_k_multiple(type) != 0 || x_offset % 16 != 0) return false;
   if (w.max_texel_elements() == 0 || x.max_texel_elements() < K / 4) return false;
   return shaders::select(texel_op(type), k.caps()) != nullptr;  // registered for CPU devices only
 }

@@ -99,8 +99,8 @@ struct MatVecOptions {
   int row_per_invocation = -1;  // 1: each invocation computes whole rows (fast on CPU devices,
                                 // where x loads become uniform); 0: a workgroup shares its rows
                                 // (GPUs); -1: 1 on CPU devices (shaders::kCpu), else 0.
-  int texel = -1;  // the texel-buffer kernels (mul_mv_texel_<fmt>: Q4_0, Q8_0, Q4_1, Q5_0, Q5_1
-                   // with K a multiple of 32, Q4_K, Q5_K, Q6_K with K a multiple of 256; row-per-invocation
+  int texel = -1;  // the texel-buffer kernels (mul_mv_texel_<fmt>: Q4_0, Q8_0, Q4_1, Q5_0, Q5_1,
+                   // F16, BF16 with K a multiple of 32, the K-quants with K a multiple of 256; row-per-invocation
                    // mode, x at a 16-byte multiple, buffers
                    // from Device::create_buffer): 1 = use them where they apply, 0 = never,
                    // -1 = 1 on CPU devices (where they are faster), else 0

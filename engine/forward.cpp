@@ -344,30 +344,30 @@ struct Context::Impl {
       d.xg_norm = nullptr;  // x changes
       copy_x(d, sum, split::Slice{&d.x, 0}, T);
       d.cb().barrier();  // the new x before the next norm reads it
+    } else if (c.post_norms) {
+      add_post_normed(d, post_norm_weight, sum, T);
     } else if (!adds_in_place(d)) {
-      add_to_residual(d, post_norm(d, post_norm_weight, sum, T), T);
+      add_to_residual(d, sum, T);
     }
   }
 
-  // The reduced sum of a block, RMSNormed into h when the family has post-norms (gemma3):
+  // x += RMSNorm(the reduced sum of a block) with its post-norm weight (gemma3), one dispatch:
   // every device norms the same sum, so the residuals stay identical.
-  split::Slice post_norm(DeviceState& d, const DeviceTensor& weight, split::Slice sum, uint32_t T) {
-    if (!c.post_norms) return sum;
-    d.xg_norm = nullptr;  // h gets the normed sum
-    ops::rms_norm(*d.k, d.cb(), *sum.buffer, sum.offset, &weight.buf(), weight.offset, d.h, 0,
-                  ops::RmsNormShape{c.n_embd, T, c.rms_eps});
-    d.cb().barrier();  // the normed sum joins the residual
-    return split::Slice{&d.h, 0};
+  void add_post_normed(DeviceState& d, const DeviceTensor& weight, split::Slice sum, uint32_t T) {
+    settle(d);
+    d.xg_norm = nullptr;  // x changes
+    ops::rms_norm_add(*d.k, d.cb(), *sum.buffer, sum.offset, &weight.buf(), weight.offset, d.x, 0,
+                      ops::RmsNormShape{c.n_embd, T, c.rms_eps});
+    d.cb().barrier();  // the new x before the next norm reads it
   }
 
   // x += the reduced sum: left pending for the next norm of x to add (one dispatch for both,
-  // and one pass over x fewer) unless the sum lies in h, which that norm writes (post-norms).
+  // and one pass over x fewer).
   void add_to_residual(DeviceState& d, split::Slice sum, uint32_t T) {
     settle(d);
     d.xg_norm = nullptr;  // x changes
     d.pending = sum;
     d.pending_rows = T;
-    if (sum.buffer == &d.h) settle(d);
   }
 
   // Adds a pending sum into x now (for a reader of x other than a norm).

@@ -5,6 +5,9 @@
 // the new x into y (which must not overlap x or s): the residual's update and the next block's
 // norm in one pass, with the bits of add then rms_norm (each invocation re-reads only the
 // elements it wrote, so no barrier is needed between the two passes).
+// rms_norm_add (ADD_OUT): y[r][i] += the normed x[r][i] (times weight[i]): a post-norm's output
+// added into the residual, with the bits of rms_norm into a buffer and then add (the sum is
+// `precise`: no multiply-add contraction); x and y must not overlap.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -34,7 +37,18 @@ layout(push_constant) uniform Push { RmsNormPush p; };
 layout(std430, set = 0, binding = 0) readonly buffer X { ELEM x[]; };
 #endif
 layout(std430, set = 0, binding = 1) readonly buffer W { ELEM w[]; };
+#ifdef ADD_OUT
+layout(std430, set = 0, binding = 2) buffer Y { ELEM y[]; };
+// The normed value v into y's element i: stored, or (ADD_OUT) added to it.
+#define Y_PUT(i, v)                   \
+  {                                   \
+    precise ELEM sum_ = y[i] + (v);   \
+    y[i] = sum_;                      \
+  }
+#else
 layout(std430, set = 0, binding = 2) writeonly buffer Y { ELEM y[]; };
+#define Y_PUT(i, v) y[i] = (v)
+#endif
 
 float sq4(vec4 v) { return ((v.x * v.x + v.y * v.y) + v.z * v.z) + v.w * v.w; }
 
@@ -102,7 +116,7 @@ void main() {
   for (uint g = lid; g < groups; g += WG) {
     vec4 v = x[xb / 4u + g] * inv;
     if (p.has_weight != 0) v *= w[p.w_off / 4u + g];
-    y[yb / 4u + g] = v;
+    Y_PUT(yb / 4u + g, v);
   }
 #else
   // The same lanes as above for the same elements: each re-reads only what it wrote.
@@ -111,14 +125,14 @@ void main() {
       const uint e = 4u * g + c;
       float v = x[xb + e] * inv;
       if (p.has_weight != 0) v *= w[p.w_off + e];
-      y[yb + e] = v;
+      Y_PUT(yb + e, v);
     }
   }
   if (lid < p.n - 4u * groups) {
     const uint e = 4u * groups + lid;
     float v = x[xb + e] * inv;
     if (p.has_weight != 0) v *= w[p.w_off + e];
-    y[yb + e] = v;
+    Y_PUT(yb + e, v);
   }
 #endif
 }

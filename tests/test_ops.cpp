@@ -209,6 +209,74 @@ TEST_F(OpsTest, AddRmsNormUpdatesXAndGivesTheBitsOfAddThenRmsNorm) {
   });
 }
 
+// rms_norm_add (a post-norm joining the residual): y += rms_norm(x) * w in one dispatch, with the
+// bits of rms_norm into a buffer and then add (no multiply-add contraction), its float and vec4
+// kernels; the rows' padding of y untouched, x unchanged; overlapping x and y refused.
+TEST_F(OpsTest, RmsNormAddGivesTheBitsOfRmsNormThenAdd) {
+  for_each_variant("rms_norm_add", [](ops::Kernels& k) {
+    uint64_t seed = 140;
+    bool vec4_built = false;
+    for (uint32_t n : {1u, 7u, 64u, 129u, 640u, 4097u})
+      for (uint32_t rows : {1u, 3u})
+        for (bool with_weight : {true, false})
+          for (uint32_t pad : {0u, 4u, 5u}) {  // rows of x and of y `pad` elements apart beyond n
+            SCOPED_TRACE("n=" + std::to_string(n) + " rows=" + std::to_string(rows) + " weight=" +
+                         std::to_string(with_weight) + " pad=" + std::to_string(pad));
+            const uint32_t stride = n + pad;
+            const auto x = test::random_floats(size_t{stride} * rows, ++seed, 3.0f);
+            const auto y0 = test::random_floats(size_t{stride} * rows, ++seed, 2.0f);
+            const auto w = test::random_floats(n, ++seed);
+            const bool aligned = pad == 4;  // every operand at a multiple of 16 bytes: the vec4 kernel where n % 4 == 0
+            const uint64_t xo = aligned ? 16 : 12, yo = aligned ? 32 : 20, wo = aligned ? 0 : 4;
+            auto xb = placed(x, xo), yb = placed(y0, yo), wb = placed(w, wo);
+            const ops::RmsNormShape shape{n, rows, 1e-5f, stride, stride};
+            const vk::Buffer* weight = with_weight ? &wb : nullptr;
+            record([&](vk::CommandBuffer& cb) { ops::rms_norm_add(k, cb, xb, xo, weight, wo, yb, yo, shape); });
+            const auto got = read<float>(yb, yo, y0.size());
+            ASSERT_EQ(std::memcmp(read<float>(xb, xo, x.size()).data(), x.data(), x.size() * 4), 0) << "x changed";
+
+            std::vector<float> packed_x, packed_y0;
+            for (uint32_t r = 0; r < rows; ++r)
+              for (uint32_t i = 0; i < n; ++i) {
+                packed_x.push_back(x[size_t{r} * stride + i]);
+                packed_y0.push_back(y0[size_t{r} * stride + i]);
+              }
+            auto want = ref::rms_norm(packed_x, with_weight ? std::span<const float>(w) : std::span<const float>(), n, rows,
+                                      1e-5f);
+            for (size_t i = 0; i < want.size(); ++i) want[i] += packed_y0[i];
+            std::vector<float> packed_got;
+            for (uint32_t r = 0; r < rows; ++r) {
+              for (uint32_t i = 0; i < n; ++i) packed_got.push_back(got[size_t{r} * stride + i]);
+              for (uint32_t i = n; i < stride && r + 1 < rows; ++i)
+                ASSERT_EQ(got[size_t{r} * stride + i], y0[size_t{r} * stride + i]) << "y's padding written, row " << r;
+            }
+            EXPECT_LE(test::nmse(want, packed_got), 1e-10);
+
+            // The separate ops on the same input, with the same kernels.
+            auto y2 = placed(y0, yo), h = guarded(yo + size_t{stride} * rows * 4 + 64);
+            record([&](vk::CommandBuffer& cb) {
+              ops::rms_norm(k, cb, xb, xo, weight, wo, h, yo, shape);
+              cb.barrier();
+              for (uint32_t r = 0; r < rows; ++r)
+                ops::add(k, cb, y2, yo + uint64_t{r} * stride * 4, h, yo + uint64_t{r} * stride * 4, y2,
+                         yo + uint64_t{r} * stride * 4, n, n);
+            });
+            const auto sep = read<float>(y2, yo, y0.size());
+            EXPECT_EQ(std::memcmp(sep.data(), got.data(), sep.size() * 4), 0)
+                << "rms_norm_add's output differs in its bits from rms_norm then add";
+          }
+    for (const ops::PipelineKey& key : k.built()) vec4_built |= key.op == "rms_norm_add_vec4";
+    EXPECT_TRUE(vec4_built) << "the aligned runs did not take the vec4 kernel";
+    // x and y overlapping (64 elements: bytes 0..255 and 128..383) refused; apart, recorded.
+    auto b = guarded(1024);
+    vk::CommandBuffer cb(test::device());
+    cb.begin();
+    EXPECT_THROW(ops::rms_norm_add(k, cb, b, 0, nullptr, 0, b, 128, ops::RmsNormShape{64, 1}), vk::Error);
+    EXPECT_NO_THROW(ops::rms_norm_add(k, cb, b, 0, nullptr, 0, b, 256, ops::RmsNormShape{64, 1}));
+    cb.end();
+  });
+}
+
 // rms_norm_vec4 / add_rms_norm_vec4 (every operand at a multiple of 16 bytes, rows of whole
 // vec4s) do the arithmetic of rms_norm / add_rms_norm in the same order: the same rows placed
 // at aligned and at unaligned offsets give the same bits, and the aligned run takes the vec4

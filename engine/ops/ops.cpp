@@ -135,18 +135,38 @@ bool vec4_rows(uint32_t n, std::initializer_list<uint32_t> offsets_and_strides) 
 
 }  // namespace
 
-void rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* weight,
-              uint64_t weight_offset, const vk::Buffer& y, uint64_t y_offset, const RmsNormShape& s) {
+namespace {
+
+// rms_norm (y = the normed x) and rms_norm_add (y += it): one kernel, two ops.
+void record_rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* weight,
+                     uint64_t weight_offset, const vk::Buffer& y, uint64_t y_offset, const RmsNormShape& s, bool add) {
   if (s.n == 0 || s.rows == 0) return;
   const uint32_t xs = or_default(s.x_stride, s.n), ys = or_default(s.y_stride, s.n);
-  const auto xw = x.window(x_offset, strided_bytes(s.rows, s.n, xs, 4));
-  const auto yw = y.window(y_offset, strided_bytes(s.rows, s.n, ys, 4));
+  const uint64_t x_bytes = strided_bytes(s.rows, s.n, xs, 4), y_bytes = strided_bytes(s.rows, s.n, ys, 4);
+  if (add && &x == &y && x_offset < y_offset + y_bytes && y_offset < x_offset + x_bytes)
+    throw vk::Error("rms_norm_add: x and y overlap; the kernel adds into y while other rows of x are read (use "
+                    "rms_norm into another buffer, then add)");
+  const auto xw = x.window(x_offset, x_bytes);
+  const auto yw = y.window(y_offset, y_bytes);
   const auto ww = weight ? weight->window(weight_offset, uint64_t{s.n} * 4) : xw;  // unused binding without weight
   const RmsNormPush p{elem_offset(xw, 4), weight ? elem_offset(ww, 4) : 0u, elem_offset(yw, 4), s.n, s.rows, xs, ys,
                       weight ? 1u : 0u, s.eps};
   const Grid g = grid(s.rows);
   const bool v4 = vec4_rows(s.n, {p.x_off, p.w_off, p.y_off, xs, ys});
-  k.dispatch(cb, v4 ? "rms_norm_vec4" : "rms_norm", {xw, ww, yw}, p, {row_workgroup(k)}, g.x, g.y);
+  const std::string op = std::string(add ? "rms_norm_add" : "rms_norm") + (v4 ? "_vec4" : "");
+  k.dispatch(cb, op, {xw, ww, yw}, p, {row_workgroup(k)}, g.x, g.y);
+}
+
+}  // namespace
+
+void rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* weight,
+              uint64_t weight_offset, const vk::Buffer& y, uint64_t y_offset, const RmsNormShape& s) {
+  record_rms_norm(k, cb, x, x_offset, weight, weight_offset, y, y_offset, s, false);
+}
+
+void rms_norm_add(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* weight,
+                  uint64_t weight_offset, const vk::Buffer& y, uint64_t y_offset, const RmsNormShape& s) {
+  record_rms_norm(k, cb, x, x_offset, weight, weight_offset, y, y_offset, s, true);
 }
 
 void add_rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& sum,

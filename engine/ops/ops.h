@@ -42,6 +42,12 @@ void add_rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64
                   uint64_t sum_offset, const vk::Buffer* weight, uint64_t weight_offset, const vk::Buffer& y,
                   uint64_t y_offset, const RmsNormShape& s, uint32_t sum_stride = 0);
 
+// y[r][i] += rms_norm(x)[r][i] (the normed x, times weight[i], added into y), in one dispatch
+// and with the bits of rms_norm into a buffer followed by add: a post-norm's output joining the
+// residual (gemma3). x and y must not overlap (vk::Error otherwise).
+void rms_norm_add(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* weight,
+                  uint64_t weight_offset, const vk::Buffer& y, uint64_t y_offset, const RmsNormShape& s);
+
 // ---- RoPE ------------------------------------------------------------------------------
 struct RopeShape {
   uint32_t n_tokens = 1;

@@ -7,8 +7,8 @@
 // cached per device identity (name, vendor, driver version), format and build of the kernels
 // (shaders::fingerprint: a speed measured with another chorus's kernels is measured again, and
 // replaces that line) in $XDG_CACHE_HOME/chorus/calibration.tsv (else ~/.cache/chorus); logical
-// devices of one GPU therefore share one value. Timing is only ever used to choose ratios and predict speed,
-// never to decide a result.
+// devices of one GPU therefore share one value. Timing is only ever used to choose ratios and
+// predict speed, never to decide a result.
 #pragma once
 
 #include <cstdint>

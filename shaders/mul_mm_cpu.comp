@@ -306,7 +306,6 @@ MmcRegs mmc_load(uint rb, uint s) {
   r.m = dm.y * mn;
 #else
   mmc_words9(bb, r.hm);
-  r.sh = 4u * p;
   // group j = 8h + 4p + k: low 4 bits nibble h of scales[4p + k], top 2 bits 2 (2h + p) of scales[8 + k]
   const uint lo4 = (mmc_u32_at(bb + 96u + 4u * p) >> (4u * h)) & 0x0F0F0F0Fu;
   const uint hi2 = (mmc_u32_at(bb + 104u) >> (2u * (2u * h + p))) & 0x03030303u;

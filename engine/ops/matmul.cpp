@@ -74,7 +74,6 @@ std::string mul_mm_cpu_op(GgmlType type) { return "mul_mm_cpu_" + mul_mm_op(type
 
 namespace {
 
-
 // The op mul_mm records for `type` on k's device: mul_mm_cpu_<fmt> (Registers) where the
 // registry offers it (CPU devices), else mul_mm_<fmt>.
 std::string pick_op(const Kernels& k, GgmlType type, const MatmulOptions& options) {

@@ -404,6 +404,10 @@ std::array<std::optional<Place>, kLayerTensors> adjacent_places(const gguf::File
   return places;
 }
 
+// Pipeline lists kept in the cache folder: the most recently used, none unused for 60 days.
+constexpr size_t kKeptPipelineLists = 64;
+constexpr std::chrono::seconds kPipelineListMaxAge = std::chrono::hours(24 * 60);
+
 // Starts building, on every core at once and while the weights upload, the pipelines the last
 // run of this model with this device's shard built one after another (its list, kept beside
 // the pipeline cache). On a CPU device building a pipeline is LLVM compiling a kernel: most of
@@ -419,6 +423,7 @@ void prepare_pipelines(Shard& s, const gguf::File& f, size_t d, size_t n_devices
   std::string warning;
   s.listed = ops::read_pipeline_list(s.pipeline_list, warning);
   if (!warning.empty()) std::fprintf(stderr, "chorus: warning: %s\n", warning.c_str());
+  if (!s.listed.empty()) vk::touch_cache_file(s.pipeline_list);  // used: pruning keeps it
   if (!s.listed.empty()) w.queued += s.kernels->prepare(s.listed, std::max(1u, std::thread::hardware_concurrency()));
 }
 
@@ -461,7 +466,9 @@ Model::Model(gguf::File file, ModelConfig config)
 
 Model::~Model() {
   // The pipelines this run built, for the next run's prepare: the listed ones first, then the
-  // new ones. A list is an optimisation: failing to write it is a warning.
+  // new ones. A list is an optimisation: failing to write it is a warning. A new list makes
+  // the folder prune its lists (one per model, placement and build otherwise gather forever).
+  std::string wrote;  // the folder of a list written
   for (const Shard& s : impl_->shards) {
     if (s.pipeline_list.empty() || !s.kernels) continue;
     std::vector<ops::PipelineKey> keys = s.listed;
@@ -473,7 +480,10 @@ Model::~Model() {
     if (!vk::write_cache_file(s.pipeline_list, std::span<const char>(text.data(), text.size()),
                               std::to_string(::getpid()) + "-" + std::to_string(reinterpret_cast<uintptr_t>(&s)), warning))
       std::fprintf(stderr, "chorus: warning: %s\n", warning.c_str());
+    else
+      wrote = std::filesystem::path(s.pipeline_list).parent_path().string();
   }
+  if (!wrote.empty()) vk::prune_cache_files(wrote, "pipelines-", ".list", kKeptPipelineLists, kPipelineListMaxAge);
 }
 
 size_t Model::pipelines_queued() const { return impl_->queued; }

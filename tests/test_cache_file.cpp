@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -91,6 +92,44 @@ TEST_F(CacheFile, AnUncreatableDirectoryIsAWarning) {
   std::string warning;
   EXPECT_FALSE(vk::write_cache_file(path("file/chorus/cache.bin"), std::span(&byte, 1), "t", warning));
   EXPECT_NE(warning.find(path("file/chorus")), std::string::npos) << warning;
+}
+
+// A family of lists is bounded: unused for longer than the age, or beyond the newest `keep`,
+// they go; a writer's old temporary file goes; everything else in the folder stays. Times are
+// set on the files, so nothing depends on the clock's progress.
+TEST_F(CacheFile, PruningKeepsTheNewestListsAndTouchesNothingElse) {
+  using namespace std::chrono;
+  const auto now = fs::file_time_type::clock::now();
+  const auto make = [&](const std::string& name, fs::file_time_type::clock::duration age) {
+    { std::ofstream f(dir_ / name); f << "x"; }
+    fs::last_write_time(dir_ / name, now - age);
+  };
+  for (int i = 0; i < 10; ++i) make("pipelines-u-" + std::to_string(i) + ".list", hours(i));  // 0 newest
+  make("pipelines-u-old.list", hours(24 * 61));
+  make("pipelines-u-3.list.tmp77-1", hours(25));  // a dead writer's
+  make("pipelines-u-4.list.tmp78-1", minutes(5));  // perhaps a live one's
+  make("pipelines-u.bin", hours(24 * 400));         // another family
+  make("calibration.tsv", hours(24 * 400));
+  make("notpipelines-u-1.list", hours(24 * 400));
+  fs::create_directories(dir_ / "pipelines-dir.list");  // not a regular file
+
+  EXPECT_EQ(vk::prune_cache_files(dir_.string(), "pipelines-", ".list", 6, hours(24 * 60)), 6u);
+  for (int i = 0; i < 10; ++i)
+    EXPECT_EQ(fs::exists(dir_ / ("pipelines-u-" + std::to_string(i) + ".list")), i < 6) << i;
+  EXPECT_FALSE(fs::exists(dir_ / "pipelines-u-old.list"));
+  EXPECT_FALSE(fs::exists(dir_ / "pipelines-u-3.list.tmp77-1"));
+  EXPECT_TRUE(fs::exists(dir_ / "pipelines-u-4.list.tmp78-1"));
+  for (const char* kept : {"pipelines-u.bin", "calibration.tsv", "notpipelines-u-1.list", "pipelines-dir.list"})
+    EXPECT_TRUE(fs::exists(dir_ / kept)) << kept;
+
+  // A list used again (touched) is the newest: the next prune keeps it over the others.
+  vk::touch_cache_file((dir_ / "pipelines-u-5.list").string());
+  EXPECT_EQ(vk::prune_cache_files(dir_.string(), "pipelines-", ".list", 1, hours(24 * 60)), 5u);
+  EXPECT_TRUE(fs::exists(dir_ / "pipelines-u-5.list"));
+  EXPECT_FALSE(fs::exists(dir_ / "pipelines-u-0.list"));
+  // A missing folder: nothing, no throw.
+  EXPECT_EQ(vk::prune_cache_files((dir_ / "none").string(), "pipelines-", ".list", 1, hours(1)), 0u);
+  vk::touch_cache_file((dir_ / "none" / "x.list").string());
 }
 
 }  // namespace

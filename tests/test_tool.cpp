@@ -432,6 +432,18 @@ TEST(ChorusTool, ASecondRunBuildsTheFirstRunsPipelinesAheadOfTimeAndAnswersTheSa
   (void)capture(std::string("rm -rf ") + dir);
 }
 
+// The revision is looked up at every build, so a build folder configured at an older commit
+// still names the commit the binary came from (it once kept the configure's).
+TEST(ChorusTool, VersionNamesTheCommitTheBinaryWasBuiltFrom) {
+  const Result r = run("--version");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const Result git = capture(std::string("git -C '") + CHORUS_SOURCE_DIR +
+                             "' describe --always --dirty --abbrev=12 2>/dev/null");
+  std::string want = git.exit_code == 0 ? git.output : "unknown";
+  while (!want.empty() && (want.back() == '\n' || want.back() == '\r')) want.pop_back();
+  EXPECT_NE(r.output.find("(git " + want + ")"), std::string::npos) << r.output << " (expected git " << want << ")";
+}
+
 TEST(ChorusTool, HelpListsEveryCommand) {
   const Result r = run("--help");
   EXPECT_EQ(r.exit_code, 0) << r.output;

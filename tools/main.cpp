@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "git_revision.h"  // generated at build time (cmake/git_revision.cmake)
 #include "tools/commands.h"
 #include "vkdevice/vk.h"
 

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -118,6 +119,50 @@ bool write_cache_file(const std::string& path, std::span<const char> data, const
     return false;
   }
   return true;
+}
+
+void touch_cache_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(path, ec))
+    std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now(), ec);
+}
+
+size_t prune_cache_files(const std::string& dir, std::string_view prefix, std::string_view suffix, size_t keep,
+                         std::chrono::seconds max_age) {
+  namespace fs = std::filesystem;
+  using Clock = fs::file_time_type::clock;
+  const auto now = Clock::now();
+  std::vector<std::pair<fs::file_time_type, fs::path>> files;
+  size_t removed = 0;
+  const auto remove = [&](const fs::path& p) {
+    std::error_code ec;
+    if (fs::remove(p, ec)) ++removed;
+  };
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() < prefix.size() + suffix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    std::error_code e2;
+    if (!it->is_regular_file(e2)) continue;  // never a directory, a symlink's target, a FIFO
+    const auto when = it->last_write_time(e2);
+    if (e2) continue;
+    const size_t tmp = name.rfind(std::string(suffix) + ".tmp");
+    if (tmp != std::string::npos && tmp >= prefix.size()) {  // a writer's leftover
+      if (now - when > std::chrono::hours(24)) remove(it->path());
+      continue;
+    }
+    if (name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    if (now - when > max_age)
+      remove(it->path());
+    else
+      files.emplace_back(when, it->path());
+  }
+  if (files.size() > keep) {
+    std::sort(files.begin(), files.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (size_t i = keep; i < files.size(); ++i) remove(files[i].second);
+  }
+  return removed;
 }
 
 }  // namespace chorus::vk

@@ -8,9 +8,11 @@
 // failure is a warning.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace chorus::vk {
@@ -29,5 +31,19 @@ std::vector<char> read_cache_file(const std::string& path, std::string& warning,
 // directory. Returns false with `warning` set (naming the path and the reason) on any failure.
 bool write_cache_file(const std::string& path, std::span<const char> data, const std::string& tmp_suffix,
                       std::string& warning);
+
+// Marks the cache file at `path` as used now (its modification time), so that pruning keeps
+// it; a missing file or a failure changes nothing.
+void touch_cache_file(const std::string& path);
+
+// Bounds a family of cache files in `dir`, those whose names start with `prefix` and end with
+// `suffix` (one per model and device placement, say, of which a user's cache would otherwise
+// gather one more with every model, split and chorus build tried): removes the ones last used
+// more than `max_age` ago, then the least recently used beyond the newest `keep`, and any
+// temporary file of the family (`<name>.tmp...`, left by a writer that died) older than a day.
+// Only regular files are removed; nothing else in `dir` is touched, and a failure is silent
+// (another process may prune the same folder). Returns how many files it removed.
+size_t prune_cache_files(const std::string& dir, std::string_view prefix, std::string_view suffix, size_t keep,
+                         std::chrono::seconds max_age);
 
 }  // namespace chorus::vk

@@ -502,6 +502,36 @@ struct Context::Impl {
             o.add ? o.next_norm : nullptr);
   }
 
+  // One token's Q, K and V in runs of matrices the loader put one after another (Q and K, say,
+  // when V has another format): a product per run, each with the norm fused. Empty when a
+  // run's kernel cannot fuse the norm (then one norm and a product per matrix).
+  struct QkvRun {
+    const DeviceTensor* w;
+    uint32_t rows;
+    uint64_t at;  // bytes into qkv
+  };
+  std::vector<QkvRun> qkv_runs(DeviceState& d, const Layer& W, uint32_t T) const {
+    if (T != 1) return {};
+    const DeviceTensor* m[3] = {&W[L::attn_q], &W[L::attn_k], &W[L::attn_v]};
+    const uint32_t rows[3] = {d.n_q, d.n_kv, d.n_kv};
+    const uint64_t at[3] = {0, d.k_at(1), d.v_at(1)};
+    std::vector<QkvRun> runs;
+    for (size_t i = 0; i < 3; ++i) {
+      if (i > 0 && m[i - 1]->followed_by(*m[i]))
+        runs.back().rows += rows[i];
+      else
+        runs.push_back({m[i], rows[i], at[i]});
+    }
+    const DeviceTensor& g = W[L::attn_norm];
+    ops::MatVecFusion f;
+    f.norm = &g.buf();
+    f.norm_offset = g.offset;
+    f.eps = c.rms_eps;
+    for (const QkvRun& r : runs)
+      if (!ops::mul_mv_fuses(*d.k, r.w->type, r.w->cols, r.rows, r.w->buf(), r.w->offset, d.x, 0, f)) return {};
+    return runs;
+  }
+
   // Attention block: this device's part of attn_output(attention(norm(x))) [T][n_embd], into o.
   // With `replay`, positions come from d.pos, so the recording serves any position. For one
   // token whose Q, K and V rows the loader put one after another, one product makes all
@@ -550,6 +580,9 @@ struct Context::Impl {
     }
     if (qkv_whole) {
       product(d, &W[L::attn_norm], d.x, wq, d.n_q + 2 * d.n_kv, T, split::Slice{&d.qkv, 0}, Out::store);
+    } else if (const std::vector<QkvRun> runs = qkv_runs(d, W, T); !runs.empty()) {
+      for (const QkvRun& r : runs)
+        product(d, &W[L::attn_norm], d.x, *r.w, r.rows, T, split::Slice{&d.qkv, r.at}, Out::store);
     } else {
       norm(d, W[L::attn_norm], T);
       linear(d, wq, d.h, T, split::Slice{&d.qkv, 0});
@@ -567,11 +600,11 @@ struct Context::Impl {
       cb.barrier();  // biased Q, K, V before QK-norm, RoPE and the cache store
     }
     if (c.qk_norm) {  // every head of Q and K normed over head_dim, with its own weight
+      // Q's rows then K's lie one after another in qkv: one dispatch for both.
       const DeviceTensor &qn = W[L::attn_q_norm], &kn = W[L::attn_k_norm];
-      ops::rms_norm(k, cb, d.qkv, 0, &qn.buf(), qn.offset, d.qkv, 0,
-                    ops::RmsNormShape{c.head_dim, T * (d.n_q / c.head_dim), c.rms_eps});
-      ops::rms_norm(k, cb, d.qkv, k_at, &kn.buf(), kn.offset, d.qkv, k_at,
-                    ops::RmsNormShape{c.head_dim, T * d.n_kv_heads, c.rms_eps});
+      const uint32_t q_rows = T * (d.n_q / c.head_dim);
+      ops::rms_norm2(k, cb, d.qkv, 0, qn.buf(), qn.offset, kn.buf(), kn.offset, q_rows, d.qkv, 0,
+                     ops::RmsNormShape{c.head_dim, q_rows + T * d.n_kv_heads, c.rms_eps});
       cb.barrier();  // normed Q, K before RoPE
     }
     for (const Piece& p : pieces) {  // Q rotated, K rotated and V into the piece's cache rows

@@ -360,8 +360,8 @@ Range device_rows(const split::DeviceShard& sp, Cut cut) {
 }
 
 // Row-cut matrices a decode step multiplies by one vector: the loader puts a device's rows of
-// each group one after another into one buffer when their formats agree, so that one product
-// reads them all (engine/forward.cpp fuses what it finds adjacent; DeviceTensor::followed_by).
+// each group's runs of matrices whose formats agree one after another into one buffer, so that
+// one product reads a run (engine/forward.cpp fuses what it finds adjacent; DeviceTensor::followed_by).
 constexpr LayerTensor kQkvGroup[] = {LayerTensor::attn_q, LayerTensor::attn_k, LayerTensor::attn_v};
 constexpr LayerTensor kGateUpGroup[] = {LayerTensor::ffn_gate, LayerTensor::ffn_up};
 constexpr std::span<const LayerTensor> kAdjacentGroups[] = {kQkvGroup, kGateUpGroup};
@@ -387,18 +387,26 @@ std::array<std::optional<Place>, kLayerTensors> adjacent_places(const gguf::File
           if (g.id == id) parts.push_back({id, &f.require_tensor(layer_tensor(l, spec.name)), device_rows(sp, g.cut)});
       }
     if (parts.size() != group.size()) continue;
-    uint64_t total = 0;
-    bool same = true;
-    for (const Part& p : parts) {
-      same = same && p.r.size() > 0 && p.t->type == parts[0].t->type && p.t->ne[0] == parts[0].t->ne[0];
-      total += p.r.size() * (*device_row_bytes(p.t->type, p.t->ne[0]));
-    }
-    if (!same) continue;
-    auto mem = std::make_shared<vk::Buffer>(dev.create_buffer(total, vk::BufferKind::Device, kWeights, vk::Device::Fill::by_caller));
-    uint64_t offset = 0;
-    for (const Part& p : parts) {
-      places[static_cast<size_t>(p.id)] = Place{mem, offset};
-      offset += p.r.size() * (*device_row_bytes(p.t->type, p.t->ne[0]));
+    // Each run of consecutive parts of one format and width shares a buffer (Q and K of a
+    // layer whose V has another format: one product for the two).
+    const auto bytes = [](const Part& p) { return p.r.size() * (*device_row_bytes(p.t->type, p.t->ne[0])); };
+    for (size_t b = 0; b < parts.size();) {
+      size_t e = b + 1;
+      while (e < parts.size() && parts[e].r.size() > 0 && parts[b].r.size() > 0 && parts[e].t->type == parts[b].t->type &&
+             parts[e].t->ne[0] == parts[b].t->ne[0])
+        ++e;
+      if (e - b >= 2) {
+        uint64_t total = 0;
+        for (size_t i = b; i < e; ++i) total += bytes(parts[i]);
+        auto mem =
+            std::make_shared<vk::Buffer>(dev.create_buffer(total, vk::BufferKind::Device, kWeights, vk::Device::Fill::by_caller));
+        uint64_t offset = 0;
+        for (size_t i = b; i < e; ++i) {
+          places[static_cast<size_t>(parts[i].id)] = Place{mem, offset};
+          offset += bytes(parts[i]);
+        }
+      }
+      b = e;
     }
   }
   return places;

@@ -25,6 +25,15 @@ struct AddRmsNormPush {  // RmsNormPush, then the sum's place
   uint s_off, s_stride;
 };
 
+struct RmsNorm2Push {  // RmsNormPush, then the second weight's place and first row
+  uint x_off, w_off, y_off;
+  uint n, rows;
+  uint x_stride, y_stride;
+  uint has_weight;
+  float eps;
+  uint w2_off, w2_row;
+};
+
 struct RopePush {
   uint x_off, y_off, pos_off;
   uint n_tokens, n_heads, head_dim, n_dims;

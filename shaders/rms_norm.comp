@@ -5,6 +5,8 @@
 // the new x into y (which must not overlap x or s): the residual's update and the next block's
 // norm in one pass, with the bits of add then rms_norm (each invocation re-reads only the
 // elements it wrote, so no barrier is needed between the two passes).
+// rms_norm2 (TWO_WEIGHTS): rows before w2_row take weight W, the rest weight W2 (binding 3):
+// a layer's QK-norm, Q heads then K heads, in one dispatch with the bits of two rms_norm.
 // rms_norm_add (ADD_OUT): y[r][i] += the normed x[r][i] (times weight[i]): a post-norm's output
 // added into the residual, with the bits of rms_norm into a buffer and then add (the sum is
 // `precise`: no multiply-add contraction); x and y must not overlap.
@@ -32,6 +34,10 @@ layout(local_size_x_id = 0) in;  // before ops.glsl: its shared arrays are sized
 layout(push_constant) uniform Push { AddRmsNormPush p; };
 layout(std430, set = 0, binding = 0) buffer X { ELEM x[]; };
 layout(std430, set = 0, binding = 3) readonly buffer S { ELEM s[]; };
+#elif defined(TWO_WEIGHTS)
+layout(push_constant) uniform Push { RmsNorm2Push p; };
+layout(std430, set = 0, binding = 0) readonly buffer X { ELEM x[]; };
+layout(std430, set = 0, binding = 3) readonly buffer W2 { ELEM w2[]; };
 #else
 layout(push_constant) uniform Push { RmsNormPush p; };
 layout(std430, set = 0, binding = 0) readonly buffer X { ELEM x[]; };
@@ -48,6 +54,18 @@ layout(std430, set = 0, binding = 2) buffer Y { ELEM y[]; };
 #else
 layout(std430, set = 0, binding = 2) writeonly buffer Y { ELEM y[]; };
 #define Y_PUT(i, v) y[i] = (v)
+#endif
+
+// The weight's element (VEC4: group) at index i of binding W, i_row its index in the row.
+// TWO_WEIGHTS (rms_norm2): rows from w2_row on take W2's, from w2_off (same units) on instead.
+#ifdef TWO_WEIGHTS
+#ifdef VEC4
+#define WEIGHT(i, i_row) (row >= p.w2_row ? w2[p.w2_off / 4u + (i_row)] : w[i])
+#else
+#define WEIGHT(i, i_row) (row >= p.w2_row ? w2[p.w2_off + (i_row)] : w[i])
+#endif
+#else
+#define WEIGHT(i, i_row) w[i]
 #endif
 
 float sq4(vec4 v) { return ((v.x * v.x + v.y * v.y) + v.z * v.z) + v.w * v.w; }
@@ -115,7 +133,7 @@ void main() {
 #ifdef VEC4
   for (uint g = lid; g < groups; g += WG) {
     vec4 v = x[xb / 4u + g] * inv;
-    if (p.has_weight != 0) v *= w[p.w_off / 4u + g];
+    if (p.has_weight != 0) v *= WEIGHT(p.w_off / 4u + g, g);
     Y_PUT(yb / 4u + g, v);
   }
 #else
@@ -124,14 +142,14 @@ void main() {
     [[unroll]] for (uint c = 0u; c < 4u; ++c) {
       const uint e = 4u * g + c;
       float v = x[xb + e] * inv;
-      if (p.has_weight != 0) v *= w[p.w_off + e];
+      if (p.has_weight != 0) v *= WEIGHT(p.w_off + e, e);
       Y_PUT(yb + e, v);
     }
   }
   if (lid < p.n - 4u * groups) {
     const uint e = 4u * groups + lid;
     float v = x[xb + e] * inv;
-    if (p.has_weight != 0) v *= w[p.w_off + e];
+    if (p.has_weight != 0) v *= WEIGHT(p.w_off + e, e);
     Y_PUT(yb + e, v);
   }
 #endif

@@ -209,6 +209,51 @@ TEST_F(OpsTest, AddRmsNormUpdatesXAndGivesTheBitsOfAddThenRmsNorm) {
   });
 }
 
+// rms_norm2 (a layer's QK-norm: Q's rows with one weight, K's with another): the bits of two
+// rms_norm calls, in place and into another buffer, its float and vec4 kernels, whichever row
+// the second weight starts at (none, some, all).
+TEST_F(OpsTest, RmsNorm2GivesTheBitsOfTwoRmsNorms) {
+  for_each_variant("rms_norm2", [](ops::Kernels& k) {
+    uint64_t seed = 170;
+    bool vec4_built = false;
+    for (uint32_t n : {7u, 64u, 256u})
+      for (uint32_t rows : {1u, 5u})
+        for (uint32_t first : {0u, 1u, rows})
+          for (bool in_place : {false, true}) {
+            SCOPED_TRACE("n=" + std::to_string(n) + " rows=" + std::to_string(rows) + " first=" + std::to_string(first) +
+                         " in_place=" + std::to_string(in_place));
+            const auto x = test::random_floats(size_t{n} * rows, ++seed, 3.0f);
+            const auto wa = test::random_floats(n, ++seed), wb = test::random_floats(n, ++seed);
+            const uint64_t xo = 16, ao = 32, bo = 48;
+            auto xb = placed(x, xo), ab = placed(wa, ao), bb = placed(wb, bo);
+            auto yb = guarded(xo + size_t{n} * rows * 4 + 64);
+            const vk::Buffer& out = in_place ? xb : yb;
+            const ops::RmsNormShape shape{n, rows, 1e-6f};
+            record([&](vk::CommandBuffer& cb) { ops::rms_norm2(k, cb, xb, xo, ab, ao, bb, bo, first, out, xo, shape); });
+            const auto got = read<float>(out, xo, x.size());
+            if (!in_place) expect_guards(yb, xo, xo + size_t{n} * rows * 4);
+
+            std::vector<float> want = ref::rms_norm(std::span<const float>(x).first(size_t{n} * first), wa, n, first, 1e-6f);
+            const auto rest = ref::rms_norm(std::span<const float>(x).subspan(size_t{n} * first), wb, n, rows - first, 1e-6f);
+            want.insert(want.end(), rest.begin(), rest.end());
+            EXPECT_LE(test::nmse(want, got), 1e-10);
+
+            // Two rms_norm calls with the rms_norm kernels of the same capabilities.
+            auto x2 = placed(x, xo);
+            record([&](vk::CommandBuffer& cb) {
+              ops::rms_norm(k, cb, x2, xo, &ab, ao, x2, xo, ops::RmsNormShape{n, first, 1e-6f});
+              ops::rms_norm(k, cb, x2, xo + uint64_t{first} * n * 4, &bb, bo, x2, xo + uint64_t{first} * n * 4,
+                            ops::RmsNormShape{n, rows - first, 1e-6f});
+            });
+            const auto sep = read<float>(x2, xo, x.size());
+            EXPECT_EQ(std::memcmp(sep.data(), got.data(), sep.size() * 4), 0)
+                << "rms_norm2's output differs in its bits from two rms_norm calls";
+          }
+    for (const ops::PipelineKey& key : k.built()) vec4_built |= key.op == "rms_norm2_vec4";
+    EXPECT_TRUE(vec4_built) << "the aligned runs did not take the vec4 kernel";
+  });
+}
+
 // rms_norm_add (a post-norm joining the residual): y += rms_norm(x) * w in one dispatch, with the
 // bits of rms_norm into a buffer and then add (no multiply-add contraction), its float and vec4
 // kernels; the rows' padding of y untouched, x unchanged; overlapping x and y refused.

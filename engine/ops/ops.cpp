@@ -22,6 +22,12 @@ struct AddRmsNormPush {
 };
 static_assert(sizeof(AddRmsNormPush) == 44);
 
+struct RmsNorm2Push {
+  RmsNormPush norm;
+  uint32_t w2_off, w2_row;
+};
+static_assert(sizeof(RmsNorm2Push) == 44);
+
 struct RopePush {
   uint32_t x_off, y_off, pos_off;
   uint32_t n_tokens, n_heads, head_dim, n_dims;
@@ -167,6 +173,23 @@ void rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x
 void rms_norm_add(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* weight,
                   uint64_t weight_offset, const vk::Buffer& y, uint64_t y_offset, const RmsNormShape& s) {
   record_rms_norm(k, cb, x, x_offset, weight, weight_offset, y, y_offset, s, true);
+}
+
+void rms_norm2(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& weight_a,
+               uint64_t weight_a_offset, const vk::Buffer& weight_b, uint64_t weight_b_offset, uint32_t first_rows,
+               const vk::Buffer& y, uint64_t y_offset, const RmsNormShape& s) {
+  if (s.n == 0 || s.rows == 0) return;
+  const uint32_t xs = or_default(s.x_stride, s.n), ys = or_default(s.y_stride, s.n);
+  const auto xw = x.window(x_offset, strided_bytes(s.rows, s.n, xs, 4));
+  const auto yw = y.window(y_offset, strided_bytes(s.rows, s.n, ys, 4));
+  const auto aw = weight_a.window(weight_a_offset, uint64_t{s.n} * 4);
+  const auto bw = weight_b.window(weight_b_offset, uint64_t{s.n} * 4);
+  const RmsNorm2Push p{{elem_offset(xw, 4), elem_offset(aw, 4), elem_offset(yw, 4), s.n, s.rows, xs, ys, 1u, s.eps},
+                       elem_offset(bw, 4),
+                       first_rows};
+  const Grid g = grid(s.rows);
+  const bool v4 = vec4_rows(s.n, {p.norm.x_off, p.norm.w_off, p.norm.y_off, xs, ys, p.w2_off});
+  k.dispatch(cb, v4 ? "rms_norm2_vec4" : "rms_norm2", {xw, aw, yw, bw}, p, {row_workgroup(k)}, g.x, g.y);
 }
 
 void add_rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& sum,

@@ -48,6 +48,13 @@ void add_rms_norm(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64
 void rms_norm_add(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer* weight,
                   uint64_t weight_offset, const vk::Buffer& y, uint64_t y_offset, const RmsNormShape& s);
 
+// rms_norm with two weights: rows [0, first_rows) scaled by weight_a, rows [first_rows,
+// s.rows) by weight_b (each [n]), in one dispatch and with the bits of two rms_norm calls: a
+// layer's QK-norm (Q heads, then K heads, each its own weight). y may be x (in place).
+void rms_norm2(Kernels& k, vk::CommandBuffer& cb, const vk::Buffer& x, uint64_t x_offset, const vk::Buffer& weight_a,
+               uint64_t weight_a_offset, const vk::Buffer& weight_b, uint64_t weight_b_offset, uint32_t first_rows,
+               const vk::Buffer& y, uint64_t y_offset, const RmsNormShape& s);
+
 // ---- RoPE ------------------------------------------------------------------------------
 struct RopeShape {
   uint32_t n_tokens = 1;

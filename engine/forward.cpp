@@ -590,7 +590,17 @@ struct Context::Impl {
       linear(d, wv, d.h, T, split::Slice{&d.qkv, v_at});
     }
     cb.barrier();  // Q, K, V complete before bias / QK-norm / RoPE
-    if (c.qkv_bias) {
+    // Biases before a QK-norm are added here; else rope_store adds them (rope_store_bias).
+    const bool bias_in_rope = c.qkv_bias && !c.qk_norm;
+    if (bias_in_rope) {
+      const DeviceTensor &bq = W[L::attn_q_bias], &bk = W[L::attn_k_bias], &bv = W[L::attn_v_bias];
+      rope.q_bias = &bq.buf();
+      rope.k_bias = &bk.buf();
+      rope.v_bias = &bv.buf();
+      rope.q_bias_offset = bq.offset;
+      rope.k_bias_offset = bk.offset;
+      rope.v_bias_offset = bv.offset;
+    } else if (c.qkv_bias) {
       const auto bias = [&](const DeviceTensor& b, uint64_t at, uint32_t n) {
         ops::add(k, cb, d.qkv, at, b.buf(), b.offset, d.qkv, at, T * n, n);
       };

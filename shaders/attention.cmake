@@ -6,6 +6,7 @@ chorus_shader(OP kv_store SOURCE kv_store.comp)
 chorus_shader(OP attention SOURCE attention.comp)
 chorus_shader(OP attention SOURCE attention.comp REQUIRES subgroup)
 chorus_shader(OP rope_store SOURCE rope_store.comp)
+chorus_shader(OP rope_store_bias SOURCE rope_store.comp DEFINES BIAS=1)
 # attention_row (attention_row.comp): one invocation per row, no shared memory or barriers;
 # registered for CPU devices only (decode there, see engine/ops/attention.cpp).
 chorus_shader(OP attention_row SOURCE attention_row.comp REQUIRES cpu)

@@ -71,4 +71,5 @@ struct RopeStorePush {
   uint n_ctx;
   uint kc_off, vc_off;        // words: where head `head0` starts in the cache bindings
   float freq_base, freq_scale;
+  uint bq_off, bk_off, bv_off;  // (rope_store_bias) floats: Q's, K's and V's bias in bindings 4-6
 };

@@ -20,6 +20,21 @@ layout(std430, set = 0, binding = 0) buffer X { float x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer P { int pos[]; };
 layout(std430, set = 0, binding = 2) writeonly buffer KCache { uint k_cache[]; };
 layout(std430, set = 0, binding = 3) writeonly buffer VCache { uint v_cache[]; };
+#ifdef BIAS
+// rope_store_bias: Q, K and V get their bias (qwen2) first: Q + bq rotated in place, K + bk
+// rotated into the cache, V + bv stored; each sum is the float the separate add would have
+// stored, so the bits are those of three adds then rope_store.
+layout(std430, set = 0, binding = 4) readonly buffer BQ { float bq[]; };
+layout(std430, set = 0, binding = 5) readonly buffer BK { float bk[]; };
+layout(std430, set = 0, binding = 6) readonly buffer BV { float bv[]; };
+#define Q_BIAS(i) bq[p.bq_off + (i)]
+#define K_BIAS(i) bk[p.bk_off + (i)]
+#define V_BIAS(i) bv[p.bv_off + (i)]
+#else
+#define Q_BIAS(i) 0.0
+#define K_BIAS(i) 0.0
+#define V_BIAS(i) 0.0
+#endif
 
 // cos and sin of pair i's angle at position `position`.
 vec2 angle(uint i, int position) { return rope_angle(i, position, p.n_dims, p.freq_base, p.freq_scale); }
@@ -30,17 +45,27 @@ uint pair_of(uint e) {
   return p.neox != 0u ? (e < half_rot ? e : e - half_rot) : e / 2u;
 }
 
-// Element e of the rotated head starting at float b, cs the angle of e's pair (e < n_dims).
-float rotated(uint b, uint e, vec2 cs) {
-  if (e >= p.n_dims) return x[b + e];
+// Element e of K head h (its bias added), the head starting at float b.
+#ifdef BIAS
+float k_elem(uint b, uint h, uint e) {
+  precise float v = x[b + e] + K_BIAS(h * p.head_dim + e);
+  return v;
+}
+#else
+float k_elem(uint b, uint h, uint e) { return x[b + e]; }
+#endif
+
+// Element e of K head h rotated, the head starting at float b, cs the angle of e's pair (e < n_dims).
+float rotated(uint b, uint h, uint e, vec2 cs) {
+  if (e >= p.n_dims) return k_elem(b, h, e);
   const uint half_rot = p.n_dims / 2u;
   if (p.neox != 0u) {
     const uint i = e < half_rot ? e : e - half_rot;
-    const float a = x[b + i], c = x[b + i + half_rot];
+    const float a = k_elem(b, h, i), c = k_elem(b, h, i + half_rot);
     return e < half_rot ? a * cs.x - c * cs.y : a * cs.y + c * cs.x;
   }
   const uint i = e / 2u;
-  const float a = x[b + 2u * i], c = x[b + 2u * i + 1u];
+  const float a = k_elem(b, h, 2u * i), c = k_elem(b, h, 2u * i + 1u);
   return (e & 1u) == 0u ? a * cs.x - c * cs.y : a * cs.y + c * cs.x;
 }
 
@@ -58,11 +83,27 @@ void main() {
     const uint i1 = p.neox != 0u ? w + half_rot : 2u * w + 1u;
     for (uint h = 0u; h < p.n_q_heads; ++h) {
       const uint b = p.q_off + t * p.q_stride + h * p.head_dim;
+#ifdef BIAS
+      precise float a = x[b + i0] + Q_BIAS(h * p.head_dim + i0);
+      precise float c = x[b + i1] + Q_BIAS(h * p.head_dim + i1);
+#else
       const float a = x[b + i0], c = x[b + i1];
+#endif
       x[b + i0] = a * cs_w.x - c * cs_w.y;
       x[b + i1] = a * cs_w.y + c * cs_w.x;
     }
   }
+#ifdef BIAS
+  else {  // Q elements 2w and 2w + 1, past n_dims: not rotated, only biased
+    for (uint h = 0u; h < p.n_q_heads; ++h) {
+      const uint b = p.q_off + t * p.q_stride + h * p.head_dim;
+      for (uint e = 2u * w; e < 2u * w + 2u; ++e) {
+        precise float v = x[b + e] + Q_BIAS(h * p.head_dim + e);
+        x[b + e] = v;
+      }
+    }
+  }
+#endif
   if (position < 0 || uint(position) >= p.n_ctx) return;
   // K word w's two elements: one pair (normal RoPE) or two (NEOX: 2w and 2w + 1 pair with
   // elements half a rotation away).
@@ -72,7 +113,14 @@ void main() {
     const uint dst = (h * p.n_ctx + uint(position)) * words + w;
     const uint src = t * p.kv_stride + (p.head0 + h) * p.head_dim;
     const uint kb = p.k_off + src, vb = p.v_off + src;
-    k_cache[p.kc_off + dst] = packHalf2x16(vec2(rotated(kb, 2u * w, cs0), rotated(kb, 2u * w + 1u, cs1)));
+    const uint hs = p.head0 + h;  // the source head: its bias
+    k_cache[p.kc_off + dst] = packHalf2x16(vec2(rotated(kb, hs, 2u * w, cs0), rotated(kb, hs, 2u * w + 1u, cs1)));
+#ifdef BIAS
+    precise float v0 = x[vb + 2u * w] + V_BIAS(hs * p.head_dim + 2u * w);
+    precise float v1 = x[vb + 2u * w + 1u] + V_BIAS(hs * p.head_dim + 2u * w + 1u);
+    v_cache[p.vc_off + dst] = packHalf2x16(vec2(v0, v1));
+#else
     v_cache[p.vc_off + dst] = packHalf2x16(vec2(x[vb + 2u * w], x[vb + 2u * w + 1u]));
+#endif
   }
 }

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "engine/ops/attention.h"
+#include "engine/ops/ops.h"
 #include "engine/quant.h"
 #include "shaders/registry.h"
 #include "tests/gpu.h"
@@ -637,6 +638,84 @@ TEST_F(RopeStore, RotatesQInPlaceAndStoresRotatedKAndVAtEachTokensPosition) {
         ASSERT_EQ(kwant[i] == 0xABCD, kgot[i] == 0xABCD) << "cache word " << i << " written where it should not be, or not written";
     }
   }
+}
+
+// rope_store_bias (qwen2's Q/K/V biases added by rope_store): the bits of ops::add of each
+// bias and then rope_store, Q in place and both caches, both RoPE styles, a partial rotation
+// (Q's unrotated elements get their bias too), a position outside the context; K and V in qkv
+// left as they were; biases at unaligned offsets of their own buffers.
+TEST_F(RopeStore, WithBiasesGivesTheBitsOfAddingThemFirst) {
+  vk::Device& dev = test::device();
+  ops::Kernels k(dev);
+  const uint32_t n_q = 4, n_kv = 2, D = 16, n_ctx = 40, T = 3;
+  for (bool neox : {false, true}) {
+    for (uint32_t n_dims : {D, 8u}) {
+      SCOPED_TRACE(std::string(neox ? "neox" : "normal") + " n_dims=" + std::to_string(n_dims));
+      const std::vector<int32_t> positions = {5, 45, 17};
+      const uint32_t qn = T * n_q * D, kvn = T * n_kv * D;
+      const std::vector<float> qkv = test::random_floats(qn + 2 * kvn, 91 + n_dims + (neox ? 1 : 0));
+      const std::vector<float> bq = test::random_floats(n_q * D, 7), bk = test::random_floats(n_kv * D, 8),
+                               bv = test::random_floats(n_kv * D, 9);
+      std::vector<float> padded_bq(3, 0.0f);  // Q's bias 12 bytes into its buffer
+      padded_bq.insert(padded_bq.end(), bq.begin(), bq.end());
+      vk::Buffer pb = test::make_buffer(dev, positions, "positions");
+      vk::Buffer bqb = test::make_buffer(dev, padded_bq, "q bias"), bkb = test::make_buffer(dev, bk, "k bias"),
+                 bvb = test::make_buffer(dev, bv, "v bias");
+      const std::vector<uint16_t> blank(size_t(n_kv) * n_ctx * D, 0xABCD);
+      ops::RopeStoreShape shape;
+      shape.n_tokens = T;
+      shape.n_q_heads = n_q;
+      shape.n_dims = n_dims;
+      shape.neox = neox;
+      struct Out {
+        std::vector<float> qkv;
+        std::vector<uint16_t> k, v;
+      };
+      const auto run = [&](bool fused) {
+        vk::Buffer xb = test::make_buffer(dev, qkv, "qkv");
+        vk::Buffer kb = test::make_buffer(dev, blank, "K cache"), vb = test::make_buffer(dev, blank, "V cache");
+        const ops::KvCache cache{n_kv, n_ctx, D, &kb, 0, &vb, 0};
+        ops::RopeStoreShape sh = shape;
+        if (fused) {
+          sh.q_bias = &bqb;
+          sh.q_bias_offset = 12;
+          sh.k_bias = &bkb;
+          sh.v_bias = &bvb;
+        }
+        test::run_on(dev, [&](vk::CommandBuffer& cb) {
+          if (!fused) {
+            ops::add(k, cb, xb, 0, bqb, 12, xb, 0, qn, n_q * D);
+            ops::add(k, cb, xb, 4ull * qn, bkb, 0, xb, 4ull * qn, kvn, n_kv * D);
+            ops::add(k, cb, xb, 4ull * (qn + kvn), bvb, 0, xb, 4ull * (qn + kvn), kvn, n_kv * D);
+            cb.barrier();
+          }
+          ops::rope_store(k, cb, cache, xb, 0, 4ull * qn, 4ull * (qn + kvn), pb, 0, sh);
+        });
+        return Out{dev.download<float>(xb, qn + 2 * kvn), dev.download<uint16_t>(kb, blank.size()),
+                   dev.download<uint16_t>(vb, blank.size())};
+      };
+      const Out sep = run(false), fused = run(true);
+      EXPECT_EQ(std::memcmp(sep.qkv.data(), fused.qkv.data(), 4ull * qn), 0) << "Q differs from add then rope_store";
+      EXPECT_EQ(std::vector<float>(fused.qkv.begin() + qn, fused.qkv.end()), std::vector<float>(qkv.begin() + qn, qkv.end()))
+          << "K and V sources must be left as they were";
+      EXPECT_EQ(sep.k, fused.k) << "the K cache differs from add then rope_store";
+      EXPECT_EQ(sep.v, fused.v) << "the V cache differs from add then rope_store";
+      size_t written = 0;
+      for (uint16_t w : fused.k) written += w != 0xABCD;
+      EXPECT_EQ(written, size_t(2) * n_kv * D) << "two of the three tokens are inside the context";
+    }
+  }
+  // Biases go together: one alone is refused.
+  vk::Buffer xb = test::make_buffer(dev, std::vector<float>(64), "qkv"), pb = test::make_buffer(dev, std::vector<int32_t>(1), "p");
+  vk::Buffer kb = test::make_buffer(dev, std::vector<uint16_t>(64), "K"), vb = test::make_buffer(dev, std::vector<uint16_t>(64), "V");
+  const ops::KvCache cache{1, 2, 16, &kb, 0, &vb, 0};
+  ops::RopeStoreShape one;
+  one.n_q_heads = 1;
+  one.q_bias = &xb;
+  vk::CommandBuffer cb(dev);
+  cb.begin();
+  EXPECT_THROW(ops::rope_store(k, cb, cache, xb, 0, 64, 128, pb, 0, one), vk::Error);
+  cb.end();
 }
 
 // attention_row: the per-row kernel CPU devices decode with (AttentionOptions::per_row).

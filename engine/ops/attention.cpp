@@ -1,6 +1,7 @@
 #include "engine/ops/attention.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -165,6 +166,16 @@ void rope_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const v
   const uint32_t base = skip_elems(xw, 4);
   const auto floats = [&](uint64_t offset) { return static_cast<uint32_t>(base + (offset - lo) / 4); };
   const vk::BufferWindow pw = positions.window(positions_offset, uint64_t(s.n_tokens) * 4);
+  const bool bias = s.q_bias || s.k_bias || s.v_bias;
+  if (bias && !(s.q_bias && s.k_bias && s.v_bias)) throw vk::Error(what + ": Q, K and V biases go together (all or none)");
+  if (bias && (s.q_bias_offset % 4 != 0 || s.k_bias_offset % 4 != 0 || s.v_bias_offset % 4 != 0))
+    throw vk::Error(what + ": bias offsets must be multiples of 4 bytes");
+  std::optional<vk::BufferWindow> bqw, bkw, bvw;
+  if (bias) {
+    bqw = s.q_bias->window(s.q_bias_offset, std::max<uint64_t>(uint64_t(q_stride) * 4, 4));
+    bkw = s.k_bias->window(s.k_bias_offset, uint64_t(kv_stride) * 4);
+    bvw = s.v_bias->window(s.v_bias_offset, uint64_t(kv_stride) * 4);
+  }
   const uint32_t per = heads_per_window(cache, 0, what);
   for (uint32_t h0 = 0; h0 < cache.n_kv_heads; h0 += per) {
     const uint32_t nh = std::min(per, cache.n_kv_heads - h0);
@@ -172,12 +183,19 @@ void rope_store(Kernels& k, vk::CommandBuffer& cb, const KvCache& cache, const v
     const uint64_t head_off = uint64_t(h0) * cache.head_bytes();
     const vk::BufferWindow kc = cache.k->window(cache.k_offset + head_off, nh * cache.head_bytes());
     const vk::BufferWindow vc = cache.v->window(cache.v_offset + head_off, nh * cache.head_bytes());
-    const RopeStorePush push{floats(q_offset), floats(k_offset), floats(v_offset), q_stride, kv_stride,
-                             skip_elems(pw, 4), s.n_tokens, nq, nh, h0, D, n_dims, s.neox ? 1u : 0u, cache.n_ctx,
-                             skip_elems(kc, 4), skip_elems(vc, 4), s.freq_base, s.freq_scale};
+    RopeStorePush push{floats(q_offset), floats(k_offset), floats(v_offset), q_stride, kv_stride,
+                       skip_elems(pw, 4), s.n_tokens, nq, nh, h0, D, n_dims, s.neox ? 1u : 0u, cache.n_ctx,
+                       skip_elems(kc, 4), skip_elems(vc, 4), s.freq_base, s.freq_scale};
     const uint32_t gx = groups(uint64_t(s.n_tokens) * (D / 2), kStoreWg);  // an invocation per (token, word)
     if (gx > kMaxGroups) throw vk::Error(what + ": too many tokens for one dispatch");
-    k.dispatch(cb, "rope_store", {xw, pw, kc, vc}, push, {kStoreWg}, gx);
+    if (bias) {
+      push.bq_off = skip_elems(*bqw, 4);
+      push.bk_off = skip_elems(*bkw, 4);
+      push.bv_off = skip_elems(*bvw, 4);
+      k.dispatch(cb, "rope_store_bias", {xw, pw, kc, vc, *bqw, *bkw, *bvw}, push, {kStoreWg}, gx);
+    } else {
+      k.dispatch(cb, "rope_store", {xw, pw, kc, vc}, push, {kStoreWg}, gx);
+    }
   }
 }
 

@@ -58,8 +58,9 @@ struct RopeStorePush {
   uint32_t n_ctx;
   uint32_t kc_off, vc_off;
   float freq_base, freq_scale;
+  uint32_t bq_off = 0, bk_off = 0, bv_off = 0;
 };
-static_assert(sizeof(RopeStorePush) == 72, "RopeStorePush must match shaders/attention.glsl");
+static_assert(sizeof(RopeStorePush) == 84, "RopeStorePush must match shaders/attention.glsl");
 
 // Mirrors `AttentionPush` in shaders/attention.glsl.
 struct AttentionPush {
@@ -125,6 +126,14 @@ struct RopeStoreShape {
   bool neox = false;        // as RopeShape
   float freq_base = 10000.0f;
   float freq_scale = 1.0f;
+  // Biases added to Q, K and V first (qwen2), each F32 at a byte offset (a multiple of 4): Q's
+  // n_q_heads * head_dim, K's and V's cache.n_kv_heads * head_dim; all three or none. The bits
+  // are those of adding them (ops::add) before rope_store; Q in qkv gets Q + bias rotated, K
+  // and V in qkv stay as they were.
+  const vk::Buffer* q_bias = nullptr;
+  const vk::Buffer* k_bias = nullptr;
+  const vk::Buffer* v_bias = nullptr;
+  uint64_t q_bias_offset = 0, k_bias_offset = 0, v_bias_offset = 0;
 };
 // Records, for t < n_tokens at position pos = positions[t] (int32 at byte positions_offset):
 //   Q[t] rotated in place (ops::rope's rotation) — q at byte q_offset of qkv, [t][n_q_heads][head_dim];

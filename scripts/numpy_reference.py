@@ -6,7 +6,8 @@ gguf.quants.dequantize) -- none of chorus's C++ -- and runs each chunk as one ca
 float64 (F32 weights as dequantised, K and V rounded through float16 as chorus's F16 KV cache
 unless --f32-kv). Architectures: llama (SmolLM2, Mistral-style sliding window), gemma3
 (GeGLU, embedding * sqrt(n_embd), QK-norm, post-norms, 5 windowed layers at RoPE base 10000
-to each global one, NeoX RoPE), phi3 (fused attn_qkv and gate|up ffn_up, NeoX RoPE) and qwen3moe
+to each global one, NeoX RoPE), phi3 (fused attn_qkv and gate|up ffn_up, NeoX RoPE), qwen2
+(Q/K/V biases, NeoX RoPE) and qwen3moe
 (QK-norm, NeoX RoPE, and a mixture of experts in place of the FFN: softmax over the router's
 logits, the expert_used_count most probable experts, their probabilities renormalised to sum to 1,
 each chosen expert's SwiGLU FFN weighted by them; written from the model's definition, one token
@@ -56,8 +57,8 @@ class Model:
         r = gguf.GGUFReader(path)
         self.reader = r
         self.arch = field(r, "general.architecture")
-        if self.arch not in ("llama", "gemma3", "phi3", "qwen3moe"):
-            sys.exit(f"{path}: architecture {self.arch}; this reference runs llama, gemma3, phi3 and qwen3moe")
+        if self.arch not in ("llama", "gemma3", "phi3", "qwen2", "qwen3moe"):
+            sys.exit(f"{path}: architecture {self.arch}; this reference runs llama, gemma3, phi3, qwen2 and qwen3moe")
         a = self.arch + "."
         self.n_embd = int(field(r, a + "embedding_length"))
         self.n_layer = int(field(r, a + "block_count"))
@@ -74,7 +75,7 @@ class Model:
         # phi3's sliding_window metadata is not applied (as llama.cpp does not apply it).
         self.window = 0 if self.arch == "phi3" else int(field(r, a + "attention.sliding_window", 0))
         self.gemma = self.arch == "gemma3"
-        self.neox = self.arch in ("gemma3", "phi3", "qwen3moe")
+        self.neox = self.arch in ("gemma3", "phi3", "qwen3moe", "qwen2")
         self.n_expert = int(field(r, a + "expert_count", 0))
         self.n_expert_used = int(field(r, a + "expert_used_count", 0))
         self.bos = int(field(r, "tokenizer.ggml.bos_token_id", -1))
@@ -160,9 +161,10 @@ class Model:
                 k = qkv[:, H * hd:(H + KV) * hd].reshape(T, KV, hd)
                 v = qkv[:, (H + KV) * hd:].reshape(T, KV, hd)
             else:
-                q = (h @ self.W(p + "attn_q.weight").T).reshape(T, H, hd)
-                k = (h @ self.W(p + "attn_k.weight").T).reshape(T, KV, hd)
-                v = (h @ self.W(p + "attn_v.weight").T).reshape(T, KV, hd)
+                q, k, v = (h @ self.W(p + f"attn_{n}.weight").T for n in "qkv")
+                if p + "attn_q.bias" in self.tensors:  # qwen2
+                    q, k, v = (m + self.vec(p + f"attn_{n}.bias") for m, n in ((q, "q"), (k, "k"), (v, "v")))
+                q, k, v = q.reshape(T, H, hd), k.reshape(T, KV, hd), v.reshape(T, KV, hd)
             if p + "attn_q_norm.weight" in self.tensors:
                 q = self.rms_norm(q, self.vec(p + "attn_q_norm.weight"))
                 k = self.rms_norm(k, self.vec(p + "attn_k_norm.weight"))

@@ -5,7 +5,7 @@
 // their own RoPE base around a global one with linear RoPE scaling) and llama with Mistral's
 // sliding window: the GPU forward pass against the C++ reference, on one device, on tensor
 // splits and on a layer split; phi3 (fused attn_qkv and gate|up ffn_up, cut segment by segment).
-// gemma3, phi3 and the Mistral window are also checked against the independent NumPy reference
+// gemma3, phi3, the Mistral window and qwen2 are also checked against the independent NumPy reference
 // (scripts/numpy_reference.py, run by the test: python3 with gguf and numpy).
 #include <gtest/gtest.h>
 
@@ -231,7 +231,7 @@ INSTANTIATE_TEST_SUITE_P(Phi3, Families,
                          [](const auto& p) { return ratio_name(*std::get<0>(p.param)); });
 INSTANTIATE_TEST_SUITE_P(NumPy, FamiliesNumPy,
                          ::testing::Combine(::testing::Values(&kOne, &kFiveThreeOne),
-                                            ::testing::Values(&kGemma3, &kPhi3, &kMistral)),
+                                            ::testing::Values(&kGemma3, &kPhi3, &kMistral, &kMixed)),
                          [](const auto& p) {
                            return std::string(std::get<1>(p.param)->name) + "_" + ratio_name(*std::get<0>(p.param));
                          });

@@ -30,10 +30,6 @@ layout(std430, set = 0, binding = 6) readonly buffer BV { float bv[]; };
 #define Q_BIAS(i) bq[p.bq_off + (i)]
 #define K_BIAS(i) bk[p.bk_off + (i)]
 #define V_BIAS(i) bv[p.bv_off + (i)]
-#else
-#define Q_BIAS(i) 0.0
-#define K_BIAS(i) 0.0
-#define V_BIAS(i) 0.0
 #endif
 
 // cos and sin of pair i's angle at position `position`.

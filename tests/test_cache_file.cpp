@@ -112,6 +112,8 @@ TEST_F(CacheFile, PruningKeepsTheNewestListsAndTouchesNothingElse) {
   make("calibration.tsv", hours(24 * 400));
   make("notpipelines-u-1.list", hours(24 * 400));
   fs::create_directories(dir_ / "pipelines-dir.list");  // not a regular file
+  make("precious.txt", hours(24 * 400));
+  fs::create_symlink(dir_ / "precious.txt", dir_ / "pipelines-link.list");  // a symlink: left alone
 
   EXPECT_EQ(vk::prune_cache_files(dir_.string(), "pipelines-", ".list", 6, hours(24 * 60)), 6u);
   for (int i = 0; i < 10; ++i)
@@ -119,7 +121,8 @@ TEST_F(CacheFile, PruningKeepsTheNewestListsAndTouchesNothingElse) {
   EXPECT_FALSE(fs::exists(dir_ / "pipelines-u-old.list"));
   EXPECT_FALSE(fs::exists(dir_ / "pipelines-u-3.list.tmp77-1"));
   EXPECT_TRUE(fs::exists(dir_ / "pipelines-u-4.list.tmp78-1"));
-  for (const char* kept : {"pipelines-u.bin", "calibration.tsv", "notpipelines-u-1.list", "pipelines-dir.list"})
+  for (const char* kept : {"pipelines-u.bin", "calibration.tsv", "notpipelines-u-1.list", "pipelines-dir.list",
+                           "pipelines-link.list", "precious.txt"})
     EXPECT_TRUE(fs::exists(dir_ / kept)) << kept;
 
   // A list used again (touched) is the newest: the next prune keeps it over the others.

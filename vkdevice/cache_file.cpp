@@ -144,7 +144,7 @@ size_t prune_cache_files(const std::string& dir, std::string_view prefix, std::s
     const std::string name = it->path().filename().string();
     if (name.size() < prefix.size() + suffix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
     std::error_code e2;
-    if (!it->is_regular_file(e2)) continue;  // never a directory, a symlink's target, a FIFO
+    if (!fs::is_regular_file(it->symlink_status(e2))) continue;  // never a directory, a symlink, a FIFO
     const auto when = it->last_write_time(e2);
     if (e2) continue;
     const size_t tmp = name.rfind(std::string(suffix) + ".tmp");

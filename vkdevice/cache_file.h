@@ -41,7 +41,7 @@ void touch_cache_file(const std::string& path);
 // gather one more with every model, split and chorus build tried): removes the ones last used
 // more than `max_age` ago, then the least recently used beyond the newest `keep`, and any
 // temporary file of the family (`<name>.tmp...`, left by a writer that died) older than a day.
-// Only regular files are removed; nothing else in `dir` is touched, and a failure is silent
+// Only regular files are removed (not symlinks); nothing else in `dir` is touched, and a failure is silent
 // (another process may prune the same folder). Returns how many files it removed.
 size_t prune_cache_files(const std::string& dir, std::string_view prefix, std::string_view suffix, size_t keep,
                          std::chrono::seconds max_age);
